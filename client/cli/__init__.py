@@ -1,0 +1,1 @@
+"""The command-line programs: ``dqr-upload`` (and later ``dqr-ping``)."""

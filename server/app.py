@@ -1,0 +1,58 @@
+"""The application factory: settings -> database, store, locker, hooks, blueprints."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, abort, send_from_directory
+
+from .api import blueprint as api_blueprint
+from .config import Settings, load_settings
+from .db import Database
+from .db.migrate import check_up_to_date, upgrade
+from .reports.hooks import ReportHooks
+from .tus import FileLocker, FileStore, TusOptions, make_blueprint
+
+log = logging.getLogger("dqrxfer.server")
+
+
+def create_app(settings: Settings | None = None, *, check_schema: bool = True) -> Flask:
+    """Build the app.  ``settings`` default to :func:`load_settings` (config from
+    ``DQRXFER_CONFIG`` or the embedded default)."""
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config["DQRXFER_SETTINGS"] = settings
+    # Never let Flask buffer a whole upload: bodies are streamed by the tus layer.
+    app.config["MAX_CONTENT_LENGTH"] = None
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.database_url)
+    if check_schema:
+        if settings.auto_upgrade:
+            upgrade(database.engine)
+        check_up_to_date(database.engine)
+    app.extensions["dqrxfer.db"] = database
+
+    store = FileStore(settings.uploads_dir, fsync=settings.fsync)
+    locker = FileLocker(settings.uploads_dir / "locks", timeout=settings.lock_timeout)
+    hooks = ReportHooks(settings, database, store)
+    options = TusOptions(max_size=settings.max_upload_size, lock_timeout=settings.lock_timeout)
+    app.register_blueprint(make_blueprint(store, locker, hooks, options))
+    app.register_blueprint(api_blueprint)
+    if settings.serve_reports:
+        _serve_reports(app, settings)
+    return app
+
+
+def _serve_reports(app: Flask, settings: Settings) -> None:
+    """In the embedded default the app serves the report tree itself (in
+    production the web server in front does)."""
+
+    @app.get("/reports/<project>/<path:path>")
+    def report_file(project: str, path: str) -> Response:
+        config = settings.projects.get(project)
+        if config is None:
+            abort(404)
+        if path.endswith("/"):
+            path += "index.html"
+        return send_from_directory(config.reports_root, path)

@@ -1,0 +1,122 @@
+"""``dqrxfer-server``: serve the app and operate its database."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from dqrxfer import __version__
+
+from .config import ConfigError, Settings, load_settings
+from .db import Database
+from .db import migrate
+
+log = logging.getLogger("dqrxfer.server")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML config file (default: $DQRXFER_CONFIG, else embedded default)"
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="data directory (default: ./dqrxfer-data or the config's data_dir)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dqrxfer-server", description="Central server of dqrxfer: receive and publish DQRs."
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server under gunicorn")
+    _add_config_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
+    serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    serve.add_argument("--threads", type=int, default=8, help="threads per worker (default 8)")
+
+    db = commands.add_parser("db", help="database schema (Alembic) operations")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    for name, text in (
+        ("upgrade", "upgrade the schema (default: to head)"),
+        ("downgrade", "downgrade the schema to REVISION"),
+        ("current", "show the schema revision of the database"),
+        ("history", "list the schema revisions"),
+    ):
+        sub = db_commands.add_parser(name, help=text)
+        _add_config_options(sub)
+        if name == "upgrade":
+            sub.add_argument("revision", nargs="?", default="head")
+        elif name == "downgrade":
+            sub.add_argument("revision")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, args.data_dir)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .wsgi import GunicornServer, gunicorn_options
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.database_url)
+    try:
+        if settings.auto_upgrade:
+            migrate.upgrade(database.engine)
+        migrate.check_up_to_date(database.engine)
+    finally:
+        database.dispose()
+    log.info("settings: %s; data directory %s", settings.source, settings.data_dir)
+    GunicornServer(
+        settings, gunicorn_options(args.host, args.port, args.workers, args.threads)
+    ).run()
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.database_url)
+    try:
+        if args.db_command == "upgrade":
+            migrate.upgrade(database.engine, args.revision)
+            print(f"database at revision {migrate.current_revision(database.engine)}")
+        elif args.db_command == "downgrade":
+            migrate.downgrade(database.engine, args.revision)
+            print(f"database at revision {migrate.current_revision(database.engine) or '<base>'}")
+        elif args.db_command == "current":
+            current = migrate.current_revision(database.engine)
+            head = migrate.head_revision(database.engine)
+            state = "up to date" if current == head else f"behind (head is {head})"
+            print(f"{current or '<empty>'} ({state})")
+        elif args.db_command == "history":
+            print("\n".join(migrate.history(database.engine)))
+    finally:
+        database.dispose()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        if args.command == "serve":
+            return cmd_serve(args)
+        return cmd_db(args)
+    except ConfigError as error:
+        print(f"dqrxfer-server: configuration error: {error}", file=sys.stderr)
+        return 2
+    except migrate.SchemaOutOfDate as error:
+        print(f"dqrxfer-server: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Server settings: one object built once from a TOML file, the command line
+and the embedded defaults.
+
+With no config file the server runs the *embedded default*: everything under
+one data directory (SQLite database, uploads, report tree), the four projects
+and four sites, reports served by the app itself, no authentication.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dqrxfer import contract
+
+DEFAULT_DATA_DIR = "./dqrxfer-data"
+DEFAULT_MAX_UPLOAD_SIZE = 64 * 1024**3
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or has a bad key; the message names it."""
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """Where one project's reports live and how they are reached."""
+
+    name: str
+    reports_root: Path
+    url: str
+    sites: tuple[str, ...]
+    max_upload_size: int
+
+    def report_url(self, relpath: str) -> str:
+        base = self.url if self.url.endswith("/") else self.url + "/"
+        return f"{base}{relpath}/"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    uploads_dir: Path
+    projects: dict[str, ProjectConfig]
+    sites: tuple[str, ...]
+    max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE
+    serve_reports: bool = True
+    auto_upgrade: bool = False
+    auth_mode: str = "none"
+    lock_timeout: float = 10.0
+    fsync: bool = True
+    source: str = "embedded default"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+
+def _expect(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = table[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{where}{key}: must be {kind.__name__} (got {value!r})")
+    return value
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Settings:
+    """Build the settings from ``config_path`` (or ``DQRXFER_CONFIG``) and ``data_dir``.
+
+    ``data_dir`` given on the command line overrides the file's ``data_dir``.
+    """
+    config_path = config_path or os.environ.get("DQRXFER_CONFIG") or None
+    table: dict[str, Any] = {}
+    source = "embedded default"
+    if config_path is not None:
+        try:
+            with open(config_path, "rb") as handle:
+                table = tomllib.load(handle)
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {config_path}: {error}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"config file {config_path} is not valid TOML: {error}") from None
+        source = str(config_path)
+
+    known = {
+        "data_dir", "database_url", "uploads_dir", "max_upload_size", "sites",
+        "serve_reports", "auto_upgrade", "lock_timeout", "fsync", "projects", "auth",
+    }
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"unknown configuration key(s): {', '.join(unknown)}")
+
+    root = Path(data_dir or table.get("data_dir") or DEFAULT_DATA_DIR).resolve()
+    database_url = table.get("database_url") or f"sqlite:///{root / 'dqrxfer.sqlite'}"
+    uploads_dir = Path(table.get("uploads_dir") or root / "uploads")
+    max_size = (
+        _expect(table, "max_upload_size", int, "") if "max_upload_size" in table
+        else DEFAULT_MAX_UPLOAD_SIZE
+    )
+    sites = tuple(
+        site.lower() for site in (table.get("sites") or contract.DEFAULT_SITES)
+    )
+    projects = _load_projects(table.get("projects"), root, sites, max_size)
+    auth = table.get("auth") or {}
+    return Settings(
+        data_dir=root,
+        database_url=database_url,
+        uploads_dir=uploads_dir,
+        projects=projects,
+        sites=sites,
+        max_upload_size=max_size,
+        serve_reports=bool(table.get("serve_reports", config_path is None)),
+        auto_upgrade=bool(table.get("auto_upgrade", config_path is None)),
+        auth_mode=str(auth.get("mode", "none")),
+        lock_timeout=float(table.get("lock_timeout", 10.0)),
+        fsync=bool(table.get("fsync", True)),
+        source=source,
+        extra={"auth": auth},
+    )
+
+
+def _load_projects(
+    table: dict[str, Any] | None, root: Path, sites: tuple[str, ...], max_size: int
+) -> dict[str, ProjectConfig]:
+    if not table:
+        return {
+            name: ProjectConfig(
+                name=name,
+                reports_root=root / "reports" / name,
+                url=f"/reports/{name}/",
+                sites=sites,
+                max_upload_size=max_size,
+            )
+            for name in contract.DEFAULT_PROJECTS
+        }
+    projects = {}
+    for name, entry in table.items():
+        where = f"projects.{name}."
+        if not isinstance(entry, dict):
+            raise ConfigError(f"projects.{name}: must be a table")
+        for key in ("reports_root", "url"):
+            if key not in entry:
+                raise ConfigError(f"{where}{key}: is required")
+        project_sites = tuple(site.lower() for site in entry.get("sites", sites))
+        stray = sorted(set(project_sites) - set(sites))
+        if stray:
+            raise ConfigError(f"{where}sites: {', '.join(stray)} not among the configured sites")
+        projects[name] = ProjectConfig(
+            name=name,
+            reports_root=Path(_expect(entry, "reports_root", str, where)),
+            url=_expect(entry, "url", str, where),
+            sites=project_sites,
+            max_upload_size=(
+                _expect(entry, "max_upload_size", int, where)
+                if "max_upload_size" in entry else max_size
+            ),
+        )
+    return projects

@@ -1,0 +1,67 @@
+"""Alembic, driven from code: upgrade, downgrade, current, history, and the
+start-up check that the database is at the revision the code expects."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database is not at the code's head revision."""
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(files("dqrxfer.migrations")))
+    config.set_main_option(
+        "sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    )
+    return config
+
+
+def _run(engine: Engine, action, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    config = alembic_config(engine)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        action(config, *args, **kwargs)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    _run(engine, command.upgrade, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    _run(engine, command.downgrade, revision)
+
+
+def head_revision(engine: Engine) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def history(engine: Engine) -> list[str]:
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    return [
+        f"{rev.down_revision or '<base>'} -> {rev.revision}: {rev.doc}"
+        for rev in script.walk_revisions()
+    ]
+
+
+def check_up_to_date(engine: Engine) -> None:
+    """Raise :class:`SchemaOutOfDate` naming the command to run when behind."""
+    current, head = current_revision(engine), head_revision(engine)
+    if current != head:
+        raise SchemaOutOfDate(
+            f"database schema is at revision {current or '<empty>'}, this code needs {head}: "
+            "run 'dqrxfer-server db upgrade' (with the same --config / --data-dir)"
+        )

@@ -1,0 +1,55 @@
+"""Protocol errors as values: each carries its HTTP status and a message.
+
+Raised where a problem is detected; the blueprint turns them into responses in
+one place (as tusd's ``pkg/handler/error.go`` does).
+"""
+
+from __future__ import annotations
+
+
+class TusError(Exception):
+    """An error answered with ``status`` and a plain-text ``message``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def unsupported_version(supported: str) -> TusError:
+    return TusError(
+        412,
+        f"Tus-Resumable: unsupported or missing protocol version (supported: {supported})",
+        {"Tus-Version": supported},
+    )
+
+
+def not_found() -> TusError:
+    return TusError(404, "upload not found")
+
+
+def gone() -> TusError:
+    return TusError(410, "upload expired or terminated")
+
+
+def offset_mismatch(expected: int, got: int) -> TusError:
+    return TusError(409, f"Upload-Offset: {got} does not match the current offset {expected}")
+
+
+def bad_header(name: str, rule: str) -> TusError:
+    return TusError(400, f"{name}: {rule}")
+
+
+def too_large(what: str, limit: int) -> TusError:
+    return TusError(413, f"{what} exceeds the limit of {limit} bytes")
+
+
+def wrong_content_type(got: str | None) -> TusError:
+    return TusError(
+        415, f"Content-Type: must be application/offset+octet-stream (got {got or 'none'!r})"
+    )
+
+
+def locked() -> TusError:
+    return TusError(423, "upload is busy: another request is writing to it; retry shortly")
