@@ -111,7 +111,9 @@ def upload_file(
     size = path.stat().st_size
     record = _fetch_record(server, upload_url, session)
     if record.get("state") != "published":
-        raise RefusedError(409, f"upload {upload_url} is {record.get('state')}: {record.get('error')}")
+        raise RefusedError(
+            409, f"upload {upload_url} is {record.get('state')}: {record.get('error')}"
+        )
     if record.get("sha256") != report.sha256 or record.get("length") != size:
         raise RefusedError(
             409,

@@ -10,18 +10,21 @@ from collections.abc import Sequence
 from dqrxfer import __version__
 
 from .config import ConfigError, Settings, load_settings
-from .db import Database
-from .db import migrate
+from .db import Database, migrate
 
 log = logging.getLogger("dqrxfer.server")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", metavar="FILE", help="TOML config file (default: $DQRXFER_CONFIG, else embedded default)"
+        "--config",
+        metavar="FILE",
+        help="TOML config file (default: $DQRXFER_CONFIG, else embedded default)",
     )
     parser.add_argument(
-        "--data-dir", metavar="DIR", help="data directory (default: ./dqrxfer-data or the config's data_dir)"
+        "--data-dir",
+        metavar="DIR",
+        help="data directory (default: ./dqrxfer-data or the config's data_dir)",
     )
 
 
@@ -37,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
-    serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    serve.add_argument(
+        "--workers", type=int, default=2, help="gunicorn worker processes (default 2)"
+    )
     serve.add_argument("--threads", type=int, default=8, help="threads per worker (default 8)")
 
     db = commands.add_parser("db", help="database schema (Alembic) operations")

@@ -62,7 +62,7 @@ class Settings:
 
 def _expect(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
     value = table[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ConfigError(f"{where}{key}: must be {kind.__name__} (got {value!r})")
     return value
 
@@ -89,8 +89,17 @@ def load_settings(
         source = str(config_path)
 
     known = {
-        "data_dir", "database_url", "uploads_dir", "max_upload_size", "sites",
-        "serve_reports", "auto_upgrade", "lock_timeout", "fsync", "projects", "auth",
+        "data_dir",
+        "database_url",
+        "uploads_dir",
+        "max_upload_size",
+        "sites",
+        "serve_reports",
+        "auto_upgrade",
+        "lock_timeout",
+        "fsync",
+        "projects",
+        "auth",
     }
     unknown = sorted(set(table) - known)
     if unknown:
@@ -100,12 +109,11 @@ def load_settings(
     database_url = table.get("database_url") or f"sqlite:///{root / 'dqrxfer.sqlite'}"
     uploads_dir = Path(table.get("uploads_dir") or root / "uploads")
     max_size = (
-        _expect(table, "max_upload_size", int, "") if "max_upload_size" in table
+        _expect(table, "max_upload_size", int, "")
+        if "max_upload_size" in table
         else DEFAULT_MAX_UPLOAD_SIZE
     )
-    sites = tuple(
-        site.lower() for site in (table.get("sites") or contract.DEFAULT_SITES)
-    )
+    sites = tuple(site.lower() for site in (table.get("sites") or contract.DEFAULT_SITES))
     projects = _load_projects(table.get("projects"), root, sites, max_size)
     auth = table.get("auth") or {}
     return Settings(
@@ -158,7 +166,8 @@ def _load_projects(
             sites=project_sites,
             max_upload_size=(
                 _expect(entry, "max_upload_size", int, where)
-                if "max_upload_size" in entry else max_size
+                if "max_upload_size" in entry
+                else max_size
             ),
         )
     return projects

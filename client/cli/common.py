@@ -16,7 +16,9 @@ LOGGER_NAME = "dqr-xfer"
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output (repeatable)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more output (repeatable)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
 

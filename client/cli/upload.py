@@ -25,9 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-u", "--uploader", required=True, help="site: llo, lho, virgo, kagra")
     parser.add_argument("--revision", required=True, help="report revision (non-negative integer)")
     parser.add_argument("--subdir", default="", help="sub-directory inside the report")
-    parser.add_argument("-s", "--server", help="server URL (default: $DQRXFER_SERVER, user config, central server)")
     parser.add_argument(
-        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE // (1024 * 1024), metavar="MiB",
+        "-s", "--server", help="server URL (default: $DQRXFER_SERVER, user config, central server)"
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE // (1024 * 1024),
+        metavar="MiB",
         help="size of each PATCH request in MiB (default %(default)s)",
     )
     add_common_options(parser)
@@ -42,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = resolve_server(args.server)
         target = ReportTarget(args.project, args.graceid, args.uploader, args.revision, args.subdir)
         for path in args.paths:
-            result = upload_file(server, Path(path), target, chunk_size=args.chunk_size * 1024 * 1024)
+            result = upload_file(
+                server, Path(path), target, chunk_size=args.chunk_size * 1024 * 1024
+            )
             log.info("Uploaded %s (%d bytes, sha256 %s)", result.path, result.size, result.sha256)
             print(result.report_url)
         return 0

@@ -6,10 +6,9 @@ import time
 from datetime import UTC, datetime
 from urllib.parse import urljoin
 
+from dqrxfer import __version__, contract
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
-
-from dqrxfer import __version__, contract
 
 from ..auth import current_principal
 from ..db import Database, Event, Report, Upload

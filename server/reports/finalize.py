@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy.orm import Session
-
 from dqrxfer import contract
+from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..db.models import Report, Upload, utcnow

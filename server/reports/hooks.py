@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.orm import Session
-
 from dqrxfer import contract
+from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..db import Database, Upload
@@ -59,7 +58,9 @@ class ReportHooks(TusHooks):
         info.metadata = {**info.metadata, **target.to_metadata()}
 
     def post_create(self, info: UploadInfo) -> None:
-        target = contract.validate_metadata(info.metadata, self.settings.projects, self.settings.sites)
+        target = contract.validate_metadata(
+            info.metadata, self.settings.projects, self.settings.sites
+        )
         with self.database.session(write=True) as session:
             session.add(_upload_row(info, target))
 

@@ -95,9 +95,7 @@ def make_blueprint(
 
     blueprint.add_url_rule("/", "collection", _collection, methods=["OPTIONS", "POST"])
     blueprint.add_url_rule("", "collection_noslash", _collection, methods=["OPTIONS", "POST"])
-    blueprint.add_url_rule(
-        "/<upload_id>", "upload", _upload, methods=["OPTIONS", "HEAD", "PATCH"]
-    )
+    blueprint.add_url_rule("/<upload_id>", "upload", _upload, methods=["OPTIONS", "HEAD", "PATCH"])
     return blueprint
 
 

@@ -1,0 +1,5 @@
+.PHONY: demo test
+demo:
+	bash ops/dev/demo.sh
+test:
+	bash ops/dev/test.sh

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up a development/test machine (Debian): system packages, the virtual
+# environment in .venv, and with --test everything the test suite drives.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+mode="${1:-run}"
+# gssapi (under requests-gssapi) builds from source against MIT Kerberos.
+packages=(libkrb5-dev krb5-user)
+if [[ "$mode" == "--test" ]]; then
+    packages+=(krb5-kdc krb5-admin-server)
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if (( ${#missing[@]} )); then
+    sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
+    echo "bootstrap: installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+python="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+    "$python" -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+fi
+extra="server"
+[[ "$mode" == "--test" ]] && extra="test"
+.venv/bin/pip install -q -e ".[$extra]"
+
+if [[ "$mode" == "--test" && -f tests/js/package.json ]]; then
+    (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
