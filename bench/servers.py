@@ -1,0 +1,170 @@
+"""The servers a benchmark compares, each started fresh on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+class Server:
+    """Base: a process group started in a scratch directory."""
+
+    name = "server"
+    tus_path = "/files/"
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-", dir=os.environ.get("BENCH_TMP")))
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def start(self) -> Server:
+        self.port = free_port()
+        log = open(self.workdir / "server.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+            start_new_session=True, cwd=self.workdir,
+        )
+        wait_port(self.port, self.process)
+        self.ready()
+        return self
+
+    def ready(self) -> None:
+        """Hook for servers that accept connections before they can serve."""
+
+    def rss(self) -> int:
+        """Resident memory of the whole process tree, in bytes."""
+        assert self.process is not None
+        try:
+            root = psutil.Process(self.process.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
+        total = 0
+        for process in processes:
+            try:
+                total += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class Dqrxfer(Server):
+    name = "dqrxfer"
+
+    def __init__(self, workers: int = 2, threads: int = 8, extra: list[str] | None = None) -> None:
+        super().__init__()
+        self.workers, self.threads, self.extra = workers, threads, extra or []
+
+    def command(self) -> list[str]:
+        return [
+            str(BIN / "dqrxfer-server"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            "--workers", str(self.workers), "--threads", str(self.threads),
+            "--data-dir", str(self.workdir / "data"), *self.extra,
+        ]
+
+    def ready(self) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/ping", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("dqrxfer did not answer its ping")
+
+
+class TusNode(Server):
+    name = "tus-node"
+
+    def command(self) -> list[str]:
+        (self.workdir / "files").mkdir(exist_ok=True)
+        return ["node", str(HERE / "js" / "tus-node-server.mjs"), str(self.port), str(self.workdir / "files")]
+
+
+class Nginx(Server):
+    """nginx receiving one plain PUT to disk (dav module): the machine's ceiling."""
+
+    name = "nginx"
+    put_path = "/put/payload.bin"
+
+    def command(self) -> list[str]:
+        root = self.workdir
+        # nginx started as root runs its workers as nobody: let them write.
+        root.chmod(0o755)
+        for name in ("put", "body"):
+            (root / name).mkdir(exist_ok=True)
+            (root / name).chmod(0o777)
+        config = root / "nginx.conf"
+        config.write_text(
+            f"""
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    client_max_body_size 0;
+    client_body_buffer_size 1m;
+    server {{
+        listen 127.0.0.1:{self.port};
+        location /put/ {{
+            root {root};
+            dav_methods PUT;
+            create_full_put_path on;
+        }}
+    }}
+}}
+"""
+        )
+        return [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(config), "-p", str(root)]

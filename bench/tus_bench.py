@@ -1,0 +1,269 @@
+"""tus server benchmarks: dqrxfer against the official Node server
+(@tus/server + @tus/file-store) and nginx's plain PUT, same client, same run.
+
+Each server is started fresh for each configuration, and each configuration
+runs ``--runs`` times; the table reports medians and ratios.
+
+    .venv/bin/python bench/tus_bench.py --size-mib 1024 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rawhttp import Connection  # noqa: E402
+from servers import Dqrxfer, Nginx, Server, TusNode  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def metadata(index: int) -> str:
+    fields = {
+        "project": "O4", "graceid": "S230518h", "uploader": "llo", "revision": str(index % 1000),
+        "filename": f"bench-{index}.bin", "kind": "file",
+    }
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in fields.items())
+
+
+def make_payload(path: Path, size: int) -> None:
+    block = os.urandom(MiB)
+    with open(path, "wb") as handle:
+        for _ in range(size // MiB):
+            handle.write(block[:1] + os.urandom(15) + block[16:])
+        handle.write(os.urandom(size % MiB))
+
+
+def chunk_checksums(path: Path, chunk: int) -> list[str]:
+    sums = []
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            sums.append("sha1 " + base64.b64encode(hashlib.sha1(block).digest()).decode())
+    return sums
+
+
+def tus_upload(
+    server: Server, path: Path, chunk: int, index: int = 0, checksums: list[str] | None = None
+) -> float:
+    """Create an upload and send the file in ``chunk``-sized PATCHes; seconds taken."""
+    size = path.stat().st_size
+    connection = Connection("127.0.0.1", server.port)
+    start = time.perf_counter()
+    reply = connection.request(
+        "POST", server.tus_path,
+        {"Tus-Resumable": "1.0.0", "Upload-Length": str(size), "Upload-Metadata": metadata(index)},
+    )
+    assert reply.status == 201, (reply.status, reply.body)
+    location = reply.headers["location"]
+    target = location.split(f":{server.port}", 1)[-1] if location.startswith("http") else location
+    with open(path, "rb") as handle:
+        offset, number = 0, 0
+        while offset < size:
+            count = min(chunk, size - offset)
+            headers = {
+                "Tus-Resumable": "1.0.0", "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream",
+            }
+            if checksums:
+                headers["Upload-Checksum"] = checksums[number]
+            reply = connection.request("PATCH", target, headers, file=handle, offset=offset, count=count)
+            assert reply.status == 204, (reply.status, reply.body)
+            offset = int(reply.headers["upload-offset"])
+            number += 1
+    elapsed = time.perf_counter() - start
+    connection.close()
+    return elapsed
+
+
+def put_upload(server: Nginx, path: Path) -> float:
+    size = path.stat().st_size
+    connection = Connection("127.0.0.1", server.port)
+    start = time.perf_counter()
+    with open(path, "rb") as handle:
+        reply = connection.request("PUT", server.put_path, {}, file=handle, offset=0, count=size)
+    assert reply.status in (201, 204), reply.status
+    elapsed = time.perf_counter() - start
+    connection.close()
+    return elapsed
+
+
+def small_uploads(server: Server, count: int, clients: int, size: int, with_upload: bool) -> float:
+    """``count`` uploads of ``size`` bytes by ``clients`` concurrent clients; uploads/s."""
+    body = os.urandom(size)
+    per_client = [count // clients + (1 if i < count % clients else 0) for i in range(clients)]
+
+    def client(number: int) -> None:
+        connection = Connection("127.0.0.1", server.port)
+        for i in range(per_client[number]):
+            index = number * 100000 + i
+            headers = {"Tus-Resumable": "1.0.0", "Upload-Length": str(size),
+                       "Upload-Metadata": metadata(index)}
+            if with_upload:
+                headers["Content-Type"] = "application/offset+octet-stream"
+                reply = connection.request("POST", server.tus_path, headers, body=body)
+                assert reply.status == 201 and reply.headers.get("upload-offset") == str(size), (
+                    reply.status, reply.headers, reply.body)
+                continue
+            reply = connection.request("POST", server.tus_path, headers)
+            assert reply.status == 201, (reply.status, reply.body)
+            location = reply.headers["location"]
+            target = location.split(f":{server.port}", 1)[-1] if location.startswith("http") else location
+            reply = connection.request(
+                "PATCH", target,
+                {"Tus-Resumable": "1.0.0", "Upload-Offset": "0",
+                 "Content-Type": "application/offset+octet-stream"},
+                body=body,
+            )
+            assert reply.status == 204, (reply.status, reply.body)
+        connection.close()
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    return count / (time.perf_counter() - start)
+
+
+class RssSampler:
+    """Peak RSS of a server's process tree while something runs."""
+
+    def __init__(self, server: Server, interval: float = 0.05) -> None:
+        self.server, self.interval = server, interval
+        self.baseline = server.rss()
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.server.rss())
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.server.rss())
+
+
+def fresh(factory: Callable[[], Server], action: Callable[[Server], float]) -> float:
+    server = factory().start()
+    try:
+        return action(server)
+    finally:
+        server.stop()
+
+
+def median_of(runs: int, factory: Callable[[], Server], action: Callable[[Server], float]) -> tuple[float, list[float]]:
+    values = [fresh(factory, action) for _ in range(runs)]
+    return statistics.median(values), values
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rss-size-mib", type=int, default=2048)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--small-count", type=int, default=500)
+    parser.add_argument("--only", nargs="*", default=["throughput", "checksum", "rss", "small"],
+                        help="which parts to run")
+    parser.add_argument("--workers", type=int, default=2, help="dqrxfer gunicorn workers")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-payload-", dir=os.environ.get("BENCH_TMP")))
+    payload = tmp / "payload.bin"
+    make_payload(payload, args.size_mib * MiB)
+    size = payload.stat().st_size
+    results: dict[str, object] = {"size_bytes": size, "runs": args.runs}
+    ours = lambda: Dqrxfer(workers=args.workers)  # noqa: E731
+    rows: list[str] = []
+
+    def rate(seconds: float) -> float:
+        return size / seconds / 1e6
+
+    if "throughput" in args.only:
+        ceiling, raw = median_of(args.runs, Nginx, lambda s: put_upload(s, payload))  # type: ignore[arg-type]
+        results["nginx_put_s"] = raw
+        rows.append(f"| nginx PUT (ceiling) | one request | {rate(ceiling):.0f} MB/s | | |")
+        for chunk_mib in (8, 64):
+            chunk = chunk_mib * MiB
+            node, raw_node = median_of(args.runs, TusNode, lambda s: tus_upload(s, payload, chunk))
+            mine, raw_mine = median_of(args.runs, ours, lambda s: tus_upload(s, payload, chunk))
+            results[f"tus_node_{chunk_mib}_s"], results[f"dqrxfer_{chunk_mib}_s"] = raw_node, raw_mine
+            rows.append(f"| @tus/server | {chunk_mib} MiB chunks | {rate(node):.0f} MB/s | | |")
+            rows.append(
+                f"| dqrxfer | {chunk_mib} MiB chunks | {rate(mine):.0f} MB/s | "
+                f"{node / mine:.2f} | {ceiling / mine * 100:.0f} % |"
+            )
+
+    if "checksum" in args.only:
+        chunk = 8 * MiB
+        sums = chunk_checksums(payload, chunk)
+        plain, raw_plain = median_of(args.runs, ours, lambda s: tus_upload(s, payload, chunk))
+        summed, raw_summed = median_of(args.runs, ours, lambda s: tus_upload(s, payload, chunk, checksums=sums))
+        results["checksum_plain_s"], results["checksum_sha1_s"] = raw_plain, raw_summed
+        rows.append(
+            f"| dqrxfer | 8 MiB chunks + Upload-Checksum sha1 | {rate(summed):.0f} MB/s | "
+            f"cost {(summed / plain - 1) * 100:+.0f} % vs none | |"
+        )
+
+    if "rss" in args.only:
+        big = tmp / "big.bin"
+        make_payload(big, args.rss_size_mib * MiB)
+        for name, factory in (("dqrxfer", ours), ("@tus/server", TusNode)):
+            growths = []
+            for _ in range(args.runs):
+                server = factory().start()
+                try:
+                    with RssSampler(server) as sampler:
+                        tus_upload(server, big, big.stat().st_size)
+                    growths.append((sampler.peak - sampler.baseline) / MiB)
+                finally:
+                    server.stop()
+            results[f"rss_growth_mib_{name}"] = growths
+            rows.append(
+                f"| {name} | peak RSS growth, {args.rss_size_mib} MiB in one PATCH | "
+                f"{statistics.median(growths):.1f} MiB | | |"
+            )
+        big.unlink()
+
+    if "small" in args.only:
+        for clients in (1, 8):
+            for with_upload in (False, True):
+                label = "creation-with-upload" if with_upload else "POST + PATCH"
+                job = lambda s: small_uploads(s, args.small_count, clients, 64 * 1024, with_upload)  # noqa: B023,E731
+                node, raw_node = median_of(args.runs, TusNode, job)
+                mine, raw_mine = median_of(args.runs, ours, job)
+                results[f"small_{clients}_{label}"] = {"tus_node": raw_node, "dqrxfer": raw_mine}
+                rows.append(
+                    f"| small 64 KiB x{args.small_count}, {clients} client(s) | {label} | "
+                    f"dqrxfer {mine:.0f}/s, @tus/server {node:.0f}/s | {mine / node:.2f} | |"
+                )
+
+    payload.unlink()
+    tmp.rmdir()
+    print("| server | workload | median | ratio ours/@tus/server | of nginx ceiling |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
