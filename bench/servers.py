@@ -46,7 +46,9 @@ class Server:
     def __init__(self) -> None:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-", dir=os.environ.get("BENCH_TMP")))
+        self.workdir = Path(
+            tempfile.mkdtemp(prefix=f"bench-{self.name}-", dir=os.environ.get("BENCH_TMP"))
+        )
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -58,8 +60,12 @@ class Server:
         self.port = free_port()
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env(),
-            start_new_session=True, cwd=self.workdir,
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            start_new_session=True,
+            cwd=self.workdir,
         )
         wait_port(self.port, self.process)
         self.ready()
@@ -104,9 +110,19 @@ class Dqrxfer(Server):
 
     def command(self) -> list[str]:
         return [
-            str(BIN / "dqrxfer-server"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            "--workers", str(self.workers), "--threads", str(self.threads),
-            "--data-dir", str(self.workdir / "data"), *self.extra,
+            str(BIN / "dqrxfer-server"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+            "--data-dir",
+            str(self.workdir / "data"),
+            *self.extra,
         ]
 
     def ready(self) -> None:
@@ -127,7 +143,12 @@ class TusNode(Server):
 
     def command(self) -> list[str]:
         (self.workdir / "files").mkdir(exist_ok=True)
-        return ["node", str(HERE / "js" / "tus-node-server.mjs"), str(self.port), str(self.workdir / "files")]
+        return [
+            "node",
+            str(HERE / "js" / "tus-node-server.mjs"),
+            str(self.port),
+            str(self.workdir / "files"),
+        ]
 
 
 class Nginx(Server):

@@ -25,16 +25,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rawhttp import Connection  # noqa: E402
-from servers import Dqrxfer, Nginx, Server, TusNode  # noqa: E402
+from rawhttp import Connection
+from servers import Dqrxfer, Nginx, Server, TusNode
 
 MiB = 1024 * 1024
 
 
 def metadata(index: int) -> str:
     fields = {
-        "project": "O4", "graceid": "S230518h", "uploader": "llo", "revision": str(index % 1000),
-        "filename": f"bench-{index}.bin", "kind": "file",
+        "project": "O4",
+        "graceid": "S230518h",
+        "uploader": "llo",
+        "revision": str(index % 1000),
+        "filename": f"bench-{index}.bin",
+        "kind": "file",
     }
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in fields.items())
 
@@ -63,7 +67,8 @@ def tus_upload(
     connection = Connection("127.0.0.1", server.port)
     start = time.perf_counter()
     reply = connection.request(
-        "POST", server.tus_path,
+        "POST",
+        server.tus_path,
         {"Tus-Resumable": "1.0.0", "Upload-Length": str(size), "Upload-Metadata": metadata(index)},
     )
     assert reply.status == 201, (reply.status, reply.body)
@@ -74,12 +79,15 @@ def tus_upload(
         while offset < size:
             count = min(chunk, size - offset)
             headers = {
-                "Tus-Resumable": "1.0.0", "Upload-Offset": str(offset),
+                "Tus-Resumable": "1.0.0",
+                "Upload-Offset": str(offset),
                 "Content-Type": "application/offset+octet-stream",
             }
             if checksums:
                 headers["Upload-Checksum"] = checksums[number]
-            reply = connection.request("PATCH", target, headers, file=handle, offset=offset, count=count)
+            reply = connection.request(
+                "PATCH", target, headers, file=handle, offset=offset, count=count
+            )
             assert reply.status == 204, (reply.status, reply.body)
             offset = int(reply.headers["upload-offset"])
             number += 1
@@ -109,22 +117,36 @@ def small_uploads(server: Server, count: int, clients: int, size: int, with_uplo
         connection = Connection("127.0.0.1", server.port)
         for i in range(per_client[number]):
             index = number * 100000 + i
-            headers = {"Tus-Resumable": "1.0.0", "Upload-Length": str(size),
-                       "Upload-Metadata": metadata(index)}
+            headers = {
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": str(size),
+                "Upload-Metadata": metadata(index),
+            }
             if with_upload:
                 headers["Content-Type"] = "application/offset+octet-stream"
                 reply = connection.request("POST", server.tus_path, headers, body=body)
                 assert reply.status == 201 and reply.headers.get("upload-offset") == str(size), (
-                    reply.status, reply.headers, reply.body)
+                    reply.status,
+                    reply.headers,
+                    reply.body,
+                )
                 continue
             reply = connection.request("POST", server.tus_path, headers)
             assert reply.status == 201, (reply.status, reply.body)
             location = reply.headers["location"]
-            target = location.split(f":{server.port}", 1)[-1] if location.startswith("http") else location
+            target = (
+                location.split(f":{server.port}", 1)[-1]
+                if location.startswith("http")
+                else location
+            )
             reply = connection.request(
-                "PATCH", target,
-                {"Tus-Resumable": "1.0.0", "Upload-Offset": "0",
-                 "Content-Type": "application/offset+octet-stream"},
+                "PATCH",
+                target,
+                {
+                    "Tus-Resumable": "1.0.0",
+                    "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream",
+                },
                 body=body,
             )
             assert reply.status == 204, (reply.status, reply.body)
@@ -168,19 +190,27 @@ def fresh(factory: Callable[[], Server], action: Callable[[Server], float]) -> f
         server.stop()
 
 
-def median_of(runs: int, factory: Callable[[], Server], action: Callable[[Server], float]) -> tuple[float, list[float]]:
+def median_of(
+    runs: int, factory: Callable[[], Server], action: Callable[[Server], float]
+) -> tuple[float, list[float]]:
     values = [fresh(factory, action) for _ in range(runs)]
     return statistics.median(values), values
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rss-size-mib", type=int, default=2048)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--small-count", type=int, default=500)
-    parser.add_argument("--only", nargs="*", default=["throughput", "checksum", "rss", "small"],
-                        help="which parts to run")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=["throughput", "checksum", "rss", "small"],
+        help="which parts to run",
+    )
     parser.add_argument("--workers", type=int, default=2, help="dqrxfer gunicorn workers")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
@@ -202,9 +232,16 @@ def main() -> int:
         rows.append(f"| nginx PUT (ceiling) | one request | {rate(ceiling):.0f} MB/s | | |")
         for chunk_mib in (8, 64):
             chunk = chunk_mib * MiB
-            node, raw_node = median_of(args.runs, TusNode, lambda s: tus_upload(s, payload, chunk))
-            mine, raw_mine = median_of(args.runs, ours, lambda s: tus_upload(s, payload, chunk))
-            results[f"tus_node_{chunk_mib}_s"], results[f"dqrxfer_{chunk_mib}_s"] = raw_node, raw_mine
+            node, raw_node = median_of(
+                args.runs, TusNode, lambda s, chunk=chunk: tus_upload(s, payload, chunk)
+            )
+            mine, raw_mine = median_of(
+                args.runs, ours, lambda s, chunk=chunk: tus_upload(s, payload, chunk)
+            )
+            results[f"tus_node_{chunk_mib}_s"], results[f"dqrxfer_{chunk_mib}_s"] = (
+                raw_node,
+                raw_mine,
+            )
             rows.append(f"| @tus/server | {chunk_mib} MiB chunks | {rate(node):.0f} MB/s | | |")
             rows.append(
                 f"| dqrxfer | {chunk_mib} MiB chunks | {rate(mine):.0f} MB/s | "
@@ -214,8 +251,12 @@ def main() -> int:
     if "checksum" in args.only:
         chunk = 8 * MiB
         sums = chunk_checksums(payload, chunk)
-        plain, raw_plain = median_of(args.runs, ours, lambda s: tus_upload(s, payload, chunk))
-        summed, raw_summed = median_of(args.runs, ours, lambda s: tus_upload(s, payload, chunk, checksums=sums))
+        plain, raw_plain = median_of(
+            args.runs, ours, lambda s, chunk=chunk: tus_upload(s, payload, chunk)
+        )
+        summed, raw_summed = median_of(
+            args.runs, ours, lambda s: tus_upload(s, payload, chunk, checksums=sums)
+        )
         results["checksum_plain_s"], results["checksum_sha1_s"] = raw_plain, raw_summed
         rows.append(
             f"| dqrxfer | 8 MiB chunks + Upload-Checksum sha1 | {rate(summed):.0f} MB/s | "
