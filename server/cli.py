@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -41,9 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
     serve.add_argument(
-        "--workers", type=int, default=2, help="gunicorn worker processes (default 2)"
+        "--workers",
+        type=int,
+        help="gunicorn worker processes (default 2, or the gunicorn config's)",
     )
-    serve.add_argument("--threads", type=int, default=8, help="threads per worker (default 8)")
+    serve.add_argument(
+        "--threads", type=int, help="threads per worker (default 8, or the gunicorn config's)"
+    )
+    serve.add_argument(
+        "--gunicorn-config",
+        metavar="FILE",
+        help="gunicorn settings file (e.g. ops/gunicorn.conf.py); --host/--port still win",
+    )
 
     db = commands.add_parser("db", help="database schema (Alembic) operations")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -52,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("downgrade", "downgrade the schema to REVISION"),
         ("current", "show the schema revision of the database"),
         ("history", "list the schema revisions"),
+        ("backup", "write a backup of the database to FILE (stop the server for upgrades)"),
+        ("restore", "replace the database with the backup FILE (stop the server first)"),
     ):
         sub = db_commands.add_parser(name, help=text)
         _add_config_options(sub)
@@ -59,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("revision", nargs="?", default="head")
         elif name == "downgrade":
             sub.add_argument("revision")
+        elif name in ("backup", "restore"):
+            sub.add_argument("file", metavar="FILE")
+            sub.add_argument(
+                "tool_args",
+                nargs="*",
+                metavar="ARG",
+                help="PostgreSQL only: extra pg_dump / pg_restore arguments, after a --",
+            )
     return parser
 
 
@@ -70,6 +90,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .wsgi import GunicornServer, gunicorn_options
 
     settings = _settings(args)
+    if args.gunicorn_config and not os.path.isfile(args.gunicorn_config):
+        raise ConfigError(f"--gunicorn-config: no such file: {args.gunicorn_config}")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url)
     try:
@@ -80,13 +102,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
         database.dispose()
     log.info("settings: %s; data directory %s", settings.source, settings.data_dir)
     GunicornServer(
-        settings, gunicorn_options(args.host, args.port, args.workers, args.threads)
+        settings,
+        gunicorn_options(args.host, args.port, args.workers, args.threads),
+        args.gunicorn_config,
     ).run()
+    return 0
+
+
+def cmd_db_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from .db import backup
+
+    try:
+        if args.db_command == "backup":
+            backup.backup(settings.database_url, args.file, args.tool_args)
+            print(f"database backed up to {args.file}")
+        else:
+            backup.restore(settings.database_url, args.file, args.tool_args)
+            print(f"database restored from {args.file}")
+    except backup.BackupError as error:
+        print(f"dqrxfer-server: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_db(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.db_command in ("backup", "restore"):
+        return cmd_db_backup(args, settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url)
     try:

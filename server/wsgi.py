@@ -4,10 +4,16 @@ A sync worker is killed after 30 s without finishing a request, which is a
 normal slow upload here, so ``serve`` uses gthread workers and a long timeout.
 The app is built in each worker (not before the fork): database connections
 and file handles must not be shared between processes.
+
+Settings are layered: the built-in defaults below, then an optional gunicorn
+configuration file (``serve --gunicorn-config``, e.g. ``ops/gunicorn.conf.py``),
+then what was given on the command line.  The address to bind always comes
+from ``--host``/``--port``, so the checks ``serve`` makes on it hold.
 """
 
 from __future__ import annotations
 
+import runpy
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -15,36 +21,57 @@ from gunicorn.app.base import BaseApplication
 from .app import create_app
 from .config import Settings
 
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "workers": 2,
+    "threads": 8,
+    "timeout": 3600,
+    "graceful_timeout": 30,
+    "keepalive": 75,
+    "accesslog": "-",
+    "errorlog": "-",
+    "loglevel": "info",
+}
+
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+    def __init__(
+        self, settings: Settings, options: dict[str, Any], config_file: str | None = None
+    ) -> None:
         self.settings = settings
         self.options = options
+        self.config_file = config_file
         super().__init__()
 
     def load_config(self) -> None:
-        for key, value in self.options.items():
-            if key in self.cfg.settings and value is not None:
-                self.cfg.set(key, value)
+        layers: list[dict[str, Any]] = [DEFAULT_OPTIONS]
+        if self.config_file:
+            layers.append(runpy.run_path(self.config_file))
+        layers.append(self.options)
+        for layer in layers:
+            for key, value in layer.items():
+                if key in self.cfg.settings and value is not None:
+                    self.cfg.set(key, value)
 
     def load(self):  # type: ignore[no-untyped-def]
         return create_app(self.settings, check_schema=False)
 
 
 def gunicorn_options(
-    host: str, port: int, workers: int, threads: int, timeout: int = 3600
+    host: str,
+    port: int,
+    workers: int | None = None,
+    threads: int | None = None,
+    timeout: int | None = None,
 ) -> dict[str, Any]:
-    options: dict[str, Any] = {
+    """The options that win over every other layer (``None`` leaves a setting
+    to the configuration file or the defaults)."""
+    return {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "gthread",
         "threads": threads,
         "timeout": timeout,
-        "graceful_timeout": 30,
-        "keepalive": 75,
-        "accesslog": "-",
-        "errorlog": "-",
-        "loglevel": "info",
+        # Threads, not processes, carry slow uploads; the app needs no other worker.
+        "worker_class": "gthread",
+        # gunicorn 25+ opens a control socket under $HOME by default: not wanted for a service.
+        "control_socket_disable": True,
     }
-    options["control_socket_disable"] = True
-    return options

@@ -10,6 +10,8 @@ mode="${1:-run}"
 packages=(libkrb5-dev krb5-user)
 if [[ "$mode" == "--test" ]]; then
     packages+=(krb5-kdc krb5-admin-server)
+    # The deployment kit's front ends, run for real by tests/test_ops_*.py.
+    packages+=(nginx-light apache2 libapache2-mod-auth-gssapi)
 fi
 
 missing=()
