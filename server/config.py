@@ -9,6 +9,7 @@ and four sites, reports served by the app itself, no authentication.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,9 @@ class Settings:
     lock_timeout: float = 10.0
     fsync: bool = True
     source: str = "embedded default"
+    #: Origins (``https://host[:port]``, or ``*``) whose pages may call this
+    #: server from a browser (CORS); empty: none.
+    cors_origins: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -100,6 +104,7 @@ def load_settings(
         "fsync",
         "projects",
         "auth",
+        "cors_origins",
     }
     unknown = sorted(set(table) - known)
     if unknown:
@@ -129,8 +134,29 @@ def load_settings(
         lock_timeout=float(table.get("lock_timeout", 10.0)),
         fsync=bool(table.get("fsync", True)),
         source=source,
+        cors_origins=_load_cors_origins(table.get("cors_origins")),
         extra={"auth": auth},
     )
+
+
+_ORIGIN_RE = re.compile(r"https?://[^/?#\s]+")
+
+
+def _load_cors_origins(value: Any) -> tuple[str, ...]:
+    """``cors_origins``: a list of ``scheme://host[:port]`` origins, or ``["*"]``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"cors_origins: must be a list of strings (got {value!r})")
+    origins = []
+    for item in value:
+        origin = item.rstrip("/")
+        if origin != "*" and not _ORIGIN_RE.fullmatch(origin):
+            raise ConfigError(
+                f"cors_origins: {item!r} is not an origin such as https://host.example:8443 or *"
+            )
+        origins.append(origin if origin == "*" else origin.lower())
+    return tuple(origins)
 
 
 def _load_projects(

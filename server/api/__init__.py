@@ -1,4 +1,5 @@
-"""The JSON API under ``/api/v1/``: ping, links of an event's reports, upload records."""
+"""The JSON API under ``/api/v1/``: ping, links of an event's reports, recent
+reports and events, upload records, and its OpenAPI document."""
 
 from .routes import blueprint
 

@@ -1,27 +1,37 @@
-"""Read-only JSON endpoints used by clients and report pages."""
+"""Read-only JSON endpoints used by clients and report pages.
+
+Decision: a valid graceid that has no reports (yet) is ``200`` with an empty
+list, not 404: report pages poll for events whose reports are still coming.
+An invalid graceid is ``400`` with a message naming the rule.
+"""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
-from urllib.parse import urljoin
+from datetime import datetime
+from urllib.parse import urlencode, urljoin
 
-from dqrxfer import __version__, contract
-from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import select
+from dqrxfer import __version__
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from sqlalchemy.engine import Row
 
 from ..auth import current_principal
-from ..db import Database, Event, Report, Upload
+from ..config import Settings
+from ..db import Database, Report, Upload
+from . import params, queries
+from .http import NO_STORE, cached, error_response, install
+from .openapi import document
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
+install(blueprint)
 
 
 def _database() -> Database:
     return current_app.extensions["dqrxfer.db"]
 
 
-def _error(status: int, message: str) -> tuple[Response, int]:
-    return jsonify({"error": message}), status
+def _settings() -> Settings:
+    return current_app.config["DQRXFER_SETTINGS"]
 
 
 def absolute_url(url: str) -> str:
@@ -30,63 +40,121 @@ def absolute_url(url: str) -> str:
 
 
 def iso_utc(moment: datetime) -> str:
-    """ISO 8601 in UTC; SQLite hands back naive datetimes that were stored as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """ISO 8601 in UTC with a ``Z``."""
+    return queries.as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
-def report_json(report: Report) -> dict[str, object]:
+def report_json(row: Row) -> dict[str, object]:
     return {
-        "graceid": report.event.graceid,
-        "site": report.site,
-        "revision": report.revision,
-        "project": report.project,
-        "url": absolute_url(report.url),
-        "created": iso_utc(report.created),
-        "updated": iso_utc(report.updated),
-        "file_count": report.file_count,
-        "bytes": report.total_bytes,
+        "graceid": row.graceid,
+        "site": row.site,
+        "revision": row.revision,
+        "project": row.project,
+        "url": absolute_url(row.url),
+        "created": iso_utc(row.created),
+        "updated": iso_utc(row.updated),
+        "file_count": row.file_count,
+        "bytes": row.total_bytes,
     }
+
+
+def _next_url(cursor: str | None) -> str | None:
+    """The URL of the next page: this request's filters with the new cursor."""
+    if cursor is None:
+        return None
+    query = {key: value for key, value in request.args.items() if key not in ("cursor", "_")}
+    query["cursor"] = cursor
+    return f"{request.base_url}?{urlencode(query)}"
+
+
+def _last_modified(rows: list[Row]) -> datetime | None:
+    return max((queries.as_utc(row.updated) for row in rows), default=None)
 
 
 @blueprint.get("/ping")
 def ping() -> Response:
-    return jsonify(
+    response = jsonify(
         {
             "time_ms": int(time.time() * 1000),
             "version": __version__,
             "principal": current_principal(),
         }
     )
+    response.headers["Cache-Control"] = NO_STORE
+    return response
+
+
+@blueprint.get("/openapi.json")
+def openapi() -> Response:
+    settings = _settings()
+    return cached(jsonify(document(__version__, settings.sites, tuple(settings.projects))))
 
 
 @blueprint.get("/events/<graceid>/reports")
-def event_reports(graceid: str) -> Response | tuple[Response, int]:
-    """Every report of one event.  A valid graceid with no reports yet is an
-    empty list (200): pages poll for events whose reports are still coming."""
-    try:
-        contract.validate_graceid(graceid)
-    except contract.ContractError as error:
-        return _error(400, str(error))
+def event_reports(graceid: str) -> Response:
+    """Every report of one event (``?latest=1``: newest revision per site; ``?site=``)."""
+    graceid = params.graceid(graceid)
+    site = params.site(request.args, _settings().sites)
+    latest = params.flag(request.args, "latest")
     with _database().session() as session:
-        reports = session.scalars(
-            select(Report)
-            .join(Event)
-            .where(Event.graceid == graceid)
-            .order_by(Report.site, Report.revision)
-        ).all()
-        body = [report_json(report) for report in reports]
-    return jsonify({"graceid": graceid, "reports": body})
+        rows = queries.event_reports(session, graceid, site=site, latest=latest)
+    body = {"graceid": graceid, "reports": [report_json(row) for row in rows]}
+    return cached(jsonify(body), _last_modified(rows))
+
+
+@blueprint.get("/reports")
+def reports() -> Response:
+    """Recent reports, most recently updated first, filtered and paged."""
+    settings = _settings()
+    where = queries.ReportFilter(
+        site=params.site(request.args, settings.sites),
+        project=params.project(request.args, tuple(settings.projects)),
+        since=params.moment(request.args, "since"),
+        until=params.moment(request.args, "until"),
+    )
+    limit = params.limit(request.args)
+    cursor = params.report_cursor(request.args)
+    with _database().session() as session:
+        rows, after = queries.recent_reports(session, where, limit, cursor)
+    body = {
+        "reports": [report_json(row) for row in rows],
+        "next": _next_url(after.encode() if after else None),
+    }
+    return cached(jsonify(body), _last_modified(rows))
+
+
+@blueprint.get("/events")
+def events() -> Response:
+    """Recent events (newest first) with the sites that reported on them."""
+    limit = params.limit(request.args)
+    cursor = params.event_cursor(request.args)
+    with _database().session() as session:
+        summaries, after = queries.recent_events(session, limit, cursor)
+    body = {
+        "events": [
+            {
+                "graceid": event.graceid,
+                "created": iso_utc(event.created),
+                "updated": iso_utc(event.updated),
+                "report_count": event.report_count,
+                "sites": event.sites,
+                "reports_url": url_for("api.event_reports", graceid=event.graceid, _external=True),
+            }
+            for event in summaries
+        ],
+        "next": _next_url(str(after) if after is not None else None),
+    }
+    last = max((event.updated for event in summaries), default=None)
+    return cached(jsonify(body), last)
 
 
 @blueprint.get("/uploads/<upload_id>")
-def upload_record(upload_id: str) -> Response | tuple[Response, int]:
+def upload_record(upload_id: str) -> Response:
     """What the server made of one upload: state, size, sha256, report URL."""
     with _database().session() as session:
         row = session.get(Upload, upload_id)
         if row is None:
-            return _error(404, "upload: no such upload")
+            return error_response(404, "upload: no such upload")
         report = session.get(Report, row.report_id) if row.report_id else None
         body = {
             "id": row.id,
@@ -100,4 +168,4 @@ def upload_record(upload_id: str) -> Response | tuple[Response, int]:
             "project": row.project,
             "report_url": absolute_url(report.url) if report else None,
         }
-    return jsonify(body)
+    return cached(jsonify(body))

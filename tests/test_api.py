@@ -1,0 +1,273 @@
+"""The JSON links API through a live server: fields, filters, paging, errors,
+caching validators (ETag / Last-Modified / 304) and CORS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from support.live import LiveServer
+from support.seed import BASE_TIME, Seed, seed
+
+ALLOWED_ORIGIN = "http://pages.example:8000"
+
+SEEDS = [
+    Seed("S230518h", "llo", 1, minutes=0, file_count=3, total_bytes=300),
+    Seed("S230518h", "lho", 1, minutes=5),
+    Seed("S230518h", "virgo", 1, minutes=7),
+    Seed("S230518h", "llo", 2, minutes=10, file_count=4, total_bytes=4096),
+    Seed("S230520ab", "kagra", 0, project="replay", minutes=20),
+    *[Seed(f"G{10000 + i}", "llo", 1, project="MDC", minutes=30 + i) for i in range(30)],
+]
+
+
+def write_config(path: Path, data_dir: Path, origins: list[str]) -> Path:
+    quoted = ", ".join(f'"{origin}"' for origin in origins)
+    path.write_text(
+        f'data_dir = "{data_dir}"\nauto_upgrade = true\nserve_reports = true\n'
+        f"cors_origins = [{quoted}]\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    root = tmp_path_factory.mktemp("api")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    config = write_config(root / "server.toml", data_dir, [ALLOWED_ORIGIN])
+    live = LiveServer(data_dir, config=config).start()
+    seed(f"sqlite:///{data_dir / 'dqrxfer.sqlite'}", SEEDS)
+    yield live
+    live.stop()
+
+
+def get(server: LiveServer, path: str, **kwargs: object) -> requests.Response:
+    return requests.get(f"{server.url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def summary(reports: list[dict[str, object]]) -> list[tuple[object, ...]]:
+    return [(r["site"], r["revision"]) for r in reports]
+
+
+def test_event_reports_have_every_field(server: LiveServer) -> None:
+    response = get(server, "/api/v1/events/S230518h/reports")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["graceid"] == "S230518h"
+    assert summary(body["reports"]) == [("lho", 1), ("llo", 1), ("llo", 2), ("virgo", 1)]
+    llo2 = body["reports"][2]
+    assert llo2 == {
+        "graceid": "S230518h",
+        "site": "llo",
+        "revision": 2,
+        "project": "O4",
+        "url": f"{server.url}/reports/O4/S230518h_dir/S230518h_llo_2/",
+        "created": "2023-05-18T12:09:30Z",
+        "updated": "2023-05-18T12:10:00Z",
+        "file_count": 4,
+        "bytes": 4096,
+    }
+
+
+def test_latest_keeps_the_newest_revision_per_site(server: LiveServer) -> None:
+    body = get(server, "/api/v1/events/S230518h/reports?latest=1").json()
+    assert summary(body["reports"]) == [("lho", 1), ("llo", 2), ("virgo", 1)]
+    body = get(server, "/api/v1/events/S230518h/reports?latest=0").json()
+    assert len(body["reports"]) == 4
+
+
+def test_site_filter_accepts_legacy_spellings(server: LiveServer) -> None:
+    for site, expected in (("llo", [("llo", 1), ("llo", 2)]), ("EGO", [("virgo", 1)])):
+        body = get(server, "/api/v1/events/S230518h/reports", params={"site": site}).json()
+        assert summary(body["reports"]) == expected
+    body = get(server, "/api/v1/events/S230518h/reports?site=LLO&latest=true").json()
+    assert summary(body["reports"]) == [("llo", 2)]
+
+
+def test_unknown_event_is_an_empty_list(server: LiveServer) -> None:
+    response = get(server, "/api/v1/events/GW230518A/reports")
+    assert response.status_code == 200
+    assert response.json() == {"graceid": "GW230518A", "reports": []}
+    assert "Last-Modified" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter", "message"),
+    [
+        ("/api/v1/events/S2305/reports", "graceid", "graceid: must be a superevent"),
+        ("/api/v1/events/S230518h/reports?site=geo", "site", "site: must be one of kagra, lho"),
+        ("/api/v1/events/S230518h/reports?latest=maybe", "latest", "latest: must be 1 or 0"),
+        ("/api/v1/reports?site=x", "site", "site: must be one of"),
+        ("/api/v1/reports?project=O5", "project", "project: must be one of MDC, O4"),
+        ("/api/v1/reports?since=yesterday", "since", "since: must be an ISO 8601 date"),
+        ("/api/v1/reports?until=2023-13-01", "until", "until: must be an ISO 8601 date"),
+        ("/api/v1/reports?since=0001-01-01T00:00:00%2B05:00", "since", "since: is out of range"),
+        ("/api/v1/reports?limit=0", "limit", "limit: must be an integer from 1 to 500"),
+        ("/api/v1/reports?limit=501", "limit", "limit: must be an integer from 1 to 500"),
+        ("/api/v1/reports?limit=%D9%A1", "limit", "limit: must be an integer"),
+        ("/api/v1/reports?cursor=nonsense", "cursor", "cursor: is not a cursor given by"),
+        ("/api/v1/events?cursor=-1", "cursor", "cursor: is not a cursor given by"),
+        ("/api/v1/events?limit=ten", "limit", "limit: must be an integer"),
+    ],
+)
+def test_bad_parameters_are_400_naming_the_parameter(
+    server: LiveServer, path: str, parameter: str, message: str
+) -> None:
+    response = get(server, path)
+    assert response.status_code == 400, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["parameter"] == parameter
+    assert body["error"].startswith(message), body
+
+
+def test_unknown_paths_and_methods_are_json_errors(server: LiveServer) -> None:
+    response = get(server, "/api/v1/nothing/here")
+    assert response.status_code == 404
+    assert response.json() == {"error": "not found: /api/v1/nothing/here"}
+    response = requests.post(f"{server.url}/api/v1/events/S230518h/reports", timeout=10)
+    assert response.status_code == 405
+    assert response.json()["error"] == "method POST not allowed on /api/v1/events/S230518h/reports"
+    assert "GET" in response.headers["Allow"]
+    response = get(server, "/api/v1/uploads/unknown")
+    assert response.status_code == 404 and response.json()["error"] == "upload: no such upload"
+
+
+def test_reports_are_newest_first_and_filtered(server: LiveServer) -> None:
+    body = get(server, "/api/v1/reports", params={"limit": "3"}).json()
+    assert [r["graceid"] for r in body["reports"]] == ["G10029", "G10028", "G10027"]
+    body = get(server, "/api/v1/reports", params={"project": "o4"}).json()
+    assert summary(body["reports"]) == [("llo", 2), ("virgo", 1), ("lho", 1), ("llo", 1)]
+    assert body["next"] is None
+    body = get(server, "/api/v1/reports", params={"site": "kagra"}).json()
+    assert [(r["graceid"], r["project"]) for r in body["reports"]] == [("S230520ab", "replay")]
+    since = (BASE_TIME + timedelta(minutes=5)).isoformat()
+    until = (BASE_TIME + timedelta(minutes=20)).isoformat()
+    body = get(server, "/api/v1/reports", params={"since": since, "until": until}).json()
+    assert summary(body["reports"]) == [("llo", 2), ("virgo", 1), ("lho", 1)]
+    # A date without a time is midnight UTC; a time without a zone is UTC.
+    body = get(server, "/api/v1/reports", params={"until": "2023-05-18T12:05"}).json()
+    assert summary(body["reports"]) == [("llo", 1)]
+    body = get(server, "/api/v1/reports", params={"since": "2023-05-19"}).json()
+    assert body["reports"] == []
+
+
+def test_paging_visits_every_report_once_in_order(server: LiveServer) -> None:
+    url: str | None = f"{server.url}/api/v1/reports?limit=7&project=MDC&_=123"
+    seen: list[str] = []
+    pages = 0
+    while url is not None:
+        body = requests.get(url, timeout=10).json()
+        seen += [r["graceid"] for r in body["reports"]]
+        url = body["next"]
+        pages += 1
+        assert url is None or ("project=MDC" in url and "_=" not in url)
+    assert pages == 5
+    assert seen == [f"G{10000 + i}" for i in reversed(range(30))]
+
+
+def test_events_are_newest_first_with_their_sites(server: LiveServer) -> None:
+    body = get(server, "/api/v1/events", params={"limit": "31"}).json()
+    events = body["events"]
+    assert [e["graceid"] for e in events[:2]] == ["G10029", "G10028"]
+    assert len(events) == 31 and events[-1]["graceid"] == "S230520ab"
+    tail = requests.get(body["next"], timeout=10).json()
+    assert [e["graceid"] for e in tail["events"]] == ["S230518h"] and tail["next"] is None
+    event = tail["events"][0]
+    assert event == {
+        "graceid": "S230518h",
+        "created": "2023-05-18T12:00:00Z",
+        "updated": "2023-05-18T12:10:00Z",
+        "report_count": 4,
+        "sites": ["lho", "llo", "virgo"],
+        "reports_url": f"{server.url}/api/v1/events/S230518h/reports",
+    }
+
+
+def test_etag_and_last_modified_give_304(server: LiveServer) -> None:
+    path = "/api/v1/events/S230518h/reports"
+    first = get(server, path)
+    assert first.headers["Cache-Control"] == "no-cache"
+    etag = first.headers["ETag"]
+    assert first.headers["Last-Modified"] == "Thu, 18 May 2023 12:10:00 GMT"
+    again = get(server, path, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["ETag"] == etag
+    dated = get(server, path, headers={"If-Modified-Since": first.headers["Last-Modified"]})
+    assert dated.status_code == 304
+    # Another representation (a filter) is another ETag.
+    other = get(server, path + "?latest=1", headers={"If-None-Match": etag})
+    assert other.status_code == 200 and other.headers["ETag"] != etag
+    stale = get(server, path, headers={"If-None-Match": '"not-it"'})
+    assert stale.status_code == 200 and stale.json()["reports"]
+
+
+def test_new_report_changes_the_etag(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    server = LiveServer(data_dir).start()
+    try:
+        path = "/api/v1/events/S230601a/reports"
+        empty = get(server, path)
+        assert empty.json()["reports"] == []
+        seed(f"sqlite:///{data_dir / 'dqrxfer.sqlite'}", [Seed("S230601a", "lho", 3)])
+        fresh = get(server, path, headers={"If-None-Match": empty.headers["ETag"]})
+        assert fresh.status_code == 200
+        assert summary(fresh.json()["reports"]) == [("lho", 3)]
+        assert fresh.headers["ETag"] != empty.headers["ETag"]
+    finally:
+        server.stop()
+
+
+def test_ping_is_never_cached_and_timing_is_reported(server: LiveServer) -> None:
+    response = get(server, "/api/v1/ping")
+    assert response.headers["Cache-Control"] == "no-store" and "ETag" not in response.headers
+    timing = response.headers["Server-Timing"]
+    assert timing.startswith("app;dur=") and float(timing.split("=")[1]) >= 0
+
+
+def test_cors_for_configured_origins_only(server: LiveServer) -> None:
+    path = "/api/v1/events/S230518h/reports"
+    allowed = get(server, path, headers={"Origin": ALLOWED_ORIGIN})
+    assert allowed.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+    assert "Origin" in allowed.headers["Vary"]
+    assert "ETag" in allowed.headers["Access-Control-Expose-Headers"]
+    assert "Access-Control-Allow-Credentials" not in allowed.headers
+    other = get(server, path, headers={"Origin": "http://elsewhere.example"})
+    assert other.status_code == 200 and "Access-Control-Allow-Origin" not in other.headers
+
+    preflight = requests.options(
+        f"{server.url}{path}",
+        headers={
+            "Origin": ALLOWED_ORIGIN,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "if-none-match, x-evil",
+        },
+        timeout=10,
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, HEAD, OPTIONS"
+    assert preflight.headers["Access-Control-Allow-Headers"] == "if-none-match"
+    # Errors are readable cross-origin too, so a page can show the message.
+    error = get(server, "/api/v1/events/bad/reports", headers={"Origin": ALLOWED_ORIGIN})
+    assert error.status_code == 400
+    assert error.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+
+
+def test_no_cors_by_default(live_server: LiveServer) -> None:
+    response = get(live_server, "/api/v1/ping", headers={"Origin": ALLOWED_ORIGIN})
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_bad_cors_origin_in_config_is_refused(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    config = write_config(tmp_path / "server.toml", tmp_path / "data", ["pages.example/path"])
+    result = run_cli("dqrxfer-server", "db", "current", "--config", str(config))
+    assert result.returncode == 2
+    assert "cors_origins: 'pages.example/path' is not an origin" in result.stderr
