@@ -22,4 +22,7 @@ done
 echo "wheel smoke test payload" > "$work/smoke.txt"
 "$work/venv/bin/dqr-upload" -s "http://127.0.0.1:$port" -p O4 -g S230518h -u llo --revision 1 "$work/smoke.txt"
 cmp "$work/smoke.txt" "$work/data/reports/O4/S230518h_dir/S230518h_llo_1/smoke.txt"
+# Files that only the wheel's package data brings: the API document must list the event reports.
+curl -fs "http://127.0.0.1:$port/api/v1/openapi.json" | grep -q '"/api/v1/events/{graceid}/reports"'
+curl -fs "http://127.0.0.1:$port/api/v1/events/S230518h/reports" | grep -q '"site":"llo"'
 echo "wheel smoke test: ok"
