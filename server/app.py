@@ -10,6 +10,7 @@ from .api import blueprint as api_blueprint
 from .config import Settings, load_settings
 from .db import Database
 from .db.migrate import check_up_to_date, upgrade
+from .health import blueprint as health_blueprint
 from .reports.hooks import ReportHooks
 from .tus import FileLocker, FileStore, TusOptions, make_blueprint
 
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     options = TusOptions(max_size=settings.max_upload_size, lock_timeout=settings.lock_timeout)
     app.register_blueprint(make_blueprint(store, locker, hooks, options))
     app.register_blueprint(api_blueprint)
+    app.register_blueprint(health_blueprint)
     if settings.serve_reports:
         _serve_reports(app, settings)
     return app

@@ -19,6 +19,7 @@ from dqrxfer import contract
 
 DEFAULT_DATA_DIR = "./dqrxfer-data"
 DEFAULT_MAX_UPLOAD_SIZE = 64 * 1024**3
+DEFAULT_MIN_FREE_SPACE = 1024**3
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,7 @@ class Settings:
     auth_mode: str = "none"
     lock_timeout: float = 10.0
     fsync: bool = True
+    min_free_space: int = DEFAULT_MIN_FREE_SPACE
     source: str = "embedded default"
     #: Origins (``https://host[:port]``, or ``*``) whose pages may call this
     #: server from a browser (CORS); empty: none.
@@ -105,6 +107,7 @@ def load_settings(
         "projects",
         "auth",
         "cors_origins",
+        "min_free_space",
     }
     unknown = sorted(set(table) - known)
     if unknown:
@@ -133,6 +136,11 @@ def load_settings(
         auth_mode=str(auth.get("mode", "none")),
         lock_timeout=float(table.get("lock_timeout", 10.0)),
         fsync=bool(table.get("fsync", True)),
+        min_free_space=(
+            _expect(table, "min_free_space", int, "")
+            if "min_free_space" in table
+            else DEFAULT_MIN_FREE_SPACE
+        ),
         source=source,
         cors_origins=_load_cors_origins(table.get("cors_origins")),
         extra={"auth": auth},

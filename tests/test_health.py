@@ -1,0 +1,124 @@
+"""/healthz through a live server: every check passes on a sound server, and a
+failing check (no free space left above the threshold, a reports root that
+cannot be written) turns the answer into a 503 naming it.  The systemd units'
+own probe commands are run against it too."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+from support.live import LiveServer
+from support.proxies import OPS
+
+
+def write_config(
+    path: Path, data_dir: Path, *, min_free_space: int | None = None, o4_root: Path | None = None
+) -> Path:
+    reports = data_dir / "reports"
+    lines = [f'data_dir = "{data_dir}"', "auto_upgrade = true"]
+    if min_free_space is not None:
+        lines.append(f"min_free_space = {min_free_space}")
+    lines += [
+        "[projects.O4]",
+        f'reports_root = "{o4_root or reports / "O4"}"',
+        'url = "/reports/O4/"',
+        "[projects.replay]",
+        f'reports_root = "{reports / "replay"}"',
+        'url = "/reports/replay/"',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def healthz(server: LiveServer) -> requests.Response:
+    return requests.get(f"{server.url}/healthz", timeout=30)
+
+
+def test_sound_server_passes_every_check(live_server: LiveServer) -> None:
+    response = healthz(live_server)
+    assert response.status_code == 200, response.text
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.json()
+    assert body["status"] == "ok"
+    checks = body["checks"]
+    assert {"database", "uploads", "staging", "free_space"} <= set(checks)
+    assert {f"reports:{name}" for name in ("O4", "MDC", "replay", "personal")} <= set(checks)
+    assert all(check["ok"] for check in checks.values()), checks
+    assert checks["database"]["ms"] >= 0
+    assert checks["free_space"]["min_bytes"] == 1024**3
+    assert checks["free_space"]["filesystems"][0]["free_bytes"] > 0
+    # The probe leaves nothing behind.
+    assert not list(live_server.data_dir.rglob(".healthz-*"))
+
+
+def test_threshold_above_free_space_fails(data_dir: Path, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "server.toml", data_dir, min_free_space=2**62)
+    server = LiveServer(data_dir, config=config).start()
+    try:
+        response = healthz(server)
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "failing"
+        free = body["checks"]["free_space"]
+        assert free["ok"] is False and free["min_bytes"] == 2**62
+        assert all(fs["free_bytes"] < 2**62 for fs in free["filesystems"])
+        assert body["checks"]["database"]["ok"] is True
+        assert body["checks"]["uploads"]["ok"] is True
+    finally:
+        server.stop()
+
+
+def test_unwritable_reports_root_fails(data_dir: Path, tmp_path: Path) -> None:
+    """A reports root whose parent is a regular file cannot be created or
+    written, whoever runs the server (root included)."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where a directory should be")
+    config = write_config(tmp_path / "server.toml", data_dir, o4_root=blocker / "O4")
+    server = LiveServer(data_dir, config=config).start()
+    try:
+        response = healthz(server)
+        assert response.status_code == 503
+        checks = response.json()["checks"]
+        assert checks["reports:O4"] == {
+            "path": str(blocker / "O4"),
+            "ok": False,
+            "error": f"{blocker} is not a directory",
+        }
+        assert checks["reports:replay"]["ok"] is True
+    finally:
+        server.stop()
+
+
+def unit_command(unit: str, key: str, port: int) -> list[str]:
+    """The command line of ``key`` in an ops/systemd unit, for a server on ``port``."""
+    text = (OPS / "systemd" / unit).read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith(f"{key}="))
+    return shlex.split(line.split("=", 1)[1].replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_systemd_probes_against_a_live_server(data_dir: Path, tmp_path: Path) -> None:
+    server = LiveServer(data_dir).start()
+    try:
+        start_gate = unit_command("dqrxfer.service", "ExecStartPost", server.port)
+        assert subprocess.run(start_gate, capture_output=True, timeout=120).returncode == 0
+        probe = unit_command("dqrxfer-healthcheck.service", "ExecStart", server.port)
+        result = subprocess.run(probe, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and '"status":"ok"' in result.stdout
+    finally:
+        server.stop()
+
+    config = write_config(tmp_path / "server.toml", data_dir, min_free_space=2**62)
+    server = LiveServer(data_dir, config=config).start()
+    try:
+        probe = unit_command("dqrxfer-healthcheck.service", "ExecStart", server.port)
+        result = subprocess.run(probe, capture_output=True, text=True, timeout=120)
+        # curl's 22: the HTTP status was an error; the body says which check failed.
+        assert result.returncode == 22 and '"status":"failing"' in result.stdout
+    finally:
+        server.stop()
