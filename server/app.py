@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask, Response, abort, send_from_directory
 
+from . import auth
 from .api import blueprint as api_blueprint
 from .config import Settings, load_settings
 from .db import Database
@@ -36,9 +37,14 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
 
     store = FileStore(settings.uploads_dir, fsync=settings.fsync)
     locker = FileLocker(settings.uploads_dir / "locks", timeout=settings.lock_timeout)
-    hooks = ReportHooks(settings, database, store)
+    authenticator = auth.init_app(app, settings.auth)
+    hooks = authenticator.wrap_hooks(
+        ReportHooks(settings, database, store), list(settings.projects), list(settings.sites)
+    )
     options = TusOptions(max_size=settings.max_upload_size, lock_timeout=settings.lock_timeout)
-    app.register_blueprint(make_blueprint(store, locker, hooks, options))
+    app.register_blueprint(
+        make_blueprint(store, locker, hooks, options, identify=auth.current_principal)
+    )
     app.register_blueprint(api_blueprint)
     app.register_blueprint(health_blueprint)
     if settings.serve_reports:
@@ -51,6 +57,7 @@ def _serve_reports(app: Flask, settings: Settings) -> None:
     production the web server in front does)."""
 
     @app.get("/reports/<project>/<path:path>")
+    @auth.public
     def report_file(project: str, path: str) -> Response:
         config = settings.projects.get(project)
         if config is None:

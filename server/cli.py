@@ -7,9 +7,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from dqrxfer import __version__
 
+from .auth import AuthConfigError, check_listen_address, preflight, with_overrides
 from .config import ConfigError, Settings, load_settings
 from .db import Database, migrate
 
@@ -54,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="gunicorn settings file (e.g. ops/gunicorn.conf.py); --host/--port still win",
     )
+    serve.add_argument(
+        "--auth",
+        choices=("none", "gssapi", "remote-user"),
+        help="authentication mode (default: the config's auth.mode, else none)",
+    )
+    serve.add_argument("--keytab", metavar="FILE", help="gssapi: the service keytab")
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        metavar="ADDR",
+        help="remote-user: address or network of the authenticating proxy (repeatable)",
+    )
 
     db = commands.add_parser("db", help="database schema (Alembic) operations")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -92,6 +106,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.gunicorn_config and not os.path.isfile(args.gunicorn_config):
         raise ConfigError(f"--gunicorn-config: no such file: {args.gunicorn_config}")
+    try:
+        auth = with_overrides(settings.auth, args.auth, args.keytab, args.trusted_proxy)
+        check_listen_address(auth, args.host)
+        preflight(auth)
+    except AuthConfigError as error:
+        raise ConfigError(str(error)) from None
+    settings = replace(settings, auth=auth)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url)
     try:
@@ -100,7 +121,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         migrate.check_up_to_date(database.engine)
     finally:
         database.dispose()
-    log.info("settings: %s; data directory %s", settings.source, settings.data_dir)
+    log.info(
+        "settings: %s; data directory %s; auth %s",
+        settings.source,
+        settings.data_dir,
+        settings.auth.mode,
+    )
     GunicornServer(
         settings,
         gunicorn_options(args.host, args.port, args.workers, args.threads),

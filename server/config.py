@@ -17,6 +17,8 @@ from typing import Any
 
 from dqrxfer import contract
 
+from .auth.settings import AuthConfigError, AuthSettings, load_auth_settings
+
 DEFAULT_DATA_DIR = "./dqrxfer-data"
 DEFAULT_MAX_UPLOAD_SIZE = 64 * 1024**3
 DEFAULT_MIN_FREE_SPACE = 1024**3
@@ -51,7 +53,7 @@ class Settings:
     max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE
     serve_reports: bool = True
     auto_upgrade: bool = False
-    auth_mode: str = "none"
+    auth: AuthSettings = field(default_factory=AuthSettings)
     lock_timeout: float = 10.0
     fsync: bool = True
     min_free_space: int = DEFAULT_MIN_FREE_SPACE
@@ -60,6 +62,10 @@ class Settings:
     #: server from a browser (CORS); empty: none.
     cors_origins: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def auth_mode(self) -> str:
+        return self.auth.mode
 
     @property
     def staging_dir(self) -> Path:
@@ -123,7 +129,10 @@ def load_settings(
     )
     sites = tuple(site.lower() for site in (table.get("sites") or contract.DEFAULT_SITES))
     projects = _load_projects(table.get("projects"), root, sites, max_size)
-    auth = table.get("auth") or {}
+    try:
+        auth = load_auth_settings(table.get("auth"), root, list(projects), sites)
+    except AuthConfigError as error:
+        raise ConfigError(str(error)) from None
     return Settings(
         data_dir=root,
         database_url=database_url,
@@ -133,7 +142,7 @@ def load_settings(
         max_upload_size=max_size,
         serve_reports=bool(table.get("serve_reports", config_path is None)),
         auto_upgrade=bool(table.get("auto_upgrade", config_path is None)),
-        auth_mode=str(auth.get("mode", "none")),
+        auth=auth,
         lock_timeout=float(table.get("lock_timeout", 10.0)),
         fsync=bool(table.get("fsync", True)),
         min_free_space=(
@@ -143,7 +152,6 @@ def load_settings(
         ),
         source=source,
         cors_origins=_load_cors_origins(table.get("cors_origins")),
-        extra={"auth": auth},
     )
 
 

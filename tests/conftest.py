@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from support.kerberos import Realm, kdc_available
 from support.live import LiveServer, tool
 
 POSTGRES_URL = os.environ.get(
@@ -70,3 +71,22 @@ def postgres_url(postgres_base_url: str) -> Iterator[str]:
     with admin.begin() as connection:
         connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def kerberos() -> Iterator[Realm]:
+    """A real MIT Kerberos realm (KDC, service and user principals) for the session.
+
+    This process gets the realm's krb5.conf so that in-process clients find
+    the KDC; tickets are always named explicitly (never the default cache).
+    """
+    if not kdc_available():
+        pytest.skip("MIT Kerberos KDC not installed (bash ops/dev/bootstrap.sh --test)")
+    realm = Realm.start()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KRB5_CONFIG", realm.env["KRB5_CONFIG"])
+        patch.setenv("KRB5RCACHEDIR", realm.env["KRB5RCACHEDIR"])
+        patch.delenv("KRB5_CLIENT_KTNAME", raising=False)
+        patch.setenv("KRB5CCNAME", f"FILE:{realm.directory}/no-default-cache")
+        yield realm
+    realm.stop()

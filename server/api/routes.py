@@ -15,7 +15,7 @@ from dqrxfer import __version__
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from sqlalchemy.engine import Row
 
-from ..auth import current_principal
+from ..auth import current_principal, public
 from ..config import Settings
 from ..db import Database, Report, Upload
 from . import params, queries
@@ -85,12 +85,14 @@ def ping() -> Response:
 
 
 @blueprint.get("/openapi.json")
+@public
 def openapi() -> Response:
     settings = _settings()
     return cached(jsonify(document(__version__, settings.sites, tuple(settings.projects))))
 
 
 @blueprint.get("/events/<graceid>/reports")
+@public
 def event_reports(graceid: str) -> Response:
     """Every report of one event (``?latest=1``: newest revision per site; ``?site=``)."""
     graceid = params.graceid(graceid)
@@ -103,6 +105,7 @@ def event_reports(graceid: str) -> Response:
 
 
 @blueprint.get("/reports")
+@public
 def reports() -> Response:
     """Recent reports, most recently updated first, filtered and paged."""
     settings = _settings()
@@ -124,6 +127,7 @@ def reports() -> Response:
 
 
 @blueprint.get("/events")
+@public
 def events() -> Response:
     """Recent events (newest first) with the sites that reported on them."""
     limit = params.limit(request.args)
@@ -153,7 +157,7 @@ def upload_record(upload_id: str) -> Response:
     """What the server made of one upload: state, size, sha256, report URL."""
     with _database().session() as session:
         row = session.get(Upload, upload_id)
-        if row is None:
+        if row is None or row.principal != current_principal():
             return error_response(404, "upload: no such upload")
         report = session.get(Report, row.report_id) if row.report_id else None
         body = {

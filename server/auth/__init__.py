@@ -1,12 +1,28 @@
-"""Who is calling.  The ``none`` mode (development, loopback only) knows nobody."""
+"""Who is calling, and what they may do.
 
-from __future__ import annotations
+* :mod:`.settings` — the ``[auth]`` configuration (modes ``none``, ``gssapi``,
+  ``remote-user``; keytab; trusted proxies; session cookie; rules);
+* :mod:`.negotiate` — SPNEGO with the service keytab (python-gssapi);
+* :mod:`.sessions` — signed session cookies after a handshake;
+* :mod:`.rules` — per-project allow-lists of principals and their sites;
+* :mod:`.guard` — the per-request gate (401/403) and :func:`current_principal`;
+* :mod:`.hooks` — authorization in front of the tus ``pre_create`` hook.
+"""
 
-from flask import current_app
+from .guard import Authenticator, current_principal, init_app, preflight, public
+from .rules import AuthorizationError, Policy
+from .settings import AuthConfigError, AuthSettings, check_listen_address, with_overrides
 
-
-def current_principal() -> str | None:
-    """The authenticated principal of the current request, or None."""
-    if current_app.config["DQRXFER_SETTINGS"].auth_mode == "none":
-        return None
-    return None
+__all__ = [
+    "AuthConfigError",
+    "AuthSettings",
+    "Authenticator",
+    "AuthorizationError",
+    "Policy",
+    "check_listen_address",
+    "current_principal",
+    "init_app",
+    "preflight",
+    "public",
+    "with_overrides",
+]

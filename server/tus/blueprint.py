@@ -8,6 +8,7 @@ reached only through the store, the locker and the hooks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, request, url_for
@@ -36,6 +37,7 @@ class _Context:
     locker: Locker
     hooks: TusHooks
     options: TusOptions
+    identify: Callable[[], str | None]
 
 
 def _ctx() -> _Context:
@@ -81,10 +83,18 @@ def make_blueprint(
     hooks: TusHooks | None = None,
     options: TusOptions | None = None,
     url_prefix: str = "/files",
+    identify: Callable[[], str | None] | None = None,
 ) -> Blueprint:
-    """Build the blueprint; the app registering it gets the context in ``extensions``."""
+    """Build the blueprint; the app registering it gets the context in ``extensions``.
+
+    ``identify`` names the caller of the current request (the application
+    authenticates).  An upload belongs to whoever created it: it is stored as
+    ``info.owner``, and anyone else is told the upload does not exist (404).
+    """
     blueprint = Blueprint("tus", __name__, url_prefix=url_prefix)
-    context = _Context(store, locker, hooks or TusHooks(), options or TusOptions())
+    context = _Context(
+        store, locker, hooks or TusHooks(), options or TusOptions(), identify or _nobody
+    )
 
     @blueprint.record_once
     def _install(state) -> None:  # type: ignore[no-untyped-def]
@@ -97,6 +107,19 @@ def make_blueprint(
     blueprint.add_url_rule("", "collection_noslash", _collection, methods=["OPTIONS", "POST"])
     blueprint.add_url_rule("/<upload_id>", "upload", _upload, methods=["OPTIONS", "HEAD", "PATCH"])
     return blueprint
+
+
+def _nobody() -> None:
+    return None
+
+
+def _owned(upload_id: str) -> UploadInfo:
+    """The upload, if the caller owns it; 404 otherwise (its existence is not revealed)."""
+    context = _ctx()
+    info = context.store.get(upload_id)
+    if info.owner != context.identify():
+        raise errors.not_found()
+    return info
 
 
 def _collection() -> Response:
@@ -133,7 +156,7 @@ def _post() -> Response:
     if length > context.options.max_size:
         raise errors.too_large("Upload-Length", context.options.max_size)
     metadata = parse_metadata(request.headers.get("Upload-Metadata"))
-    info = UploadInfo(id="", length=length, metadata=metadata)
+    info = UploadInfo(id="", length=length, metadata=metadata, owner=context.identify())
     context.hooks.pre_create(info)
     info = context.store.create(info)
     context.hooks.post_create(info)
@@ -144,7 +167,7 @@ def _post() -> Response:
 
 
 def _head(upload_id: str) -> Response:
-    info = _ctx().store.get(upload_id)
+    info = _owned(upload_id)
     headers = {"Upload-Offset": str(info.offset)}
     if info.length is None:
         headers["Upload-Defer-Length"] = "1"
@@ -164,6 +187,7 @@ def _patch(upload_id: str) -> Response:
     if offset is None:
         raise errors.bad_header("Upload-Offset", "is required")
     body_length = request.content_length
+    _owned(upload_id)  # before the lock: a busy upload of someone else's is still a 404
     with context.locker.lock(upload_id):
         info = context.store.get(upload_id)
         if offset != info.offset:

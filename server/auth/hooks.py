@@ -1,0 +1,55 @@
+"""Authorization at upload creation, in front of the application's tus hooks.
+
+:class:`AuthorizingHooks` wraps the application's hooks: its ``pre_create``
+asks the :class:`~.rules.Policy` whether the upload's principal may upload to
+the project as the site, and refuses with 403 (naming the rule) before the
+application sees the upload.  Every other hook passes through unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dqrxfer import contract
+
+from ..tus import HookRejection, TusHooks, UploadInfo
+from .rules import AuthorizationError, Policy
+
+
+class AuthorizingHooks:
+    def __init__(
+        self, inner: TusHooks, policy: Policy, projects: Sequence[str], sites: Sequence[str]
+    ) -> None:
+        self.inner = inner
+        self.policy = policy
+        self.projects = tuple(projects)
+        self.sites = tuple(sites)
+
+    def pre_create(self, info: UploadInfo) -> None:
+        metadata = info.metadata
+        if contract.KEY_PROJECT not in metadata and contract.KEY_UPLOADER not in metadata:
+            # No report target (a partial upload of a concatenation): the final
+            # upload that names one is authorized.
+            self.inner.pre_create(info)
+            return
+        target = self._target(metadata)
+        if target is None:
+            self.inner.pre_create(info)  # refuses the unreadable target with a 400
+            raise HookRejection(403, "cannot authorize: project or uploader not understood")
+        try:
+            self.policy.authorize(info.owner, *target)
+        except AuthorizationError as error:
+            raise HookRejection(403, str(error)) from None
+        self.inner.pre_create(info)
+
+    def _target(self, metadata: dict[str, str]) -> tuple[str, str] | None:
+        try:
+            project = contract.validate_project(metadata[contract.KEY_PROJECT], self.projects)
+            site = contract.validate_site(metadata[contract.KEY_UPLOADER], self.sites)
+        except (KeyError, contract.ContractError):
+            return None
+        return project, site
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
