@@ -9,7 +9,7 @@
 * :mod:`.hooks` — authorization in front of the tus ``pre_create`` hook.
 """
 
-from .guard import Authenticator, current_principal, init_app, preflight, public
+from .guard import Authenticator, current_principal, exempt, init_app, preflight, public
 from .rules import AuthorizationError, Policy
 from .settings import AuthConfigError, AuthSettings, check_listen_address, with_overrides
 
@@ -21,6 +21,7 @@ __all__ = [
     "Policy",
     "check_listen_address",
     "current_principal",
+    "exempt",
     "init_app",
     "preflight",
     "public",

@@ -12,9 +12,10 @@ the configured mode, or answers 401/403 itself:
   one of ``trusted_proxies``; anyone else is refused and their header ignored.
 * ``none``: nobody is authenticated, and only loopback peers are served.
 
-Endpoints decorated with :func:`public` (the read-only report links) and
-OPTIONS requests (tus discovery, CORS preflight) pass without credentials
-while ``public_read`` is on.  Everything else needs a principal: new
+Endpoints decorated with :func:`public` (the read-only report links) pass
+without credentials while ``public_read`` is on; those decorated with
+:func:`exempt` (health probes) and OPTIONS requests (tus discovery, CORS
+preflight) always do.  Everything else needs a principal: new
 endpoints are protected unless someone decides otherwise.
 """
 
@@ -40,14 +41,23 @@ log = logging.getLogger("dqrxfer.auth")
 
 EXTENSION = "dqrxfer.auth"
 _PUBLIC_ATTRIBUTE = "dqrxfer_public"
+_EXEMPT_ATTRIBUTE = "dqrxfer_exempt"
 _MAX_PRINCIPAL = 256
 
 View = TypeVar("View", bound=Callable[..., Any])
 
 
 def public(view: View) -> View:
-    """Mark a read-only view as answerable without credentials (``public_read``)."""
+    """Mark a read-only view as answerable without credentials while the
+    configuration's ``public_read`` is on (the default)."""
     setattr(view, _PUBLIC_ATTRIBUTE, True)
+    return view
+
+
+def exempt(view: View) -> View:
+    """Mark a view that never asks for credentials (health probes): it must
+    reveal nothing about reports or uploads."""
+    setattr(view, _EXEMPT_ATTRIBUTE, True)
     return view
 
 
@@ -186,11 +196,13 @@ def _is_public(settings: AuthSettings) -> bool:
     endpoint = request.endpoint
     if endpoint is None:  # no such route: the 404 reveals nothing
         return True
+    view = current_app.view_functions.get(endpoint)
+    if getattr(view, _EXEMPT_ATTRIBUTE, False):
+        return True
     if not settings.public_read:
         return False
     if endpoint == "static" or endpoint.endswith(".static"):
         return True
-    view = current_app.view_functions.get(endpoint)
     return bool(getattr(view, _PUBLIC_ATTRIBUTE, False))
 
 
