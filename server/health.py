@@ -19,6 +19,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 
+from .auth import exempt
 from .config import Settings
 
 blueprint = Blueprint("health", __name__)
@@ -88,6 +89,7 @@ def check_free_space(paths: list[Path], minimum: int) -> dict[str, Any]:
 
 
 @blueprint.get("/healthz")
+@exempt  # probes (systemd, load balancers) carry no credentials
 def healthz() -> tuple[Response, int]:
     settings: Settings = current_app.config["DQRXFER_SETTINGS"]
     checks: dict[str, dict[str, Any]] = {"database": check_database()}

@@ -85,6 +85,11 @@ def test_a_forged_header_from_elsewhere_is_ignored_and_refused(server: LiveServe
     assert created.status_code == 403
 
 
+def test_health_probes_need_no_credentials(server: LiveServer) -> None:
+    response = requests.get(f"{server.url}/healthz", timeout=30)
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+
+
 def test_the_proxy_without_a_user_is_a_401(server: LiveServer) -> None:
     response = via_proxy().get(f"{server.url}/api/v1/ping")
     assert response.status_code == 401
