@@ -9,7 +9,7 @@ mode="${1:-run}"
 # gssapi (under requests-gssapi) builds from source against MIT Kerberos.
 packages=(libkrb5-dev krb5-user)
 if [[ "$mode" == "--test" ]]; then
-    packages+=(krb5-kdc krb5-admin-server)
+    packages+=(krb5-kdc krb5-admin-server chromium)
     # The deployment kit's front ends, run for real by tests/test_ops_*.py.
     packages+=(nginx-light apache2 libapache2-mod-auth-gssapi)
 fi

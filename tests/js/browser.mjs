@@ -1,0 +1,65 @@
+// Drive Debian's headless Chromium through playwright-core for the Python tests.
+//
+// Reads a JSON job on stdin:
+//   {"userDataDir": "...", "pages": [{"url": "...", "done": "<JS expression>",
+//     "probe": "<JS function body returning JSON>", "screenshot": "file.png",
+//     "viewport": {"width": 1000, "height": 700}, "fullPage": true}]}
+// Loads each page, waits until `done` is truthy, runs `probe` in the page and
+// prints one JSON result per page on stdout: {probe, console, errors, failed}.
+// Never downloads a browser: the executable is the system's chromium.
+import { chromium } from "playwright-core";
+
+const EXECUTABLE = process.env.DQRXFER_CHROMIUM || "/usr/bin/chromium";
+const ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+];
+
+async function readStdin() {
+  const chunks = [];
+  for await (const chunk of process.stdin) chunks.push(chunk);
+  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+}
+
+async function visit(context, spec) {
+  const page = await context.newPage();
+  if (spec.viewport) await page.setViewportSize(spec.viewport);
+  const result = { url: spec.url, console: [], errors: [], failed: [] };
+  page.on("console", (message) => result.console.push(`${message.type()}: ${message.text()}`));
+  page.on("pageerror", (error) => result.errors.push(String(error.message || error)));
+  page.on("requestfailed", (request) =>
+    result.failed.push(`${request.url()} ${request.failure()?.errorText ?? ""}`),
+  );
+  try {
+    await page.goto(spec.url, { waitUntil: "load", timeout: spec.timeout ?? 60000 });
+    await page.waitForFunction(spec.done ?? "true", null, { timeout: spec.timeout ?? 60000 });
+    if (spec.probe) result.probe = await page.evaluate(`(() => { ${spec.probe} })()`);
+    if (spec.screenshot) {
+      await page.screenshot({ path: spec.screenshot, fullPage: spec.fullPage ?? true });
+    }
+  } catch (error) {
+    result.errors.push(`driver: ${error.message}`);
+  } finally {
+    await page.close();
+  }
+  return result;
+}
+
+const job = await readStdin();
+const context = await chromium.launchPersistentContext(job.userDataDir, {
+  executablePath: EXECUTABLE,
+  headless: true,
+  args: ARGS,
+});
+try {
+  const results = [];
+  for (const spec of job.pages) results.push(await visit(context, spec));
+  process.stdout.write(JSON.stringify(results));
+} finally {
+  await context.close();
+}
