@@ -17,6 +17,7 @@ from support.browser import JS_DIR, PageServer, require_browser, run_browser
 from support.live import LiveServer, free_port
 
 GRACEID = "S230518h"
+LATER = "S230601a"  #: an event whose first report arrives while a page polls for it
 UPLOADS = [("llo", 1), ("llo", 2), ("lho", 1), ("virgo", 2)]
 
 PAGE = """<!doctype html>
@@ -152,6 +153,7 @@ def visit_all(server: LiveServer, pages: PageServer, work: Path) -> dict[str, di
         "empty": render("S990101zz"),
         "down": render(GRACEID, server=f"http://127.0.0.1:{free_port()}", timeout=20000),
         "bad_graceid": render("S1"),
+        "refresh": render(LATER, refresh=1),
     }
     for name, script in cases.items():
         (pages.root / f"{name}.html").write_text(page(server.url, script))
@@ -175,7 +177,33 @@ def visit_all(server: LiveServer, pages: PageServer, work: Path) -> dict[str, di
         }
         for visit in visits
     ]
-    outcomes = run_browser(specs, work)
+    # Last: a page polling an event without reports, until a site uploads one.
+    visits.append({"name": "refresh"})
+    specs.append(
+        {
+            "url": f"{pages.origin}/refresh.html",
+            # Three requests made: the first answer and at least two polls.
+            "done": "window.__done !== undefined && performance.getEntriesByType('resource')"
+            f".filter(e => e.name.indexOf('/api/v1/events/{LATER}/reports') >= 0).length >= 3",
+            "signal": str(work / "refresh.signal"),
+            "then": "document.querySelectorAll('#links li.dqrxfer-report').length === 1",
+            "probe": PROBE,
+        }
+    )
+
+    def upload_later() -> None:
+        report = work / "later" / "index.html"
+        report.parent.mkdir()
+        report.write_text("<html>kagra</html>")
+        result = run_cli(
+            "dqr-upload", "-s", server.url, "-p", "O4", "-g", LATER, "-u", "kagra",
+            "--revision", "0", str(report),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+    outcomes = run_browser(specs, work, on_signal=upload_later)
+    outcomes.append({"log": server.log()})
+    visits.append({"name": "server"})
     return {visit["name"]: outcome for visit, outcome in zip(visits, outcomes, strict=True)}
 
 
@@ -260,6 +288,17 @@ def test_bad_graceid_shows_the_servers_message(results: dict[str, dict]) -> None
     seen = probe(results, "bad_graceid")
     assert seen["done"]["kind"] == "refused"
     assert "graceid: must be a superevent" in seen["error"][0]
+
+
+def test_refresh_polls_with_304s_and_shows_a_new_report(results: dict[str, dict]) -> None:
+    before = probe(results, "refresh")
+    assert before["empty"] == [f"No reports for {LATER} yet.", "status"]
+    after = results["refresh"]["probeAfter"]
+    assert [(i["site"], i["revision"]) for i in after["items"]] == [("kagra", "0")]
+    assert after["empty"] is None
+    # The browser revalidated the cached answer by itself: the polls were 304s.
+    polls = f'"GET /api/v1/events/{LATER}/reports HTTP/1.1" 304'
+    assert results["server"]["log"].count(polls) >= 2, results["server"]["log"][-3000:]
 
 
 def test_without_jquery_the_page_says_so(results: dict[str, dict]) -> None:

@@ -1,12 +1,16 @@
 // Drive Debian's headless Chromium through playwright-core for the Python tests.
 //
-// Reads a JSON job on stdin:
+// Reads a JSON job from the file named on the command line:
 //   {"userDataDir": "...", "pages": [{"url": "...", "done": "<JS expression>",
 //     "probe": "<JS function body returning JSON>", "screenshot": "file.png",
-//     "viewport": {"width": 1000, "height": 700}, "fullPage": true}]}
+//     "viewport": {"width": 1000, "height": 700}, "fullPage": true,
+//     "signal": "file", "then": "<JS expression>"}]}
 // Loads each page, waits until `done` is truthy, runs `probe` in the page and
 // prints one JSON result per page on stdout: {probe, console, errors, failed}.
+// With `signal`, it then creates that file (the test changes something on
+// the server), waits until `then` is truthy and probes again (`probeAfter`).
 // Never downloads a browser: the executable is the system's chromium.
+import { readFileSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const EXECUTABLE = process.env.DQRXFER_CHROMIUM || "/usr/bin/chromium";
@@ -19,12 +23,6 @@ const ARGS = [
   "--disable-sync",
   "--no-first-run",
 ];
-
-async function readStdin() {
-  const chunks = [];
-  for await (const chunk of process.stdin) chunks.push(chunk);
-  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
-}
 
 async function visit(context, spec) {
   const page = await context.newPage();
@@ -39,6 +37,11 @@ async function visit(context, spec) {
     await page.goto(spec.url, { waitUntil: "load", timeout: spec.timeout ?? 60000 });
     await page.waitForFunction(spec.done ?? "true", null, { timeout: spec.timeout ?? 60000 });
     if (spec.probe) result.probe = await page.evaluate(`(() => { ${spec.probe} })()`);
+    if (spec.signal) {
+      writeFileSync(spec.signal, "ready");
+      await page.waitForFunction(spec.then, null, { timeout: spec.timeout ?? 60000 });
+      result.probeAfter = await page.evaluate(`(() => { ${spec.probe} })()`);
+    }
     if (spec.screenshot) {
       await page.screenshot({ path: spec.screenshot, fullPage: spec.fullPage ?? true });
     }
@@ -50,7 +53,7 @@ async function visit(context, spec) {
   return result;
 }
 
-const job = await readStdin();
+const job = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const context = await chromium.launchPersistentContext(job.userDataDir, {
   executablePath: EXECUTABLE,
   headless: true,

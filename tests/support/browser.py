@@ -11,7 +11,9 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +41,43 @@ def require_browser() -> None:
         pytest.skip(message)
 
 
-def run_browser(pages: list[dict[str, Any]], work: Path, timeout: float = 240) -> list[dict]:
-    """Visit ``pages`` in one fresh Chromium profile; one result per page."""
+def run_browser(
+    pages: list[dict[str, Any]],
+    work: Path,
+    timeout: float = 240,
+    on_signal: Callable[[], None] | None = None,
+) -> list[dict]:
+    """Visit ``pages`` in one fresh Chromium profile; one result per page.
+
+    A page with a ``signal`` file makes the driver create that file once the
+    page is done; ``on_signal`` then runs here (to change the server's data)
+    and the driver waits for the page's ``then`` condition."""
     profile = work / f"chromium-profile-{free_port()}"
     profile.mkdir(parents=True)
-    job = {"userDataDir": str(profile), "pages": pages}
-    completed = subprocess.run(
-        ["node", str(JS_DIR / "browser.mjs")],
-        input=json.dumps(job),
-        capture_output=True,
+    job = profile.with_suffix(".json")
+    job.write_text(json.dumps({"userDataDir": str(profile), "pages": pages}))
+    with subprocess.Popen(
+        ["node", str(JS_DIR / "browser.mjs"), str(job)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         cwd=JS_DIR,
-    )
-    assert completed.returncode == 0, completed.stderr
-    return json.loads(completed.stdout)
+    ) as driver:
+        signals = [Path(page["signal"]) for page in pages if page.get("signal")]
+        deadline = time.monotonic() + timeout
+        for signal in signals:
+            while not signal.exists() and driver.poll() is None:
+                assert time.monotonic() < deadline, f"browser never reached {signal}"
+                time.sleep(0.05)
+            if signal.exists() and on_signal is not None:
+                on_signal()
+        try:
+            stdout, stderr = driver.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            driver.kill()
+            raise
+    assert driver.returncode == 0, stderr
+    return json.loads(stdout)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
