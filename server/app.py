@@ -9,11 +9,15 @@ from flask import Flask, Response, abort, send_from_directory
 from . import auth
 from .api import blueprint as api_blueprint
 from .config import Settings, load_settings
+from .cors import CorsPolicy
 from .db import Database
 from .db.migrate import check_up_to_date, upgrade
 from .health import blueprint as health_blueprint
+from .proxy import TrustedProxies
 from .reports.hooks import ReportHooks
-from .tus import FileLocker, FileStore, TusOptions, make_blueprint
+from .tus import FileLocker, FileStore, Locker, TusOptions, make_blueprint
+from .tus import cors as tus_cors_needs
+from .tus.metrics import metrics_view
 
 log = logging.getLogger("dqrxfer.server")
 
@@ -36,20 +40,49 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     app.extensions["dqrxfer.db"] = database
 
     store = FileStore(settings.uploads_dir, fsync=settings.fsync)
-    locker = FileLocker(settings.uploads_dir / "locks", timeout=settings.lock_timeout)
     authenticator = auth.init_app(app, settings.auth)
     hooks = authenticator.wrap_hooks(
         ReportHooks(settings, database, store), list(settings.projects), list(settings.sites)
     )
-    options = TusOptions(max_size=settings.max_upload_size, lock_timeout=settings.lock_timeout)
+    options = TusOptions(
+        max_size=settings.max_upload_size,
+        expiry=settings.upload_expiry,
+        read_timeout=settings.read_timeout,
+    )
+    tus_cors = CorsPolicy(
+        settings.cors_origins,
+        methods=tus_cors_needs.METHODS,
+        allow_headers=tus_cors_needs.ALLOW_HEADERS,
+        expose_headers=tus_cors_needs.EXPOSE_HEADERS,
+        max_age=tus_cors_needs.MAX_AGE,
+    )
+    locker = make_locker(settings, database)
     app.register_blueprint(
-        make_blueprint(store, locker, hooks, options, identify=auth.current_principal)
+        make_blueprint(
+            store, locker, hooks, options, identify=auth.current_principal, cors=tus_cors
+        )
     )
     app.register_blueprint(api_blueprint)
     app.register_blueprint(health_blueprint)
+    if settings.metrics:
+        # Like the health probe: the front end limits it to the monitoring.
+        app.add_url_rule("/metrics", "metrics", auth.exempt(metrics_view))
+    proxies = settings.forwarded_proxies
+    if proxies:
+        app.wsgi_app = TrustedProxies(app.wsgi_app, proxies)  # type: ignore[method-assign]
     if settings.serve_reports:
         _serve_reports(app, settings)
     return app
+
+
+def make_locker(settings: Settings, database: Database) -> Locker:
+    """PostgreSQL advisory locks when the database is PostgreSQL (several
+    hosts share it), else file locks in the uploads directory."""
+    if database.engine.dialect.name == "postgresql":
+        from .tus.pglocker import PostgresLocker
+
+        return PostgresLocker(database.engine, timeout=settings.lock_timeout)
+    return FileLocker(settings.uploads_dir / "locks", timeout=settings.lock_timeout)
 
 
 def _serve_reports(app: Flask, settings: Settings) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -69,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="remote-user: address or network of the authenticating proxy (repeatable)",
     )
 
+    cleanup = commands.add_parser(
+        "cleanup",
+        help="remove expired uploads and their data; finish what a crash left undone",
+    )
+    _add_config_options(cleanup)
+    cleanup.add_argument(
+        "--dry-run", action="store_true", help="list expired uploads, remove nothing"
+    )
+
     db = commands.add_parser("db", help="database schema (Alembic) operations")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     for name, text in (
@@ -127,11 +138,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.data_dir,
         settings.auth.mode,
     )
-    GunicornServer(
-        settings,
-        gunicorn_options(args.host, args.port, args.workers, args.threads),
-        args.gunicorn_config,
-    ).run()
+    metrics_dir = _metrics_directory()
+    try:
+        GunicornServer(
+            settings,
+            gunicorn_options(args.host, args.port, args.workers, args.threads),
+            args.gunicorn_config,
+        ).run()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _metrics_directory() -> str | None:
+    """Give the workers a fresh directory for their Prometheus values
+    (prometheus_client's multiprocess mode), unless the operator set one."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    directory = tempfile.mkdtemp(prefix="dqrxfer-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    return directory
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from .app import create_app
+
+    settings = _settings(args)
+    app = create_app(settings)
+    report = app.extensions["tus"].sweep(dry_run=args.dry_run)
+    verb = "expired (not removed)" if args.dry_run else "removed expired upload"
+    for info in report.expired:
+        print(f"{verb} {info.id} ({info.offset} of {info.length} bytes)")
+    for info in report.recovered:
+        print(f"finished upload {info.id}")
+    for upload_id, reason in report.skipped:
+        print(f"skipped upload {upload_id}: {reason}", file=sys.stderr)
+    print(
+        f"{len(report.expired)} expired, {len(report.recovered)} finished, "
+        f"{len(report.skipped)} skipped"
+    )
+    app.extensions["dqrxfer.db"].dispose()
     return 0
 
 
@@ -182,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return cmd_serve(args)
+        if args.command == "cleanup":
+            return cmd_cleanup(args)
         return cmd_db(args)
     except ConfigError as error:
         print(f"dqrxfer-server: configuration error: {error}", file=sys.stderr)

@@ -8,6 +8,7 @@ and four sites, reports served by the app itself, no authentication.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -22,6 +23,7 @@ from .auth.settings import AuthConfigError, AuthSettings, load_auth_settings
 DEFAULT_DATA_DIR = "./dqrxfer-data"
 DEFAULT_MAX_UPLOAD_SIZE = 64 * 1024**3
 DEFAULT_MIN_FREE_SPACE = 1024**3
+DEFAULT_UPLOAD_EXPIRY = 7 * 24 * 3600
 
 
 class ConfigError(ValueError):
@@ -57,6 +59,19 @@ class Settings:
     lock_timeout: float = 10.0
     fsync: bool = True
     min_free_space: int = DEFAULT_MIN_FREE_SPACE
+    # tus endpoint (docs/tus.md).  upload_expiry: seconds after its last change
+    # that an unfinished upload expires and ``dqrxfer-server cleanup`` may remove
+    # it (0: never).  read_timeout: seconds a request body may stall before the
+    # request ends, keeping its bytes and releasing the upload's lock.
+    # trusted_proxies: addresses/networks of reverse proxies whose
+    # X-Forwarded-Proto/-Host/-Port/-Prefix headers build the URLs the server
+    # hands out (tus Location); from anyone else these headers are ignored.
+    # Unset: the proxies trusted by [auth] (the authenticating front end).
+    # metrics: serve /metrics (Prometheus).
+    upload_expiry: float = DEFAULT_UPLOAD_EXPIRY
+    read_timeout: float = 60.0
+    trusted_proxies: tuple[str, ...] | None = None
+    metrics: bool = True
     source: str = "embedded default"
     #: Origins (``https://host[:port]``, or ``*``) whose pages may call this
     #: server from a browser (CORS); empty: none.
@@ -68,6 +83,13 @@ class Settings:
         return self.auth.mode
 
     @property
+    def forwarded_proxies(self) -> tuple[str, ...]:
+        """Whose X-Forwarded-* headers to honour (see ``trusted_proxies``)."""
+        if self.trusted_proxies is not None:
+            return self.trusted_proxies
+        return tuple(str(network) for network in self.auth.trusted_proxies)
+
+    @property
     def staging_dir(self) -> Path:
         return self.data_dir / "staging"
 
@@ -77,6 +99,34 @@ def _expect(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ConfigError(f"{where}{key}: must be {kind.__name__} (got {value!r})")
     return value
+
+
+def _number(table: dict[str, Any], key: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{key}: must be a non-negative number of seconds (got {value!r})")
+    return float(value)
+
+
+def _strings(table: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{key}: must be a list of strings (got {value!r})")
+    return tuple(value)
+
+
+def _trusted_proxies(table: dict[str, Any]) -> tuple[str, ...] | None:
+    if "trusted_proxies" not in table:
+        return None
+    proxies = _strings(table, "trusted_proxies")
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"trusted_proxies: {proxy!r} is not an IP address or network"
+            ) from None
+    return proxies
 
 
 def load_settings(
@@ -110,6 +160,10 @@ def load_settings(
         "auto_upgrade",
         "lock_timeout",
         "fsync",
+        "upload_expiry",
+        "read_timeout",
+        "trusted_proxies",
+        "metrics",
         "projects",
         "auth",
         "cors_origins",
@@ -150,6 +204,10 @@ def load_settings(
             if "min_free_space" in table
             else DEFAULT_MIN_FREE_SPACE
         ),
+        upload_expiry=_number(table, "upload_expiry", DEFAULT_UPLOAD_EXPIRY),
+        read_timeout=_number(table, "read_timeout", 60.0),
+        trusted_proxies=_trusted_proxies(table),
+        metrics=bool(table.get("metrics", True)),
         source=source,
         cors_origins=_load_cors_origins(table.get("cors_origins")),
     )

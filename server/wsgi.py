@@ -21,6 +21,14 @@ from gunicorn.app.base import BaseApplication
 from .app import create_app
 from .config import Settings
 
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    """A worker ended: drop its live gauges from the shared metrics."""
+    from .tus.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
+
+
 DEFAULT_OPTIONS: dict[str, Any] = {
     "workers": 2,
     "threads": 8,
@@ -30,6 +38,12 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "accesslog": "-",
     "errorlog": "-",
     "loglevel": "info",
+    # X-Forwarded-* are honoured by the app, from its trusted_proxies only
+    # (server/proxy.py); gunicorn would trust X-Forwarded-Proto from loopback.
+    # A gunicorn config file may still set its own.
+    "forwarded_allow_ips": "",
+    # prometheus_client's multiprocess mode: forget a dead worker's live gauges.
+    "child_exit": _child_exit,
 }
 
 

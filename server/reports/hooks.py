@@ -2,7 +2,9 @@
 
 ``pre_create`` validates the metadata against the contract and the project
 configuration (400 naming the field and rule); ``post_create`` records the
-upload; ``post_finish`` verifies and publishes the payload.
+upload; ``post_finish`` verifies and publishes the payload.  Partial uploads
+of the concatenation extension carry no report metadata: they are neither
+validated nor recorded nor published; the final upload made of them is.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class ReportHooks(TusHooks):
         self.store = store
 
     def pre_create(self, info: UploadInfo) -> None:
+        if info.is_partial:
+            return
         try:
             target = validate_for_settings(info.metadata, self.settings)
         except contract.ContractError as error:
@@ -58,6 +62,8 @@ class ReportHooks(TusHooks):
         info.metadata = {**info.metadata, **target.to_metadata()}
 
     def post_create(self, info: UploadInfo) -> None:
+        if info.is_partial:
+            return
         target = contract.validate_metadata(
             info.metadata, self.settings.projects, self.settings.sites
         )
@@ -65,6 +71,8 @@ class ReportHooks(TusHooks):
             session.add(_upload_row(info, target))
 
     def post_finish(self, info: UploadInfo) -> dict[str, str]:
+        if info.is_partial:
+            return {}
         try:
             with self.database.session(write=True) as session:
                 report = finalize_upload(
@@ -74,6 +82,20 @@ class ReportHooks(TusHooks):
         except FinalizeError as error:
             self._mark_failed(info.id, str(error))
             raise HookRejection(error.status, str(error)) from None
+
+    def post_terminate(self, info: UploadInfo) -> None:
+        self._mark_ended(info.id, "terminated")
+
+    def post_expire(self, info: UploadInfo) -> None:
+        self._mark_ended(info.id, "expired")
+
+    def _mark_ended(self, upload_id: str, state: str) -> None:
+        """An upload removed before it was published (a published one keeps its state)."""
+        with self.database.session(write=True) as session:
+            row = session.get(Upload, upload_id)
+            if row is not None and row.state != "published":
+                row.state = state
+                row.finished = utcnow()
 
     def _mark_failed(self, upload_id: str, message: str) -> None:
         with self.database.session(write=True) as session:

@@ -3,45 +3,72 @@
 Every request passes through :func:`_check_version` (412 unless OPTIONS) and
 every :class:`~.errors.TusError` becomes a plain-text response with its status
 in :func:`_error_response`.  Storage, locking and the application's rules are
-reached only through the store, the locker and the hooks.
+reached only through :class:`~.lifecycle.Uploads` (store, locker, hooks).
 """
 
 from __future__ import annotations
 
+import errno
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, request, url_for
 
 from . import errors
+from .checksum import ADVERTISED as CHECKSUM_ALGORITHMS
+from .checksum import ChunkChecksum, parse_checksum
+from .cors import CorsPolicy, NoCors
+from .expiration import expires_at, http_date
 from .hooks import TusHooks
+from .lifecycle import TusOptions, Uploads
 from .locker import Locker
 from .metadata import encode_metadata, parse_metadata
-from .store import FileStore, UploadInfo
+from .metrics import tus_metrics
+from .store import CONCAT_FINAL, CONCAT_PARTIAL, Store, UploadInfo, new_upload_id, valid_id
 
 TUS_VERSION = "1.0.0"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+EXTENSIONS = (
+    "creation",
+    "creation-with-upload",
+    "creation-defer-length",
+    "termination",
+    "checksum",
+    "expiration",
+    "concatenation",
+    "concatenation-unfinished",
+)
+UPLOAD_METHODS = "OPTIONS, HEAD, PATCH, DELETE, POST"
 
 
-@dataclass
-class TusOptions:
-    """Protocol settings of one mounted endpoint."""
-
-    max_size: int = 64 * 1024**3
-    lock_timeout: float = 10.0
+class _ClientGone(Exception):
+    """The request body could not be read to its end."""
 
 
-@dataclass
-class _Context:
-    store: FileStore
-    locker: Locker
-    hooks: TusHooks
-    options: TusOptions
-    identify: Callable[[], str | None]
-
-
-def _ctx() -> _Context:
+def _uploads() -> Uploads:
     return current_app.extensions["tus"]
+
+
+def _cors() -> CorsPolicy:
+    return current_app.extensions["tus.cors"]
+
+
+def _nobody() -> None:
+    return None
+
+
+def _caller() -> str | None:
+    identify: Callable[[], str | None] = current_app.extensions["tus.identify"]
+    return identify()
+
+
+def _owned(upload_id: str) -> UploadInfo:
+    """The upload, if the caller owns it; 404 otherwise (its existence is not revealed)."""
+    info = _uploads().store.get(upload_id)
+    if info.owner != _caller():
+        raise errors.not_found()
+    return info
 
 
 def _base_headers() -> dict[str, str]:
@@ -56,6 +83,15 @@ def _response(status: int, headers: dict[str, str] | None = None, body: str = ""
 
 def _error_response(error: errors.TusError) -> Response:
     return _response(error.status, error.headers, error.message + "\n")
+
+
+def _method() -> str:
+    """The request's method, with ``X-HTTP-Method-Override`` honoured on POST
+    (for clients and proxies that cannot send PATCH or DELETE)."""
+    override = request.headers.get("X-HTTP-Method-Override")
+    if request.method == "POST" and override:
+        return override.strip().upper()
+    return request.method
 
 
 def _parse_non_negative(name: str, value: str | None) -> int | None:
@@ -73,137 +109,409 @@ def _check_version() -> None:
         raise errors.unsupported_version(TUS_VERSION)
 
 
+def _finalize_response(response: Response) -> Response:
+    _cors().apply(request, response)
+    _uploads().metrics.count_request(_method(), response.status_code)
+    return response
+
+
 def _upload_url(upload_id: str) -> str:
     return url_for("tus.upload", upload_id=upload_id, _external=True)
 
 
 def make_blueprint(
-    store: FileStore,
+    store: Store,
     locker: Locker,
     hooks: TusHooks | None = None,
     options: TusOptions | None = None,
     url_prefix: str = "/files",
     identify: Callable[[], str | None] | None = None,
+    cors: CorsPolicy | None = None,
 ) -> Blueprint:
-    """Build the blueprint; the app registering it gets the context in ``extensions``.
+    """Build the blueprint; the app registering it gets its
+    :class:`~.lifecycle.Uploads` in ``app.extensions["tus"]``.
 
     ``identify`` names the caller of the current request (the application
     authenticates).  An upload belongs to whoever created it: it is stored as
-    ``info.owner``, and anyone else is told the upload does not exist (404).
+    ``info.owner``, and anyone else is told the upload does not exist (404);
+    a final upload may only be made of its creator's partial uploads.
+    ``cors`` answers browsers on other origins (see :mod:`.cors` for what
+    it should allow).
     """
     blueprint = Blueprint("tus", __name__, url_prefix=url_prefix)
-    context = _Context(
-        store, locker, hooks or TusHooks(), options or TusOptions(), identify or _nobody
-    )
+    options = options or TusOptions()
+    uploads = Uploads(store, locker, hooks or TusHooks(), options, tus_metrics())
+    cors = cors or NoCors()
 
     @blueprint.record_once
     def _install(state) -> None:  # type: ignore[no-untyped-def]
-        state.app.extensions["tus"] = context
+        state.app.extensions["tus"] = uploads
+        state.app.extensions["tus.cors"] = cors
+        state.app.extensions["tus.identify"] = identify or _nobody
 
     blueprint.before_request(_check_version)
+    blueprint.after_request(_finalize_response)
     blueprint.register_error_handler(errors.TusError, _error_response)
 
     blueprint.add_url_rule("/", "collection", _collection, methods=["OPTIONS", "POST"])
     blueprint.add_url_rule("", "collection_noslash", _collection, methods=["OPTIONS", "POST"])
-    blueprint.add_url_rule("/<upload_id>", "upload", _upload, methods=["OPTIONS", "HEAD", "PATCH"])
+    blueprint.add_url_rule(
+        "/<upload_id>",
+        "upload",
+        _upload,
+        methods=["OPTIONS", "HEAD", "PATCH", "DELETE", "POST"],
+    )
     return blueprint
 
 
-def _nobody() -> None:
-    return None
-
-
-def _owned(upload_id: str) -> UploadInfo:
-    """The upload, if the caller owns it; 404 otherwise (its existence is not revealed)."""
-    context = _ctx()
-    info = context.store.get(upload_id)
-    if info.owner != context.identify():
-        raise errors.not_found()
-    return info
-
-
 def _collection() -> Response:
-    if request.method == "OPTIONS":
+    method = _method()
+    if method == "OPTIONS":
         return _options()
-    return _post()
+    if method == "POST":
+        return _post()
+    raise errors.method_not_allowed(method, "OPTIONS, POST")
 
 
 def _upload(upload_id: str) -> Response:
-    if request.method == "OPTIONS":
+    method = _method()
+    if method == "OPTIONS":
         return _options()
-    if request.method == "HEAD":
+    if not valid_id(upload_id):
+        raise errors.not_found()
+    if method == "HEAD":
         return _head(upload_id)
-    return _patch(upload_id)
+    if method == "PATCH":
+        return _patch(upload_id)
+    if method == "DELETE":
+        return _delete(upload_id)
+    raise errors.method_not_allowed(method, UPLOAD_METHODS)
+
+
+# -- OPTIONS -------------------------------------------------------------------
 
 
 def _options() -> Response:
-    context = _ctx()
+    options = _uploads().options
+    extensions = [e for e in EXTENSIONS if e != "expiration" or options.expiry > 0]
     return _response(
         204,
         {
             "Tus-Version": TUS_VERSION,
-            "Tus-Extension": "creation",
-            "Tus-Max-Size": str(context.options.max_size),
+            "Tus-Extension": ",".join(extensions),
+            "Tus-Max-Size": str(options.max_size),
+            "Tus-Checksum-Algorithm": CHECKSUM_ALGORITHMS,
         },
     )
 
 
+# -- POST (creation) -------------------------------------------------------------
+
+
+def _parse_concat(header: str | None) -> tuple[str | None, list[str]]:
+    """``Upload-Concat``: ``partial``, or ``final;<url> <url> ...``."""
+    if header is None:
+        return None, []
+    value = header.strip()
+    if value == CONCAT_PARTIAL:
+        return CONCAT_PARTIAL, []
+    if not value.startswith(CONCAT_FINAL + ";"):
+        raise errors.bad_header("Upload-Concat", "must be 'partial' or 'final;<upload URLs>'")
+    urls = value[len(CONCAT_FINAL) + 1 :].split()
+    if not urls:
+        raise errors.bad_header("Upload-Concat", "a final upload names at least one partial upload")
+    prefix = (request.blueprint and current_app.blueprints[request.blueprint].url_prefix) or ""
+    ids = []
+    for url in urls:
+        path = urlsplit(url).path
+        head, _, upload_id = path.rstrip("/").rpartition("/")
+        if not head.endswith(prefix) or not valid_id(upload_id):
+            raise errors.bad_header("Upload-Concat", f"{url[:100]!r} is not an upload URL here")
+        ids.append(upload_id)
+    return CONCAT_FINAL, ids
+
+
+def _creation_length(concat: str | None) -> int | None:
+    length_header = request.headers.get("Upload-Length")
+    defer = request.headers.get("Upload-Defer-Length")
+    if concat == CONCAT_FINAL:
+        if length_header is not None or defer is not None:
+            raise errors.bad_header(
+                "Upload-Length", "a final upload's length is the sum of its partial uploads"
+            )
+        return None
+    if length_header is not None and defer is not None:
+        raise errors.bad_header("Upload-Defer-Length", "may not be sent with Upload-Length")
+    if defer is not None:
+        if defer.strip() != "1":
+            raise errors.bad_header("Upload-Defer-Length", "must be 1")
+        return None
+    if length_header is None:
+        raise errors.bad_header("Upload-Length", "is required (or Upload-Defer-Length: 1)")
+    return _parse_non_negative("Upload-Length", length_header)
+
+
+def _final_partials(uploads: Uploads, ids: list[str]) -> tuple[list[str], int | None]:
+    """Check the partial uploads a final upload names; its length if known."""
+    total: int | None = 0
+    for upload_id in ids:
+        try:
+            partial = _owned(upload_id)
+        except errors.TusError:
+            raise errors.bad_header(
+                "Upload-Concat", f"no partial upload {_upload_url(upload_id)}"
+            ) from None
+        if not partial.is_partial:
+            raise errors.bad_header(
+                "Upload-Concat", f"{_upload_url(upload_id)} is not a partial upload"
+            )
+        if uploads.expired(partial):
+            raise errors.bad_header("Upload-Concat", f"{_upload_url(upload_id)} has expired")
+        total = None if total is None or partial.length is None else total + partial.length
+    return ids, total
+
+
+def _has_body() -> bool:
+    if request.content_length is not None:
+        return request.content_length > 0
+    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+def _is_offset_stream(content_type: str | None) -> bool:
+    return content_type is not None and content_type.split(";")[0].strip() == OFFSET_CONTENT_TYPE
+
+
 def _post() -> Response:
-    context = _ctx()
-    length = _parse_non_negative("Upload-Length", request.headers.get("Upload-Length"))
-    if length is None:
-        raise errors.bad_header("Upload-Length", "is required")
-    if length > context.options.max_size:
-        raise errors.too_large("Upload-Length", context.options.max_size)
+    uploads = _uploads()
+    options = uploads.options
+    concat, partial_ids = _parse_concat(request.headers.get("Upload-Concat"))
+    length = _creation_length(concat)
+    if concat == CONCAT_FINAL:
+        partial_ids, length = _final_partials(uploads, partial_ids)
+    if length is not None and length > options.max_size:
+        raise errors.too_large("Upload-Length", options.max_size)
     metadata = parse_metadata(request.headers.get("Upload-Metadata"))
-    info = UploadInfo(id="", length=length, metadata=metadata, owner=context.identify())
-    context.hooks.pre_create(info)
-    info = context.store.create(info)
-    context.hooks.post_create(info)
-    headers = {"Location": _upload_url(info.id), "Upload-Offset": "0"}
-    if info.finished:
-        headers.update(context.hooks.post_finish(info))
+
+    with_body = _has_body()
+    content_type = request.headers.get("Content-Type")
+    checksum = None
+    if with_body:
+        if not _is_offset_stream(content_type):
+            raise errors.wrong_content_type(content_type)
+        if concat == CONCAT_FINAL:
+            raise errors.bad_header("Upload-Concat", "a final upload carries no data")
+        limit = options.max_size if length is None else length
+        if request.content_length is not None and request.content_length > limit:
+            raise errors.too_large("request body", limit)
+        checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+
+    info = UploadInfo(
+        id=new_upload_id(),
+        length=length,
+        metadata=metadata,
+        concat=concat,
+        partials=partial_ids,
+        owner=_caller(),
+    )
+    uploads.hooks.pre_create(info)
+    info = uploads.store.create(info)
+    uploads.metrics.created.inc()
+    uploads.hooks.post_create(info)
+    location = _upload_url(info.id)
+
+    headers: dict[str, str] = {"Location": location}
+    try:
+        if concat == CONCAT_FINAL:
+            for partial_id in partial_ids:
+                uploads.store.link_final(partial_id, info.id)
+            finished = uploads.try_complete_final(info.id)
+            if finished is not None:
+                headers.update(finished)
+                info.offset = info.length or 0
+                headers["Upload-Offset"] = str(info.offset)
+        else:
+            if with_body or info.finished:
+                with uploads.locked(info.id):
+                    if with_body:
+                        headers.update(_receive(uploads, info, checksum))
+                    else:
+                        headers.update(uploads.finish(info))
+            headers["Upload-Offset"] = str(info.offset)
+    except errors.TusError as error:
+        # The upload exists: tell the client where, so it can resume.
+        error.headers.setdefault("Location", location)
+        raise
+    _add_expires(uploads, info, headers)
     return _response(201, headers)
 
 
+# -- HEAD --------------------------------------------------------------------------
+
+
 def _head(upload_id: str) -> Response:
+    uploads = _uploads()
     info = _owned(upload_id)
-    headers = {"Upload-Offset": str(info.offset)}
-    if info.length is None:
+    if uploads.expired(info):
+        raise errors.gone()
+    info = uploads.recover(info)
+    headers: dict[str, str] = {}
+    if not info.is_final or info.finished:
+        # A final upload has no meaningful offset until it is concatenated.
+        headers["Upload-Offset"] = str(info.offset)
+    length = info.length
+    if length is None and info.is_final:
+        partials = uploads.partials_of(info) or []
+        if partials and all(partial.length is not None for partial in partials):
+            length = sum(partial.length or 0 for partial in partials)
+    if length is None:
         headers["Upload-Defer-Length"] = "1"
     else:
-        headers["Upload-Length"] = str(info.length)
+        headers["Upload-Length"] = str(length)
     if info.metadata:
         headers["Upload-Metadata"] = encode_metadata(info.metadata)
+    if info.is_partial:
+        headers["Upload-Concat"] = CONCAT_PARTIAL
+    elif info.is_final:
+        urls = " ".join(_upload_url(partial_id) for partial_id in info.partials)
+        headers["Upload-Concat"] = f"{CONCAT_FINAL};{urls}"
+    _add_expires(uploads, info, headers)
     return _response(200, headers)
 
 
+def _add_expires(uploads: Uploads, info: UploadInfo, headers: dict[str, str]) -> None:
+    moment = expires_at(info, uploads.options.expiry)
+    if moment is not None:
+        headers["Upload-Expires"] = http_date(moment)
+
+
+# -- PATCH -------------------------------------------------------------------------
+
+
 def _patch(upload_id: str) -> Response:
-    context = _ctx()
+    uploads = _uploads()
     content_type = request.headers.get("Content-Type")
-    if content_type is None or content_type.split(";")[0].strip() != OFFSET_CONTENT_TYPE:
+    if not _is_offset_stream(content_type):
         raise errors.wrong_content_type(content_type)
     offset = _parse_non_negative("Upload-Offset", request.headers.get("Upload-Offset"))
     if offset is None:
         raise errors.bad_header("Upload-Offset", "is required")
-    body_length = request.content_length
+    declared = _parse_non_negative("Upload-Length", request.headers.get("Upload-Length"))
+    checksum = parse_checksum(request.headers.get("Upload-Checksum"))
     _owned(upload_id)  # before the lock: a busy upload of someone else's is still a 404
-    with context.locker.lock(upload_id):
-        info = context.store.get(upload_id)
+
+    with uploads.locked(upload_id):
+        info = uploads.store.get(upload_id)
+        if uploads.expired(info):
+            raise errors.gone()
+        if info.is_final:
+            raise errors.final_upload_patch()
         if offset != info.offset:
             raise errors.offset_mismatch(info.offset, offset)
-        assert info.length is not None  # deferred length arrives with the extension
-        remaining = info.length - info.offset
-        if body_length is not None and body_length > remaining:
-            raise errors.too_large("request body", remaining)
-        stream = request.stream
-        written = context.store.write_chunk(upload_id, offset, stream.read, remaining)
-        if body_length is None and written == remaining and stream.read(1):
-            context.store.truncate(upload_id, offset)
-            raise errors.too_large("request body", remaining)
-        info.offset = offset + written
-        context.hooks.post_receive(info, written)
-        headers = {"Upload-Offset": str(info.offset)}
-        if info.finished:
-            headers.update(context.hooks.post_finish(info))
+        if declared is not None:
+            _declare_length(uploads, info, declared)
+        headers = _receive(uploads, info, checksum)
+    headers["Upload-Offset"] = str(info.offset)
+    _add_expires(uploads, info, headers)
     return _response(204, headers)
+
+
+def _declare_length(uploads: Uploads, info: UploadInfo, length: int) -> None:
+    if info.length is not None:
+        if length != info.length:
+            raise errors.bad_header("Upload-Length", f"is already {info.length}")
+        return
+    if length < info.offset:
+        raise errors.bad_header(
+            "Upload-Length", f"{length} is less than the {info.offset} bytes received"
+        )
+    if length > uploads.options.max_size:
+        raise errors.too_large("Upload-Length", uploads.options.max_size)
+    uploads.store.declare_length(info, length)
+
+
+def _receive(uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | None) -> dict[str, str]:
+    """Stream the request body into the upload (lock held); update ``info``.
+
+    Returns the headers of ``post_finish`` if the upload is now finished.
+    """
+    if info.length is None:
+        limit = uploads.options.max_size - info.offset
+    else:
+        limit = info.length - info.offset
+    expected = request.content_length
+    if expected is not None and expected > limit:
+        raise errors.too_large("request body", limit)
+    start = info.offset
+    read = _body_reader(expected)
+    if checksum is not None:
+        read = checksum.wrap(read)
+    uploads.metrics.open.inc()
+    socket = request.environ.get("gunicorn.socket")
+    previous_timeout = socket.gettimeout() if socket is not None else None
+    if socket is not None:
+        socket.settimeout(uploads.options.read_timeout)
+    try:
+        written = uploads.store.write(
+            info.id, start, read, limit, checksum.verify if checksum else None
+        )
+    except _ClientGone:
+        current = uploads.store.get(info.id)
+        kept = current.offset - start
+        if kept:
+            uploads.metrics.received_bytes.inc(kept)
+            uploads.hooks.post_receive(current, kept)
+        raise errors.body_incomplete(kept, expected) from None
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise errors.TusError(507, "the server is out of storage space") from None
+        raise
+    finally:
+        uploads.metrics.open.dec()
+        if socket is not None:
+            socket.settimeout(previous_timeout)
+    info.offset = start + written
+    info.modified = time.time()
+    if written:
+        uploads.metrics.received_bytes.inc(written)
+        uploads.hooks.post_receive(info, written)
+    if info.finished:
+        return uploads.finish(info)
+    return {}
+
+
+def _body_reader(expected: int | None) -> Callable[[int], bytes]:
+    """``read(n)`` over the request body that raises :class:`_ClientGone`
+    when the body ends early or cannot be read (reset, timeout)."""
+    stream = request.stream
+    received = 0
+
+    def read(size: int) -> bytes:
+        nonlocal received
+        if expected is not None:
+            size = min(size, expected - received)
+            if size <= 0:
+                return b""
+        try:
+            block = stream.read(size)
+        except Exception as error:
+            raise _ClientGone(str(error)) from error
+        if not block and expected is not None and received < expected:
+            raise _ClientGone("body ended early")
+        received += len(block)
+        return block
+
+    return read
+
+
+# -- DELETE (termination) ------------------------------------------------------------
+
+
+def _delete(upload_id: str) -> Response:
+    uploads = _uploads()
+    _owned(upload_id)
+    with uploads.locked(upload_id):
+        info = uploads.store.get(upload_id)
+        uploads.terminate(info)
+    uploads.metrics.terminated.inc()
+    uploads.hooks.post_terminate(info)
+    return _response(204)

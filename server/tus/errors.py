@@ -30,7 +30,7 @@ def not_found() -> TusError:
 
 
 def gone() -> TusError:
-    return TusError(410, "upload expired or terminated")
+    return TusError(410, "upload expired: create a new upload")
 
 
 def offset_mismatch(expected: int, got: int) -> TusError:
@@ -53,3 +53,24 @@ def wrong_content_type(got: str | None) -> TusError:
 
 def locked() -> TusError:
     return TusError(423, "upload is busy: another request is writing to it; retry shortly")
+
+
+def checksum_mismatch(algorithm: str) -> TusError:
+    return TusError(
+        460, f"Upload-Checksum: the chunk's {algorithm} digest does not match; chunk discarded"
+    )
+
+
+def final_upload_patch() -> TusError:
+    return TusError(403, "a final upload of the concatenation extension cannot be patched")
+
+
+def method_not_allowed(method: str, allowed: str) -> TusError:
+    return TusError(405, f"method {method[:20]} not allowed here", {"Allow": allowed})
+
+
+def body_incomplete(received: int, expected: int | None) -> TusError:
+    total = f" of {expected}" if expected is not None else ""
+    return TusError(
+        400, f"request body ended after {received}{total} bytes; resume from Upload-Offset"
+    )

@@ -3,6 +3,12 @@
 Subclass :class:`TusHooks` and override what you need.  A hook refuses by
 raising :class:`HookRejection` with an HTTP status and a message, which the
 client receives as the response.
+
+Partial uploads of the concatenation extension (``info.is_partial``) are only
+pieces of a final upload: they carry no application metadata, and an
+application validates the final upload (``info.is_final``, whose
+``info.partials`` lists the pieces) instead.  Every hook is called for them
+too, so that an application can count or authorise them.
 """
 
 from __future__ import annotations
@@ -19,23 +25,32 @@ class TusHooks:
     def pre_create(self, info: UploadInfo) -> None:
         """Called before an upload is created; raise :class:`HookRejection` to refuse.
 
-        May fill ``info.owner``.  Nothing exists on disk yet.
+        May fill ``info.owner`` and change ``info.metadata``.  Nothing exists
+        in the store yet.  ``info.concat`` tells a partial (``"partial"``) or
+        final (``"final"``) upload of the concatenation extension; a final
+        upload's ``length`` is None while some partial's length is unknown.
         """
 
     def post_create(self, info: UploadInfo) -> None:
         """Called after the upload exists in the store."""
 
     def post_receive(self, info: UploadInfo, received: int) -> None:
-        """Called after a PATCH stored ``received`` bytes (``info.offset`` is the new offset)."""
+        """Called after a request stored ``received`` bytes (``info.offset`` is
+        the new offset), also when the client went away in the middle."""
 
     def post_finish(self, info: UploadInfo) -> dict[str, str]:
-        """Called when the last byte is stored, before the final response.
+        """Called when the last byte is stored, with the upload's lock held.
 
         May raise :class:`HookRejection` to tell the client that the finished
-        upload was refused.  Must tolerate being called twice for one upload.
-        Returns extra response headers.
+        upload was refused.  Must tolerate being called twice for one upload:
+        after a crash between the last byte and the record that this hook
+        returned, it runs again (on the next HEAD, PATCH or
+        ``cleanup``).  Returns extra response headers.
         """
         return {}
 
     def post_terminate(self, info: UploadInfo) -> None:
-        """Called after an upload was terminated."""
+        """Called after a client terminated an upload (DELETE)."""
+
+    def post_expire(self, info: UploadInfo) -> None:
+        """Called after housekeeping removed an expired upload."""

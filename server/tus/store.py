@@ -1,20 +1,47 @@
 """Where uploads live: the :class:`Store` interface and a POSIX file store.
 
-The store keeps, for each upload, a data file (``<id>``) and a state file
-(``<id>.info``, JSON, replaced atomically).  The offset of an upload is never
-stored: it is the size of its data file.  After a crash, the offset a HEAD
-reports therefore never counts bytes that are not on disk, and bytes that
-reached the disk before a dropped connection count (a resume re-sends only
-what never arrived).
+Layout of :class:`FileStore`'s directory, for an upload ``<id>``:
+
+``<id>``
+    the data file: the bytes received so far;
+``<id>.info``
+    its state (JSON: length, metadata, concatenation, ...), replaced atomically;
+``<id>.pending``
+    present only while a checksummed chunk is being written: the offset the
+    chunk started at;
+``links/<partial-id>/<final-id>``
+    a final upload of the concatenation extension waiting for an unfinished
+    partial upload.
+
+The offset of an upload is never stored: it is the size of its data file
+(or, while a ``.pending`` marker exists, the offset the marker names).  After
+a crash the offset a HEAD reports therefore never counts bytes that are not in
+the data file, and bytes that reached the file before a dropped connection
+count, so a resume re-sends only what never arrived.  A checksummed chunk is
+all or nothing: until it is verified the marker hides it, and whoever next
+writes to the upload cuts an unverified remainder away.
+
+fsync policy (``fsync=True``, the default): the data file is fsynced before a
+PATCH is answered, state files and markers are written with temporary file +
+fsync + rename + directory fsync.  An acknowledged offset then survives a power
+loss.  A killed process (``kill -9``) loses nothing either way: the bytes are
+in the page cache and the offset is read from the file.  With ``fsync=False``
+a power loss may lose acknowledged bytes, and the client re-sends them (the
+offset still never exceeds what is on disk); state files are always fsynced.
+
+The expiry time of an upload is derived the same way, from the modification
+time of its data file (see :mod:`.expiration`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -22,25 +49,38 @@ from typing import Protocol
 from . import errors
 
 #: Size of the blocks a request body is copied to disk in.  Bounded memory per
-#: request, whatever the chunk size a client chooses.
-BLOCK_SIZE = 1024 * 1024
+#: request, whatever the chunk size a client chooses; large enough that the
+#: per-block Python work (one read, one write, one hash update) is negligible.
+BLOCK_SIZE = 4 * 1024 * 1024
 
+#: ``read(n)`` returns up to ``n`` bytes, ``b""`` at the end of the body, and
+#: raises when the body cannot be read (client gone, timeout).
 Reader = Callable[[int], bytes]
+
+CONCAT_PARTIAL = "partial"
+CONCAT_FINAL = "final"
 
 
 @dataclass
 class UploadInfo:
-    """What the protocol knows about one upload."""
+    """What the protocol knows about one upload.
+
+    ``offset`` and ``modified`` are derived from the data file, never stored.
+    ``concat`` is ``"partial"``, ``"final"`` or ``None`` (concatenation
+    extension); ``partials`` lists a final upload's partial uploads in order.
+    ``completed`` is set once ``post_finish`` has run for a finished upload.
+    """
 
     id: str
     length: int | None
     offset: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
-    expires: float | None = None
     owner: str | None = None
     concat: str | None = None
     partials: list[str] = field(default_factory=list)
+    completed: bool = False
+    modified: float = 0.0
 
     @property
     def deferred_length(self) -> bool:
@@ -50,28 +90,64 @@ class UploadInfo:
     def finished(self) -> bool:
         return self.length is not None and self.offset >= self.length
 
+    @property
+    def is_partial(self) -> bool:
+        """A partial upload of the concatenation extension: carries no
+        application metadata and is only ever used to build a final upload."""
+        return self.concat == CONCAT_PARTIAL
+
+    @property
+    def is_final(self) -> bool:
+        return self.concat == CONCAT_FINAL
+
     def to_json(self) -> dict[str, object]:
         state = asdict(self)
         state.pop("offset")
+        state.pop("modified")
         return state
 
     @classmethod
-    def from_json(cls, state: dict[str, object], offset: int) -> UploadInfo:
-        known = {name for name in cls.__dataclass_fields__ if name != "offset"}
+    def from_json(cls, state: dict[str, object], offset: int, modified: float) -> UploadInfo:
+        known = {name for name in cls.__dataclass_fields__ if name not in ("offset", "modified")}
         values = {key: value for key, value in state.items() if key in known}
-        return cls(offset=offset, **values)  # type: ignore[arg-type]
+        return cls(offset=offset, modified=modified, **values)  # type: ignore[arg-type]
 
 
 class Store(Protocol):
-    """The storage a tus handler needs.  Implementations must be safe to use
-    from several processes at once, given that a :class:`~.locker.Locker`
-    serialises writers of one upload."""
+    """The storage a tus handler needs.
+
+    Implementations must be safe to use from several processes at once, given
+    that a :class:`~.locker.Locker` serialises the writers of one upload: every
+    method that changes an upload is called with its lock held, except
+    :meth:`create` (the upload is not visible before it returns).
+    """
 
     def create(self, info: UploadInfo) -> UploadInfo: ...
 
     def get(self, upload_id: str) -> UploadInfo: ...
 
-    def write_chunk(self, upload_id: str, offset: int, read: Reader, limit: int) -> int: ...
+    def write(
+        self,
+        upload_id: str,
+        offset: int,
+        read: Reader,
+        limit: int,
+        verify: Callable[[], None] | None = None,
+    ) -> int: ...
+
+    def declare_length(self, info: UploadInfo, length: int) -> None: ...
+
+    def mark_completed(self, info: UploadInfo) -> None: ...
+
+    def terminate(self, upload_id: str) -> None: ...
+
+    def link_final(self, partial_id: str, final_id: str) -> None: ...
+
+    def finals_waiting_for(self, partial_id: str) -> list[str]: ...
+
+    def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None: ...
+
+    def upload_ids(self) -> Iterator[str]: ...
 
     def data_path(self, upload_id: str) -> Path: ...
 
@@ -80,18 +156,22 @@ def new_upload_id() -> str:
     return secrets.token_hex(16)
 
 
-def _valid_id(upload_id: str) -> bool:
+def valid_id(upload_id: str) -> bool:
     return 0 < len(upload_id) <= 64 and all(c in "0123456789abcdef" for c in upload_id)
 
 
 def write_json_atomically(path: Path, data: object) -> None:
     """Write ``data`` as JSON to ``path`` via a temporary file, fsync and rename."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_directory(path.parent)
 
 
@@ -103,25 +183,73 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, block: bytes) -> None:
+    view = memoryview(block)
+    while view:
+        done = os.write(fd, view)
+        view = view[done:]
+
+
 class FileStore:
     """Uploads as files in one directory (local or a shared POSIX filesystem).
 
-    ``fsync``: when true (the default), data is fsynced at the end of every
-    write, so an acknowledged offset survives a power loss.
+    ``fsync``: see the module docstring.
     """
 
     def __init__(self, directory: str | os.PathLike[str], fsync: bool = True) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.links = self.directory / "links"
         self.fsync = fsync
 
+    # -- paths -------------------------------------------------------------
+
     def data_path(self, upload_id: str) -> Path:
-        if not _valid_id(upload_id):
+        if not valid_id(upload_id):
             raise errors.not_found()
         return self.directory / upload_id
 
     def _info_path(self, upload_id: str) -> Path:
         return self.data_path(upload_id).with_suffix(".info")
+
+    def _pending_path(self, upload_id: str) -> Path:
+        return self.data_path(upload_id).with_suffix(".pending")
+
+    # -- reading -----------------------------------------------------------
+
+    def get(self, upload_id: str) -> UploadInfo:
+        try:
+            with open(self._info_path(upload_id), encoding="utf-8") as handle:
+                state = json.load(handle)
+            stat = self.data_path(upload_id).stat()
+        except FileNotFoundError:
+            raise errors.not_found() from None
+        offset = stat.st_size
+        pending = self._read_pending(upload_id)
+        if pending is not None:
+            offset = min(offset, pending)
+        return UploadInfo.from_json(state, offset, stat.st_mtime)
+
+    def upload_ids(self) -> Iterator[str]:
+        """Every upload in the store (for housekeeping)."""
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.endswith(".info") and valid_id(name[: -len(".info")]):
+                    yield name[: -len(".info")]
+
+    def _read_pending(self, upload_id: str) -> int | None:
+        try:
+            return int(self._pending_path(upload_id).read_text(encoding="ascii"))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            # A marker torn by a crash: its chunk started no later than the
+            # data file's size at that time, which we no longer know; zero is
+            # safe (the client re-sends) and cannot happen with fsync on.
+            return 0
+
+    # -- changing ----------------------------------------------------------
 
     def create(self, info: UploadInfo) -> UploadInfo:
         """Create the data file first, then the state file that makes it visible."""
@@ -133,39 +261,164 @@ class FileStore:
                 os.fsync(handle.fileno())
         write_json_atomically(self._info_path(info.id), info.to_json())
         info.offset = 0
+        info.modified = data.stat().st_mtime
         return info
 
-    def get(self, upload_id: str) -> UploadInfo:
-        try:
-            with open(self._info_path(upload_id), encoding="utf-8") as handle:
-                state = json.load(handle)
-            offset = self.data_path(upload_id).stat().st_size
-        except FileNotFoundError:
-            raise errors.not_found() from None
-        return UploadInfo.from_json(state, offset)
-
-    def write_chunk(self, upload_id: str, offset: int, read: Reader, limit: int) -> int:
+    def write(
+        self,
+        upload_id: str,
+        offset: int,
+        read: Reader,
+        limit: int,
+        verify: Callable[[], None] | None = None,
+    ) -> int:
         """Append what ``read`` yields at ``offset``, at most ``limit`` bytes.
 
-        Bytes are written as they arrive, in blocks of :data:`BLOCK_SIZE`; if
-        ``read`` raises (the client went away), what was written stays and the
-        exception propagates.  Returns the number of bytes written.
+        Bytes go to the data file as they arrive, in blocks of at most
+        :data:`BLOCK_SIZE`.  If ``read`` raises (the client went away), what
+        was written stays and the exception propagates.  A body longer than
+        ``limit`` is refused with 413 before the excess is written, and the
+        chunk is cut away.
+
+        With ``verify`` the write is all or nothing: a marker hides the chunk
+        from :meth:`get` until ``verify()`` (called after the body ended)
+        returns; if it or ``read`` raises, the chunk is cut away.
+
+        Returns the number of bytes written.
         """
+        data = self.data_path(upload_id)
+        self._discard_unverified(upload_id)
+        atomic = verify is not None
+        if atomic:
+            self._write_marker(upload_id, offset)
         written = 0
-        with open(self.data_path(upload_id), "r+b", buffering=0) as handle:
-            handle.seek(offset)
+        fd = os.open(data, os.O_WRONLY)
+        try:
             try:
-                while written < limit:
-                    block = read(min(BLOCK_SIZE, limit - written))
+                os.lseek(fd, offset, os.SEEK_SET)
+                while True:
+                    # Ask for one byte more than fits: a body longer than the
+                    # limit is detected before its excess reaches the file.
+                    block = read(min(BLOCK_SIZE, limit - written + 1))
                     if not block:
                         break
-                    handle.write(block)
+                    if len(block) > limit - written:
+                        raise errors.too_large("request body", limit)
+                    _write_all(fd, block)
                     written += len(block)
+                if verify is not None:
+                    verify()
+            except errors.TusError:
+                os.ftruncate(fd, offset)
+                raise
+            except BaseException:
+                if atomic:
+                    os.ftruncate(fd, offset)
+                raise
             finally:
                 if self.fsync:
-                    os.fsync(handle.fileno())
+                    os.fsync(fd)
+        finally:
+            os.close(fd)
+            if atomic:
+                self._pending_path(upload_id).unlink(missing_ok=True)
         return written
 
-    def truncate(self, upload_id: str, offset: int) -> None:
-        """Cut the data file back to ``offset`` (used to discard a refused chunk)."""
-        os.truncate(self.data_path(upload_id), offset)
+    def _write_marker(self, upload_id: str, offset: int) -> None:
+        path = self._pending_path(upload_id)
+        if self.fsync:
+            write_json_atomically(path, offset)
+        else:
+            path.write_text(str(offset), encoding="ascii")
+
+    def _discard_unverified(self, upload_id: str) -> None:
+        """Cut away a checksummed chunk a crash left unverified (lock held)."""
+        pending = self._read_pending(upload_id)
+        if pending is None:
+            return
+        data = self.data_path(upload_id)
+        if data.stat().st_size > pending:
+            os.truncate(data, pending)
+        self._pending_path(upload_id).unlink(missing_ok=True)
+
+    def declare_length(self, info: UploadInfo, length: int) -> None:
+        """Set the length of an upload created with ``Upload-Defer-Length``."""
+        info.length = length
+        write_json_atomically(self._info_path(info.id), info.to_json())
+
+    def mark_completed(self, info: UploadInfo) -> None:
+        info.completed = True
+        write_json_atomically(self._info_path(info.id), info.to_json())
+
+    def terminate(self, upload_id: str) -> None:
+        """Remove the upload: state first (it is then invisible), then data."""
+        self._info_path(upload_id).unlink(missing_ok=True)
+        self.data_path(upload_id).unlink(missing_ok=True)
+        self._pending_path(upload_id).unlink(missing_ok=True)
+        shutil.rmtree(self.links / upload_id, ignore_errors=True)
+        fsync_directory(self.directory)
+
+    # -- concatenation -----------------------------------------------------
+
+    def link_final(self, partial_id: str, final_id: str) -> None:
+        """Remember that ``final_id`` waits for the unfinished ``partial_id``."""
+        directory = self.links / self.data_path(partial_id).name
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / self.data_path(final_id).name).touch()
+
+    def finals_waiting_for(self, partial_id: str) -> list[str]:
+        try:
+            names = os.listdir(self.links / self.data_path(partial_id).name)
+        except FileNotFoundError:
+            return []
+        return sorted(name for name in names if valid_id(name))
+
+    def unlink_final(self, partial_id: str, final_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.links / partial_id / final_id).unlink()
+
+    def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None:
+        """Fill the final upload's data file with the partials' data, atomically.
+
+        The concatenation is built beside the data file and renamed over it,
+        so the final upload's offset jumps from 0 to its length in one step.
+        """
+        target = self.data_path(final.id)
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(tmp, "xb") as out:
+                for partial in partials:
+                    with open(self.data_path(partial.id), "rb") as source:
+                        _copy_range(source.fileno(), out.fileno(), partial.offset)
+                out.flush()
+                if self.fsync:
+                    os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if self.fsync:
+            fsync_directory(self.directory)
+        for partial in partials:
+            self.unlink_final(partial.id, final.id)
+
+
+def _copy_range(source: int, target: int, count: int) -> None:
+    """Copy ``count`` bytes from the start of ``source`` to ``target``'s position."""
+    copied = 0
+    try:
+        while copied < count:
+            done = os.copy_file_range(source, target, count - copied, copied)
+            if done == 0:
+                break
+            copied += done
+    except OSError:
+        os.lseek(source, copied, os.SEEK_SET)
+        while copied < count:
+            block = os.read(source, min(BLOCK_SIZE, count - copied))
+            if not block:
+                break
+            _write_all(target, block)
+            copied += len(block)
+    if copied != count:
+        raise OSError(f"partial upload ended after {copied} of {count} bytes")

@@ -1,0 +1,195 @@
+"""What happens to an upload beyond the bytes of one request: finishing,
+concatenation, crash recovery and expiry.
+
+Used by the HTTP handlers (:mod:`.blueprint`) and by housekeeping
+(``dqrxfer-server cleanup``), so both follow the same rules.  Every change to
+an upload happens with its lock held.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+from . import errors
+from .expiration import is_expired
+from .hooks import TusHooks
+from .locker import Locker
+from .metrics import TusMetrics
+from .store import Store, UploadInfo
+
+log = logging.getLogger("dqrxfer.tus")
+
+
+@dataclass
+class TusOptions:
+    """Protocol settings of one mounted endpoint.
+
+    ``max_size``: largest upload accepted (``Tus-Max-Size``), in bytes.
+    ``expiry``: seconds after its last change that an unfinished upload
+    expires (``Upload-Expires``); 0 disables the expiration extension.
+    ``read_timeout``: seconds a request body may stall before the request is
+    ended (its bytes are kept and its lock released).
+    """
+
+    max_size: int = 64 * 1024**3
+    expiry: float = 0.0
+    read_timeout: float = 60.0
+
+
+@dataclass
+class Uploads:
+    """The store, locker, hooks and options of one endpoint, and the rules
+    that span requests."""
+
+    store: Store
+    locker: Locker
+    hooks: TusHooks
+    options: TusOptions
+    metrics: TusMetrics
+
+    @contextmanager
+    def locked(self, upload_id: str, timeout: float | None = None) -> Iterator[None]:
+        """The upload's lock, with the wait measured."""
+        started = time.monotonic()
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self.locker.lock(upload_id, timeout))
+            except errors.TusError:
+                self.metrics.lock_timeouts.inc()
+                raise
+            finally:
+                self.metrics.lock_wait.observe(time.monotonic() - started)
+            yield
+
+    def expired(self, info: UploadInfo, now: float | None = None) -> bool:
+        return is_expired(info, self.options.expiry, time.time() if now is None else now)
+
+    # -- finishing -----------------------------------------------------------
+
+    def finish(self, info: UploadInfo) -> dict[str, str]:
+        """Run ``post_finish`` for a finished upload (lock held), once.
+
+        The record that it ran is written after it returns (or refused), so a
+        crash in between makes it run again: hooks are idempotent.
+        """
+        if info.completed:
+            return {}
+        self.metrics.finished.inc()
+        try:
+            headers = self.hooks.post_finish(info)
+        except errors.TusError:
+            # A refusal is the application's final word on this upload.
+            self.store.mark_completed(info)
+            raise
+        self.store.mark_completed(info)
+        if info.is_partial:
+            self.complete_finals_of(info)
+        return headers
+
+    def recover(self, info: UploadInfo) -> UploadInfo:
+        """Finish what a crash left undone, if nobody is busy with the upload:
+        ``post_finish`` of a finished upload, the concatenation of a final
+        upload whose partial uploads are all finished."""
+        if info.completed or not (info.finished or info.is_final):
+            return info
+        try:
+            if info.is_final and not info.finished:
+                self.try_complete_final(info.id, timeout=0)
+            else:
+                with self.locked(info.id, timeout=0):
+                    current = self.store.get(info.id)
+                    if current.finished and not current.completed:
+                        self.finish(current)
+        except errors.TusError as error:
+            log.info("upload %s not recovered now: %s", info.id, error.message)
+        return self.store.get(info.id)
+
+    # -- concatenation -------------------------------------------------------
+
+    def partials_of(self, final: UploadInfo) -> list[UploadInfo] | None:
+        """The final upload's partial uploads, or None if one is gone."""
+        try:
+            return [self.store.get(partial_id) for partial_id in final.partials]
+        except errors.TusError:
+            return None
+
+    def try_complete_final(
+        self, final_id: str, timeout: float | None = None
+    ) -> dict[str, str] | None:
+        """Concatenate a final upload if all its partial uploads are finished.
+
+        Returns ``post_finish``'s headers when the final upload is (now)
+        finished, None while it waits for partial uploads.
+        """
+        with self.locked(final_id, timeout):
+            final = self.store.get(final_id)
+            if final.finished:
+                return self.finish(final)
+            partials = self.partials_of(final)
+            if partials is None or not all(partial.finished for partial in partials):
+                return None
+            total = sum(partial.offset for partial in partials)
+            if final.length is None:
+                if total > self.options.max_size:
+                    raise errors.too_large("concatenated upload", self.options.max_size)
+                self.store.declare_length(final, total)
+            self.store.concatenate(final, partials)
+            final.offset = total
+            return self.finish(final)
+
+    def complete_finals_of(self, partial: UploadInfo) -> None:
+        """A partial upload finished: complete final uploads waiting for it
+        (concatenation-unfinished)."""
+        for final_id in self.store.finals_waiting_for(partial.id):
+            try:
+                self.try_complete_final(final_id)
+            except errors.TusError as error:
+                # Not lost: the next HEAD of the final upload retries.
+                log.warning("final upload %s not completed now: %s", final_id, error.message)
+
+    # -- housekeeping ----------------------------------------------------------
+
+    def terminate(self, info: UploadInfo) -> None:
+        """Remove an upload (lock held)."""
+        self.store.terminate(info.id)
+        self.locker.discard(info.id)
+
+    def sweep(self, now: float | None = None, dry_run: bool = False) -> SweepReport:
+        """Remove expired uploads and finish what crashes left undone.
+
+        Uploads that are busy (locked) are skipped and left for the next run.
+        """
+        now = time.time() if now is None else now
+        report = SweepReport()
+        for upload_id in list(self.store.upload_ids()):
+            try:
+                info = self.store.get(upload_id)
+                if self.expired(info, now):
+                    if dry_run:
+                        report.expired.append(info)
+                        continue
+                    with self.locked(upload_id, timeout=0):
+                        info = self.store.get(upload_id)
+                        if not self.expired(info, now):
+                            continue
+                        self.terminate(info)
+                    report.expired.append(info)
+                    self.hooks.post_expire(info)
+                elif not dry_run and not info.completed and (info.finished or info.is_final):
+                    after = self.recover(info)
+                    if after.completed:
+                        report.recovered.append(after)
+            except errors.TusError as error:
+                report.skipped.append((upload_id, error.message))
+        return report
+
+
+@dataclass
+class SweepReport:
+    expired: list[UploadInfo] = field(default_factory=list)
+    recovered: list[UploadInfo] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)

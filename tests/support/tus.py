@@ -1,0 +1,207 @@
+"""Helpers for driving the tus endpoint of a live server: plain requests,
+raw sockets (for bodies that stop midway), configs, and waiting."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import socket
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import requests
+
+from support.live import LiveServer
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = "application/offset+octet-stream"
+_names = itertools.count()
+
+T = TypeVar("T")
+
+
+def encode_metadata(metadata: dict[str, str]) -> str:
+    return ",".join(
+        f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in metadata.items()
+    )
+
+
+def report_metadata(filename: str | None = None, **changes: str) -> dict[str, str]:
+    """Valid report metadata; each call names a different file unless told."""
+    metadata = {
+        "project": "O4",
+        "graceid": "S230518h",
+        "uploader": "llo",
+        "revision": "1",
+        "filename": filename or f"file{next(_names)}.bin",
+        "kind": "file",
+    }
+    metadata.update(changes)
+    return metadata
+
+
+def write_config(path: Path, **keys: object) -> Path:
+    """A TOML config that upgrades its own schema and serves reports, plus ``keys``."""
+    lines = ["auto_upgrade = true", "serve_reports = true"]
+    for key, value in keys.items():
+        lines.append(f"{key} = {_toml(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    return str(value)
+
+
+def create(
+    server: LiveServer,
+    length: int | None,
+    metadata: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> requests.Response:
+    sent = dict(TUS)
+    if length is None:
+        sent["Upload-Defer-Length"] = "1"
+    else:
+        sent["Upload-Length"] = str(length)
+    if metadata is None:
+        metadata = report_metadata()
+    if metadata:
+        sent["Upload-Metadata"] = encode_metadata(metadata)
+    if body is not None:
+        sent["Content-Type"] = OCTETS
+    sent.update(headers or {})
+    return requests.post(f"{server.url}/files/", headers=sent, data=body, timeout=30)
+
+
+def new_upload(server: LiveServer, length: int | None, **kwargs: object) -> str:
+    response = create(server, length, **kwargs)  # type: ignore[arg-type]
+    assert response.status_code == 201, response.text
+    return response.headers["Location"]
+
+
+def head(url: str, headers: dict[str, str] | None = None) -> requests.Response:
+    return requests.head(url, headers={**TUS, **(headers or {})}, timeout=30)
+
+
+def offset_of(url: str) -> int:
+    response = head(url)
+    assert response.status_code == 200, response.status_code
+    return int(response.headers["Upload-Offset"])
+
+
+def patch(
+    url: str, offset: int, body: bytes, headers: dict[str, str] | None = None
+) -> requests.Response:
+    sent = {**TUS, "Content-Type": OCTETS, "Upload-Offset": str(offset)}
+    sent.update(headers or {})
+    return requests.patch(url, headers=sent, data=body, timeout=60)
+
+
+def data_file(server: LiveServer, url: str) -> Path:
+    return server.data_dir / "uploads" / url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def upload_id(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def wait_for(
+    condition: Callable[[], T], timeout: float = 60.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll ``condition`` until it returns something truthy, or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+class RawPatch:
+    """A PATCH sent by hand over a socket, so that a test controls exactly how
+    much of the body is sent and when the connection drops."""
+
+    def __init__(
+        self,
+        url: str,
+        offset: int,
+        length: int,
+        headers: dict[str, str] | None = None,
+        source: tuple[str, int] | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        self.sock = socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 80), timeout=60, source_address=source
+        )
+        lines = [
+            f"PATCH {parts.path} HTTP/1.1",
+            f"Host: {parts.netloc}",
+            "Tus-Resumable: 1.0.0",
+            f"Content-Type: {OCTETS}",
+            f"Upload-Offset: {offset}",
+            f"Content-Length: {length}",
+        ]
+        lines += [f"{key}: {value}" for key, value in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def response(self) -> tuple[int, dict[str, str]]:
+        """Read the status line and headers of the response."""
+        buffer = b""
+        while b"\r\n\r\n" not in buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+        head_text = buffer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        status_line, *header_lines = head_text.split("\r\n")
+        headers = {}
+        for line in header_lines:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        return int(status_line.split()[1]), headers
+
+    def drop(self) -> None:
+        """Vanish: reset the connection (RST), as a crashed client or a broken
+        link looks to the server."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def upload_files(server: LiveServer) -> set[str]:
+    return {path.name for path in (server.data_dir / "uploads").iterdir() if path.is_file()}
+
+
+def record(server: LiveServer, url: str) -> dict:
+    response = requests.get(f"{server.url}/api/v1/uploads/{upload_id(url)}", timeout=10)
+    return response.json() if response.status_code == 200 else {}
+
+
+def published(server: LiveServer, metadata: dict[str, str]) -> Path:
+    return (
+        server.data_dir
+        / "reports"
+        / metadata["project"]
+        / f"{metadata['graceid']}_dir"
+        / f"{metadata['graceid']}_{metadata['uploader']}_{metadata['revision']}"
+        / metadata["filename"]
+    )

@@ -1,0 +1,111 @@
+"""The expiration extension and ``dqrxfer-server cleanup`` against a live
+server whose unfinished uploads expire two seconds after their last change."""
+
+from __future__ import annotations
+
+import time
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from conftest import run_cli
+from support.live import LiveServer
+from support.tus import (
+    create,
+    data_file,
+    head,
+    new_upload,
+    offset_of,
+    patch,
+    published,
+    record,
+    report_metadata,
+    upload_id,
+    wait_for,
+    write_config,
+)
+
+EXPIRY = 2
+
+
+def cleanup(server: LiveServer, *args: str) -> str:
+    assert server.config is not None
+    result = run_cli(
+        "dqrxfer-server",
+        "cleanup",
+        "--config",
+        str(server.config),
+        "--data-dir",
+        str(server.data_dir),
+        *args,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_unfinished_uploads_expire_and_cleanup_removes_them(tmp_path: Path, data_dir: Path) -> None:
+    config = write_config(tmp_path / "config.toml", upload_expiry=EXPIRY)
+    server = LiveServer(data_dir, config=config).start()
+    try:
+        response = create(server, 10)
+        stale = response.headers["Location"]
+        expires = parsedate_to_datetime(response.headers["Upload-Expires"]).timestamp()
+        assert abs(expires - (time.time() + EXPIRY)) < 60
+        assert patch(stale, 0, b"abc").status_code == 204
+        partial = new_upload(server, 2, metadata={}, headers={"Upload-Concat": "partial"})
+        assert patch(partial, 0, b"ab").status_code == 204
+        assert "Upload-Expires" in head(partial).headers  # partial uploads always may expire
+        done = new_upload(server, 4)
+        assert patch(done, 0, b"done").status_code == 204
+        empty = new_upload(server, 0)
+
+        for url in (stale, partial):
+            wait_for(lambda url=url: head(url).status_code == 410, what=f"{url} to expire")
+        response = patch(stale, 3, b"def")
+        assert response.status_code == 410 and "expired" in response.text
+        for url in (done, empty):
+            info = head(url)
+            assert info.status_code == 200 and "Upload-Expires" not in info.headers
+
+        listed = cleanup(server, "--dry-run")
+        assert f"expired (not removed) {upload_id(stale)} (3 of 10 bytes)" in listed
+        assert data_file(server, stale).exists()
+
+        output = cleanup(server)
+        assert f"removed expired upload {upload_id(stale)}" in output
+        assert f"removed expired upload {upload_id(partial)}" in output
+        assert "2 expired" in output
+        for url in (stale, partial):
+            assert head(url).status_code == 404
+            assert not data_file(server, url).exists()
+            assert not data_file(server, url).with_suffix(".info").exists()
+        assert record(server, stale)["state"] == "expired"
+        assert offset_of(done) == 4 and offset_of(empty) == 0
+        assert "0 expired" in cleanup(server)
+    finally:
+        server.stop()
+
+
+def test_cleanup_finishes_an_upload_whose_finalization_a_crash_interrupted(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    server = LiveServer(data_dir, config=write_config(tmp_path / "config.toml")).start()
+    try:
+        metadata = report_metadata()
+        url = new_upload(server, 6, metadata=metadata)
+        assert patch(url, 0, b"abc").status_code == 204
+    finally:
+        server.stop()
+    # The last bytes reached the file, then the server died before post_finish.
+    with open(data_file(server, url), "ab") as handle:
+        handle.write(b"def")
+    output = run_cli(
+        "dqrxfer-server", "cleanup", "--config", str(server.config), "--data-dir", str(data_dir)
+    ).stdout
+    assert f"finished upload {upload_id(url)}" in output
+    assert published(server, metadata).read_bytes() == b"abcdef"
+    server.start()
+    try:
+        assert record(server, url)["state"] == "published"
+        assert f"finished upload {upload_id(url)}" not in cleanup(server)
+    finally:
+        server.stop()
