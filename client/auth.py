@@ -19,8 +19,10 @@ Two traps of HTTP Negotiate are closed here:
 * requests-gssapi answers a 401 by sending the *same* request again.  A
   file-like body has been read by then (it would go out empty) and a
   generator is spent (it would go out as zero bytes: silent data loss).
-  :class:`KerberosAuth` resends only bodies that are bytes or absent; for any
-  other body it raises instead, and the caller sends a fresh request.
+  :class:`KerberosAuth` resends only bodies that give the same bytes again
+  (bytes, or an iterable that restarts, such as the transport's slice
+  bodies); for a file or an iterator it raises :class:`SessionExpired`
+  instead, and the caller sends a fresh request.
 * Tokens are never logged: requests-gssapi's debug messages are redacted.
 """
 
@@ -64,13 +66,19 @@ class SessionExpired(AuthenticationError):
 
 
 class _RedactTokens(logging.Filter):
-    """Blank out Negotiate tokens in requests-gssapi's log records."""
+    """Blank out tokens in requests-gssapi's debug messages, which print the
+    Authorization header and the server's reply token."""
 
-    _token = re.compile(r"(Negotiate)\s+[A-Za-z0-9+/=]{8,}")
+    _patterns = (
+        re.compile(r"(Negotiate)\s+[A-Za-z0-9+/=]{8,}"),
+        re.compile(r"(header:)\s*\S.*", re.S),
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = self._token.sub(r"\1 <redacted>", message)
+        redacted = message
+        for pattern in self._patterns:
+            redacted = pattern.sub(r"\1 <redacted>", redacted)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
@@ -161,7 +169,17 @@ def target_name(service: str | None) -> str | gssapi.Name:
 
 
 def _replayable(body: object) -> bool:
-    return body is None or isinstance(body, bytes | str)
+    """Whether sending ``body`` again sends the same bytes: absent, bytes, or
+    an iterable that starts afresh on each iteration.  A file-like body (read
+    to its end) and an iterator or generator (spent) are not."""
+    if body is None or isinstance(body, bytes | str):
+        return True
+    if hasattr(body, "read") or not hasattr(body, "__iter__"):
+        return False
+    try:
+        return iter(body) is not body  # type: ignore[call-overload]
+    except TypeError:
+        return False
 
 
 def _server_message(response: requests.Response) -> str:
@@ -180,7 +198,7 @@ class KerberosAuth(HTTPSPNEGOAuth):  # type: ignore[misc]
     * Sends the token with the first request (opportunistic), unless the
       request carries the server's session cookie: then no handshake at all.
     * Verifies the server's mutual-authentication token when it sends one.
-    * Never resends a body that is not bytes (see the module docstring).
+    * Never resends a body that cannot be sent twice (see the module docstring).
     * Never hands a 401 to the caller: raises :class:`AuthenticationError`.
     """
 
@@ -221,9 +239,10 @@ class KerberosAuth(HTTPSPNEGOAuth):  # type: ignore[misc]
         else:
             request.headers.pop("Cookie", None)
 
-    def _token(self, response: requests.Response | None, host: str) -> str | None:
+    def _token(self, host: str) -> str | None:
+        """A fresh ``Negotiate`` header for ``host`` (None if no ticket can be had)."""
         try:
-            return self.generate_request_header(response, host, is_preemptive=response is None)
+            return self.generate_request_header(None, host, is_preemptive=True)
         except SPNEGOExchangeError as error:
             self.last_failure = str(error)
             log.debug("Kerberos: no token for %s: %s", host, error)
@@ -248,7 +267,7 @@ class KerberosAuth(HTTPSPNEGOAuth):  # type: ignore[misc]
             self._drop_session_cookie(request)
             cookie = None
         if self.creds is not None and cookie is None:
-            header = self._token(None, urlparse(request.url).hostname or "")
+            header = self._token(urlparse(request.url).hostname or "")
             if header is not None:
                 request.headers["Authorization"] = header
         request.register_hook("response", self.handle_response)
@@ -270,6 +289,7 @@ class KerberosAuth(HTTPSPNEGOAuth):  # type: ignore[misc]
 
     def _handle_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         request = response.request
+        _finish(response)
         offered = "negotiate" in response.headers.get("WWW-Authenticate", "").lower()
         message = _server_message(response)
         host = urlparse(response.url).hostname or ""
@@ -291,19 +311,32 @@ class KerberosAuth(HTTPSPNEGOAuth):  # type: ignore[misc]
             raise SessionExpired(
                 f"{message} (the request was not resent: its body cannot be sent twice)"
             )
-        header = self._token(response, host)
+        header = self._token(host)  # a new context: the 401 carries no token
         if header is None:
             raise AuthenticationError(
                 f"cannot get a Kerberos service ticket for {host}: {self.last_failure}"
             )
-        response.content  # noqa: B018 - read the body so the connection can be reused
-        response.raw.release_conn()
         retry = request.copy()
         self._drop_session_cookie(retry)
         retry.headers["Authorization"] = header
         new = response.connection.send(retry, **kwargs)
         new.history.append(response)
         return self.handle_response(new, num_401s=1, **kwargs)
+
+
+def _finish(response: requests.Response) -> None:
+    """Read the refusal and let its connection go.
+
+    A server that refuses a request before reading its body cannot keep the
+    connection (gunicorn drains at most 64 KiB, then closes it without saying
+    so): reusing it would fail at random.  After a refused body the
+    connection is closed here and the next request opens a new one.
+    """
+    connection = getattr(response.raw, "connection", None)
+    response.content  # noqa: B018 - read the message (this returns the connection to the pool)
+    if response.request.body is not None and connection is not None:
+        connection.close()  # the pool opens a new one when it hands this out again
+    response.raw.release_conn()
 
 
 def make_auth(
