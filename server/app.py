@@ -18,6 +18,7 @@ from .reports.hooks import ReportHooks
 from .tus import FileLocker, FileStore, Locker, TusOptions, make_blueprint
 from .tus import cors as tus_cors_needs
 from .tus.metrics import metrics_view
+from .web import blueprint as pages_blueprint
 
 log = logging.getLogger("dqrxfer.server")
 
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     proxies = settings.forwarded_proxies
     if proxies:
         app.wsgi_app = TrustedProxies(app.wsgi_app, proxies)  # type: ignore[method-assign]
+    app.register_blueprint(pages_blueprint)
     if settings.serve_reports:
         _serve_reports(app, settings)
     return app

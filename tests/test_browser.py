@@ -6,6 +6,7 @@ endpoint by ``dqr-upload``."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,8 @@ return {
     site: li.dataset.site,
     revision: li.dataset.revision,
     text: li.querySelector("a").textContent,
+    name: li.querySelector("a").getAttribute("aria-label") || li.querySelector("a").textContent,
+    size: li.querySelector(".dqrxfer-size") ? li.querySelector(".dqrxfer-size").textContent : null,
     href: li.querySelector("a").href,
     current: li.querySelector("a").getAttribute("aria-current"),
     marked: li.classList.contains("dqrxfer-current"),
@@ -94,6 +97,21 @@ return {
   empty: text(".dqrxfer-empty"),
   error: text(".dqrxfer-error"),
   busy: root.getAttribute("aria-busy"),
+};
+"""
+
+
+PAGE_PROBE = """
+const texts = (selector) =>
+  [...document.querySelectorAll(selector)].map((n) => n.textContent.trim());
+return {
+  title: document.title,
+  headings: texts("#reports .dqrxfer-site-name"),
+  links: [...document.querySelectorAll("#reports a")].map((a) => a.getAttribute("aria-label")),
+  sizes: texts("#reports .dqrxfer-size"),
+  rows: [...document.querySelectorAll("table.events tbody tr")].map((tr) => [
+    tr.querySelector("th a").textContent, texts("td .site").join(" "),
+    tr.querySelector("td.num").textContent]),
 };
 """
 
@@ -129,8 +147,10 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict
             server.stop()
 
 
-def upload_reports(server: LiveServer, pages: PageServer, work: Path) -> None:
-    """Real uploads through the tus endpoint; the LHO report's own page uses the helper."""
+def upload_reports(server: LiveServer, pages: PageServer, work: Path) -> dict[str, int]:
+    """Real uploads through the tus endpoint; the LHO report's own page uses the helper.
+    Returns the size of each report (``lho1``: bytes)."""
+    sizes = {}
     for site, revision in UPLOADS:
         report = work / f"{site}{revision}" / "index.html"
         report.parent.mkdir()
@@ -143,10 +163,12 @@ def upload_reports(server: LiveServer, pages: PageServer, work: Path) -> None:
             "--revision", str(revision), str(report),
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
+        sizes[f"{site}{revision}"] = report.stat().st_size
+    return sizes
 
 
 def visit_all(server: LiveServer, pages: PageServer, work: Path) -> dict[str, dict]:
-    upload_reports(server, pages, work)
+    sizes = upload_reports(server, pages, work)
     cases = {
         "cross_origin": render(GRACEID, latest=True, current={"site": "virgo", "revision": 2}),
         "grouped": render(GRACEID, groupBySite=True, headingLevel=2),
@@ -177,6 +199,22 @@ def visit_all(server: LiveServer, pages: PageServer, work: Path) -> dict[str, di
         }
         for visit in visits
     ]
+    # The server's own pages: the event page (the helper, under a strict CSP) and the index.
+    shots = Path(os.environ.get("DQRXFER_SCREENSHOT_DIR") or work)
+    for name, url, done in (
+        ("event_page", f"{server.url}/events/{GRACEID}", "document.querySelector('#reports ul')"),
+        ("index_page", f"{server.url}/events/", "true"),
+    ):
+        visits.append({"name": name})
+        specs.append(
+            {
+                "url": url,
+                "done": done,
+                "probe": PAGE_PROBE,
+                "screenshot": str(shots / f"{name}.png"),
+                "viewport": {"width": 1000, "height": 600},
+            }
+        )
     # Last: a page polling an event without reports, until a site uploads one.
     visits.append({"name": "refresh"})
     specs.append(
@@ -202,7 +240,7 @@ def visit_all(server: LiveServer, pages: PageServer, work: Path) -> dict[str, di
         assert result.returncode == 0, result.stderr
 
     outcomes = run_browser(specs, work, on_signal=upload_later)
-    outcomes.append({"log": server.log()})
+    outcomes.append({"log": server.log(), "sizes": sizes})
     visits.append({"name": "server"})
     return {visit["name"]: outcome for visit, outcome in zip(visits, outcomes, strict=True)}
 
@@ -240,11 +278,11 @@ def test_links_from_another_origin_latest_revision_per_site(results: dict[str, d
 def test_grouped_by_site_newest_revision_first(results: dict[str, dict]) -> None:
     seen = probe(results, "grouped")
     assert seen["headings"] == ["H2 LHO", "H2 LLO", "H2 Virgo"]
-    assert [(i["group"], i["revision"]) for i in seen["items"]] == [
-        ("lho", "1"),
-        ("llo", "2"),
-        ("llo", "1"),
-        ("virgo", "2"),
+    assert [(i["group"], i["revision"], i["text"], i["name"]) for i in seen["items"]] == [
+        ("lho", "1", "revision 1", "LHO revision 1"),
+        ("llo", "2", "revision 2", "LLO revision 2"),
+        ("llo", "1", "revision 1", "LLO revision 1"),
+        ("virgo", "2", "revision 2", "Virgo revision 2"),
     ]
 
 
@@ -288,6 +326,40 @@ def test_bad_graceid_shows_the_servers_message(results: dict[str, dict]) -> None
     seen = probe(results, "bad_graceid")
     assert seen["done"]["kind"] == "refused"
     assert "graceid: must be a superevent" in seen["error"][0]
+
+
+def test_event_page_lists_reports_per_site_under_its_csp(results: dict[str, dict]) -> None:
+    outcome = results["event_page"]
+    assert outcome["errors"] == [] and outcome["console"] == [], outcome
+    seen = outcome["probe"]
+    assert seen["title"] == f"{GRACEID} · dqrxfer"
+    assert seen["headings"] == ["LHO", "LLO", "Virgo"]
+    assert seen["links"] == [
+        "LHO revision 1",
+        "LLO revision 2",
+        "LLO revision 1",
+        "Virgo revision 2",
+    ]
+    sizes = results["server"]["sizes"]
+    assert seen["sizes"] == [size_text(1, sizes[key]) for key in ("lho1", "llo2", "llo1", "virgo2")]
+
+
+def size_text(files: int, size: int) -> str:
+    """What the helper shows: 1 file, 950 B / 12 files, 3.4 MB."""
+    amount: float = size
+    units = ["B", "kB", "MB", "GB", "TB"]
+    unit = 0
+    while amount >= 1000 and unit < len(units) - 1:
+        amount /= 1000
+        unit += 1
+    shown = str(size) if unit == 0 else f"{amount:.{1 if amount < 10 else 0}f}"
+    return f"{files} file{'' if files == 1 else 's'}, {shown} {units[unit]}"
+
+
+def test_index_lists_recent_events(results: dict[str, dict]) -> None:
+    outcome = results["index_page"]
+    assert outcome["errors"] == [] and outcome["console"] == [], outcome
+    assert outcome["probe"]["rows"] == [[GRACEID, "LHO LLO Virgo", "4"]]
 
 
 def test_refresh_polls_with_304s_and_shows_a_new_report(results: dict[str, dict]) -> None:

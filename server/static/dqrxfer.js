@@ -14,6 +14,7 @@
  *    current      URL of the page's own report (default: location.href), or {site, revision}
  *    groupBySite  true: one heading and list per site
  *    headingLevel heading level of the site headings (default 3)
+ *    showSize     true: add the number of files and their size
  *    refresh      seconds between updates (default: none)
  *    emptyText    text shown when the event has no reports
  */
@@ -54,6 +55,7 @@
       current: root.location ? root.location.href : "",
       groupBySite: false,
       headingLevel: 3,
+      showSize: false,
       refresh: 0,
       emptyText: null
     };
@@ -140,6 +142,19 @@
     return /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/.test(iso) ? iso.slice(0, 10) + " " + iso.slice(11, 16) + " UTC" : iso;
   }
 
+  function sizeText(report) {
+    var bytes = Number(report.bytes) || 0;
+    var units = ["B", "kB", "MB", "GB", "TB"];
+    var unit = 0;
+    while (bytes >= 1000 && unit < units.length - 1) {
+      bytes /= 1000;
+      unit++;
+    }
+    var amount = unit === 0 ? String(bytes) : bytes.toFixed(bytes < 10 ? 1 : 0);
+    var files = report.file_count === 1 ? "1 file" : report.file_count + " files";
+    return files + ", " + amount + " " + units[unit];
+  }
+
   function element(tag, className, text) {
     var node = root.document.createElement(tag);
     if (className) {
@@ -156,7 +171,11 @@
     li.setAttribute("data-site", report.site);
     li.setAttribute("data-revision", String(report.revision));
     var label = siteName(report.site) + " revision " + report.revision;
-    var link = element("a", "dqrxfer-link", label);
+    // Under a site heading the visible text drops the site; the accessible name keeps it.
+    var link = element("a", "dqrxfer-link", o.groupBySite ? "revision " + report.revision : label);
+    if (o.groupBySite) {
+      link.setAttribute("aria-label", label);
+    }
     // Only web links: a URL from the database never becomes a script.
     link.href = /^https?:\/\//i.test(report.url) ? report.url : "#";
     li.appendChild(link);
@@ -164,6 +183,10 @@
     var time = element("time", "dqrxfer-time", shortTime(report.updated));
     time.setAttribute("datetime", report.updated);
     li.appendChild(time);
+    if (o.showSize) {
+      li.appendChild(root.document.createTextNode(" "));
+      li.appendChild(element("span", "dqrxfer-size", sizeText(report)));
+    }
     if (isCurrent(report, o.current)) {
       li.className += " dqrxfer-current";
       link.setAttribute("aria-current", "page");

@@ -24,6 +24,12 @@ const ARGS = [
   "--no-first-run",
 ];
 
+// Expressions become functions here: Playwright hands functions to the page
+// through the debugger protocol, so a page's Content-Security-Policy (no eval)
+// does not get in the way of the test.
+const predicate = (expression) => new Function(`return (${expression});`);
+const probeOf = (body) => new Function(body);
+
 async function visit(context, spec) {
   const page = await context.newPage();
   if (spec.viewport) await page.setViewportSize(spec.viewport);
@@ -35,12 +41,14 @@ async function visit(context, spec) {
   );
   try {
     await page.goto(spec.url, { waitUntil: "load", timeout: spec.timeout ?? 60000 });
-    await page.waitForFunction(spec.done ?? "true", null, { timeout: spec.timeout ?? 60000 });
-    if (spec.probe) result.probe = await page.evaluate(`(() => { ${spec.probe} })()`);
+    await page.waitForFunction(predicate(spec.done ?? "true"), null, {
+      timeout: spec.timeout ?? 60000,
+    });
+    if (spec.probe) result.probe = await page.evaluate(probeOf(spec.probe));
     if (spec.signal) {
       writeFileSync(spec.signal, "ready");
-      await page.waitForFunction(spec.then, null, { timeout: spec.timeout ?? 60000 });
-      result.probeAfter = await page.evaluate(`(() => { ${spec.probe} })()`);
+      await page.waitForFunction(predicate(spec.then), null, { timeout: spec.timeout ?? 60000 });
+      result.probeAfter = await page.evaluate(probeOf(spec.probe));
     }
     if (spec.screenshot) {
       await page.screenshot({ path: spec.screenshot, fullPage: spec.fullPage ?? true });

@@ -1,0 +1,15 @@
+/* The event page: its reports per site, through the helper, kept fresh. */
+(function () {
+  "use strict";
+  var node = document.getElementById("reports");
+  if (!node || !window.dqrxfer) {
+    return;
+  }
+  window.dqrxfer.renderLinks(node, node.getAttribute("data-graceid"), {
+    groupBySite: true,
+    headingLevel: 2,
+    showSize: true,
+    refresh: Number(node.getAttribute("data-refresh")) || 0,
+    current: null
+  });
+})();
