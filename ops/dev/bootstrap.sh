@@ -12,6 +12,8 @@ if [[ "$mode" == "--test" ]]; then
     packages+=(krb5-kdc krb5-admin-server chromium)
     # The deployment kit's front ends, run for real by tests/test_ops_*.py.
     packages+=(nginx-light apache2 libapache2-mod-auth-gssapi)
+    # The documentation's diagrams (tests/test_docs.py builds the site).
+    packages+=(graphviz)
 fi
 
 missing=()
