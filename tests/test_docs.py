@@ -72,23 +72,35 @@ def test_command_output_is_the_real_help(built: Path) -> None:
     assert "usage: dqrxfer-server db" in database and "backup" in database
 
 
-def accepted_keys() -> set[str]:
-    """The top-level keys ``load_settings`` accepts (its ``known`` set)."""
-    tree = ast.parse((REPO / "server" / "config.py").read_text())
+def accepted_keys(module: str, name: str) -> set[str]:
+    """The keys the configuration loader accepts: the set assigned to ``name``."""
+    tree = ast.parse((REPO / module).read_text())
     for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == "known" for t in node.targets)
-            and isinstance(node.value, ast.Set)
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets) and isinstance(
+            node.value, ast.Set
         ):
             return {elt.value for elt in node.value.elts if isinstance(elt, ast.Constant)}
-    raise AssertionError("server/config.py no longer has its `known` set of keys")
+    raise AssertionError(f"{module} no longer has its `{name}` set of keys")
 
 
-def test_configuration_reference_names_every_key() -> None:
+@pytest.mark.parametrize(
+    ("module", "name", "section"),
+    [
+        ("server/config.py", "known", "## Top-level keys"),
+        ("server/auth/settings.py", "_KNOWN_KEYS", "## `[auth]`"),
+        ("server/auth/settings.py", "_RULE_KEYS", "Each `[[auth.rules]]` table"),
+    ],
+)
+def test_configuration_reference_names_every_key(module: str, name: str, section: str) -> None:
     reference = (DOCS / "operators" / "configuration.md").read_text()
-    documented = set(re.findall(r"^\| `([a-z_]+)` \|", reference, re.MULTILINE))
-    keys = accepted_keys()
-    assert len(keys) >= 10
+    assert section in reference
+    # The section's first table: from the heading to the next blank line after a table.
+    part = reference.split(section, 1)[1]
+    table = re.search(r"(^\|.*\|\n)+", part, re.MULTILINE)
+    assert table is not None
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", table.group(0), re.MULTILINE))
+    keys = accepted_keys(module, name)
+    assert len(keys) >= 4
     missing = sorted(keys - documented)
-    assert not missing, f"keys missing from docs/operators/configuration.md: {missing}"
+    assert not missing, f"keys of {module} missing from docs/operators/configuration.md: {missing}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -120,5 +121,30 @@ def test_systemd_probes_against_a_live_server(data_dir: Path, tmp_path: Path) ->
         result = subprocess.run(probe, capture_output=True, text=True, timeout=120)
         # curl's 22: the HTTP status was an error; the body says which check failed.
         assert result.returncode == 22 and '"status":"failing"' in result.stdout
+    finally:
+        server.stop()
+
+
+def test_probes_need_no_credentials_when_everything_else_does(data_dir: Path) -> None:
+    server = LiveServer(
+        data_dir, extra_args=["--auth", "remote-user", "--trusted-proxy", "127.0.0.1"]
+    )
+    # Readiness through the probe itself: ping needs a principal in this mode.
+    server.wait_ready = lambda timeout: None  # type: ignore[method-assign]
+    server.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = healthz(server)
+                break
+            except requests.ConnectionError:
+                assert server.process is not None and server.process.poll() is None, server.log()
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.1)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "ok"
+        refused = requests.get(f"{server.url}/api/v1/ping", timeout=30)
+        assert refused.status_code in (401, 403)
     finally:
         server.stop()
