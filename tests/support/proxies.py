@@ -149,3 +149,152 @@ http {{
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+APACHE_MODULES = (
+    "mpm_event",
+    "authn_core",
+    "authz_core",
+    "authz_host",
+    "authz_user",
+    "auth_gssapi",
+    "alias",
+    "headers",
+    "mime",
+    "proxy",
+    "proxy_http",
+    "reqtimeout",
+    "session",
+    "session_cookie",
+    "ssl",
+)
+
+
+@dataclass
+class Apache:
+    """Debian's Apache with ops/apache/dqrxfer.conf included unchanged: the test
+    only defines the site values the file asks for, in a private ServerRoot.
+
+    Apache never runs its workers as root: under root they run as ``www-data``,
+    so everything they read (keytab, krb5.conf) is copied into a directory
+    they can reach, and the replay cache is theirs."""
+
+    backend_port: int
+    keytab: Path
+    krb5_conf: Path
+    reports: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    root: Path = field(init=False)
+    cert: Path = field(init=False)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def _prepare_root(self) -> tuple[str, str]:
+        import tempfile
+
+        self.root = Path(tempfile.mkdtemp(prefix="dqrxfer-apache-"))
+        self.root.chmod(0o711)
+        user = group = ""
+        if os.geteuid() == 0:
+            user = group = "www-data"
+        for name in ("run", "rcache", "sessions"):
+            (self.root / name).mkdir()
+        shutil.copyfile(self.keytab, self.root / "http.keytab")
+        shutil.copyfile(self.krb5_conf, self.root / "krb5.conf")
+        (self.root / "krb5.conf").chmod(0o644)
+        if user:
+            import grp
+            import pwd
+
+            uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+            os.chown(self.root / "http.keytab", 0, gid)
+            (self.root / "http.keytab").chmod(0o640)
+            for name in ("rcache", "sessions"):
+                os.chown(self.root / name, uid, gid)
+                (self.root / name).chmod(0o700)
+        return user, group
+
+    def start(self, timeout: float = 30) -> Apache:
+        self.port = self.port or free_port()
+        user, group = self._prepare_root()
+        self.cert, key = self_signed_certificate(self.root)
+        modules = "\n".join(
+            f"LoadModule {name}_module /usr/lib/apache2/modules/mod_{name}.so"
+            for name in APACHE_MODULES
+        )
+        defines = {
+            "DQRXFER_SERVER_NAME": "localhost",
+            "DQRXFER_PORT": str(self.port),
+            "DQRXFER_BACKEND": f"http://127.0.0.1:{self.backend_port}",
+            "DQRXFER_KEYTAB": str(self.root / "http.keytab"),
+            "DQRXFER_SESSION_KEY": str(self.root / "sessions" / "session.key"),
+            "DQRXFER_REPORTS": str(self.reports),
+            "DQRXFER_TLS_CERT": str(self.cert),
+            "DQRXFER_TLS_KEY": str(key),
+            "DQRXFER_LOG_DIR": str(self.root),
+        }
+        lines = [
+            f"ServerRoot {self.root}",
+            f"DefaultRuntimeDir {self.root}/run",
+            f"PidFile {self.root}/run/httpd.pid",
+            f"Mutex file:{self.root}/run default",
+            f"ErrorLog {self.root}/server-error.log",
+            "LogLevel warn auth_gssapi:info",
+            'LogFormat "%h %l %u %t \\"%r\\" %>s %b" common',
+            f"CustomLog {self.root}/server-access.log common",
+            modules,
+            f"User {user}" if user else "",
+            f"Group {group}" if group else "",
+            "ServerName localhost",
+            f"Listen 127.0.0.1:{self.port} https",
+            "TypesConfig /etc/mime.types",
+            "StartServers 1",
+            "SSLSessionCache none",
+            *(f"Define {key} {value}" for key, value in defines.items()),
+            f"Include {OPS / 'apache' / 'dqrxfer.conf'}",
+        ]
+        config = self.root / "httpd.conf"
+        config.write_text("\n".join(line for line in lines if line) + "\n")
+        env = {
+            **os.environ,
+            **self.extra_env,
+            "KRB5_CONFIG": str(self.root / "krb5.conf"),
+            "KRB5RCACHEDIR": str(self.root / "rcache"),
+            "APACHE_LOG_DIR": str(self.root),
+        }
+        env.pop("KRB5_KTNAME", None)
+        binary = shutil.which("apache2") or "/usr/sbin/apache2"
+        command = [binary, "-d", str(self.root), "-f", str(config)]
+        check = subprocess.run([*command, "-t"], capture_output=True, text=True, env=env)
+        if check.returncode != 0:
+            raise RuntimeError(f"apache2 -t failed:\n{check.stderr}")
+        log = self.root / "stderr.log"
+        with open(log, "ab") as output:
+            self.process = subprocess.Popen(
+                [*command, "-DFOREGROUND"],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        wait_until_answers(
+            self.url, self.process, self.root / "server-error.log", timeout, self.cert
+        )
+        return self
+
+    def error_log(self) -> str:
+        return (self.root / "dqrxfer-error.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)

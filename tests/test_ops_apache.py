@@ -1,0 +1,181 @@
+"""The deployment, end to end: Debian's Apache with ops/apache/dqrxfer.conf
+(TLS, mod_auth_gssapi with the service keytab and sessions, the streaming
+proxy) in front of gunicorn (``serve --auth remote-user --trusted-proxy
+127.0.0.1`` with ops/gunicorn.conf.py), a real KDC (k5test), and real
+Kerberos clients."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from dqrxfer.auth import login, make_auth
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+from support.kerberos import LLO_ROBOT, USER, Realm
+from support.live import LiveServer
+from support.proxies import OPS, Apache
+from support.tusclient import TUS, create, head, upload_id
+
+pytestmark = pytest.mark.skipif(
+    (shutil.which("apache2") is None and not Path("/usr/sbin/apache2").exists())
+    or not Path("/usr/lib/apache2/modules/mod_auth_gssapi.so").exists(),
+    reason="apache2 or libapache2-mod-auth-gssapi missing (bash ops/dev/bootstrap.sh --test)",
+)
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class Deployment:
+    server: LiveServer
+    apache: Apache
+    realm: Realm
+
+    def session(self, ccache: Path | None = None, keytab: Path | None = None) -> requests.Session:
+        session = requests.Session()
+        session.verify = str(self.apache.cert)
+        session.auth = make_auth(ccache=ccache, keytab=keytab, required=True)
+        return session
+
+
+@pytest.fixture
+def deployment(
+    kerberos: Realm, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Deployment]:
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'data_dir = "{data_dir}"\n'
+        "auto_upgrade = true\n"
+        "[auth]\n"
+        "[[auth.rules]]\n"
+        'name = "people"\n'
+        f'principals = ["{USER}"]\n'
+        'projects = ["O4"]\n'
+        "[[auth.rules]]\n"
+        'name = "LLO robot"\n'
+        f'principals = ["{LLO_ROBOT}"]\n'
+        'projects = ["O4"]\n'
+        'sites = ["llo"]\n'
+    )
+    server = LiveServer(
+        data_dir,
+        config=config,
+        extra_args=[
+            "--gunicorn-config",
+            str(OPS / "gunicorn.conf.py"),
+            "--workers",
+            "2",
+            "--auth",
+            "remote-user",
+            "--trusted-proxy",
+            "127.0.0.1",
+        ],
+    ).start()
+    apache = Apache(
+        backend_port=server.port,
+        keytab=kerberos.service_keytab,
+        krb5_conf=Path(kerberos.env["KRB5_CONFIG"]),
+        reports=data_dir / "reports",
+    )
+    try:
+        apache.start()
+        # requests prefers REQUESTS_CA_BUNDLE over a session's own ``verify``.
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(apache.cert))
+        yield Deployment(server, apache, kerberos)
+    finally:
+        apache.stop()
+        server.stop()
+
+
+def test_ping_through_apache_names_the_principal(deployment: Deployment) -> None:
+    session = deployment.session(ccache=deployment.realm.user_ccache)
+    answer = login(session, deployment.apache.url)
+    assert answer["principal"] == USER
+    # mod_auth_gssapi's session cookie: the next request needs no new handshake.
+    assert "dqrxfer_gssapi_session" in session.cookies
+    session.auth = None
+    again = session.get(f"{deployment.apache.url}/api/v1/ping", timeout=30)
+    assert again.status_code == 200 and again.json()["principal"] == USER
+
+
+def test_no_ticket_is_challenged_and_a_forged_header_is_ignored(deployment: Deployment) -> None:
+    url = f"{deployment.apache.url}/api/v1/ping"
+    cert = str(deployment.apache.cert)
+    bare = requests.get(url, headers={"X-Remote-User": USER}, verify=cert, timeout=30)
+    assert bare.status_code == 401
+    assert bare.headers["WWW-Authenticate"].startswith("Negotiate")
+    # With a robot's ticket, a header naming someone else changes nothing.
+    session = deployment.session(keytab=deployment.realm.llo_robot_keytab)
+    answer = session.get(url, headers={"X-Remote-User": USER}, timeout=30)
+    assert answer.status_code == 200 and answer.json()["principal"] == LLO_ROBOT
+    # (Straight to gunicorn from 127.0.0.1 the header *is* believed: the proxy's
+    # address is trusted. docs/operators/kerberos.md says how to keep other
+    # local users away from the app's port.)
+
+
+def test_200_mib_upload_through_apache(deployment: Deployment, tmp_path: Path) -> None:
+    payload = tmp_path / "report.bin"
+    digest = hashlib.sha256()
+    with open(payload, "wb") as handle:
+        for _ in range(200):
+            block = os.urandom(MiB)
+            digest.update(block)
+            handle.write(block)
+    size = payload.stat().st_size
+
+    session = deployment.session(keytab=deployment.realm.llo_robot_keytab)
+    url = deployment.apache.url
+    login(session, url)
+    created = create(session, url, size, filename="report.bin", sha256=digest.hexdigest())
+    assert created.status_code == 201, created.text
+    location = created.headers["Location"]
+    assert location.startswith(f"{url}/files/")
+
+    chunk = 32 * MiB
+    offset = 0
+    with open(payload, "rb") as handle:
+        while offset < size:
+            block = handle.read(chunk)
+            response = session.patch(
+                location,
+                headers={
+                    **TUS,
+                    "Upload-Offset": str(offset),
+                    "Content-Type": "application/offset+octet-stream",
+                },
+                data=block,
+                timeout=300,
+            )
+            assert response.status_code == 204, response.text
+            offset = int(response.headers["Upload-Offset"])
+    assert offset == size
+    assert int(head(session, location).headers["Upload-Offset"]) == size
+
+    landed = deployment.server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_1/report.bin"
+    assert landed.stat().st_size == size
+    landed_digest = hashlib.sha256()
+    with open(landed, "rb") as handle:
+        for block in iter(lambda: handle.read(8 * MiB), b""):
+            landed_digest.update(block)
+    assert landed_digest.hexdigest() == digest.hexdigest()
+
+    # The server recorded the robot as the uploader, and shows the upload to it alone.
+    record = session.get(f"{url}/api/v1/uploads/{upload_id(location)}", timeout=30)
+    assert record.status_code == 200 and record.json()["state"] == "published"
+    engine = create_engine(f"sqlite:///{deployment.server.data_dir / 'dqrxfer.sqlite'}")
+    from dqrxfer.server.db import ReportFile
+
+    with Session(engine) as db:
+        row = db.scalars(select(ReportFile)).one()
+        assert row.principal == LLO_ROBOT
+    engine.dispose()
+    other = deployment.session(ccache=deployment.realm.user_ccache)
+    hidden = other.get(f"{url}/api/v1/uploads/{upload_id(location)}", timeout=30)
+    assert hidden.status_code == 404
