@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Integer, Row, Select, func, literal, select, tuple_
+from sqlalchemy import Connection, Integer, Row, Select, bindparam, func, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from ..db import Event, Report
@@ -36,23 +36,35 @@ def as_utc(moment: datetime) -> datetime:
 
 def event_reports_query(graceid: str, site: str | None = None) -> Select:
     """The links lookup: events.graceid (unique index), then reports.event_id (index)."""
+    query = _BY_SITE if site is not None else _ALL_SITES
+    return query.params(graceid=graceid, site=site)
+
+
+def _lookup(by_site: bool) -> Select:
     query = (
         select(*REPORT_COLUMNS)
         .join(Event, Event.id == Report.event_id)
-        .where(Event.graceid == graceid)
+        .where(Event.graceid == bindparam("graceid"))
         .order_by(Report.site, Report.revision, Report.project)
     )
-    if site is not None:
-        query = query.where(Report.site == site)
-    return query
+    return query.where(Report.site == bindparam("site")) if by_site else query
+
+
+# Built once: the statement cache then compiles each of them once per process.
+_ALL_SITES = _lookup(by_site=False)
+_BY_SITE = _lookup(by_site=True)
 
 
 def event_reports(
-    session: Session, graceid: str, site: str | None = None, latest: bool = False
+    connection: Connection, graceid: str, site: str | None = None, latest: bool = False
 ) -> list[Row]:
     """Every report of one event, by site then revision; ``latest`` keeps the
-    newest revision of each site (the most recently updated one on a tie)."""
-    rows = list(session.execute(event_reports_query(graceid, site)).all())
+    newest revision of each site (the most recently updated one on a tie).
+
+    Runs on a plain connection: the hot path of every report page's poll has
+    no use for an ORM session."""
+    query = _BY_SITE if site is not None else _ALL_SITES
+    rows = list(connection.execute(query, {"graceid": graceid, "site": site}).all())
     if not latest:
         return rows
     newest: dict[str, Row] = {}

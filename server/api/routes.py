@@ -34,8 +34,10 @@ def _settings() -> Settings:
     return current_app.config["DQRXFER_SETTINGS"]
 
 
-def absolute_url(url: str) -> str:
+def absolute_url(url: str, base: str | None = None) -> str:
     """Report URLs may be configured relative to this server (embedded default)."""
+    if url.startswith("/") and not url.startswith("//"):
+        return (base or request.host_url.rstrip("/")) + url
     return urljoin(request.host_url, url)
 
 
@@ -44,18 +46,23 @@ def iso_utc(moment: datetime) -> str:
     return queries.as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
-def report_json(row: Row) -> dict[str, object]:
+def report_json(row: Row, base: str) -> dict[str, object]:
     return {
         "graceid": row.graceid,
         "site": row.site,
         "revision": row.revision,
         "project": row.project,
-        "url": absolute_url(row.url),
+        "url": absolute_url(row.url, base),
         "created": iso_utc(row.created),
         "updated": iso_utc(row.updated),
         "file_count": row.file_count,
         "bytes": row.total_bytes,
     }
+
+
+def reports_json(rows: list[Row]) -> list[dict[str, object]]:
+    base = request.host_url.rstrip("/")
+    return [report_json(row, base) for row in rows]
 
 
 def _next_url(cursor: str | None) -> str | None:
@@ -98,9 +105,9 @@ def event_reports(graceid: str) -> Response:
     graceid = params.graceid(graceid)
     site = params.site(request.args, _settings().sites)
     latest = params.flag(request.args, "latest")
-    with _database().session() as session:
-        rows = queries.event_reports(session, graceid, site=site, latest=latest)
-    body = {"graceid": graceid, "reports": [report_json(row) for row in rows]}
+    with _database().engine.connect() as connection:
+        rows = queries.event_reports(connection, graceid, site=site, latest=latest)
+    body = {"graceid": graceid, "reports": reports_json(rows)}
     return cached(jsonify(body), _last_modified(rows))
 
 
@@ -120,7 +127,7 @@ def reports() -> Response:
     with _database().session() as session:
         rows, after = queries.recent_reports(session, where, limit, cursor)
     body = {
-        "reports": [report_json(row) for row in rows],
+        "reports": reports_json(rows),
         "next": _next_url(after.encode() if after else None),
     }
     return cached(jsonify(body), _last_modified(rows))
