@@ -14,7 +14,7 @@ import pytest
 import requests
 from dqrxfer.auth import make_auth
 from dqrxfer.errors import AuthenticationError
-from dqrxfer.server.db import Upload
+from dqrxfer.server.db import ReportFile, Upload
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from support import tusclient
@@ -222,6 +222,10 @@ def test_only_the_creator_sees_an_upload(kerberos: Realm, server: LiveServer) ->
     with Session(engine) as db:
         row = db.scalars(select(Upload).where(Upload.id == tusclient.upload_id(url))).one()
         assert row.principal == USER
+        published = db.scalars(
+            select(ReportFile).where(ReportFile.upload_id == tusclient.upload_id(url))
+        ).one()
+        assert published.principal == USER
     engine.dispose()
 
 

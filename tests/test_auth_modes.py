@@ -94,6 +94,10 @@ def test_the_proxy_without_a_user_is_a_401(server: LiveServer) -> None:
     response = via_proxy().get(f"{server.url}/api/v1/ping")
     assert response.status_code == 401
     assert response.json()["error"] == "the proxy passed no authenticated user"
+    for bogus in ("(null)", "two words@LIGO.ORG", "x" * 300):
+        response = via_proxy().get(f"{server.url}/api/v1/ping", headers={"X-Remote-User": bogus})
+        assert response.status_code == 401
+        assert response.json()["error"] == "the proxy passed a malformed user name"
 
 
 def test_rules_apply_to_proxied_principals(server: LiveServer) -> None:

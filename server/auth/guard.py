@@ -98,7 +98,14 @@ def _peer_address() -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _valid_principal(value: str) -> bool:
-    return 0 < len(value) <= _MAX_PRINCIPAL and value.isprintable() and " " not in value
+    # "(null)": what Apache passes for an unset REMOTE_USER with the old
+    # %{REMOTE_USER}s syntax.
+    return (
+        0 < len(value) <= _MAX_PRINCIPAL
+        and value.isprintable()
+        and " " not in value
+        and value != "(null)"
+    )
 
 
 class Authenticator:
