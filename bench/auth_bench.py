@@ -116,15 +116,17 @@ def timed(count: int, action: Callable[[], None]) -> list[float]:
 
 
 def interleaved(count: int, actions: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
-    """Time the actions in turn, so that load from elsewhere on the machine
-    falls on all of them alike."""
+    """Time the actions in turn, in a new order each round, so that load from
+    elsewhere on the machine falls on all of them alike."""
     for action in actions.values():
         action()  # warm up: connection, service ticket, first cookie
     samples: dict[str, list[float]] = {key: [] for key in actions}
+    keys = list(actions)
     for _ in range(count):
-        for key, action in actions.items():
+        random.shuffle(keys)  # no case always runs first (or right after another)
+        for key in keys:
             start = time.perf_counter()
-            action()
+            actions[key]()
             samples[key].append(time.perf_counter() - start)
     return samples
 
