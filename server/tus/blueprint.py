@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, request, url_for
 
 from . import errors
+from .body import BodyGone, body_reader
 from .checksum import ADVERTISED as CHECKSUM_ALGORITHMS
 from .checksum import ChunkChecksum, parse_checksum
 from .cors import CorsPolicy, NoCors
@@ -40,10 +41,6 @@ EXTENSIONS = (
     "concatenation-unfinished",
 )
 UPLOAD_METHODS = "OPTIONS, HEAD, PATCH, DELETE, POST"
-
-
-class _ClientGone(Exception):
-    """The request body could not be read to its end."""
 
 
 def _uploads() -> Uploads:
@@ -442,19 +439,15 @@ def _receive(uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | None)
     if expected is not None and expected > limit:
         raise errors.too_large("request body", limit)
     start = info.offset
-    read = _body_reader(expected)
-    if checksum is not None:
-        read = checksum.wrap(read)
     uploads.metrics.open.inc()
-    socket = request.environ.get("gunicorn.socket")
-    previous_timeout = socket.gettimeout() if socket is not None else None
-    if socket is not None:
-        socket.settimeout(uploads.options.read_timeout)
     try:
-        written = uploads.store.write(
-            info.id, start, read, limit, checksum.verify if checksum else None
-        )
-    except _ClientGone:
+        with body_reader(request.environ, expected, uploads.options.read_timeout) as read:
+            if checksum is not None:
+                read = checksum.wrap(read)
+            written = uploads.store.write(
+                info.id, start, read, limit, checksum.verify if checksum else None
+            )
+    except BodyGone:
         current = uploads.store.get(info.id)
         kept = current.offset - start
         if kept:
@@ -467,8 +460,6 @@ def _receive(uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | None)
         raise
     finally:
         uploads.metrics.open.dec()
-        if socket is not None:
-            socket.settimeout(previous_timeout)
     info.offset = start + written
     info.modified = time.time()
     if written:
@@ -477,30 +468,6 @@ def _receive(uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | None)
     if info.finished:
         return uploads.finish(info)
     return {}
-
-
-def _body_reader(expected: int | None) -> Callable[[int], bytes]:
-    """``read(n)`` over the request body that raises :class:`_ClientGone`
-    when the body ends early or cannot be read (reset, timeout)."""
-    stream = request.stream
-    received = 0
-
-    def read(size: int) -> bytes:
-        nonlocal received
-        if expected is not None:
-            size = min(size, expected - received)
-            if size <= 0:
-                return b""
-        try:
-            block = stream.read(size)
-        except Exception as error:
-            raise _ClientGone(str(error)) from error
-        if not block and expected is not None and received < expected:
-            raise _ClientGone("body ended early")
-        received += len(block)
-        return block
-
-    return read
 
 
 # -- DELETE (termination) ------------------------------------------------------------

@@ -56,12 +56,14 @@ class Uploads:
         """The upload's lock, with the wait measured."""
         started = time.monotonic()
         with ExitStack() as stack:
+            self.metrics.lock_waiters.inc()
             try:
                 stack.enter_context(self.locker.lock(upload_id, timeout))
             except errors.TusError:
                 self.metrics.lock_timeouts.inc()
                 raise
             finally:
+                self.metrics.lock_waiters.dec()
                 self.metrics.lock_wait.observe(time.monotonic() - started)
             yield
 

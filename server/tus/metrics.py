@@ -53,6 +53,11 @@ class TusMetrics:
             "time spent waiting for an upload's lock",
             buckets=LOCK_WAIT_BUCKETS,
         )
+        self.lock_waiters = Gauge(
+            "dqrxfer_tus_lock_waiters",
+            "requests waiting for an upload's lock right now",
+            multiprocess_mode="livesum",
+        )
         self.lock_timeouts = Counter(
             "dqrxfer_tus_lock_timeouts", "requests refused with 423 after waiting for a lock"
         )

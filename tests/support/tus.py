@@ -131,6 +131,17 @@ def wait_for(
         time.sleep(interval)
 
 
+def patch_until_unlocked(
+    url: str, offset: int, body: bytes, headers: dict[str, str] | None = None
+) -> requests.Response:
+    """PATCH, retrying while the upload is busy (423), as tus clients do."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = patch(url, offset, body, headers)
+        if response.status_code != 423 or time.monotonic() > deadline:
+            return response
+
+
 class RawPatch:
     """A PATCH sent by hand over a socket, so that a test controls exactly how
     much of the body is sent and when the connection drops."""

@@ -1,0 +1,133 @@
+"""Reading a request body as it arrives.
+
+Upload bytes must reach the data file as soon as the server has them: if the
+client then goes away (connection reset, or silent until ``read_timeout``),
+nothing it sent is lost.  WSGI's ``wsgi.input.read(n)`` waits until it has
+``n`` bytes, and what it gathered is lost when the connection fails midway, so
+large reads would lose up to a block and small reads cost time per call.
+
+Under gunicorn, for a body with a ``Content-Length`` (what tus clients send),
+we therefore read from the connection's socket ourselves: first the bytes
+gunicorn already read ahead, then ``recv_into`` a reused buffer, which returns
+whatever has arrived (up to the buffer's size), with no copy in Python.
+gunicorn's own reader is told how much of the body was consumed, so it keeps
+the connection usable (or closes it after a failure).  Anywhere else (another
+WSGI server, chunked bodies) bodies are read with ``read()`` in small blocks.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+#: recv_into buffer of the socket path: the most one read returns.
+RECV_BUFFER = 1024 * 1024
+#: read() size of the portable path: the most a failed connection may lose.
+PORTABLE_BLOCK = 64 * 1024
+
+Reader = Callable[[int], Any]
+
+
+class BodyGone(Exception):
+    """The body could not be read to its end (client gone, reset, timeout)."""
+
+
+@contextmanager
+def body_reader(environ: dict[str, Any], expected: int | None, timeout: float) -> Iterator[Reader]:
+    """A ``read(n)`` over the request body that returns what has arrived (at
+    most ``n`` bytes; empty at the end) and raises :class:`BodyGone` when the
+    body ends early or the connection fails.  Reads wait at most ``timeout``
+    seconds for data (under gunicorn)."""
+    sock = environ.get("gunicorn.socket")
+    previous = sock.gettimeout() if sock is not None else None
+    if sock is not None:
+        sock.settimeout(timeout)
+    try:
+        source = environ["wsgi.input"]
+        fast = _socket_reader(source, sock, expected) if sock is not None else None
+        yield fast or _portable_reader(source, expected)
+    finally:
+        if sock is not None:
+            with suppress(OSError):
+                sock.settimeout(previous)
+
+
+def _portable_reader(stream: Any, expected: int | None) -> Reader:
+    received = 0
+
+    def read(size: int) -> bytes:
+        nonlocal received
+        size = min(size, PORTABLE_BLOCK)
+        if expected is not None:
+            size = min(size, expected - received)
+            if size <= 0:
+                return b""
+        try:
+            block = stream.read(size)
+        except Exception as error:
+            raise BodyGone(str(error) or type(error).__name__) from error
+        if not block and expected is not None and received < expected:
+            raise BodyGone("the body ended early")
+        received += len(block)
+        return block
+
+    return read
+
+
+def _socket_reader(body: Any, sock: socket.socket, expected: int | None) -> Reader | None:
+    """The socket path, if ``body`` is gunicorn's reader of a body of known
+    length that nobody has read yet; None otherwise."""
+    try:
+        from gunicorn.http.body import Body, LengthReader
+    except ImportError:
+        return None
+    if type(body) is not Body or type(body.reader) is not LengthReader or expected is None:
+        return None
+    reader = body.reader
+    unreader = getattr(reader, "unreader", None)
+    if getattr(unreader, "sock", None) is not sock or not hasattr(unreader, "take_buffered"):
+        return None
+    if body.buf.tell() or reader.length != expected:
+        return None
+    # Bytes gunicorn read ahead with the headers; beyond the body they belong
+    # to the next request on the connection and go back.
+    buffered = unreader.take_buffered()
+    ahead, rest = buffered[: reader.length], buffered[reader.length :]
+    if rest:
+        unreader.unread(rest)
+    reader.length -= len(ahead)
+    return _SocketBody(body, sock, ahead).read
+
+
+class _SocketBody:
+    def __init__(self, body: Any, sock: socket.socket, ahead: bytes) -> None:
+        self.body = body
+        self.reader = body.reader
+        self.sock = sock
+        self.ahead = io.BytesIO(ahead)
+        self.buffer = bytearray(RECV_BUFFER)
+        self.view = memoryview(self.buffer)
+
+    def read(self, size: int) -> bytes | memoryview:
+        """Up to ``size`` bytes; the memoryview is valid until the next call."""
+        if size <= 0:
+            return b""
+        block = self.ahead.read(size)
+        if block:
+            return block
+        wanted = min(size, self.reader.length, RECV_BUFFER)
+        if wanted <= 0:
+            return b""
+        try:
+            count = self.sock.recv_into(self.view, wanted)
+        except OSError as error:
+            self.body.failed = True  # gunicorn then closes the connection
+            raise BodyGone(str(error) or type(error).__name__) from error
+        if count == 0:
+            self.body.failed = True
+            raise BodyGone("the client closed the connection before the body ended")
+        self.reader.length -= count
+        return self.view[:count]
