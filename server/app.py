@@ -42,9 +42,10 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
 
     store = FileStore(settings.uploads_dir, fsync=settings.fsync)
     authenticator = auth.init_app(app, settings.auth)
-    hooks = authenticator.wrap_hooks(
-        ReportHooks(settings, database, store), list(settings.projects), list(settings.sites)
-    )
+    locker = make_locker(settings, database)
+    reports = ReportHooks(settings, database, store, locker)
+    app.extensions["dqrxfer.reports"] = reports
+    hooks = authenticator.wrap_hooks(reports, list(settings.projects), list(settings.sites))
     options = TusOptions(
         max_size=settings.max_upload_size,
         expiry=settings.upload_expiry,
@@ -57,7 +58,6 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         expose_headers=tus_cors_needs.EXPOSE_HEADERS,
         max_age=tus_cors_needs.MAX_AGE,
     )
-    locker = make_locker(settings, database)
     app.register_blueprint(
         make_blueprint(
             store, locker, hooks, options, identify=auth.current_principal, cors=tus_cors
@@ -97,6 +97,8 @@ def _serve_reports(app: Flask, settings: Settings) -> None:
         config = settings.projects.get(project)
         if config is None:
             abort(404)
+        if any(part.startswith(".") for part in path.split("/")):
+            abort(404)  # staging areas and dot files are never served
         if path.endswith("/"):
             path += "index.html"
         return send_from_directory(config.reports_root, path)

@@ -19,6 +19,7 @@ from typing import Any
 from dqrxfer import contract
 
 from .auth.settings import AuthConfigError, AuthSettings, load_auth_settings
+from .reports.archive import TarLimits
 
 DEFAULT_DATA_DIR = "./dqrxfer-data"
 DEFAULT_MAX_UPLOAD_SIZE = 64 * 1024**3
@@ -32,13 +33,24 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ProjectConfig:
-    """Where one project's reports live and how they are reached."""
+    """Where one project's reports live, how they are reached, what they may hold.
+
+    ``staging_dir`` is where archives are extracted before they are published;
+    it must be on the same filesystem as ``reports_root`` (publication renames
+    into the tree) and defaults to ``<reports_root>/.dqrxfer-staging``.
+    """
 
     name: str
     reports_root: Path
     url: str
     sites: tuple[str, ...]
     max_upload_size: int
+    staging_dir: Path | None = None
+    tar: TarLimits = field(default_factory=TarLimits)
+
+    @property
+    def staging(self) -> Path:
+        return self.staging_dir or self.reports_root / ".dqrxfer-staging"
 
     def report_url(self, relpath: str) -> str:
         base = self.url if self.url.endswith("/") else self.url + "/"
@@ -88,10 +100,6 @@ class Settings:
         if self.trusted_proxies is not None:
             return self.trusted_proxies
         return tuple(str(network) for network in self.auth.trusted_proxies)
-
-    @property
-    def staging_dir(self) -> Path:
-        return self.data_dir / "staging"
 
 
 def _expect(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
@@ -168,6 +176,7 @@ def load_settings(
         "auth",
         "cors_origins",
         "min_free_space",
+        *TAR_LIMIT_KEYS,
     }
     unknown = sorted(set(table) - known)
     if unknown:
@@ -182,7 +191,8 @@ def load_settings(
         else DEFAULT_MAX_UPLOAD_SIZE
     )
     sites = tuple(site.lower() for site in (table.get("sites") or contract.DEFAULT_SITES))
-    projects = _load_projects(table.get("projects"), root, sites, max_size)
+    tar = _load_tar_limits(table, "", TarLimits())
+    projects = _load_projects(table.get("projects"), root, sites, max_size, tar)
     try:
         auth = load_auth_settings(table.get("auth"), root, list(projects), sites)
     except AuthConfigError as error:
@@ -233,9 +243,53 @@ def _load_cors_origins(value: Any) -> tuple[str, ...]:
     return tuple(origins)
 
 
+#: Keys of the archive limits, at the top level (defaults) and in each project.
+TAR_LIMIT_KEYS = ("tar_max_members", "tar_max_bytes", "tar_max_ratio")
+#: Keys of one ``[projects.<name>]`` table.
+PROJECT_KEYS = {"reports_root", "url", "sites", "staging_dir", "max_upload_size", *TAR_LIMIT_KEYS}
+_PROJECT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_URL_RE = re.compile(r"https?://[^\s/]+(/\S*)?|/\S*")
+
+
+def _positive_int(table: dict[str, Any], key: str, where: str, default: int) -> int:
+    if key not in table:
+        return default
+    value = _expect(table, key, int, where)
+    if value <= 0:
+        raise ConfigError(f"{where}{key}: must be a positive integer (got {value!r})")
+    return value
+
+
+def _load_tar_limits(table: dict[str, Any], where: str, defaults: TarLimits) -> TarLimits:
+    return TarLimits(
+        max_members=_positive_int(table, "tar_max_members", where, defaults.max_members),
+        max_bytes=_positive_int(table, "tar_max_bytes", where, defaults.max_bytes),
+        max_ratio=_positive_int(table, "tar_max_ratio", where, defaults.max_ratio),
+    )
+
+
+def _absolute_path(table: dict[str, Any], key: str, where: str) -> Path:
+    path = Path(_expect(table, key, str, where))
+    if not path.is_absolute():
+        raise ConfigError(f"{where}{key}: must be an absolute path (got {str(path)!r})")
+    return path
+
+
+def _site_list(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(f"{where}sites: must be a list of site names (got {value!r})")
+    return tuple(site.lower() for site in value)
+
+
 def _load_projects(
-    table: dict[str, Any] | None, root: Path, sites: tuple[str, ...], max_size: int
+    table: dict[str, Any] | None,
+    root: Path,
+    sites: tuple[str, ...],
+    max_size: int,
+    tar: TarLimits,
 ) -> dict[str, ProjectConfig]:
+    """The ``[projects.<name>]`` tables; without any, the four default projects
+    under ``<data_dir>/reports/<name>``, served by the app at ``/reports/<name>/``."""
     if not table:
         return {
             name: ProjectConfig(
@@ -244,30 +298,50 @@ def _load_projects(
                 url=f"/reports/{name}/",
                 sites=sites,
                 max_upload_size=max_size,
+                tar=tar,
             )
             for name in contract.DEFAULT_PROJECTS
         }
-    projects = {}
+    if not isinstance(table, dict):
+        raise ConfigError("projects: must be a table of [projects.<name>] tables")
+    projects: dict[str, ProjectConfig] = {}
     for name, entry in table.items():
         where = f"projects.{name}."
+        if not _PROJECT_NAME_RE.fullmatch(name):
+            raise ConfigError(
+                f"projects.{name}: project names are letters, digits, '_', '.' and '-' "
+                "(at most 64, starting with a letter or digit)"
+            )
+        if name.lower() in {known.lower() for known in projects}:
+            raise ConfigError(f"projects.{name}: another project differs only in case")
         if not isinstance(entry, dict):
             raise ConfigError(f"projects.{name}: must be a table")
+        unknown = sorted(set(entry) - PROJECT_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(PROJECT_KEYS))})"
+            )
         for key in ("reports_root", "url"):
             if key not in entry:
                 raise ConfigError(f"{where}{key}: is required")
-        project_sites = tuple(site.lower() for site in entry.get("sites", sites))
+        url = _expect(entry, "url", str, where)
+        if not _URL_RE.fullmatch(url):
+            raise ConfigError(
+                f"{where}url: must be an http(s) URL or a path starting with '/' (got {url!r})"
+            )
+        project_sites = _site_list(entry["sites"], where) if "sites" in entry else sites
         stray = sorted(set(project_sites) - set(sites))
         if stray:
             raise ConfigError(f"{where}sites: {', '.join(stray)} not among the configured sites")
         projects[name] = ProjectConfig(
             name=name,
-            reports_root=Path(_expect(entry, "reports_root", str, where)),
-            url=_expect(entry, "url", str, where),
+            reports_root=_absolute_path(entry, "reports_root", where),
+            url=url,
             sites=project_sites,
-            max_upload_size=(
-                _expect(entry, "max_upload_size", int, where)
-                if "max_upload_size" in entry
-                else max_size
+            max_upload_size=_positive_int(entry, "max_upload_size", where, max_size),
+            staging_dir=(
+                _absolute_path(entry, "staging_dir", where) if "staging_dir" in entry else None
             ),
+            tar=_load_tar_limits(entry, where, tar),
         )
     return projects

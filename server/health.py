@@ -64,9 +64,10 @@ def check_writable(path: Path) -> dict[str, Any]:
 
 
 def directories(settings: Settings) -> dict[str, Path]:
-    named = {"uploads": settings.uploads_dir, "staging": settings.staging_dir}
+    named = {"uploads": settings.uploads_dir}
     for name, project in sorted(settings.projects.items()):
         named[f"reports:{name}"] = project.reports_root
+        named[f"staging:{name}"] = project.staging
     return named
 
 

@@ -20,6 +20,7 @@ from gunicorn.app.base import BaseApplication
 
 from .app import create_app
 from .config import Settings
+from .reports.recovery import start_recovery
 
 
 def _child_exit(_server: Any, worker: Any) -> None:
@@ -67,7 +68,9 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
                     self.cfg.set(key, value)
 
     def load(self):  # type: ignore[no-untyped-def]
-        return create_app(self.settings, check_schema=False)
+        app = create_app(self.settings, check_schema=False)
+        start_recovery(app)
+        return app
 
 
 def gunicorn_options(

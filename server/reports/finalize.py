@@ -1,65 +1,205 @@
 """Finalization of a finished upload: verify, publish, record.
 
-Idempotent: a second run (a retried request, or crash recovery at start-up)
-re-publishes the same bytes to the same name and updates the same rows.
+Order of work, chosen so a crash anywhere leaves something recovery can finish:
+
+1. the upload's row says whether it is already done (published: nothing to
+   do; failed: the same refusal again);
+2. under the report's lock, the payload is verified (whole-payload SHA-256)
+   and published: a file by an atomic rename, an archive by extraction into
+   a private staging directory, checks, and one swap of the report directory;
+3. then, in one short database transaction, the event, report and file rows
+   and the upload's state are written.
+
+A crash before 3 leaves the upload "receiving": finalizing it again (crash
+recovery at start-up, or the client re-sending its last PATCH) publishes the
+same bytes to the same names and writes the same rows.  No database
+transaction is open while files are extracted, so a long archive does not
+hold SQLite's write lock.
 """
 
 from __future__ import annotations
 
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from dqrxfer import contract
-from sqlalchemy.orm import Session
 
-from ..config import Settings
+from ..config import ProjectConfig, Settings
+from ..db import Database
 from ..db.models import Report, Upload, utcnow
 from ..tus.store import UploadInfo
-from . import publish, records
+from . import faults, publish, records
+from .archive import ArchiveRefused, extract_archive
+from .records import PublishedFile
+from .staging import Staging
+from .validation import validate_for_settings
+
+log = logging.getLogger("dqrxfer.reports")
+
+#: HTTP status of a finished upload whose content cannot be published.
+UNPROCESSABLE = 422
 
 
 class FinalizeError(Exception):
-    """The payload cannot be published; ``status`` is what the client is told."""
+    """The payload cannot be published; ``status`` and the message go to the client."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one publication changed in a report."""
+
+    files: list[PublishedFile]
+    removed: list[str]
+    payload_sha256: str
+
+
 def finalize_upload(
-    session: Session, settings: Settings, info: UploadInfo, data_path: Path
-) -> Report:
-    target = contract.validate_metadata(info.metadata, settings.projects, settings.sites)
+    database: Database, settings: Settings, info: UploadInfo, data_path: Path
+) -> str:
+    """Publish a finished upload and return its report's URL (idempotent)."""
+    with database.session() as session:
+        row = session.get(Upload, info.id)
+        if row is not None and row.state == "published" and row.report_id is not None:
+            report = session.get(Report, row.report_id)
+            if report is not None:
+                return report.url
+        if row is not None and row.state == "failed":
+            raise FinalizeError(UNPROCESSABLE, row.error or "this upload was refused")
+    try:
+        target = validate_for_settings(info.metadata, settings)
+    except contract.ContractError as error:
+        raise FinalizeError(UNPROCESSABLE, str(error)) from None
     project = settings.projects[target.project]
+    staging = Staging(project.staging, project.reports_root)
+    staging.ensure()
+    with staging.report_lock(target.report_relpath):
+        with database.session() as session:
+            existing = records.find_report(
+                session, target.graceid, project.name, target.site, target.revision
+            )
+            relpath = existing.path if existing is not None else target.report_relpath
+        report_dir = project.reports_root / relpath
+        if target.kind == contract.KIND_TAR:
+            outcome = _publish_archive(
+                settings, project, staging, target, info, data_path, report_dir
+            )
+        else:
+            outcome = _publish_file(project, target, data_path, report_dir)
+        faults.point("after-publish")
+        return _record(database, project, target, info, relpath, outcome)
+
+
+def _sha256_mismatch(digest: str, expected: str) -> FinalizeError:
+    return FinalizeError(
+        UNPROCESSABLE,
+        f"sha256: the received payload hashes to {digest}, not {expected} "
+        "as the metadata says; nothing was published",
+    )
+
+
+def _publish_file(
+    project: ProjectConfig, target: contract.ReportUpload, data_path: Path, report_dir: Path
+) -> Outcome:
     digest = publish.sha256_of(data_path)
     if target.sha256 is not None and digest != target.sha256:
-        raise FinalizeError(
-            422,
-            f"sha256: the received payload hashes to {digest}, not {target.sha256} "
-            "as the metadata says; nothing was published",
-        )
-    report_dir = project.reports_root / target.report_relpath
+        raise _sha256_mismatch(digest, target.sha256)
+    relpath = f"{target.subdir}/{target.filename}" if target.subdir else target.filename
+    try:
+        publish.check_file_target(report_dir, relpath)
+    except publish.PublishConflict as error:
+        field = contract.KEY_SUBDIR if error.path != relpath else contract.KEY_FILENAME
+        raise FinalizeError(UNPROCESSABLE, f"{field}: {error}; nothing was published") from None
     target_dir = report_dir / target.subdir if target.subdir else report_dir
     publish.make_dirs(target_dir, project.reports_root)
     publish.publish_file(data_path, target_dir / target.filename)
-
-    event = records.get_or_create_event(session, target.graceid)
-    report = records.get_or_create_report(
-        session,
-        event,
-        project.name,
-        target.site,
-        target.revision,
-        target.report_relpath,
-        project.report_url(target.report_relpath),
-    )
-    relpath = f"{target.subdir}/{target.filename}" if target.subdir else target.filename
     size = data_path.stat().st_size
-    records.record_file(session, report, relpath, size, digest, info.id, info.owner)
-    upload = session.get(Upload, info.id)
-    if upload is not None:
-        upload.state = "published"
-        upload.sha256 = digest
-        upload.finished = utcnow()
-        upload.report_id = report.id
-        upload.error = None
-    return report
+    return Outcome([PublishedFile(relpath, size, digest)], [], digest)
+
+
+def _publish_archive(
+    settings: Settings,
+    project: ProjectConfig,
+    staging: Staging,
+    target: contract.ReportUpload,
+    info: UploadInfo,
+    data_path: Path,
+    report_dir: Path,
+) -> Outcome:
+    with staging.workdir(info.id) as work:
+        extract_root = work / "extract"
+        extract_root.mkdir()
+        refused: ArchiveRefused | None = None
+        # The whole-payload digest is computed beside the extraction (hashlib
+        # releases the GIL), so verification costs no extra wall-clock time.
+        with ThreadPoolExecutor(1, thread_name_prefix="dqrxfer-sha256") as pool:
+            hashing = pool.submit(publish.sha256_of, data_path)
+            try:
+                staged = extract_archive(data_path, extract_root, project.tar)
+            except ArchiveRefused as error:
+                refused = error
+            digest = hashing.result()
+        if target.sha256 is not None and digest != target.sha256:
+            raise _sha256_mismatch(digest, target.sha256)
+        try:
+            if refused is not None:
+                raise refused
+            publish.check_overlay(report_dir, target.subdir, staged)
+        except ArchiveRefused as error:
+            raise FinalizeError(UNPROCESSABLE, f"{error}; nothing was published") from None
+        except publish.PublishConflict as error:
+            raise FinalizeError(UNPROCESSABLE, f"archive: {error}; nothing was published") from None
+        faults.point("after-extract")
+        publish.make_dirs(report_dir.parent, project.reports_root)
+        publish.publish_tree(staged, report_dir, target.subdir, work, durable=settings.fsync)
+    prefix = f"{target.subdir}/" if target.subdir else ""
+    files = [
+        PublishedFile(prefix + name, entry.size, entry.sha256)
+        for name, entry in sorted(staged.files.items())
+    ]
+    return Outcome(files, [prefix + name for name in staged.links], digest)
+
+
+def _record(
+    database: Database,
+    project: ProjectConfig,
+    target: contract.ReportUpload,
+    info: UploadInfo,
+    relpath: str,
+    outcome: Outcome,
+) -> str:
+    with database.session(write=True) as session:
+        event = records.get_or_create_event(session, target.graceid)
+        report = records.get_or_create_report(
+            session,
+            event,
+            project.name,
+            target.site,
+            target.revision,
+            relpath,
+            project.report_url(relpath),
+        )
+        now = utcnow()
+        records.record_files(
+            session, report, outcome.files, outcome.removed, info.id, info.owner, now
+        )
+        upload = session.get(Upload, info.id)
+        if upload is not None:
+            upload.state = "published"
+            upload.sha256 = outcome.payload_sha256
+            upload.finished = now
+            upload.report_id = report.id
+            upload.error = None
+        log.info(
+            "published upload %s into %s/%s: %d file(s)",
+            info.id,
+            project.name,
+            relpath,
+            len(outcome.files),
+        )
+        return report.url

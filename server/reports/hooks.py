@@ -2,46 +2,47 @@
 
 ``pre_create`` validates the metadata against the contract and the project
 configuration (400 naming the field and rule); ``post_create`` records the
-upload; ``post_finish`` verifies and publishes the payload.  Partial uploads
-of the concatenation extension carry no report metadata: they are neither
-validated nor recorded nor published; the final upload made of them is.
+upload; ``post_finish`` verifies and publishes the payload (422 naming the
+field, or the archive member, and the rule when it cannot be published).
+Partial uploads of the concatenation extension carry no report metadata: they
+are neither validated nor recorded nor published; the final upload made of
+them is.
 """
 
 from __future__ import annotations
 
 import logging
+from urllib.parse import urljoin
 
 from dqrxfer import contract
-from sqlalchemy.orm import Session
+from flask import has_request_context, request
 
 from ..config import Settings
 from ..db import Database, Upload
 from ..db.models import utcnow
 from ..tus import HookRejection, TusHooks, UploadInfo
+from ..tus.locker import Locker
 from ..tus.store import FileStore
 from .finalize import FinalizeError, finalize_upload
+from .validation import validate_for_settings
+
+__all__ = ["ReportHooks", "validate_for_settings"]
 
 log = logging.getLogger("dqrxfer.reports")
 
 
-def validate_for_settings(metadata: dict[str, str], settings: Settings) -> contract.ReportUpload:
-    """Validate against the contract, then the chosen project's own sites."""
-    target = contract.validate_metadata(metadata, settings.projects, settings.sites)
-    project = settings.projects[target.project]
-    if target.site not in project.sites:
-        raise contract.ContractError(
-            contract.KEY_UPLOADER,
-            f"project {project.name} accepts sites {', '.join(project.sites)}",
-            target.site,
-        )
-    return target
-
-
 class ReportHooks(TusHooks):
-    def __init__(self, settings: Settings, database: Database, store: FileStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        store: FileStore,
+        locker: Locker | None = None,
+    ) -> None:
         self.settings = settings
         self.database = database
         self.store = store
+        self.locker = locker
 
     def pre_create(self, info: UploadInfo) -> None:
         if info.is_partial:
@@ -57,8 +58,6 @@ class ReportHooks(TusHooks):
                 f"Upload-Length: project {project.name} accepts at most "
                 f"{project.max_upload_size} bytes",
             )
-        if target.kind == contract.KIND_TAR:
-            raise HookRejection(400, "kind: tar archives are not accepted by this server yet")
         info.metadata = {**info.metadata, **target.to_metadata()}
 
     def post_create(self, info: UploadInfo) -> None:
@@ -74,14 +73,13 @@ class ReportHooks(TusHooks):
         if info.is_partial:
             return {}
         try:
-            with self.database.session(write=True) as session:
-                report = finalize_upload(
-                    session, self.settings, info, self.store.data_path(info.id)
-                )
-                return {"Dqr-Report-Url": report.url}
+            url = finalize_upload(self.database, self.settings, info, self.store.data_path(info.id))
         except FinalizeError as error:
             self._mark_failed(info.id, str(error))
             raise HookRejection(error.status, str(error)) from None
+        if has_request_context():  # relative report URLs (embedded default) resolve here
+            url = urljoin(request.host_url, url)
+        return {"Dqr-Report-Url": url}
 
     def post_terminate(self, info: UploadInfo) -> None:
         self._mark_ended(info.id, "terminated")
@@ -98,9 +96,10 @@ class ReportHooks(TusHooks):
                 row.finished = utcnow()
 
     def _mark_failed(self, upload_id: str, message: str) -> None:
+        log.warning("upload %s refused: %s", upload_id, message)
         with self.database.session(write=True) as session:
             row = session.get(Upload, upload_id)
-            if row is not None:
+            if row is not None and row.state != "published":
                 row.state = "failed"
                 row.error = message
                 row.finished = utcnow()
@@ -121,7 +120,3 @@ def _upload_row(info: UploadInfo, target: contract.ReportUpload) -> Upload:
         length=info.length,
         state="receiving",
     )
-
-
-def upload_row(session: Session, upload_id: str) -> Upload | None:
-    return session.get(Upload, upload_id)

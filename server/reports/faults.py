@@ -1,0 +1,29 @@
+"""Fault points for crash tests.  TEST-ONLY: never set this in production.
+
+With ``DQRXFER_TEST_FAULT=<point>:<marker file>`` in its environment, a server
+process that reaches ``<point>`` writes its pid to the marker file and then
+stops dead, waiting to be killed (``kill -9``), so a test can crash it at an
+exact place of finalization and check what a restart makes of it.
+
+Points: ``after-extract`` (archive staged and checked, report unchanged) and
+``after-publish`` (report tree changed, database not yet).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+ENVIRONMENT_VARIABLE = "DQRXFER_TEST_FAULT"
+
+
+def point(name: str) -> None:
+    spec = os.environ.get(ENVIRONMENT_VARIABLE)
+    if not spec:
+        return
+    wanted, _, marker = spec.partition(":")
+    if wanted != name or not marker:
+        return
+    Path(marker).write_text(str(os.getpid()))
+    threading.Event().wait()

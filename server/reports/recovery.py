@@ -1,0 +1,101 @@
+"""Crash recovery: finish every upload that was received whole but never published.
+
+Each server worker starts :func:`start_recovery` once it has built its app.
+Only one process at a time does the work (a non-blocking flock on
+``<data_dir>/recovery.lock``; the others skip), and each upload is finalized
+under the same tus lock a client's PATCH takes, after re-reading its state:
+a worker that is still finalizing an upload, or a client re-sending its last
+PATCH, never races recovery into publishing twice.  Recovery also removes
+staging directories left by finalizations that died.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask
+from sqlalchemy import select
+
+from ..db.models import Upload, utcnow
+from ..tus.errors import TusError
+from ..tus.hooks import HookRejection
+from .hooks import ReportHooks
+from .staging import Staging, StagingError, lock_file, unlock_file
+
+log = logging.getLogger("dqrxfer.reports")
+
+EXTENSION_KEY = "dqrxfer.reports"
+
+
+def recover(hooks: ReportHooks) -> int:
+    """Finalize pending uploads; return how many were published (0 if another process does)."""
+    settings = hooks.settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = lock_file(settings.data_dir / "recovery.lock", timeout=None)
+    if fd is None:
+        log.info("recovery: another process is recovering")
+        return 0
+    try:
+        for project in settings.projects.values():
+            staging = Staging(project.staging, project.reports_root)
+            if staging.work.is_dir():
+                staging.remove_stale()
+        return _finish_pending(hooks)
+    finally:
+        unlock_file(fd)
+
+
+def _finish_pending(hooks: ReportHooks) -> int:
+    with hooks.database.session() as session:
+        pending = list(session.scalars(select(Upload.id).where(Upload.state == "receiving")))
+    published = 0
+    for upload_id in pending:
+        try:
+            info = hooks.store.get(upload_id)
+        except TusError:
+            _mark_gone(hooks, upload_id)
+            continue
+        if not info.finished:
+            continue
+        try:
+            if hooks.locker is None:
+                hooks.post_finish(info)
+            else:
+                with hooks.locker.lock(upload_id):
+                    hooks.post_finish(hooks.store.get(upload_id))
+            published += 1
+            log.info("recovery: finished upload %s", upload_id)
+        except HookRejection as error:
+            log.warning("recovery: upload %s refused: %s", upload_id, error.message)
+        except (TusError, StagingError) as error:
+            log.warning("recovery: upload %s skipped: %s", upload_id, error)
+        except Exception:
+            log.exception("recovery: upload %s failed", upload_id)
+    return published
+
+
+def _mark_gone(hooks: ReportHooks, upload_id: str) -> None:
+    with hooks.database.session(write=True) as session:
+        row = session.get(Upload, upload_id)
+        if row is not None and row.state == "receiving":
+            row.state = "expired"
+            row.error = "the upload's data no longer exists"
+            row.finished = utcnow()
+
+
+def start_recovery(app: Flask) -> threading.Thread | None:
+    """Run :func:`recover` in a background thread of this worker."""
+    hooks = app.extensions.get(EXTENSION_KEY)
+    if not isinstance(hooks, ReportHooks):
+        return None
+
+    def run() -> None:
+        try:
+            recover(hooks)
+        except Exception:
+            log.exception("recovery failed")
+
+    thread = threading.Thread(target=run, name="dqrxfer-recovery", daemon=True)
+    thread.start()
+    return thread
