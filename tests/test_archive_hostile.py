@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from support import tars
 from support.live import LiveServer
 from support.tars import directory, file, hardlink, special, symlink
-from support.uploads import report_metadata, send
+from support.uploads import report_metadata, resend_last_patch, send
 
 GRACEID = "S230518h"
 #: From the extraction root (<reports_root>/.dqrxfer-staging/work/<id>/extract)
@@ -272,14 +272,18 @@ def test_hostile_archive_is_refused_and_changes_nothing(
     assert not Path(absolute_target(base)).exists()
 
 
-def test_refusal_is_repeated_when_the_last_patch_is_resent(hostile_server: LiveServer) -> None:
-    from support.uploads import resend_last_patch
-
+def test_a_refusal_stands_when_the_last_patch_is_resent(hostile_server: LiveServer) -> None:
+    base = hostile_server.data_dir.parent
     payload = tars.build([symlink("passwd", "/etc/passwd")])
     sent = send(hostile_server.url, payload, report_metadata())
-    again = resend_last_patch(hostile_server.url, sent, len(payload))
-    assert again.status_code == 422
-    assert again.text == sent.final.text
+    assert sent.final.status_code == 422
+    before_tree, before_rows = snapshot(base), rows(hostile_server.data_dir)
+
+    resend_last_patch(hostile_server.url, sent, len(payload))
+
+    assert snapshot(base) == before_tree and rows(hostile_server.data_dir) == before_rows
+    state, error = upload_state(hostile_server.data_dir, sent.upload_id)
+    assert state == "failed" and error is not None and "symbolic link" in error
 
 
 def test_bytes_limit_from_the_project_configuration(tmp_path: Path) -> None:

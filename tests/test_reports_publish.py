@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from dqrxfer.server.db import Event, Report, ReportFile, Upload
+from dqrxfer.server.config import load_settings
+from dqrxfer.server.db import Database, Event, Report, ReportFile, Upload
+from dqrxfer.server.reports.finalize import finalize_upload
+from dqrxfer.server.tus.store import FileStore
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from support import tars
@@ -168,7 +171,7 @@ def test_links_may_not_go_through_links_already_in_the_report(live_server: LiveS
     assert tree_of(live_server.data_dir / REPORT) == before
 
 
-def test_finalization_is_idempotent(live_server: LiveServer) -> None:
+def test_resending_the_last_patch_changes_nothing(live_server: LiveServer) -> None:
     payload = tars.report_tree({"index.html": "v1", "tier1/a.json": "a1"})
     sent = send(live_server.url, payload, report_metadata())
     assert sent.final.status_code == 204
@@ -177,9 +180,34 @@ def test_finalization_is_idempotent(live_server: LiveServer) -> None:
     again = resend_last_patch(live_server.url, sent, len(payload))
 
     assert again.status_code == 204, again.text
-    assert again.headers["Dqr-Report-Url"] == sent.final.headers["Dqr-Report-Url"]
     assert tree_of(live_server.data_dir / REPORT) == tree
     assert db_state(live_server.data_dir) == state
+
+
+def test_finalizing_again_after_a_crash_gives_the_same_tree_and_rows(
+    live_server: LiveServer,
+) -> None:
+    """The hook itself, run again on an upload whose row never reached
+    "published" (a crash between the tree and the database): same result."""
+    payload = tars.report_tree({"index.html": "v1", "tier1/a.json": "a1"}, "gz")
+    sent = send(live_server.url, payload, report_metadata(subdir="pass1"))
+    assert sent.final.status_code == 204
+    tree, state = tree_of(live_server.data_dir / REPORT), db_state(live_server.data_dir)
+    settings = load_settings(None, live_server.data_dir)
+    database = Database(settings.database_url)
+    try:
+        with database.session(write=True) as session:
+            row = session.get(Upload, sent.upload_id)
+            assert row is not None
+            row.state = "receiving"
+        info = FileStore(settings.uploads_dir).get(sent.upload_id)
+        for _ in range(2):
+            url = finalize_upload(database, settings, info, settings.uploads_dir / sent.upload_id)
+            assert url == "/reports/O4/S230518h_dir/S230518h_llo_1/"
+            assert tree_of(live_server.data_dir / REPORT) == tree
+            assert db_state(live_server.data_dir) == state
+    finally:
+        database.dispose()
 
 
 def test_an_older_upload_finalized_again_does_not_undo_a_newer_pass(

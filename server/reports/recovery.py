@@ -2,9 +2,11 @@
 
 Each server worker starts :func:`start_recovery` once it has built its app.
 Only one process at a time does the work (a non-blocking flock on
-``<data_dir>/recovery.lock``; the others skip), and each upload is finalized
-under the same tus lock a client's PATCH takes, after re-reading its state:
-a worker that is still finalizing an upload, or a client re-sending its last
+``<data_dir>/recovery.lock``; the others skip).  The uploads the database
+still calls "receiving" are handed to the tus layer's own recovery, which
+takes the upload's lock without waiting (a busy upload is being finished by
+whoever holds it), re-reads its state and runs ``post_finish`` at most once
+more: a worker still finalizing an upload, or a client re-sending its last
 PATCH, never races recovery into publishing twice.  Recovery also removes
 staging directories left by finalizations that died.
 """
@@ -19,17 +21,17 @@ from sqlalchemy import select
 
 from ..db.models import Upload, utcnow
 from ..tus.errors import TusError
-from ..tus.hooks import HookRejection
+from ..tus.lifecycle import Uploads
 from .hooks import ReportHooks
-from .staging import Staging, StagingError, lock_file, unlock_file
+from .staging import Staging, lock_file, unlock_file
 
 log = logging.getLogger("dqrxfer.reports")
 
 EXTENSION_KEY = "dqrxfer.reports"
 
 
-def recover(hooks: ReportHooks) -> int:
-    """Finalize pending uploads; return how many were published (0 if another process does)."""
+def recover(hooks: ReportHooks, uploads: Uploads) -> int:
+    """Finish pending uploads; return how many were published (0 if another process does)."""
     settings = hooks.settings
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     fd = lock_file(settings.data_dir / "recovery.lock", timeout=None)
@@ -41,37 +43,31 @@ def recover(hooks: ReportHooks) -> int:
             staging = Staging(project.staging, project.reports_root)
             if staging.work.is_dir():
                 staging.remove_stale()
-        return _finish_pending(hooks)
+        return _finish_pending(hooks, uploads)
     finally:
         unlock_file(fd)
 
 
-def _finish_pending(hooks: ReportHooks) -> int:
+def _finish_pending(hooks: ReportHooks, uploads: Uploads) -> int:
     with hooks.database.session() as session:
         pending = list(session.scalars(select(Upload.id).where(Upload.state == "receiving")))
     published = 0
     for upload_id in pending:
         try:
-            info = hooks.store.get(upload_id)
+            info = uploads.store.get(upload_id)
         except TusError:
             _mark_gone(hooks, upload_id)
             continue
-        if not info.finished:
+        if info.completed or not (info.finished or info.is_final):
             continue
         try:
-            if hooks.locker is None:
-                hooks.post_finish(info)
-            else:
-                with hooks.locker.lock(upload_id):
-                    hooks.post_finish(hooks.store.get(upload_id))
-            published += 1
-            log.info("recovery: finished upload %s", upload_id)
-        except HookRejection as error:
-            log.warning("recovery: upload %s refused: %s", upload_id, error.message)
-        except (TusError, StagingError) as error:
-            log.warning("recovery: upload %s skipped: %s", upload_id, error)
+            after = uploads.recover(info)
         except Exception:
             log.exception("recovery: upload %s failed", upload_id)
+            continue
+        if after.completed:
+            published += 1
+            log.info("recovery: finished upload %s", upload_id)
     return published
 
 
@@ -87,12 +83,13 @@ def _mark_gone(hooks: ReportHooks, upload_id: str) -> None:
 def start_recovery(app: Flask) -> threading.Thread | None:
     """Run :func:`recover` in a background thread of this worker."""
     hooks = app.extensions.get(EXTENSION_KEY)
-    if not isinstance(hooks, ReportHooks):
+    uploads = app.extensions.get("tus")
+    if not isinstance(hooks, ReportHooks) or not isinstance(uploads, Uploads):
         return None
 
     def run() -> None:
         try:
-            recover(hooks)
+            recover(hooks, uploads)
         except Exception:
             log.exception("recovery failed")
 
