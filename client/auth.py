@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -362,6 +363,32 @@ def make_auth(
             raise
         return KerberosAuth(None, error, service)
     return KerberosAuth(creds, None, service)
+
+
+def auth_factory(
+    keytab: str | os.PathLike[str] | None = None,
+    principal: str | None = None,
+    service: str | None = None,
+) -> Callable[[], KerberosAuth]:
+    """Check the credentials once, and make one :class:`KerberosAuth` per
+    session from them (an auth object keeps per-host security contexts, which
+    threads must not share; the credentials themselves may be shared).
+
+    Raises :class:`AuthenticationError` at once for an unusable ``keytab``;
+    a missing ticket is kept and raised when a server asks for Kerberos.
+    """
+    try:
+        creds: gssapi.Credentials | None = check_credentials(keytab, principal)
+        problem: AuthenticationError | None = None
+    except AuthenticationError as error:
+        if keytab is not None:
+            raise
+        creds, problem = None, error
+
+    def make() -> KerberosAuth:
+        return KerberosAuth(creds, problem, service)
+
+    return make
 
 
 def login(
