@@ -7,10 +7,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import socket
 import time
 import zlib
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -465,3 +467,41 @@ def test_method_override_on_post(server: LiveServer) -> None:
         timeout=10,
     )
     assert response.status_code == 204 and offset_of(other) == 3
+
+
+def test_patches_on_one_keep_alive_connection_and_pipelined(server: LiveServer) -> None:
+    payload = os.urandom(600_000)
+    url = new_upload(server, len(payload))
+    with requests.Session() as session:
+        for start in (0, 200_000):
+            response = session.patch(
+                url,
+                headers={**TUS, "Content-Type": OCTETS, "Upload-Offset": str(start)},
+                data=payload[start : start + 200_000],
+                timeout=30,
+            )
+            assert response.status_code == 204
+            assert response.headers["Connection"] == "keep-alive"
+    # Two requests in one write: the second one's bytes arrive with the first.
+    path = urlsplit(url).path
+
+    def request(start: int, body: bytes) -> bytes:
+        head_lines = (
+            f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+            f"Content-Type: {OCTETS}\r\nUpload-Offset: {start}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        return head_lines.encode() + body
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        # A tiny first body: the server reads the second request ahead with it.
+        first, second = payload[400_000:400_010], payload[400_010:]
+        sock.sendall(request(400_000, first) + request(400_010, second))
+        answers = b""
+        while answers.count(b"\r\n\r\n") < 2:
+            chunk = sock.recv(65536)
+            assert chunk, answers
+            answers += chunk
+    statuses = [line.split()[1] for line in answers.split(b"\r\n") if line.startswith(b"HTTP/1.1")]
+    assert statuses == [b"204", b"204"], answers
+    assert data_file(server, url).read_bytes() == payload
