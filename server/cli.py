@@ -16,6 +16,7 @@ from dqrxfer import __version__
 from .auth import AuthConfigError, check_listen_address, preflight, with_overrides
 from .config import ConfigError, Settings, load_settings
 from .db import Database, migrate
+from .reports import commands as report_commands
 
 log = logging.getLogger("dqrxfer.server")
 
@@ -79,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument(
         "--dry-run", action="store_true", help="list expired uploads, remove nothing"
     )
+    report_commands.add_cleanup_options(cleanup)
+    report_commands.add_commands(commands, _add_config_options)
 
     db = commands.add_parser("db", help="database schema (Alembic) operations")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -162,6 +165,13 @@ def _metrics_directory() -> str | None:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Both parts of housekeeping: expired uploads (tus), stale staging (reports)."""
+    status = cleanup_uploads(args)
+    report_commands.cleanup_staging(args, _settings(args))
+    return status
+
+
+def cleanup_uploads(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = _settings(args)
@@ -231,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "cleanup":
             return cmd_cleanup(args)
+        if args.command in ("reports", "reindex"):
+            return report_commands.run(args)
         return cmd_db(args)
     except ConfigError as error:
         print(f"dqrxfer-server: configuration error: {error}", file=sys.stderr)

@@ -20,6 +20,7 @@ class Event(Base):
     """A candidate (one graceid) with reports from one or more sites."""
 
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_created", "created"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     graceid: Mapped[str] = mapped_column(String(64), unique=True)
@@ -34,7 +35,8 @@ class Report(Base):
     __tablename__ = "reports"
     __table_args__ = (
         UniqueConstraint("event_id", "project", "site", "revision", name="uq_reports_identity"),
-        Index("ix_reports_updated", "updated"),
+        # Recent reports, newest first, paged by (updated, id).
+        Index("ix_reports_updated_id", "updated", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -57,7 +59,10 @@ class ReportFile(Base):
     """One published file inside a report directory."""
 
     __tablename__ = "report_files"
-    __table_args__ = (UniqueConstraint("report_id", "relpath", name="uq_report_files_path"),)
+    __table_args__ = (
+        UniqueConstraint("report_id", "relpath", name="uq_report_files_path"),
+        Index("ix_report_files_upload_id", "upload_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"), index=True)
@@ -75,7 +80,11 @@ class Upload(Base):
     """A tus upload carrying a report payload, and what became of it."""
 
     __tablename__ = "uploads"
-    __table_args__ = (Index("ix_uploads_created", "created"),)
+    __table_args__ = (
+        Index("ix_uploads_created", "created"),
+        # Crash recovery looks for uploads still "receiving".
+        Index("ix_uploads_state", "state"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     principal: Mapped[str | None] = mapped_column(String(256))

@@ -1,0 +1,327 @@
+"""Operator commands for reports, run as real processes: ``reports list``,
+``reports show``, ``reports register``, ``reindex`` and the staging part of
+``cleanup``."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import requests
+from conftest import run_cli
+from dqrxfer.server.db import Report, ReportFile
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+from support import tars
+from support.live import LiveServer
+from support.uploads import report_metadata, send
+
+O4 = Path("reports/O4")
+
+
+def cli(data_dir: Path, *args: str) -> tuple[int, str, str]:
+    result = run_cli("dqrxfer-server", *args, "--data-dir", str(data_dir))
+    return result.returncode, result.stdout, result.stderr
+
+
+def rows(data_dir: Path) -> dict[str, dict[str, tuple[int, str | None]]]:
+    engine = create_engine(f"sqlite:///{data_dir / 'dqrxfer.sqlite'}")
+    with Session(engine) as session:
+        found: dict[str, dict[str, tuple[int, str | None]]] = {}
+        for report in session.scalars(select(Report)):
+            found[report.path] = {
+                row.relpath: (row.size, row.sha256)
+                for row in session.scalars(
+                    select(ReportFile).where(ReportFile.report_id == report.id)
+                )
+            }
+    engine.dispose()
+    return found
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_list_and_show(live_server: LiveServer) -> None:
+    for graceid, site, revision in (
+        ("S230518h", "llo", 1),
+        ("S230518h", "virgo", 2),
+        ("G123456", "lho", 1),
+    ):
+        payload = tars.report_tree({"index.html": f"{graceid} {site}", "tier1/a.json": "{}"})
+        sent = send(
+            live_server.url,
+            payload,
+            report_metadata(graceid=graceid, uploader=site, revision=revision),
+        )
+        assert sent.final.status_code == 204, sent.final.text
+    data = live_server.data_dir
+
+    status, out, _ = cli(data, "reports", "list")
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "graceid",
+        "site",
+        "revision",
+        "project",
+        "file_count",
+        "bytes",
+        "updated",
+        "path",
+    ]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["G123456", "lho", "1"],
+        ["S230518h", "virgo", "2"],
+        ["S230518h", "llo", "1"],
+    ]
+    status, out, _ = cli(
+        data, "reports", "list", "--graceid", "S230518h", "--site", "VIRGO", "--json"
+    )
+    listed = json.loads(out)
+    assert [(r["graceid"], r["site"], r["revision"], r["file_count"]) for r in listed] == [
+        ("S230518h", "virgo", 2, 2)
+    ]
+    status, out, _ = cli(data, "reports", "list", "--project", "O4", "--since", "1h", "--json")
+    assert len(json.loads(out)) == 3
+    status, out, err = cli(data, "reports", "list", "--since", "2999-01-01")
+    assert status == 0 and out == "" and "no reports" in err
+    status, _, err = cli(data, "reports", "list", "--since", "yesterday")
+    assert status == 1 and "--since: 'yesterday' is neither a date/time" in err
+
+    status, out, _ = cli(data, "reports", "show", "S230518h_llo_1", "--json")
+    shown = json.loads(out)
+    assert shown["path"] == "S230518h_dir/S230518h_llo_1" and shown["file_count"] == 2
+    assert [(f["path"], f["sha256"]) for f in shown["files"]] == [
+        ("index.html", sha(b"S230518h llo")),
+        ("tier1/a.json", sha(b"{}")),
+    ]
+    status, out, _ = cli(data, "reports", "show", "S230518h_llo_1")
+    assert status == 0 and "url: /reports/O4/S230518h_dir/S230518h_llo_1/" in out
+    assert sha(b"{}") in out
+    status, _, err = cli(data, "reports", "show", "S230518h_llo_7")
+    assert status == 1 and "S230518h_llo_7: no such report" in err
+    status, _, err = cli(data, "reports", "show", "nonsense")
+    assert status == 1 and "report directory: must be named <graceid>_<site>_<revision>" in err
+
+
+def test_register_publishes_a_directory_produced_here(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "made-at-cit"
+    (source / "tier1").mkdir(parents=True)
+    (source / "index.html").write_text("<html>cit</html>")
+    (source / "tier1/data.json").write_text('{"cit": true}')
+    data = live_server.data_dir
+
+    status, out, err = cli(
+        data,
+        "reports",
+        "register",
+        "--project",
+        "O4",
+        "--graceid",
+        "S230518h",
+        "--site",
+        "LHO",
+        "--revision",
+        "3",
+        "--path",
+        str(source),
+    )
+
+    assert status == 0, err
+    assert out.strip() == "published: 2 file(s); report /reports/O4/S230518h_dir/S230518h_lho_3/"
+    report = data / O4 / "S230518h_dir/S230518h_lho_3"
+    assert (report / "tier1/data.json").read_text() == '{"cit": true}'
+    assert rows(data)["S230518h_dir/S230518h_lho_3"] == {
+        "index.html": (16, sha(b"<html>cit</html>")),
+        "tier1/data.json": (13, sha(b'{"cit": true}')),
+    }
+    served = requests.get(f"{live_server.url}/reports/O4/S230518h_dir/S230518h_lho_3/", timeout=10)
+    assert served.text == "<html>cit</html>"
+    links = requests.get(f"{live_server.url}/api/v1/events/S230518h/reports", timeout=10).json()
+    assert [(r["site"], r["revision"]) for r in links["reports"]] == [("lho", 3)]
+
+
+def test_register_in_place_and_refusals(live_server: LiveServer, tmp_path: Path) -> None:
+    data = live_server.data_dir
+    in_place = data / O4 / "S230601a_dir/S230601a_llo_1"
+    in_place.mkdir(parents=True)
+    (in_place / "index.html").write_text("made in place")
+
+    status, out, err = cli(
+        data,
+        "reports",
+        "register",
+        "--project",
+        "o4",
+        "--graceid",
+        "S230601a",
+        "--site",
+        "llo",
+        "--revision",
+        "1",
+        "--path",
+        str(in_place),
+    )
+    assert status == 0, err
+    assert out.startswith("indexed in place: 1 file(s)")
+    assert rows(data)["S230601a_dir/S230601a_llo_1"] == {"index.html": (13, sha(b"made in place"))}
+
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    (hostile / "index.html").write_text("x")
+    (hostile / "passwd").symlink_to("/etc/passwd")
+    status, _, err = cli(
+        data,
+        "reports",
+        "register",
+        "--project",
+        "O4",
+        "--graceid",
+        "S230601a",
+        "--site",
+        "llo",
+        "--revision",
+        "2",
+        "--path",
+        str(hostile),
+    )
+    assert status == 1
+    assert (
+        "entry 'passwd': symbolic link to an absolute path ('/etc/passwd'); nothing was published"
+        in err
+    )
+    assert not (data / O4 / "S230601a_dir/S230601a_llo_2").exists()
+
+    status, _, err = cli(
+        data,
+        "reports",
+        "register",
+        "--graceid",
+        "S230601a",
+        "--site",
+        "llo",
+        "--revision",
+        "2",
+        "--path",
+        str(hostile),
+    )
+    assert status == 1 and "--project: required (one of MDC, O4, personal, replay)" in err
+    status, _, err = cli(
+        data,
+        "reports",
+        "register",
+        "--project",
+        "O4",
+        "--graceid",
+        "S23",
+        "--site",
+        "llo",
+        "--revision",
+        "2",
+        "--path",
+        str(hostile),
+    )
+    assert status == 1 and "graceid: must be" in err
+
+
+def tree_state(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        path.relative_to(root).as_posix(): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and ".dqrxfer-staging" not in path.parts
+    }
+
+
+def test_reindex_adopts_an_existing_tree_without_changing_it(data_dir: Path) -> None:
+    root = data_dir / O4
+    files = {
+        "S230518h_dir/S230518h_llo_1/index.html": b"<html>llo</html>",
+        "S230518h_dir/S230518h_llo_1/tier1/data.json": b"{}",
+        "S230518h_dir/S230518h_LHO_2/index.html": b"<html>legacy spelling</html>",
+        "G123456_dir/G123456_virgo_0/index.html": b"virgo",
+        "S230518h_dir/S230518h_llo_1/.htaccess": b"hidden: not indexed",
+        "notes/readme.txt": b"not a report",
+        "S230518h_dir/not-a-report/x": b"x",
+    }
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(content)
+    assert cli(data_dir, "db", "upgrade")[0] == 0
+    before = tree_state(root)
+
+    status, out, err = cli(data_dir, "reindex", "--dry-run")
+    assert status == 0 and "would index: 3 new" in out and rows(data_dir) == {}
+
+    status, out, err = cli(data_dir, "reindex")
+
+    assert status == 0, err
+    assert "indexed: 3 new, 0 updated, 0 unchanged report(s); 4 file(s) hashed" in out
+    assert "skipped O4/notes: not named <graceid>_dir" in err
+    assert "skipped O4/S230518h_dir/not-a-report: report directory: must be named" in err
+    assert tree_state(root) == before
+    assert rows(data_dir) == {
+        "S230518h_dir/S230518h_llo_1": {
+            "index.html": (16, sha(b"<html>llo</html>")),
+            "tier1/data.json": (2, sha(b"{}")),
+        },
+        "S230518h_dir/S230518h_LHO_2": {"index.html": (28, sha(b"<html>legacy spelling</html>"))},
+        "G123456_dir/G123456_virgo_0": {"index.html": (5, sha(b"virgo"))},
+    }
+    status, out, _ = cli(data_dir, "reports", "show", "S230518h_lho_2", "--json")
+    assert json.loads(out)["url"] == "/reports/O4/S230518h_dir/S230518h_LHO_2/"
+
+    status, out, _ = cli(data_dir, "reindex")
+    assert "0 new, 0 updated, 3 unchanged report(s); 0 file(s) hashed" in out
+
+    changed = root / "S230518h_dir/S230518h_llo_1/index.html"
+    changed.write_bytes(b"<html>changed by hand</html>")
+    later = time.time() + 5
+    os.utime(changed, (later, later))
+    (root / "S230518h_dir/S230518h_llo_1/tier1/data.json").unlink()
+    status, out, _ = cli(data_dir, "reindex", "--project", "O4")
+    assert "0 new, 1 updated, 2 unchanged report(s); 1 file(s) hashed, 1 row(s)" in out
+    assert rows(data_dir)["S230518h_dir/S230518h_llo_1"] == {
+        "index.html": (28, sha(b"<html>changed by hand</html>"))
+    }
+
+
+def test_cleanup_removes_only_dead_staging(data_dir: Path) -> None:
+    work = data_dir / O4 / ".dqrxfer-staging/work"
+    work.mkdir(parents=True)
+    dead = work / "abc.111111"
+    dead.mkdir()
+    (dead / "extract").mkdir()
+    (work / "abc.111111.lock").touch()
+    alive = work / "def.222222"
+    alive.mkdir()
+    lock = open(work / "def.222222.lock", "w")  # noqa: SIM115 - held across the command
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    old_orphan = work / "ghi.333333"
+    old_orphan.mkdir()
+    two_hours_ago = time.time() - 7200
+    os.utime(old_orphan, (two_hours_ago, two_hours_ago))
+    young_orphan = work / "jkl.444444"
+    young_orphan.mkdir()
+    try:
+        status, out, err = cli(data_dir, "cleanup", "--dry-run")
+        assert status == 0, err
+        assert f"stale (not removed) staging directory {dead}" in out and dead.exists()
+
+        status, out, err = cli(data_dir, "cleanup")
+
+        assert status == 0, err
+        assert f"removed stale staging directory {dead}" in out
+        assert f"removed stale staging directory {old_orphan}" in out
+        assert not dead.exists() and not (work / "abc.111111.lock").exists()
+        assert not old_orphan.exists()
+        assert alive.exists() and young_orphan.exists()
+    finally:
+        lock.close()
