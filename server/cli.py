@@ -186,7 +186,7 @@ def cleanup_uploads(args: argparse.Namespace) -> int:
         print(f"skipped upload {upload_id}: {reason}", file=sys.stderr)
     print(
         f"{len(report.expired)} expired, {len(report.recovered)} finished, "
-        f"{len(report.skipped)} skipped"
+        f"{len(report.skipped)} skipped, {report.temporaries} stale temporary files removed"
     )
     app.extensions["dqrxfer.db"].dispose()
     return 0

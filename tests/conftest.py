@@ -62,6 +62,16 @@ def postgres_base_url() -> str:
 @pytest.fixture
 def postgres_url(postgres_base_url: str) -> Iterator[str]:
     """A URL whose search_path is a fresh schema, dropped afterwards."""
+    yield from _fresh_schema(postgres_base_url)
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url(postgres_base_url: str) -> Iterator[str]:
+    """Like ``postgres_url``, for a server shared by a module's tests."""
+    yield from _fresh_schema(postgres_base_url)
+
+
+def _fresh_schema(postgres_base_url: str) -> Iterator[str]:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(postgres_base_url)
     with admin.begin() as connection:

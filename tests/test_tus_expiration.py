@@ -3,6 +3,7 @@ server whose unfinished uploads expire two seconds after their last change."""
 
 from __future__ import annotations
 
+import os
 import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -95,13 +96,22 @@ def test_cleanup_finishes_an_upload_whose_finalization_a_crash_interrupted(
         assert patch(url, 0, b"abc").status_code == 204
     finally:
         server.stop()
-    # The last bytes reached the file, then the server died before post_finish.
+    # The last bytes reached the file, then the server died before post_finish,
+    # leaving a temporary file of a state write (and one a day old).
     with open(data_file(server, url), "ab") as handle:
         handle.write(b"def")
+    fresh = data_dir / "uploads" / f".{upload_id(url)}.info.0a1b2c3d.tmp"
+    stale = data_dir / "uploads" / f".{upload_id(url)}.info.4e5f6071.tmp"
+    fresh.write_text("{")
+    stale.write_text("{")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(stale, (two_days_ago, two_days_ago))
     output = run_cli(
         "dqrxfer-server", "cleanup", "--config", str(server.config), "--data-dir", str(data_dir)
     ).stdout
     assert f"finished upload {upload_id(url)}" in output
+    assert "1 stale temporary files removed" in output
+    assert fresh.exists() and not stale.exists()
     assert published(server, metadata).read_bytes() == b"abcdef"
     server.start()
     try:

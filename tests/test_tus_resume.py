@@ -1,6 +1,7 @@
 """Broken and stalled connections against a live server: received bytes are
 kept (a checksummed chunk: all or nothing), the upload's lock is released
-when the client vanishes, and a second writer waits, then gets 423."""
+when the client vanishes, and a second writer waits, then gets 423.  With
+SQLite (file locks) and PostgreSQL (advisory locks)."""
 
 from __future__ import annotations
 
@@ -30,15 +31,19 @@ LOCK_TIMEOUT = 1
 READ_TIMEOUT = 5
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("tus-resume")
     data = root / "data"
     data.mkdir()
-    config = write_config(
-        root / "config.toml", lock_timeout=LOCK_TIMEOUT, read_timeout=READ_TIMEOUT
-    )
-    live = LiveServer(data, config=config).start()
+    keys: dict[str, object] = {"lock_timeout": LOCK_TIMEOUT, "read_timeout": READ_TIMEOUT}
+    if request.param == "postgresql":
+        keys["database_url"] = request.getfixturevalue("module_postgres_url")
+    live = LiveServer(data, config=write_config(root / "config.toml", **keys)).start()
     yield live
     live.stop()
 

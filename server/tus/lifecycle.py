@@ -23,6 +23,10 @@ from .store import Store, UploadInfo
 
 log = logging.getLogger("dqrxfer.tus")
 
+#: Temporary files older than this (seconds) were left by a crash: no write
+#: (state file, concatenation of a final upload) takes a day.
+STALE_TEMPORARY_AGE = 24 * 3600
+
 
 @dataclass
 class TusOptions:
@@ -161,7 +165,8 @@ class Uploads:
         self.locker.discard(info.id)
 
     def sweep(self, now: float | None = None, dry_run: bool = False) -> SweepReport:
-        """Remove expired uploads and finish what crashes left undone.
+        """Remove expired uploads and finish what crashes left undone
+        (including temporary files a crash left behind).
 
         Uploads that are busy (locked) are skipped and left for the next run.
         """
@@ -187,6 +192,8 @@ class Uploads:
                         report.recovered.append(after)
             except errors.TusError as error:
                 report.skipped.append((upload_id, error.message))
+        if not dry_run:
+            report.temporaries = self.store.remove_stale_temporaries(now - STALE_TEMPORARY_AGE)
         return report
 
 
@@ -195,3 +202,4 @@ class SweepReport:
     expired: list[UploadInfo] = field(default_factory=list)
     recovered: list[UploadInfo] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    temporaries: int = 0

@@ -149,6 +149,8 @@ class Store(Protocol):
 
     def upload_ids(self) -> Iterator[str]: ...
 
+    def remove_stale_temporaries(self, older_than: float) -> int: ...
+
     def data_path(self, upload_id: str) -> Path: ...
 
 
@@ -237,6 +239,22 @@ class FileStore:
                 name = entry.name
                 if name.endswith(".info") and valid_id(name[: -len(".info")]):
                     yield name[: -len(".info")]
+
+    def remove_stale_temporaries(self, older_than: float) -> int:
+        """Remove temporary files (of writes a crash interrupted) last changed
+        before the POSIX time ``older_than``; returns how many."""
+        removed = 0
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                    continue
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime < older_than:
+                        os.unlink(entry.path)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
 
     def _read_pending(self, upload_id: str) -> int | None:
         try:
