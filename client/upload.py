@@ -1,32 +1,84 @@
-"""The upload API: send one payload to the server with tus and check the result.
+"""The upload API: send report payloads with tus, resumably, and check the result.
 
-``upload_file`` is what ``dqr-upload`` calls for each path; other tools can
-call it too::
+``dqr-upload`` and ``dqr-batch-upload`` are thin layers over this module, and
+other tools can call it too::
 
-    from dqrxfer.upload import ReportTarget, upload_file
-    result = upload_file("https://dqr.example.org", "report.html",
-                         ReportTarget("O4", "S230518h", "llo", 1))
-    print(result.report_url)
+    from dqrxfer.upload import ReportTarget, upload
+
+    results = upload("https://dqr.example.org", ["index.html", "plots/"],
+                     ReportTarget("O4", "S230518h", "llo", 1))
+    print(results[0].report_url)
+
+or, to keep a session, options and progress across calls, use
+:class:`ReportUploader` directly.
+
+One payload travels like this:
+
+1. plan: the path becomes a payload (file, tarball or packed directory) and
+   the metadata is checked against the report contract, before any traffic;
+2. scan: one pass over the bytes gives the whole-payload sha256 (sent in the
+   metadata) and, if the server checks chunks, each chunk's checksum;
+3. open: the resume store is asked for an unfinished upload of the same
+   payload to the same place; if the server still has it, the upload goes on
+   from the server's offset, otherwise a new upload is created and remembered;
+4. send: PATCH requests of ``chunk_size`` bytes, streamed from disk.  After a
+   failure the server's offset is asked again (HEAD) and sending continues
+   from there, so only bytes that never arrived are sent again;
+5. verify: the server's record of the upload must say ``published`` with our
+   size and sha256; then the resume entry is dropped and the report URL is
+   returned.
+
+With ``parallel=N`` and a server that has the concatenation extension, a
+large payload is sent as N partial uploads at once and joined by a final
+upload that carries the metadata.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
-from tusclient.client import TusClient
-from tusclient.exceptions import TusCommunicationError
 
 from . import contract
-from .errors import GaveUpError, RefusedError, UsageError
+from .errors import (
+    DqrxferError,
+    GaveUpError,
+    RefusedError,
+    TransientError,
+    UploadGoneError,
+    UsageError,
+    worst_exit_code,
+)
+from .payload import Payload, Scan, checksum_range, choose_checksum, payload_for, scan, tus_checksum
+from .progress import NullProgress, Progress, human_bytes
+from .resume import ResumeEntry, ResumeStore, resume_key
+from .retry import Retrier, RetryPolicy
+from .session import SessionFactory, make_session
+from .transport import (
+    Capabilities,
+    OffsetConflict,
+    SliceBody,
+    TusClient,
+    check_response,
+    new_offset,
+)
 
 log = logging.getLogger("dqr-xfer")
 
-DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
-TIMEOUT = (10, 120)
+MiB = 1024 * 1024
+DEFAULT_CHUNK_SIZE = 8 * MiB
+#: Consecutive checksum mismatches (460) on one chunk before the server's
+#: refusal is taken as final.
+MAX_CHECKSUM_FAILURES = 3
+#: States of the server's upload record that are final.
+PUBLISHED, FAILED = "published", "failed"
 
 
 @dataclass(frozen=True)
@@ -36,102 +88,619 @@ class ReportTarget:
     project: str
     graceid: str
     uploader: str
-    revision: int
+    revision: int | str
     subdir: str = ""
 
 
 @dataclass(frozen=True)
+class UploadOptions:
+    """How to send.  ``chunk_size`` is the size of one PATCH request;
+    ``parallel`` the number of partial uploads for one payload (needs the
+    server's concatenation extension); ``checksums`` sends Upload-Checksum
+    when the server offers it; ``resume`` uses the resume store."""
+
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    parallel: int = 1
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    checksums: bool = True
+    resume: bool = True
+    as_file: bool = False
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise UsageError("chunk size: must be at least 1 byte")
+        if self.parallel < 1:
+            raise UsageError("parallel: must be at least 1")
+
+
+@dataclass(frozen=True)
+class PlannedUpload:
+    """A payload and where it goes, checked locally."""
+
+    payload: Payload
+    report: contract.ReportUpload
+
+    @property
+    def label(self) -> str:
+        return self.payload.filename
+
+
+@dataclass(frozen=True)
 class UploadResult:
-    path: Path
+    source: Path
+    kind: str
+    filename: str
     upload_url: str
     size: int
     sha256: str
     report_url: str | None
+    #: Bytes put on the wire by this run (request bodies), and where the
+    #: upload stood when this run started (non-zero when it resumed).
+    sent_bytes: int = 0
+    resumed_from: int = 0
+    seconds: float = 0.0
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as handle:
-        while block := handle.read(4 * 1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass
+class Outcome:
+    """What happened to one path of a batch: a result or an error."""
+
+    path: Path
+    result: UploadResult | None = None
+    error: DqrxferError | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.error is None else self.error.exit_code
 
 
-def describe(path: Path, target: ReportTarget) -> contract.ReportUpload:
-    """Validate the target and the file name locally, before any network traffic."""
+def describe(payload: Payload, target: ReportTarget) -> contract.ReportUpload:
+    """Validate the target and the payload's name locally, before any traffic."""
     try:
         return contract.ReportUpload(
-            project=target.project,
+            project=target.project.strip(),
             graceid=contract.validate_graceid(target.graceid),
             site=contract.validate_site(target.uploader),
             revision=contract.validate_revision(target.revision),
             subdir=contract.validate_subdir(target.subdir),
-            filename=contract.validate_filename(path.name),
-            kind=contract.KIND_FILE,
-            sha256=sha256_file(path),
+            filename=contract.validate_filename(payload.filename),
+            kind=contract.validate_kind(payload.kind),
+            sha256=None,
         )
     except contract.ContractError as error:
         raise UsageError(str(error)) from None
 
 
-def _server_message(error: TusCommunicationError) -> str:
-    content = error.response_content
-    if isinstance(content, bytes):
-        content = content.decode("utf-8", "replace")
-    return (content or str(error)).strip()
+def upload_id(url: str) -> str:
+    return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
 
 
-def upload_file(
+class _Tally:
+    """Bytes of one payload: acknowledged per stream, plus those in flight;
+    feeds the progress bar and counts the bytes put on the wire."""
+
+    def __init__(self, task, streams: int, start: Sequence[int]) -> None:  # type: ignore[no-untyped-def]
+        self.task = task
+        self.lock = threading.Lock()
+        self.acked = list(start) + [0] * (streams - len(start))
+        self.flight = [0] * streams
+        self.wire = 0
+
+    def sending(self, stream: int):  # type: ignore[no-untyped-def]
+        def on_send(count: int) -> None:
+            with self.lock:
+                self.flight[stream] += count
+                self.wire += count
+                done = sum(self.acked) + sum(self.flight)
+            self.task.moveto(done)
+
+        return on_send
+
+    def acknowledge(self, stream: int, offset: int) -> None:
+        with self.lock:
+            self.acked[stream] = offset
+            self.flight[stream] = 0
+            done = sum(self.acked) + sum(self.flight)
+        self.task.moveto(done)
+
+
+class ReportUploader:
+    """Uploads payloads into one report (``target``) on ``server``.
+
+    ``session_factory`` makes the HTTP session each thread of work uses (this
+    is where authentication plugs in); ``store`` is the resume store (None
+    for the default location); ``progress`` shows transfers.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        target: ReportTarget,
+        options: UploadOptions | None = None,
+        session_factory: SessionFactory | None = None,
+        store: ResumeStore | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.endpoint = f"{self.server}/files/"
+        self.target = target
+        self.options = options or UploadOptions()
+        self.session_factory = session_factory or make_session
+        self.store = store or ResumeStore()
+        self.progress = progress or NullProgress()
+        self._capabilities: Capabilities | None = None
+        self._capabilities_lock = threading.Lock()
+
+    # -- planning ------------------------------------------------------------
+
+    def plan(self, path: str | Path) -> PlannedUpload:
+        payload = payload_for(Path(path), as_file=self.options.as_file)
+        return PlannedUpload(payload, describe(payload, self.target))
+
+    # -- the server ----------------------------------------------------------
+
+    def capabilities(self, tus: TusClient, retrier: Retrier) -> Capabilities:
+        """OPTIONS once per uploader (retried like any other request)."""
+        with self._capabilities_lock:
+            while self._capabilities is None:
+                try:
+                    self._capabilities = tus.capabilities()
+                except TransientError as error:
+                    retrier.failed(error)
+            caps = self._capabilities
+        return caps
+
+    # -- one payload ---------------------------------------------------------
+
+    def upload(self, item: str | Path | PlannedUpload) -> UploadResult:
+        planned = item if isinstance(item, PlannedUpload) else self.plan(item)
+        started = time.monotonic()
+        payload = planned.payload
+        session = self.session_factory()
+        try:
+            tus = TusClient(session, self.endpoint)
+            retrier = Retrier(self.options.retry, payload.filename)
+            caps = self.capabilities(tus, retrier)
+            if caps.max_size is not None and payload.size > caps.max_size:
+                raise RefusedError(
+                    413,
+                    f"{payload.source} is {payload.size} bytes; the server accepts at most "
+                    f"{caps.max_size} (Tus-Max-Size)",
+                )
+            algorithm = None
+            if self.options.checksums and caps.has("checksum"):
+                algorithm = choose_checksum(caps.checksum_algorithms)
+            hashed = self._scan(payload, algorithm)
+            report = contract.ReportUpload(**{**planned.report.__dict__, "sha256": hashed.sha256})
+            metadata = report.to_metadata()
+            streams = self._streams(payload.size, caps)
+            key = resume_key(self.server, metadata, payload.size, self._mode(streams))
+            what = f"{payload.filename}"
+            with self.store.lock(key, what):
+                try:
+                    if streams > 1:
+                        url, resumed, tally = self._send_parallel(
+                            session, tus, planned, hashed, metadata, streams, key, retrier
+                        )
+                    else:
+                        url, resumed, tally = self._send_single(
+                            tus, planned, hashed, metadata, key, retrier
+                        )
+                    record = self._verify(session, url, payload, hashed.sha256, retrier)
+                except RefusedError:
+                    # Sending the same again would be refused again: forget it.
+                    self.store.drop(key)
+                    raise
+                self.store.drop(key)
+        finally:
+            session.close()
+        result = UploadResult(
+            source=payload.source,
+            kind=payload.kind,
+            filename=payload.filename,
+            upload_url=url,
+            size=payload.size,
+            sha256=hashed.sha256,
+            report_url=record.get("report_url"),
+            sent_bytes=tally.wire,
+            resumed_from=resumed,
+            seconds=time.monotonic() - started,
+        )
+        log.info(
+            "Uploaded %s (%d bytes, sha256 %s) in %.1fs, %s sent%s",
+            payload.source,
+            result.size,
+            result.sha256,
+            result.seconds,
+            human_bytes(result.sent_bytes),
+            f", resumed at {human_bytes(resumed)}" if resumed else "",
+        )
+        return result
+
+    def _mode(self, streams: int) -> str:
+        return "single" if streams == 1 else f"parallel:{streams}:{self.options.chunk_size}"
+
+    def _streams(self, size: int, caps: Capabilities) -> int:
+        wanted = self.options.parallel
+        if wanted <= 1:
+            return 1
+        if not caps.has("concatenation"):
+            log.warning(
+                "the server has no concatenation extension: sending in one stream, not %d",
+                wanted,
+            )
+            return 1
+        chunks = -(-size // self.options.chunk_size)
+        return max(1, min(wanted, chunks))
+
+    def _scan(self, payload: Payload, algorithm: str | None) -> Scan:
+        task = self.progress.task(payload.filename, payload.size, unit="hash")
+        done = 0
+
+        def on_block(count: int) -> None:
+            nonlocal done
+            done += count
+            task.moveto(done)
+
+        try:
+            return scan(payload, self.options.chunk_size, algorithm, on_block)
+        finally:
+            task.close()
+
+    # -- one stream ----------------------------------------------------------
+
+    def _send_single(
+        self,
+        tus: TusClient,
+        planned: PlannedUpload,
+        hashed: Scan,
+        metadata: dict[str, str],
+        key: str,
+        retrier: Retrier,
+    ) -> tuple[str, int, _Tally]:
+        payload = planned.payload
+        for attempt in (1, 2):
+            url, offset = self._open_single(tus, payload, hashed, metadata, key, retrier)
+            task = self.progress.task(payload.filename, payload.size, offset)
+            tally = _Tally(task, 1, [offset])
+            try:
+                self._send_range(
+                    tus, url, payload, hashed, 0, payload.size, offset, retrier, tally, 0
+                )
+                return url, offset, tally
+            except UploadGoneError as error:
+                self.store.drop(key)
+                if attempt == 2:
+                    raise GaveUpError(f"{payload.filename}: {error}") from None
+                log.warning("%s; starting over", error)
+            finally:
+                task.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _open_single(
+        self,
+        tus: TusClient,
+        payload: Payload,
+        hashed: Scan,
+        metadata: dict[str, str],
+        key: str,
+        retrier: Retrier,
+    ) -> tuple[str, int]:
+        entry = self.store.get(key) if self.options.resume else None
+        if entry is not None and entry.url:
+            try:
+                offset = self._status(tus, entry.url, retrier)
+            except UploadGoneError:
+                log.warning(
+                    "%s: the server no longer has the unfinished upload %s; starting over",
+                    payload.filename,
+                    entry.url,
+                )
+                self.store.drop(key)
+            else:
+                log.info(
+                    "Resuming %s at %s of %s (%s)",
+                    payload.filename,
+                    human_bytes(offset),
+                    human_bytes(payload.size),
+                    entry.url,
+                )
+                return entry.url, offset
+        created = self._create(tus, payload.size, metadata, None, retrier)
+        if self.options.resume:
+            self.store.put(
+                key, ResumeEntry(self.server, payload.size, hashed.sha256, url=created.url)
+            )
+        log.info(
+            "Uploading %s (%s, kind=%s) to %s",
+            payload.source,
+            human_bytes(payload.size),
+            payload.kind,
+            created.url,
+        )
+        return created.url, created.offset
+
+    def _create(self, tus: TusClient, length, metadata, concat, retrier: Retrier):  # type: ignore[no-untyped-def]
+        while True:
+            try:
+                return tus.create(length, metadata, concat)
+            except TransientError as error:
+                retrier.failed(error)
+
+    def _status(self, tus: TusClient, url: str, retrier: Retrier) -> int:
+        while True:
+            try:
+                return tus.status(url).offset
+            except TransientError as error:
+                retrier.failed(error)
+
+    def _send_range(
+        self,
+        tus: TusClient,
+        url: str,
+        payload: Payload,
+        hashed: Scan,
+        base: int,
+        length: int,
+        offset: int,
+        retrier: Retrier,
+        tally: _Tally,
+        stream: int,
+    ) -> None:
+        """Send bytes ``[base + offset, base + length)`` of the payload to ``url``
+        (an upload of ``length`` bytes), PATCH by PATCH, until the server has
+        them all."""
+        chunk = self.options.chunk_size
+        checksum_failures = 0
+        while offset < length:
+            start = base + offset
+            end = min(base + length, (start // chunk + 1) * chunk)
+            header = self._checksum_header(payload, hashed, start, end)
+            body = SliceBody(payload, start, end, tally.sending(stream))
+            try:
+                response = tus.patch(url, offset, body, header)
+                moved = new_offset(response)
+                if not offset < moved <= length:
+                    raise TransientError(f"PATCH: the server moved from offset {offset} to {moved}")
+            except TransientError as error:
+                if getattr(error, "status", None) == 460:
+                    checksum_failures += 1
+                    if checksum_failures >= MAX_CHECKSUM_FAILURES:
+                        raise RefusedError(
+                            460,
+                            f"the server rejected the checksum of {payload.filename} "
+                            f"at offset {start} {checksum_failures} times: {error}",
+                        ) from None
+                if not isinstance(error, OffsetConflict):
+                    payload.check_unchanged()
+                retrier.failed(error)
+                tally.acknowledge(stream, offset)
+                before = offset
+                offset = self._status(tus, url, retrier)
+                if offset > before:
+                    retrier.progress()
+                tally.acknowledge(stream, offset)
+                continue
+            checksum_failures = 0
+            offset = moved
+            retrier.progress()
+            tally.acknowledge(stream, offset)
+
+    def _checksum_header(self, payload: Payload, hashed: Scan, start: int, end: int) -> str | None:
+        if not hashed.algorithm:
+            return None
+        digest = hashed.grid_digest(start, end)
+        if digest is None:  # a piece off the grid (after a resume mid-chunk)
+            digest = checksum_range(payload, hashed.algorithm, start, end)
+        return tus_checksum(hashed.algorithm, digest)
+
+    # -- several streams -----------------------------------------------------
+
+    def _send_parallel(
+        self,
+        session: requests.Session,
+        tus: TusClient,
+        planned: PlannedUpload,
+        hashed: Scan,
+        metadata: dict[str, str],
+        streams: int,
+        key: str,
+        retrier: Retrier,
+    ) -> tuple[str, int, _Tally]:
+        payload = planned.payload
+        parts = split_ranges(payload.size, streams, self.options.chunk_size)
+        entry = self.store.get(key) if self.options.resume else None
+        if entry is not None and entry.url:
+            # The final upload exists: the partial uploads were complete.
+            try:
+                self._status(tus, entry.url, retrier)
+                task = self.progress.task(payload.filename, payload.size, payload.size)
+                task.close()
+                return entry.url, payload.size, _Tally(task, 1, [payload.size])
+            except UploadGoneError:
+                self.store.drop(key)
+                entry = None
+        if entry is None or len(entry.partials) > len(parts):
+            entry = ResumeEntry(self.server, payload.size, hashed.sha256)
+        offsets: list[int] = []
+        urls: list[str] = []
+        for index, (start, end) in enumerate(parts):
+            url = entry.partials[index] if index < len(entry.partials) else None
+            if url is not None:
+                try:
+                    offsets.append(self._status(tus, url, retrier))
+                    urls.append(url)
+                    continue
+                except UploadGoneError:
+                    log.warning(
+                        "%s: partial upload %s is gone; recreating it", payload.filename, url
+                    )
+            created = self._create(tus, end - start, None, "partial", retrier)
+            urls.append(created.url)
+            offsets.append(created.offset)
+            entry.partials = urls + entry.partials[len(urls) :]
+            if self.options.resume:
+                self.store.put(key, entry)
+        resumed = sum(offsets)
+        if resumed:
+            log.info(
+                "Resuming %s at %s of %s in %d partial uploads",
+                payload.filename,
+                human_bytes(resumed),
+                human_bytes(payload.size),
+                len(parts),
+            )
+        else:
+            log.info(
+                "Uploading %s (%s, kind=%s) as %d partial uploads",
+                payload.source,
+                human_bytes(payload.size),
+                payload.kind,
+                len(parts),
+            )
+        task = self.progress.task(payload.filename, payload.size, resumed)
+        tally = _Tally(task, len(parts), offsets)
+        cancel = threading.Event()
+
+        def send(index: int) -> None:
+            start, end = parts[index]
+            own = self.session_factory()
+            try:
+                part_retrier = Retrier(
+                    self.options.retry, f"{payload.filename} part {index + 1}", cancel
+                )
+                part_tus = TusClient(own, self.endpoint)
+                self._send_range(
+                    part_tus,
+                    urls[index],
+                    payload,
+                    hashed,
+                    start,
+                    end - start,
+                    offsets[index],
+                    part_retrier,
+                    tally,
+                    index,
+                )
+            except BaseException:
+                cancel.set()
+                raise
+            finally:
+                own.close()
+
+        try:
+            with ThreadPoolExecutor(len(parts), thread_name_prefix="dqr-part") as pool:
+                futures = [pool.submit(send, index) for index in range(len(parts))]
+                errors = [f.exception() for f in futures]
+        finally:
+            task.close()
+        failures = [e for e in errors if e is not None]
+        if failures:
+            gone = [e for e in failures if isinstance(e, UploadGoneError)]
+            if gone:
+                self.store.drop(key)
+                raise GaveUpError(f"{payload.filename}: {gone[0]}; run again to start over")
+            raise _most_telling(failures)
+        concat = "final;" + " ".join(urls)
+        final = self._create(tus, None, metadata, concat, retrier)
+        entry.url = final.url
+        if self.options.resume:
+            self.store.put(key, entry)
+        return final.url, resumed, tally
+
+    # -- the server's record -------------------------------------------------
+
+    def _verify(
+        self,
+        session: requests.Session,
+        url: str,
+        payload: Payload,
+        sha256: str,
+        retrier: Retrier,
+    ) -> dict:
+        """The server's record must say published, with our size and sha256."""
+        record_url = f"{self.server}/api/v1/uploads/{upload_id(url)}"
+        while True:
+            try:
+                try:
+                    response = session.get(record_url)
+                except requests.RequestException as error:
+                    raise TransientError(f"upload record: {error}") from error
+                check_response(response, "upload record")
+                record = response.json()
+                state = record.get("state")
+                if state == FAILED:
+                    raise RefusedError(422, str(record.get("error") or "the server failed it"))
+                if state != PUBLISHED:
+                    raise TransientError(f"the server is still finishing the upload ({state})")
+                break
+            except TransientError as error:
+                retrier.failed(error)
+        if record.get("length") != payload.size or record.get("sha256") != sha256:
+            raise RefusedError(
+                409,
+                f"the server's record of {url} does not match what was sent: size "
+                f"{record.get('length')} (sent {payload.size}), sha256 {record.get('sha256')} "
+                f"(sent {sha256})",
+            )
+        return record
+
+    # -- several payloads ----------------------------------------------------
+
+    def upload_many(
+        self, items: Iterable[str | Path | PlannedUpload], jobs: int = 1
+    ) -> list[Outcome]:
+        """Upload each item (``jobs`` at a time); never raises for one item's
+        failure: each outcome holds its result or its error."""
+        todo = list(items)
+
+        def one(item: str | Path | PlannedUpload) -> Outcome:
+            path = item.payload.source if isinstance(item, PlannedUpload) else Path(item)
+            try:
+                return Outcome(path, result=self.upload(item))
+            except DqrxferError as error:
+                text = str(error)
+                log.error("%s", text if text.startswith(path.name) else f"{path}: {text}")
+                return Outcome(path, error=error)
+
+        if jobs <= 1 or len(todo) <= 1:
+            return [one(item) for item in todo]
+        with ThreadPoolExecutor(min(jobs, len(todo)), thread_name_prefix="dqr-job") as pool:
+            return list(pool.map(one, todo))
+
+
+def split_ranges(size: int, parts: int, chunk_size: int) -> list[tuple[int, int]]:
+    """Split ``[0, size)`` into at most ``parts`` ranges whose boundaries fall
+    on the chunk grid (so precomputed chunk checksums apply to every part)."""
+    chunks = -(-size // chunk_size)
+    parts = max(1, min(parts, chunks))
+    ranges = []
+    for index in range(parts):
+        first = chunks * index // parts
+        last = chunks * (index + 1) // parts
+        ranges.append((first * chunk_size, min(size, last * chunk_size)))
+    return ranges
+
+
+def _most_telling(errors: list[BaseException]) -> BaseException:
+    """The error whose exit code :func:`worst_exit_code` would pick."""
+    codes = [getattr(error, "exit_code", 1) for error in errors]
+    return errors[codes.index(worst_exit_code(codes))]
+
+
+def upload(
     server: str,
-    path: str | Path,
+    paths: Iterable[str | Path],
     target: ReportTarget,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    session: requests.Session | None = None,
-) -> UploadResult:
-    """Upload one file as ``kind=file`` and return where it landed."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: not a readable file")
-    report = describe(path, target)
-    endpoint = f"{server}/files/"
-    client = TusClient(endpoint)
-    try:
-        uploader = client.uploader(
-            file_path=str(path), chunk_size=chunk_size, metadata=report.to_metadata()
-        )
-        uploader.upload()
-    except TusCommunicationError as error:
-        status = error.status_code
-        if status is not None and 400 <= status < 500:
-            raise RefusedError(status, _server_message(error)) from None
-        raise GaveUpError(f"upload of {path} failed: {_server_message(error)}") from None
-    except requests.RequestException as error:
-        raise GaveUpError(f"upload of {path} failed: {error}") from None
-    upload_url = uploader.url
-    size = path.stat().st_size
-    record = _fetch_record(server, upload_url, session)
-    if record.get("state") != "published":
-        raise RefusedError(
-            409, f"upload {upload_url} is {record.get('state')}: {record.get('error')}"
-        )
-    if record.get("sha256") != report.sha256 or record.get("length") != size:
-        raise RefusedError(
-            409,
-            f"server record of {upload_url} does not match: size {record.get('length')}, "
-            f"sha256 {record.get('sha256')}",
-        )
-    return UploadResult(path, upload_url, size, report.sha256 or "", record.get("report_url"))
-
-
-def _fetch_record(server: str, upload_url: str, session: requests.Session | None) -> dict:
-    upload_id = upload_url.rstrip("/").rsplit("/", 1)[-1]
-    http = session or requests.Session()
-    try:
-        response = http.get(f"{server}/api/v1/uploads/{upload_id}", timeout=TIMEOUT)
-    except requests.RequestException as error:
-        raise GaveUpError(f"cannot read the server's record of {upload_url}: {error}") from None
-    if response.status_code != 200:
-        raise GaveUpError(
-            f"cannot read the server's record of {upload_url}: HTTP {response.status_code}"
-        )
-    return response.json()
+    options: UploadOptions | None = None,
+    session_factory: SessionFactory | None = None,
+    jobs: int = 1,
+) -> list[UploadResult]:
+    """Upload ``paths`` into one report and return their results; raise the
+    first error if any path failed (after the others were tried)."""
+    uploader = ReportUploader(server, target, options, session_factory)
+    outcomes = uploader.upload_many(paths, jobs)
+    for outcome in outcomes:
+        if outcome.error is not None:
+            raise outcome.error
+    return [outcome.result for outcome in outcomes if outcome.result is not None]

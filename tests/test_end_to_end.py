@@ -180,6 +180,11 @@ def test_server_down_is_exit_5(tmp_path: Path) -> None:
         "llo",
         "--revision",
         "1",
+        "--retries",
+        "2",
+        "--retry-wait",
+        "0.1",
         str(payload),
     )
     assert result.returncode == 5, result.stderr
+    assert "gave up after 2 retries" in result.stderr

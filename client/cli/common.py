@@ -1,5 +1,7 @@
-"""What every dqrxfer command shares: -v/-q/-V, the LVK logging style, and the
-mapping of errors to exit codes (done here, at the edge, and nowhere else)."""
+"""What every dqrxfer command shares: -v/-q/-V, the LVK logging style, the
+server and transfer options, building the HTTP session (where credentials
+plug in), and the mapping of errors to exit codes (done here, at the edge,
+and nowhere else)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,16 @@ import sys
 import time
 from collections.abc import Callable
 
+import requests
 from dqrxfer import __version__
 from dqrxfer.errors import DqrxferError
+from dqrxfer.progress import LogProgress, NullProgress, Progress, TqdmProgress
+from dqrxfer.retry import RetryPolicy
+from dqrxfer.session import SessionFactory, Timeouts, session_factory
+from dqrxfer.settings import resolve_server
 
 LOGGER_NAME = "dqr-xfer"
+LOG_FORMAT = "%(levelname)s:%(name)s:%(message)s"
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -23,12 +31,130 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
 
 
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-s",
+        "--server",
+        help="server URL (default: $DQRXFER_SERVER, then 'server' in the user config file, "
+        "then the central server)",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=Timeouts.connect,
+        metavar="SECONDS",
+        help="time allowed to connect, and for each send to progress (default %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=Timeouts.read,
+        metavar="SECONDS",
+        help="time allowed for the server to answer a request (default %(default)s)",
+    )
+    add_auth_options(parser)
+
+
+def add_retry_options(parser: argparse.ArgumentParser) -> None:
+    policy = RetryPolicy()
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=policy.retries,
+        help="failed attempts in a row (without progress) before giving up (default %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-wait",
+        type=float,
+        default=policy.wait,
+        metavar="SECONDS",
+        help="wait before the first retry; doubles after each failure in a row, with "
+        "jitter, up to 5 minutes (default %(default)s)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=policy.deadline,
+        metavar="SECONDS",
+        help="give up on a payload after this long, whatever happens (default %(default)s)",
+    )
+
+
+# -- credentials: the one place where authentication plugs into the commands --
+
+
+def add_auth_options(parser: argparse.ArgumentParser) -> None:
+    """Options choosing credentials (Kerberos ticket or keytab) — see
+    ``dqrxfer.auth``.  Every command that talks to the server calls this."""
+
+
+def auth_factory(args: argparse.Namespace) -> Callable[[], requests.auth.AuthBase | None] | None:
+    """What authenticates each session the command makes (None: no auth).
+
+    Called once per command, before any request; raising
+    :class:`~dqrxfer.errors.AuthenticationError` here (no ticket, say) ends
+    the command with exit code 3 before any traffic.
+    """
+    return None
+
+
+def make_session_factory(args: argparse.Namespace) -> SessionFactory:
+    """The sessions of one command: timeouts from the options, credentials
+    from :func:`auth_factory`."""
+    timeouts = Timeouts(connect=args.connect_timeout, read=args.timeout)
+    return session_factory(make_auth=auth_factory(args), timeouts=timeouts)
+
+
+def retry_policy(args: argparse.Namespace) -> RetryPolicy:
+    return RetryPolicy(
+        retries=max(0, args.retries),
+        wait=max(0.0, args.retry_wait),
+        deadline=args.deadline if args.deadline and args.deadline > 0 else None,
+    )
+
+
+def server_url(args: argparse.Namespace) -> str:
+    return resolve_server(args.server)
+
+
+# -- output ------------------------------------------------------------------
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+class _TqdmHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes log lines above the progress bars instead of through them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # pragma: no cover - as logging.StreamHandler does
+            self.handleError(record)
+
+
 def setup_logging(args: argparse.Namespace) -> logging.Logger:
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s:%(name)s:%(message)s")
+    handler: logging.Handler = (
+        _TqdmHandler() if stderr_is_terminal() else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
     if args.verbose < 2:
         logging.getLogger("urllib3").setLevel(logging.WARNING)
     return logging.getLogger(LOGGER_NAME)
+
+
+def make_progress(args: argparse.Namespace) -> Progress:
+    """Bars on a terminal, occasional log lines otherwise, nothing with -q."""
+    if args.quiet:
+        return NullProgress()
+    return TqdmProgress() if stderr_is_terminal() else LogProgress()
 
 
 def run(action: Callable[[logging.Logger], int], log: logging.Logger) -> int:

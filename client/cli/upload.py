@@ -1,4 +1,4 @@
-"""``dqr-upload``: push a report file (or several) to the central server."""
+"""``dqr-upload``: push report files, tarballs or directories to the central server."""
 
 from __future__ import annotations
 
@@ -8,35 +8,146 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dqrxfer.settings import resolve_server
-from dqrxfer.upload import DEFAULT_CHUNK_SIZE, ReportTarget, upload_file
+from dqrxfer.errors import UsageError, worst_exit_code
+from dqrxfer.payload import scan
+from dqrxfer.progress import human_bytes
+from dqrxfer.upload import (
+    DEFAULT_CHUNK_SIZE,
+    MiB,
+    ReportTarget,
+    ReportUploader,
+    UploadOptions,
+)
 
-from .common import add_common_options, run, setup_logging
+from .common import (
+    add_common_options,
+    add_retry_options,
+    add_server_options,
+    make_progress,
+    make_session_factory,
+    retry_policy,
+    run,
+    server_url,
+    setup_logging,
+)
+
+EPILOG = """\
+A file is sent as it is; a tar archive (plain, gzip, bzip2, xz: recognised by
+its content) is unpacked into the report by the server; a directory is packed
+into a tar on the fly and unpacked likewise.  An interrupted upload continues
+where it stopped when the same command is run again.
+
+exit codes: 0 done; 2 usage (bad options or input); 3 authentication (no
+ticket, expired, refused); 4 refused by the server (validation, authorization,
+checksum: read the message); 5 gave up after retries (worth a retry later,
+e.g. a condor retry).
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dqr-upload",
-        description="Upload Data Quality Report files to the central server (resumable, verified).",
+        description="Upload Data Quality Report files, tarballs or directories to the "
+        "central server (resumable, verified).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="report file(s) to upload")
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="report file, tarball or directory to upload"
+    )
     parser.add_argument("-p", "--project", required=True, help="project: replay, MDC, O4, personal")
     parser.add_argument("-g", "--graceid", required=True, help="GraceDB id, e.g. S230518h")
     parser.add_argument("-u", "--uploader", required=True, help="site: llo, lho, virgo, kagra")
     parser.add_argument("--revision", required=True, help="report revision (non-negative integer)")
     parser.add_argument("--subdir", default="", help="sub-directory inside the report")
-    parser.add_argument(
-        "-s", "--server", help="server URL (default: $DQRXFER_SERVER, user config, central server)"
-    )
+    add_server_options(parser)
+    add_retry_options(parser)
     parser.add_argument(
         "--chunk-size",
         type=int,
-        default=DEFAULT_CHUNK_SIZE // (1024 * 1024),
+        default=DEFAULT_CHUNK_SIZE // MiB,
         metavar="MiB",
         help="size of each PATCH request in MiB (default %(default)s)",
     )
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="upload N paths at once (default %(default)s)",
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="send each payload as N partial uploads at once, joined on the server "
+        "(needs the server's concatenation extension; helps on long, lossy links)",
+    )
+    parser.add_argument(
+        "--as-file",
+        action="store_true",
+        help="send tar archives as plain files instead of unpacking them on the server",
+    )
+    parser.add_argument(
+        "--no-checksum",
+        dest="checksums",
+        action="store_false",
+        help="do not send per-chunk checksums even if the server offers them "
+        "(the whole-payload sha256 is always checked)",
+    )
+    parser.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="neither continue an earlier, interrupted upload nor remember this one",
+    )
+    parser.add_argument(
+        "-n",
+        "--dry-run",
+        action="store_true",
+        help="check the options and the paths, hash the payloads and say what would be "
+        "sent where; send nothing",
+    )
     add_common_options(parser)
     return parser
+
+
+def options_from(args: argparse.Namespace) -> UploadOptions:
+    if args.chunk_size < 1:
+        raise UsageError("--chunk-size: must be at least 1 (MiB)")
+    if args.jobs < 1:
+        raise UsageError("--jobs: must be at least 1")
+    if args.parallel < 1:
+        raise UsageError("--parallel: must be at least 1")
+    return UploadOptions(
+        chunk_size=args.chunk_size * MiB,
+        parallel=args.parallel,
+        retry=retry_policy(args),
+        checksums=args.checksums,
+        resume=args.resume,
+        as_file=args.as_file,
+    )
+
+
+def dry_run(uploader: ReportUploader, paths: list[Path], log: logging.Logger) -> int:
+    planned = [uploader.plan(path) for path in paths]  # all checked before any hashing
+    for item in planned:
+        payload, report = item.payload, item.report
+        digest = scan(payload, uploader.options.chunk_size).sha256
+        where = f"{report.project}/{report.report_relpath}/{report.subdir}".rstrip("/")
+        log.info(
+            "Would upload %s as kind=%s filename=%s (%s, sha256 %s) to %s: %s/",
+            payload.source,
+            payload.kind,
+            payload.filename,
+            human_bytes(payload.size),
+            digest,
+            uploader.server,
+            where,
+        )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,15 +155,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = setup_logging(args)
 
     def action(log: logging.Logger) -> int:
-        server = resolve_server(args.server)
         target = ReportTarget(args.project, args.graceid, args.uploader, args.revision, args.subdir)
-        for path in args.paths:
-            result = upload_file(
-                server, Path(path), target, chunk_size=args.chunk_size * 1024 * 1024
-            )
-            log.info("Uploaded %s (%d bytes, sha256 %s)", result.path, result.size, result.sha256)
-            print(result.report_url)
-        return 0
+        paths = [Path(path) for path in args.paths]
+        options = options_from(args)
+        if args.dry_run:
+            uploader = ReportUploader(server_url(args), target, options)
+            return dry_run(uploader, paths, log)
+        uploader = ReportUploader(
+            server_url(args),
+            target,
+            options,
+            session_factory=make_session_factory(args),
+            progress=make_progress(args),
+        )
+        planned = [uploader.plan(path) for path in paths]  # refuse bad input before sending
+        outcomes = uploader.upload_many(planned, jobs=args.jobs)
+        urls: list[str] = []
+        for outcome in outcomes:
+            url = outcome.result.report_url if outcome.result else None
+            if url and url not in urls:
+                urls.append(url)
+        for url in urls:
+            print(url, flush=True)
+        failed = [o for o in outcomes if o.error is not None]
+        if failed and len(outcomes) > 1:
+            log.error("%d of %d uploads failed", len(failed), len(outcomes))
+        return worst_exit_code(outcome.exit_code for outcome in outcomes)
 
     return run(action, log)
 

@@ -1,0 +1,213 @@
+"""What is sent: a byte sequence of known size that can be read from any offset.
+
+A payload is a file sent as it is (``kind=file``), an existing tarball
+(``kind=tar``, recognised by its content, not its name) or a directory packed
+on the fly into a deterministic tar (see :mod:`dqrxfer.packing`).  Payloads
+are read in bounded blocks straight from disk, never held in memory, and a
+range can be read any number of times (a retried request re-reads it).
+
+:func:`scan` reads a payload once to compute what must be known before the
+first byte is sent: the whole-payload sha256 (sent in the metadata) and, when
+the server checks chunks, the checksum of every chunk of the chunk grid.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from . import contract
+from .errors import PayloadChangedError, UsageError
+
+#: Size of each read from disk (and of each piece handed to the socket).
+BLOCK_SIZE = 1024 * 1024
+
+
+class Payload(Protocol):
+    """A sequence of ``size`` bytes that can be read from any offset."""
+
+    source: Path
+    filename: str
+    kind: str
+    size: int
+
+    def blocks(self, start: int, end: int) -> Iterator[bytes]:
+        """Yield the bytes ``[start, end)`` in blocks of at most :data:`BLOCK_SIZE`."""
+        ...
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`PayloadChangedError` if the source changed since planning."""
+        ...
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """What identifies one state of a file cheaply: if any of these change,
+    its bytes may have changed."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, stat: os.stat_result) -> FileStamp:
+        return cls(stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
+
+
+def read_range(path: Path, stamp: FileStamp, start: int, end: int) -> Iterator[bytes]:
+    """Yield bytes ``[start, end)`` of ``path``, checking it is still ``stamp``."""
+    with open(path, "rb", buffering=0) as handle:
+        if FileStamp.of(os.fstat(handle.fileno())) != stamp:
+            raise PayloadChangedError(f"{path}: changed since it was hashed; run again")
+        position = start
+        while position < end:
+            block = os.pread(handle.fileno(), min(BLOCK_SIZE, end - position), position)
+            if not block:
+                raise PayloadChangedError(f"{path}: shrank while being sent; run again")
+            position += len(block)
+            yield block
+
+
+@dataclass
+class FilePayload:
+    """One file, sent byte for byte."""
+
+    source: Path
+    filename: str
+    kind: str
+    size: int
+    stamp: FileStamp
+
+    @classmethod
+    def open(cls, path: Path, kind: str) -> FilePayload:
+        try:
+            stat = path.stat()
+        except OSError as error:
+            raise UsageError(f"{path}: {error.strerror}") from None
+        return cls(path, path.name, kind, stat.st_size, FileStamp.of(stat))
+
+    def blocks(self, start: int, end: int) -> Iterator[bytes]:
+        return read_range(self.source, self.stamp, start, end)
+
+    def check_unchanged(self) -> None:
+        try:
+            stamp = FileStamp.of(self.source.stat())
+        except OSError as error:
+            raise PayloadChangedError(f"{self.source}: {error.strerror}") from None
+        if stamp != self.stamp:
+            raise PayloadChangedError(f"{self.source}: changed since it was hashed; run again")
+
+
+def is_tarball(path: Path) -> bool:
+    """True if ``path`` holds a tar archive (plain, gzip, bzip2 or xz), judged by
+    its content: a ``.gz`` that is not a tar inside is a plain file."""
+    try:
+        return tarfile.is_tarfile(path)
+    except (OSError, EOFError, tarfile.TarError):
+        return False
+
+
+def payload_for(path: Path, as_file: bool = False) -> Payload:
+    """The payload for one command-line path.
+
+    A directory becomes a packed tar, an existing tarball is sent as
+    ``kind=tar`` (unless ``as_file``), any other file as ``kind=file``.
+    """
+    from .packing import DirectoryPayload  # packing imports this module
+
+    if path.is_dir():
+        return DirectoryPayload.pack(path)
+    if not path.is_file():
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or directory")
+        raise UsageError(f"{path}: not a regular file or a directory")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{path}: not readable")
+    kind = contract.KIND_TAR if not as_file and is_tarball(path) else contract.KIND_FILE
+    return FilePayload.open(path, kind)
+
+
+# -- checksums ---------------------------------------------------------------
+
+#: Per-chunk checksum algorithms we can compute, best first.  sha1 is the one
+#: the tus checksum extension makes mandatory for servers.
+CHECKSUM_PREFERENCE = ("sha1", "sha256", "md5")
+
+
+def choose_checksum(offered: tuple[str, ...]) -> str | None:
+    """Pick our preferred algorithm among those a server offers."""
+    lowered = {name.lower() for name in offered}
+    return next((name for name in CHECKSUM_PREFERENCE if name in lowered), None)
+
+
+def tus_checksum(algorithm: str, digest: bytes) -> str:
+    """The ``Upload-Checksum`` header value: algorithm and base64 digest."""
+    return f"{algorithm} {base64.b64encode(digest).decode('ascii')}"
+
+
+def checksum_range(payload: Payload, algorithm: str, start: int, end: int) -> bytes:
+    digest = hashlib.new(algorithm)
+    for block in payload.blocks(start, end):
+        digest.update(block)
+    return digest.digest()
+
+
+@dataclass
+class Scan:
+    """What one pass over a payload found."""
+
+    sha256: str
+    chunk_size: int
+    algorithm: str | None = None
+    chunk_digests: list[bytes] = field(default_factory=list)
+
+    def grid_digest(self, start: int, end: int) -> bytes | None:
+        """The digest of ``[start, end)`` if it is exactly one chunk of the grid."""
+        if not self.algorithm or start % self.chunk_size:
+            return None
+        index = start // self.chunk_size
+        if index >= len(self.chunk_digests):
+            return None
+        grid_end = start + self.chunk_size
+        if end != grid_end and not (end < grid_end and index == len(self.chunk_digests) - 1):
+            return None
+        return self.chunk_digests[index]
+
+
+def scan(
+    payload: Payload,
+    chunk_size: int,
+    algorithm: str | None = None,
+    on_block: Callable[[int], None] | None = None,
+) -> Scan:
+    """Read the payload once: whole sha256, and per-chunk digests if asked."""
+    whole = hashlib.sha256()
+    result = Scan("", chunk_size, algorithm)
+    chunk = hashlib.new(algorithm) if algorithm else None
+    in_chunk = 0
+    for block in payload.blocks(0, payload.size):
+        whole.update(block)
+        if chunk is not None:
+            view = memoryview(block)
+            while view:
+                take = min(len(view), chunk_size - in_chunk)
+                chunk.update(view[:take])
+                in_chunk += take
+                view = view[take:]
+                if in_chunk == chunk_size:
+                    result.chunk_digests.append(chunk.digest())
+                    chunk = hashlib.new(algorithm)  # type: ignore[arg-type]
+                    in_chunk = 0
+        if on_block is not None:
+            on_block(len(block))
+    if chunk is not None and in_chunk:
+        result.chunk_digests.append(chunk.digest())
+    result.sha256 = whole.hexdigest()
+    return result

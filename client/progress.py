@@ -1,0 +1,140 @@
+"""Showing progress: a tqdm bar on a terminal, plain log lines otherwise.
+
+HTCondor jobs write to files: there a bar would be noise, so each transfer
+logs a line every :data:`LOG_EVERY` of its size (or every
+:data:`LOG_INTERVAL` seconds, whichever comes later) in the usual
+``LEVEL:dqr-xfer:message`` form.  The API reports nothing unless given a
+:class:`Progress`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+log = logging.getLogger("dqr-xfer")
+
+LOG_EVERY = 0.10
+LOG_INTERVAL = 5.0
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"  # pragma: no cover
+
+
+class Task(Protocol):
+    """One bar: bytes done out of ``total``. Safe to call from several threads."""
+
+    def moveto(self, done: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Progress(Protocol):
+    def task(self, label: str, total: int, done: int = 0, unit: str = "upload") -> Task: ...
+
+
+class _NullTask:
+    def moveto(self, done: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NullProgress:
+    def task(self, label: str, total: int, done: int = 0, unit: str = "upload") -> Task:
+        return _NullTask()
+
+
+class _LogTask:
+    def __init__(self, label: str, total: int, done: int, verb: str) -> None:
+        self.label = label
+        self.total = total
+        self.verb = verb
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.start_done = done
+        self.last_logged = done
+        self.last_time = self.started
+
+    def moveto(self, done: int) -> None:
+        with self.lock:
+            now = time.monotonic()
+            step = max(1, int(self.total * LOG_EVERY))
+            if done - self.last_logged < step or now - self.last_time < LOG_INTERVAL:
+                return
+            self.last_logged, self.last_time = done, now
+            rate = (done - self.start_done) / max(now - self.started, 1e-6)
+            percent = 100.0 * done / self.total if self.total else 100.0
+            log.info(
+                "%s %s: %s of %s (%.0f%%), %s/s",
+                self.verb,
+                self.label,
+                human_bytes(done),
+                human_bytes(self.total),
+                percent,
+                human_bytes(rate),
+            )
+
+    def close(self) -> None:
+        pass
+
+
+class LogProgress:
+    """Progress as occasional INFO lines (for logs and batch systems)."""
+
+    def task(self, label: str, total: int, done: int = 0, unit: str = "upload") -> Task:
+        verb = "Hashing" if unit == "hash" else "Sending"
+        return _LogTask(label, total, done, verb)
+
+
+class _TqdmTask:
+    def __init__(self, bar) -> None:  # type: ignore[no-untyped-def]
+        self.bar = bar
+        self.lock = threading.Lock()
+
+    def moveto(self, done: int) -> None:
+        with self.lock:
+            delta = done - self.bar.n
+            if delta:
+                self.bar.update(delta)
+
+    def close(self) -> None:
+        with self.lock:
+            self.bar.close()
+
+
+class TqdmProgress:
+    """One tqdm bar per transfer on the terminal (stderr)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.position = 0
+
+    def task(self, label: str, total: int, done: int = 0, unit: str = "upload") -> Task:
+        from tqdm import tqdm
+
+        with self.lock:
+            position = self.position
+            self.position += 1
+        description = f"hashing {label}" if unit == "hash" else label
+        bar = tqdm(
+            total=total,
+            initial=done,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=description,
+            position=position,
+            leave=unit != "hash",
+            dynamic_ncols=True,
+            mininterval=0.2,
+        )
+        return _TqdmTask(bar)

@@ -1,0 +1,98 @@
+"""Bounded retrying: exponential backoff with jitter, a failure budget and a deadline.
+
+A :class:`Retrier` counts *consecutive* failures: any progress (the server's
+offset moved) resets the count, so a link that drops every few megabytes
+still finishes, while a server that stays down is given up on after
+``retries`` attempts.  The overall ``deadline`` bounds the whole transfer
+whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from .errors import GaveUpError
+
+log = logging.getLogger("dqr-xfer")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``retries`` failures in a row are allowed; the n-th is followed by a
+    wait of ``wait * 2**(n-1)`` seconds (at most ``max_wait``), each drawn
+    between half and all of that (jitter, so that many clients cut off
+    together do not come back together).  ``deadline`` (seconds, None for
+    none) bounds one payload's whole transfer."""
+
+    retries: int = 8
+    wait: float = 2.0
+    max_wait: float = 300.0
+    deadline: float | None = 6 * 3600.0
+
+    def delay(self, failure: int, rng: random.Random | None = None) -> float:
+        base = min(self.max_wait, self.wait * 2 ** max(0, failure - 1))
+        return base * (rng or random).uniform(0.5, 1.0)
+
+
+class Retrier:
+    """The retry state of one piece of work (one payload's transfer).
+
+    ``cancel`` (an Event) lets another thread stop the waits early: the next
+    :meth:`failed` raises instead of sleeping.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        what: str,
+        cancel: threading.Event | None = None,
+        clock=time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.what = what
+        self.cancel = cancel or threading.Event()
+        self.clock = clock
+        self.started = clock()
+        self.failures = 0
+        self.total_failures = 0
+
+    def remaining(self) -> float | None:
+        if self.policy.deadline is None:
+            return None
+        return self.policy.deadline - (self.clock() - self.started)
+
+    def progress(self) -> None:
+        """The work moved forward: the failure budget starts again."""
+        self.failures = 0
+
+    def failed(self, error: Exception) -> None:
+        """Wait before the next attempt, or raise :class:`GaveUpError`."""
+        self.failures += 1
+        self.total_failures += 1
+        if self.cancel.is_set():
+            raise GaveUpError(f"{self.what}: stopped: {error}") from error
+        if self.failures > self.policy.retries:
+            raise GaveUpError(
+                f"{self.what}: gave up after {self.policy.retries} retries: {error}"
+            ) from error
+        delay = self.policy.delay(self.failures)
+        remaining = self.remaining()
+        if remaining is not None and remaining < delay:
+            raise GaveUpError(
+                f"{self.what}: gave up: the deadline of {self.policy.deadline:.0f}s "
+                f"is reached: {error}"
+            ) from error
+        log.warning(
+            "%s: %s; retry %d of %d in %.1fs",
+            self.what,
+            error,
+            self.failures,
+            self.policy.retries,
+            delay,
+        )
+        if self.cancel.wait(delay):
+            raise GaveUpError(f"{self.what}: stopped: {error}") from error

@@ -1,0 +1,98 @@
+"""Building the HTTP session every client request goes through, in one place.
+
+All traffic (tus, the upload record, ping, the links API) uses a
+:class:`requests.Session` made here, so that:
+
+* every request has a connect and a read timeout (requests has none by
+  default).  urllib3 keeps the *connect* timeout on the socket while it sends
+  a request body, so the connect timeout also bounds a stalled send;
+* authentication plugs in as a plain ``requests`` auth object (Kerberos via
+  ``dqrxfer.auth``, or anything else): ``make_session(auth=...)``;
+* urllib3 retries nothing by itself: retrying is :mod:`dqrxfer.retry`'s job,
+  where it is bounded and logged.
+
+Sessions are not shared between threads: uploads that run at once each make
+their own with a :data:`SessionFactory`.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from . import __version__
+
+#: Makes a fresh, configured session (one per thread of work).
+SessionFactory = Callable[[], requests.Session]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait for a connection (and for each send) and for an answer.
+
+    The read timeout must cover the server's work on the last chunk of an
+    upload (hashing and publishing the payload), hence its generous default.
+    """
+
+    connect: float = 20.0
+    read: float = 120.0
+
+    def as_requests(self) -> tuple[float, float]:
+        return (self.connect, self.read)
+
+
+def user_agent() -> str:
+    return f"dqrxfer/{__version__} python-requests/{requests.__version__} ({platform.system()})"
+
+
+class TimeoutSession(requests.Session):
+    """A session that gives every request the configured timeouts unless the
+    caller passes its own."""
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        super().__init__()
+        self.timeouts = timeouts
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any):  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeouts.as_requests()
+        return super().request(method, url, *args, **kwargs)
+
+
+def make_session(
+    auth: requests.auth.AuthBase | None = None,
+    timeouts: Timeouts | None = None,
+    verify: bool | str = True,
+) -> requests.Session:
+    """A session with timeouts, no hidden retries and ``auth`` attached."""
+    session = TimeoutSession(timeouts or Timeouts())
+    adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=8)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = user_agent()
+    session.auth = auth
+    session.verify = verify
+    return session
+
+
+def session_factory(
+    make_auth: Callable[[], requests.auth.AuthBase | None] | None = None,
+    timeouts: Timeouts | None = None,
+    verify: bool | str = True,
+) -> SessionFactory:
+    """A :data:`SessionFactory` making sessions that share these settings.
+
+    ``make_auth`` is called once per session: auth objects keep per-host
+    state (a Kerberos security context) that threads must not share.
+    """
+
+    def factory() -> requests.Session:
+        auth = make_auth() if make_auth is not None else None
+        return make_session(auth=auth, timeouts=timeouts, verify=verify)
+
+    return factory

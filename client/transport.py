@@ -1,0 +1,291 @@
+"""The tus 1.0.0 protocol, client side, over a :class:`requests.Session`.
+
+One method per request (OPTIONS, POST, HEAD, PATCH, DELETE).  Each either
+returns what the protocol says it returns or raises one of the client errors,
+classified here and only here:
+
+====================================  ===================================
+answer                                raised
+====================================  ===================================
+connection error, time-out            :class:`TransientError`
+5xx, 423 Locked, 429, 460 checksum    :class:`TransientError` (retry)
+409 on PATCH (offset moved)           :class:`OffsetConflict` (re-sync)
+404 / 410 for an upload URL           :class:`UploadGoneError` (start over)
+401                                   :class:`AuthenticationError`
+any other 4xx                         :class:`RefusedError` with the
+                                      server's message
+====================================  ===================================
+
+Request bodies are :class:`SliceBody` objects: a byte range of a payload,
+read from disk block by block while it is sent, with a length (so requests
+sends ``Content-Length``), and re-iterable: if an auth handler re-sends the
+request after a 401, the whole range goes out again instead of an empty body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import requests
+
+from .errors import (
+    AuthenticationError,
+    RefusedError,
+    TransientError,
+    UploadGoneError,
+)
+from .payload import Payload
+
+log = logging.getLogger("dqr-xfer")
+
+TUS_VERSION = "1.0.0"
+OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+#: Small pieces (tar headers, small files) are gathered to at least this
+#: many bytes before each socket send.
+MIN_SEND = 256 * 1024
+MAX_MESSAGE = 1000
+
+
+class OffsetConflict(TransientError):
+    """409: the server's offset is not the one we sent (ask it again)."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a server said about itself in answer to OPTIONS."""
+
+    versions: tuple[str, ...]
+    extensions: frozenset[str]
+    checksum_algorithms: tuple[str, ...] = ()
+    max_size: int | None = None
+
+    def has(self, extension: str) -> bool:
+        return extension in self.extensions
+
+
+@dataclass(frozen=True)
+class Created:
+    url: str
+    offset: int
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Status:
+    offset: int
+    length: int | None
+
+
+def encode_metadata(metadata: Mapping[str, str]) -> str:
+    import base64
+
+    parts = []
+    for key, value in metadata.items():
+        if not key or any(c in key for c in " ,") or not key.isascii():
+            raise ValueError(f"Upload-Metadata key {key!r} is not allowed")
+        parts.append(f"{key} {base64.b64encode(value.encode('utf-8')).decode('ascii')}")
+    return ",".join(parts)
+
+
+def server_message(response: requests.Response) -> str:
+    """The server's explanation: the JSON ``error`` or the text body, shortened."""
+    text = ""
+    try:
+        if "json" in response.headers.get("Content-Type", ""):
+            data = response.json()
+            if isinstance(data, dict):
+                text = str(data.get("error") or data.get("message") or "")
+    except ValueError:
+        pass
+    if not text:
+        text = response.text.strip() if response.content else ""
+    text = " ".join(text.split())
+    if len(text) > MAX_MESSAGE:
+        text = text[: MAX_MESSAGE - 3] + "..."
+    return text or (response.reason or f"HTTP {response.status_code}")
+
+
+def _retryable(status: int) -> bool:
+    return status >= 500 or status in (408, 423, 429, 460)
+
+
+def check_response(response: requests.Response, what: str, upload: bool = False) -> None:
+    """Raise the client error that an unsuccessful answer means (see the module doc)."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    message = server_message(response)
+    if status == 401:
+        raise AuthenticationError(
+            f"{what}: the server refused the credentials (401): {message}. "
+            "Check your Kerberos ticket (klist) or keytab"
+        )
+    if upload and status in (404, 410):
+        raise UploadGoneError(f"{what}: the server no longer has this upload ({status}): {message}")
+    if upload and status == 409:
+        raise OffsetConflict(f"{what}: offset conflict (409): {message}", status)
+    if _retryable(status):
+        raise TransientError(f"{what}: HTTP {status}: {message}", status)
+    if 400 <= status < 500:
+        raise RefusedError(status, message)
+    raise TransientError(f"{what}: unexpected answer HTTP {status}: {message}", status)
+
+
+class SliceBody:
+    """Bytes ``[start, end)`` of a payload as a streamed, re-iterable request body.
+
+    ``on_send`` is told the size of every piece handed to the connection
+    (progress and the count of bytes put on the wire).
+    """
+
+    def __init__(
+        self,
+        payload: Payload,
+        start: int,
+        end: int,
+        on_send: Callable[[int], None] | None = None,
+    ) -> None:
+        self.payload = payload
+        self.start = start
+        self.end = end
+        self.on_send = on_send
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def _emit(self, piece: bytes) -> bytes:
+        self.sent += len(piece)
+        if self.on_send is not None:
+            self.on_send(len(piece))
+        return piece
+
+    def __iter__(self) -> Iterator[bytes]:
+        pending = bytearray()
+        for block in self.payload.blocks(self.start, self.end):
+            if not pending and len(block) >= MIN_SEND:
+                yield self._emit(block)
+                continue
+            pending += block
+            if len(pending) >= MIN_SEND:
+                yield self._emit(bytes(pending))
+                pending.clear()
+        if pending:
+            yield self._emit(bytes(pending))
+
+
+class TusClient:
+    """Requests to one tus endpoint (``<server>/files/``) through ``session``."""
+
+    def __init__(self, session: requests.Session, endpoint: str) -> None:
+        self.session = session
+        self.endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
+        self.headers = {"Tus-Resumable": TUS_VERSION}
+
+    def _request(self, method: str, url: str, what: str, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        try:
+            return self.session.request(method, url, headers=headers, **kwargs)
+        except requests.RequestException as error:
+            raise TransientError(f"{what}: {_describe(error)}") from error
+
+    def capabilities(self) -> Capabilities:
+        response = self._request("OPTIONS", self.endpoint, "OPTIONS")
+        check_response(response, f"OPTIONS {self.endpoint}")
+        headers = response.headers
+        extensions = _split(headers.get("Tus-Extension", ""))
+        max_size = headers.get("Tus-Max-Size")
+        return Capabilities(
+            versions=tuple(_split(headers.get("Tus-Version", ""))),
+            extensions=frozenset(extensions),
+            checksum_algorithms=tuple(_split(headers.get("Tus-Checksum-Algorithm", ""))),
+            max_size=int(max_size) if max_size and max_size.isdigit() else None,
+        )
+
+    def create(
+        self,
+        length: int | None,
+        metadata: Mapping[str, str] | None = None,
+        concat: str | None = None,
+    ) -> Created:
+        headers: dict[str, str] = {}
+        if length is not None:
+            headers["Upload-Length"] = str(length)
+        if metadata:
+            headers["Upload-Metadata"] = encode_metadata(metadata)
+        if concat is not None:
+            headers["Upload-Concat"] = concat
+        response = self._request(
+            "POST", self.endpoint, "create upload", headers=headers, allow_redirects=False
+        )
+        check_response(response, "create upload")
+        location = response.headers.get("Location")
+        if response.status_code != 201 or not location:
+            raise TransientError(
+                f"create upload: expected 201 with a Location, got HTTP {response.status_code}",
+                response.status_code,
+            )
+        offset = _int_header(response, "Upload-Offset", 0)
+        return Created(urljoin(self.endpoint, location), offset, dict(response.headers))
+
+    def status(self, url: str) -> Status:
+        response = self._request("HEAD", url, "HEAD", allow_redirects=False)
+        check_response(response, "HEAD", upload=True)
+        offset = _int_header(response, "Upload-Offset", None)
+        if offset is None:
+            raise TransientError(f"HEAD {url}: answer without Upload-Offset")
+        return Status(offset, _int_header(response, "Upload-Length", None))
+
+    def patch(
+        self, url: str, offset: int, body: SliceBody, checksum: str | None = None
+    ) -> requests.Response:
+        headers = {"Upload-Offset": str(offset), "Content-Type": OFFSET_CONTENT_TYPE}
+        if checksum:
+            headers["Upload-Checksum"] = checksum
+        response = self._request(
+            "PATCH", url, "PATCH", data=body, headers=headers, allow_redirects=False
+        )
+        check_response(response, "PATCH", upload=True)
+        return response
+
+    def terminate(self, url: str) -> None:
+        response = self._request("DELETE", url, "DELETE", allow_redirects=False)
+        if response.status_code not in (404, 410):
+            check_response(response, "DELETE", upload=True)
+
+
+def new_offset(response: requests.Response) -> int:
+    offset = _int_header(response, "Upload-Offset", None)
+    if offset is None:
+        raise TransientError(f"PATCH: answer HTTP {response.status_code} without Upload-Offset")
+    return offset
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _int_header(response: requests.Response, name: str, default):  # type: ignore[no-untyped-def]
+    value = response.headers.get(name)
+    if value is None or not value.strip().isdigit():
+        return default
+    return int(value)
+
+
+def _describe(error: requests.RequestException) -> str:
+    """A one-line reason for a failed request, without the noise of urllib3's
+    nested exception reprs."""
+    if isinstance(error, requests.Timeout):
+        return "timed out"
+    if isinstance(error, requests.ConnectionError):
+        text = str(error)
+        for marker in ("Connection refused", "Connection reset", "Broken pipe", "timed out"):
+            if marker in text:
+                return f"connection failed ({marker.lower()})"
+        if "Name or service not known" in text or "nodename nor servname" in text:
+            return "connection failed (unknown host name)"
+        return "connection lost"
+    return type(error).__name__
