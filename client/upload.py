@@ -77,6 +77,11 @@ DEFAULT_CHUNK_SIZE = 8 * MiB
 #: Consecutive checksum mismatches (460) on one chunk before the server's
 #: refusal is taken as final.
 MAX_CHECKSUM_FAILURES = 3
+#: After a failure the next PATCH sends at most this much, and each success
+#: doubles it up to the chunk size: a stale offset (the server was still
+#: writing the cut request when it answered HEAD) then costs a small 409, not a
+#: whole chunk, and a link that keeps failing loses little per failure.
+RAMP_START = 256 * 1024
 #: States of the server's upload record that are final.
 PUBLISHED, FAILED = "published", "failed"
 
@@ -452,9 +457,12 @@ class ReportUploader:
         them all."""
         chunk = self.options.chunk_size
         checksum_failures = 0
+        ramp = RAMP_START if offset else None  # resuming: the server may still be writing
         while offset < length:
             start = base + offset
             end = min(base + length, (start // chunk + 1) * chunk)
+            if ramp is not None:
+                end = min(end, start + ramp)
             header = self._checksum_header(payload, hashed, start, end)
             body = SliceBody(payload, start, end, tally.sending(stream))
             try:
@@ -474,6 +482,7 @@ class ReportUploader:
                 if not isinstance(error, OffsetConflict):
                     payload.check_unchanged()
                 retrier.failed(error)
+                ramp = RAMP_START
                 tally.acknowledge(stream, offset)
                 before = offset
                 offset = self._status(tus, url, retrier)
@@ -483,6 +492,8 @@ class ReportUploader:
                 continue
             checksum_failures = 0
             offset = moved
+            if ramp is not None:
+                ramp = None if ramp * 2 >= chunk else ramp * 2
             retrier.progress()
             tally.acknowledge(stream, offset)
 
