@@ -1,7 +1,9 @@
 """Where the client remembers unfinished uploads, so a re-run continues them.
 
 One small JSON file per unfinished upload under the user's cache directory
-(``$XDG_CACHE_HOME/dqrxfer/uploads`` on Linux), named by a key that hashes
+(``$XDG_CACHE_HOME/dqrxfer/uploads`` on Linux, or ``$DQRXFER_CACHE_DIR/uploads``:
+batch jobs that may run on another host next time point it at a shared
+file system), named by a key that hashes
 the payload's sha256 and size together with its destination (server, project,
 graceid, site, revision, subdir, file name, kind) and how it is sent (one
 stream, or N partial uploads).  The same payload sent to the same place by the
@@ -38,6 +40,10 @@ FORMAT = 1
 
 
 def default_directory() -> Path:
+    """``$DQRXFER_CACHE_DIR``, else the user's cache directory (platformdirs)."""
+    explicit = os.environ.get("DQRXFER_CACHE_DIR")
+    if explicit:
+        return Path(explicit) / "uploads"
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("dqrxfer", appauthor=False)) / "uploads"

@@ -169,6 +169,7 @@ class _Connection:
         except OSError:
             _reset(self.client)
             return
+        self.proxy.sockets.append(self.server)
         for sock in (self.client, self.server):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         down = threading.Thread(target=self._down, daemon=True)
@@ -187,7 +188,7 @@ class _Connection:
     def _cut(self) -> None:
         assert self.server is not None
         # Bytes that crossed the link but were not read yet count as sent.
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             pending = struct.unpack("i", fcntl.ioctl(self.client, termios.FIONREAD, b"\0" * 4))[0]
             self.proxy.counters.add("up_bytes", pending)
             self.proxy.counters.add("lost_bytes", pending)

@@ -1,0 +1,517 @@
+"""dqr-upload against a real server process, directly and through a
+fault-injecting proxy: flaky links, killed clients, refusals, a dead server,
+tarballs and directories, several paths, parallel partial uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import run_cli
+from support.faultproxy import FaultProxy, Faults
+from support.live import LiveServer, free_port, tool
+
+MiB = 1024 * 1024
+REPORT = "reports/O4/S230518h_dir/S230518h_llo_{revision}"
+
+
+@pytest.fixture
+def client_env(tmp_path: Path) -> dict[str, str]:
+    """A private cache (resume store) and config directory for the client."""
+    return {
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "DQRXFER_SERVER": "",
+    }
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("payload") / "big.bin"
+    with open(path, "wb") as handle:
+        for _ in range(64):
+            handle.write(os.urandom(MiB))
+    return path
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(4 * MiB):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def upload_command(url: str, *paths: Path | str, revision: int = 1, **options: str) -> list[str]:
+    command = ["dqr-upload", "-s", url, "-p", "O4", "-g", "S230518h", "-u", "llo"]
+    command += ["--revision", str(revision)]
+    for key, value in options.items():
+        flag = f"--{key.replace('_', '-')}"
+        command += [flag] if value == "" else [flag, value]
+    return command + [str(path) for path in paths]
+
+
+FAST_RETRIES = {"retries": "30", "retry_wait": "0.05", "deadline": "300"}
+
+
+def published(server: LiveServer, name: str, revision: int = 1) -> Path:
+    return server.data_dir / REPORT.format(revision=revision) / name
+
+
+def resume_entries(env: dict[str, str]) -> list[Path]:
+    directory = Path(env["XDG_CACHE_HOME"]) / "dqrxfer" / "uploads"
+    return sorted(directory.glob("*.json")) if directory.exists() else []
+
+
+def server_extensions(server: LiveServer) -> set[str]:
+    response = requests.options(f"{server.url}/files/", timeout=10)
+    return {e.strip() for e in response.headers.get("Tus-Extension", "").split(",") if e.strip()}
+
+
+def require_tar(server: LiveServer) -> None:
+    """Skip unless the server unpacks tar archives (the reports layer's job)."""
+    from dqrxfer.transport import encode_metadata
+
+    metadata = {
+        "project": "O4",
+        "graceid": "S230518h",
+        "uploader": "llo",
+        "revision": "999",
+        "filename": "probe.tar",
+        "kind": "tar",
+    }
+    response = requests.post(
+        f"{server.url}/files/",
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": "10240",
+            "Upload-Metadata": encode_metadata(metadata),
+        },
+        timeout=10,
+    )
+    if response.status_code == 400 and "kind" in response.text:
+        pytest.skip(f"this server does not unpack tar archives yet: {response.text.strip()}")
+    assert response.status_code == 201, response.text
+
+
+# -- flaky links ---------------------------------------------------------------
+
+
+def test_twenty_uploads_over_a_link_that_cuts_and_stalls_all_arrive_intact(
+    live_server: LiveServer, big_file: Path, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    """Each connection is cut after 0.25-16 MiB (about 8 cuts per 64 MiB) and
+    one in twenty stalls; twenty uploads of a 64 MiB file (one command, two at
+    a time) all complete byte-identical, and the bytes that crossed the link
+    stay within 10 % of the payload."""
+    size = big_file.stat().st_size
+    expected = sha256(big_file)
+    paths = []
+    for index in range(20):  # twenty names for the same bytes: twenty uploads
+        path = tmp_path / f"big{index:02d}.bin"
+        os.link(big_file, path)
+        paths.append(path)
+    faults = Faults(
+        cut_after=(MiB // 4, 16 * MiB),
+        stall_probability=0.05,
+        stall_after=(0, 8 * MiB),
+        stall_seconds=2.0,
+    )
+    with FaultProxy(live_server.port, faults, seed=20) as proxy:
+        result = run_cli(
+            *upload_command(
+                proxy.url,
+                *paths,
+                jobs="2",
+                timeout="1.5",
+                connect_timeout="1.5",
+                **FAST_RETRIES,
+            ),
+            env=client_env,
+            timeout=600,
+        )
+        counters = proxy.counters
+    assert result.returncode == 0, result.stderr
+    for path in paths:
+        assert sha256(published(live_server, path.name)) == expected
+    ratio = counters.up_bytes / (20 * size)
+    assert ratio <= 1.10, (ratio, counters, result.stderr)
+    assert counters.cuts >= 20 * 4 and counters.stalls >= 1, counters  # it did misbehave
+    assert result.stderr.count("INFO:dqr-xfer:Uploaded ") == 20
+    assert resume_entries(client_env) == []
+
+
+def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def upload_data_files(server: LiveServer) -> list[Path]:
+    return [p for p in (server.data_dir / "uploads").glob("*") if p.is_file() and not p.suffix]
+
+
+def kill_half_way(
+    server: LiveServer, proxy: FaultProxy, big_file: Path, env: dict[str, str]
+) -> tuple[list[str], Path]:
+    """Start dqr-upload through a slow link and SIGKILL it when the server holds
+    half of the payload; return its command and the server's data file."""
+    size = big_file.stat().st_size
+    command = upload_command(proxy.url, big_file, **FAST_RETRIES)
+    process = subprocess.Popen(
+        [tool(command[0]), *command[1:]],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def half_way() -> bool:
+            assert process.poll() is None, process.communicate()
+            files = upload_data_files(server)
+            return bool(files) and files[0].stat().st_size >= size // 2
+
+        wait_for(half_way, 120, "half of the payload on the server")
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+        process.stdout.close()  # type: ignore[union-attr]
+        process.stderr.close()  # type: ignore[union-attr]
+    assert process.returncode == -signal.SIGKILL
+    (data_file,) = upload_data_files(server)
+    assert data_file.stat().st_size < size
+    return command, data_file
+
+
+def test_killed_upload_resumes_where_the_server_stopped(
+    live_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    size = big_file.stat().st_size
+    with FaultProxy(live_server.port, Faults(rate=32 * MiB)) as proxy:
+        command, _ = kill_half_way(live_server, proxy, big_file, client_env)
+        assert len(resume_entries(client_env)) == 1
+        proxy.faults = Faults()
+        proxy.reset_counters()
+        result = run_cli(*command, env=client_env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "INFO:dqr-xfer:Resuming big.bin at" in result.stderr
+        assert proxy.counters.up_bytes <= 0.55 * size, proxy.counters
+    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+    assert resume_entries(client_env) == []  # finished: forgotten
+
+
+def test_an_upload_the_server_forgot_starts_over(
+    live_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    size = big_file.stat().st_size
+    with FaultProxy(live_server.port, Faults(rate=32 * MiB)) as proxy:
+        command, data_file = kill_half_way(live_server, proxy, big_file, client_env)
+        data_file.unlink()  # as the server's cleanup of expired uploads does
+        data_file.with_suffix(".info").unlink()
+        proxy.faults = Faults()
+        proxy.reset_counters()
+        result = run_cli(*command, env=client_env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "no longer has the unfinished upload" in result.stderr
+        assert "starting over" in result.stderr
+        assert proxy.counters.up_bytes >= size
+    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+    assert resume_entries(client_env) == []
+
+
+# -- refusals and failures ------------------------------------------------------
+
+
+def test_refused_metadata_exits_4_with_the_servers_message(
+    live_server: LiveServer, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    payload = tmp_path / "index.html"
+    payload.write_text("<html/>")
+    command = upload_command(live_server.url, payload)
+    command[command.index("-p") + 1] = "O5"
+    result = run_cli(*command, env=client_env)
+    assert result.returncode == 4, result.stderr
+    assert "ERROR:dqr-xfer:" in result.stderr
+    assert "server refused (400): project: must be one of MDC, O4, personal, replay" in (
+        result.stderr
+    )
+    assert "retry" not in result.stderr  # a refusal is not retried
+    assert resume_entries(client_env) == []
+
+
+def test_server_down_exits_5_after_the_bounded_retries(
+    tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    payload = tmp_path / "index.html"
+    payload.write_text("<html/>")
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = run_cli(*upload_command(url, payload, retries="3", retry_wait="0.2"), env=client_env)
+    assert result.returncode == 5, result.stderr
+    retries = [line for line in result.stderr.splitlines() if "; retry " in line]
+    assert [line.split("; retry ")[1].split(" in ")[0] for line in retries] == [
+        "1 of 3",
+        "2 of 3",
+        "3 of 3",
+    ]
+    assert "connection failed (connection refused)" in retries[0]
+    assert "gave up after 3 retries" in result.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_a_stalled_server_is_timed_out_and_given_up_on(
+    live_server: LiveServer, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    """Every connection stalls at once: no request may hang past its timeout."""
+    payload = tmp_path / "index.html"
+    payload.write_bytes(os.urandom(100_000))
+    faults = Faults(stall_probability=1.0, stall_after=(0, 0), stall_seconds=60)
+    with FaultProxy(live_server.port, faults) as proxy:
+        started = time.monotonic()
+        result = run_cli(
+            *upload_command(
+                proxy.url,
+                payload,
+                retries="2",
+                retry_wait="0.1",
+                timeout="1",
+                connect_timeout="1",
+            ),
+            env=client_env,
+        )
+        elapsed = time.monotonic() - started
+    assert result.returncode == 5, result.stderr
+    assert "timed out" in result.stderr
+    assert elapsed < 30
+
+
+def test_unreadable_path_is_a_usage_error_before_any_traffic(
+    tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    good = tmp_path / "index.html"
+    good.write_text("x")
+    result = run_cli(
+        *upload_command("http://127.0.0.1:9", good, tmp_path / "missing.json"), env=client_env
+    )
+    assert result.returncode == 2
+    assert "missing.json: no such file or directory" in result.stderr
+    assert "retry" not in result.stderr
+
+
+# -- several paths, kinds, dry run ----------------------------------------------
+
+
+def test_several_files_at_once_with_jobs(
+    live_server: LiveServer, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    paths = []
+    for index in range(5):
+        path = tmp_path / f"file{index}.json"
+        path.write_bytes(os.urandom(300_000 + index))
+        paths.append(path)
+    result = run_cli(
+        *upload_command(live_server.url, *paths, jobs="3", subdir="tier1"), env=client_env
+    )
+    assert result.returncode == 0, result.stderr
+    report_url = f"{live_server.url}/{REPORT.format(revision=1)}/"
+    assert result.stdout.splitlines() == [report_url]
+    for path in paths:
+        assert (
+            live_server.data_dir / REPORT.format(revision=1) / "tier1" / path.name
+        ).read_bytes() == path.read_bytes()
+    assert result.stderr.count("INFO:dqr-xfer:Uploaded ") == 5
+
+
+def test_one_failure_among_several_paths_sets_the_exit_code(
+    live_server: LiveServer, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    good = tmp_path / "index.html"
+    good.write_text("fine")
+    bad = tmp_path / "tiny.json"
+    bad.write_text("{}")
+    command = upload_command(live_server.url, good, bad, jobs="2")
+    result = run_cli(*command, env=client_env)
+    assert result.returncode == 0, result.stderr
+    # Refused by the server (a project that does not exist): exit 4, nothing retried.
+    command[command.index("-p") + 1] = "O5"
+    result = run_cli(*command, env=client_env)
+    assert result.returncode == 4
+    assert "2 of 2 uploads failed" in result.stderr
+    assert "retry" not in result.stderr
+
+
+def test_dry_run_sends_nothing_and_says_what_would_happen(
+    tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    report = tmp_path / "S230518h_llo_1"
+    report.mkdir()
+    (report / "index.html").write_text("<html/>")
+    tarball = tmp_path / "extra.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(report / "index.html", "index.html")
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: any traffic would fail
+    result = run_cli(
+        *upload_command(url, report, tarball, report / "index.html", dry_run="", subdir="t1"),
+        env=client_env,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "Would upload" in line]
+    assert len(lines) == 3
+    assert "as kind=tar filename=S230518h_llo_1.tar" in lines[0]
+    assert "as kind=tar filename=extra.tar.gz" in lines[1]
+    assert "as kind=file filename=index.html" in lines[2]
+    assert lines[2].endswith("O4/S230518h_dir/S230518h_llo_1/t1/")
+    assert resume_entries(client_env) == []
+
+
+def test_tarball_is_unpacked_into_the_report(
+    live_server: LiveServer, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    require_tar(live_server)
+    source = tmp_path / "src"
+    (source / "plots").mkdir(parents=True)
+    (source / "index.html").write_text("<html>tar</html>")
+    (source / "plots" / "p.png").write_bytes(os.urandom(200_000))
+    tarball = tmp_path / "report.tgz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        for name in ("index.html", "plots/p.png"):
+            tar.add(source / name, name)
+    result = run_cli(*upload_command(live_server.url, tarball), env=client_env)
+    assert result.returncode == 0, result.stderr
+    for name in ("index.html", "plots/p.png"):
+        assert published(live_server, name).read_bytes() == (source / name).read_bytes()
+
+
+def test_directory_is_packed_streamed_and_unpacked_into_the_report(
+    live_server: LiveServer, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    require_tar(live_server)
+    report = tmp_path / "S230518h_llo_1"
+    (report / "tier1" / "plots").mkdir(parents=True)
+    (report / "index.html").write_text("<html>dir</html>")
+    (report / "tier1" / "data.json").write_text("{}")
+    (report / "tier1" / "plots" / "big.png").write_bytes(os.urandom(3 * MiB + 5))
+    result = run_cli(
+        *upload_command(live_server.url, report, chunk_size="1", subdir="full"), env=client_env
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("index.html", "tier1/data.json", "tier1/plots/big.png"):
+        landed = live_server.data_dir / REPORT.format(revision=1) / "full" / name
+        assert landed.read_bytes() == (report / name).read_bytes()
+
+
+# -- parallel partial uploads ------------------------------------------------------
+
+
+def test_parallel_upload_of_one_large_file(
+    live_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    """With concatenation, four partial uploads and a final one; without it, one
+    stream and a warning.  Either way the file arrives intact."""
+    concatenation = "concatenation" in server_extensions(live_server)
+    result = run_cli(
+        *upload_command(live_server.url, big_file, parallel="4", verbose=""), env=client_env
+    )
+    assert result.returncode == 0, result.stderr
+    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+    if concatenation:
+        assert "as 4 partial uploads" in result.stderr
+        assert len(upload_data_files(live_server)) >= 5
+    else:
+        assert "no concatenation extension: sending in one stream, not 4" in result.stderr
+        assert len(upload_data_files(live_server)) == 1
+
+
+def test_parallel_upload_resumes_after_a_kill(
+    live_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    if "concatenation" not in server_extensions(live_server):
+        pytest.skip("the server has no concatenation extension yet")
+    size = big_file.stat().st_size
+    with FaultProxy(live_server.port, Faults(rate=32 * MiB)) as proxy:
+        command = upload_command(proxy.url, big_file, parallel="4", **FAST_RETRIES)
+        process = subprocess.Popen(
+            [tool(command[0]), *command[1:]],
+            env={**os.environ, **client_env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def half_way() -> bool:
+            assert process.poll() is None
+            return sum(p.stat().st_size for p in upload_data_files(live_server)) >= size // 2
+
+        try:
+            wait_for(half_way, 120, "half of the payload on the server")
+        finally:
+            process.kill()
+            process.wait(timeout=30)
+        proxy.faults = Faults()
+        proxy.reset_counters()
+        result = run_cli(*command, env=client_env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "Resuming big.bin at" in result.stderr
+        assert proxy.counters.up_bytes <= 0.55 * size
+    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+
+
+# -- the Python API ----------------------------------------------------------------
+
+
+def test_python_api_sends_every_request_through_the_given_session_with_timeouts(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    from dqrxfer.resume import ResumeStore
+    from dqrxfer.session import Timeouts, make_session
+    from dqrxfer.upload import ReportTarget, ReportUploader, UploadOptions, upload
+
+    seen: list[tuple[str, object, dict[str, str]]] = []
+
+    def factory():  # type: ignore[no-untyped-def]
+        session = make_session(timeouts=Timeouts(connect=7, read=11))
+        original = session.send
+
+        def send(request, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append((request.method, kwargs.get("timeout"), dict(request.headers)))
+            return original(request, **kwargs)
+
+        session.send = send  # type: ignore[method-assign]
+        return session
+
+    payload = tmp_path / "summary.json"
+    payload.write_bytes(os.urandom(2 * MiB + 3))
+    target = ReportTarget("O4", "S230518h", "virgo", 3, "tier2")
+    options = UploadOptions(chunk_size=MiB)
+    uploader = ReportUploader(
+        live_server.url, target, options, factory, ResumeStore(tmp_path / "store")
+    )
+    result = uploader.upload(payload)
+    assert result.report_url == f"{live_server.url}/reports/O4/S230518h_dir/S230518h_virgo_3/"
+    assert result.size == payload.stat().st_size and result.sent_bytes == result.size
+    assert result.sha256 == sha256(payload)
+    methods = [method for method, _, _ in seen]
+    assert methods[:2] == ["OPTIONS", "POST"] and methods.count("PATCH") == 3
+    assert methods[-1] == "GET"  # the server's record
+    assert all(timeout == (7, 11) for _, timeout, _ in seen)
+    checksum_offered = "checksum" in server_extensions(live_server)
+    patches = [headers for method, _, headers in seen if method == "PATCH"]
+    assert all(("Upload-Checksum" in h) == checksum_offered for h in patches)
+
+    with pytest.raises(Exception) as refused:
+        upload(live_server.url, [payload], ReportTarget("nope", "S230518h", "llo", 1))
+    assert getattr(refused.value, "exit_code", None) == 4
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-v"]))
