@@ -31,6 +31,7 @@ from urllib.parse import urljoin
 
 import requests
 
+from .auth import SessionExpired
 from .errors import (
     AuthenticationError,
     RefusedError,
@@ -191,6 +192,12 @@ class TusClient:
             return self.session.request(method, url, headers=headers, **kwargs)
         except requests.RequestException as error:
             raise TransientError(f"{what}: {_describe(error)}") from error
+        except SessionExpired as error:
+            # The session cookie expired under a streamed body, which the
+            # auth handler does not resend; a new request authenticates afresh.
+            raise TransientError(
+                f"{what}: session expired ({error}); authenticating again"
+            ) from error
 
     def capabilities(self) -> Capabilities:
         response = self._request("OPTIONS", self.endpoint, "OPTIONS")
