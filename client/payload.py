@@ -164,6 +164,7 @@ class Scan:
     """What one pass over a payload found."""
 
     sha256: str
+    size: int
     chunk_size: int
     algorithm: str | None = None
     chunk_digests: list[bytes] = field(default_factory=list)
@@ -173,10 +174,7 @@ class Scan:
         if not self.algorithm or start % self.chunk_size:
             return None
         index = start // self.chunk_size
-        if index >= len(self.chunk_digests):
-            return None
-        grid_end = start + self.chunk_size
-        if end != grid_end and not (end < grid_end and index == len(self.chunk_digests) - 1):
+        if index >= len(self.chunk_digests) or end != min(start + self.chunk_size, self.size):
             return None
         return self.chunk_digests[index]
 
@@ -189,7 +187,7 @@ def scan(
 ) -> Scan:
     """Read the payload once: whole sha256, and per-chunk digests if asked."""
     whole = hashlib.sha256()
-    result = Scan("", chunk_size, algorithm)
+    result = Scan("", payload.size, chunk_size, algorithm)
     chunk = hashlib.new(algorithm) if algorithm else None
     in_chunk = 0
     for block in payload.blocks(0, payload.size):

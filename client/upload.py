@@ -77,11 +77,62 @@ DEFAULT_CHUNK_SIZE = 8 * MiB
 #: Consecutive checksum mismatches (460) on one chunk before the server's
 #: refusal is taken as final.
 MAX_CHECKSUM_FAILURES = 3
-#: After a failure the next PATCH sends at most this much, and each success
-#: doubles it up to the chunk size: a stale offset (the server was still
-#: writing the cut request when it answered HEAD) then costs a small 409, not a
-#: whole chunk, and a link that keeps failing loses little per failure.
-RAMP_START = 256 * 1024
+#: The smallest PATCH body the client sends (but for a payload's last bytes).
+MIN_PIECE = 256 * 1024
+
+
+class PieceSizer:
+    """How many bytes the next PATCH may carry, learnt from the failures seen.
+
+    * After a failure the next PATCH carries at most :data:`MIN_PIECE` and each
+      success doubles that (a ramp): if the server was still writing the cut
+      request when it answered HEAD, the stale offset costs a small 409, not a
+      whole chunk.
+    * With per-chunk checksums the server must discard a chunk cut in the
+      middle (it cannot verify it), so a cut costs everything sent of that
+      chunk.  Pieces are then kept small relative to the bytes that get
+      through between failures: before the first failure at most 1/8 of what
+      got through so far, after failures about 1/16 of the typical stretch
+      between them (never less than :data:`MIN_PIECE`).  A cut then costs a
+      few per cent of the data, and on a link that stops failing pieces grow
+      back to the chunk size.  Without checksums the server keeps partial
+      chunks and pieces are the chunk size.
+    """
+
+    FIRST_FRACTION = 8
+    FRACTION = 16
+
+    def __init__(self, chunk_size: int, adaptive: bool, resuming: bool) -> None:
+        self.chunk_size = chunk_size
+        self.adaptive = adaptive
+        self.ramp: int | None = MIN_PIECE if resuming else None
+        self.distance: float | None = None  # bytes between failures, smoothed
+        self.run = 0  # bytes acknowledged since the last failure
+
+    def next(self) -> int:
+        sizes = [self.chunk_size]
+        if self.ramp is not None:
+            sizes.append(self.ramp)
+        if self.adaptive:
+            if self.distance is None:
+                sizes.append(max(MIN_PIECE, self.run // self.FIRST_FRACTION))
+            else:
+                stretch = max(self.distance, self.run / 2)
+                sizes.append(max(MIN_PIECE, int(stretch) // self.FRACTION))
+        return min(sizes)
+
+    def succeeded(self, count: int) -> None:
+        self.run += count
+        if self.ramp is not None:
+            self.ramp = None if self.ramp * 2 >= self.chunk_size else self.ramp * 2
+
+    def failed(self) -> None:
+        self.ramp = MIN_PIECE
+        run = float(self.run)
+        self.distance = run if self.distance is None else (self.distance + run) / 2
+        self.run = 0
+
+
 #: States of the server's upload record that are final.
 PUBLISHED, FAILED = "published", "failed"
 
@@ -457,13 +508,13 @@ class ReportUploader:
         them all."""
         chunk = self.options.chunk_size
         checksum_failures = 0
-        ramp = RAMP_START if offset else None  # resuming: the server may still be writing
+        # Resuming: the server may still be writing what the last run sent.
+        sizer = PieceSizer(chunk, hashed.algorithm is not None, resuming=offset > 0)
         while offset < length:
             start = base + offset
-            end = min(base + length, (start // chunk + 1) * chunk)
-            if ramp is not None:
-                end = min(end, start + ramp)
+            end = min(base + length, (start // chunk + 1) * chunk, start + sizer.next())
             header = self._checksum_header(payload, hashed, start, end)
+            log.debug("%s: PATCH %d bytes at offset %d", payload.filename, end - start, offset)
             body = SliceBody(payload, start, end, tally.sending(stream))
             try:
                 response = tus.patch(url, offset, body, header)
@@ -482,7 +533,7 @@ class ReportUploader:
                 if not isinstance(error, OffsetConflict):
                     payload.check_unchanged()
                 retrier.failed(error)
-                ramp = RAMP_START
+                sizer.failed()
                 tally.acknowledge(stream, offset)
                 before = offset
                 offset = self._status(tus, url, retrier)
@@ -491,9 +542,8 @@ class ReportUploader:
                 tally.acknowledge(stream, offset)
                 continue
             checksum_failures = 0
+            sizer.succeeded(moved - offset)
             offset = moved
-            if ramp is not None:
-                ramp = None if ramp * 2 >= chunk else ramp * 2
             retrier.progress()
             tally.acknowledge(stream, offset)
 

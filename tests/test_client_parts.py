@@ -161,6 +161,7 @@ def test_scan_gives_the_sha256_and_one_digest_per_chunk(tmp_path: Path) -> None:
     assert result.grid_digest(2 * chunk, len(data)) == expected[2]
     assert result.grid_digest(chunk + 1, 2 * chunk) is None  # off the grid: computed apart
     assert result.grid_digest(chunk, chunk + 5) is None
+    assert result.grid_digest(2 * chunk, len(data) - 1) is None  # part of the last chunk
     assert scan(payload, chunk).chunk_digests == []
 
 

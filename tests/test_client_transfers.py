@@ -143,6 +143,7 @@ def test_twenty_uploads_over_a_link_that_cuts_and_stalls_all_arrive_intact(
     for path in paths:
         assert sha256(published(live_server, path.name)) == expected
     ratio = counters.up_bytes / (20 * size)
+    print(f"wire {ratio:.3f}x payload, {counters}")
     assert ratio <= 1.10, (ratio, counters, result.stderr)
     assert counters.cuts >= 20 * 4 and counters.stalls >= 1, counters  # it did misbehave
     assert result.stderr.count("INFO:dqr-xfer:Uploaded ") == 20
