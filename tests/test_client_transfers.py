@@ -493,21 +493,32 @@ def test_python_api_sends_every_request_through_the_given_session_with_timeouts(
     payload = tmp_path / "summary.json"
     payload.write_bytes(os.urandom(2 * MiB + 3))
     target = ReportTarget("O4", "S230518h", "virgo", 3, "tier2")
-    options = UploadOptions(chunk_size=MiB)
-    uploader = ReportUploader(
-        live_server.url, target, options, factory, ResumeStore(tmp_path / "store")
-    )
-    result = uploader.upload(payload)
+    store = ResumeStore(tmp_path / "store")
+    plain = UploadOptions(chunk_size=MiB, checksums=False)
+    result = ReportUploader(live_server.url, target, plain, factory, store).upload(payload)
     assert result.report_url == f"{live_server.url}/reports/O4/S230518h_dir/S230518h_virgo_3/"
     assert result.size == payload.stat().st_size and result.sent_bytes == result.size
     assert result.sha256 == sha256(payload)
     methods = [method for method, _, _ in seen]
-    assert methods[:2] == ["OPTIONS", "POST"] and methods.count("PATCH") == 3
-    assert methods[-1] == "GET"  # the server's record
+    assert methods == ["OPTIONS", "POST", "PATCH", "PATCH", "PATCH", "GET"]
     assert all(timeout == (7, 11) for _, timeout, _ in seen)
-    checksum_offered = "checksum" in server_extensions(live_server)
+    assert not any("Upload-Checksum" in headers for _, _, headers in seen)
+
+    # With per-chunk checksums (when the server offers them), every PATCH has one.
+    seen.clear()
+    offered = requests.options(f"{live_server.url}/files/", timeout=10).headers
+    algorithms = offered.get("Tus-Checksum-Algorithm", "").split(",")
+    uploader = ReportUploader(
+        live_server.url, target, UploadOptions(chunk_size=MiB), factory, store
+    )
+    uploader.upload(payload)
     patches = [headers for method, _, headers in seen if method == "PATCH"]
-    assert all(("Upload-Checksum" in h) == checksum_offered for h in patches)
+    assert sum(int(h["Content-Length"]) for h in patches) == payload.stat().st_size
+    if "checksum" in server_extensions(live_server):
+        assert "sha1" in algorithms
+        assert all(h["Upload-Checksum"].startswith("sha1 ") for h in patches)
+    else:
+        assert not any("Upload-Checksum" in h for h in patches)
 
     with pytest.raises(Exception) as refused:
         upload(live_server.url, [payload], ReportTarget("nope", "S230518h", "llo", 1))
