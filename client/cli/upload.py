@@ -170,13 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         planned = [uploader.plan(path) for path in paths]  # refuse bad input before sending
         outcomes = uploader.upload_many(planned, jobs=args.jobs)
-        urls: list[str] = []
-        for outcome in outcomes:
-            url = outcome.result.report_url if outcome.result else None
-            if url and url not in urls:
-                urls.append(url)
-        for url in urls:
-            print(url, flush=True)
+        for outcome in outcomes:  # one line per uploaded path, in the given order
+            if outcome.result is not None and outcome.result.report_url:
+                print(outcome.result.report_url, flush=True)
         failed = [o for o in outcomes if o.error is not None]
         if failed and len(outcomes) > 1:
             log.error("%d of %d uploads failed", len(failed), len(outcomes))
