@@ -69,7 +69,10 @@ def test_tuspy_uploads_byte_identical(
 def node_upload(server: LiveServer, payload: Path, **options: object) -> str:
     node = shutil.which("node")
     if node is None or not (JS_DIR / "node_modules" / "tus-js-client").is_dir():
-        pytest.fail("Node.js and tests/js/node_modules are needed: run ops/dev/bootstrap.sh --test")
+        message = "Node.js and tests/js/node_modules are needed: run ops/dev/bootstrap.sh --test"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     settings = {"endpoint": f"{server.url}/files/", "path": str(payload), **options}
     result = subprocess.run(
         [node, str(JS_DIR / "tus-upload.cjs"), json.dumps(settings)],

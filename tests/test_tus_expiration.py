@@ -1,5 +1,5 @@
 """The expiration extension and ``dqrxfer-server cleanup`` against a live
-server whose unfinished uploads expire two seconds after their last change."""
+server whose unfinished uploads expire four seconds after their last change."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from support.tus import (
     write_config,
 )
 
-EXPIRY = 2
+EXPIRY = 4
 
 
 def cleanup(server: LiveServer, *args: str) -> str:

@@ -28,7 +28,7 @@ from support.tus import (
 )
 
 LOCK_TIMEOUT = 1
-READ_TIMEOUT = 5
+READ_TIMEOUT = 8
 
 
 @pytest.fixture(
