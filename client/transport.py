@@ -191,7 +191,7 @@ class TusClient:
         try:
             return self.session.request(method, url, headers=headers, **kwargs)
         except requests.RequestException as error:
-            raise TransientError(f"{what}: {_describe(error)}") from error
+            raise TransientError(f"{what}: {describe_error(error)}") from error
         except SessionExpired as error:
             # The session cookie expired under a streamed body, which the
             # auth handler does not resend; a new request authenticates afresh.
@@ -282,7 +282,7 @@ def _int_header(response: requests.Response, name: str, default):  # type: ignor
     return int(value)
 
 
-def _describe(error: requests.RequestException) -> str:
+def describe_error(error: requests.RequestException) -> str:
     """A one-line reason for a failed request, without the noise of urllib3's
     nested exception reprs."""
     if isinstance(error, requests.Timeout):

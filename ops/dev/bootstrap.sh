@@ -14,6 +14,8 @@ if [[ "$mode" == "--test" ]]; then
     packages+=(nginx-light apache2 libapache2-mod-auth-gssapi)
     # The documentation's diagrams (tests/test_docs.py builds the site).
     packages+=(graphviz)
+    # A server whose clock is off, for dqr-ping's clock-skew warning.
+    packages+=(faketime)
 fi
 
 missing=()
