@@ -86,16 +86,32 @@ def add_retry_options(parser: argparse.ArgumentParser) -> None:
 def add_auth_options(parser: argparse.ArgumentParser) -> None:
     """Options choosing credentials (Kerberos ticket or keytab) — see
     ``dqrxfer.auth``.  Every command that talks to the server calls this."""
+    parser.add_argument(
+        "--keytab",
+        metavar="FILE",
+        help="authenticate with this keytab (robots) instead of the Kerberos ticket cache "
+        "(KRB5CCNAME); MIT Kerberos also reads a keytab named by KRB5_CLIENT_KTNAME",
+    )
+    parser.add_argument(
+        "--service-principal",
+        metavar="NAME",
+        help="the server's Kerberos principal, e.g. HTTP/dqr.ligo.caltech.edu@LIGO.ORG, when "
+        "it is not HTTP/<the server URL's host> (default: $DQRXFER_SERVICE_PRINCIPAL)",
+    )
 
 
 def auth_factory(args: argparse.Namespace) -> Callable[[], requests.auth.AuthBase | None] | None:
     """What authenticates each session the command makes (None: no auth).
 
     Called once per command, before any request; raising
-    :class:`~dqrxfer.errors.AuthenticationError` here (no ticket, say) ends
-    the command with exit code 3 before any traffic.
+    :class:`~dqrxfer.errors.AuthenticationError` here (an unusable keytab)
+    ends the command with exit code 3 before any traffic.  A missing ticket
+    is reported (klist-style) when the server asks for Kerberos, so a
+    development server without authentication needs none.
     """
-    return None
+    from dqrxfer.auth import auth_factory as kerberos
+
+    return kerberos(keytab=args.keytab, service=args.service_principal)
 
 
 def make_session_factory(args: argparse.Namespace) -> SessionFactory:

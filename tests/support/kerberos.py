@@ -142,6 +142,16 @@ class Realm:
         env.update(extra)
         return env
 
+    def literal_names_config(self) -> str:
+        """A krb5.conf for clients that take the server's host name as given
+        (no DNS canonicalisation), as behind an alias or a tunnel."""
+        env = self.k5.special_env(
+            "literal-names",
+            False,
+            krb5_conf={"libdefaults": {"rdns": "false", "dns_canonicalize_hostname": "false"}},
+        )
+        return env["KRB5_CONFIG"]
+
     def wait_expired(self, ccache: Path, timeout: float = 60) -> None:
         """Poll ``klist -s`` until the cache holds no valid ticket any more."""
         deadline = time.monotonic() + timeout

@@ -1,0 +1,247 @@
+"""The commands through Kerberos, end to end: a real KDC (k5test), a real server
+in ``gssapi`` mode, ``dqr-upload`` as a separate process with a user's ticket
+or a robot's keytab, and what the user sees when credentials are missing,
+expired or not allowed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dqrxfer.server.db import ReportFile, Upload
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+from support.kerberos import LLO_ROBOT, SERVICE, STRANGER, USER, Realm
+from support.live import LiveServer, tool
+
+pytestmark = pytest.mark.kerberos
+
+MiB = 1024 * 1024
+
+CONFIG = """auto_upgrade = true
+serve_reports = true
+
+[auth]
+mode = "gssapi"
+keytab = "{keytab}"
+# One second: an upload of some size outlives several cookies, so the client
+# must authenticate again in the middle of it (and must not lose a byte).
+session_lifetime = 1
+
+[[auth.rules]]
+name = "people"
+principals = ["*@KRBTEST.COM"]
+projects = ["personal"]
+
+[[auth.rules]]
+name = "O4 analysts"
+principals = ["user@KRBTEST.COM"]
+projects = ["O4"]
+
+[[auth.rules]]
+name = "llo robot"
+principals = ["dqr/robot/*.llo.example@KRBTEST.COM"]
+projects = ["O4"]
+sites = ["llo"]
+"""
+
+
+@pytest.fixture(scope="module")
+def server(kerberos: Realm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    root = tmp_path_factory.mktemp("auth-cli")
+    (root / "data").mkdir()
+    config = root / "server.toml"
+    config.write_text(CONFIG.format(keytab=kerberos.service_keytab))
+    live = LiveServer(root / "data", config=config, env=kerberos.server_env()).start()
+    yield live
+    live.stop()
+
+
+def localhost(server: LiveServer) -> str:
+    """The server under the name its service principal has (HTTP/localhost)."""
+    return f"http://localhost:{server.port}"
+
+
+def upload(
+    server_url: str,
+    env: dict[str, str],
+    *paths: Path,
+    extra: tuple[str, ...] = (),
+    **options: str,
+) -> subprocess.CompletedProcess[str]:
+    args = {"project": "O4", "graceid": "S230518h", "uploader": "llo", "revision": "1"}
+    args.update(options)
+    command = [tool("dqr-upload"), "-s", server_url, "--retries", "2"]
+    for key, value in args.items():
+        command += [f"--{key}", value]
+    command += [*extra, *(str(path) for path in paths)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def principal_of(server: LiveServer, filename: str) -> set[str | None]:
+    engine = create_engine(f"sqlite:///{server.data_dir / 'dqrxfer.sqlite'}")
+    with Session(engine) as db:
+        uploads = db.scalars(select(Upload).where(Upload.filename == filename)).all()
+        files = db.scalars(select(ReportFile).where(ReportFile.relpath.endswith(filename))).all()
+        found = {row.principal for row in uploads} | {row.principal for row in files}
+    engine.dispose()
+    return found
+
+
+def small_file(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(os.urandom(10_000))
+    return path
+
+
+def test_upload_with_a_user_ticket(kerberos: Realm, server: LiveServer, tmp_path: Path) -> None:
+    payload = small_file(tmp_path, "user.json")
+    result = upload(
+        localhost(server), kerberos.client_env(kerberos.user_ccache), payload, revision="2"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("/reports/O4/S230518h_dir/S230518h_llo_2/")
+    landed = server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_2/user.json"
+    assert landed.read_bytes() == payload.read_bytes()
+    assert principal_of(server, "user.json") == {USER}
+
+
+def test_upload_with_a_robot_keytab(kerberos: Realm, server: LiveServer, tmp_path: Path) -> None:
+    payload = small_file(tmp_path, "robot.json")
+    env = kerberos.client_env()  # no ticket at all: the keytab is the credential
+    result = upload(
+        localhost(server),
+        env,
+        payload,
+        revision="3",
+        extra=("--keytab", str(kerberos.llo_robot_keytab)),
+    )
+    assert result.returncode == 0, result.stderr
+    assert principal_of(server, "robot.json") == {LLO_ROBOT}
+
+
+def test_upload_with_krb5_client_ktname(
+    kerberos: Realm, server: LiveServer, tmp_path: Path
+) -> None:
+    payload = small_file(tmp_path, "ktname.json")
+    env = kerberos.client_env(
+        tmp_path / "robot.ccache", KRB5_CLIENT_KTNAME=str(kerberos.llo_robot_keytab)
+    )
+    result = upload(localhost(server), env, payload, revision="4")
+    assert result.returncode == 0, result.stderr
+    assert principal_of(server, "ktname.json") == {LLO_ROBOT}
+
+
+def test_100_mib_through_kerberos_arrives_byte_identical(
+    kerberos: Realm, server: LiveServer, tmp_path: Path
+) -> None:
+    payload = tmp_path / "big.bin"
+    digest = hashlib.sha256()
+    with open(payload, "wb") as handle:
+        for _ in range(100):
+            block = os.urandom(MiB)
+            digest.update(block)
+            handle.write(block)
+    before = server.log().count(f"authenticated {LLO_ROBOT}")
+    result = upload(
+        localhost(server),
+        kerberos.client_env(),
+        payload,
+        revision="5",
+        extra=("--keytab", str(kerberos.llo_robot_keytab), "--chunk-size", "4"),
+    )
+    assert result.returncode == 0, result.stderr
+    landed = server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_5/big.bin"
+    assert landed.stat().st_size == 100 * MiB
+    landed_digest = hashlib.sha256()
+    with open(landed, "rb") as handle:
+        while block := handle.read(4 * MiB):
+            landed_digest.update(block)
+    assert landed_digest.hexdigest() == digest.hexdigest()
+    # The cookie lives one second: the upload authenticated more than once.
+    assert server.log().count(f"authenticated {LLO_ROBOT}") - before >= 2
+
+
+def test_no_ticket_exits_3_with_the_klist_message(
+    kerberos: Realm, server: LiveServer, tmp_path: Path
+) -> None:
+    payload = small_file(tmp_path, "none.json")
+    env = kerberos.client_env()
+    assert "KRB5_CLIENT_KTNAME" not in env
+    result = upload(localhost(server), env, payload, revision="6")
+    assert result.returncode == 3, result.stderr
+    assert "klist: No credentials cache found (filename: " in result.stderr
+    assert "kinit" in result.stderr and "--keytab" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_expired_ticket_exits_3_and_says_so(
+    kerberos: Realm, server: LiveServer, tmp_path: Path
+) -> None:
+    ccache = tmp_path / "short.ccache"
+    kerberos.kinit(USER, ccache, lifetime="2s")
+    kerberos.wait_expired(ccache)
+    payload = small_file(tmp_path, "expired.json")
+    result = upload(localhost(server), kerberos.client_env(ccache), payload, revision="7")
+    assert result.returncode == 3, result.stderr
+    assert f"Kerberos ticket in {ccache} has expired" in result.stderr
+
+
+def test_a_principal_not_allowed_gets_403_and_exit_4(
+    kerberos: Realm, server: LiveServer, tmp_path: Path
+) -> None:
+    payload = small_file(tmp_path, "stranger.json")
+    env = kerberos.client_env(kerberos.stranger_ccache)
+    result = upload(localhost(server), env, payload, revision="8")
+    assert result.returncode == 4, result.stderr
+    assert "403" in result.stderr
+    assert f"{STRANGER} may not upload to project O4: no rule in auth.rules" in result.stderr
+    # The same person may use the project the rules give everyone.
+    result = upload(localhost(server), env, payload, revision="8", project="personal")
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_robot_uploading_as_another_site_gets_403(
+    kerberos: Realm, server: LiveServer, tmp_path: Path
+) -> None:
+    payload = small_file(tmp_path, "lho.json")
+    result = upload(
+        localhost(server),
+        kerberos.client_env(),
+        payload,
+        revision="9",
+        uploader="lho",
+        extra=("--keytab", str(kerberos.llo_robot_keytab)),
+    )
+    assert result.returncode == 4, result.stderr
+    assert "as site lho: rule 'llo robot' allows only llo" in result.stderr
+
+
+def test_the_service_principal_can_be_named(
+    kerberos: Realm, server: LiveServer, tmp_path: Path
+) -> None:
+    """Reached as 127.0.0.1 by a client that does not canonicalise host names,
+    the server's principal is not HTTP/127.0.0.1: it must be named."""
+    payload = small_file(tmp_path, "named.json")
+    env = kerberos.client_env(kerberos.user_ccache, KRB5_CONFIG=kerberos.literal_names_config())
+    result = upload(server.url, env, payload, revision="10")
+    assert result.returncode == 3, result.stderr
+    assert "cannot get a Kerberos service ticket for 127.0.0.1" in result.stderr
+    assert "DQRXFER_SERVICE_PRINCIPAL" in result.stderr
+    result = upload(server.url, env, payload, revision="10", extra=("--service-principal", SERVICE))
+    assert result.returncode == 0, result.stderr
+    env["DQRXFER_SERVICE_PRINCIPAL"] = SERVICE
+    result = upload(server.url, env, payload, revision="11")
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_server_without_authentication_needs_no_ticket(
+    kerberos: Realm, live_server: LiveServer, tmp_path: Path
+) -> None:
+    payload = small_file(tmp_path, "dev.json")
+    result = upload(live_server.url, kerberos.client_env(), payload)
+    assert result.returncode == 0, result.stderr
