@@ -62,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subdir", default="", help="sub-directory inside the report")
     add_server_options(parser)
     add_retry_options(parser)
+    add_transfer_options(parser)
+    parser.add_argument(
+        "--as-file",
+        action="store_true",
+        help="send tar archives as plain files instead of unpacking them on the server",
+    )
+    add_common_options(parser)
+    return parser
+
+
+def add_transfer_options(parser: argparse.ArgumentParser) -> None:
+    """How payloads are sent (shared with dqr-batch-upload)."""
     parser.add_argument(
         "--chunk-size",
         type=int,
@@ -75,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="upload N paths at once (default %(default)s)",
+        help="upload N payloads at once (default %(default)s)",
     )
     parser.add_argument(
         "--parallel",
@@ -84,11 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="send each payload as N partial uploads at once, joined on the server "
         "(needs the server's concatenation extension; helps on long, lossy links)",
-    )
-    parser.add_argument(
-        "--as-file",
-        action="store_true",
-        help="send tar archives as plain files instead of unpacking them on the server",
     )
     parser.add_argument(
         "--no-checksum",
@@ -110,8 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the options and the paths, hash the payloads and say what would be "
         "sent where; send nothing",
     )
-    add_common_options(parser)
-    return parser
 
 
 def options_from(args: argparse.Namespace) -> UploadOptions:

@@ -1,0 +1,300 @@
+"""Uploading a whole tree of reports: find them, ask the server, send what is missing.
+
+A report tree holds ``<graceid>_dir/<graceid>_<site>_<revision>/`` directories
+(the layout of the central report tree, and of the sites' own).
+:func:`find_reports` walks one or more roots for them; :class:`BatchUploader`
+asks the links API (``GET /api/v1/events/<graceid>/reports``, once per
+event) which of them the server already has, and sends each missing report
+as one packed directory (``kind=tar``), several at once with ``jobs``.
+
+"Already on the server" means: the server lists a report of the same project,
+site and revision.  With ``update`` a listed report whose file count or size
+differs from the local directory is sent again (its files are added or
+replaced; files only on the server stay).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from . import contract
+from .errors import DqrxferError, TransientError, UsageError
+from .packing import DirectoryPayload
+from .progress import NullProgress, Progress
+from .resume import ResumeStore
+from .retry import Retrier
+from .session import SessionFactory, make_session
+from .transport import check_response, describe_error
+from .upload import (
+    PlannedUpload,
+    ReportTarget,
+    ReportUploader,
+    UploadOptions,
+    UploadResult,
+    describe,
+)
+
+log = logging.getLogger("dqr-xfer")
+
+#: What happened to one report.
+UPLOADED, PRESENT, WOULD_UPLOAD, FAILED, CHANGED = (
+    "uploaded",
+    "on server",
+    "would upload",
+    "failed",
+    "changed",
+)
+
+
+@dataclass(frozen=True)
+class LocalReport:
+    """A report directory found on disk."""
+
+    path: Path
+    graceid: str
+    site: str
+    revision: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.site, self.revision)
+
+
+def find_reports(
+    roots: Iterable[Path], sites: Iterable[str] = contract.DEFAULT_SITES
+) -> list[LocalReport]:
+    """Every ``<graceid>_dir/<graceid>_<site>_<revision>/`` under ``roots``, sorted.
+
+    A root may itself be a report directory or an event directory.  Symbolic
+    links to directories are not followed; directories whose names break the
+    contract are passed over (a debug line says why).
+    """
+    sites = tuple(sites)
+    found: dict[Path, LocalReport] = {}
+
+    def consider(path: Path) -> LocalReport | None:
+        parent = path.parent.name
+        if not parent.endswith("_dir"):
+            return None
+        try:
+            graceid, site, revision = contract.parse_report_dirname(path.name, sites)
+        except contract.ContractError as error:
+            log.debug("not a report directory: %s (%s)", path, error)
+            return None
+        if parent != contract.event_dirname(graceid):
+            log.debug("not a report directory: %s (its parent is not %s_dir)", path, graceid)
+            return None
+        return LocalReport(path, graceid, site, revision)
+
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise UsageError(f"{root}: not a directory")
+        resolved = root.resolve()
+        report = consider(resolved)
+        if report is not None:
+            found[resolved] = LocalReport(root, report.graceid, report.site, report.revision)
+            continue
+        for directory, subdirs, _files in os.walk(root):
+            keep = []
+            for name in sorted(subdirs):
+                path = Path(directory) / name
+                report = consider(path)
+                if report is not None:
+                    found.setdefault(path.resolve(), report)
+                elif not name.startswith("."):
+                    keep.append(name)  # descend, but never into a report
+            subdirs[:] = keep
+    return sorted(found.values(), key=lambda r: (r.graceid, r.site, r.revision, str(r.path)))
+
+
+def event_reports(
+    session: requests.Session, server: str, graceid: str, retrier: Retrier
+) -> list[dict]:
+    """The server's reports of one event (links API), retried like any request."""
+    url = f"{server.rstrip('/')}/api/v1/events/{graceid}/reports"
+    while True:
+        try:
+            try:
+                response = session.get(url)
+            except requests.RequestException as error:
+                raise TransientError(f"GET {url}: {describe_error(error)}") from error
+            check_response(response, f"reports of {graceid}")
+            reports = response.json().get("reports")
+            if not isinstance(reports, list):
+                raise TransientError(f"GET {url}: no list of reports in the answer")
+            return reports
+        except TransientError as error:
+            retrier.failed(error)
+
+
+@dataclass
+class BatchItem:
+    """One report of a batch and what became of it."""
+
+    report: LocalReport
+    status: str = ""
+    planned: PlannedUpload | None = None
+    result: UploadResult | None = None
+    error: DqrxferError | None = None
+    url: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return self.error.exit_code if self.error is not None else 0
+
+    @property
+    def size(self) -> int | None:
+        return self.planned.payload.size if self.planned is not None else None
+
+
+@dataclass
+class BatchUploader:
+    """Uploads the reports of a tree that the server does not have yet."""
+
+    server: str
+    project: str
+    options: UploadOptions = field(default_factory=UploadOptions)
+    session_factory: SessionFactory = make_session
+    store: ResumeStore | None = None
+    progress: Progress = field(default_factory=NullProgress)
+    update: bool = False
+
+    def classify(self, reports: list[LocalReport]) -> list[BatchItem]:
+        """Ask the server about each event; return an item per report with its
+        status set to :data:`PRESENT` or left empty (to upload)."""
+        items = [BatchItem(report) for report in reports]
+        session = self.session_factory()
+        try:
+            retrier = Retrier(self.options.retry, "links API")
+            known: dict[str, dict[tuple[str, int], dict]] = {}
+            for item in items:
+                graceid = item.report.graceid
+                if graceid not in known:
+                    listed = event_reports(session, self.server, graceid, retrier)
+                    known[graceid] = {
+                        (entry["site"], entry["revision"]): entry
+                        for entry in listed
+                        if str(entry.get("project", "")).lower() == self.project.lower()
+                    }
+                entry = known[graceid].get(item.report.key)
+                if entry is None:
+                    continue
+                item.url = entry.get("url")
+                item.status = PRESENT
+                if self.update:
+                    payload = self._plan(item)
+                    if payload is not None and (
+                        entry.get("file_count") != payload.payload.file_count  # type: ignore[attr-defined]
+                        or entry.get("bytes") != payload.payload.content_bytes  # type: ignore[attr-defined]
+                    ):
+                        item.status = CHANGED
+        finally:
+            session.close()
+        return items
+
+    def _target(self, report: LocalReport) -> ReportTarget:
+        return ReportTarget(self.project, report.graceid, report.site, report.revision)
+
+    def _plan(self, item: BatchItem) -> PlannedUpload | None:
+        if item.planned is None:
+            try:
+                payload = DirectoryPayload.pack(item.report.path)
+                item.planned = PlannedUpload(payload, describe(payload, self._target(item.report)))
+            except DqrxferError as error:
+                item.error = error
+                item.status = FAILED
+                return None
+        return item.planned
+
+    def upload_one(self, item: BatchItem) -> BatchItem:
+        planned = self._plan(item)
+        if planned is None:
+            log.error("%s: %s", item.report.path, item.error)
+            return item
+        uploader = ReportUploader(
+            self.server,
+            self._target(item.report),
+            self.options,
+            self.session_factory,
+            self.store,
+            self.progress,
+        )
+        started = time.monotonic()
+        try:
+            item.result = uploader.upload(planned)
+            item.url = item.result.report_url
+            item.status = UPLOADED
+        except DqrxferError as error:
+            log.error("%s: %s", item.report.path, error)
+            item.error = error
+            item.status = FAILED
+        item.seconds = time.monotonic() - started
+        return item
+
+    def run(
+        self, reports: list[LocalReport], jobs: int = 1, dry_run: bool = False
+    ) -> list[BatchItem]:
+        items = self.classify(reports)
+        todo = [item for item in items if item.status in ("", CHANGED)]
+        log.info(
+            "%d report(s) found, %d already on the server, %d to upload",
+            len(items),
+            len(items) - len(todo),
+            len(todo),
+        )
+        if dry_run:
+            for item in todo:
+                if self._plan(item) is not None:
+                    item.status = WOULD_UPLOAD
+            return items
+        if jobs <= 1 or len(todo) <= 1:
+            for item in todo:
+                self.upload_one(item)
+        else:
+            with ThreadPoolExecutor(min(jobs, len(todo)), thread_name_prefix="dqr-batch") as pool:
+                list(pool.map(self.upload_one, todo))
+        return items
+
+
+def summary_table(items: list[BatchItem]) -> str:
+    """A plain-text table: one row per report, then the totals."""
+    from .progress import human_bytes
+
+    header = ("graceid", "site", "rev", "status", "size", "time", "url / error")
+    rows = []
+    for item in items:
+        size = human_bytes(item.size) if item.size is not None else "-"
+        seconds = f"{item.seconds:.1f}s" if item.status == UPLOADED else "-"
+        detail = str(item.error) if item.error is not None else (item.url or "")
+        rows.append(
+            (
+                item.report.graceid,
+                item.report.site,
+                str(item.report.revision),
+                item.status,
+                size,
+                seconds,
+                detail,
+            )
+        )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.status] = counts.get(item.status, 0) + 1
+    totals = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    lines.append(f"{len(items)} report(s): {totals}" if items else "no reports found")
+    return "\n".join(lines)
