@@ -116,14 +116,13 @@ class TqdmProgress:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.position = 0
+        self.positions: dict[str, int] = {}
 
     def task(self, label: str, total: int, done: int = 0, unit: str = "upload") -> Task:
         from tqdm import tqdm
 
-        with self.lock:
-            position = self.position
-            self.position += 1
+        with self.lock:  # one line per payload: its hashing bar, then its upload bar
+            position = self.positions.setdefault(label, len(self.positions))
         description = f"hashing {label}" if unit == "hash" else label
         bar = tqdm(
             total=total,

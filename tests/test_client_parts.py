@@ -13,6 +13,7 @@ import random
 import subprocess
 import tarfile
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,8 @@ def test_scan_gives_the_sha256_and_one_digest_per_chunk(tmp_path: Path) -> None:
     path.write_bytes(data)
     payload = FilePayload.open(path, "file")
     chunk = 2 * 1024 * 1024 + 7  # not a multiple of the read block
+    crc = scan(payload, chunk, "crc32")
+    assert crc.chunk_digests[0] == zlib.crc32(data[:chunk]).to_bytes(4, "big")
     result = scan(payload, chunk, "sha1")
     assert result.sha256 == hashlib.sha256(data).hexdigest()
     expected = [hashlib.sha1(data[i : i + chunk]).digest() for i in range(0, len(data), chunk)]
@@ -166,9 +169,10 @@ def test_scan_gives_the_sha256_and_one_digest_per_chunk(tmp_path: Path) -> None:
 
 
 def test_checksum_algorithm_choice() -> None:
-    assert choose_checksum(("md5", "SHA1", "crc32")) == "sha1"
-    assert choose_checksum(("crc32", "md5")) == "md5"
-    assert choose_checksum(("crc32",)) is None
+    assert choose_checksum(("md5", "SHA1", "crc32")) == "crc32"
+    assert choose_checksum(("md5", "sha1")) == "sha1"
+    assert choose_checksum(("md5",)) == "md5"
+    assert choose_checksum(("blake3",)) is None
     assert choose_checksum(()) is None
 
 

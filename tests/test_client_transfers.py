@@ -515,8 +515,8 @@ def test_python_api_sends_every_request_through_the_given_session_with_timeouts(
     patches = [headers for method, _, headers in seen if method == "PATCH"]
     assert sum(int(h["Content-Length"]) for h in patches) == payload.stat().st_size
     if "checksum" in server_extensions(live_server):
-        assert "sha1" in algorithms
-        assert all(h["Upload-Checksum"].startswith("sha1 ") for h in patches)
+        assert "crc32" in algorithms  # the cheapest on offer
+        assert all(h["Upload-Checksum"].startswith("crc32 ") for h in patches)
     else:
         assert not any("Upload-Checksum" in h for h in patches)
 
@@ -527,3 +527,72 @@ def test_python_api_sends_every_request_through_the_given_session_with_timeouts(
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_a_terminal_gets_a_progress_bar_and_a_log_file_gets_lines(
+    live_server: LiveServer, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    import pty
+
+    payload = tmp_path / "data.bin"
+    payload.write_bytes(os.urandom(3 * MiB))
+    command = upload_command(live_server.url, payload, chunk_size="1")
+    import fcntl
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    try:
+        process = subprocess.Popen(
+            [tool(command[0]), *command[1:]],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=terminal,
+            env={**os.environ, **client_env},
+        )
+        os.close(terminal)
+        screen = b""
+        while True:
+            try:
+                data = os.read(controller, 65536)
+            except OSError:  # the terminal closed: the process is gone
+                break
+            if not data:
+                break
+            screen += data
+        assert process.wait(timeout=60) == 0
+    finally:
+        os.close(controller)
+    text = screen.decode("utf-8", "replace")
+    assert "100%|" in text and "data.bin" in text  # tqdm's bar
+    assert "INFO:dqr-xfer:Uploaded " in text  # log lines still come, above the bar
+    # Not a terminal: no bar, only lines.
+    result = run_cli(*upload_command(live_server.url, payload, revision=2), env=client_env)
+    assert result.returncode == 0
+    assert "|" not in result.stderr and "\r" not in result.stderr
+
+
+def test_a_chunk_damaged_in_transit_is_refused_by_its_checksum_and_sent_again(
+    live_server: LiveServer, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    if "checksum" not in server_extensions(live_server):
+        pytest.skip("the server has no checksum extension")
+    payload = tmp_path / "data.bin"
+    payload.write_bytes(os.urandom(4 * MiB))
+    with FaultProxy(live_server.port, Faults(corrupt_connections=2), seed=3) as proxy:
+        result = run_cli(*upload_command(proxy.url, payload, **FAST_RETRIES), env=client_env)
+        corruptions = proxy.counters.corruptions
+    assert result.returncode == 0, result.stderr
+    assert corruptions >= 1
+    assert "HTTP 460" in result.stderr  # the server caught it
+    assert published(live_server, "data.bin").read_bytes() == payload.read_bytes()
+    # Without per-chunk checksums the damage is caught at the end, by the sha256.
+    with FaultProxy(live_server.port, Faults(corrupt_connections=1), seed=3) as proxy:
+        result = run_cli(
+            *upload_command(proxy.url, payload, revision=2, no_checksum="", **FAST_RETRIES),
+            env=client_env,
+        )
+    assert result.returncode == 4, result.stderr
+    assert "sha256" in result.stderr
+    assert not published(live_server, "data.bin", revision=2).exists()

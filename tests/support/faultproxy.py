@@ -9,6 +9,8 @@ ways, misbehaving as :class:`Faults` says:
   link looks to a server: a short body);
 * **stalls**: a connection stops forwarding client-to-server bytes at
   a random point, for ``stall_seconds``, then is cut;
+* **corruption**: the first ``corrupt_connections`` connections get one
+  client-to-server byte flipped, at a random offset in ``corrupt_at``;
 * **rate**: client-to-server bytes are limited to ``rate`` bytes per second;
 * **delay**: each direction delivers bytes ``delay`` seconds after they were
   read (so the round trip gains ``2 * delay``), with at most ``window``
@@ -47,6 +49,9 @@ class Faults:
     stall_probability: float = 0.0
     stall_after: tuple[int, int] = (0, 1 << 20)
     stall_seconds: float = 3.0
+    #: flip one byte (at an offset drawn from ``corrupt_at``) of the first N connections
+    corrupt_connections: int = 0
+    corrupt_at: tuple[int, int] = (8 * 1024, 200 * 1024)
     #: client-to-server bandwidth limit, bytes per second (None: none)
     rate: float | None = None
     #: one-way delay in seconds, and the bytes in flight allowed per direction
@@ -62,6 +67,7 @@ class Counters:
     down_bytes: int = 0
     connections: int = 0
     cuts: int = 0
+    corruptions: int = 0
     stalls: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -159,6 +165,9 @@ class _Connection:
             if faults.stall_probability and self.rng.random() < faults.stall_probability
             else None
         )
+        self.corrupt_at = (
+            self.rng.randint(*faults.corrupt_at) if number <= faults.corrupt_connections else None
+        )
         self.done = threading.Event()
         self.server: socket.socket | None = None
 
@@ -229,6 +238,11 @@ class _Connection:
                         self.server.shutdown(socket.SHUT_WR)
                 return
             counters.add("up_bytes", len(data))
+            if self.corrupt_at is not None and forwarded <= self.corrupt_at < forwarded + len(data):
+                flipped = bytearray(data)
+                flipped[self.corrupt_at - forwarded] ^= 0xFF
+                data = bytes(flipped)
+                counters.add("corruptions")
             if self.faults.rate:
                 ahead = forwarded + len(data) - self.faults.rate * (time.monotonic() - started)
                 if ahead > 0:

@@ -1,0 +1,371 @@
+"""Client benchmarks: dqr-upload against a minimal streaming tus client, same
+server, same run; the client's memory; flaky links; parallel streams over a
+long path.
+
+    .venv/bin/python bench/client_bench.py throughput --size-mib 1024 --runs 3
+    .venv/bin/python bench/client_bench.py memory --size-mib 512
+    .venv/bin/python bench/client_bench.py flaky --size-mib 64 --uploads 5
+    .venv/bin/python bench/client_bench.py parallel --size-mib 256 --rtt-ms 100 --runs 3
+
+Every configuration gets a fresh server (``bench/servers.py``); configurations
+run in a random order in each round, and the tables give medians.  The
+command-line client runs as its own process, as users run it; its peak RSS
+comes from ``wait4``.  The flaky and long-path links are the test suite's
+fault-injecting proxy (``tests/support/faultproxy.py``) on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from rawhttp import Connection  # noqa: E402
+from servers import BIN, Dqrxfer  # noqa: E402
+from support.faultproxy import FaultProxy, Faults  # noqa: E402
+from tus_bench import make_payload, metadata  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def crc32_header(data: bytes) -> str:
+    return "crc32 " + base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def minimal_upload(port: int, path: Path, chunk: int, index: int, checksums: bool) -> float:
+    """The reference: a minimal streaming tus client (one keep-alive socket,
+    bodies sent with ``sendfile``, nothing else: no hashing unless
+    ``checksums``, then a CRC-32 per chunk computed as it goes)."""
+    size = path.stat().st_size
+    started = time.perf_counter()
+    connection = Connection("127.0.0.1", port)
+    reply = connection.request(
+        "POST",
+        "/files/",
+        {"Tus-Resumable": "1.0.0", "Upload-Length": str(size), "Upload-Metadata": metadata(index)},
+    )
+    assert reply.status == 201, (reply.status, reply.body)
+    target = "/files/" + reply.headers["location"].rstrip("/").rsplit("/", 1)[-1]
+    offset = 0
+    with open(path, "rb") as handle:
+        while offset < size:
+            count = min(chunk, size - offset)
+            headers = {
+                "Tus-Resumable": "1.0.0",
+                "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream",
+            }
+            if checksums:
+                headers["Upload-Checksum"] = crc32_header(os.pread(handle.fileno(), count, offset))
+            reply = connection.request(
+                "PATCH", target, headers, file=handle, offset=offset, count=count
+            )
+            assert reply.status == 204, (reply.status, reply.body)
+            offset = int(reply.headers["upload-offset"])
+    connection.close()
+    return time.perf_counter() - started
+
+
+def dqr_upload(
+    url: str, path: Path, revision: int, extra: list[str], cache: Path
+) -> tuple[float, int, str]:
+    """Run dqr-upload as a process; seconds, peak RSS (bytes) and its stderr."""
+    command = [
+        str(BIN / "dqr-upload"),
+        "-s",
+        url,
+        "-p",
+        "O4",
+        "-g",
+        "S230518h",
+        "-u",
+        "llo",
+        "--revision",
+        str(revision),
+        "--retry-wait",
+        "0.1",
+        *extra,
+        str(path),
+    ]
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "DQRXFER_SERVER": ""}
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    if process.returncode != 0:
+        raise RuntimeError(f"dqr-upload exited with {process.returncode}:\n{stderr}")
+    return elapsed, usage.ru_maxrss * 1024, stderr
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = [
+        "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    ]
+    return "\n".join([line, rule, *body])
+
+
+def rounds(
+    configs: dict[str, Callable[[int], float]], runs: int, seed: int = 1
+) -> dict[str, list[float]]:
+    rng = random.Random(seed)
+    results: dict[str, list[float]] = {name: [] for name in configs}
+    names = list(configs)
+    for run in range(runs):
+        rng.shuffle(names)
+        for name in names:
+            results[name].append(configs[name](run))
+            print(f"  round {run + 1}: {name}: {results[name][-1]:.2f}s", file=sys.stderr)
+    return results
+
+
+# -- throughput ------------------------------------------------------------------
+
+
+def throughput(args: argparse.Namespace, work: Path) -> None:
+    path = work / "payload.bin"
+    make_payload(path, args.size_mib * MiB)
+    chunk = args.chunk_mib * MiB
+    cache = work / "cache"
+    counter = iter(range(1, 1_000_000))
+
+    def with_server(action: Callable[[Dqrxfer], float]) -> Callable[[int], float]:
+        def run(_: int) -> float:
+            server = Dqrxfer().start()
+            try:
+                return action(server)
+            finally:
+                server.stop()
+
+        return run
+
+    def cli(extra: list[str]) -> Callable[[Dqrxfer], float]:
+        def action(server: Dqrxfer) -> float:
+            url = f"http://127.0.0.1:{server.port}"
+            options = ["-q", "--chunk-size", str(args.chunk_mib), *extra]
+            return dqr_upload(url, path, next(counter), options, cache)[0]
+
+        return action
+
+    configs = {
+        "minimal client, no checksums": with_server(
+            lambda s: minimal_upload(s.port, path, chunk, next(counter), False)
+        ),
+        "minimal client, crc32 per chunk": with_server(
+            lambda s: minimal_upload(s.port, path, chunk, next(counter), True)
+        ),
+        "dqr-upload --no-checksum": with_server(cli(["--no-checksum"])),
+        "dqr-upload (crc32 per chunk)": with_server(cli([])),
+    }
+    results = rounds(configs, args.runs)
+    size = args.size_mib
+    base = {
+        False: statistics.median(results["minimal client, no checksums"]),
+        True: statistics.median(results["minimal client, crc32 per chunk"]),
+    }
+    rows = []
+    for name, times in results.items():
+        median = statistics.median(times)
+        reference = base["crc32" in name]
+        rows.append(
+            (
+                name,
+                f"{median:.2f}",
+                f"{size / median:.0f}",
+                f"{100 * reference / median:.0f} %",
+            )
+        )
+    print(f"\n{size} MiB, {args.chunk_mib} MiB chunks, median of {args.runs} runs\n")
+    print(table(rows, ("client", "seconds", "MiB/s", "vs minimal (same checksums)")))
+    digest = hashlib.sha256()
+    started = time.perf_counter()
+    with open(path, "rb") as handle:
+        while block := handle.read(MiB):
+            digest.update(block)
+    print(f"\nsha256 of the payload alone (page cache): {time.perf_counter() - started:.2f}s")
+
+
+# -- memory ------------------------------------------------------------------------
+
+
+def memory(args: argparse.Namespace, work: Path) -> None:
+    path = work / "payload.bin"
+    make_payload(path, args.size_mib * MiB)
+    cache = work / "cache"
+    rows = []
+    baseline = subprocess.Popen(
+        [str(BIN / "python"), "-c", "import dqrxfer.cli.upload, dqrxfer.auth"],
+        stdout=subprocess.DEVNULL,
+    )
+    _, _, usage = os.wait4(baseline.pid, 0)
+    rows.append(("imports only (no upload)", "-", f"{usage.ru_maxrss / 1024:.0f}"))
+    server = Dqrxfer().start()
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        revision = 0
+        for chunk in args.chunks:
+            for parallel in (1, 4):
+                peaks = []
+                for _ in range(args.runs):
+                    revision += 1
+                    extra = ["-q", "--chunk-size", str(chunk), "--parallel", str(parallel)]
+                    _, rss, _ = dqr_upload(url, path, revision, extra, cache)
+                    peaks.append(rss)
+                label = f"dqr-upload --chunk-size {chunk}" + (
+                    f" --parallel {parallel}" if parallel > 1 else ""
+                )
+                rows.append((label, f"{chunk}", f"{statistics.median(peaks) / MiB:.0f}"))
+    finally:
+        server.stop()
+    print(f"\nPeak RSS of the client process, {args.size_mib} MiB payload\n")
+    print(table(rows, ("client", "chunk MiB", "peak RSS MiB")))
+
+
+# -- flaky link --------------------------------------------------------------------
+
+
+def flaky(args: argparse.Namespace, work: Path) -> None:
+    path = work / "payload.bin"
+    make_payload(path, args.size_mib * MiB)
+    size = path.stat().st_size
+    cache = work / "cache"
+    links = {
+        "clean link": Faults(),
+        "cut every 0.25-16 MiB, 5 % stalls": Faults(
+            cut_after=(MiB // 4, 16 * MiB),
+            stall_probability=0.05,
+            stall_after=(0, 8 * MiB),
+            stall_seconds=2.0,
+        ),
+    }
+    rows = []
+    server = Dqrxfer().start()
+    revision = 0
+    try:
+        for link, faults in links.items():
+            for checksums in (True, False):
+                with FaultProxy(server.port, faults, seed=7) as proxy:
+                    times, ratios = [], []
+                    for _ in range(args.uploads):
+                        revision += 1
+                        proxy.reset_counters()
+                        extra = ["-q", "--timeout", "1.5", "--connect-timeout", "1.5"]
+                        extra += ["--retries", "30", "--retry-wait", "0.05"]
+                        if not checksums:
+                            extra.append("--no-checksum")
+                        seconds, _, _ = dqr_upload(proxy.url, path, revision, extra, cache)
+                        times.append(seconds)
+                        ratios.append(proxy.counters.up_bytes / size)
+                    rows.append(
+                        (
+                            link,
+                            "crc32" if checksums else "none",
+                            f"{statistics.median(times):.2f}",
+                            f"{statistics.median(ratios):.3f}",
+                            f"{max(ratios):.3f}",
+                        )
+                    )
+    finally:
+        server.stop()
+    print(f"\n{args.size_mib} MiB payload, {args.uploads} uploads per row (medians)\n")
+    print(
+        table(
+            rows,
+            ("link", "chunk checksums", "seconds", "wire / payload", "worst wire / payload"),
+        )
+    )
+
+
+# -- parallel streams over a long path ---------------------------------------------
+
+
+def parallel(args: argparse.Namespace, work: Path) -> None:
+    path = work / "payload.bin"
+    make_payload(path, args.size_mib * MiB)
+    cache = work / "cache"
+    faults = Faults(delay=args.rtt_ms / 2000, window=args.window_kib * 1024)
+    counter = iter(range(1, 1_000_000))
+
+    def config(streams: int) -> Callable[[int], float]:
+        def run(_: int) -> float:
+            server = Dqrxfer().start()
+            try:
+                with FaultProxy(server.port, faults) as proxy:
+                    extra = ["-q", "--parallel", str(streams)]
+                    return dqr_upload(proxy.url, path, next(counter), extra, cache)[0]
+            finally:
+                server.stop()
+
+        return run
+
+    configs = {"one stream": config(1), f"--parallel {args.streams}": config(args.streams)}
+    results = rounds(configs, args.runs)
+    rows = []
+    single = statistics.median(results["one stream"])
+    for name, times in results.items():
+        median = statistics.median(times)
+        rows.append(
+            (name, f"{median:.1f}", f"{args.size_mib / median:.1f}", f"{single / median:.2f}x")
+        )
+    print(
+        f"\n{args.size_mib} MiB through a proxy adding {args.rtt_ms} ms of round trip "
+        f"({args.window_kib} KiB in flight per connection), median of {args.runs} runs\n"
+    )
+    print(table(rows, ("client", "seconds", "MiB/s", "speed-up")))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("throughput", help="dqr-upload vs a minimal tus client")
+    one.add_argument("--size-mib", type=int, default=1024)
+    one.add_argument("--chunk-mib", type=int, default=8)
+    one.add_argument("--runs", type=int, default=3)
+    two = commands.add_parser("memory", help="peak RSS at several chunk sizes")
+    two.add_argument("--size-mib", type=int, default=512)
+    two.add_argument("--chunks", type=int, nargs="+", default=[8, 64])
+    two.add_argument("--runs", type=int, default=3)
+    three = commands.add_parser("flaky", help="wire overhead and time on a flaky link")
+    three.add_argument("--size-mib", type=int, default=64)
+    three.add_argument("--uploads", type=int, default=5)
+    four = commands.add_parser("parallel", help="--parallel N vs one stream, long path")
+    four.add_argument("--size-mib", type=int, default=256)
+    four.add_argument("--rtt-ms", type=int, default=100)
+    four.add_argument("--window-kib", type=int, default=2048)
+    four.add_argument("--streams", type=int, default=4)
+    four.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(
+        prefix="client-bench-", dir=os.environ.get("BENCH_TMP")
+    ) as tmp:
+        {"throughput": throughput, "memory": memory, "flaky": flaky, "parallel": parallel}[
+            args.command
+        ](args, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
