@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,6 +183,36 @@ def test_100_mib_through_kerberos_arrives_byte_identical(
     assert cuts >= 1
     # At 40 MiB/s the upload takes over 2.5 s: cookies of one second ran out.
     assert server.log().count(f"authenticated {LLO_ROBOT}") - before >= 3
+
+
+def ping(server_url: str, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [tool("dqr-ping"), "-s", server_url, *extra]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_ping_with_a_user_ticket(kerberos: Realm, server: LiveServer) -> None:
+    result = ping(localhost(server), kerberos.client_env(kerberos.user_ccache), "-vv")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["OK", "OK", "OK"]
+    assert f"Logged in to {localhost(server)} as {USER}" in result.stderr
+    assert "Success = 100.0%" in result.stderr
+    # The most verbose output shows the exchange, never a token.
+    assert "Authenticate header: <redacted>" in result.stderr
+    assert not re.search(r"Negotiate [A-Za-z0-9+/]{20}", result.stderr)
+
+
+def test_ping_with_a_robot_keytab(kerberos: Realm, server: LiveServer) -> None:
+    keytab = str(kerberos.llo_robot_keytab)
+    result = ping(localhost(server), kerberos.client_env(), "-v", "--keytab", keytab)
+    assert result.returncode == 0, result.stderr
+    assert f"as {LLO_ROBOT}" in result.stderr and "Success = 100.0%" in result.stderr
+
+
+def test_ping_without_a_ticket_exits_3(kerberos: Realm, server: LiveServer) -> None:
+    result = ping(localhost(server), kerberos.client_env())
+    assert result.returncode == 3, result.stderr
+    assert "klist: No credentials cache found (filename: " in result.stderr
+    assert "OK" not in result.stdout
 
 
 def test_no_ticket_exits_3_with_the_klist_message(
