@@ -112,6 +112,9 @@ def check_file_target(report_dir: Path, relpath: str) -> None:
 def check_overlay(report_dir: Path, subdir: str, staged: StagedArchive) -> None:
     """Raise :class:`PublishConflict` or :class:`ArchiveRefused` unless ``staged``
     can be laid over the report at ``subdir`` (read-only: changes nothing)."""
+    if kind_at(report_dir) is None:  # a new report: only the archive's own links matter
+        check_links(staged.links, staged.kind_of)
+        return
     _check_directory_chain(report_dir, subdir)
     base = report_dir / subdir if subdir else report_dir
     prefix = f"{subdir}/" if subdir else ""

@@ -1,0 +1,338 @@
+"""Reports: finalizing a tarball, and the links lookup at the database.
+
+finalize
+    A plain tar of ``--files`` files (random, incompressible content, sizes
+    spread around the mean) adding up to ``--size`` bytes, written to the
+    uploads directory.  Each round, in a new random order, on the same disk:
+
+    * ``tar -xf``: GNU tar extracting it into a fresh directory;
+    * ``tar -xf + sync``: the same, then ``sync`` (what makes it durable);
+    * ``dqrxfer``: ``finalize_upload`` on it, as the server runs it after the
+      last PATCH: whole-payload SHA-256 verified (in a thread, beside the
+      extraction), every header checked, every file extracted and hashed,
+      the tree made durable (one ``syncfs``) and swapped in, rows written;
+    * ``dqrxfer, fsync off``: the same with ``fsync = false``.
+
+    Medians of ``--runs`` rounds; the trees are removed between runs (and the
+    page cache is left as it is: the tarball was just uploaded, so it is warm
+    for every contender alike).
+
+lookup
+    ``--reports`` reports over ``--reports / 10`` events in SQLite and in
+    PostgreSQL (bulk inserts through the Alembic schema), then the query the
+    links API runs for one graceid (``server/api/queries.event_reports``)
+    for random graceids, one after the other: p50 and p99 over ``--lookups``
+    lookups, medians over ``--runs``.  (The same lookup over HTTP, through
+    gunicorn, is ``bench/links_bench.py``.)
+
+    .venv/bin/python bench/reports_bench.py finalize --runs 3
+    .venv/bin/python bench/reports_bench.py lookup --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from dqrxfer.server.config import load_settings
+from dqrxfer.server.db import Database, Event, Report, Upload, migrate
+from dqrxfer.server.reports.finalize import finalize_upload
+from dqrxfer.server.tus.store import UploadInfo
+from sqlalchemy import create_engine, insert, text
+
+MiB = 1024 * 1024
+
+
+# -- finalize ------------------------------------------------------------------------
+
+
+def make_tarball(path: Path, files: int, size: int, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    mean = size // files
+    sizes = [max(1, int(rng.uniform(0.2, 1.8) * mean)) for _ in range(files)]
+    scale = size / sum(sizes)
+    sizes = [max(1, int(s * scale)) for s in sizes]
+    block = os.urandom(4 * MiB)
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as archive:
+        for index, length in enumerate(sizes):
+            info = tarfile.TarInfo(f"tier{index % 4}/task{index // 100:03d}/file{index:05d}.png")
+            info.size = length
+            info.mtime = 1_700_000_000
+            length = min(length, len(block))
+            offset = rng.randrange(0, len(block) - length + 1)
+            data = block[offset : offset + length]
+            info.size = length
+            archive.addfile(info, _Reader(data))
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+        self.position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self.data) if size < 0 else self.position + size
+        chunk = self.data[self.position : end]
+        self.position += len(chunk)
+        return bytes(chunk)
+
+
+def sha256_hex(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(4 * MiB):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_tar(tarball: Path, target: Path, sync: bool) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of GNU tar (and sync)."""
+    target.mkdir()
+    cpu = _children_cpu()
+    started = time.perf_counter()
+    subprocess.run(["tar", "-xf", str(tarball), "-C", str(target)], check=True)
+    if sync:
+        subprocess.run(["sync"], check=True)
+    return time.perf_counter() - started, _children_cpu() - cpu
+
+
+def time_finalize(
+    tarball: Path, base: Path, digest: str, fsync: bool, round_id: str
+) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (all threads) of one finalization."""
+    data_dir = base / f"dq-{round_id}"
+    config = base / f"server-{round_id}.toml"
+    config.write_text(f'data_dir = "{data_dir}"\nfsync = {"true" if fsync else "false"}\n')
+    settings = load_settings(config, data_dir)
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.database_url)
+    try:
+        migrate.upgrade(database.engine)
+        upload_id = uuid.uuid4().hex
+        payload = settings.uploads_dir / upload_id
+        os.link(tarball, payload)
+        metadata = {
+            "project": "O4",
+            "graceid": "S230518h",
+            "uploader": "llo",
+            "revision": "1",
+            "filename": "report.tar",
+            "kind": "tar",
+            "sha256": digest,
+        }
+        length = payload.stat().st_size
+        with database.session(write=True) as session:
+            session.add(Upload(id=upload_id, project="O4", kind="tar", state="receiving"))
+        info = UploadInfo(id=upload_id, length=length, offset=length, metadata=metadata)
+        cpu = time.process_time()
+        started = time.perf_counter()
+        finalize_upload(database, settings, info, payload)
+        elapsed = time.perf_counter() - started, time.process_time() - cpu
+        landed = settings.projects["O4"].reports_root / "S230518h_dir/S230518h_llo_1"
+        count = sum(len(files) for _, _, files in os.walk(landed))
+        assert count > 0, "nothing was published"
+        return elapsed
+    finally:
+        database.dispose()
+
+
+def finalize(args: argparse.Namespace) -> None:
+    base = Path(tempfile.mkdtemp(prefix="dqrxfer-bench-", dir=args.dir))
+    try:
+        tarball = base / "report.tar"
+        started = time.perf_counter()
+        make_tarball(tarball, args.files, args.size)
+        print(
+            f"tarball: {args.files} files, {tarball.stat().st_size / MiB:.0f} MiB "
+            f"(made in {time.perf_counter() - started:.1f} s) in {base}",
+            flush=True,
+        )
+        digest = sha256_hex(tarball)
+        contenders: dict[str, Callable[[str], tuple[float, float]]] = {
+            "tar -xf": lambda r: time_tar(tarball, base / f"tar-{r}", sync=False),
+            "tar -xf + sync": lambda r: time_tar(tarball, base / f"tars-{r}", sync=True),
+            "dqrxfer": lambda r: time_finalize(tarball, base, digest, True, r),
+            "dqrxfer, fsync off": lambda r: time_finalize(tarball, base, digest, False, f"n{r}"),
+        }
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+        for run in range(args.runs):
+            order = list(contenders)
+            random.shuffle(order)
+            for name in order:
+                subprocess.run(["sync"], check=True)
+                elapsed = contenders[name](f"{run}")
+                results[name].append(elapsed)
+                print(
+                    f"run {run + 1}: {name}: {elapsed[0]:.2f} s (CPU {elapsed[1]:.2f} s), "
+                    f"load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+                for leftover in base.iterdir():
+                    if leftover.name != "report.tar":
+                        if leftover.is_dir():
+                            shutil.rmtree(leftover)
+                        else:
+                            leftover.unlink()
+        print()
+        wall = {name: statistics.median(t[0] for t in times) for name, times in results.items()}
+        cpu = {name: statistics.median(t[1] for t in times) for name, times in results.items()}
+        print("| contender | wall, median | wall, runs | over tar -xf | CPU, median |")
+        print("|---|---|---|---|---|")
+        for name, times in results.items():
+            runs = ", ".join(f"{t[0]:.2f}" for t in times)
+            ratio = wall[name] / wall["tar -xf"]
+            print(f"| {name} | {wall[name]:.2f} s | {runs} | {ratio:.2f}x | {cpu[name]:.2f} s |")
+        print(f"\nload average at the end: {os.getloadavg()}")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# -- lookup --------------------------------------------------------------------------
+
+
+def fill(url: str, reports: int, seed: int = 11) -> list[str]:
+    rng = random.Random(seed)
+    database = Database(url)
+    try:
+        migrate.upgrade(database.engine)
+        events = max(1, reports // 10)
+        graceids = [f"S{230000 + index // 26:06d}{chr(97 + index % 26)}" for index in range(events)]
+        start = datetime(2023, 5, 1, tzinfo=UTC)
+        with database.engine.begin() as connection:
+            connection.execute(
+                insert(Event),
+                [
+                    {"id": i + 1, "graceid": g, "created": start + timedelta(minutes=i)}
+                    for i, g in enumerate(graceids)
+                ],
+            )
+            rows = []
+            for index in range(reports):
+                event = index % events
+                site = ("llo", "lho", "virgo", "kagra")[index // events % 4]
+                revision = index // (events * 4)
+                moment = start + timedelta(minutes=event, seconds=rng.randrange(3600))
+                path = f"{graceids[event]}_dir/{graceids[event]}_{site}_{revision}"
+                rows.append(
+                    {
+                        "event_id": event + 1,
+                        "project": "O4",
+                        "site": site,
+                        "revision": revision,
+                        "path": path,
+                        "url": f"https://dqr.example.org/O4/{path}/",
+                        "created": moment,
+                        "updated": moment,
+                        "file_count": 40,
+                        "total_bytes": 5 * MiB,
+                    }
+                )
+            connection.execute(insert(Report), rows)
+        return graceids
+    finally:
+        database.dispose()
+
+
+def time_lookups(url: str, graceids: list[str], lookups: int) -> tuple[float, float]:
+    from dqrxfer.server.api.queries import event_reports
+
+    database = Database(url)
+    rng = random.Random(3)
+    durations = []
+    try:
+        with database.session() as session:
+            for graceid in graceids[:50]:  # warm the connection and the caches
+                event_reports(session, graceid)
+        for _ in range(lookups):
+            graceid = rng.choice(graceids)
+            started = time.perf_counter()
+            with database.session() as session:
+                rows = event_reports(session, graceid)
+            durations.append(time.perf_counter() - started)
+            assert rows, graceid
+    finally:
+        database.dispose()
+    durations.sort()
+    return statistics.median(durations), durations[int(len(durations) * 0.99) - 1]
+
+
+def lookup(args: argparse.Namespace) -> None:
+    backends: dict[str, list[tuple[float, float]]] = {}
+    for run in range(args.runs):
+        base = Path(tempfile.mkdtemp(prefix="dqrxfer-lookup-"))
+        sqlite_url = f"sqlite:///{base / 'db.sqlite'}"
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(args.postgres)
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        postgres_url = f"{args.postgres}?options=-csearch_path%3D{schema}"
+        try:
+            for name, url in (("SQLite", sqlite_url), ("PostgreSQL", postgres_url)):
+                graceids = fill(url, args.reports)
+                p50, p99 = time_lookups(url, graceids, args.lookups)
+                backends.setdefault(name, []).append((p50, p99))
+                print(f"run {run + 1}: {name}: p50 {p50 * 1e3:.3f} ms, p99 {p99 * 1e3:.3f} ms")
+        finally:
+            with admin.begin() as connection:
+                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+            shutil.rmtree(base, ignore_errors=True)
+    print(f"\n{args.reports} reports; {args.lookups} lookups a run; medians of {args.runs} runs\n")
+    print("| database | p50 | p99 | p99 per run |")
+    print("|---|---|---|---|")
+    for name, results in backends.items():
+        p50 = statistics.median(r[0] for r in results) * 1e3
+        p99 = statistics.median(r[1] for r in results) * 1e3
+        runs = ", ".join(f"{r[1] * 1e3:.2f}" for r in results)
+        print(f"| {name} | {p50:.3f} ms | {p99:.3f} ms | {runs} |")
+    print(f"\nload average at the end: {os.getloadavg()}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("finalize", help="finalizing a tarball vs GNU tar -xf")
+    one.add_argument("--files", type=int, default=10_000)
+    one.add_argument("--size", type=int, default=1024 * MiB, help="bytes of file content")
+    one.add_argument("--runs", type=int, default=3)
+    one.add_argument("--dir", help="where to work (default: the temporary directory)")
+    two = commands.add_parser("lookup", help="links lookup for one graceid, SQLite and PostgreSQL")
+    two.add_argument("--reports", type=int, default=100_000)
+    two.add_argument("--lookups", type=int, default=5000)
+    two.add_argument("--runs", type=int, default=3)
+    two.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "DQRXFER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+    )
+    args = parser.parse_args()
+    if args.command == "finalize":
+        finalize(args)
+    else:
+        lookup(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
