@@ -52,6 +52,7 @@ def test_site_builds_with_every_page(built: Path) -> None:
         "introduction",
         "api",
         "performance",
+        "reports",
         "users/upload",
         "users/exit-codes",
         "users/htcondor",
@@ -88,6 +89,7 @@ def accepted_keys(module: str, name: str) -> set[str]:
     ("module", "name", "section"),
     [
         ("server/config.py", "known", "## Top-level keys"),
+        ("server/config.py", "PROJECT_KEYS", "## `[projects.<name>]`"),
         ("server/auth/settings.py", "_KNOWN_KEYS", "## `[auth]`"),
         ("server/auth/settings.py", "_RULE_KEYS", "Each `[[auth.rules]]` table"),
     ],
