@@ -263,3 +263,44 @@ def test_a_file_cannot_replace_a_directory(live_server: LiveServer) -> None:
     assert sent.final.status_code == 422
     assert sent.final.text.startswith("subdir: 'tier1/a.json': the report has a file here")
     assert tree_of(live_server.data_dir / REPORT) == {"tier1/a.json": b"a"}
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "entry-by-entry"])
+def test_both_ways_of_laying_a_pass_over_a_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
+    """Where the filesystem cannot swap directories (NFS), a pass is laid over
+    the live report entry by entry: the same tree and rows either way."""
+    from dqrxfer.server.db import migrate
+    from dqrxfer.server.reports import publish
+    from dqrxfer.server.tus.store import UploadInfo
+
+    monkeypatch.setattr(publish, "supports_exchange", lambda work: exchange)
+    settings = load_settings(None, tmp_path / "data")
+    settings.uploads_dir.mkdir(parents=True)
+    database = Database(settings.database_url)
+    try:
+        migrate.upgrade(database.engine)
+        passes = [
+            tars.report_tree({"index.html": "v1", "tier1/a.json": "a1"}),
+            tars.report_tree({"index.html": "v2", "tier1/b.json": "b2", "tier2/c.json": "c2"}),
+        ]
+        for number, payload in enumerate(passes):
+            path = settings.uploads_dir / f"pass{number}"
+            path.write_bytes(payload)
+            metadata = report_metadata(sha256=sha256_hex(payload))
+            info = UploadInfo(id=f"pass{number}", length=len(payload), metadata=metadata)
+            finalize_upload(database, settings, info, path)
+        assert tree_of(settings.data_dir / REPORT) == {
+            "index.html": b"v2",
+            "tier1/a.json": b"a1",
+            "tier1/b.json": b"b2",
+            "tier2/c.json": b"c2",
+        }
+        state = db_state(settings.data_dir)
+        assert state["reports"] == [("llo", 1, "S230518h_dir/S230518h_llo_1", 4, 8)]
+        assert state["files"]["tier1/a.json"][2] == "pass0"
+        assert state["files"]["index.html"][2] == "pass1"
+        assert list((settings.data_dir / "reports/O4/.dqrxfer-staging/work").iterdir()) == []
+    finally:
+        database.dispose()
