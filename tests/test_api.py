@@ -271,3 +271,46 @@ def test_bad_cors_origin_in_config_is_refused(tmp_path: Path) -> None:
     result = run_cli("dqrxfer-server", "db", "current", "--config", str(config))
     assert result.returncode == 2
     assert "cors_origins: 'pages.example/path' is not an origin" in result.stderr
+
+
+@pytest.mark.postgres
+def test_lookup_on_postgresql_survives_dropped_connections(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The links lookup keeps its own pool (autocommit, no ping before each use):
+    when the database drops its connections, the next lookup still answers."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"links-test-{uuid.uuid4().hex[:10]}"
+    url = f"{postgres_url}&application_name={name}"
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = tmp_path / "server.toml"
+    config.write_text(f'data_dir = "{data_dir}"\nauto_upgrade = true\ndatabase_url = "{url}"\n')
+    server = LiveServer(data_dir, config=config, workers=1).start()
+    try:
+        seed(url, [Seed("S230518h", "llo", 1), Seed("S230518h", "lho", 2)])
+        path = "/api/v1/events/S230518h/reports"
+        expected = [("lho", 2), ("llo", 1)]
+        # Several at once, so the pool holds more than one connection.
+        for _ in range(3):
+            assert summary(get(server, path).json()["reports"]) == expected
+        admin = create_engine(postgres_url)
+        with admin.begin() as connection:
+            killed = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :name"
+                ),
+                {"name": name},
+            ).scalar_one()
+        admin.dispose()
+        assert killed >= 1
+        for _ in range(3):
+            response = get(server, path)
+            assert response.status_code == 200, response.text
+            assert summary(response.json()["reports"]) == expected
+    finally:
+        server.stop()

@@ -11,7 +11,7 @@ from dqrxfer.server.api import queries
 from dqrxfer.server.app import create_app
 from dqrxfer.server.config import load_settings
 from dqrxfer.server.db import Database, migrate
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
 from support.seed import Seed, seed
 
 SITES = ("llo", "lho", "virgo", "kagra")
@@ -24,19 +24,22 @@ ROWS = [
 def count_selects(database_url: str, data_dir: Path, path: str) -> tuple[int, dict]:
     settings = dataclasses.replace(load_settings(None, data_dir), database_url=database_url)
     app = create_app(settings)
-    engine = app.extensions["dqrxfer.db"].engine
     statements: list[str] = []
 
     def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
         if statement.lstrip().upper().startswith("SELECT"):
             statements.append(statement)
 
-    event.listen(engine, "before_cursor_execute", record)
+    # Every engine: the links lookup has its own on PostgreSQL.
+    event.listen(Engine, "before_cursor_execute", record)
     try:
         response = app.test_client().get(path)
     finally:
-        event.remove(engine, "before_cursor_execute", record)
-        engine.dispose()
+        event.remove(Engine, "before_cursor_execute", record)
+        app.extensions["dqrxfer.db"].dispose()
+        reader = app.extensions.get("dqrxfer.api.reader")
+        if reader is not None:
+            reader.dispose()
     assert response.status_code == 200, response.get_data(as_text=True)
     return len(statements), response.get_json()
 

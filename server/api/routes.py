@@ -21,6 +21,7 @@ from ..db import Database, Report, Upload
 from . import params, queries
 from .http import NO_STORE, cached, error_response, install
 from .openapi import document
+from .reader import Reader
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 install(blueprint)
@@ -28,6 +29,15 @@ install(blueprint)
 
 def _database() -> Database:
     return current_app.extensions["dqrxfer.db"]
+
+
+def _reader() -> Reader:
+    """Made on first use, in the worker process that uses it."""
+    reader = current_app.extensions.get("dqrxfer.api.reader")
+    if reader is None:
+        reader = Reader.for_engine(_database().engine)
+        current_app.extensions["dqrxfer.api.reader"] = reader
+    return reader
 
 
 def _settings() -> Settings:
@@ -105,8 +115,9 @@ def event_reports(graceid: str) -> Response:
     graceid = params.graceid(graceid)
     site = params.site(request.args, _settings().sites)
     latest = params.flag(request.args, "latest")
-    with _database().engine.connect() as connection:
-        rows = queries.event_reports(connection, graceid, site=site, latest=latest)
+    rows = _reader().run(
+        lambda connection: queries.event_reports(connection, graceid, site=site, latest=latest)
+    )
     body = {"graceid": graceid, "reports": reports_json(rows)}
     return cached(jsonify(body), _last_modified(rows))
 
