@@ -68,7 +68,8 @@ class SessionExpired(AuthenticationError):
 
 class _RedactTokens(logging.Filter):
     """Blank out tokens in requests-gssapi's debug messages, which print the
-    Authorization header and the server's reply token."""
+    Authorization header and the server's reply token, and drop its
+    tracebacks for a ticket that cannot be had."""
 
     _patterns = (
         re.compile(r"(Negotiate)\s+[A-Za-z0-9+/=]{8,}"),
@@ -76,6 +77,10 @@ class _RedactTokens(logging.Filter):
     )
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.funcName == "generate_request_header":
+            # A failure to get a ticket is logged there with a traceback at
+            # ERROR level; the client reports it once, in words.
+            return False
         message = record.getMessage()
         redacted = message
         for pattern in self._patterns:
@@ -248,17 +253,6 @@ class KerberosAuth(HTTPSPNEGOAuth):  # type: ignore[misc]
             self.last_failure = str(error)
             log.debug("Kerberos: no token for %s: %s", host, error)
             return None
-
-    def generate_request_header(self, response: Any, host: str, is_preemptive: bool = False) -> str:
-        # requests-gssapi logs a failure with its traceback at ERROR level;
-        # the caller reports it once, in words, so keep its logger quiet here.
-        logger = logging.getLogger("requests_gssapi.gssapi_")
-        previous = logger.disabled
-        logger.disabled = True
-        try:
-            return super().generate_request_header(response, host, is_preemptive)
-        finally:
-            logger.disabled = previous
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         self.last_failure = None
