@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import run_cli
 from dqrxfer.auth import login, make_auth
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
@@ -182,3 +183,59 @@ def test_200_mib_upload_through_apache(deployment: Deployment, tmp_path: Path) -
     other = deployment.session(ccache=deployment.realm.user_ccache)
     hidden = other.get(f"{url}/api/v1/uploads/{upload_id(location)}", timeout=30)
     assert hidden.status_code == 404
+
+
+def test_the_commands_through_apache(deployment: Deployment, tmp_path: Path) -> None:
+    """What a site runs: dqr-ping with a user's ticket, then a 200 MiB
+    dqr-upload with a robot's keytab, both through Apache."""
+    realm = deployment.realm
+    url = deployment.apache.url
+    ca = {"REQUESTS_CA_BUNDLE": str(deployment.apache.cert)}
+
+    pinged = run_cli(
+        "dqr-ping", "-v", "-s", url, "-n", "2", env=realm.client_env(realm.user_ccache, **ca)
+    )
+    assert pinged.returncode == 0, pinged.stderr
+    assert pinged.stdout.split() == ["OK", "OK"]
+    assert f"as {USER}" in pinged.stderr and "Success = 100.0%" in pinged.stderr
+
+    payload = tmp_path / "tier1.bin"
+    digest = hashlib.sha256()
+    with open(payload, "wb") as handle:
+        for _ in range(200):
+            block = os.urandom(MiB)
+            digest.update(block)
+            handle.write(block)
+    uploaded = run_cli(
+        "dqr-upload",
+        "-s",
+        url,
+        "-p",
+        "O4",
+        "-g",
+        "S230518h",
+        "-u",
+        "llo",
+        "--revision",
+        "2",
+        "--keytab",
+        str(realm.llo_robot_keytab),
+        str(payload),
+        env=realm.client_env(**ca),
+        timeout=900,
+    )
+    assert uploaded.returncode == 0, uploaded.stderr
+    landed = deployment.server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_2/tier1.bin"
+    landed_digest = hashlib.sha256()
+    with open(landed, "rb") as handle:
+        for block in iter(lambda: handle.read(8 * MiB), b""):
+            landed_digest.update(block)
+    assert landed_digest.hexdigest() == digest.hexdigest()
+
+    engine = create_engine(f"sqlite:///{deployment.server.data_dir / 'dqrxfer.sqlite'}")
+    from dqrxfer.server.db import ReportFile
+
+    with Session(engine) as db:
+        row = db.scalars(select(ReportFile).where(ReportFile.relpath == "tier1.bin")).one()
+        assert row.principal == LLO_ROBOT
+    engine.dispose()
