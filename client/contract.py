@@ -50,11 +50,12 @@ MAX_FILENAME_BYTES = 255
 MAX_SUBDIR_CHARS = 1024
 MAX_SUBDIR_DEPTH = 16
 
+#: ``re.ASCII``: ``\d`` must match only 0-9, not the digits of other scripts.
 GRACEID_FORMS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("superevent", re.compile(r"[TM]?S\d{6}[a-z]+")),
-    ("confirmed event", re.compile(r"[TM]?GW\d{6}[A-Z]+")),
-    ("event", re.compile(r"[GEHMT]\d{4,}")),
-    ("GPS time", re.compile(r"\d{9,10}\.\d{3}")),
+    ("superevent", re.compile(r"[TM]?S\d{6}[a-z]+", re.ASCII)),
+    ("confirmed event", re.compile(r"[TM]?GW\d{6}[A-Z]+", re.ASCII)),
+    ("event", re.compile(r"[GEHMT]\d{4,}", re.ASCII)),
+    ("GPS time", re.compile(r"\d{9,10}\.\d{3}", re.ASCII)),
 )
 GRACEID_RULE = (
     "must be a superevent (S230518h, TS.../MS...), a confirmed event (GW230518A), "
@@ -279,7 +280,7 @@ def report_relpath(graceid: str, site: str, revision: int) -> str:
     return f"{event_dirname(graceid)}/{report_dirname(graceid, site, revision)}"
 
 
-_REPORT_DIR_RE = re.compile(r"(?P<graceid>.+)_(?P<site>[A-Za-z]+)_(?P<revision>\d+)")
+_REPORT_DIR_RE = re.compile(r"(?P<graceid>.+)_(?P<site>[A-Za-z]+)_(?P<revision>\d+)", re.ASCII)
 
 
 def parse_report_dirname(name: str, sites: Iterable[str] = DEFAULT_SITES) -> tuple[str, str, int]:
