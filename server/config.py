@@ -20,6 +20,7 @@ from dqrxfer import contract
 
 from .auth.settings import AuthConfigError, AuthSettings, load_auth_settings
 from .reports.archive import TarLimits
+from .tus.store import FSYNC_COMPLETE, FSYNC_POLICIES, fsync_policy
 
 DEFAULT_DATA_DIR = "./dqrxfer-data"
 DEFAULT_MAX_UPLOAD_SIZE = 64 * 1024**3
@@ -69,7 +70,9 @@ class Settings:
     auto_upgrade: bool = False
     auth: AuthSettings = field(default_factory=AuthSettings)
     lock_timeout: float = 10.0
-    fsync: bool = True
+    # fsync policy of uploads and publication: "complete", "always" or "never"
+    # (server/tus/store.py; true/false are read as always/never).
+    fsync: str = "complete"
     min_free_space: int = DEFAULT_MIN_FREE_SPACE
     # tus endpoint (docs/tus.md).  upload_expiry: seconds after its last change
     # that an unfinished upload expires and ``dqrxfer-server cleanup`` may remove
@@ -208,7 +211,7 @@ def load_settings(
         auto_upgrade=bool(table.get("auto_upgrade", config_path is None)),
         auth=auth,
         lock_timeout=float(table.get("lock_timeout", 10.0)),
-        fsync=bool(table.get("fsync", True)),
+        fsync=_fsync_policy(table.get("fsync", FSYNC_COMPLETE)),
         min_free_space=(
             _expect(table, "min_free_space", int, "")
             if "min_free_space" in table
@@ -258,6 +261,15 @@ def _positive_int(table: dict[str, Any], key: str, where: str, default: int) -> 
     if value <= 0:
         raise ConfigError(f"{where}{key}: must be a positive integer (got {value!r})")
     return value
+
+
+def _fsync_policy(value: object) -> str:
+    if not isinstance(value, (str, bool)):
+        raise ConfigError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {value!r}")
+    try:
+        return fsync_policy(value)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _load_tar_limits(table: dict[str, Any], where: str, defaults: TarLimits) -> TarLimits:

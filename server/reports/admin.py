@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 from ..config import ProjectConfig, Settings
 from ..db import Database, Event, Report, ReportFile
 from ..db.models import utcnow
+from ..tus.store import FSYNC_NEVER
 from . import publish, records
 from .archive import ArchiveRefused
 from .records import PublishedFile
@@ -416,7 +417,9 @@ def register(
             except publish.PublishConflict as error:
                 raise AdminError(f"{source}: {error}; nothing was published") from None
             publish.make_dirs(report_dir.parent, project.reports_root)
-            publish.publish_tree(staged, report_dir, subdir, work, durable=settings.fsync)
+            publish.publish_tree(
+                staged, report_dir, subdir, work, durable=settings.fsync != FSYNC_NEVER
+            )
         prefix = f"{subdir}/" if subdir else ""
         files = [
             PublishedFile(prefix + name, entry.size, entry.sha256)

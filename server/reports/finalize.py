@@ -29,7 +29,7 @@ from dqrxfer import contract
 from ..config import ProjectConfig, Settings
 from ..db import Database
 from ..db.models import Report, Upload, utcnow
-from ..tus.store import UploadInfo
+from ..tus.store import FSYNC_NEVER, UploadInfo
 from . import faults, publish, records
 from .archive import ArchiveRefused, extract_archive
 from .records import PublishedFile
@@ -156,7 +156,9 @@ def _publish_archive(
             raise FinalizeError(UNPROCESSABLE, f"archive: {error}; nothing was published") from None
         faults.point("after-extract")
         publish.make_dirs(report_dir.parent, project.reports_root)
-        publish.publish_tree(staged, report_dir, target.subdir, work, durable=settings.fsync)
+        publish.publish_tree(
+            staged, report_dir, target.subdir, work, durable=settings.fsync != FSYNC_NEVER
+        )
     prefix = f"{target.subdir}/" if target.subdir else ""
     files = [
         PublishedFile(prefix + name, entry.size, entry.sha256)

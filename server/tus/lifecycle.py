@@ -85,6 +85,7 @@ class Uploads:
         if info.completed:
             return {}
         self.metrics.finished.inc()
+        self.store.make_durable(info.id)
         try:
             headers = self.hooks.post_finish(info)
         except errors.TusError:

@@ -12,14 +12,16 @@ would throw away its bytes in flight, and a holder in another process or on
 another host cannot be interrupted anyway.
 
 Locks are released when the holding request ends, when its process dies
-(the kernel drops ``flock`` locks; PostgreSQL drops advisory locks with the
-session, see :mod:`.pglocker`), whatever the reason.
+(the kernel drops file locks with their file; PostgreSQL drops advisory locks
+with the session, see :mod:`.pglocker`), whatever the reason.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import struct
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -45,50 +47,67 @@ class Locker(Protocol):
 
 
 class FileLocker:
-    """``flock`` on ``<directory>/<id>.lock``.
+    """Byte-range locks on one shared lock file, one byte per upload.
 
-    Works across threads (each ``lock`` opens its own file description),
-    processes and gunicorn workers on one host, and across hosts on
-    filesystems that map ``flock`` onto byte-range locks (NFSv4 on Linux).
-    The kernel drops the lock when the process dies.  For several hosts with
-    PostgreSQL, :class:`~.pglocker.PostgresLocker` does not depend on the
+    ``<directory>/uploads.lock`` is locked with open file description locks
+    (``F_OFD_SETLK``, Linux): each :meth:`lock` opens the file anew, so the
+    lock excludes other threads of the same process as well as other
+    processes and gunicorn workers; over NFS (v4, or v3 with NLM) byte-range
+    locks are the filesystem's own, so several hosts sharing the uploads
+    directory exclude each other too.  The byte is at an offset derived from
+    the upload id (64-bit hash): two uploads sharing a byte would only wait
+    for each other, never interleave.  The kernel drops the lock when the
+    file is closed or the process dies.
+
+    No file per upload: creating a file costs a directory entry and an inode
+    on every upload, and nothing would ever remove them.  For several hosts
+    with PostgreSQL, :class:`~.pglocker.PostgresLocker` does not depend on the
     filesystem's lock support.
     """
 
     FIRST_POLL = 0.002
     MAX_POLL = 0.05
+    FILENAME = "uploads.lock"
 
     def __init__(self, directory: str | os.PathLike[str], timeout: float = 10.0) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = str(self.directory / self.FILENAME)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self.timeout = timeout
+
+    @staticmethod
+    def byte_of(upload_id: str) -> int:
+        """The lock byte of an upload: a non-negative 63-bit file offset."""
+        digest = hashlib.blake2b(upload_id.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") >> 1
 
     @contextmanager
     def lock(self, upload_id: str, timeout: float | None = None) -> Iterator[None]:
-        path = self.directory / f"{upload_id}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        request = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, self.byte_of(upload_id), 1, 0)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
             poll = self.FIRST_POLL
             while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, request)
                     break
-                except BlockingIOError:
+                except (BlockingIOError, PermissionError):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise errors.locked() from None
-                    # flock has no timed wait: poll, backing off to MAX_POLL.
+                    # No timed wait for these locks: poll, backing off to MAX_POLL.
                     time.sleep(min(poll, left))
                     poll = min(poll * 2, self.MAX_POLL)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            yield
         finally:
-            os.close(fd)
+            os.close(fd)  # releases the lock
 
     def discard(self, upload_id: str) -> None:
-        # A request still waiting on the old file gets the lock after us and
-        # then finds the upload gone (404): ids are never reused.
-        (self.directory / f"{upload_id}.lock").unlink(missing_ok=True)
+        """Nothing to remove: locks live in the shared file."""
+
+
+#: ``struct flock`` (short l_type, short l_whence, off_t l_start, off_t l_len,
+#: pid_t l_pid, padding) as the Linux kernel reads it on 64-bit platforms.
+_FLOCK = "@hhqqi4x"

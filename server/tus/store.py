@@ -6,6 +6,9 @@ Layout of :class:`FileStore`'s directory, for an upload ``<id>``:
     the data file: the bytes received so far;
 ``<id>.info``
     its state (JSON: length, metadata, concatenation, ...), replaced atomically;
+``<id>.done``
+    the same state file, renamed once ``post_finish`` has run: a rename marks
+    the upload completed atomically without creating a file;
 ``<id>.pending``
     present only while a checksummed chunk is being written: the offset the
     chunk started at;
@@ -21,13 +24,35 @@ count, so a resume re-sends only what never arrived.  A checksummed chunk is
 all or nothing: until it is verified the marker hides it, and whoever next
 writes to the upload cuts an unverified remainder away.
 
-fsync policy (``fsync=True``, the default): the data file is fsynced before a
-PATCH is answered, state files and markers are written with temporary file +
-fsync + rename + directory fsync.  An acknowledged offset then survives a power
-loss.  A killed process (``kill -9``) loses nothing either way: the bytes are
-in the page cache and the offset is read from the file.  With ``fsync=False``
-a power loss may lose acknowledged bytes, and the client re-sends them (the
-offset still never exceeds what is on disk); state files are always fsynced.
+State files and markers are always replaced atomically (temporary file +
+rename), so a reader sees the old state or the new one.  When they and the
+data reach the disk is the fsync policy (``fsync=``):
+
+``"complete"`` (the default)
+    a finished upload's data file is fsynced before ``post_finish`` runs and
+    before the last PATCH is answered: what the server takes over from the
+    client (which then forgets the upload) survives a power loss.  Offsets
+    acknowledged before that are not fsynced one by one: after a power loss
+    the offset may be lower than the client was told, and tus clients ask
+    (HEAD, or a 409 followed by HEAD) and re-send the difference.  The kernel
+    is asked to start writing received blocks at once (``sync_file_range``), so
+    the final fsync waits only for the last ones.  State files are fsynced at
+    creation of a length and at completion only where the protocol cannot
+    re-derive them (a declared length, a concatenated final upload).
+``"always"``
+    also every PATCH's data before it is answered, and every state file and
+    marker (with a directory fsync): an acknowledged offset survives a power
+    loss.  One fsync per request.
+``"never"``
+    nothing is fsynced: a power loss may lose even a finished upload.  For
+    tests, scratch servers and filesystems that are durable on close.
+
+A killed process (``kill -9``) loses nothing under any policy: the bytes are
+in the page cache and the offset is read from the file.  After a power loss
+the offset never counts bytes that are not in the data file: it is the file's
+size, and ext4 (``data=ordered``) and XFS write a file's data before its new
+size.  A state file a power loss left unreadable makes its upload unknown
+(404): the client starts over.
 
 The expiry time of an upload is derived the same way, from the modification
 time of its data file (see :mod:`.expiration`).
@@ -36,13 +61,16 @@ time of its data file (see :mod:`.expiration`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
+import logging
 import os
 import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -53,12 +81,35 @@ from . import errors
 #: per-block Python work (one read, one write, one hash update) is negligible.
 BLOCK_SIZE = 4 * 1024 * 1024
 
+#: Received bytes are handed to the kernel's writeback in runs of this size
+#: (fsync policy ``complete``), so that finishing an upload waits for little.
+WRITEBACK_SIZE = 8 * 1024 * 1024
+
 #: ``read(n)`` returns up to ``n`` bytes, ``b""`` at the end of the body, and
 #: raises when the body cannot be read (client gone, timeout).
 Reader = Callable[[int], bytes]
 
 CONCAT_PARTIAL = "partial"
 CONCAT_FINAL = "final"
+
+FSYNC_ALWAYS = "always"
+FSYNC_COMPLETE = "complete"
+FSYNC_NEVER = "never"
+FSYNC_POLICIES = (FSYNC_ALWAYS, FSYNC_COMPLETE, FSYNC_NEVER)
+
+log = logging.getLogger("dqrxfer.tus")
+
+
+def fsync_policy(value: str | bool) -> str:
+    """The policy ``value`` names; booleans are the older spelling
+    (``true`` = ``"always"``, ``false`` = ``"never"``)."""
+    if value is True:
+        return FSYNC_ALWAYS
+    if value is False:
+        return FSYNC_NEVER
+    if value not in FSYNC_POLICIES:
+        raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {value!r}")
+    return str(value)
 
 
 @dataclass
@@ -101,16 +152,22 @@ class UploadInfo:
         return self.concat == CONCAT_FINAL
 
     def to_json(self) -> dict[str, object]:
-        state = asdict(self)
-        state.pop("offset")
-        state.pop("modified")
-        return state
+        return {name: getattr(self, name) for name in _STATE_FIELDS}
 
     @classmethod
     def from_json(cls, state: dict[str, object], offset: int, modified: float) -> UploadInfo:
         known = {name for name in cls.__dataclass_fields__ if name not in ("offset", "modified")}
         values = {key: value for key, value in state.items() if key in known}
         return cls(offset=offset, modified=modified, **values)  # type: ignore[arg-type]
+
+
+#: What the state file holds: everything but what is derived from the data
+#: file and ``completed``, which is the state file's name.
+_STATE_FIELDS = tuple(
+    name
+    for name in UploadInfo.__dataclass_fields__
+    if name not in ("offset", "modified", "completed")
+)
 
 
 class Store(Protocol):
@@ -139,6 +196,8 @@ class Store(Protocol):
 
     def mark_completed(self, info: UploadInfo) -> None: ...
 
+    def make_durable(self, upload_id: str) -> None: ...
+
     def terminate(self, upload_id: str) -> None: ...
 
     def link_final(self, partial_id: str, final_id: str) -> None: ...
@@ -158,23 +217,29 @@ def new_upload_id() -> str:
     return secrets.token_hex(16)
 
 
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
 def valid_id(upload_id: str) -> bool:
-    return 0 < len(upload_id) <= 64 and all(c in "0123456789abcdef" for c in upload_id)
+    return 0 < len(upload_id) <= 64 and _HEX_DIGITS.issuperset(upload_id)
 
 
-def write_json_atomically(path: Path, data: object) -> None:
-    """Write ``data`` as JSON to ``path`` via a temporary file, fsync and rename."""
+def write_json_atomically(path: Path, data: object, durable: bool = True) -> None:
+    """Write ``data`` as JSON to ``path`` via a temporary file and a rename;
+    ``durable``: fsync the file before the rename and the directory after."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+            handle.write(json.dumps(data))
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_directory(path.parent)
+    if durable:
+        fsync_directory(path.parent)
 
 
 def fsync_directory(path: Path) -> None:
@@ -183,6 +248,30 @@ def fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
+    """``sync_file_range(fd, offset, count, SYNC_FILE_RANGE_WRITE)``: start
+    writing a range of a file to disk without waiting (Linux; the ``os``
+    module does not offer it).  None where it is not available."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    write = 2  # SYNC_FILE_RANGE_WRITE
+
+    def start_writeback(fd: int, offset: int, count: int) -> None:
+        # Advisory: on failure (EINVAL on some filesystems) the final fsync
+        # simply has more to do.
+        function(fd, offset, count, write)
+
+    return start_writeback
+
+
+_start_writeback = _load_sync_file_range()
 
 
 def _write_all(fd: int, block: bytes) -> None:
@@ -195,14 +284,20 @@ def _write_all(fd: int, block: bytes) -> None:
 class FileStore:
     """Uploads as files in one directory (local or a shared POSIX filesystem).
 
-    ``fsync``: see the module docstring.
+    ``fsync``: the policy, see the module docstring.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], fsync: bool = True) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], fsync: str | bool = FSYNC_COMPLETE
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.links = self.directory / "links"
-        self.fsync = fsync
+        self.fsync_policy = fsync_policy(fsync)
+        #: fsync every write before it is acknowledged
+        self.sync_each = self.fsync_policy == FSYNC_ALWAYS
+        #: fsync a finished upload before it is handed over
+        self.sync_finished = self.fsync_policy != FSYNC_NEVER
 
     # -- paths -------------------------------------------------------------
 
@@ -214,6 +309,9 @@ class FileStore:
     def _info_path(self, upload_id: str) -> Path:
         return self.data_path(upload_id).with_suffix(".info")
 
+    def _done_path(self, upload_id: str) -> Path:
+        return self.data_path(upload_id).with_suffix(".done")
+
     def _pending_path(self, upload_id: str) -> Path:
         return self.data_path(upload_id).with_suffix(".pending")
 
@@ -221,10 +319,15 @@ class FileStore:
 
     def get(self, upload_id: str) -> UploadInfo:
         try:
-            with open(self._info_path(upload_id), encoding="utf-8") as handle:
-                state = json.load(handle)
+            state = self._read_state(upload_id)
             stat = self.data_path(upload_id).stat()
         except FileNotFoundError:
+            raise errors.not_found() from None
+        except ValueError:
+            # Only a power loss under a relaxed fsync policy leaves a state
+            # file unreadable; the upload cannot be trusted, the client
+            # starts over (``cleanup`` removes it when it expires).
+            log.warning("upload %s: unreadable state file, treated as gone", upload_id)
             raise errors.not_found() from None
         offset = stat.st_size
         pending = self._read_pending(upload_id)
@@ -232,13 +335,24 @@ class FileStore:
             offset = min(offset, pending)
         return UploadInfo.from_json(state, offset, stat.st_mtime)
 
+    def _read_state(self, upload_id: str) -> dict[str, object]:
+        """The state file's content, with ``completed`` from its name."""
+        try:
+            with open(self._info_path(upload_id), "rb") as handle:
+                state = json.loads(handle.read())
+        except FileNotFoundError:
+            with open(self._done_path(upload_id), "rb") as handle:
+                state = json.loads(handle.read())
+            state["completed"] = True
+        return state
+
     def upload_ids(self) -> Iterator[str]:
         """Every upload in the store (for housekeeping)."""
         with os.scandir(self.directory) as entries:
             for entry in entries:
-                name = entry.name
-                if name.endswith(".info") and valid_id(name[: -len(".info")]):
-                    yield name[: -len(".info")]
+                stem, dot, suffix = entry.name.partition(".")
+                if dot and suffix in ("info", "done") and valid_id(stem):
+                    yield stem
 
     def remove_stale_temporaries(self, older_than: float) -> int:
         """Remove temporary files (of writes a crash interrupted) last changed
@@ -270,14 +384,25 @@ class FileStore:
     # -- changing ----------------------------------------------------------
 
     def create(self, info: UploadInfo) -> UploadInfo:
-        """Create the data file first, then the state file that makes it visible."""
+        """Create the data file first, then the state file that makes it visible.
+
+        The state file is written in place, not renamed into place: until this
+        returns nobody knows the upload's URL, so a crash that tears the file
+        hides an upload that was never acknowledged (``get`` says 404).
+        """
         if not info.id:
             info.id = new_upload_id()
         data = self.data_path(info.id)
         with open(data, "xb") as handle:
-            if self.fsync:
+            if self.sync_each:
                 os.fsync(handle.fileno())
-        write_json_atomically(self._info_path(info.id), info.to_json())
+        with open(self._info_path(info.id), "x", encoding="utf-8") as handle:
+            handle.write(json.dumps(info.to_json()))
+            if self.sync_each:
+                handle.flush()
+                os.fsync(handle.fileno())
+        if self.sync_each:
+            fsync_directory(self.directory)
         info.offset = 0
         info.modified = data.stat().st_mtime
         return info
@@ -314,6 +439,7 @@ class FileStore:
         try:
             try:
                 os.lseek(fd, offset, os.SEEK_SET)
+                flushed = 0  # bytes of this request handed to writeback
                 while True:
                     # Ask for one byte more than fits: a body longer than the
                     # limit is detected before its excess reaches the file.
@@ -324,6 +450,9 @@ class FileStore:
                         raise errors.too_large("request body", limit)
                     _write_all(fd, block)
                     written += len(block)
+                    if written - flushed >= WRITEBACK_SIZE and self.sync_finished:
+                        self._start_writeback(fd, offset + flushed, written - flushed)
+                        flushed = written
                 if verify is not None:
                     verify()
             except errors.TusError:
@@ -334,7 +463,7 @@ class FileStore:
                     os.ftruncate(fd, offset)
                 raise
             finally:
-                if self.fsync:
+                if self.sync_each:
                     os.fsync(fd)
         finally:
             os.close(fd)
@@ -342,9 +471,29 @@ class FileStore:
                 self._pending_path(upload_id).unlink(missing_ok=True)
         return written
 
+    @staticmethod
+    def _start_writeback(fd: int, offset: int, count: int) -> None:
+        if _start_writeback is not None:
+            _start_writeback(fd, offset, count)
+
+    def make_durable(self, upload_id: str) -> None:
+        """Put a finished upload's data and state on disk (unless the policy
+        is ``never``); called before the upload is handed over to
+        ``post_finish`` and the client is told it is complete."""
+        if not self.sync_finished or self.sync_each:
+            return  # "always" has synced every write already
+        for path in (self.data_path(upload_id), self._info_path(upload_id)):
+            # Called before mark_completed: the state file is still <id>.info.
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_directory(self.directory)
+
     def _write_marker(self, upload_id: str, offset: int) -> None:
         path = self._pending_path(upload_id)
-        if self.fsync:
+        if self.sync_each:
             write_json_atomically(path, offset)
         else:
             path.write_text(str(offset), encoding="ascii")
@@ -365,16 +514,27 @@ class FileStore:
         write_json_atomically(self._info_path(info.id), info.to_json())
 
     def mark_completed(self, info: UploadInfo) -> None:
+        """Record that ``post_finish`` ran, by renaming the state file to
+        ``<id>.done``.  Not durable unless the policy is ``always``: if a
+        power loss takes the rename, the (idempotent) hook runs again."""
+        try:
+            os.rename(self._info_path(info.id), self._done_path(info.id))
+        except FileNotFoundError:
+            if not self._done_path(info.id).exists():
+                raise errors.not_found() from None
+        if self.sync_each:
+            fsync_directory(self.directory)
         info.completed = True
-        write_json_atomically(self._info_path(info.id), info.to_json())
 
     def terminate(self, upload_id: str) -> None:
         """Remove the upload: state first (it is then invisible), then data."""
         self._info_path(upload_id).unlink(missing_ok=True)
+        self._done_path(upload_id).unlink(missing_ok=True)
         self.data_path(upload_id).unlink(missing_ok=True)
         self._pending_path(upload_id).unlink(missing_ok=True)
         shutil.rmtree(self.links / upload_id, ignore_errors=True)
-        fsync_directory(self.directory)
+        if self.sync_each:
+            fsync_directory(self.directory)
 
     # -- concatenation -----------------------------------------------------
 
@@ -409,13 +569,13 @@ class FileStore:
                     with open(self.data_path(partial.id), "rb") as source:
                         _copy_range(source.fileno(), out.fileno(), partial.offset)
                 out.flush()
-                if self.fsync:
+                if self.sync_finished:
                     os.fsync(out.fileno())
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        if self.fsync:
+        if self.sync_finished:
             fsync_directory(self.directory)
         for partial in partials:
             self.unlink_final(partial.id, final.id)

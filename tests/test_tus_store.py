@@ -1,0 +1,238 @@
+"""The file store and the file locker on their own: the fsync policies (which
+files reach the disk when), completion marked by renaming the state file,
+unreadable state after a power loss, and byte-range locks that exclude
+threads and processes without a file per upload.
+
+A power loss cannot be staged here, so the fsync tests watch the real
+``os.fsync`` calls (each one still happens) and name the file each was for."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dqrxfer.server import config as server_config
+from dqrxfer.server.tus import errors
+from dqrxfer.server.tus import store as store_module
+from dqrxfer.server.tus.locker import FileLocker
+from dqrxfer.server.tus.store import FileStore, UploadInfo, fsync_policy
+
+MiB = 1024 * 1024
+
+
+def reader(data: bytes, block: int = 64 * 1024):  # type: ignore[no-untyped-def]
+    view = memoryview(data)
+    position = 0
+
+    def read(size: int) -> bytes:
+        nonlocal position
+        piece = bytes(view[position : position + min(size, block)])
+        position += len(piece)
+        return piece
+
+    return read
+
+
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Names of the files fsynced, in order (the real fsync still runs)."""
+    names: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        names.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(store_module.os, "fsync", recording_fsync)
+    yield names
+
+
+def finish(store: FileStore, info: UploadInfo) -> None:
+    """What the protocol does with a finished upload: durable, then completed."""
+    store.make_durable(info.id)
+    store.mark_completed(info)
+
+
+@pytest.mark.parametrize(
+    ("given", "policy"),
+    [
+        ("complete", "complete"),
+        ("always", "always"),
+        ("never", "never"),
+        (True, "always"),
+        (False, "never"),
+    ],
+)
+def test_fsync_policies_and_their_older_boolean_spelling(given: str | bool, policy: str) -> None:
+    assert fsync_policy(given) == policy
+
+
+def test_an_unknown_fsync_policy_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fsync must be one of always, complete, never"):
+        FileStore(tmp_path, fsync="sometimes")
+    for value in ('"sometimes"', "3"):
+        config = tmp_path / "server.toml"
+        config.write_text(f"data_dir = '{tmp_path}'\nfsync = {value}\n")
+        with pytest.raises(server_config.ConfigError, match="fsync must be one of"):
+            server_config.load_settings(config)
+    config.write_text(f"data_dir = '{tmp_path}'\n")
+    assert server_config.load_settings(config).fsync == "complete"
+
+
+def test_complete_policy_fsyncs_a_finished_upload_once_and_nothing_before(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    store = FileStore(tmp_path)
+    info = store.create(UploadInfo(id="", length=3 * MiB))
+    store.write(info.id, 0, reader(b"a" * MiB), MiB)
+    store.write(info.id, MiB, reader(b"b" * 2 * MiB), 2 * MiB)
+    assert synced == []  # creation and intermediate offsets: not one by one
+    info = store.get(info.id)
+    assert info.finished
+    finish(store, info)
+    assert synced == [info.id, f"{info.id}.info", tmp_path.name]
+
+
+def test_always_policy_fsyncs_every_write_and_state_change(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    store = FileStore(tmp_path, fsync="always")
+    info = store.create(UploadInfo(id="", length=2))
+    assert synced == [info.id, f"{info.id}.info", tmp_path.name]
+    synced.clear()
+    store.write(info.id, 0, reader(b"a"), 2)
+    store.write(info.id, 1, reader(b"b"), 1)
+    assert synced == [info.id, info.id]
+    synced.clear()
+    finish(store, store.get(info.id))
+    assert synced == [tmp_path.name]  # the rename to <id>.done; the data was synced already
+
+
+def test_never_policy_fsyncs_nothing(tmp_path: Path, synced: list[str]) -> None:
+    store = FileStore(tmp_path, fsync="never")
+    info = store.create(UploadInfo(id="", length=4))
+    store.write(info.id, 0, reader(b"data"), 4)
+    finish(store, store.get(info.id))
+    assert synced == []
+
+
+def test_large_writes_go_through_early_writeback_unchanged(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    payload = os.urandom(3 * store_module.WRITEBACK_SIZE + 12345)
+    info = store.create(UploadInfo(id="", length=len(payload)))
+    assert store.write(info.id, 0, reader(payload, MiB), len(payload)) == len(payload)
+    assert store.data_path(info.id).read_bytes() == payload
+    if sys.platform == "linux":
+        assert store_module._start_writeback is not None
+
+
+def test_completion_renames_the_state_file(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    info = store.create(UploadInfo(id="", length=0, metadata={"name": "x"}))
+    assert not store.get(info.id).completed
+    finish(store, store.get(info.id))
+    assert not (tmp_path / f"{info.id}.info").exists()
+    state = json.loads((tmp_path / f"{info.id}.done").read_text())
+    assert state["metadata"] == {"name": "x"} and "completed" not in state
+    again = store.get(info.id)
+    assert again.completed and again.metadata == {"name": "x"}
+    assert list(store.upload_ids()) == [info.id]
+    store.mark_completed(again)  # twice is harmless
+    store.terminate(info.id)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(errors.TusError) as gone:
+        store.get(info.id)
+    assert gone.value.status == 404
+
+
+def test_a_state_file_of_an_earlier_version_is_read(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    upload_id = "ab" * 16
+    (tmp_path / upload_id).write_bytes(b"xyz")
+    state = {"id": upload_id, "length": 3, "metadata": {}, "created": 1.0, "completed": True}
+    (tmp_path / f"{upload_id}.info").write_text(json.dumps(state))
+    info = store.get(upload_id)
+    assert info.completed and info.offset == 3 and info.finished
+
+
+def test_an_unreadable_state_file_makes_the_upload_unknown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FileStore(tmp_path)
+    info = store.create(UploadInfo(id="", length=10))
+    (tmp_path / f"{info.id}.info").write_bytes(b"")  # as a power loss may leave it
+    with pytest.raises(errors.TusError) as unknown:
+        store.get(info.id)
+    assert unknown.value.status == 404
+    assert f"upload {info.id}: unreadable state file" in caplog.text
+
+
+def test_file_locks_exclude_threads_and_leave_no_file_per_upload(tmp_path: Path) -> None:
+    locker = FileLocker(tmp_path, timeout=5)
+    inside: list[str] = []
+    overlaps: list[str] = []
+
+    def writer(upload_id: str) -> None:
+        for _ in range(20):
+            with locker.lock(upload_id):
+                if upload_id in inside:
+                    overlaps.append(upload_id)
+                inside.append(upload_id)
+                time.sleep(0.001)
+                inside.remove(upload_id)
+
+    threads = [threading.Thread(target=writer, args=(f"{n % 3:032x}",)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == []
+    assert [path.name for path in tmp_path.iterdir()] == ["uploads.lock"]
+
+
+def test_a_busy_lock_times_out_with_423_and_other_uploads_go_on(tmp_path: Path) -> None:
+    locker = FileLocker(tmp_path, timeout=0.2)
+    with locker.lock("a" * 32):
+        with pytest.raises(errors.TusError) as busy, locker.lock("a" * 32):
+            pass
+        assert busy.value.status == 423
+        with locker.lock("b" * 32, timeout=0):
+            pass
+
+
+def test_a_lock_held_by_a_killed_process_is_released(tmp_path: Path) -> None:
+    upload_id = "c" * 32
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from dqrxfer.server.tus.locker import FileLocker\n"
+            "with FileLocker(sys.argv[1]).lock(sys.argv[2]):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(600)\n",
+            str(tmp_path),
+            upload_id,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        locker = FileLocker(tmp_path, timeout=0)
+        with pytest.raises(errors.TusError), locker.lock(upload_id):
+            pass
+        holder.kill()
+        holder.wait()
+        with FileLocker(tmp_path, timeout=5).lock(upload_id):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
