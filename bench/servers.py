@@ -138,6 +138,32 @@ class Dqrxfer(Server):
         raise RuntimeError("dqrxfer did not answer its ping")
 
 
+class TusLayer(Server):
+    """The tus blueprint alone (``bench/tus_layer_app.py``): what @tus/server does."""
+
+    name = "tus-layer"
+
+    def __init__(self, workers: int = 2, threads: int = 8, fsync: str = "complete") -> None:
+        super().__init__()
+        self.workers, self.threads, self.fsync = workers, threads, fsync
+
+    def command(self) -> list[str]:
+        return [
+            str(BIN / "python"),
+            str(HERE / "tus_layer_app.py"),
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.workdir / "uploads"),
+            "--workers",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+            "--fsync",
+            self.fsync,
+        ]
+
+
 class TusNode(Server):
     name = "tus-node"
 

@@ -398,9 +398,13 @@ class FileStore:
                 os.fsync(handle.fileno())
         with open(self._info_path(info.id), "x", encoding="utf-8") as handle:
             handle.write(json.dumps(info.to_json()))
+            handle.flush()
             if self.sync_each:
-                handle.flush()
                 os.fsync(handle.fileno())
+            elif self.sync_finished:
+                # On its way to the disk now, so that the fsync when the upload
+                # finishes has nothing left to write (one journal commit, not two).
+                self._start_writeback(handle.fileno(), 0, 0)
         if self.sync_each:
             fsync_directory(self.directory)
         info.offset = 0
