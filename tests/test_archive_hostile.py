@@ -279,8 +279,9 @@ def test_a_refusal_stands_when_the_last_patch_is_resent(hostile_server: LiveServ
     assert sent.final.status_code == 422
     before_tree, before_rows = snapshot(base), rows(hostile_server.data_dir)
 
-    resend_last_patch(hostile_server.url, sent, len(payload))
+    again = resend_last_patch(hostile_server.url, sent, len(payload))
 
+    assert again.status_code == 422 and again.text == sent.final.text  # the same answer
     assert snapshot(base) == before_tree and rows(hostile_server.data_dir) == before_rows
     state, error = upload_state(hostile_server.data_dir, sent.upload_id)
     assert state == "failed" and error is not None and "symbolic link" in error

@@ -180,6 +180,7 @@ def test_resending_the_last_patch_changes_nothing(live_server: LiveServer) -> No
     again = resend_last_patch(live_server.url, sent, len(payload))
 
     assert again.status_code == 204, again.text
+    assert again.headers["Dqr-Report-Url"] == sent.final.headers["Dqr-Report-Url"]
     assert tree_of(live_server.data_dir / REPORT) == tree
     assert db_state(live_server.data_dir) == state
 

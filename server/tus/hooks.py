@@ -42,10 +42,11 @@ class TusHooks:
         """Called when the last byte is stored, with the upload's lock held.
 
         May raise :class:`HookRejection` to tell the client that the finished
-        upload was refused.  Must tolerate being called twice for one upload:
-        after a crash between the last byte and the record that this hook
-        returned, it runs again (on the next HEAD, PATCH or
-        ``cleanup``).  Returns extra response headers.
+        upload was refused.  Must be idempotent: after a crash between the
+        last byte and the record that this hook returned, it runs again (on
+        the next HEAD, PATCH or ``cleanup``); and when a client re-sends the
+        last PATCH of a completed upload (it lost the answer), it runs again
+        and should give the same answer.  Returns extra response headers.
         """
         return {}
 

@@ -77,13 +77,16 @@ class Uploads:
     # -- finishing -----------------------------------------------------------
 
     def finish(self, info: UploadInfo) -> dict[str, str]:
-        """Run ``post_finish`` for a finished upload (lock held), once.
+        """Run ``post_finish`` for a finished upload (lock held).
 
         The record that it ran is written after it returns (or refused), so a
-        crash in between makes it run again: hooks are idempotent.
+        crash in between makes it run again: hooks are idempotent.  For an
+        upload already completed (a client re-sending its last PATCH because
+        it lost the answer) the hook runs again too, so that the client gets
+        the same answer: the same headers, or the same refusal.
         """
         if info.completed:
-            return {}
+            return self.hooks.post_finish(info)
         self.metrics.finished.inc()
         self.store.make_durable(info.id)
         try:
