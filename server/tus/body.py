@@ -99,16 +99,18 @@ def _socket_reader(body: Any, sock: socket.socket, expected: int | None) -> Read
     if rest:
         unreader.unread(rest)
     reader.length -= len(ahead)
-    return _SocketBody(body, sock, ahead).read
+    return _SocketBody(body, sock, ahead, min(RECV_BUFFER, max(reader.length, 1))).read
 
 
 class _SocketBody:
-    def __init__(self, body: Any, sock: socket.socket, ahead: bytes) -> None:
+    def __init__(self, body: Any, sock: socket.socket, ahead: bytes, size: int) -> None:
         self.body = body
         self.reader = body.reader
         self.sock = sock
         self.ahead = io.BytesIO(ahead)
-        self.buffer = bytearray(RECV_BUFFER)
+        # No bigger than what is left of the body: a small PATCH does not
+        # zero a whole megabyte.
+        self.buffer = bytearray(size)
         self.view = memoryview(self.buffer)
 
     def read(self, size: int) -> bytes | memoryview:
@@ -118,7 +120,7 @@ class _SocketBody:
         block = self.ahead.read(size)
         if block:
             return block
-        wanted = min(size, self.reader.length, RECV_BUFFER)
+        wanted = min(size, self.reader.length, len(self.buffer))
         if wanted <= 0:
             return b""
         try:

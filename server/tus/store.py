@@ -274,6 +274,11 @@ def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
 _start_writeback = _load_sync_file_range()
 
 
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 def _write_all(fd: int, block: bytes) -> None:
     view = memoryview(block)
     while view:
@@ -293,6 +298,7 @@ class FileStore:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.links = self.directory / "links"
+        self._root = os.fspath(self.directory)
         self.fsync_policy = fsync_policy(fsync)
         #: fsync every write before it is acknowledged
         self.sync_each = self.fsync_policy == FSYNC_ALWAYS
@@ -306,21 +312,29 @@ class FileStore:
             raise errors.not_found()
         return self.directory / upload_id
 
-    def _info_path(self, upload_id: str) -> Path:
-        return self.data_path(upload_id).with_suffix(".info")
+    # The per-request paths as plain strings (pathlib costs more than the
+    # system calls on small uploads).
 
-    def _done_path(self, upload_id: str) -> Path:
-        return self.data_path(upload_id).with_suffix(".done")
+    def _file(self, upload_id: str, suffix: str = "") -> str:
+        if not valid_id(upload_id):
+            raise errors.not_found()
+        return f"{self._root}/{upload_id}{suffix}"
 
-    def _pending_path(self, upload_id: str) -> Path:
-        return self.data_path(upload_id).with_suffix(".pending")
+    def _info_path(self, upload_id: str) -> str:
+        return self._file(upload_id, ".info")
+
+    def _done_path(self, upload_id: str) -> str:
+        return self._file(upload_id, ".done")
+
+    def _pending_path(self, upload_id: str) -> str:
+        return self._file(upload_id, ".pending")
 
     # -- reading -----------------------------------------------------------
 
     def get(self, upload_id: str) -> UploadInfo:
         try:
             state = self._read_state(upload_id)
-            stat = self.data_path(upload_id).stat()
+            stat = os.stat(self._file(upload_id))
         except FileNotFoundError:
             raise errors.not_found() from None
         except ValueError:
@@ -372,7 +386,8 @@ class FileStore:
 
     def _read_pending(self, upload_id: str) -> int | None:
         try:
-            return int(self._pending_path(upload_id).read_text(encoding="ascii"))
+            with open(self._pending_path(upload_id), "rb") as handle:
+                return int(handle.read())
         except FileNotFoundError:
             return None
         except ValueError:
@@ -392,7 +407,7 @@ class FileStore:
         """
         if not info.id:
             info.id = new_upload_id()
-        data = self.data_path(info.id)
+        data = self._file(info.id)
         with open(data, "xb") as handle:
             if self.sync_each:
                 os.fsync(handle.fileno())
@@ -408,7 +423,7 @@ class FileStore:
         if self.sync_each:
             fsync_directory(self.directory)
         info.offset = 0
-        info.modified = data.stat().st_mtime
+        info.modified = os.stat(data).st_mtime
         return info
 
     def write(
@@ -433,7 +448,7 @@ class FileStore:
 
         Returns the number of bytes written.
         """
-        data = self.data_path(upload_id)
+        data = self._file(upload_id)
         self._discard_unverified(upload_id)
         atomic = verify is not None
         if atomic:
@@ -472,7 +487,7 @@ class FileStore:
         finally:
             os.close(fd)
             if atomic:
-                self._pending_path(upload_id).unlink(missing_ok=True)
+                _remove(self._pending_path(upload_id))
         return written
 
     @staticmethod
@@ -486,7 +501,7 @@ class FileStore:
         ``post_finish`` and the client is told it is complete."""
         if not self.sync_finished or self.sync_each:
             return  # "always" has synced every write already
-        for path in (self.data_path(upload_id), self._info_path(upload_id)):
+        for path in (self._file(upload_id), self._info_path(upload_id)):
             # Called before mark_completed: the state file is still <id>.info.
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -498,24 +513,25 @@ class FileStore:
     def _write_marker(self, upload_id: str, offset: int) -> None:
         path = self._pending_path(upload_id)
         if self.sync_each:
-            write_json_atomically(path, offset)
+            write_json_atomically(Path(path), offset)
         else:
-            path.write_text(str(offset), encoding="ascii")
+            with open(path, "w", encoding="ascii") as handle:
+                handle.write(str(offset))
 
     def _discard_unverified(self, upload_id: str) -> None:
         """Cut away a checksummed chunk a crash left unverified (lock held)."""
         pending = self._read_pending(upload_id)
         if pending is None:
             return
-        data = self.data_path(upload_id)
-        if data.stat().st_size > pending:
+        data = self._file(upload_id)
+        if os.stat(data).st_size > pending:
             os.truncate(data, pending)
-        self._pending_path(upload_id).unlink(missing_ok=True)
+        _remove(self._pending_path(upload_id))
 
     def declare_length(self, info: UploadInfo, length: int) -> None:
         """Set the length of an upload created with ``Upload-Defer-Length``."""
         info.length = length
-        write_json_atomically(self._info_path(info.id), info.to_json())
+        write_json_atomically(Path(self._info_path(info.id)), info.to_json())
 
     def mark_completed(self, info: UploadInfo) -> None:
         """Record that ``post_finish`` ran, by renaming the state file to
@@ -524,7 +540,7 @@ class FileStore:
         try:
             os.rename(self._info_path(info.id), self._done_path(info.id))
         except FileNotFoundError:
-            if not self._done_path(info.id).exists():
+            if not os.path.exists(self._done_path(info.id)):
                 raise errors.not_found() from None
         if self.sync_each:
             fsync_directory(self.directory)
@@ -532,10 +548,8 @@ class FileStore:
 
     def terminate(self, upload_id: str) -> None:
         """Remove the upload: state first (it is then invisible), then data."""
-        self._info_path(upload_id).unlink(missing_ok=True)
-        self._done_path(upload_id).unlink(missing_ok=True)
-        self.data_path(upload_id).unlink(missing_ok=True)
-        self._pending_path(upload_id).unlink(missing_ok=True)
+        for suffix in (".info", ".done", "", ".pending"):
+            _remove(self._file(upload_id, suffix))
         shutil.rmtree(self.links / upload_id, ignore_errors=True)
         if self.sync_each:
             fsync_directory(self.directory)
