@@ -100,6 +100,16 @@ def test_complete_policy_fsyncs_a_finished_upload_once_and_nothing_before(
     assert synced == [info.id, f"{info.id}.info", tmp_path.name]
 
 
+def test_an_application_that_publishes_finished_uploads_needs_only_their_data_synced(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    store = FileStore(tmp_path)
+    info = store.create(UploadInfo(id="", length=1))
+    store.write(info.id, 0, reader(b"x"), 1)
+    store.make_durable(info.id, with_state=False)
+    assert synced == [info.id]
+
+
 def test_always_policy_fsyncs_every_write_and_state_change(
     tmp_path: Path, synced: list[str]
 ) -> None:

@@ -32,6 +32,9 @@ log = logging.getLogger("dqrxfer.reports")
 
 
 class ReportHooks(TusHooks):
+    # post_finish hard-links the data into the report tree and fsyncs there.
+    publishes_finished_uploads = True
+
     def __init__(
         self,
         settings: Settings,

@@ -22,6 +22,13 @@ class HookRejection(TusError):
 
 
 class TusHooks:
+    #: True when ``post_finish`` publishes a finished upload somewhere else
+    #: and makes it durable there (as the reports application does): the store
+    #: then puts only the upload's data on disk before the hook runs, not its
+    #: own state, which nobody needs once the upload is published.  Partial
+    #: uploads of the concatenation extension keep their state durable always.
+    publishes_finished_uploads: bool = False
+
     def pre_create(self, info: UploadInfo) -> None:
         """Called before an upload is created; raise :class:`HookRejection` to refuse.
 

@@ -88,7 +88,9 @@ class Uploads:
         if info.completed:
             return self.hooks.post_finish(info)
         self.metrics.finished.inc()
-        self.store.make_durable(info.id)
+        self.store.make_durable(
+            info.id, with_state=info.is_partial or not self.hooks.publishes_finished_uploads
+        )
         try:
             headers = self.hooks.post_finish(info)
         except errors.TusError:

@@ -196,7 +196,7 @@ class Store(Protocol):
 
     def mark_completed(self, info: UploadInfo) -> None: ...
 
-    def make_durable(self, upload_id: str) -> None: ...
+    def make_durable(self, upload_id: str, with_state: bool = True) -> None: ...
 
     def terminate(self, upload_id: str) -> None: ...
 
@@ -495,20 +495,25 @@ class FileStore:
         if _start_writeback is not None:
             _start_writeback(fd, offset, count)
 
-    def make_durable(self, upload_id: str) -> None:
-        """Put a finished upload's data and state on disk (unless the policy
-        is ``never``); called before the upload is handed over to
-        ``post_finish`` and the client is told it is complete."""
+    def make_durable(self, upload_id: str, with_state: bool = True) -> None:
+        """Put a finished upload's data (and, ``with_state``, its state file
+        and directory entries) on disk, unless the policy is ``never``;
+        called before the upload is handed over to ``post_finish`` and the
+        client is told it is complete."""
         if not self.sync_finished or self.sync_each:
             return  # "always" has synced every write already
-        for path in (self._file(upload_id), self._info_path(upload_id)):
-            # Called before mark_completed: the state file is still <id>.info.
+        # Called before mark_completed: the state file is still <id>.info.
+        paths = [self._file(upload_id)]
+        if with_state:
+            paths.append(self._info_path(upload_id))
+        for path in paths:
             fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        fsync_directory(self.directory)
+        if with_state:
+            fsync_directory(self.directory)
 
     def _write_marker(self, upload_id: str, offset: int) -> None:
         path = self._pending_path(upload_id)
