@@ -140,6 +140,24 @@ def test_upload_through_the_nginx_front_end(data_dir: Path, tmp_path: Path) -> N
         assert "forged@EXAMPLE.ORG" not in server.log()
         # The health endpoint is for the host only (allowed from 127.0.0.1 here).
         assert "location = /healthz" in (OPS / "nginx" / "dqrxfer.conf").read_text()
+
+        # Reports are served by nginx itself, dot names never (staging, swaps).
+        published = requests.get(
+            f"{nginx.url}/reports/O4/S230518h_dir/S230518h_llo_1/data.bin",
+            verify=str(nginx.cert),
+            timeout=10,
+        )
+        assert published.status_code == 200 and published.content == payload.read_bytes()
+        staged = data_dir / "reports/O4/.dqrxfer-staging/work/leftover.html"
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        staged.write_text("half-written")
+        # Even where the web server could read it (the staging directory is
+        # normally 0700), the front end's rule refuses it.
+        for path in (staged, *staged.relative_to(data_dir / "reports").parents):
+            (data_dir / "reports" / path).chmod(0o755 if path != staged else 0o644)
+        for path in ("O4/.dqrxfer-staging/work/leftover.html", "O4/.dqrxfer-staging/"):
+            hidden = requests.get(f"{nginx.url}/reports/{path}", verify=str(nginx.cert), timeout=10)
+            assert hidden.status_code == 403, path
     finally:
         nginx.stop()
         server.stop()
