@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     options = TusOptions(
         max_size=settings.max_upload_size,
         expiry=settings.upload_expiry,
+        finished_retention=settings.finished_upload_retention,
         read_timeout=settings.read_timeout,
     )
     tus_cors = CorsPolicy(

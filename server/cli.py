@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cleanup = commands.add_parser(
         "cleanup",
-        help="remove expired uploads and their data; finish what a crash left undone",
+        help="remove expired uploads, and published ones past their retention, with their data; "
+        "finish what a crash left undone",
     )
     _add_config_options(cleanup)
     cleanup.add_argument(
@@ -180,13 +181,17 @@ def cleanup_uploads(args: argparse.Namespace) -> int:
     verb = "expired (not removed)" if args.dry_run else "removed expired upload"
     for info in report.expired:
         print(f"{verb} {info.id} ({info.offset} of {info.length} bytes)")
+    verb = "past retention (not removed)" if args.dry_run else "removed finished upload"
+    for info in report.retired:
+        print(f"{verb} {info.id} ({info.offset} bytes, published)")
     for info in report.recovered:
         print(f"finished upload {info.id}")
     for upload_id, reason in report.skipped:
         print(f"skipped upload {upload_id}: {reason}", file=sys.stderr)
     print(
         f"{len(report.expired)} expired, {len(report.recovered)} finished, "
-        f"{len(report.skipped)} skipped, {report.temporaries} stale temporary files removed"
+        f"{len(report.skipped)} skipped, {report.temporaries} stale temporary files removed, "
+        f"{len(report.retired)} published uploads past retention"
     )
     app.extensions["dqrxfer.db"].dispose()
     return 0

@@ -84,6 +84,10 @@ class Settings:
     # Unset: the proxies trusted by [auth] (the authenticating front end).
     # metrics: serve /metrics (Prometheus).
     upload_expiry: float = DEFAULT_UPLOAD_EXPIRY
+    # Seconds a finished upload's data and state stay in uploads_dir after its
+    # last byte (its files are published in the report tree), so that a client
+    # that lost the last answer can still ask; then ``cleanup`` removes them.
+    finished_upload_retention: float = DEFAULT_UPLOAD_EXPIRY
     read_timeout: float = 60.0
     trusted_proxies: tuple[str, ...] | None = None
     metrics: bool = True
@@ -172,6 +176,7 @@ def load_settings(
         "lock_timeout",
         "fsync",
         "upload_expiry",
+        "finished_upload_retention",
         "read_timeout",
         "trusted_proxies",
         "metrics",
@@ -218,6 +223,9 @@ def load_settings(
             else DEFAULT_MIN_FREE_SPACE
         ),
         upload_expiry=_number(table, "upload_expiry", DEFAULT_UPLOAD_EXPIRY),
+        finished_upload_retention=_number(
+            table, "finished_upload_retention", DEFAULT_UPLOAD_EXPIRY
+        ),
         read_timeout=_number(table, "read_timeout", 60.0),
         trusted_proxies=_trusted_proxies(table),
         metrics=bool(table.get("metrics", True)),

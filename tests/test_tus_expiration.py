@@ -119,3 +119,48 @@ def test_cleanup_finishes_an_upload_whose_finalization_a_crash_interrupted(
         assert f"finished upload {upload_id(url)}" not in cleanup(server)
     finally:
         server.stop()
+
+
+def test_published_uploads_leave_the_uploads_directory_after_their_retention(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """The report keeps its files; the upload's own copy (data and state) goes."""
+    retention = 3600
+    config = write_config(tmp_path / "config.toml", finished_upload_retention=retention)
+    server = LiveServer(data_dir, config=config).start()
+    try:
+        old_metadata = report_metadata(filename="old.txt")
+        old = new_upload(server, 4, metadata=old_metadata)
+        assert patch(old, 0, b"old!").status_code == 204
+        refused = new_upload(server, 3, metadata=report_metadata(filename="r.txt", sha256="0" * 64))
+        assert patch(refused, 0, b"bad").status_code == 422
+        recent = new_upload(server, 6, metadata=report_metadata(filename="recent.txt"))
+        assert patch(recent, 0, b"recent").status_code == 204
+        unfinished = new_upload(server, 10, metadata=report_metadata(filename="u.txt"))
+        assert patch(unfinished, 0, b"abc").status_code == 204
+        # The last byte of two of them arrived longer ago than the retention.
+        past = time.time() - retention - 60
+        for url in (old, refused):
+            os.utime(data_file(server, url), (past, past))
+
+        listed = cleanup(server, "--dry-run")
+        assert f"past retention (not removed) {upload_id(old)} (4 bytes, published)" in listed
+        assert data_file(server, old).exists()
+
+        output = cleanup(server)
+        assert f"removed finished upload {upload_id(old)}" in output
+        assert f"removed finished upload {upload_id(refused)}" in output
+        assert "2 published uploads past retention" in output
+        for url in (old, refused):
+            assert head(url).status_code == 404
+            assert not data_file(server, url).exists()
+            assert not data_file(server, url).with_suffix(".done").exists()
+        # The report and the records are untouched.
+        assert published(server, old_metadata).read_bytes() == b"old!"
+        assert record(server, old)["state"] == "published"
+        assert record(server, refused)["state"] == "failed"
+        for url, offset in ((recent, 6), (unfinished, 3)):
+            assert offset_of(url) == offset and data_file(server, url).exists()
+        assert "0 published uploads past retention" in cleanup(server)
+    finally:
+        server.stop()

@@ -37,11 +37,16 @@ class TusOptions:
     expires (``Upload-Expires``); 0 disables the expiration extension.
     ``read_timeout``: seconds a request body may stall before the request is
     ended (its bytes are kept and its lock released).
+    ``finished_retention``: seconds after its last byte that housekeeping
+    removes a completed upload, for applications whose hooks publish finished
+    uploads elsewhere (``TusHooks.publishes_finished_uploads``); None keeps
+    them (without such hooks the store is where finished uploads live).
     """
 
     max_size: int = 64 * 1024**3
     expiry: float = 0.0
     read_timeout: float = 60.0
+    finished_retention: float | None = None
 
 
 @dataclass
@@ -170,9 +175,21 @@ class Uploads:
         self.store.terminate(info.id)
         self.locker.discard(info.id)
 
+    def retired(self, info: UploadInfo, now: float) -> bool:
+        """A completed upload, published elsewhere, past its retention."""
+        retention = self.options.finished_retention
+        return (
+            retention is not None
+            and self.hooks.publishes_finished_uploads
+            and info.completed
+            and not info.is_partial
+            and info.modified + retention <= now
+        )
+
     def sweep(self, now: float | None = None, dry_run: bool = False) -> SweepReport:
-        """Remove expired uploads and finish what crashes left undone
-        (including temporary files a crash left behind).
+        """Remove expired uploads and, past their retention, completed uploads
+        that the application published elsewhere; finish what crashes left
+        undone (including temporary files a crash left behind).
 
         Uploads that are busy (locked) are skipped and left for the next run.
         """
@@ -192,6 +209,14 @@ class Uploads:
                         self.terminate(info)
                     report.expired.append(info)
                     self.hooks.post_expire(info)
+                elif self.retired(info, now):
+                    if not dry_run:
+                        with self.locked(upload_id, timeout=0):
+                            info = self.store.get(upload_id)
+                            if not self.retired(info, now):
+                                continue
+                            self.terminate(info)
+                    report.retired.append(info)
                 elif not dry_run and not info.completed and (info.finished or info.is_final):
                     after = self.recover(info)
                     if after.completed:
@@ -206,6 +231,8 @@ class Uploads:
 @dataclass
 class SweepReport:
     expired: list[UploadInfo] = field(default_factory=list)
+    #: completed uploads removed after their retention (published elsewhere)
+    retired: list[UploadInfo] = field(default_factory=list)
     recovered: list[UploadInfo] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     temporaries: int = 0
