@@ -61,8 +61,15 @@ class Uploads:
     metrics: TusMetrics
 
     @contextmanager
-    def locked(self, upload_id: str, timeout: float | None = None) -> Iterator[None]:
-        """The upload's lock, with the wait measured."""
+    def locked(
+        self, upload_id: str, timeout: float | None = None, measured: bool = True
+    ) -> Iterator[None]:
+        """The upload's lock, with the wait measured (``measured``: the lock
+        metrics count requests; housekeeping and recovery take locks unmeasured)."""
+        if not measured:
+            with self.locker.lock(upload_id, timeout):
+                yield
+            return
         started = time.monotonic()
         with ExitStack() as stack:
             self.metrics.lock_waiters.inc()
@@ -115,9 +122,9 @@ class Uploads:
             return info
         try:
             if info.is_final and not info.finished:
-                self.try_complete_final(info.id, timeout=0)
+                self.try_complete_final(info.id, timeout=0, measured=False)
             else:
-                with self.locked(info.id, timeout=0):
+                with self.locked(info.id, timeout=0, measured=False):
                     current = self.store.get(info.id)
                     if current.finished and not current.completed:
                         self.finish(current)
@@ -135,14 +142,14 @@ class Uploads:
             return None
 
     def try_complete_final(
-        self, final_id: str, timeout: float | None = None
+        self, final_id: str, timeout: float | None = None, measured: bool = True
     ) -> dict[str, str] | None:
         """Concatenate a final upload if all its partial uploads are finished.
 
         Returns ``post_finish``'s headers when the final upload is (now)
         finished, None while it waits for partial uploads.
         """
-        with self.locked(final_id, timeout):
+        with self.locked(final_id, timeout, measured):
             final = self.store.get(final_id)
             if final.finished:
                 return self.finish(final)
@@ -202,7 +209,7 @@ class Uploads:
                     if dry_run:
                         report.expired.append(info)
                         continue
-                    with self.locked(upload_id, timeout=0):
+                    with self.locked(upload_id, timeout=0, measured=False):
                         info = self.store.get(upload_id)
                         if not self.expired(info, now):
                             continue
@@ -211,7 +218,7 @@ class Uploads:
                     self.hooks.post_expire(info)
                 elif self.retired(info, now):
                     if not dry_run:
-                        with self.locked(upload_id, timeout=0):
+                        with self.locked(upload_id, timeout=0, measured=False):
                             info = self.store.get(upload_id)
                             if not self.retired(info, now):
                                 continue
