@@ -11,7 +11,7 @@ finalize
       last PATCH: whole-payload SHA-256 verified (in a thread, beside the
       extraction), every header checked, every file extracted and hashed,
       the tree made durable (one ``syncfs``) and swapped in, rows written;
-    * ``dqrxfer, fsync off``: the same with ``fsync = false``.
+    * ``dqrxfer, fsync never``: the same with ``fsync = "never"`` (no ``syncfs``).
 
     Medians of ``--runs`` rounds; the trees are removed between runs (and the
     page cache is left as it is: the tarball was just uploaded, so it is warm
@@ -117,12 +117,12 @@ def time_tar(tarball: Path, target: Path, sync: bool) -> tuple[float, float]:
 
 
 def time_finalize(
-    tarball: Path, base: Path, digest: str, fsync: bool, round_id: str
+    tarball: Path, base: Path, digest: str, fsync: str, round_id: str
 ) -> tuple[float, float]:
     """Wall-clock and CPU seconds (all threads) of one finalization."""
     data_dir = base / f"dq-{round_id}"
     config = base / f"server-{round_id}.toml"
-    config.write_text(f'data_dir = "{data_dir}"\nfsync = {"true" if fsync else "false"}\n')
+    config.write_text(f'data_dir = "{data_dir}"\nfsync = "{fsync}"\n')
     settings = load_settings(config, data_dir)
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url)
@@ -171,8 +171,10 @@ def finalize(args: argparse.Namespace) -> None:
         contenders: dict[str, Callable[[str], tuple[float, float]]] = {
             "tar -xf": lambda r: time_tar(tarball, base / f"tar-{r}", sync=False),
             "tar -xf + sync": lambda r: time_tar(tarball, base / f"tars-{r}", sync=True),
-            "dqrxfer": lambda r: time_finalize(tarball, base, digest, True, r),
-            "dqrxfer, fsync off": lambda r: time_finalize(tarball, base, digest, False, f"n{r}"),
+            "dqrxfer": lambda r: time_finalize(tarball, base, digest, "complete", r),
+            "dqrxfer, fsync never": lambda r: time_finalize(
+                tarball, base, digest, "never", f"n{r}"
+            ),
         }
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
         for run in range(args.runs):
