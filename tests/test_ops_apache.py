@@ -8,91 +8,35 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 from conftest import run_cli
-from dqrxfer.auth import login, make_auth
+from dqrxfer.auth import login
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
+from support.deployment import Deployment, apache_available, deployed
 from support.kerberos import LLO_ROBOT, USER, Realm
-from support.live import LiveServer
-from support.proxies import OPS, Apache
 from support.tusclient import TUS, create, head, upload_id
 
 pytestmark = pytest.mark.skipif(
-    (shutil.which("apache2") is None and not Path("/usr/sbin/apache2").exists())
-    or not Path("/usr/lib/apache2/modules/mod_auth_gssapi.so").exists(),
+    not apache_available(),
     reason="apache2 or libapache2-mod-auth-gssapi missing (bash ops/dev/bootstrap.sh --test)",
 )
 
 MiB = 1024 * 1024
 
 
-@dataclass
-class Deployment:
-    server: LiveServer
-    apache: Apache
-    realm: Realm
-
-    def session(self, ccache: Path | None = None, keytab: Path | None = None) -> requests.Session:
-        session = requests.Session()
-        session.verify = str(self.apache.cert)
-        session.auth = make_auth(ccache=ccache, keytab=keytab, required=True)
-        return session
-
-
 @pytest.fixture
 def deployment(
-    kerberos: Realm, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kerberos: Realm, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Deployment]:
-    config = tmp_path / "server.toml"
-    config.write_text(
-        f'data_dir = "{data_dir}"\n'
-        "auto_upgrade = true\n"
-        "[auth]\n"
-        "[[auth.rules]]\n"
-        'name = "people"\n'
-        f'principals = ["{USER}"]\n'
-        'projects = ["O4"]\n'
-        "[[auth.rules]]\n"
-        'name = "LLO robot"\n'
-        f'principals = ["{LLO_ROBOT}"]\n'
-        'projects = ["O4"]\n'
-        'sites = ["llo"]\n'
-    )
-    server = LiveServer(
-        data_dir,
-        config=config,
-        extra_args=[
-            "--gunicorn-config",
-            str(OPS / "gunicorn.conf.py"),
-            "--workers",
-            "2",
-            "--auth",
-            "remote-user",
-            "--trusted-proxy",
-            "127.0.0.1",
-        ],
-    ).start()
-    apache = Apache(
-        backend_port=server.port,
-        keytab=kerberos.service_keytab,
-        krb5_conf=Path(kerberos.env["KRB5_CONFIG"]),
-        reports=data_dir / "reports",
-    )
-    try:
-        apache.start()
+    with deployed(kerberos, data_dir) as running:
         # requests prefers REQUESTS_CA_BUNDLE over a session's own ``verify``.
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(apache.cert))
-        yield Deployment(server, apache, kerberos)
-    finally:
-        apache.stop()
-        server.stop()
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(running.apache.cert))
+        yield running
 
 
 def test_ping_through_apache_names_the_principal(deployment: Deployment) -> None:

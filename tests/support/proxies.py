@@ -184,6 +184,12 @@ class Apache:
     krb5_conf: Path
     reports: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Lines for the main server configuration (outside the virtual host),
+    #: e.g. a server-wide LimitRequestBody the shipped file must hold against.
+    extra_config: list[str] = field(default_factory=list)
+    #: Replacements in the shipped file (see :func:`substitute`), for tests
+    #: that show what a directive of it is for by taking it out.
+    site_replacements: dict[str, str] = field(default_factory=dict)
     port: int = 0
     root: Path = field(init=False)
     cert: Path = field(init=False)
@@ -245,6 +251,10 @@ class Apache:
             f"ErrorLog {self.root}/server-error.log",
             "LogLevel warn auth_gssapi:info",
             'LogFormat "%h %l %u %t \\"%r\\" %>s %b" common',
+            # The shipped site logs in Debian's "combined" format, defined in
+            # Debian's apache2.conf (not read here).
+            'LogFormat "%h %l %u %t \\"%r\\" %>s %b '
+            '\\"%{Referer}i\\" \\"%{User-Agent}i\\"" combined',
             f"CustomLog {self.root}/server-access.log common",
             modules,
             f"User {user}" if user else "",
@@ -255,7 +265,8 @@ class Apache:
             "StartServers 1",
             "SSLSessionCache none",
             *(f"Define {key} {value}" for key, value in defines.items()),
-            f"Include {OPS / 'apache' / 'dqrxfer.conf'}",
+            *self.extra_config,
+            f"Include {self._site()}",
         ]
         config = self.root / "httpd.conf"
         config.write_text("\n".join(line for line in lines if line) + "\n")
@@ -285,6 +296,15 @@ class Apache:
             self.url, self.process, self.root / "server-error.log", timeout, self.cert
         )
         return self
+
+    def _site(self) -> Path:
+        """The shipped virtual host, or a copy with the test's replacements."""
+        shipped = OPS / "apache" / "dqrxfer.conf"
+        if not self.site_replacements:
+            return shipped
+        site = self.root / "dqrxfer.conf"
+        site.write_text(substitute(shipped.read_text(), self.site_replacements))
+        return site
 
     def error_log(self) -> str:
         return (self.root / "dqrxfer-error.log").read_text(errors="replace")
