@@ -188,9 +188,14 @@ def cleanup_uploads(args: argparse.Namespace) -> int:
         print(f"finished upload {info.id}")
     for upload_id, reason in report.skipped:
         print(f"skipped upload {upload_id}: {reason}", file=sys.stderr)
+    temporaries = (
+        "temporary files not looked at (dry run)"
+        if args.dry_run
+        else f"{report.temporaries} stale temporary files removed"
+    )
     print(
         f"{len(report.expired)} expired, {len(report.recovered)} finished, "
-        f"{len(report.skipped)} skipped, {report.temporaries} stale temporary files removed, "
+        f"{len(report.skipped)} skipped, {temporaries}, "
         f"{len(report.retired)} published uploads past retention"
     )
     app.extensions["dqrxfer.db"].dispose()

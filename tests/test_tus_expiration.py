@@ -69,6 +69,7 @@ def test_unfinished_uploads_expire_and_cleanup_removes_them(tmp_path: Path, data
 
         listed = cleanup(server, "--dry-run")
         assert f"expired (not removed) {upload_id(stale)} (3 of 10 bytes)" in listed
+        assert "temporary files not looked at (dry run)" in listed
         assert data_file(server, stale).exists()
 
         output = cleanup(server)
