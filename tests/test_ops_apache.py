@@ -183,3 +183,35 @@ def test_the_commands_through_apache(deployment: Deployment, tmp_path: Path) -> 
         row = db.scalars(select(ReportFile).where(ReportFile.relpath == "tier1.bin")).one()
         assert row.principal == LLO_ROBOT
     engine.dispose()
+
+
+def test_reports_are_served_but_never_dot_names(deployment: Deployment) -> None:
+    reports = deployment.server.data_dir / "reports/O4"
+    page = reports / "S230518h_dir/S230518h_llo_1/index.html"
+    staged = reports / ".dqrxfer-staging/work/abc.123/extract/index.html"
+    swap = reports / "S230518h_dir/.S230518h_llo_1.swap/index.html"
+    for path in (page, staged, swap):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("<html></html>")
+        # Readable by Apache whatever the modes the server gave them: only the
+        # front end's rule keeps dot names out.
+        for part in (path, *path.relative_to(reports).parents):
+            (reports / part).chmod(0o644 if part == path.relative_to(reports) else 0o755)
+    # Apache's workers (www-data) must be able to walk down to the reports,
+    # which live in the test's private temporary directory.
+    for directory in (reports, *reports.parents):
+        mode = directory.stat().st_mode
+        if mode & 0o001 == 0:
+            directory.chmod(mode | 0o011)
+    cert = str(deployment.apache.cert)
+    base = f"{deployment.apache.url}/reports/O4"
+    served = requests.get(f"{base}/S230518h_dir/S230518h_llo_1/index.html", verify=cert, timeout=30)
+    assert served.status_code == 200, deployment.apache.error_log()[-2000:]
+    assert served.text == "<html></html>"
+    for path in (
+        ".dqrxfer-staging/work/abc.123/extract/index.html",
+        ".dqrxfer-staging/",
+        "S230518h_dir/.S230518h_llo_1.swap/index.html",
+    ):
+        hidden = requests.get(f"{base}/{path}", verify=cert, timeout=30)
+        assert hidden.status_code == 403, path
