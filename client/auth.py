@@ -105,6 +105,17 @@ def default_ccache() -> str:
     return name.removeprefix("FILE:")
 
 
+def _client_keytab_from_environment() -> Path | None:
+    """The robot keytab ``KRB5_CLIENT_KTNAME`` names, if it names a file."""
+    name = os.environ.get("KRB5_CLIENT_KTNAME")
+    if not name:
+        return None
+    kind, colon, rest = name.partition(":")
+    if colon and kind in ("FILE", "WRFILE"):
+        return Path(rest)
+    return None if colon and "/" not in kind else Path(name)
+
+
 def _gss_reason(error: gssapi.exceptions.GSSError) -> str:
     """GSSAPI's own words (the minor status if it says anything)."""
     message = error.gen_message()
@@ -153,6 +164,13 @@ def check_credentials(
         ) from None
     except gssapi.exceptions.GSSError as error:
         reason = _gss_reason(error)
+        robot = _client_keytab_from_environment()
+        if robot is not None and not (robot.is_file() and os.access(robot, os.R_OK)):
+            # MIT Kerberos silently ignores a client keytab it cannot read.
+            raise AuthenticationError(
+                f"KRB5_CLIENT_KTNAME names keytab {robot}, which is not a readable file; "
+                "fix the path or its permissions, or run `kinit`"
+            ) from None
         if "No Kerberos credentials available" in reason or not Path(cache).exists():
             raise AuthenticationError(
                 f"klist: No credentials cache found (filename: {cache}); {_HINT}"

@@ -228,6 +228,30 @@ def test_no_ticket_exits_3_with_the_klist_message(
     assert "Traceback" not in result.stderr
 
 
+def test_a_robot_keytab_that_is_not_there_is_named(
+    kerberos: Realm, server: LiveServer, tmp_path: Path
+) -> None:
+    missing = tmp_path / "robot.keytab"
+    env = {**kerberos.client_env(), "KRB5_CLIENT_KTNAME": f"FILE:{missing}"}
+    result = ping(localhost(server), env)
+    assert result.returncode == 3, result.stderr
+    assert f"KRB5_CLIENT_KTNAME names keytab {missing}, which is not a readable file" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_a_ca_bundle_that_is_not_there_is_a_usage_error(
+    kerberos: Realm, server: LiveServer, tmp_path: Path
+) -> None:
+    missing = tmp_path / "ca.pem"
+    env = {**kerberos.client_env(), "REQUESTS_CA_BUNDLE": str(missing)}
+    result = upload(localhost(server), env, small_file(tmp_path, "ca.json"), revision="8")
+    assert result.returncode == 2, result.stderr
+    assert f"REQUESTS_CA_BUNDLE: {missing} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_an_expired_ticket_exits_3_and_says_so(
     kerberos: Realm, server: LiveServer, tmp_path: Path
 ) -> None:

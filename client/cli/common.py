@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
 
 import requests
 from dqrxfer import __version__
-from dqrxfer.errors import DqrxferError
+from dqrxfer.errors import DqrxferError, UsageError
 from dqrxfer.progress import LogProgress, NullProgress, Progress, TqdmProgress
 from dqrxfer.retry import RetryPolicy
 from dqrxfer.session import SessionFactory, Timeouts, session_factory
@@ -173,10 +174,20 @@ def make_progress(args: argparse.Namespace) -> Progress:
     return TqdmProgress() if stderr_is_terminal() else LogProgress()
 
 
+def check_ca_bundle() -> None:
+    """A CA bundle named in the environment must exist: requests only finds
+    out at the first HTTPS request, with a traceback."""
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        path = os.environ.get(variable)
+        if path and not os.path.exists(path):
+            raise UsageError(f"{variable}: {path} does not exist (a CA bundle file or directory)")
+
+
 def run(action: Callable[[logging.Logger], int], log: logging.Logger) -> int:
     """Run ``action``, map errors to exit codes and close with the elapsed time."""
     start = time.monotonic()
     try:
+        check_ca_bundle()
         code = action(log)
     except DqrxferError as error:
         log.error("%s", error)
