@@ -1,18 +1,24 @@
 """The concatenation and concatenation-unfinished extensions against a live
 server: partial uploads carry no report metadata, the final upload does and is
-published as the partials' bytes in order."""
+published as the partials' bytes in order.  A final upload of one partial
+upload is a hard link to the partial's data, not a copy."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
+from dqrxfer.server.tus import store as store_module
+from dqrxfer.server.tus.store import FileStore, UploadInfo
 from support.live import LiveServer
 from support.tus import (
     TUS,
     create,
+    data_file,
     encode_metadata,
     head,
     new_upload,
@@ -154,3 +160,136 @@ def test_refused_final_uploads(server: LiveServer) -> None:
     # The final upload is validated as a report; a partial one is not.
     response = final(server, [url], report_metadata(graceid="nonsense"))
     assert response.status_code == 400 and response.text.startswith("graceid:")
+
+
+# -- a final upload of one partial upload: a hard link -----------------------------
+
+
+def test_a_final_upload_of_one_partial_upload_links_its_data_instead_of_copying(
+    server: LiveServer,
+) -> None:
+    payload = os.urandom(300_001)
+    url = partial(server, len(payload))
+    assert patch(url, 0, payload[:100_000]).status_code == 204
+    assert patch(url, 100_000, payload[100_000:]).status_code == 204
+    metadata = report_metadata()
+    response = final(server, [url], metadata)
+    assert response.status_code == 201, response.text
+    final_url = response.headers["Location"]
+    assert response.headers["Upload-Offset"] == str(len(payload))
+
+    partial_data, final_data = data_file(server, url), data_file(server, final_url)
+    report_file = published(server, metadata)
+    # One inode, three names: the partial's data, the final's, the published file.
+    assert partial_data.stat().st_ino == final_data.stat().st_ino == report_file.stat().st_ino
+    assert final_data.stat().st_nlink == 3
+    assert final_data.read_bytes() == payload == report_file.read_bytes()
+    info = head(final_url)
+    assert info.headers["Upload-Offset"] == info.headers["Upload-Length"] == str(len(payload))
+    assert info.headers["Upload-Concat"] == f"final;{url}"
+    assert head(url).headers["Upload-Offset"] == str(len(payload))
+    assert record(server, final_url)["state"] == "published"
+    assert not [p for p in final_data.parent.iterdir() if p.name.endswith(".tmp")]
+
+    # The partial upload can be terminated; the final one and the report keep the bytes.
+    response = requests.delete(url, headers=TUS, timeout=10)
+    assert response.status_code == 204
+    assert head(url).status_code == 404
+    assert not partial_data.exists()
+    assert final_data.stat().st_nlink == 2
+    assert final_data.read_bytes() == payload == report_file.read_bytes()
+    info = head(final_url)
+    assert info.status_code == 200
+    assert info.headers["Upload-Offset"] == info.headers["Upload-Length"] == str(len(payload))
+    assert record(server, final_url)["state"] == "published"
+
+
+def _finished_partial(store: FileStore, payload: bytes) -> UploadInfo:
+    info = store.create(UploadInfo(id="", length=len(payload), concat="partial"))
+    chunks = [payload]
+
+    def read(size: int) -> bytes:
+        return chunks.pop() if chunks else b""
+
+    store.write(info.id, 0, read, len(payload))
+    store.make_durable(info.id)
+    store.mark_completed(info)
+    return store.get(info.id)
+
+
+def _concatenate(store: FileStore, partials: list[UploadInfo]) -> UploadInfo:
+    length = sum(partial.offset for partial in partials)
+    final_info = store.create(
+        UploadInfo(
+            id="", length=length, concat="final", partials=[partial.id for partial in partials]
+        )
+    )
+    store.concatenate(final_info, partials)
+    return store.get(final_info.id)
+
+
+@pytest.mark.parametrize("policy", ["complete", "always", "never"])
+def test_the_linked_final_upload_is_fsynced_before_its_rename_as_the_policy_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    store = FileStore(tmp_path / "uploads", fsync=policy)
+    payload = os.urandom(70_000)
+    partial_info = _finished_partial(store, payload)
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def recording_fsync(fd: int) -> None:
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1])
+        real_fsync(fd)
+
+    def recording_replace(source: object, target: object) -> None:
+        events.append("rename " + str(source).rsplit("/", 1)[-1])
+        real_replace(source, target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_module.os, "fsync", recording_fsync)
+    monkeypatch.setattr(store_module.os, "replace", recording_replace)
+    final_info = _concatenate(store, [partial_info])
+    assert final_info.offset == len(payload) and final_info.finished
+    final_data, partial_data = store.data_path(final_info.id), store.data_path(partial_info.id)
+    assert final_data.stat().st_ino == partial_data.stat().st_ino
+    assert final_data.read_bytes() == payload
+    renamed = [event for event in events if event.startswith("rename ")]
+    assert len(renamed) == 1 and renamed[0].endswith(".tmp")
+    temporary = renamed[0].removeprefix("rename ")
+    if policy == "never":
+        assert events == renamed
+    else:
+        assert events.index(f"fsync {temporary}") < events.index(renamed[0])
+        assert events[-1] == "fsync uploads"  # the directory, after the rename
+
+
+@pytest.mark.parametrize("code", [errno.EXDEV, errno.EPERM])
+def test_a_filesystem_without_hard_links_gets_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """Where link(2) is refused (another device, a filesystem without hard
+    links), the single partial upload is copied like several are."""
+    store = FileStore(tmp_path / "uploads")
+    payload = os.urandom(123_457)
+    partial_info = _finished_partial(store, payload)
+
+    def refuse(source: object, target: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(store_module.os, "link", refuse)
+    final_info = _concatenate(store, [partial_info])
+    final_data, partial_data = store.data_path(final_info.id), store.data_path(partial_info.id)
+    assert final_data.read_bytes() == payload
+    assert final_data.stat().st_ino != partial_data.stat().st_ino
+    assert final_data.stat().st_nlink == partial_data.stat().st_nlink == 1
+    assert not [p for p in final_data.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_final_upload_of_several_partial_uploads_is_still_a_copy(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "uploads")
+    pieces = [os.urandom(1000), os.urandom(2000)]
+    partials = [_finished_partial(store, piece) for piece in pieces]
+    final_info = _concatenate(store, partials)
+    final_data = store.data_path(final_info.id)
+    assert final_data.read_bytes() == b"".join(pieces)
+    assert final_data.stat().st_nlink == 1

@@ -63,6 +63,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import json
 import logging
 import os
@@ -583,17 +584,28 @@ class FileStore:
 
         The concatenation is built beside the data file and renamed over it,
         so the final upload's offset jumps from 0 to its length in one step.
+        A final upload made of one partial upload gets the partial's data file
+        itself: a hard link, made and renamed into place in no time whatever
+        the size (a finished partial upload is never written again, and
+        removing it later removes only its own name).  Where the filesystem
+        refuses the link, its bytes are copied as several partials' are.
+        Under the policies that fsync a finished upload, the result is fsynced
+        before the rename either way.
         """
         target = self.data_path(final.id)
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
         try:
-            with open(tmp, "xb") as out:
-                for partial in partials:
-                    with open(self.data_path(partial.id), "rb") as source:
-                        _copy_range(source.fileno(), out.fileno(), partial.offset)
-                out.flush()
-                if self.sync_finished:
-                    os.fsync(out.fileno())
+            if not (len(partials) == 1 and self._link_data(partials[0], tmp)):
+                with open(tmp, "xb") as out:
+                    for partial in partials:
+                        with open(self.data_path(partial.id), "rb") as source:
+                            _copy_range(source.fileno(), out.fileno(), partial.offset)
+            if self.sync_finished:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -602,6 +614,26 @@ class FileStore:
             fsync_directory(self.directory)
         for partial in partials:
             self.unlink_final(partial.id, final.id)
+
+    def _link_data(self, partial: UploadInfo, tmp: Path) -> bool:
+        """Hard-link ``partial``'s data file as ``tmp``; False where the
+        filesystem cannot (the caller copies instead)."""
+        source = self.data_path(partial.id)
+        if source.stat().st_size != partial.offset:
+            return False  # more bytes than the finished offset: copy exactly those
+        try:
+            os.link(source, tmp)
+        except OSError as error:
+            if error.errno not in _NO_LINK:
+                raise
+            log.info("upload %s: partial upload not hard-linked (%s); copying", partial.id, error)
+            return False
+        return True
+
+
+#: What ``link(2)`` answers where a filesystem does not do hard links (or not
+#: here): another device, not permitted, too many links, not supported.
+_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
 def _copy_range(source: int, target: int, count: int) -> None:
