@@ -43,7 +43,7 @@ from requests_gssapi import HTTPSPNEGOAuth
 from requests_gssapi.exceptions import MutualAuthenticationError, SPNEGOExchangeError
 from requests_gssapi.gssapi_ import OPTIONAL
 
-from .errors import AuthenticationError
+from .errors import AuthenticationError, SessionExpired
 
 log = logging.getLogger("dqr-xfer")
 
@@ -58,12 +58,6 @@ _HINT = (
     "run `kinit albert.einstein@LIGO.ORG` (people), or give a robot keytab with "
     "--keytab FILE or KRB5_CLIENT_KTNAME (robots), and try again"
 )
-
-
-class SessionExpired(AuthenticationError):
-    """The server no longer accepted the session cookie of a request whose body
-    cannot be sent twice.  Nothing was resent; a new request authenticates
-    afresh (the cookie is gone from the session)."""
 
 
 class _RedactTokens(logging.Filter):

@@ -36,6 +36,12 @@ class AuthenticationError(DqrxferError):
     exit_code = 3
 
 
+class SessionExpired(AuthenticationError):
+    """The server no longer accepted the session cookie of a request whose body
+    cannot be sent twice.  Nothing was resent; a new request authenticates
+    afresh (the cookie is gone from the session)."""
+
+
 class RefusedError(DqrxferError):
     """The server answered with a 4xx: retrying the same request cannot help."""
 

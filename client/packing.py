@@ -31,6 +31,8 @@ characters): the server would refuse the whole archive for them.
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 import logging
 import os
 import stat
@@ -41,7 +43,7 @@ from pathlib import Path
 
 from . import contract
 from .errors import PayloadChangedError, UsageError
-from .payload import FileStamp, read_range
+from .payload import FileRegion, FileStamp, read_range
 
 log = logging.getLogger("dqr-xfer")
 
@@ -213,6 +215,13 @@ class DirectoryPayload:
         return sum(m.size for m in self.members)
 
     def blocks(self, start: int, end: int) -> Iterator[bytes]:
+        for piece in self.regions(start, end):
+            if isinstance(piece, FileRegion):
+                yield from read_range(piece.path, piece.stamp, piece.start, piece.end)
+            else:
+                yield piece
+
+    def regions(self, start: int, end: int) -> Iterator[bytes | FileRegion]:
         index = bisect.bisect_right(self._starts, start) - 1
         position = start
         while position < end and index < len(self.segments):
@@ -223,9 +232,23 @@ class DirectoryPayload:
                 yield segment.data[lo:hi]
             else:
                 assert segment.member.stamp is not None
-                yield from read_range(segment.member.path, segment.member.stamp, lo, hi)
+                yield FileRegion(segment.member.path, segment.member.stamp, lo, hi)
             position = segment.offset + hi
             index += 1
+
+    def identity(self) -> str:
+        """The layout (names, sizes, modes, headers) and each file's
+        modification time: the archive's bytes follow from these."""
+        digest = hashlib.sha256()
+        for segment in self.segments:
+            if segment.member is None:
+                digest.update(segment.data)
+            else:
+                stamp = segment.member.stamp
+                assert stamp is not None
+                described = [segment.member.name, stamp.size, stamp.mtime_ns]
+                digest.update(json.dumps(described).encode("utf-8", "surrogateescape"))
+        return f"tar:{self.size}:{digest.hexdigest()}"
 
     def check_unchanged(self) -> None:
         for member in self.members:

@@ -5,10 +5,14 @@ A payload is a file sent as it is (``kind=file``), an existing tarball
 on the fly into a deterministic tar (see :mod:`dqrxfer.packing`).  Payloads
 are read in bounded blocks straight from disk, never held in memory, and a
 range can be read any number of times (a retried request re-reads it).
+A range can also be described as :class:`FileRegion` pieces (a file's path
+and byte range), which a connection sends with ``sendfile``, without reading
+the bytes into Python at all (see :mod:`dqrxfer.sendfile`).
 
-:func:`scan` reads a payload once to compute what must be known before the
-first byte is sent: the whole-payload sha256 (sent in the metadata) and, when
-the server checks chunks, the checksum of every chunk of the chunk grid.
+:func:`scan` reads a payload once to compute the whole-payload sha256 (the
+report contract puts it in the metadata) and, when the server checks chunks,
+the checksum of every chunk of the chunk grid.  :class:`BackgroundScan` runs
+it on a thread of its own while the payload is being sent.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import base64
 import hashlib
 import os
 import tarfile
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +47,15 @@ class Payload(Protocol):
         """Yield the bytes ``[start, end)`` in blocks of at most :data:`BLOCK_SIZE`."""
         ...
 
+    def regions(self, start: int, end: int) -> Iterator[bytes | FileRegion]:
+        """Yield the bytes ``[start, end)`` as file regions and literal bytes, in order."""
+        ...
+
+    def identity(self) -> str:
+        """What identifies these bytes without reading them (names, sizes,
+        modification times): it changes whenever the bytes may have."""
+        ...
+
     def check_unchanged(self) -> None:
         """Raise :class:`PayloadChangedError` if the source changed since planning."""
         ...
@@ -62,18 +76,59 @@ class FileStamp:
         return cls(stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
 
 
+def open_unchanged(path: Path, stamp: FileStamp):  # type: ignore[no-untyped-def]
+    """``path`` opened for reading (unbuffered), if it is still ``stamp``."""
+    handle = open(path, "rb", buffering=0)  # noqa: SIM115 - returned to the caller
+    if FileStamp.of(os.fstat(handle.fileno())) != stamp:
+        handle.close()
+        raise PayloadChangedError(f"{path}: changed since the upload started; run again")
+    return handle
+
+
+def shrank(path: Path) -> PayloadChangedError:
+    return PayloadChangedError(f"{path}: shrank while being sent; run again")
+
+
 def read_range(path: Path, stamp: FileStamp, start: int, end: int) -> Iterator[bytes]:
     """Yield bytes ``[start, end)`` of ``path``, checking it is still ``stamp``."""
-    with open(path, "rb", buffering=0) as handle:
-        if FileStamp.of(os.fstat(handle.fileno())) != stamp:
-            raise PayloadChangedError(f"{path}: changed since it was hashed; run again")
+    with open_unchanged(path, stamp) as handle:
         position = start
         while position < end:
             block = os.pread(handle.fileno(), min(BLOCK_SIZE, end - position), position)
             if not block:
-                raise PayloadChangedError(f"{path}: shrank while being sent; run again")
+                raise shrank(path)
             position += len(block)
             yield block
+
+
+@dataclass(frozen=True)
+class FileRegion:
+    """Bytes ``[start, end)`` of the file ``path`` (which must still be ``stamp``).
+
+    A connection that knows regions sends them with ``sendfile``; to anything
+    else a region is an iterable of byte blocks (which ``http.client`` sends
+    one by one).
+    """
+
+    path: Path
+    stamp: FileStamp
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __iter__(self) -> Iterator[bytes]:
+        return read_range(self.path, self.stamp, self.start, self.end)
+
+    def open(self):  # type: ignore[no-untyped-def]
+        """The file, opened for reading, if it is unchanged."""
+        return open_unchanged(self.path, self.stamp)
+
+    def split(self, size: int) -> Iterator[FileRegion]:
+        """This region in consecutive pieces of at most ``size`` bytes."""
+        for start in range(self.start, self.end, size):
+            yield FileRegion(self.path, self.stamp, start, min(self.end, start + size))
 
 
 @dataclass
@@ -97,13 +152,22 @@ class FilePayload:
     def blocks(self, start: int, end: int) -> Iterator[bytes]:
         return read_range(self.source, self.stamp, start, end)
 
+    def regions(self, start: int, end: int) -> Iterator[bytes | FileRegion]:
+        if start < end:
+            yield FileRegion(self.source, self.stamp, start, end)
+
+    def identity(self) -> str:
+        # Not the inode or device: a batch job may resume on another host
+        # that mounts the same shared file system.
+        return f"file:{self.size}:{self.stamp.mtime_ns}"
+
     def check_unchanged(self) -> None:
         try:
             stamp = FileStamp.of(self.source.stat())
         except OSError as error:
             raise PayloadChangedError(f"{self.source}: {error.strerror}") from None
         if stamp != self.stamp:
-            raise PayloadChangedError(f"{self.source}: changed since it was hashed; run again")
+            raise PayloadChangedError(f"{self.source}: changed since the upload started; run again")
 
 
 def is_tarball(path: Path) -> bool:
@@ -193,7 +257,9 @@ class Scan:
     chunk_digests: list[bytes] = field(default_factory=list)
 
     def grid_digest(self, start: int, end: int) -> bytes | None:
-        """The digest of ``[start, end)`` if it is exactly one chunk of the grid."""
+        """The digest of ``[start, end)`` if it is exactly one chunk of the grid
+        and already known (a background scan appends digests as it goes; a
+        list's append and indexing are atomic, so reading here is safe)."""
         if not self.algorithm or start % self.chunk_size:
             return None
         index = start // self.chunk_size
@@ -207,13 +273,22 @@ def scan(
     chunk_size: int,
     algorithm: str | None = None,
     on_block: Callable[[int], None] | None = None,
+    into: Scan | None = None,
+    stop: threading.Event | None = None,
 ) -> Scan:
-    """Read the payload once: whole sha256, and per-chunk digests if asked."""
+    """Read the payload once: whole sha256, and per-chunk digests if asked.
+
+    ``into`` is filled as the pass goes (each chunk digest as soon as it is
+    known, the sha256 at the end), so another thread may use the chunk
+    digests already there; ``stop`` ends the pass early (:class:`ScanStopped`).
+    """
     whole = hashlib.sha256()
-    result = Scan("", payload.size, chunk_size, algorithm)
+    result = into if into is not None else Scan("", payload.size, chunk_size, algorithm)
     chunk = new_hasher(algorithm) if algorithm else None
     in_chunk = 0
     for block in payload.blocks(0, payload.size):
+        if stop is not None and stop.is_set():
+            raise ScanStopped(f"{payload.filename}: hashing stopped")
         whole.update(block)
         if chunk is not None:
             view = memoryview(block)
@@ -232,3 +307,52 @@ def scan(
         result.chunk_digests.append(chunk.digest())
     result.sha256 = whole.hexdigest()
     return result
+
+
+class ScanStopped(Exception):
+    """A background scan was told to stop."""
+
+
+class BackgroundScan:
+    """:func:`scan` on a thread of its own, while the payload is being sent.
+
+    It reads the payload separately (from the page cache, mostly: the sender
+    reads the same bytes at about the same time); hashlib and zlib release
+    the GIL while they digest a block, so the two threads run on two cores.
+    :attr:`scan` fills in as it goes (chunk digests first, the sha256 last);
+    :meth:`result` waits for the end and raises what the pass raised.
+    """
+
+    def __init__(self, payload: Payload, chunk_size: int, algorithm: str | None) -> None:
+        self.payload = payload
+        self.scan = Scan("", payload.size, chunk_size, algorithm)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="dqr-hash", daemon=True)
+
+    def start(self) -> BackgroundScan:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            scan(
+                self.payload,
+                self.scan.chunk_size,
+                self.scan.algorithm,
+                into=self.scan,
+                stop=self._stop,
+            )
+        except BaseException as error:  # handed to result()
+            self._error = error
+
+    def result(self) -> Scan:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.scan
+
+    def stop(self) -> None:
+        """End the pass (if it still runs) and wait for the thread."""
+        self._stop.set()
+        self._thread.join()

@@ -9,7 +9,9 @@ All traffic (tus, the upload record, ping, the links API) uses a
 * authentication plugs in as a plain ``requests`` auth object (Kerberos via
   ``dqrxfer.auth``, or anything else): ``make_session(auth=...)``;
 * urllib3 retries nothing by itself: retrying is :mod:`dqrxfer.retry`'s job,
-  where it is bounded and logged.
+  where it is bounded and logged;
+* upload bodies are sent with ``sendfile`` where the connection allows
+  (:mod:`dqrxfer.sendfile`).
 
 Sessions are not shared between threads: uploads that run at once each make
 their own with a :data:`SessionFactory`.
@@ -23,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from . import __version__
+from .sendfile import SendfileAdapter
 
 #: Makes a fresh, configured session (one per thread of work).
 SessionFactory = Callable[[], requests.Session]
@@ -71,7 +73,7 @@ def make_session(
 ) -> requests.Session:
     """A session with timeouts, no hidden retries and ``auth`` attached."""
     session = TimeoutSession(timeouts or Timeouts())
-    adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=8)
+    adapter = SendfileAdapter(max_retries=0, pool_connections=4, pool_maxsize=8)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = user_agent()

@@ -16,10 +16,13 @@ any other 4xx                         :class:`RefusedError` with the
                                       server's message
 ====================================  ===================================
 
-Request bodies are :class:`SliceBody` objects: a byte range of a payload,
-read from disk block by block while it is sent, with a length (so requests
-sends ``Content-Length``), and re-iterable: if an auth handler re-sends the
-request after a 401, the whole range goes out again instead of an empty body.
+Request bodies are :class:`SliceBody` objects: a byte range of a payload
+with a length (so requests sends ``Content-Length``), re-iterable: if an auth
+handler re-sends the request after a 401, the whole range goes out again
+instead of an empty body.  Through a session whose adapter sends file
+regions (:mod:`dqrxfer.sendfile`, the default), the file content of the range
+goes out with ``sendfile``; otherwise it is read from disk block by block
+while it is sent.
 """
 
 from __future__ import annotations
@@ -27,18 +30,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urljoin
 
 import requests
 
-from .auth import SessionExpired
 from .errors import (
     AuthenticationError,
     RefusedError,
+    SessionExpired,
     TransientError,
     UploadGoneError,
 )
-from .payload import Payload
+from .payload import FileRegion, Payload
+from .sendfile import sends_regions
 
 log = logging.getLogger("dqr-xfer")
 
@@ -47,7 +52,12 @@ OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 #: Small pieces (tar headers, small files) are gathered to at least this
 #: many bytes before each socket send.
 MIN_SEND = 256 * 1024
+#: File regions are handed to the connection in pieces of at most this many
+#: bytes (progress moves per piece).
+REGION_PIECE = 4 * 1024 * 1024
 MAX_MESSAGE = 1000
+
+T = TypeVar("T", bytes, FileRegion)
 
 
 class OffsetConflict(TransientError):
@@ -76,7 +86,7 @@ class Created:
 
 @dataclass(frozen=True)
 class Status:
-    offset: int
+    offset: int | None
     length: int | None
 
 
@@ -138,8 +148,10 @@ def check_response(response: requests.Response, what: str, upload: bool = False)
 class SliceBody:
     """Bytes ``[start, end)`` of a payload as a streamed, re-iterable request body.
 
-    ``on_send`` is told the size of every piece handed to the connection
-    (progress and the count of bytes put on the wire).
+    With ``regions`` the file content comes as :class:`FileRegion` pieces (for
+    a connection that sends them with ``sendfile``), else as bytes read from
+    disk.  ``on_send`` is told the size of every piece handed to the
+    connection (progress and the count of bytes put on the wire).
     """
 
     def __init__(
@@ -148,29 +160,53 @@ class SliceBody:
         start: int,
         end: int,
         on_send: Callable[[int], None] | None = None,
+        regions: bool = False,
     ) -> None:
         self.payload = payload
         self.start = start
         self.end = end
         self.on_send = on_send
+        self.regions = regions
         self.sent = 0
 
     def __len__(self) -> int:
         return self.end - self.start
 
-    def _emit(self, piece: bytes) -> bytes:
-        self.sent += len(piece)
+    def _emit(self, piece: T) -> T:
+        size = len(piece)  # type: ignore[arg-type]
+        self.sent += size
         if self.on_send is not None:
-            self.on_send(len(piece))
+            self.on_send(size)
         return piece
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[bytes | FileRegion]:
+        return self._regions() if self.regions else self._blocks()
+
+    def _blocks(self) -> Iterator[bytes]:
         pending = bytearray()
         for block in self.payload.blocks(self.start, self.end):
             if not pending and len(block) >= MIN_SEND:
                 yield self._emit(block)
                 continue
             pending += block
+            if len(pending) >= MIN_SEND:
+                yield self._emit(bytes(pending))
+                pending.clear()
+        if pending:
+            yield self._emit(bytes(pending))
+
+    def _regions(self) -> Iterator[bytes | FileRegion]:
+        pending = bytearray()
+        for piece in self.payload.regions(self.start, self.end):
+            if isinstance(piece, FileRegion) and len(piece) >= MIN_SEND:
+                if pending:
+                    yield self._emit(bytes(pending))
+                    pending.clear()
+                for part in piece.split(REGION_PIECE):
+                    yield self._emit(part)
+                continue
+            for block in piece if isinstance(piece, FileRegion) else (piece,):
+                pending += block
             if len(pending) >= MIN_SEND:
                 yield self._emit(bytes(pending))
                 pending.clear()
@@ -238,11 +274,14 @@ class TusClient:
         offset = _int_header(response, "Upload-Offset", 0)
         return Created(urljoin(self.endpoint, location), offset, dict(response.headers))
 
-    def status(self, url: str) -> Status:
+    def status(self, url: str, final: bool = False) -> Status:
+        """HEAD: the upload's offset and length.  A ``final`` upload of the
+        concatenation extension has no offset until its partial uploads are
+        all finished (``offset`` None)."""
         response = self._request("HEAD", url, "HEAD", allow_redirects=False)
         check_response(response, "HEAD", upload=True)
         offset = _int_header(response, "Upload-Offset", None)
-        if offset is None:
+        if offset is None and not final:
             raise TransientError(f"HEAD {url}: answer without Upload-Offset")
         return Status(offset, _int_header(response, "Upload-Length", None))
 
@@ -252,6 +291,7 @@ class TusClient:
         headers = {"Upload-Offset": str(offset), "Content-Type": OFFSET_CONTENT_TYPE}
         if checksum:
             headers["Upload-Checksum"] = checksum
+        body.regions = sends_regions(self.session, url)
         response = self._request(
             "PATCH", url, "PATCH", data=body, headers=headers, allow_redirects=False
         )

@@ -16,21 +16,29 @@ One payload travels like this:
 
 1. plan: the path becomes a payload (file, tarball or packed directory) and
    the metadata is checked against the report contract, before any traffic;
-2. scan: one pass over the bytes gives the whole-payload sha256 (sent in the
-   metadata) and, if the server checks chunks, each chunk's checksum;
-3. open: the resume store is asked for an unfinished upload of the same
+2. open: the resume store is asked for an unfinished upload of the same
    payload to the same place; if the server still has it, the upload goes on
    from the server's offset, otherwise a new upload is created and remembered;
-4. send: PATCH requests of ``chunk_size`` bytes, streamed from disk.  After a
-   failure the server's offset is asked again (HEAD) and sending continues
-   from there, so only bytes that never arrived are sent again;
-5. verify: the server's record of the upload must say ``published`` with our
+3. send: PATCH requests of ``chunk_size`` bytes, streamed from disk (with
+   ``sendfile`` where the connection allows).  After a failure the server's
+   offset is asked again (HEAD) and sending continues from there, so only
+   bytes that never arrived are sent again;
+4. verify: the server's record of the upload must say ``published`` with our
    size and sha256; then the resume entry is dropped and the report URL is
    returned.
 
-With ``parallel=N`` and a server that has the concatenation extension, a
-large payload is sent as N partial uploads at once and joined by a final
-upload that carries the metadata.
+The report contract puts the payload's sha256 in the metadata of the upload
+that is published.  With a server that has the concatenation extension, a
+large payload (at least ``overlap_min_size``) is therefore sent as a *partial*
+upload (no metadata) while a thread computes its sha256, and a *final* upload
+made of it carries the metadata: hashing costs no time of its own.  The last
+bytes of the payload are held back until the final upload exists (with
+concatenation-unfinished), so creating it is quick and the publication
+happens in the last PATCH, where a lost answer is harmless.  The server
+joins a single partial upload by a hard link, without copying.  Smaller
+payloads, and servers without concatenation, are hashed first and sent as one
+upload.  With ``parallel=N`` the payload is sent as N partial uploads at once,
+hashed the same way.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from . import contract
+from . import contract, faults
 from .errors import (
     DqrxferError,
     GaveUpError,
@@ -56,7 +64,16 @@ from .errors import (
     UsageError,
     worst_exit_code,
 )
-from .payload import Payload, Scan, checksum_range, choose_checksum, payload_for, scan, tus_checksum
+from .payload import (
+    BackgroundScan,
+    Payload,
+    Scan,
+    checksum_range,
+    choose_checksum,
+    payload_for,
+    scan,
+    tus_checksum,
+)
 from .progress import NullProgress, Progress, human_bytes
 from .resume import ResumeEntry, ResumeStore, resume_key
 from .retry import Retrier, RetryPolicy
@@ -79,6 +96,12 @@ DEFAULT_CHUNK_SIZE = 8 * MiB
 MAX_CHECKSUM_FAILURES = 3
 #: The smallest PATCH body the client sends (but for a payload's last bytes).
 MIN_PIECE = 256 * 1024
+#: Payloads at least this large are sent while they are hashed (partial and
+#: final upload) when the server can concatenate: one request more, hashing
+#: for free.  Below it the hash takes less time than a round trip.
+OVERLAP_MIN_SIZE = 64 * MiB
+#: Bytes of the payload's end held back until the final upload exists.
+TAIL = 64 * 1024
 
 
 class PieceSizer:
@@ -153,7 +176,9 @@ class UploadOptions:
     """How to send.  ``chunk_size`` is the size of one PATCH request;
     ``parallel`` the number of partial uploads for one payload (needs the
     server's concatenation extension); ``checksums`` sends Upload-Checksum
-    when the server offers it; ``resume`` uses the resume store."""
+    when the server offers it; ``resume`` uses the resume store;
+    ``overlap_min_size``: payloads at least this large are hashed while
+    they are sent (needs concatenation too)."""
 
     chunk_size: int = DEFAULT_CHUNK_SIZE
     parallel: int = 1
@@ -161,6 +186,7 @@ class UploadOptions:
     checksums: bool = True
     resume: bool = True
     as_file: bool = False
+    overlap_min_size: int = OVERLAP_MIN_SIZE
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
@@ -326,23 +352,30 @@ class ReportUploader:
             algorithm = None
             if self.options.checksums and caps.has("checksum"):
                 algorithm = choose_checksum(caps.checksum_algorithms)
-            hashed = self._scan(payload, algorithm)
-            report = contract.ReportUpload(**{**planned.report.__dict__, "sha256": hashed.sha256})
-            metadata = report.to_metadata()
             streams = self._streams(payload.size, caps)
-            key = resume_key(self.server, metadata, payload.size, self._mode(streams))
-            what = f"{payload.filename}"
-            with self.store.lock(key, what):
+            overlap = caps.has("concatenation") and (
+                streams > 1 or payload.size >= self.options.overlap_min_size
+            )
+            if overlap:
+                # The sha256 is not known yet: the payload's identity stands in.
+                mode = f"partials:{streams}:{self.options.chunk_size}:{payload.identity()}"
+                key = resume_key(self.server, planned.report.to_metadata(), payload.size, mode)
+            else:
+                hashed = self._scan(payload, algorithm)
+                metadata = _with_sha256(planned, hashed.sha256)
+                key = resume_key(self.server, metadata, payload.size, "single")
+            with self.store.lock(key, payload.filename):
                 try:
-                    if streams > 1:
-                        url, resumed, tally = self._send_parallel(
-                            session, tus, planned, hashed, metadata, streams, key, retrier
+                    if overlap:
+                        url, resumed, tally, sha256 = self._send_partials(
+                            tus, planned, algorithm, streams, caps, key, retrier
                         )
                     else:
                         url, resumed, tally = self._send_single(
                             tus, planned, hashed, metadata, key, retrier
                         )
-                    record = self._verify(session, url, payload, hashed.sha256, retrier)
+                        sha256 = hashed.sha256
+                    record = self._verify(session, tus, url, payload, sha256, retrier)
                 except RefusedError:
                     # Sending the same again would be refused again: forget it.
                     self.store.drop(key)
@@ -356,7 +389,7 @@ class ReportUploader:
             filename=payload.filename,
             upload_url=url,
             size=payload.size,
-            sha256=hashed.sha256,
+            sha256=sha256,
             report_url=record.get("report_url"),
             sent_bytes=tally.wire,
             resumed_from=resumed,
@@ -372,9 +405,6 @@ class ReportUploader:
             f", resumed at {human_bytes(resumed)}" if resumed else "",
         )
         return result
-
-    def _mode(self, streams: int) -> str:
-        return "single" if streams == 1 else f"parallel:{streams}:{self.options.chunk_size}"
 
     def _streams(self, size: int, caps: Capabilities) -> int:
         wanted = self.options.parallel
@@ -486,7 +516,17 @@ class ReportUploader:
     def _status(self, tus: TusClient, url: str, retrier: Retrier) -> int:
         while True:
             try:
-                return tus.status(url).offset
+                offset = tus.status(url).offset
+                assert offset is not None  # status() raises for an answer without one
+                return offset
+            except TransientError as error:
+                retrier.failed(error)
+
+    def _final_status(self, tus: TusClient, url: str, retrier: Retrier) -> int | None:
+        """A final upload's offset, None while it waits for partial uploads."""
+        while True:
+            try:
+                return tus.status(url, final=True).offset
             except TransientError as error:
                 retrier.failed(error)
 
@@ -502,17 +542,19 @@ class ReportUploader:
         retrier: Retrier,
         tally: _Tally,
         stream: int,
+        until: int | None = None,
     ) -> None:
         """Send bytes ``[base + offset, base + length)`` of the payload to ``url``
         (an upload of ``length`` bytes), PATCH by PATCH, until the server has
-        them all."""
+        them all (or, with ``until``, the upload's first ``until`` bytes)."""
         chunk = self.options.chunk_size
         checksum_failures = 0
+        until = length if until is None else until
         # Resuming: the server may still be writing what the last run sent.
         sizer = PieceSizer(chunk, hashed.algorithm is not None, resuming=offset > 0)
-        while offset < length:
+        while offset < until:
             start = base + offset
-            end = min(base + length, (start // chunk + 1) * chunk, start + sizer.next())
+            end = min(base + until, (start // chunk + 1) * chunk, start + sizer.next())
             header = self._checksum_header(payload, hashed, start, end)
             log.debug("%s: PATCH %d bytes at offset %d", payload.filename, end - start, offset)
             body = SliceBody(payload, start, end, tally.sending(stream))
@@ -555,36 +597,136 @@ class ReportUploader:
             digest = checksum_range(payload, hashed.algorithm, start, end)
         return tus_checksum(hashed.algorithm, digest)
 
-    # -- several streams -----------------------------------------------------
+    # -- partial uploads, hashed while they are sent ----------------------------
 
-    def _send_parallel(
+    def _send_partials(
         self,
-        session: requests.Session,
         tus: TusClient,
         planned: PlannedUpload,
-        hashed: Scan,
-        metadata: dict[str, str],
+        algorithm: str | None,
         streams: int,
+        caps: Capabilities,
         key: str,
         retrier: Retrier,
-    ) -> tuple[str, int, _Tally]:
+    ) -> tuple[str, int, _Tally, str]:
+        """Send the payload as ``streams`` partial uploads while a thread
+        hashes it, then create the final upload with the full metadata.
+
+        What the resume store holds, and when: the partial uploads' URLs as
+        soon as each is created; the sha256 once it is known (before the
+        final upload is asked for); the final upload's URL as soon as the
+        server answers.  A re-run therefore continues the partial uploads,
+        hashes only if no sha256 was kept, and never creates a second final
+        upload once the first one's URL is kept.
+        """
         payload = planned.payload
-        parts = split_ranges(payload.size, streams, self.options.chunk_size)
+        for attempt in (1, 2):
+            entry = self._partials_entry(tus, payload, key, retrier)
+            background = None
+            if not entry.sha256:
+                background = BackgroundScan(payload, self.options.chunk_size, algorithm).start()
+            try:
+                return self._drive_partials(
+                    tus, planned, algorithm, streams, caps, entry, background, key, retrier
+                )
+            except UploadGoneError as error:
+                self.store.drop(key)
+                if attempt == 2:
+                    raise GaveUpError(f"{payload.filename}: {error}") from None
+                log.warning("%s; starting over", error)
+            finally:
+                if background is not None:
+                    background.stop()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _partials_entry(
+        self, tus: TusClient, payload: Payload, key: str, retrier: Retrier
+    ) -> ResumeEntry:
+        """The resume entry to go on with (a new one if there is none, or if
+        the final upload it names is gone)."""
         entry = self.store.get(key) if self.options.resume else None
         if entry is not None and entry.url:
-            # The final upload exists: the partial uploads were complete.
             try:
-                self._status(tus, entry.url, retrier)
-                task = self.progress.task(payload.filename, payload.size, payload.size)
-                task.close()
-                return entry.url, payload.size, _Tally(task, 1, [payload.size])
+                self._final_status(tus, entry.url, retrier)
             except UploadGoneError:
+                log.warning(
+                    "%s: the server no longer has the final upload %s; starting over",
+                    payload.filename,
+                    entry.url,
+                )
                 self.store.drop(key)
                 entry = None
-        if entry is None or len(entry.partials) > len(parts):
-            entry = ResumeEntry(self.server, payload.size, hashed.sha256)
-        offsets: list[int] = []
+        return entry or ResumeEntry(self.server, payload.size, "")
+
+    def _drive_partials(
+        self,
+        tus: TusClient,
+        planned: PlannedUpload,
+        algorithm: str | None,
+        streams: int,
+        caps: Capabilities,
+        entry: ResumeEntry,
+        background: BackgroundScan | None,
+        key: str,
+        retrier: Retrier,
+    ) -> tuple[str, int, _Tally, str]:
+        payload = planned.payload
+        parts = split_ranges(payload.size, streams, self.options.chunk_size)
+        urls, offsets = self._open_partials(tus, payload, parts, entry, key, retrier)
+        resumed = sum(offsets)
+        self._log_start(payload, urls, resumed)
+        hashed = (
+            background.scan
+            if background is not None
+            else Scan(entry.sha256, payload.size, self.options.chunk_size, algorithm)
+        )
+        lengths = [end - start for start, end in parts]
+        stops = list(lengths)
+        if not entry.url and caps.has("concatenation-unfinished"):
+            # Hold the payload's last bytes back until the final upload exists:
+            # creating it is then quick (nothing to join and publish yet), and
+            # the publication happens in the last PATCH, whose lost answer
+            # costs a HEAD, not a second final upload.
+            stops[-1] = max(offsets[-1], lengths[-1] - TAIL)
+        task = self.progress.task(payload.filename, payload.size, resumed)
+        tally = _Tally(task, len(parts), offsets)
+        try:
+            self._send_streams(tus, payload, hashed, parts, urls, offsets, stops, tally)
+            if not entry.url:
+                if background is not None:
+                    entry.sha256 = background.result().sha256
+                self._remember(key, entry)
+                faults.point("before-final")
+                metadata = _with_sha256(planned, entry.sha256)
+                final = self._create(tus, None, metadata, "final;" + " ".join(urls), retrier)
+                entry.url = final.url
+                self._remember(key, entry)
+                log.debug("%s: final upload %s", payload.filename, final.url)
+                faults.point("after-final")
+            self._send_streams(tus, payload, hashed, parts, urls, stops, lengths, tally)
+        finally:
+            task.close()
+        return entry.url, resumed, tally, entry.sha256
+
+    def _remember(self, key: str, entry: ResumeEntry) -> None:
+        if self.options.resume:
+            self.store.put(key, entry)
+
+    def _open_partials(
+        self,
+        tus: TusClient,
+        payload: Payload,
+        parts: list[tuple[int, int]],
+        entry: ResumeEntry,
+        key: str,
+        retrier: Retrier,
+    ) -> tuple[list[str], list[int]]:
+        """The partial uploads' URLs and offsets: those the entry names and the
+        server still has, and new ones (remembered as they are created)."""
+        if len(entry.partials) > len(parts):
+            entry.partials = []
         urls: list[str] = []
+        offsets: list[int] = []
         for index, (start, end) in enumerate(parts):
             url = entry.partials[index] if index < len(entry.partials) else None
             if url is not None:
@@ -593,96 +735,135 @@ class ReportUploader:
                     urls.append(url)
                     continue
                 except UploadGoneError:
+                    if entry.url:  # the final upload can never be completed now
+                        raise UploadGoneError(
+                            f"{payload.filename}: the server no longer has the partial "
+                            f"upload {url} of the final upload {entry.url}"
+                        ) from None
                     log.warning(
-                        "%s: partial upload %s is gone; recreating it", payload.filename, url
+                        "%s: the server no longer has the unfinished upload %s; starting over",
+                        payload.filename,
+                        url,
                     )
             created = self._create(tus, end - start, None, "partial", retrier)
             urls.append(created.url)
             offsets.append(created.offset)
             entry.partials = urls + entry.partials[len(urls) :]
-            if self.options.resume:
-                self.store.put(key, entry)
-        resumed = sum(offsets)
+            self._remember(key, entry)
+        return urls, offsets
+
+    def _log_start(self, payload: Payload, urls: list[str], resumed: int) -> None:
+        several = f" in {len(urls)} partial uploads" if len(urls) > 1 else f" ({urls[0]})"
         if resumed:
             log.info(
-                "Resuming %s at %s of %s in %d partial uploads",
+                "Resuming %s at %s of %s%s",
                 payload.filename,
                 human_bytes(resumed),
                 human_bytes(payload.size),
-                len(parts),
+                several,
             )
-        else:
+        elif len(urls) > 1:
             log.info(
                 "Uploading %s (%s, kind=%s) as %d partial uploads",
                 payload.source,
                 human_bytes(payload.size),
                 payload.kind,
-                len(parts),
+                len(urls),
             )
-        task = self.progress.task(payload.filename, payload.size, resumed)
-        tally = _Tally(task, len(parts), offsets)
+        else:
+            log.info(
+                "Uploading %s (%s, kind=%s) to %s, hashing it meanwhile",
+                payload.source,
+                human_bytes(payload.size),
+                payload.kind,
+                urls[0],
+            )
+
+    def _send_streams(
+        self,
+        tus: TusClient,
+        payload: Payload,
+        hashed: Scan,
+        parts: list[tuple[int, int]],
+        urls: list[str],
+        offsets: list[int],
+        stops: list[int],
+        tally: _Tally,
+    ) -> None:
+        """Send each partial upload ``index`` from ``offsets[index]`` to
+        ``stops[index]``: one in this thread (on this session), several at
+        once on threads of their own (each with its own session)."""
+        todo = [index for index in range(len(parts)) if offsets[index] < stops[index]]
+
+        def send(index: int, own_tus: TusClient, part_retrier: Retrier) -> None:
+            start, end = parts[index]
+            self._send_range(
+                own_tus,
+                urls[index],
+                payload,
+                hashed,
+                start,
+                end - start,
+                offsets[index],
+                part_retrier,
+                tally,
+                index,
+                until=stops[index],
+            )
+
+        def label(index: int) -> str:
+            return payload.filename if len(parts) == 1 else f"{payload.filename} part {index + 1}"
+
+        if len(todo) == 1:
+            send(todo[0], tus, Retrier(self.options.retry, label(todo[0])))
+            return
         cancel = threading.Event()
 
-        def send(index: int) -> None:
-            start, end = parts[index]
+        def on_thread(index: int) -> None:
             own = self.session_factory()
             try:
-                part_retrier = Retrier(
-                    self.options.retry, f"{payload.filename} part {index + 1}", cancel
-                )
-                part_tus = TusClient(own, self.endpoint)
-                self._send_range(
-                    part_tus,
-                    urls[index],
-                    payload,
-                    hashed,
-                    start,
-                    end - start,
-                    offsets[index],
-                    part_retrier,
-                    tally,
-                    index,
-                )
+                part_retrier = Retrier(self.options.retry, label(index), cancel)
+                send(index, TusClient(own, self.endpoint), part_retrier)
             except BaseException:
                 cancel.set()
                 raise
             finally:
                 own.close()
 
-        try:
-            with ThreadPoolExecutor(len(parts), thread_name_prefix="dqr-part") as pool:
-                futures = [pool.submit(send, index) for index in range(len(parts))]
-                errors = [f.exception() for f in futures]
-        finally:
-            task.close()
+        if not todo:
+            return
+        with ThreadPoolExecutor(len(todo), thread_name_prefix="dqr-part") as pool:
+            futures = [pool.submit(on_thread, index) for index in todo]
+            errors = [f.exception() for f in futures]
         failures = [e for e in errors if e is not None]
         if failures:
             gone = [e for e in failures if isinstance(e, UploadGoneError)]
-            if gone:
-                self.store.drop(key)
-                raise GaveUpError(f"{payload.filename}: {gone[0]}; run again to start over")
-            raise _most_telling(failures)
-        concat = "final;" + " ".join(urls)
-        final = self._create(tus, None, metadata, concat, retrier)
-        entry.url = final.url
-        if self.options.resume:
-            self.store.put(key, entry)
-        return final.url, resumed, tally
+            raise gone[0] if gone else _most_telling(failures)
 
     # -- the server's record -------------------------------------------------
 
     def _verify(
         self,
         session: requests.Session,
+        tus: TusClient,
         url: str,
         payload: Payload,
         sha256: str,
         retrier: Retrier,
     ) -> dict:
-        """The server's record must say published, with our size and sha256."""
+        """The server's record must say published, with our size and sha256.
+
+        While it does not yet, the upload is asked about (HEAD) before each
+        retry: a server finishes there what an interrupted request left
+        undone (such as joining a final upload).
+        """
         record_url = f"{self.server}/api/v1/uploads/{upload_id(url)}"
+        first = True
         while True:
             try:
+                if not first:
+                    tus.status(url, final=True)  # the server finishes what is pending
+                first = False
                 try:
                     response = session.get(record_url)
                 except requests.RequestException as error:
@@ -728,6 +909,11 @@ class ReportUploader:
             return [one(item) for item in todo]
         with ThreadPoolExecutor(min(jobs, len(todo)), thread_name_prefix="dqr-job") as pool:
             return list(pool.map(one, todo))
+
+
+def _with_sha256(planned: PlannedUpload, sha256: str) -> dict[str, str]:
+    """The upload's metadata, sha256 included."""
+    return contract.ReportUpload(**{**planned.report.__dict__, "sha256": sha256}).to_metadata()
 
 
 def split_ranges(size: int, parts: int, chunk_size: int) -> list[tuple[int, int]]:

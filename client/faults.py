@@ -1,0 +1,31 @@
+"""Fault points for crash tests of the client.  TEST-ONLY: never set this in production.
+
+With ``DQRXFER_TEST_FAULT=<point>:<marker file>`` in its environment, a client
+process that reaches ``<point>`` writes its pid to the marker file and then
+stops dead, waiting to be killed (``kill -9``), so a test can kill it at an
+exact place of an upload and check what a re-run makes of it (the server's
+finalization has fault points of its own, under the same variable).
+
+Points: ``before-final`` (partial uploads sent but for their last bytes,
+sha256 known and kept, final upload not asked for) and ``after-final`` (final
+upload created and its URL kept, last bytes not sent).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+ENVIRONMENT_VARIABLE = "DQRXFER_TEST_FAULT"
+
+
+def point(name: str) -> None:
+    spec = os.environ.get(ENVIRONMENT_VARIABLE)
+    if not spec:
+        return
+    wanted, _, marker = spec.partition(":")
+    if wanted != name or not marker:
+        return
+    Path(marker).write_text(str(os.getpid()))
+    threading.Event().wait()

@@ -1,0 +1,333 @@
+"""A large payload is sent as one partial upload while a thread hashes it, and a
+final upload made of it carries the metadata with the sha256 (concatenation).
+
+Against real server processes: the requests the client makes and in which
+order, a hard-linked final upload, resuming after the client is killed while
+the partial upload travels, just before the final upload is asked for and
+just after it was created, a sha256 that does not match, and the fallback to
+hashing first when the server does not advertise concatenation."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from dqrxfer.upload import TAIL
+from support.faultproxy import FaultProxy, Faults
+from support.live import LiveServer, tool
+
+MiB = 1024 * 1024
+REPORT = "reports/O4/S230518h_dir/S230518h_llo_{revision}"
+FAST_RETRIES = ["--retries", "30", "--retry-wait", "0.05", "--deadline", "300"]
+NO_CONCATENATION = Path(__file__).parent / "support" / "no_concatenation.py"
+
+
+@pytest.fixture
+def client_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "DQRXFER_SERVER": "",
+    }
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("payload") / "big.bin"
+    with open(path, "wb") as handle:
+        for _ in range(64):
+            handle.write(os.urandom(MiB))
+    return path
+
+
+@pytest.fixture
+def plain_server(data_dir: Path) -> Iterator[LiveServer]:
+    """The real server, its answers without the concatenation extensions."""
+    server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(NO_CONCATENATION)]).start()
+    yield server
+    server.stop()
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(4 * MiB):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def command(url: str, path: Path, *extra: str, revision: int = 1) -> list[str]:
+    return [
+        "dqr-upload",
+        *("-s", url, "-p", "O4", "-g", "S230518h", "-u", "llo", "--revision", str(revision)),
+        *FAST_RETRIES,
+        *extra,
+        str(path),
+    ]
+
+
+def published(server: LiveServer, name: str, revision: int = 1) -> Path:
+    return server.data_dir / REPORT.format(revision=revision) / name
+
+
+def entries(env: dict[str, str]) -> list[dict]:
+    directory = Path(env["XDG_CACHE_HOME"]) / "dqrxfer" / "uploads"
+    if not directory.exists():
+        return []
+    return [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
+
+
+def uploads(server: LiveServer) -> dict[str, dict]:
+    """The server's uploads by id: their state files, and ``size`` of their data."""
+    found = {}
+    for state in (server.data_dir / "uploads").glob("*.*"):
+        if state.suffix in (".info", ".done"):
+            info = json.loads(state.read_text())
+            info["size"] = (state.parent / state.stem).stat().st_size
+            found[state.stem] = info
+    return found
+
+
+def finals(server: LiveServer) -> list[dict]:
+    return [info for info in uploads(server).values() if info.get("concat") == "final"]
+
+
+def partials(server: LiveServer) -> list[dict]:
+    return [info for info in uploads(server).values() if info.get("concat") == "partial"]
+
+
+def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kill_when(args: list[str], env: dict[str, str], condition, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Run dqr-upload and SIGKILL it once ``condition()`` holds."""
+    process = subprocess.Popen(
+        [tool(args[0]), *args[1:]],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def reached() -> bool:
+            assert process.poll() is None, process.communicate()[1]
+            return bool(condition())
+
+        wait_for(reached, 120, what)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+        process.stderr.close()  # type: ignore[union-attr]
+    assert process.returncode == -signal.SIGKILL
+
+
+# -- the requests ------------------------------------------------------------------
+
+
+def test_a_partial_upload_sent_while_hashed_then_a_final_one_with_the_metadata(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    from dqrxfer.resume import ResumeStore
+    from dqrxfer.session import make_session
+    from dqrxfer.upload import ReportTarget, ReportUploader, UploadOptions
+
+    seen: list[tuple[str, str, dict[str, str]]] = []
+
+    def factory():  # type: ignore[no-untyped-def]
+        session = make_session()
+        original = session.send
+
+        def send(request, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append((request.method, request.url, dict(request.headers)))
+            return original(request, **kwargs)
+
+        session.send = send  # type: ignore[method-assign]
+        return session
+
+    payload = tmp_path / "summary.bin"
+    payload.write_bytes(os.urandom(3 * MiB))
+    store = ResumeStore(tmp_path / "store")
+    options = UploadOptions(chunk_size=MiB, checksums=False, overlap_min_size=MiB)
+    target = ReportTarget("O4", "S230518h", "llo", 1)
+    result = ReportUploader(live_server.url, target, options, factory, store).upload(payload)
+
+    assert result.sha256 == sha256(payload)
+    assert result.sent_bytes == result.size == payload.stat().st_size
+    assert [method for method, _, _ in seen] == [
+        "OPTIONS",
+        "POST",
+        *["PATCH"] * 3,
+        "POST",
+        "PATCH",
+        "GET",
+    ]
+    (_, _, partial), (_, _, final) = [s for s in seen if s[0] == "POST"]
+    assert partial["Upload-Concat"] == "partial" and "Upload-Metadata" not in partial
+    partial_url = live_server.url + "/files/" + Path(final["Upload-Concat"]).name
+    assert final["Upload-Concat"] == f"final;{partial_url}"
+    assert "Upload-Length" not in final
+    metadata = dict(item.split(" ") for item in final["Upload-Metadata"].split(","))
+    assert base64.b64decode(metadata["sha256"]).decode() == result.sha256
+    patches = [(url, headers) for method, url, headers in seen if method == "PATCH"]
+    assert {url for url, _ in patches} == {partial_url}
+    # The payload's last bytes wait for the final upload: its creation is quick.
+    assert int(patches[-1][1]["Content-Length"]) == TAIL
+    assert int(patches[-1][1]["Upload-Offset"]) == payload.stat().st_size - TAIL
+    assert result.upload_url != partial_url
+
+    landed = published(live_server, "summary.bin")
+    assert landed.read_bytes() == payload.read_bytes()
+    data = live_server.data_dir / "uploads"
+    (final_upload,) = finals(live_server)
+    assert result.upload_url.endswith(final_upload["id"])
+    # One inode for the partial upload, the final one and the published file.
+    assert (data / final_upload["id"]).stat().st_ino == landed.stat().st_ino
+    assert (data / Path(partial_url).name).stat().st_ino == landed.stat().st_ino
+    assert list(store.directory.glob("*.json")) == []
+
+
+def test_a_large_file_from_the_command_line_is_hashed_while_it_is_sent(
+    live_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    result = run_cli(*command(live_server.url, big_file), env=client_env)
+    assert result.returncode == 0, result.stderr
+    assert "kind=file) to http" in result.stderr and "hashing it meanwhile" in result.stderr
+    assert "Hashing" not in result.stderr  # no hashing pass of its own
+    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+    assert len(partials(live_server)) == len(finals(live_server)) == 1
+    assert entries(client_env) == []
+
+
+# -- resuming ------------------------------------------------------------------
+
+
+def test_killed_while_the_partial_upload_travels_resumes_it(
+    live_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    size = big_file.stat().st_size
+    with FaultProxy(live_server.port, Faults(rate=32 * MiB)) as proxy:
+        args = command(proxy.url, big_file)
+
+        def half_way() -> bool:
+            found = partials(live_server)
+            return bool(found) and found[0]["size"] >= size // 2
+
+        kill_when(args, client_env, half_way, "half of the payload on the server")
+        (entry,) = entries(client_env)
+        assert len(entry["partials"]) == 1 and entry["url"] is None and entry["sha256"] == ""
+        assert finals(live_server) == []
+        proxy.faults = Faults()
+        proxy.reset_counters()
+        result = run_cli(*args, env=client_env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "INFO:dqr-xfer:Resuming big.bin at" in result.stderr
+        assert entry["partials"][0] in result.stderr
+        assert proxy.counters.up_bytes <= 0.55 * size, proxy.counters
+    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+    assert len(partials(live_server)) == len(finals(live_server)) == 1
+    assert entries(client_env) == []
+
+
+@pytest.mark.parametrize("point", ["before-final", "after-final"])
+def test_killed_around_the_final_upload_creates_it_once(
+    live_server: LiveServer,
+    big_file: Path,
+    client_env: dict[str, str],
+    tmp_path: Path,
+    point: str,
+) -> None:
+    """Killed just before the final upload is asked for (sha256 kept), or just
+    after it was created (its URL kept): the re-run sends only the held-back
+    last bytes, does not hash again, and there is one final upload."""
+    size = big_file.stat().st_size
+    marker = tmp_path / "fault.pid"
+    with FaultProxy(live_server.port) as proxy:
+        args = command(proxy.url, big_file, "-v")
+        env = {**client_env, "DQRXFER_TEST_FAULT": f"{point}:{marker}"}
+        kill_when(args, env, marker.exists, f"the client at {point}")
+        (entry,) = entries(client_env)
+        assert entry["sha256"] == sha256(big_file)
+        assert (entry["url"] is not None) == (point == "after-final")
+        assert len(finals(live_server)) == (point == "after-final")
+        (partial,) = partials(live_server)
+        assert partial["size"] == size - TAIL
+        proxy.reset_counters()
+        result = run_cli(*args, env=client_env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert f"Resuming big.bin at {(size - TAIL) / MiB:.1f} MiB" in result.stderr
+        assert "hashing it meanwhile" not in result.stderr
+        assert proxy.counters.up_bytes < TAIL + 64 * 1024, proxy.counters
+    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+    (final,) = finals(live_server)
+    assert final["size"] == size
+    if entry["url"] is not None:
+        assert entry["url"].endswith(final["id"])
+    assert entries(client_env) == []
+
+
+# -- refusal ------------------------------------------------------------------------
+
+
+def test_a_payload_damaged_in_transit_is_refused_by_the_final_uploads_sha256(
+    live_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    with FaultProxy(live_server.port, Faults(corrupt_connections=1), seed=3) as proxy:
+        result = run_cli(*command(proxy.url, big_file, "--no-checksum"), env=client_env)
+        assert proxy.counters.corruptions == 1
+    assert result.returncode == 4, result.stderr
+    assert "hashing it meanwhile" in result.stderr
+    assert "sha256: the received payload hashes to" in result.stderr
+    assert not published(live_server, "big.bin").exists()
+    assert entries(client_env) == []  # a refusal is final: nothing to resume
+
+
+# -- without concatenation -------------------------------------------------------------
+
+
+def test_without_concatenation_the_payload_is_hashed_first_and_resumes_alike(
+    plain_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    size = big_file.stat().st_size
+    with FaultProxy(plain_server.port, Faults(rate=32 * MiB)) as proxy:
+        args = command(proxy.url, big_file)
+
+        def half_way() -> bool:
+            found = list(uploads(plain_server).values())
+            return bool(found) and found[0]["size"] >= size // 2
+
+        kill_when(args, client_env, half_way, "half of the payload on the server")
+        (entry,) = entries(client_env)
+        assert entry["partials"] == [] and entry["sha256"] == sha256(big_file)
+        proxy.faults = Faults()
+        proxy.reset_counters()
+        result = run_cli(*args, env=client_env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "INFO:dqr-xfer:Resuming big.bin at" in result.stderr
+        assert proxy.counters.up_bytes <= 0.55 * size, proxy.counters
+    assert "hashing it meanwhile" not in result.stderr
+    (upload,) = uploads(plain_server).values()
+    assert upload.get("concat") is None and upload["metadata"]["sha256"] == sha256(big_file)
+    assert sha256(published(plain_server, "big.bin")) == sha256(big_file)
+
+    result = run_cli(
+        *command(plain_server.url, big_file, "--parallel", "4", revision=2), env=client_env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no concatenation extension: sending in one stream, not 4" in result.stderr
+    assert sha256(published(plain_server, "big.bin", revision=2)) == sha256(big_file)
+    assert [u.get("concat") for u in uploads(plain_server).values()] == [None, None]
