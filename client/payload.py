@@ -255,17 +255,48 @@ class Scan:
     chunk_size: int
     algorithm: str | None = None
     chunk_digests: list[bytes] = field(default_factory=list)
+    #: While a background pass fills this in: notified at each new chunk
+    #: digest and when the pass ends (then None).
+    filling: threading.Condition | None = field(default=None, repr=False, compare=False)
 
     def grid_digest(self, start: int, end: int) -> bytes | None:
-        """The digest of ``[start, end)`` if it is exactly one chunk of the grid
-        and already known (a background scan appends digests as it goes; a
-        list's append and indexing are atomic, so reading here is safe)."""
+        """The digest of ``[start, end)`` if it is exactly one chunk of the grid.
+
+        While a background pass is under way, a digest it will reach within
+        :data:`LOOKAHEAD` chunks is waited for (computing it here too would
+        read and digest the chunk twice); one further ahead is not (None).
+        """
         if not self.algorithm or start % self.chunk_size:
             return None
         index = start // self.chunk_size
-        if index >= len(self.chunk_digests) or end != min(start + self.chunk_size, self.size):
+        if end != min(start + self.chunk_size, self.size):
             return None
-        return self.chunk_digests[index]
+        filling = self.filling
+        if filling is not None and index >= len(self.chunk_digests):
+            with filling:
+                if index - len(self.chunk_digests) < LOOKAHEAD:
+                    filling.wait_for(
+                        lambda: index < len(self.chunk_digests) or self.filling is None
+                    )
+        # A list's append and indexing are atomic: safe beside the filling thread.
+        return self.chunk_digests[index] if index < len(self.chunk_digests) else None
+
+    def add_digest(self, digest: bytes) -> None:
+        self.chunk_digests.append(digest)
+        filling = self.filling
+        if filling is not None:
+            with filling:
+                filling.notify_all()
+
+    def done_filling(self) -> None:
+        filling, self.filling = self.filling, None
+        if filling is not None:
+            with filling:
+                filling.notify_all()
+
+
+#: How many chunks ahead of a background pass a sender waits for a chunk digest.
+LOOKAHEAD = 4
 
 
 def scan(
@@ -298,13 +329,13 @@ def scan(
                 in_chunk += take
                 view = view[take:]
                 if in_chunk == chunk_size:
-                    result.chunk_digests.append(chunk.digest())
+                    result.add_digest(chunk.digest())
                     chunk = new_hasher(algorithm)  # type: ignore[arg-type]
                     in_chunk = 0
         if on_block is not None:
             on_block(len(block))
     if chunk is not None and in_chunk:
-        result.chunk_digests.append(chunk.digest())
+        result.add_digest(chunk.digest())
     result.sha256 = whole.hexdigest()
     return result
 
@@ -325,7 +356,7 @@ class BackgroundScan:
 
     def __init__(self, payload: Payload, chunk_size: int, algorithm: str | None) -> None:
         self.payload = payload
-        self.scan = Scan("", payload.size, chunk_size, algorithm)
+        self.scan = Scan("", payload.size, chunk_size, algorithm, filling=threading.Condition())
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="dqr-hash", daemon=True)
@@ -345,6 +376,8 @@ class BackgroundScan:
             )
         except BaseException as error:  # handed to result()
             self._error = error
+        finally:
+            self.scan.done_filling()
 
     def result(self) -> Scan:
         self._thread.join()

@@ -593,7 +593,7 @@ class ReportUploader:
         if not hashed.algorithm:
             return None
         digest = hashed.grid_digest(start, end)
-        if digest is None:  # a piece off the grid (after a resume mid-chunk)
+        if digest is None:  # off the grid (small pieces after failures), or not known yet
             digest = checksum_range(payload, hashed.algorithm, start, end)
         return tus_checksum(hashed.algorithm, digest)
 
@@ -691,7 +691,7 @@ class ReportUploader:
         task = self.progress.task(payload.filename, payload.size, resumed)
         tally = _Tally(task, len(parts), offsets)
         try:
-            self._send_streams(tus, payload, hashed, parts, urls, offsets, stops, tally)
+            self._send_streams(tus, payload, hashed, parts, urls, offsets, stops, tally, retrier)
             if not entry.url:
                 if background is not None:
                     entry.sha256 = background.result().sha256
@@ -703,7 +703,7 @@ class ReportUploader:
                 self._remember(key, entry)
                 log.debug("%s: final upload %s", payload.filename, final.url)
                 faults.point("after-final")
-            self._send_streams(tus, payload, hashed, parts, urls, stops, lengths, tally)
+            self._send_streams(tus, payload, hashed, parts, urls, stops, lengths, tally, retrier)
         finally:
             task.close()
         return entry.url, resumed, tally, entry.sha256
@@ -789,10 +789,12 @@ class ReportUploader:
         offsets: list[int],
         stops: list[int],
         tally: _Tally,
+        retrier: Retrier,
     ) -> None:
         """Send each partial upload ``index`` from ``offsets[index]`` to
-        ``stops[index]``: one in this thread (on this session), several at
-        once on threads of their own (each with its own session)."""
+        ``stops[index]``: one in this thread (on this session, with the
+        payload's retrier), several at once on threads of their own (each with
+        its own session and retrier)."""
         todo = [index for index in range(len(parts)) if offsets[index] < stops[index]]
 
         def send(index: int, own_tus: TusClient, part_retrier: Retrier) -> None:
@@ -815,7 +817,7 @@ class ReportUploader:
             return payload.filename if len(parts) == 1 else f"{payload.filename} part {index + 1}"
 
         if len(todo) == 1:
-            send(todo[0], tus, Retrier(self.options.retry, label(todo[0])))
+            send(todo[0], tus, retrier)
             return
         cancel = threading.Event()
 

@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 from dqrxfer.errors import BusyError, GaveUpError, PayloadChangedError, UsageError, worst_exit_code
 from dqrxfer.packing import DirectoryPayload
-from dqrxfer.payload import FilePayload, choose_checksum, is_tarball, payload_for, scan
+from dqrxfer.payload import (
+    BackgroundScan,
+    FilePayload,
+    ScanStopped,
+    choose_checksum,
+    is_tarball,
+    payload_for,
+    scan,
+)
 from dqrxfer.resume import ResumeEntry, ResumeStore, resume_key
 from dqrxfer.retry import Retrier, RetryPolicy
 from dqrxfer.upload import split_ranges
@@ -166,6 +174,44 @@ def test_scan_gives_the_sha256_and_one_digest_per_chunk(tmp_path: Path) -> None:
     assert result.grid_digest(chunk, chunk + 5) is None
     assert result.grid_digest(2 * chunk, len(data) - 1) is None  # part of the last chunk
     assert scan(payload, chunk).chunk_digests == []
+
+
+def test_a_background_scan_gives_what_scan_gives_and_its_digests_as_they_come(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "f"
+    data = os.urandom(9 * 1024 * 1024 + 5)
+    path.write_bytes(data)
+    payload = FilePayload.open(path, "file")
+    chunk = 1024 * 1024
+    background = BackgroundScan(payload, chunk, "crc32")
+    assert background.scan.filling is not None
+    background.start()
+    # Asked for before the pass gets there: waited for, never computed twice.
+    assert background.scan.grid_digest(3 * chunk, 4 * chunk) == zlib.crc32(
+        data[3 * chunk : 4 * chunk]
+    ).to_bytes(4, "big")
+    result = background.result()
+    assert result.filling is None
+    expected = scan(payload, chunk, "crc32")
+    assert result.sha256 == expected.sha256 == hashlib.sha256(data).hexdigest()
+    assert result.chunk_digests == expected.chunk_digests
+
+    # A file that changes under the pass: result() raises what the pass met.
+    path.write_bytes(os.urandom(len(data) + 1))
+    changed = BackgroundScan(payload, chunk, None).start()
+    with pytest.raises(PayloadChangedError):
+        changed.result()
+
+    # Stopped: the thread ends and a waiting sender is let go.
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(64 * 1024 * 1024))
+    stopped = BackgroundScan(FilePayload.open(big, "file"), chunk, "crc32")
+    stopped._stop.set()  # before it starts: it stops at its first block
+    stopped.start()
+    assert stopped.scan.grid_digest(0, chunk) is None
+    with pytest.raises(ScanStopped):
+        stopped.result()
 
 
 def test_checksum_algorithm_choice() -> None:
