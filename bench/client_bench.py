@@ -9,8 +9,10 @@ long path.
 
 Every configuration gets a fresh server (``bench/servers.py``); configurations
 run in a random order in each round, and the tables give medians.  The
-command-line client runs as its own process, as users run it; its peak RSS
-comes from ``wait4``.  The flaky and long-path links are the test suite's
+command-line client runs as its own process, as users run it (start-up
+included); its peak RSS and CPU time come from ``wait4``.  The minimal client
+runs inside the benchmark process (no start-up), its CPU time from
+``getrusage``.  The flaky and long-path links are the test suite's
 fault-injecting proxy (``tests/support/faultproxy.py``) on loopback.
 """
 
@@ -21,6 +23,7 @@ import base64
 import hashlib
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -28,6 +31,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -91,10 +95,16 @@ def minimal_upload(
     return time.perf_counter() - started
 
 
-def dqr_upload(
-    url: str, path: Path, revision: int, extra: list[str], cache: Path
-) -> tuple[float, int, str]:
-    """Run dqr-upload as a process; seconds, peak RSS (bytes) and its stderr."""
+@dataclass(frozen=True)
+class CliRun:
+    seconds: float
+    rss: int  # peak resident memory, bytes
+    cpu: float  # user + system seconds of the process
+    stderr: str
+
+
+def dqr_upload(url: str, path: Path, revision: int, extra: list[str], cache: Path) -> CliRun:
+    """Run dqr-upload as a process: its time, peak RSS, CPU and stderr."""
     command = [
         str(BIN / "dqr-upload"),
         "-s",
@@ -123,7 +133,12 @@ def dqr_upload(
         stderr = err.read().decode(errors="replace")
     if process.returncode != 0:
         raise RuntimeError(f"dqr-upload exited with {process.returncode}:\n{stderr}")
-    return elapsed, usage.ru_maxrss * 1024, stderr
+    return CliRun(elapsed, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, stderr)
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
@@ -160,38 +175,45 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
     chunk = args.chunk_mib * MiB
     cache = work / "cache"
     counter = iter(range(1, 1_000_000))
+    cpu: dict[str, list[float]] = {}
 
-    def with_server(action: Callable[[Dqrxfer], float]) -> Callable[[int], float]:
+    def with_server(name: str, action: Callable[[Dqrxfer], tuple[float, float]]):  # type: ignore[no-untyped-def]
         def run(_: int) -> float:
             server = Dqrxfer().start()
             try:
-                return action(server)
+                seconds, used = action(server)
             finally:
                 server.stop()
+            cpu.setdefault(name, []).append(used)
+            return seconds
 
         return run
 
-    def cli(extra: list[str]) -> Callable[[Dqrxfer], float]:
-        def action(server: Dqrxfer) -> float:
-            url = f"http://127.0.0.1:{server.port}"
-            options = ["-q", "--chunk-size", str(args.chunk_mib), *extra]
-            return dqr_upload(url, path, next(counter), options, cache)[0]
+    def minimal(checksums: bool, sha256: bool = False):  # type: ignore[no-untyped-def]
+        def action(server: Dqrxfer) -> tuple[float, float]:
+            before = own_cpu()
+            seconds = minimal_upload(server.port, path, chunk, next(counter), checksums, sha256)
+            return seconds, own_cpu() - before
 
         return action
 
-    configs = {
-        "minimal client, no checksums": with_server(
-            lambda s: minimal_upload(s.port, path, chunk, next(counter), False)
-        ),
-        "minimal client, crc32 per chunk": with_server(
-            lambda s: minimal_upload(s.port, path, chunk, next(counter), True)
-        ),
-        "minimal client, sha256 first": with_server(
-            lambda s: minimal_upload(s.port, path, chunk, next(counter), False, sha256=True)
-        ),
-        "dqr-upload --no-checksum": with_server(cli(["--no-checksum"])),
-        "dqr-upload (crc32 per chunk)": with_server(cli([])),
+    def cli(extra: list[str]):  # type: ignore[no-untyped-def]
+        def action(server: Dqrxfer) -> tuple[float, float]:
+            url = f"http://127.0.0.1:{server.port}"
+            options = ["-q", "--chunk-size", str(args.chunk_mib), *extra]
+            run = dqr_upload(url, path, next(counter), options, cache)
+            return run.seconds, run.cpu
+
+        return action
+
+    names = {
+        "minimal client, no checksums": minimal(False),
+        "minimal client, crc32 per chunk": minimal(True),
+        "minimal client, sha256 first": minimal(False, sha256=True),
+        "dqr-upload --no-checksum": cli(["--no-checksum"]),
+        "dqr-upload (crc32 per chunk)": cli([]),
     }
+    configs = {name: with_server(name, action) for name, action in names.items()}
     results = rounds(configs, args.runs)
     size = args.size_mib
     plain = statistics.median(results["minimal client, no checksums"])
@@ -208,13 +230,21 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
                 f"{size / median:.0f}",
                 f"{100 * plain / median:.0f} %",
                 f"{100 * same_work / median:.0f} %",
+                f"{statistics.median(cpu[name]):.2f}",
             )
         )
     print(f"\n{size} MiB, {args.chunk_mib} MiB chunks, median of {args.runs} runs\n")
     print(
         table(
             rows,
-            ("client", "seconds", "MiB/s", "vs minimal", "vs minimal doing the same hashing"),
+            (
+                "client",
+                "seconds",
+                "MiB/s",
+                "vs minimal",
+                "vs minimal doing the same hashing",
+                "client CPU s",
+            ),
         )
     )
     digest = hashlib.sha256()
@@ -249,8 +279,7 @@ def memory(args: argparse.Namespace, work: Path) -> None:
                 for _ in range(args.runs):
                     revision += 1
                     extra = ["-q", "--chunk-size", str(chunk), "--parallel", str(parallel)]
-                    _, rss, _ = dqr_upload(url, path, revision, extra, cache)
-                    peaks.append(rss)
+                    peaks.append(dqr_upload(url, path, revision, extra, cache).rss)
                 label = f"dqr-upload --chunk-size {chunk}" + (
                     f" --parallel {parallel}" if parallel > 1 else ""
                 )
@@ -293,8 +322,7 @@ def flaky(args: argparse.Namespace, work: Path) -> None:
                         extra += ["--retries", "30", "--retry-wait", "0.05"]
                         if not checksums:
                             extra.append("--no-checksum")
-                        seconds, _, _ = dqr_upload(proxy.url, path, revision, extra, cache)
-                        times.append(seconds)
+                        times.append(dqr_upload(proxy.url, path, revision, extra, cache).seconds)
                         ratios.append(proxy.counters.up_bytes / size)
                     rows.append(
                         (
@@ -332,7 +360,7 @@ def parallel(args: argparse.Namespace, work: Path) -> None:
             try:
                 with FaultProxy(server.port, faults) as proxy:
                     extra = ["-q", "--parallel", str(streams)]
-                    return dqr_upload(proxy.url, path, next(counter), extra, cache)[0]
+                    return dqr_upload(proxy.url, path, next(counter), extra, cache).seconds
             finally:
                 server.stop()
 

@@ -173,7 +173,7 @@ class SliceBody:
         return self.end - self.start
 
     def _emit(self, piece: T) -> T:
-        size = len(piece)  # type: ignore[arg-type]
+        size = len(piece)
         self.sent += size
         if self.on_send is not None:
             self.on_send(size)
