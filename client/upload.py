@@ -672,7 +672,8 @@ class ReportUploader:
     ) -> tuple[str, int, _Tally, str]:
         payload = planned.payload
         parts = split_ranges(payload.size, streams, self.options.chunk_size)
-        urls, offsets = self._open_partials(tus, payload, parts, entry, key, retrier)
+        metadata = planned.report.to_metadata()
+        urls, offsets = self._open_partials(tus, payload, parts, entry, key, retrier, metadata)
         resumed = sum(offsets)
         self._log_start(payload, urls, resumed)
         hashed = (
@@ -720,6 +721,7 @@ class ReportUploader:
         entry: ResumeEntry,
         key: str,
         retrier: Retrier,
+        metadata: dict[str, str],
     ) -> tuple[list[str], list[int]]:
         """The partial uploads' URLs and offsets: those the entry names and the
         server still has, and new ones (remembered as they are created)."""
@@ -745,7 +747,9 @@ class ReportUploader:
                         payload.filename,
                         url,
                     )
-            created = self._create(tus, end - start, None, "partial", retrier)
+            # The report metadata (no sha256 yet) lets the server refuse the
+            # upload (authorization, project, size) before any byte is sent.
+            created = self._create(tus, end - start, metadata, "partial", retrier)
             urls.append(created.url)
             offsets.append(created.offset)
             entry.partials = urls + entry.partials[len(urls) :]

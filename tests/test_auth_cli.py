@@ -278,6 +278,23 @@ def test_a_principal_not_allowed_gets_403_and_exit_4(
     assert result.returncode == 0, result.stderr
 
 
+def test_a_large_payload_not_allowed_is_refused_before_it_is_sent(
+    kerberos: Realm, server: LiveServer, tmp_path: Path
+) -> None:
+    """A payload large enough to go as a partial upload (hashed meanwhile) is
+    authorized when that partial upload is created, not after it was sent."""
+    payload = tmp_path / "stranger.bin"
+    with open(payload, "wb") as handle:
+        for _ in range(64):
+            handle.write(os.urandom(MiB))
+    before = sorted((server.data_dir / "uploads").glob("*"))
+    env = kerberos.client_env(kerberos.stranger_ccache)
+    result = upload(localhost(server), env, payload, revision="8")
+    assert result.returncode == 4, result.stderr
+    assert f"{STRANGER} may not upload to project O4: no rule in auth.rules" in result.stderr
+    assert sorted((server.data_dir / "uploads").glob("*")) == before  # nothing created
+
+
 def test_a_robot_uploading_as_another_site_gets_403(
     kerberos: Realm, server: LiveServer, tmp_path: Path
 ) -> None:

@@ -177,7 +177,12 @@ def test_a_partial_upload_sent_while_hashed_then_a_final_one_with_the_metadata(
         "GET",
     ]
     (_, _, partial), (_, _, final) = [s for s in seen if s[0] == "POST"]
-    assert partial["Upload-Concat"] == "partial" and "Upload-Metadata" not in partial
+    assert partial["Upload-Concat"] == "partial"
+    # The report metadata goes with the partial upload (checked before any byte is
+    # sent), and with the sha256 with the final one.
+    partial_metadata = dict(item.split(" ") for item in partial["Upload-Metadata"].split(","))
+    assert base64.b64decode(partial_metadata["filename"]) == b"summary.bin"
+    assert "sha256" not in partial_metadata
     partial_url = live_server.url + "/files/" + Path(final["Upload-Concat"]).name
     assert final["Upload-Concat"] == f"final;{partial_url}"
     assert "Upload-Length" not in final
@@ -294,6 +299,20 @@ def test_a_payload_damaged_in_transit_is_refused_by_the_final_uploads_sha256(
     assert "sha256: the received payload hashes to" in result.stderr
     assert not published(live_server, "big.bin").exists()
     assert entries(client_env) == []  # a refusal is final: nothing to resume
+
+
+def test_a_payload_the_server_refuses_is_refused_before_it_is_sent(
+    live_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    args = command(live_server.url, big_file)
+    args[args.index("-p") + 1] = "O5"
+    result = run_cli(*args, env=client_env)
+    assert result.returncode == 4, result.stderr
+    assert "server refused (400): project: must be one of MDC, O4, personal, replay" in (
+        result.stderr
+    )
+    assert uploads(live_server) == {}  # not even a partial upload
+    assert entries(client_env) == []
 
 
 # -- without concatenation -------------------------------------------------------------

@@ -162,6 +162,33 @@ def test_refused_final_uploads(server: LiveServer) -> None:
     assert response.status_code == 400 and response.text.startswith("graceid:")
 
 
+def test_a_partial_upload_with_report_metadata_is_checked_at_creation(server: LiveServer) -> None:
+    """A partial upload may name the report its final upload is for: a bad one
+    is refused before any byte is sent; a good one is not recorded, and the
+    final upload's own metadata is what counts."""
+    for changes, field in (({"graceid": "nonsense"}, "graceid:"), ({"project": "O5"}, "project:")):
+        response = create(
+            server, 10, metadata=report_metadata(**changes), headers={"Upload-Concat": "partial"}
+        )
+        assert response.status_code == 400, response.text
+        assert response.text.startswith(field)
+        assert "Location" not in response.headers
+
+    metadata = report_metadata()
+    url = new_upload(
+        server,
+        3,
+        metadata=report_metadata(metadata["filename"]),
+        headers={"Upload-Concat": "partial"},
+    )
+    assert patch(url, 0, b"abc").status_code == 204
+    assert record(server, url) == {}  # not a report upload
+    response = final(server, [url], metadata)
+    assert response.status_code == 201, response.text
+    assert published(server, metadata).read_bytes() == b"abc"
+    assert record(server, response.headers["Location"])["state"] == "published"
+
+
 # -- a final upload of one partial upload: a hard link -----------------------------
 
 

@@ -4,9 +4,13 @@
 configuration (400 naming the field and rule); ``post_create`` records the
 upload; ``post_finish`` verifies and publishes the payload (422 naming the
 field, or the archive member, and the rule when it cannot be published).
-Partial uploads of the concatenation extension carry no report metadata: they
-are neither validated nor recorded nor published; the final upload made of
-them is.
+Partial uploads of the concatenation extension are neither recorded nor
+published; the final upload made of them is.  A partial upload may carry the
+report metadata of the final upload it is meant for (``dqr-upload`` sends a
+large payload that way, while it computes the sha256 the final upload then
+adds): it is then checked at creation like a final upload's, so a payload the
+final upload would be refused for is refused before any of it is sent, and
+is otherwise unused.  A partial upload without report metadata is not checked.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ class ReportHooks(TusHooks):
         self.locker = locker
 
     def pre_create(self, info: UploadInfo) -> None:
-        if info.is_partial:
+        if info.is_partial and not _names_a_report(info.metadata):
             return
         try:
             target = validate_for_settings(info.metadata, self.settings)
@@ -61,7 +65,8 @@ class ReportHooks(TusHooks):
                 f"Upload-Length: project {project.name} accepts at most "
                 f"{project.max_upload_size} bytes",
             )
-        info.metadata = {**info.metadata, **target.to_metadata()}
+        if not info.is_partial:
+            info.metadata = {**info.metadata, **target.to_metadata()}
 
     def post_create(self, info: UploadInfo) -> None:
         if info.is_partial:
@@ -106,6 +111,12 @@ class ReportHooks(TusHooks):
                 row.state = "failed"
                 row.error = message
                 row.finished = utcnow()
+
+
+def _names_a_report(metadata: dict[str, str]) -> bool:
+    """Whether upload metadata names a report target (as the authorization
+    layer decides whether there is anything to authorize)."""
+    return contract.KEY_PROJECT in metadata or contract.KEY_UPLOADER in metadata
 
 
 def _upload_row(info: UploadInfo, target: contract.ReportUpload) -> Upload:
