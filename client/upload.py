@@ -358,7 +358,9 @@ class ReportUploader:
             )
             if overlap:
                 # The sha256 is not known yet: the payload's identity stands in.
-                mode = f"partials:{streams}:{self.options.chunk_size}:{payload.identity()}"
+                # (Several partial uploads split the payload on the chunk grid.)
+                grid = f":{self.options.chunk_size}" if streams > 1 else ""
+                mode = f"partials:{streams}{grid}:{payload.identity()}"
                 key = resume_key(self.server, planned.report.to_metadata(), payload.size, mode)
             else:
                 hashed = self._scan(payload, algorithm)
