@@ -57,6 +57,18 @@ def plain_server(data_dir: Path) -> Iterator[LiveServer]:
     server.stop()
 
 
+@pytest.fixture
+def server_without_unfinished(data_dir: Path) -> Iterator[LiveServer]:
+    """The real server, not advertising concatenation-unfinished."""
+    server = LiveServer(
+        data_dir,
+        extra_args=["--gunicorn-config", str(NO_CONCATENATION)],
+        env={"DQRXFER_TEST_HIDDEN_EXTENSIONS": "concatenation-unfinished"},
+    ).start()
+    yield server
+    server.stop()
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -139,9 +151,9 @@ def kill_when(args: list[str], env: dict[str, str], condition, what: str) -> Non
 # -- the requests ------------------------------------------------------------------
 
 
-def test_a_partial_upload_sent_while_hashed_then_a_final_one_with_the_metadata(
-    live_server: LiveServer, tmp_path: Path
-) -> None:
+def recorded_upload(server: LiveServer, payload: Path, store_dir: Path):  # type: ignore[no-untyped-def]
+    """Upload ``payload`` (1 MiB chunks, hashed while sent) through the API,
+    recording every request: (method, URL, headers)."""
     from dqrxfer.resume import ResumeStore
     from dqrxfer.session import make_session
     from dqrxfer.upload import ReportTarget, ReportUploader, UploadOptions
@@ -159,12 +171,18 @@ def test_a_partial_upload_sent_while_hashed_then_a_final_one_with_the_metadata(
         session.send = send  # type: ignore[method-assign]
         return session
 
-    payload = tmp_path / "summary.bin"
-    payload.write_bytes(os.urandom(3 * MiB))
-    store = ResumeStore(tmp_path / "store")
+    store = ResumeStore(store_dir)
     options = UploadOptions(chunk_size=MiB, checksums=False, overlap_min_size=MiB)
     target = ReportTarget("O4", "S230518h", "llo", 1)
-    result = ReportUploader(live_server.url, target, options, factory, store).upload(payload)
+    return ReportUploader(server.url, target, options, factory, store).upload(payload), seen
+
+
+def test_a_partial_upload_sent_while_hashed_then_a_final_one_with_the_metadata(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    payload = tmp_path / "summary.bin"
+    payload.write_bytes(os.urandom(3 * MiB))
+    result, seen = recorded_upload(live_server, payload, tmp_path / "store")
 
     assert result.sha256 == sha256(payload)
     assert result.sent_bytes == result.size == payload.stat().st_size
@@ -203,7 +221,21 @@ def test_a_partial_upload_sent_while_hashed_then_a_final_one_with_the_metadata(
     # One inode for the partial upload, the final one and the published file.
     assert (data / final_upload["id"]).stat().st_ino == landed.stat().st_ino
     assert (data / Path(partial_url).name).stat().st_ino == landed.stat().st_ino
-    assert list(store.directory.glob("*.json")) == []
+    assert list((tmp_path / "store").glob("*.json")) == []
+
+
+def test_without_concatenation_unfinished_the_final_upload_follows_the_whole_partial(
+    server_without_unfinished: LiveServer, tmp_path: Path
+) -> None:
+    """Nothing is held back: the final upload is created once the partial one
+    is complete, and its creation joins and publishes."""
+    payload = tmp_path / "summary.bin"
+    payload.write_bytes(os.urandom(3 * MiB))
+    result, seen = recorded_upload(server_without_unfinished, payload, tmp_path / "store")
+    assert [method for method, _, _ in seen] == ["OPTIONS", "POST", *["PATCH"] * 3, "POST", "GET"]
+    assert seen[-2][2]["Upload-Concat"].startswith("final;")
+    assert result.sha256 == sha256(payload)
+    assert published(server_without_unfinished, "summary.bin").read_bytes() == payload.read_bytes()
 
 
 def test_a_large_file_from_the_command_line_is_hashed_while_it_is_sent(

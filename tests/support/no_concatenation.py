@@ -1,15 +1,22 @@
 """A gunicorn configuration file (``dqrxfer-server serve --gunicorn-config``)
 that makes the real server look like a tus server without the concatenation
-extension: ``concatenation`` and ``concatenation-unfinished`` are taken out of
-the ``Tus-Extension`` header of every answer, so clients fall back to what
-they do without it.  For tests."""
+extension: ``concatenation`` and ``concatenation-unfinished`` (or the
+extensions ``$DQRXFER_TEST_HIDDEN_EXTENSIONS`` names, comma-separated) are
+taken out of the ``Tus-Extension`` header of every answer, so clients fall
+back to what they do without them.  For tests."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-HIDDEN = frozenset({"concatenation", "concatenation-unfinished"})
+HIDDEN = frozenset(
+    name.strip()
+    for name in os.environ.get(
+        "DQRXFER_TEST_HIDDEN_EXTENSIONS", "concatenation,concatenation-unfinished"
+    ).split(",")
+)
 
 
 def without_concatenation(value: str) -> str:
