@@ -11,7 +11,10 @@ All traffic (tus, the upload record, ping, the links API) uses a
 * urllib3 retries nothing by itself: retrying is :mod:`dqrxfer.retry`'s job,
   where it is bounded and logged;
 * upload bodies are sent with ``sendfile`` where the connection allows
-  (:mod:`dqrxfer.sendfile`).
+  (:mod:`dqrxfer.sendfile`);
+* the environment (proxy variables, ``REQUESTS_CA_BUNDLE``) is read once per
+  session and host, not for every request as requests does: over a gigabyte
+  of 8 MiB PATCHes that lookup alone cost about 5 % of the upload time.
 
 Sessions are not shared between threads: uploads that run at once each make
 their own with a :data:`SessionFactory`.
@@ -20,9 +23,10 @@ their own with a :data:`SessionFactory`.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -59,11 +63,54 @@ class TimeoutSession(requests.Session):
     def __init__(self, timeouts: Timeouts) -> None:
         super().__init__()
         self.timeouts = timeouts
+        self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def merge_environment_settings(  # type: ignore[override]
+        self,
+        url: str,
+        proxies: Mapping[str, str] | None,
+        stream: bool | None,
+        verify: bool | str | None,
+        cert: Any,
+    ) -> dict[str, Any]:
+        """requests' merge of the request's settings, the session's and the
+        environment's, remembered per scheme and host and per settings."""
+        key = (
+            urlsplit(url)[:2],
+            _items(proxies),
+            stream,
+            verify,
+            cert,
+            _items(self.proxies),
+            self.stream,
+            self.verify,
+            self.cert,
+            self.trust_env,
+        )
+        try:
+            merged = self._environment.get(key)
+        except TypeError:  # a setting that cannot be a key (a list): not remembered
+            key, merged = None, None
+        if merged is None:
+            merged = super().merge_environment_settings(
+                url,
+                dict(proxies) if proxies is not None else None,  # type: ignore[arg-type]
+                stream,
+                verify,
+                cert,
+            )
+            if key is not None:
+                self._environment[key] = merged
+        return {**merged, "proxies": dict(merged["proxies"])}
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any):  # type: ignore[override]
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeouts.as_requests()
         return super().request(method, url, *args, **kwargs)
+
+
+def _items(mapping: Mapping[str, str] | None) -> frozenset[tuple[str, str]] | None:
+    return None if mapping is None else frozenset(mapping.items())
 
 
 def make_session(

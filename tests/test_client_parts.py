@@ -308,6 +308,33 @@ def test_retrier_respects_the_deadline_and_cancellation() -> None:
         Retrier(RetryPolicy(wait=100.0), "y", cancel).failed(OSError("e"))
 
 
+def test_a_session_reads_the_proxy_environment_once_per_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dqrxfer.session import make_session
+
+    for name in ("HTTP_PROXY", "NO_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")
+    monkeypatch.setenv("no_proxy", "exempt.example")
+    session = make_session()
+
+    def merged(url: str, proxies: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]
+        return session.merge_environment_settings(url, proxies or {}, None, None, None)
+
+    first = merged("http://a.example/files/1")
+    assert first["proxies"]["http"] == "http://proxy.invalid:3128"
+    assert "http" not in merged("http://exempt.example/files/1")["proxies"]
+    assert merged("http://a.example/files/1", {"http": "http://mine:1"})["proxies"]["http"] == (
+        "http://mine:1"
+    )
+    monkeypatch.setenv("http_proxy", "http://other.invalid:3128")
+    again = merged("http://a.example/files/2")
+    assert again == first and again["proxies"] is not first["proxies"]  # remembered, a copy
+    fresh = make_session().merge_environment_settings("http://a.example/", {}, None, None, None)
+    assert fresh["proxies"]["http"] == "http://other.invalid:3128"  # a new session reads afresh
+
+
 def test_worst_exit_code_prefers_what_needs_a_person() -> None:
     assert worst_exit_code([0, 0]) == 0
     assert worst_exit_code([0, 5, 4]) == 4
