@@ -40,7 +40,8 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         check_up_to_date(database.engine)
     app.extensions["dqrxfer.db"] = database
 
-    store = FileStore(settings.uploads_dir, fsync=settings.fsync)
+    # Every payload's SHA-256 is recorded and verified: computed as it arrives.
+    store = FileStore(settings.uploads_dir, fsync=settings.fsync, running_sha256=True)
     authenticator = auth.init_app(app, settings.auth)
     locker = make_locker(settings, database)
     reports = ReportHooks(settings, database, store, locker)

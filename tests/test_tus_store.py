@@ -8,6 +8,7 @@ A power loss cannot be staged here, so the fsync tests watch the real
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 from dqrxfer.server import config as server_config
 from dqrxfer.server.tus import errors
 from dqrxfer.server.tus import store as store_module
+from dqrxfer.server.tus.body import BodyGone
 from dqrxfer.server.tus.locker import FileLocker
 from dqrxfer.server.tus.store import FileStore, UploadInfo, fsync_policy
 
@@ -246,3 +248,70 @@ def test_a_lock_held_by_a_killed_process_is_released(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def failing_reader(data: bytes, block: int = 64 * 1024):  # type: ignore[no-untyped-def]
+    """Gives ``data`` in blocks, then fails as a vanished client does."""
+    read = reader(data, block)
+
+    def read_then_fail(size: int) -> bytes:
+        piece = read(size)
+        if not piece:
+            raise BodyGone("the client went away")
+        return piece
+
+    return read_then_fail
+
+
+def test_the_running_sha256_follows_every_kind_of_write(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, running_sha256=True)
+    payload = os.urandom(3 * MiB + 17)
+    info = store.create(UploadInfo(id="", length=len(payload)))
+    assert store.known_sha256(info.id) is None  # nothing written through it yet
+    store.write(info.id, 0, reader(payload[:MiB], 100_000), len(payload))
+    assert store.known_sha256(info.id) == sha256_hex(payload[:MiB])
+    # A checksummed chunk that fails verification is cut away, and so is its hash.
+    chunk = payload[MiB : 2 * MiB]
+
+    def refuse() -> None:
+        raise errors.TusError(460, "checksum mismatch")
+
+    with pytest.raises(errors.TusError):
+        store.write(info.id, MiB, reader(chunk), len(payload), verify=refuse)
+    assert store.get(info.id).offset == MiB
+    assert store.known_sha256(info.id) == sha256_hex(payload[:MiB])
+    # A client that goes away keeps what arrived, in the file and in the hash.
+    with pytest.raises(BodyGone):
+        store.write(info.id, MiB, failing_reader(chunk), len(payload))
+    assert store.known_sha256(info.id) == sha256_hex(payload[: 2 * MiB])
+    store.write(info.id, 2 * MiB, reader(payload[2 * MiB :]), len(payload))
+    assert store.known_sha256(info.id) == sha256_hex(payload)
+
+
+def test_the_running_sha256_is_never_guessed(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, running_sha256=True)
+    info = store.create(UploadInfo(id="", length=8))
+    store.write(info.id, 0, reader(b"abcd"), 8)
+    # Another process (a second worker) goes on from offset 4: it knows nothing.
+    other = FileStore(tmp_path, running_sha256=True)
+    other.write(info.id, 4, reader(b"efgh"), 4)
+    assert other.known_sha256(info.id) is None
+    # And this one's hash stops at 4 bytes while the file has 8.
+    assert store.known_sha256(info.id) is None
+    assert FileStore(tmp_path).known_sha256(info.id) is None  # without running hashes
+
+
+def test_a_final_upload_of_one_partial_inherits_its_running_sha256(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, running_sha256=True)
+    payload = os.urandom(MiB)
+    partial = store.create(UploadInfo(id="", length=len(payload), concat="partial"))
+    store.write(partial.id, 0, reader(payload), len(payload))
+    final = store.create(UploadInfo(id="", length=None, concat="final", partials=[partial.id]))
+    store.declare_length(final, len(payload))
+    store.concatenate(final, [store.get(partial.id)])
+    assert store.known_sha256(final.id) == sha256_hex(payload)
+    assert store.data_path(final.id).read_bytes() == payload

@@ -60,9 +60,17 @@ class Outcome:
 
 
 def finalize_upload(
-    database: Database, settings: Settings, info: UploadInfo, data_path: Path
+    database: Database,
+    settings: Settings,
+    info: UploadInfo,
+    data_path: Path,
+    known_sha256: str | None = None,
 ) -> str:
-    """Publish a finished upload and return its report's URL (idempotent)."""
+    """Publish a finished upload and return its report's URL (idempotent).
+
+    ``known_sha256``: the payload's SHA-256 if it was computed while the bytes
+    arrived (the tus store's running digest); otherwise it is computed here.
+    """
     with database.session() as session:
         row = session.get(Upload, info.id)
         if row is not None and row.state == "published" and row.report_id is not None:
@@ -87,10 +95,10 @@ def finalize_upload(
         report_dir = project.reports_root / relpath
         if target.kind == contract.KIND_TAR:
             outcome = _publish_archive(
-                settings, project, staging, target, info, data_path, report_dir
+                settings, project, staging, target, info, data_path, report_dir, known_sha256
             )
         else:
-            outcome = _publish_file(project, target, data_path, report_dir)
+            outcome = _publish_file(project, target, data_path, report_dir, known_sha256)
         faults.point("after-publish")
         return _record(database, project, target, info, relpath, outcome)
 
@@ -104,9 +112,13 @@ def _sha256_mismatch(digest: str, expected: str) -> FinalizeError:
 
 
 def _publish_file(
-    project: ProjectConfig, target: contract.ReportUpload, data_path: Path, report_dir: Path
+    project: ProjectConfig,
+    target: contract.ReportUpload,
+    data_path: Path,
+    report_dir: Path,
+    known_sha256: str | None = None,
 ) -> Outcome:
-    digest = publish.sha256_of(data_path)
+    digest = known_sha256 or publish.sha256_of(data_path)
     if target.sha256 is not None and digest != target.sha256:
         raise _sha256_mismatch(digest, target.sha256)
     relpath = f"{target.subdir}/{target.filename}" if target.subdir else target.filename
@@ -130,6 +142,7 @@ def _publish_archive(
     info: UploadInfo,
     data_path: Path,
     report_dir: Path,
+    known_sha256: str | None = None,
 ) -> Outcome:
     with staging.workdir(info.id) as work:
         extract_root = work / "extract"
@@ -137,13 +150,14 @@ def _publish_archive(
         refused: ArchiveRefused | None = None
         # The whole-payload digest is computed beside the extraction (hashlib
         # releases the GIL), so verification costs no extra wall-clock time.
+        # (Unless it was computed while the bytes arrived.)
         with ThreadPoolExecutor(1, thread_name_prefix="dqrxfer-sha256") as pool:
-            hashing = pool.submit(publish.sha256_of, data_path)
+            hashing = None if known_sha256 else pool.submit(publish.sha256_of, data_path)
             try:
                 staged = extract_archive(data_path, extract_root, project.tar)
             except ArchiveRefused as error:
                 refused = error
-            digest = hashing.result()
+            digest = known_sha256 or (hashing.result() if hashing else "")
         if target.sha256 is not None and digest != target.sha256:
             raise _sha256_mismatch(digest, target.sha256)
         try:

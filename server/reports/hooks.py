@@ -81,10 +81,19 @@ class ReportHooks(TusHooks):
         if info.is_partial:
             return {}
         try:
-            url = finalize_upload(self.database, self.settings, info, self.store.data_path(info.id))
+            url = finalize_upload(
+                self.database,
+                self.settings,
+                info,
+                self.store.data_path(info.id),
+                known_sha256=self.store.known_sha256(info.id),
+            )
         except FinalizeError as error:
             self._mark_failed(info.id, str(error))
             raise HookRejection(error.status, str(error)) from None
+        finally:
+            if self.store.digests is not None:
+                self.store.digests.forget(info.id)
         if has_request_context():  # relative report URLs (embedded default) resolve here
             url = urljoin(request.host_url, url)
         return {"Dqr-Report-Url": url}

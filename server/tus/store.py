@@ -69,13 +69,15 @@ import logging
 import os
 import secrets
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import errors
+from .digest import Feeder, RunningDigests
 
 #: Size of the blocks a request body is copied to disk in.  Bounded memory per
 #: request, whatever the chunk size a client chooses; large enough that the
@@ -290,17 +292,24 @@ def _write_all(fd: int, block: bytes) -> None:
 class FileStore:
     """Uploads as files in one directory (local or a shared POSIX filesystem).
 
-    ``fsync``: the policy, see the module docstring.
+    ``fsync``: the policy, see the module docstring.  ``running_sha256``:
+    compute each upload's SHA-256 while its bytes arrive, for
+    :meth:`known_sha256` (see :mod:`.digest`).
     """
 
     def __init__(
-        self, directory: str | os.PathLike[str], fsync: str | bool = FSYNC_COMPLETE
+        self,
+        directory: str | os.PathLike[str],
+        fsync: str | bool = FSYNC_COMPLETE,
+        running_sha256: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.links = self.directory / "links"
         self._root = os.fspath(self.directory)
         self.fsync_policy = fsync_policy(fsync)
+        #: running SHA-256 of uploads as they arrive (``running_sha256=True``)
+        self.digests: RunningDigests | None = RunningDigests() if running_sha256 else None
         #: fsync every write before it is acknowledged
         self.sync_each = self.fsync_policy == FSYNC_ALWAYS
         #: fsync a finished upload before it is handed over
@@ -455,6 +464,10 @@ class FileStore:
         if atomic:
             self._write_marker(upload_id, offset)
         written = 0
+        digest = self.digests.start(upload_id, offset) if self.digests else None
+        feeder = Feeder(digest) if digest is not None else None
+        before = digest.copy() if digest is not None else None
+        kept: int | None = None  # the offset the file is left at, if known
         fd = os.open(data, os.O_WRONLY)
         try:
             try:
@@ -470,17 +483,24 @@ class FileStore:
                         raise errors.too_large("request body", limit)
                     _write_all(fd, block)
                     written += len(block)
+                    if feeder is not None:
+                        feeder.feed(block)
                     if written - flushed >= WRITEBACK_SIZE and self.sync_finished:
                         self._start_writeback(fd, offset + flushed, written - flushed)
                         flushed = written
                 if verify is not None:
                     verify()
+                kept = offset + written
             except errors.TusError:
                 os.ftruncate(fd, offset)
+                kept = offset
                 raise
             except BaseException:
                 if atomic:
                     os.ftruncate(fd, offset)
+                    kept = offset
+                elif isinstance(sys.exception(), Exception):
+                    kept = offset + written  # the client went away: its bytes stay
                 raise
             finally:
                 if self.sync_each:
@@ -489,7 +509,35 @@ class FileStore:
             os.close(fd)
             if atomic:
                 _remove(self._pending_path(upload_id))
+            if feeder is not None:
+                self._keep_digest(upload_id, feeder, before, offset, kept)
         return written
+
+    def _keep_digest(
+        self, upload_id: str, feeder: Feeder, before: Any, offset: int, kept: int | None
+    ) -> None:
+        """Put the running hash back at the offset the file was left at."""
+        try:
+            feeder.wait()
+        except Exception:  # pragma: no cover - hashlib does not fail on bytes
+            return
+        assert self.digests is not None
+        if kept == offset:
+            self.digests.keep(upload_id, offset, before)
+        elif kept is not None:
+            self.digests.keep(upload_id, kept, feeder.digest)
+
+    def known_sha256(self, upload_id: str) -> str | None:
+        """The SHA-256 of the upload's data as computed while it arrived in
+        this process, if that covers the whole data file; None otherwise
+        (then read the file).  See :mod:`.digest`."""
+        if self.digests is None:
+            return None
+        try:
+            size = os.stat(self._file(upload_id)).st_size
+        except FileNotFoundError:
+            return None
+        return self.digests.hexdigest(upload_id, size)
 
     @staticmethod
     def _start_writeback(fd: int, offset: int, count: int) -> None:
@@ -556,6 +604,8 @@ class FileStore:
         """Remove the upload: state first (it is then invisible), then data."""
         for suffix in (".info", ".done", "", ".pending"):
             _remove(self._file(upload_id, suffix))
+        if self.digests is not None:
+            self.digests.forget(upload_id)
         shutil.rmtree(self.links / upload_id, ignore_errors=True)
         if self.sync_each:
             fsync_directory(self.directory)
@@ -614,6 +664,12 @@ class FileStore:
             fsync_directory(self.directory)
         for partial in partials:
             self.unlink_final(partial.id, final.id)
+        if self.digests is not None and len(partials) == 1:
+            # The same bytes: the final upload's digest is the partial's.
+            entry = self.digests.start(partials[0].id, partials[0].offset)
+            if entry is not None:
+                self.digests.keep(partials[0].id, partials[0].offset, entry)
+                self.digests.keep(final.id, partials[0].offset, entry.copy())
 
     def _link_data(self, partial: UploadInfo, tmp: Path) -> bool:
         """Hard-link ``partial``'s data file as ``tmp``; False where the
