@@ -1,14 +1,16 @@
-"""Fault points for crash tests of the client.  TEST-ONLY: never set this in production.
+"""Fault points for crash tests.  TEST-ONLY: never set this in production.
 
 With ``DQRXFER_TEST_FAULT=<point>:<marker file>`` in its environment, a client
-process that reaches ``<point>`` writes its pid to the marker file and then
-stops dead, waiting to be killed (``kill -9``), so a test can kill it at an
-exact place of an upload and check what a re-run makes of it (the server's
-finalization has fault points of its own, under the same variable).
+or server process that reaches ``<point>`` writes its pid to the marker file
+and then stops dead, waiting to be killed (``kill -9``), so a test can kill it
+at an exact place and check what a re-run or a restart makes of it.
 
-Points: ``before-final`` (partial uploads sent but for their last bytes,
-sha256 known and kept, final upload not asked for) and ``after-final`` (final
-upload created and its URL kept, last bytes not sent).
+Client points (an upload): ``before-final`` (partial uploads sent but for
+their last bytes, sha256 known and kept, final upload not asked for) and
+``after-final`` (final upload created and its URL kept, last bytes not sent).
+Server points (finalization, ``dqrxfer.server.reports``): ``after-extract``
+(archive staged and checked, report unchanged) and ``after-publish`` (report
+tree changed, database not yet).
 """
 
 from __future__ import annotations

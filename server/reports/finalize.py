@@ -24,13 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from dqrxfer import contract
+from dqrxfer import contract, faults
 
 from ..config import ProjectConfig, Settings
 from ..db import Database
 from ..db.models import Report, Upload, utcnow
 from ..tus.store import FSYNC_NEVER, UploadInfo
-from . import faults, publish, records
+from . import publish, records
 from .archive import ArchiveRefused, extract_archive
 from .records import PublishedFile
 from .staging import Staging
