@@ -336,3 +336,35 @@ def test_a_server_without_authentication_needs_no_ticket(
     payload = small_file(tmp_path, "dev.json")
     result = upload(live_server.url, kerberos.client_env(), payload)
     assert result.returncode == 0, result.stderr
+
+
+def test_batch_upload_with_a_robot_keytab(
+    kerberos: Realm, server: LiveServer, tmp_path: Path
+) -> None:
+    """dqr-batch-upload asks the (authenticated) links API what the server has
+    and uploads the rest as the robot; the report of a site the robot may not
+    upload for is refused, listed with the server's reason, and exits 4."""
+    tree = tmp_path / "public_html" / "O4"
+    for site in ("llo", "lho"):
+        report = tree / "S230601x_dir" / f"S230601x_{site}_3"
+        report.mkdir(parents=True)
+        (report / "index.html").write_text(f"<html>{site}</html>")
+    env = {**kerberos.client_env(), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    command = [tool("dqr-batch-upload"), "-s", localhost(server), "-p", "O4", "--retries", "1"]
+    command += ["--keytab", str(kerberos.llo_robot_keytab), str(tree)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 4, result.stderr
+    rows = {line.split()[1]: line for line in result.stdout.splitlines()[1:-1]}
+    assert rows["llo"].split()[3] == "uploaded"
+    assert rows["lho"].split()[3] == "failed"
+    assert (
+        f"server refused (403): {LLO_ROBOT} may not upload to project O4 as site lho"
+        in (rows["lho"])
+    )
+    landed = server.data_dir / "reports/O4/S230601x_dir/S230601x_llo_3/index.html"
+    assert landed.read_text() == "<html>llo</html>"
+    assert principal_of(server, "index.html") >= {LLO_ROBOT}
+    assert not (server.data_dir / "reports/O4/S230601x_dir/S230601x_lho_3").exists()
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert "on server" in next(line for line in again.stdout.splitlines() if " llo " in line)
