@@ -100,3 +100,23 @@ def kerberos() -> Iterator[Realm]:
         patch.setenv("KRB5CCNAME", f"FILE:{realm.directory}/no-default-cache")
         yield realm
     realm.stop()
+
+
+@pytest.fixture
+def client_env(tmp_path: Path) -> dict[str, str]:
+    """A private cache (resume store) and config directory for the client."""
+    return {
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "DQRXFER_SERVER": "",
+    }
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """64 MiB of random bytes, shared by a module's transfer tests."""
+    path = tmp_path_factory.mktemp("payload") / "big.bin"
+    with open(path, "wb") as handle:
+        for _ in range(64):
+            handle.write(os.urandom(1024 * 1024))
+    return path

@@ -32,24 +32,6 @@ NO_CONCATENATION = Path(__file__).parent / "support" / "no_concatenation.py"
 
 
 @pytest.fixture
-def client_env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "DQRXFER_SERVER": "",
-    }
-
-
-@pytest.fixture(scope="module")
-def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("payload") / "big.bin"
-    with open(path, "wb") as handle:
-        for _ in range(64):
-            handle.write(os.urandom(MiB))
-    return path
-
-
-@pytest.fixture
 def plain_server(data_dir: Path) -> Iterator[LiveServer]:
     """The real server, its answers without the concatenation extensions."""
     server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(NO_CONCATENATION)]).start()

@@ -23,25 +23,6 @@ MiB = 1024 * 1024
 REPORT = "reports/O4/S230518h_dir/S230518h_llo_{revision}"
 
 
-@pytest.fixture
-def client_env(tmp_path: Path) -> dict[str, str]:
-    """A private cache (resume store) and config directory for the client."""
-    return {
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "DQRXFER_SERVER": "",
-    }
-
-
-@pytest.fixture(scope="module")
-def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("payload") / "big.bin"
-    with open(path, "wb") as handle:
-        for _ in range(64):
-            handle.write(os.urandom(MiB))
-    return path
-
-
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
