@@ -13,6 +13,7 @@ from ``--host``/``--port``, so the checks ``serve`` makes on it hold.
 
 from __future__ import annotations
 
+import os
 import runpy
 from typing import Any
 
@@ -30,6 +31,17 @@ def _child_exit(_server: Any, worker: Any) -> None:
     mark_process_dead(worker.pid)
 
 
+def _heartbeat_directory() -> str | None:
+    """Where workers keep the file whose timestamp tells the arbiter they are
+    alive: memory (``/dev/shm``) where there is one.  Each turn of a worker's
+    loop updates that file, and on a disk filesystem the update can wait for
+    a journal commit that the server's own fsyncs started (gunicorn's
+    documentation of ``worker_tmp_dir`` recommends the same)."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+
+
+
 DEFAULT_OPTIONS: dict[str, Any] = {
     "workers": 2,
     "threads": 8,
@@ -45,6 +57,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "forwarded_allow_ips": "",
     # prometheus_client's multiprocess mode: forget a dead worker's live gauges.
     "child_exit": _child_exit,
+    "worker_tmp_dir": _heartbeat_directory(),
 }
 
 

@@ -58,6 +58,23 @@ def test_sound_server_passes_every_check(live_server: LiveServer) -> None:
     assert not list(live_server.data_dir.rglob(".healthz-*"))
 
 
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm on this machine")
+def test_workers_keep_their_heartbeat_file_in_memory(live_server: LiveServer) -> None:
+    """gunicorn workers touch a heartbeat file on every turn of their loop;
+    on the data disk that can wait for the journal commits of uploads'
+    fsyncs, so the default puts it in /dev/shm."""
+    healthz(live_server).raise_for_status()  # workers up
+    assert live_server.process is not None
+    workers = subprocess.run(
+        ["pgrep", "-P", str(live_server.process.pid)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert workers
+    for worker in workers:
+        targets = [str(link.readlink()) for link in Path(f"/proc/{worker}/fd").iterdir()]
+        heartbeat = [target for target in targets if "wgunicorn-" in target]
+        assert heartbeat and all(t.startswith("/dev/shm/") for t in heartbeat), targets
+
+
 def test_threshold_above_free_space_fails(data_dir: Path, tmp_path: Path) -> None:
     config = write_config(tmp_path / "server.toml", data_dir, min_free_space=2**62)
     server = LiveServer(data_dir, config=config).start()

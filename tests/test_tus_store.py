@@ -8,6 +8,7 @@ A power loss cannot be staged here, so the fsync tests watch the real
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -99,7 +100,52 @@ def test_complete_policy_fsyncs_a_finished_upload_once_and_nothing_before(
     info = store.get(info.id)
     assert info.finished
     finish(store, info)
-    assert synced == [info.id, f"{info.id}.info", tmp_path.name]
+    # Issued together (see the next test), so in no particular order.
+    assert sorted(synced) == sorted([info.id, f"{info.id}.info", tmp_path.name])
+
+
+def test_a_finished_upload_s_data_state_and_directory_are_fsynced_at_the_same_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each fsync waits until all three have started: one after the other,
+    the first would wait in vain and the barrier would break."""
+    store = FileStore(tmp_path)
+    info = store.create(UploadInfo(id="", length=1))
+    store.write(info.id, 0, reader(b"x"), 1)
+    all_started = threading.Barrier(3, timeout=30)
+    real_fsync = os.fsync
+
+    def fsync_when_all_started(fd: int) -> None:
+        all_started.wait()
+        real_fsync(fd)
+
+    monkeypatch.setattr(store_module.os, "fsync", fsync_when_all_started)
+    store.make_durable(info.id)
+    assert not all_started.broken
+
+
+def test_a_failed_fsync_is_raised_once_every_fsync_has_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileStore(tmp_path)
+    info = store.create(UploadInfo(id="", length=1))
+    store.write(info.id, 0, reader(b"x"), 1)
+    ended: list[str] = []
+    real_fsync = os.fsync
+
+    def failing_fsync(fd: int) -> None:
+        name = Path(os.readlink(f"/proc/self/fd/{fd}")).name
+        try:
+            if name.endswith(".info"):
+                raise OSError(errno.EIO, "Input/output error")
+            real_fsync(fd)
+        finally:
+            ended.append(name)
+
+    monkeypatch.setattr(store_module.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="Input/output error"):
+        store.make_durable(info.id)
+    assert sorted(ended) == sorted([info.id, f"{info.id}.info", tmp_path.name])
 
 
 def test_an_application_that_publishes_finished_uploads_needs_only_their_data_synced(

@@ -31,7 +31,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from ..tus.store import fsync_directory
+from ..tus.syncing import fsync_directory
 from .archive import DIRECTORY, FILE, LINK, StagedArchive, check_links
 
 HASH_BLOCK = 4 * 1024 * 1024

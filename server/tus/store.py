@@ -30,7 +30,8 @@ data reach the disk is the fsync policy (``fsync=``):
 
 ``"complete"`` (the default)
     a finished upload's data file is fsynced before ``post_finish`` runs and
-    before the last PATCH is answered: what the server takes over from the
+    before the last PATCH is answered (with its state file and directory, all
+    at once: :mod:`.syncing`): what the server takes over from the
     client (which then forgets the upload) survives a power loss.  Offsets
     acknowledged before that are not fsynced one by one: after a power loss
     the offset may be lower than the client was told, and tus clients ask
@@ -78,6 +79,7 @@ from typing import Any, Protocol
 
 from . import errors
 from .digest import Feeder, RunningDigests
+from .syncing import fsync_directory, fsync_together
 
 #: Size of the blocks a request body is copied to disk in.  Bounded memory per
 #: request, whatever the chunk size a client chooses; large enough that the
@@ -243,14 +245,6 @@ def write_json_atomically(path: Path, data: object, durable: bool = True) -> Non
         raise
     if durable:
         fsync_directory(path.parent)
-
-
-def fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
@@ -552,17 +546,13 @@ class FileStore:
         if not self.sync_finished or self.sync_each:
             return  # "always" has synced every write already
         # Called before mark_completed: the state file is still <id>.info.
-        paths = [self._file(upload_id)]
+        # Data, state and directory in no particular order: all three at once.
         if with_state:
-            paths.append(self._info_path(upload_id))
-        for path in paths:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        if with_state:
-            fsync_directory(self.directory)
+            fsync_together(
+                [self._file(upload_id), self._info_path(upload_id)], [self.directory]
+            )
+        else:
+            fsync_together([self._file(upload_id)])
 
     def _write_marker(self, upload_id: str, offset: int) -> None:
         path = self._pending_path(upload_id)
