@@ -338,6 +338,28 @@ def test_the_running_sha256_follows_every_kind_of_write(tmp_path: Path) -> None:
     assert store.known_sha256(info.id) == sha256_hex(payload)
 
 
+def test_the_running_sha256_is_right_when_the_reader_reuses_its_buffer(tmp_path: Path) -> None:
+    """As gunicorn's socket reader does: every block lands in the same buffer,
+    overwritten by the next read while the hashing thread may still be at
+    work (blocks of changing sizes, growing past the first)."""
+    store = FileStore(tmp_path, running_sha256=True)
+    payload = os.urandom(6 * MiB + 5)
+    sizes = iter([100_000, MiB, 7, 3 * MiB // 2, 65_536] * 20)
+    shared = bytearray(2 * MiB)
+    position = 0
+
+    def reusing_reader(size: int) -> memoryview:
+        nonlocal position
+        count = min(size, next(sizes), len(payload) - position)
+        shared[:count] = payload[position : position + count]
+        position += count
+        return memoryview(shared)[:count]
+
+    info = store.create(UploadInfo(id="", length=len(payload)))
+    store.write(info.id, 0, reusing_reader, len(payload))
+    assert store.known_sha256(info.id) == sha256_hex(payload)
+
+
 def test_the_running_sha256_is_never_guessed(tmp_path: Path) -> None:
     store = FileStore(tmp_path, running_sha256=True)
     info = store.create(UploadInfo(id="", length=8))

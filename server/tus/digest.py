@@ -85,16 +85,32 @@ class RunningDigests:
 
 class Feeder:
     """Feeds one write's blocks to a hash on a hashing thread, one block in
-    flight at a time (so the order is kept and memory stays at one block)."""
+    flight at a time (so the order is kept).
+
+    The body reader reuses its buffer for the next read, so each block is
+    copied, into one of two buffers the feeder keeps for the whole write:
+    while the hashing thread reads one, the next block goes to the other.  A
+    fresh ``bytes`` per block would cost more than the copy (a megabyte
+    allocated, page-faulted and freed again for every block).
+    """
 
     def __init__(self, digest: Any) -> None:
         self.digest = digest
         self._pending: Future[None] | None = None
+        self._buffers = [bytearray(), bytearray()]
+        self._next = 0
 
     def feed(self, block: bytes | memoryview) -> None:
-        data = bytes(block)  # the body reader reuses its buffer for the next read
+        # The buffer used two blocks ago: its hash ended before the previous
+        # block was submitted (``wait`` below), so it is free.
+        index, self._next = self._next, self._next ^ 1
+        size = len(block)
+        if len(self._buffers[index]) < size:
+            self._buffers[index] = bytearray(size)
+        view = memoryview(self._buffers[index])[:size]
+        view[:] = block
         self.wait()
-        self._pending = _executor().submit(self.digest.update, data)
+        self._pending = _executor().submit(self.digest.update, view)
 
     def wait(self) -> None:
         """Block until every block fed so far is hashed."""
