@@ -41,7 +41,6 @@ def _heartbeat_directory() -> str | None:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
 
 
-
 DEFAULT_OPTIONS: dict[str, Any] = {
     "workers": 2,
     "threads": 8,

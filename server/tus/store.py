@@ -548,9 +548,7 @@ class FileStore:
         # Called before mark_completed: the state file is still <id>.info.
         # Data, state and directory in no particular order: all three at once.
         if with_state:
-            fsync_together(
-                [self._file(upload_id), self._info_path(upload_id)], [self.directory]
-            )
+            fsync_together([self._file(upload_id), self._info_path(upload_id)], [self.directory])
         else:
             fsync_together([self._file(upload_id)])
 
