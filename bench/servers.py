@@ -90,6 +90,23 @@ class Server:
                 continue
         return total
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the whole process tree so far, in seconds."""
+        assert self.process is not None
+        try:
+            root = psutil.Process(self.process.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)

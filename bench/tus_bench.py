@@ -37,6 +37,13 @@ from rawhttp import Connection
 from servers import Dqrxfer, Nginx, Server, TusLayer, TusNode
 
 MiB = 1024 * 1024
+#: ``--contenders`` keys and the names the tables print.
+CONTENDER_KEYS = {
+    "node": "@tus/server",
+    "layer": "dqrxfer tus layer",
+    "layer-never": "dqrxfer tus layer, fsync never",
+    "app": "dqrxfer (full app)",
+}
 
 
 def metadata(index: int) -> str:
@@ -198,6 +205,20 @@ def fresh(factory: Callable[[], Server], action: Callable[[Server], float]) -> f
         server.stop()
 
 
+def fresh_with_cpu(
+    factory: Callable[[], Server], action: Callable[[Server], float]
+) -> tuple[float, float]:
+    """``action``'s result on a fresh server, and the CPU seconds (user + system)
+    the server's processes spent during it."""
+    server = factory().start()
+    try:
+        before = server.cpu_seconds()
+        value = action(server)
+        return value, server.cpu_seconds() - before
+    finally:
+        server.stop()
+
+
 def median_of(
     runs: int, factory: Callable[[], Server], action: Callable[[Server], float]
 ) -> tuple[float, list[float]]:
@@ -220,6 +241,13 @@ def main() -> int:
         help="which parts to run",
     )
     parser.add_argument("--workers", type=int, default=2, help="dqrxfer gunicorn workers")
+    parser.add_argument(
+        "--contenders",
+        nargs="*",
+        choices=list(CONTENDER_KEYS),
+        default=list(CONTENDER_KEYS),
+        help="which servers the throughput and small-upload parts compare (ratios need node)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
 
@@ -237,12 +265,14 @@ def main() -> int:
     def rate(seconds: float) -> float:
         return size / seconds / 1e6
 
-    contenders: list[tuple[str, Callable[[], Server]]] = [
+    every: list[tuple[str, Callable[[], Server]]] = [
         ("@tus/server", TusNode),
         ("dqrxfer tus layer", layer),
         ("dqrxfer tus layer, fsync never", layer_never),
         ("dqrxfer (full app)", ours),
     ]
+    chosen = {CONTENDER_KEYS[key] for key in args.contenders}
+    contenders = [(name, factory) for name, factory in every if name in chosen]
 
     if "throughput" in args.only:
         ceiling, raw = median_of(args.runs, Nginx, lambda s: put_upload(s, payload))  # type: ignore[arg-type]
@@ -256,9 +286,9 @@ def main() -> int:
                     args.runs, factory, lambda s, chunk=chunk: tus_upload(s, payload, chunk)
                 )
                 results[f"{name} {chunk_mib} MiB s"] = raw
-            node = medians["@tus/server"]
+            node = medians.get("@tus/server")
             for name, seconds in medians.items():
-                ratio = "" if name == "@tus/server" else f"{node / seconds:.2f}"
+                ratio = "" if node is None or name == "@tus/server" else f"{node / seconds:.2f}"
                 rows.append(
                     f"| {name} | {chunk_mib} MiB chunks | {rate(seconds):.0f} MB/s | {ratio} | "
                     f"{ceiling / seconds * 100:.0f} % |"
@@ -322,17 +352,32 @@ def main() -> int:
         for clients in (1, 8):
             for with_upload in (False, True):
                 label = "creation-with-upload" if with_upload else "POST + PATCH"
-                job = lambda s: small_uploads(s, args.small_count, clients, 64 * 1024, with_upload)  # noqa: B023,E731
-                rates = {}
+                rates, cpu = {}, {}
                 for name, factory in contenders:
-                    rates[name], raw = median_of(args.runs, factory, job)
+                    measured = [
+                        fresh_with_cpu(
+                            factory,
+                            lambda s, clients=clients, with_upload=with_upload: small_uploads(
+                                s, args.small_count, clients, 64 * 1024, with_upload
+                            ),
+                        )
+                        for _ in range(args.runs)
+                    ]
+                    raw = [value for value, _ in measured]
+                    rates[name] = statistics.median(raw)
+                    cpu[name] = statistics.median(seconds for _, seconds in measured)
                     results[f"small {clients} {label} {name}"] = raw
-                node = rates["@tus/server"]
+                    results[f"small {clients} {label} {name} server cpu s"] = [
+                        seconds for _, seconds in measured
+                    ]
+                node = rates.get("@tus/server")
                 for name, value in rates.items():
-                    ratio = "" if name == "@tus/server" else f"{value / node:.2f}"
+                    ratio = "" if node is None or name == "@tus/server" else f"{value / node:.2f}"
+                    per_upload = cpu[name] / args.small_count * 1000
                     rows.append(
                         f"| {name} | {args.small_count} x 64 KiB, {clients} client(s), {label} | "
-                        f"{value:.0f} uploads/s | {ratio} | |"
+                        f"{value:.0f} uploads/s, server CPU {per_upload:.2f} ms/upload | "
+                        f"{ratio} | |"
                     )
 
     payload.unlink()
