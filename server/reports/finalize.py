@@ -2,13 +2,16 @@
 
 Order of work, chosen so a crash anywhere leaves something recovery can finish:
 
-1. the upload's row says whether it is already done (published: nothing to
-   do; failed: the same refusal again);
-2. under the report's lock, the payload is verified (whole-payload SHA-256)
-   and published: a file by an atomic rename, an archive by extraction into
-   a private staging directory, checks, and one swap of the report directory;
-3. then, in one short database transaction, the event, report and file rows
-   and the upload's state are written.
+1. under the report's lock, one read says whether the upload is already
+   done (published: nothing to do; failed: the same refusal again) and where
+   the report lives (an upload re-sent after it completed is answered from
+   its row without the lock);
+2. the payload is verified (whole-payload SHA-256) and published: a file by
+   an atomic rename, an archive by extraction into a private staging
+   directory, checks, and one swap of the report directory;
+3. then, in one short database transaction, the event, report and file rows,
+   the report's totals and the upload's state are written (Core statements,
+   :mod:`.ledger`).
 
 A crash before 3 leaves the upload "receiving": finalizing it again (crash
 recovery at start-up, or the client re-sending its last PATCH) publishes the
@@ -28,9 +31,9 @@ from dqrxfer import contract, faults
 
 from ..config import ProjectConfig, Settings
 from ..db import Database
-from ..db.models import Report, Upload, utcnow
+from ..db.models import utcnow
 from ..tus.store import FSYNC_NEVER, UploadInfo
-from . import publish, records
+from . import ledger, publish
 from .archive import ArchiveRefused, extract_archive
 from .records import PublishedFile
 from .staging import Staging
@@ -71,27 +74,31 @@ def finalize_upload(
     ``known_sha256``: the payload's SHA-256 if it was computed while the bytes
     arrived (the tus store's running digest); otherwise it is computed here.
     """
-    with database.session() as session:
-        row = session.get(Upload, info.id)
-        if row is not None and row.state == "published" and row.report_id is not None:
-            report = session.get(Report, row.report_id)
-            if report is not None:
-                return report.url
-        if row is not None and row.state == "failed":
-            raise FinalizeError(UNPROCESSABLE, row.error or "this upload was refused")
+    if info.completed:  # a re-sent last PATCH: the first answer again, without the lock
+        with database.transaction() as connection:
+            url = _previous_answer(ledger.upload_outcome(connection, info.id))
+        if url is not None:
+            return url
     try:
         target = validate_for_settings(info.metadata, settings)
     except contract.ContractError as error:
+        with database.transaction() as connection:
+            url = _previous_answer(ledger.upload_outcome(connection, info.id))
+        if url is not None:
+            return url
         raise FinalizeError(UNPROCESSABLE, str(error)) from None
     project = settings.projects[target.project]
     staging = Staging(project.staging, project.reports_root)
     staging.ensure()
     with staging.report_lock(target.report_relpath):
-        with database.session() as session:
-            existing = records.find_report(
-                session, target.graceid, project.name, target.site, target.revision
+        with database.transaction() as connection:
+            url = _previous_answer(ledger.upload_outcome(connection, info.id))
+            if url is not None:
+                return url
+            existing = ledger.report_path(
+                connection, target.graceid, project.name, target.site, target.revision
             )
-            relpath = existing.path if existing is not None else target.report_relpath
+        relpath = existing if existing is not None else target.report_relpath
         report_dir = project.reports_root / relpath
         if target.kind == contract.KIND_TAR:
             outcome = _publish_archive(
@@ -101,6 +108,18 @@ def finalize_upload(
             outcome = _publish_file(project, target, data_path, report_dir, known_sha256)
         faults.point("after-publish")
         return _record(database, project, target, info, relpath, outcome)
+
+
+def _previous_answer(outcome: ledger.UploadOutcome | None) -> str | None:
+    """The report URL of an upload already published, the refusal of one
+    already refused (raised), or None: it is still to be finalized."""
+    if outcome is None:
+        return None
+    if outcome.state == "published" and outcome.report_url is not None:
+        return outcome.report_url
+    if outcome.state == "failed":
+        raise FinalizeError(UNPROCESSABLE, outcome.error or "this upload was refused")
+    return None
 
 
 def _sha256_mismatch(digest: str, expected: str) -> FinalizeError:
@@ -189,33 +208,27 @@ def _record(
     relpath: str,
     outcome: Outcome,
 ) -> str:
-    with database.session(write=True) as session:
-        event = records.get_or_create_event(session, target.graceid)
-        report = records.get_or_create_report(
-            session,
-            event,
-            project.name,
-            target.site,
-            target.revision,
-            relpath,
-            project.report_url(relpath),
-        )
-        now = utcnow()
-        records.record_files(
-            session, report, outcome.files, outcome.removed, info.id, info.owner, now
-        )
-        upload = session.get(Upload, info.id)
-        if upload is not None:
-            upload.state = "published"
-            upload.sha256 = outcome.payload_sha256
-            upload.finished = now
-            upload.report_id = report.id
-            upload.error = None
-        log.info(
-            "published upload %s into %s/%s: %d file(s)",
-            info.id,
-            project.name,
-            relpath,
-            len(outcome.files),
-        )
-        return report.url
+    publication = ledger.Publication(
+        graceid=target.graceid,
+        project=project.name,
+        site=target.site,
+        revision=target.revision,
+        path=relpath,
+        url=project.report_url(relpath),
+        files=outcome.files,
+        removed=outcome.removed,
+        upload_id=info.id,
+        principal=info.owner,
+        payload_sha256=outcome.payload_sha256,
+        when=utcnow(),
+    )
+    with database.transaction(write=True) as connection:
+        url = ledger.record_publication(connection, publication)
+    log.info(
+        "published upload %s into %s/%s: %d file(s)",
+        info.id,
+        project.name,
+        relpath,
+        len(outcome.files),
+    )
+    return url

@@ -27,6 +27,7 @@ from ..db.models import utcnow
 from ..tus import HookRejection, TusHooks, UploadInfo
 from ..tus.locker import Locker
 from ..tus.store import FileStore
+from . import ledger
 from .finalize import FinalizeError, finalize_upload
 from .validation import validate_for_settings
 
@@ -74,8 +75,8 @@ class ReportHooks(TusHooks):
         target = contract.validate_metadata(
             info.metadata, self.settings.projects, self.settings.sites
         )
-        with self.database.session(write=True) as session:
-            session.add(_upload_row(info, target))
+        with self.database.transaction(write=True) as connection:
+            ledger.insert_upload(connection, _upload_row(info, target))
 
     def post_finish(self, info: UploadInfo) -> dict[str, str]:
         if info.is_partial:
@@ -128,18 +129,19 @@ def _names_a_report(metadata: dict[str, str]) -> bool:
     return contract.KEY_PROJECT in metadata or contract.KEY_UPLOADER in metadata
 
 
-def _upload_row(info: UploadInfo, target: contract.ReportUpload) -> Upload:
-    return Upload(
-        id=info.id,
-        principal=info.owner,
-        project=target.project,
-        graceid=target.graceid,
-        site=target.site,
-        revision=target.revision,
-        subdir=target.subdir,
-        filename=target.filename,
-        kind=target.kind,
-        sha256=target.sha256,
-        length=info.length,
-        state="receiving",
-    )
+def _upload_row(info: UploadInfo, target: contract.ReportUpload) -> dict[str, object]:
+    return {
+        "id": info.id,
+        "principal": info.owner,
+        "project": target.project,
+        "graceid": target.graceid,
+        "site": target.site,
+        "revision": target.revision,
+        "subdir": target.subdir,
+        "filename": target.filename,
+        "kind": target.kind,
+        "sha256": target.sha256,
+        "length": info.length,
+        "state": "receiving",
+        "created": utcnow(),
+    }
