@@ -14,8 +14,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Insert,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from ..db.models import Event, Report, ReportFile, Upload
@@ -149,7 +160,8 @@ class Publication:
 
 
 def record_publication(connection: Connection, publication: Publication) -> str:
-    """Record a publication in the open (write) transaction: the event and
+    """Record a publication in the open write transaction (on SQLite one that
+    began IMMEDIATE: ``Database.transaction(write=True)``): the event and
     report rows if new, the files' rows, the report's totals (counted in the
     UPDATE itself), and the upload as published.  Returns the report's URL."""
     report_id, url = _get_or_create_report(connection, publication)
@@ -188,10 +200,9 @@ def _get_or_create_report(connection: Connection, publication: Publication) -> t
         "total_bytes": 0,
     }
     try:
-        with connection.begin_nested():
-            created = connection.execute(_INSERT_REPORT, values)
+        created = _insert_new(connection, _INSERT_REPORT, values)
         return int(created.inserted_primary_key[0]), publication.url
-    except IntegrityError:  # created meanwhile by another host (PostgreSQL)
+    except IntegrityError:  # created meanwhile by another finalization (PostgreSQL)
         row = connection.execute(_SELECT_REPORT_FOR_UPDATE, identity).one()
         return row.id, row.url
 
@@ -201,11 +212,27 @@ def _get_or_create_event(connection: Connection, graceid: str) -> int:
     if event_id is not None:
         return int(event_id)
     try:
-        with connection.begin_nested():
-            created = connection.execute(_INSERT_EVENT, {"graceid": graceid})
+        created = _insert_new(connection, _INSERT_EVENT, {"graceid": graceid})
         return int(created.inserted_primary_key[0])
-    except IntegrityError:  # created meanwhile by another finalization
+    except IntegrityError:  # created meanwhile by another finalization (PostgreSQL)
         return int(connection.execute(_SELECT_EVENT, {"graceid_key": graceid}).scalar_one())
+
+
+def _insert_new(
+    connection: Connection, statement: Insert, values: dict[str, object]
+) -> CursorResult[Any]:
+    """Insert a row found missing a moment ago in this transaction.
+
+    On PostgreSQL another transaction may insert the same row meanwhile: the
+    insert runs in a savepoint, so that the IntegrityError leaves this
+    transaction usable.  SQLite's write transactions here hold the database's
+    write lock from BEGIN (IMMEDIATE), so nobody can, and the savepoint's two
+    statements are saved.
+    """
+    if connection.dialect.name == "sqlite":
+        return connection.execute(statement, values)
+    with connection.begin_nested():
+        return connection.execute(statement, values)
 
 
 def _record_files(connection: Connection, report_id: int, publication: Publication) -> None:
