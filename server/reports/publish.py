@@ -3,7 +3,8 @@
 A single file appears at its final name only complete and durable: it is
 hard-linked (or, across filesystems, copied and fsynced) to a hidden
 temporary name in the target directory, renamed over the final name, and the
-directory is fsynced.
+directory is fsynced (at the same time as the parents of any directories
+created for it).
 
 A staged archive is published as one step.  The new state of the report is
 assembled privately in the staging area (a hard-link copy of the current
@@ -21,6 +22,7 @@ a file or a link) are found by :func:`check_overlay` before anything changes.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -29,9 +31,10 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
-from ..tus.syncing import fsync_directory
+from ..tus.syncing import fsync_directory, fsync_together
 from .archive import DIRECTORY, FILE, LINK, StagedArchive, check_links
 
 HASH_BLOCK = 4 * 1024 * 1024
@@ -58,20 +61,30 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def make_dirs(path: Path, root: Path) -> None:
-    """Create ``path`` (inside ``root``) and fsync each new directory's parent."""
+def make_dirs(path: Path, root: Path, durable: bool = True) -> list[Path]:
+    """Create ``path`` (inside ``root``); return the directories whose entries
+    changed (the parents of the new directories), deepest first.
+
+    ``durable``: fsync them now.  Otherwise the caller must before it relies
+    on the new directories surviving a crash (:func:`publish_file` does, with
+    the directory of the published file, all at once).  A directory another
+    process created meanwhile counts as new: its creator may not have made it
+    durable yet.
+    """
     root.mkdir(parents=True, exist_ok=True)
     missing = []
     current = path
     while current != root and not current.exists():
         missing.append(current)
         current = current.parent
+    changed: list[Path] = []
     for directory in reversed(missing):
-        try:
+        with contextlib.suppress(FileExistsError):
             directory.mkdir()
-        except FileExistsError:
-            continue
-        fsync_directory(directory.parent)
+        changed.insert(0, directory.parent)
+    if durable:
+        fsync_together([], changed)
+    return changed
 
 
 def kind_at(path: Path) -> str | None:
@@ -132,8 +145,16 @@ def check_overlay(report_dir: Path, subdir: str, staged: StagedArchive) -> None:
     check_links(staged.links, kind_of)
 
 
-def publish_file(source: Path, target: Path) -> None:
-    """Place ``source``'s content at ``target`` atomically and durably."""
+def publish_file(source: Path, target: Path, new_directories: Sequence[Path] = ()) -> None:
+    """Place ``source``'s content at ``target`` atomically and durably.
+
+    ``new_directories``: directories :func:`make_dirs` changed without making
+    them durable.  They are fsynced with the target's directory, all at once
+    (:func:`fsync_together`: on a busy journal one commit instead of one
+    each), after the rename: until the answer nothing is promised, and a
+    crash before it leaves at most an empty directory, since the name only
+    ever appears with the complete content (``source`` is durable already).
+    """
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     try:
         try:
@@ -147,7 +168,8 @@ def publish_file(source: Path, target: Path) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    fsync_directory(target.parent)
+    directories = [target.parent, *(path for path in new_directories if path != target.parent)]
+    fsync_together([], directories)
 
 
 def _copy_durably(source: Path, target: Path) -> None:
