@@ -31,8 +31,16 @@ from typing import Protocol
 from . import contract
 from .errors import PayloadChangedError, UsageError
 
+MiB = 1024 * 1024
+#: Bytes of one PATCH request unless told otherwise; also the grid of the
+#: per-chunk checksums that :func:`scan` computes.
+DEFAULT_CHUNK_SIZE = 8 * MiB
 #: Size of each read from disk (and of each piece handed to the socket).
 BLOCK_SIZE = 1024 * 1024
+#: Size of the one buffer :func:`scan` reads a file into, again and again.
+#: Large, so that the hashing thread needs the GIL seldom (twice per block)
+#: while another thread runs Python code, and allocates nothing per block.
+SCAN_BLOCK = 4 * MiB
 
 
 class Payload(Protocol):
@@ -317,10 +325,12 @@ def scan(
     result = into if into is not None else Scan("", payload.size, chunk_size, algorithm)
     chunk = new_hasher(algorithm) if algorithm else None
     in_chunk = 0
-    for block in payload.blocks(0, payload.size):
+    for block in _scan_blocks(payload):
         if stop is not None and stop.is_set():
             raise ScanStopped(f"{payload.filename}: hashing stopped")
         whole.update(block)
+        if chunk is not None and result.algorithm is None:
+            chunk = None  # the chunk digests are not wanted after all (see BackgroundScan)
         if chunk is not None:
             view = memoryview(block)
             while view:
@@ -340,6 +350,25 @@ def scan(
     return result
 
 
+def _scan_blocks(payload: Payload) -> Iterator[bytes | memoryview]:
+    """The payload from start to end, for :func:`scan`: a file read into one
+    reused buffer (each view is valid until the next one), anything else in
+    the payload's own blocks."""
+    if not isinstance(payload, FilePayload):
+        yield from payload.blocks(0, payload.size)
+        return
+    buffer = bytearray(min(SCAN_BLOCK, max(1, payload.size)))
+    view = memoryview(buffer)
+    with open_unchanged(payload.source, payload.stamp) as handle:
+        done = 0
+        while done < payload.size:
+            count = handle.readinto(view[: min(len(buffer), payload.size - done)])
+            if not count:
+                raise shrank(payload.source)
+            done += count
+            yield view[:count]
+
+
 class ScanStopped(Exception):
     """A background scan was told to stop."""
 
@@ -351,12 +380,18 @@ class BackgroundScan:
     reads the same bytes at about the same time); hashlib and zlib release
     the GIL while they digest a block, so the two threads run on two cores.
     :attr:`scan` fills in as it goes (chunk digests first, the sha256 last);
-    :meth:`result` waits for the end and raises what the pass raised.
+    :meth:`result` waits for the end and raises what the pass raised;
+    :attr:`hashed` counts the bytes hashed so far (for a progress bar).
+
+    A pass may start before it is known whether the server takes chunk
+    checksums, and with which algorithm: setting ``scan.algorithm`` to None
+    while it runs ends the chunk digests (senders then send none).
     """
 
     def __init__(self, payload: Payload, chunk_size: int, algorithm: str | None) -> None:
         self.payload = payload
         self.scan = Scan("", payload.size, chunk_size, algorithm, filling=threading.Condition())
+        self.hashed = 0
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="dqr-hash", daemon=True)
@@ -371,6 +406,7 @@ class BackgroundScan:
                 self.payload,
                 self.scan.chunk_size,
                 self.scan.algorithm,
+                on_block=self._count,
                 into=self.scan,
                 stop=self._stop,
             )
@@ -378,6 +414,14 @@ class BackgroundScan:
             self._error = error
         finally:
             self.scan.done_filling()
+
+    def _count(self, size: int) -> None:
+        self.hashed += size
+
+    def wait(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the end of the pass; True if it ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def result(self) -> Scan:
         self._thread.join()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,24 +31,10 @@ import requests
 
 from . import __version__
 from .sendfile import SendfileAdapter
+from .timeouts import Timeouts
 
 #: Makes a fresh, configured session (one per thread of work).
 SessionFactory = Callable[[], requests.Session]
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Seconds to wait for a connection (and for each send) and for an answer.
-
-    The read timeout must cover the server's work on the last chunk of an
-    upload (hashing and publishing the payload), hence its generous default.
-    """
-
-    connect: float = 20.0
-    read: float = 120.0
-
-    def as_requests(self) -> tuple[float, float]:
-        return (self.connect, self.read)
 
 
 def user_agent() -> str:

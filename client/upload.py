@@ -65,7 +65,9 @@ from .errors import (
     worst_exit_code,
 )
 from .payload import (
+    DEFAULT_CHUNK_SIZE,
     BackgroundScan,
+    MiB,
     Payload,
     Scan,
     checksum_range,
@@ -89,8 +91,6 @@ from .transport import (
 
 log = logging.getLogger("dqr-xfer")
 
-MiB = 1024 * 1024
-DEFAULT_CHUNK_SIZE = 8 * MiB
 #: Consecutive checksum mismatches (460) on one chunk before the server's
 #: refusal is taken as final.
 MAX_CHECKSUM_FAILURES = 3
@@ -312,12 +312,52 @@ class ReportUploader:
         self.progress = progress or NullProgress()
         self._capabilities: Capabilities | None = None
         self._capabilities_lock = threading.Lock()
+        self._early: dict[int, BackgroundScan] = {}
 
     # -- planning ------------------------------------------------------------
 
-    def plan(self, path: str | Path) -> PlannedUpload:
-        payload = payload_for(Path(path), as_file=self.options.as_file)
+    def plan(self, path: str | Path, payload: Payload | None = None) -> PlannedUpload:
+        """``path`` as a payload checked against the contract (``payload``:
+        the one already made of ``path``, such as :meth:`adopt_scan`'s)."""
+        if payload is None:
+            payload = payload_for(Path(path), as_file=self.options.as_file)
         return PlannedUpload(payload, describe(payload, self.target))
+
+    # -- hashing started before the upload -----------------------------------
+
+    def adopt_scan(self, background: BackgroundScan) -> None:
+        """Use ``background`` (a pass over one of the payloads to upload,
+        already running) instead of starting one when that payload is sent.
+
+        ``dqr-upload`` starts hashing its first payload before it imports the
+        HTTP stack, so the hash (which the report contract needs in the
+        metadata) runs on the second core while the first one is busy with
+        start-up and the first requests.  The pass was started with the chunk
+        checksum algorithm the server is expected to take (CRC-32, or none);
+        it is dropped for another one if the server asks for another.
+        """
+        self._early[id(background.payload)] = background
+
+    def _take_early(self, payload: Payload, algorithm: str | None) -> BackgroundScan | None:
+        """The adopted pass over ``payload`` if it fits this upload's chunk grid
+        and ``algorithm`` (a pass computing chunk digests fits no algorithm:
+        they are dropped), else None (and the pass is stopped)."""
+        background = self._early.pop(id(payload), None)
+        if background is None:
+            return None
+        fits = background.scan.chunk_size == self.options.chunk_size and (
+            algorithm is None or background.scan.algorithm == algorithm
+        )
+        if not fits:
+            background.stop()
+            return None
+        background.scan.algorithm = algorithm
+        return background
+
+    def _drop_early(self, payload: Payload) -> None:
+        background = self._early.pop(id(payload), None)
+        if background is not None:
+            background.stop()
 
     # -- the server ----------------------------------------------------------
 
@@ -384,6 +424,7 @@ class ReportUploader:
                     raise
                 self.store.drop(key)
         finally:
+            self._drop_early(payload)
             session.close()
         result = UploadResult(
             source=payload.source,
@@ -431,7 +472,12 @@ class ReportUploader:
             task.moveto(done)
 
         try:
-            return scan(payload, self.options.chunk_size, algorithm, on_block)
+            background = self._take_early(payload, algorithm)
+            if background is None:
+                return scan(payload, self.options.chunk_size, algorithm, on_block)
+            while not background.wait(0.2):
+                task.moveto(background.hashed)
+            return background.result()
         finally:
             task.close()
 
@@ -625,8 +671,13 @@ class ReportUploader:
         for attempt in (1, 2):
             entry = self._partials_entry(tus, payload, key, retrier)
             background = None
-            if not entry.sha256:
-                background = BackgroundScan(payload, self.options.chunk_size, algorithm).start()
+            if entry.sha256:
+                self._drop_early(payload)  # known from the run that was interrupted
+            else:
+                background = (
+                    self._take_early(payload, algorithm)
+                    or BackgroundScan(payload, self.options.chunk_size, algorithm).start()
+                )
             try:
                 return self._drive_partials(
                     tus, planned, algorithm, streams, caps, entry, background, key, retrier

@@ -11,14 +11,18 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import requests
 from dqrxfer import __version__
 from dqrxfer.errors import DqrxferError, UsageError
 from dqrxfer.progress import LogProgress, NullProgress, Progress, TqdmProgress
 from dqrxfer.retry import RetryPolicy
-from dqrxfer.session import SessionFactory, Timeouts, session_factory
 from dqrxfer.settings import resolve_server
+from dqrxfer.timeouts import Timeouts
+
+if TYPE_CHECKING:  # the HTTP stack is imported when a session is made, not before
+    import requests
+    from dqrxfer.session import SessionFactory
 
 LOGGER_NAME = "dqr-xfer"
 LOG_FORMAT = "%(levelname)s:%(name)s:%(message)s"
@@ -118,6 +122,8 @@ def auth_factory(args: argparse.Namespace) -> Callable[[], requests.auth.AuthBas
 def make_session_factory(args: argparse.Namespace) -> SessionFactory:
     """The sessions of one command: timeouts from the options, credentials
     from :func:`auth_factory`."""
+    from dqrxfer.session import session_factory
+
     timeouts = Timeouts(connect=args.connect_timeout, read=args.timeout)
     return session_factory(make_auth=auth_factory(args), timeouts=timeouts)
 

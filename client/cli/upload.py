@@ -7,17 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dqrxfer.errors import UsageError, worst_exit_code
-from dqrxfer.payload import scan
+from dqrxfer.payload import DEFAULT_CHUNK_SIZE, BackgroundScan, MiB, payload_for, scan
 from dqrxfer.progress import human_bytes
-from dqrxfer.upload import (
-    DEFAULT_CHUNK_SIZE,
-    MiB,
-    ReportTarget,
-    ReportUploader,
-    UploadOptions,
-)
 
 from .common import (
     add_common_options,
@@ -30,6 +24,13 @@ from .common import (
     server_url,
     setup_logging,
 )
+
+if TYPE_CHECKING:
+    from dqrxfer.upload import ReportUploader, UploadOptions
+
+# dqrxfer.upload (and with it requests and urllib3, a fifth of a second of
+# start-up) is imported once the first payload is being hashed: see
+# hash_early().
 
 EPILOG = """\
 A file is sent as it is; a tar archive (plain, gzip, bzip2, xz: recognised by
@@ -120,6 +121,8 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace) -> UploadOptions:
+    from dqrxfer.upload import UploadOptions
+
     if args.chunk_size < 1:
         raise UsageError("--chunk-size: must be at least 1 (MiB)")
     if args.jobs < 1:
@@ -155,13 +158,37 @@ def dry_run(uploader: ReportUploader, paths: list[Path], log: logging.Logger) ->
     return 0
 
 
+def hash_early(args: argparse.Namespace, path: Path) -> BackgroundScan | None:
+    """Start hashing the first payload on a thread of its own, now.
+
+    Every upload needs the payload's sha256 (the report contract puts it in
+    the metadata); started here, before the HTTP stack is imported and the
+    first request is made, the hash runs on the second core while the first
+    is busy with that start-up.  The chunk checksums are computed as CRC-32,
+    which a server offering checksums is expected to take (the uploader
+    drops them otherwise).  None when the options or the path are bad: they
+    are refused in the usual order later.
+    """
+    if args.chunk_size < 1 or args.parallel < 1 or args.jobs < 1:
+        return None
+    try:
+        payload = payload_for(path, as_file=args.as_file)
+    except UsageError:
+        return None
+    algorithm = "crc32" if args.checksums else None
+    return BackgroundScan(payload, args.chunk_size * MiB, algorithm).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = setup_logging(args)
 
     def action(log: logging.Logger) -> int:
-        target = ReportTarget(args.project, args.graceid, args.uploader, args.revision, args.subdir)
         paths = [Path(path) for path in args.paths]
+        early = None if args.dry_run else hash_early(args, paths[0])
+        from dqrxfer.upload import ReportTarget, ReportUploader
+
+        target = ReportTarget(args.project, args.graceid, args.uploader, args.revision, args.subdir)
         options = options_from(args)
         if args.dry_run:
             uploader = ReportUploader(server_url(args), target, options)
@@ -173,7 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             session_factory=make_session_factory(args),
             progress=make_progress(args),
         )
-        planned = [uploader.plan(path) for path in paths]  # refuse bad input before sending
+        if early is not None:
+            uploader.adopt_scan(early)
+        # Refuse bad input before sending.
+        planned = [
+            uploader.plan(path, early.payload if early is not None and index == 0 else None)
+            for index, path in enumerate(paths)
+        ]
         outcomes = uploader.upload_many(planned, jobs=args.jobs)
         for outcome in outcomes:  # one line per uploaded path, in the given order
             if outcome.result is not None and outcome.result.report_url:

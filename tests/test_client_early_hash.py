@@ -1,0 +1,175 @@
+"""The payload's hash starts before the upload: ``dqr-upload`` hashes its first
+payload while it imports the HTTP stack, and the uploader adopts that pass.
+
+Against real server processes: an adopted pass is used as it is (no second
+pass over the payload), its chunk checksums dropped when the upload sends none,
+replaced when it does not fit the upload's chunk grid, and waited for when the
+server cannot concatenate (hash first, then send)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dqrxfer import payload as payload_module
+from dqrxfer import upload as upload_module
+from dqrxfer.payload import BackgroundScan, payload_for
+from dqrxfer.resume import ResumeStore
+from dqrxfer.session import make_session
+from dqrxfer.upload import ReportTarget, ReportUploader, UploadOptions
+from support.live import LiveServer
+
+MiB = 1024 * 1024
+NO_CONCATENATION = Path(__file__).parent / "support" / "no_concatenation.py"
+
+
+@pytest.fixture
+def plain_server(data_dir: Path) -> Iterator[LiveServer]:
+    """The real server, its answers without the concatenation extensions."""
+    server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(NO_CONCATENATION)]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def payload_path(tmp_path: Path) -> Path:
+    path = tmp_path / "summary.bin"
+    path.write_bytes(os.urandom(3 * MiB + 12345))
+    return path
+
+
+@pytest.fixture
+def passes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every pass over a payload the uploader starts itself (the real ones)."""
+    started: list[object] = []
+
+    class CountedScan(BackgroundScan):
+        def start(self) -> BackgroundScan:
+            started.append(self)
+            return super().start()
+
+    def counted_scan(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(args[0])
+        return payload_module.scan(*args, **kwargs)
+
+    monkeypatch.setattr(upload_module, "BackgroundScan", CountedScan)
+    monkeypatch.setattr(upload_module, "scan", counted_scan)
+    return started
+
+
+def recording_factory(seen: list[tuple[str, dict[str, str]]]):  # type: ignore[no-untyped-def]
+    def factory():  # type: ignore[no-untyped-def]
+        session = make_session()
+        original = session.send
+
+        def send(request, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append((request.method, dict(request.headers)))
+            return original(request, **kwargs)
+
+        session.send = send  # type: ignore[method-assign]
+        return session
+
+    return factory
+
+
+def upload_adopting(
+    server: LiveServer,
+    path: Path,
+    store_dir: Path,
+    options: UploadOptions,
+    early_chunk: int,
+    early_algorithm: str | None,
+) -> tuple[object, BackgroundScan, list[tuple[str, dict[str, str]]]]:
+    """Start a pass over ``path`` as dqr-upload does, then upload it adopting it."""
+    payload = payload_for(path)
+    early = BackgroundScan(payload, early_chunk, early_algorithm).start()
+    seen: list[tuple[str, dict[str, str]]] = []
+    uploader = ReportUploader(
+        server.url,
+        ReportTarget("O4", "S230518h", "llo", 1),
+        options,
+        recording_factory(seen),
+        ResumeStore(store_dir),
+    )
+    uploader.adopt_scan(early)
+    result = uploader.upload(uploader.plan(path, payload))
+    return result, early, seen
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_dqr_upload_imports_the_http_stack_only_after_parsing_its_options() -> None:
+    probe = (
+        "import sys, dqrxfer.cli.upload\n"
+        "print(sorted(m for m in ('requests', 'urllib3', 'gssapi') if m in sys.modules))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "[]"
+
+
+def test_an_adopted_pass_gives_the_sha256_and_the_chunk_checksums(
+    live_server: LiveServer, payload_path: Path, tmp_path: Path, passes: list[object]
+) -> None:
+    options = UploadOptions(chunk_size=MiB, overlap_min_size=MiB)
+    result, early, seen = upload_adopting(
+        live_server, payload_path, tmp_path / "store", options, MiB, "crc32"
+    )
+
+    assert passes == []  # no second pass over the payload
+    assert result.sha256 == early.scan.sha256 == sha256(payload_path)  # type: ignore[attr-defined]
+    patches = [headers for method, headers in seen if method == "PATCH"]
+    assert patches and all(h["Upload-Checksum"].startswith("crc32 ") for h in patches)
+
+
+def test_an_adopted_pass_drops_its_chunk_checksums_when_none_are_sent(
+    live_server: LiveServer, payload_path: Path, tmp_path: Path, passes: list[object]
+) -> None:
+    options = UploadOptions(chunk_size=MiB, checksums=False, overlap_min_size=MiB)
+    result, early, seen = upload_adopting(
+        live_server, payload_path, tmp_path / "store", options, MiB, "crc32"
+    )
+
+    assert passes == []
+    assert early.scan.algorithm is None
+    assert result.sha256 == sha256(payload_path)  # type: ignore[attr-defined]
+    patches = [headers for method, headers in seen if method == "PATCH"]
+    assert patches and not any("Upload-Checksum" in h for h in patches)
+
+
+def test_an_adopted_pass_on_another_chunk_grid_is_replaced(
+    live_server: LiveServer, payload_path: Path, tmp_path: Path, passes: list[object]
+) -> None:
+    options = UploadOptions(chunk_size=MiB, overlap_min_size=MiB)
+    result, early, seen = upload_adopting(
+        live_server, payload_path, tmp_path / "store", options, 2 * MiB, "crc32"
+    )
+
+    assert len(passes) == 1  # the uploader's own pass, on its grid
+    assert early.wait(0)  # the adopted one was stopped, not left running
+    assert result.sha256 == sha256(payload_path)  # type: ignore[attr-defined]
+    patches = [headers for method, headers in seen if method == "PATCH"]
+    assert all(h["Upload-Checksum"].startswith("crc32 ") for h in patches)
+
+
+def test_without_concatenation_the_adopted_pass_is_waited_for(
+    plain_server: LiveServer, payload_path: Path, tmp_path: Path, passes: list[object]
+) -> None:
+    options = UploadOptions(chunk_size=MiB, overlap_min_size=MiB)
+    result, _, seen = upload_adopting(
+        plain_server, payload_path, tmp_path / "store", options, MiB, "crc32"
+    )
+
+    assert passes == []
+    assert result.sha256 == sha256(payload_path)  # type: ignore[attr-defined]
+    creations = [headers for method, headers in seen if method == "POST"]
+    assert len(creations) == 1 and "Upload-Concat" not in creations[0]
+    assert (plain_server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_1/summary.bin").exists()
