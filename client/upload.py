@@ -120,20 +120,27 @@ class PieceSizer:
       few per cent of the data, and on a link that stops failing pieces grow
       back to the chunk size.  Without checksums the server keeps partial
       chunks and pieces are the chunk size.
+    * With ``max_piece`` above the chunk size, each PATCH that went through
+      whole doubles the limit, up to ``max_piece`` (fewer requests on a good
+      link); a failure brings it back to the chunk size.
     """
 
     FIRST_FRACTION = 8
     FRACTION = 16
 
-    def __init__(self, chunk_size: int, adaptive: bool, resuming: bool) -> None:
+    def __init__(
+        self, chunk_size: int, adaptive: bool, resuming: bool, max_piece: int | None = None
+    ) -> None:
         self.chunk_size = chunk_size
+        self.max_piece = max(chunk_size, max_piece or chunk_size)
+        self.limit = chunk_size
         self.adaptive = adaptive
         self.ramp: int | None = MIN_PIECE if resuming else None
         self.distance: float | None = None  # bytes between failures, smoothed
         self.run = 0  # bytes acknowledged since the last failure
 
     def next(self) -> int:
-        sizes = [self.chunk_size]
+        sizes = [self.limit]
         if self.ramp is not None:
             sizes.append(self.ramp)
         if self.adaptive:
@@ -148,9 +155,12 @@ class PieceSizer:
         self.run += count
         if self.ramp is not None:
             self.ramp = None if self.ramp * 2 >= self.chunk_size else self.ramp * 2
+        elif count >= self.limit:
+            self.limit = min(self.max_piece, self.limit * 2)
 
     def failed(self) -> None:
         self.ramp = MIN_PIECE
+        self.limit = self.chunk_size
         run = float(self.run)
         self.distance = run if self.distance is None else (self.distance + run) / 2
         self.run = 0
@@ -178,7 +188,10 @@ class UploadOptions:
     server's concatenation extension); ``checksums`` sends Upload-Checksum
     when the server offers it; ``resume`` uses the resume store;
     ``overlap_min_size``: payloads at least this large are hashed while
-    they are sent (needs concatenation too)."""
+    they are sent (needs concatenation too).  ``max_piece``: a PATCH may
+    grow to this many bytes (whole chunks) while the link holds, when the
+    server takes no chunk checksums or CRC-32 ones; None: ``chunk_size``
+    bytes at most (``dqr-upload`` sets it unless ``--chunk-size`` is given)."""
 
     chunk_size: int = DEFAULT_CHUNK_SIZE
     parallel: int = 1
@@ -187,6 +200,7 @@ class UploadOptions:
     resume: bool = True
     as_file: bool = False
     overlap_min_size: int = OVERLAP_MIN_SIZE
+    max_piece: int | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
@@ -599,11 +613,21 @@ class ReportUploader:
         checksum_failures = 0
         until = length if until is None else until
         # Resuming: the server may still be writing what the last run sent.
-        sizer = PieceSizer(chunk, hashed.algorithm is not None, resuming=offset > 0)
+        sizer = PieceSizer(
+            chunk,
+            hashed.algorithm is not None,
+            resuming=offset > 0,
+            max_piece=self.options.max_piece if hashed.algorithm in (None, "crc32") else None,
+        )
         while offset < until:
             start = base + offset
-            end = min(base + until, (start // chunk + 1) * chunk, start + sizer.next())
-            header = self._checksum_header(payload, hashed, start, end)
+            line = (start // chunk + 1) * chunk  # the next line of the chunk grid
+            limit = start + sizer.next()
+            if start % chunk == 0 and limit > line:
+                line = limit // chunk * chunk  # several whole chunks
+            end, header = self._checksum_header(
+                payload, hashed, start, min(base + until, line, limit)
+            )
             log.debug("%s: PATCH %d bytes at offset %d", payload.filename, end - start, offset)
             body = SliceBody(payload, start, end, tally.sending(stream))
             try:
@@ -637,13 +661,23 @@ class ReportUploader:
             retrier.progress()
             tally.acknowledge(stream, offset)
 
-    def _checksum_header(self, payload: Payload, hashed: Scan, start: int, end: int) -> str | None:
+    def _checksum_header(
+        self, payload: Payload, hashed: Scan, start: int, end: int
+    ) -> tuple[int, str | None]:
+        """Where the PATCH from ``start`` ends (``end`` or before it) and its
+        Upload-Checksum: from the chunk digests of the grid if they are known
+        (a piece of several chunks ends where they stop being known), else
+        computed here for at most one chunk (pieces off the grid after a
+        failure, or a digest the hashing thread is still far from)."""
         if not hashed.algorithm:
-            return None
-        digest = hashed.grid_digest(start, end)
-        if digest is None:  # off the grid (small pieces after failures), or not known yet
+            return end, None
+        span = hashed.span_digest(start, end)
+        if span is None:
+            end = min(end, (start // hashed.chunk_size + 1) * hashed.chunk_size)
             digest = checksum_range(payload, hashed.algorithm, start, end)
-        return tus_checksum(hashed.algorithm, digest)
+        else:
+            end, digest = span
+        return end, tus_checksum(hashed.algorithm, digest)
 
     # -- partial uploads, hashed while they are sent ----------------------------
 

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dqrxfer.errors import UsageError, worst_exit_code
-from dqrxfer.payload import DEFAULT_CHUNK_SIZE, BackgroundScan, MiB, payload_for, scan
+from dqrxfer.payload import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_PIECE,
+    BackgroundScan,
+    MiB,
+    payload_for,
+    scan,
+)
 from dqrxfer.progress import human_bytes
 
 from .common import (
@@ -78,9 +85,9 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chunk-size",
         type=int,
-        default=DEFAULT_CHUNK_SIZE // MiB,
         metavar="MiB",
-        help="size of each PATCH request in MiB (default %(default)s)",
+        help=f"size of each PATCH request in MiB (default: {DEFAULT_CHUNK_SIZE // MiB}, growing "
+        f"to {DEFAULT_MAX_PIECE // MiB} while the link holds)",
     )
     parser.add_argument(
         "-j",
@@ -120,17 +127,24 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def chunk_size(args: argparse.Namespace) -> int:
+    """The chunk grid in bytes (``--chunk-size``, else the default)."""
+    return DEFAULT_CHUNK_SIZE if args.chunk_size is None else args.chunk_size * MiB
+
+
 def options_from(args: argparse.Namespace) -> UploadOptions:
     from dqrxfer.upload import UploadOptions
 
-    if args.chunk_size < 1:
+    if args.chunk_size is not None and args.chunk_size < 1:
         raise UsageError("--chunk-size: must be at least 1 (MiB)")
     if args.jobs < 1:
         raise UsageError("--jobs: must be at least 1")
     if args.parallel < 1:
         raise UsageError("--parallel: must be at least 1")
     return UploadOptions(
-        chunk_size=args.chunk_size * MiB,
+        chunk_size=chunk_size(args),
+        # Pinned by --chunk-size; else growing on a good link.
+        max_piece=None if args.chunk_size is not None else DEFAULT_MAX_PIECE,
         parallel=args.parallel,
         retry=retry_policy(args),
         checksums=args.checksums,
@@ -169,14 +183,14 @@ def hash_early(args: argparse.Namespace, path: Path) -> BackgroundScan | None:
     drops them otherwise).  None when the options or the path are bad: they
     are refused in the usual order later.
     """
-    if args.chunk_size < 1 or args.parallel < 1 or args.jobs < 1:
+    if chunk_size(args) < 1 or args.parallel < 1 or args.jobs < 1:
         return None
     try:
         payload = payload_for(path, as_file=args.as_file)
     except UsageError:
         return None
     algorithm = "crc32" if args.checksums else None
-    return BackgroundScan(payload, args.chunk_size * MiB, algorithm).start()
+    return BackgroundScan(payload, chunk_size(args), algorithm).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
