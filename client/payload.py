@@ -32,6 +32,11 @@ from typing import Protocol
 from . import contract
 from .errors import PayloadChangedError, UsageError
 
+try:  # ISA-L's CRC-32 (carry-less multiplication): about three times zlib's speed
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - a platform without ISA-L wheels
+    from zlib import crc32
+
 MiB = 1024 * 1024
 #: Bytes of one PATCH request unless told otherwise; also the grid of the
 #: per-chunk checksums that :func:`scan` computes.
@@ -225,13 +230,14 @@ CHECKSUM_PREFERENCE = ("crc32", "sha1", "sha256", "md5")
 
 
 class Crc32:
-    """zlib's CRC-32 behind the hashlib interface."""
+    """zlib's CRC-32 (computed by ISA-L where it is installed, the same values)
+    behind the hashlib interface."""
 
     def __init__(self) -> None:
         self.value = 0
 
     def update(self, data: bytes) -> None:
-        self.value = zlib.crc32(data, self.value)
+        self.value = crc32(data, self.value)
 
     def digest(self) -> bytes:
         return self.value.to_bytes(4, "big")

@@ -148,3 +148,14 @@ def test_dqr_upload_grows_its_pieces_unless_the_chunk_size_is_given(
 
     assert largest_patch(1) > 8 * MiB
     assert largest_patch(2, "--chunk-size", "8") == 8 * MiB
+
+
+def test_crc32_is_computed_by_isa_l_where_its_wheels_exist() -> None:
+    import platform
+
+    from dqrxfer import payload
+
+    if platform.machine() not in ("x86_64", "aarch64", "arm64", "AMD64"):
+        pytest.skip("no ISA-L wheels for this machine: zlib's CRC-32 is used")
+    assert payload.crc32.__module__.startswith("isal")
+    assert payload.crc32(b"dqrxfer", 7) == zlib.crc32(b"dqrxfer", 7)

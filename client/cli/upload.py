@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -193,6 +195,19 @@ def hash_early(args: argparse.Namespace, path: Path) -> BackgroundScan | None:
     return BackgroundScan(payload, chunk_size(args), algorithm).start()
 
 
+@contextlib.contextmanager
+def collections_after_start_up() -> Iterator[None]:
+    """No garbage collection while the modules load (their objects live as
+    long as the process: collecting among them is wasted work, some 30 ms of
+    start-up); afterwards they are set aside from later collections."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = setup_logging(args)
@@ -200,20 +215,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     def action(log: logging.Logger) -> int:
         paths = [Path(path) for path in args.paths]
         early = None if args.dry_run else hash_early(args, paths[0])
-        from dqrxfer.upload import ReportTarget, ReportUploader
+        with collections_after_start_up():
+            from dqrxfer.upload import ReportTarget, ReportUploader
 
-        target = ReportTarget(args.project, args.graceid, args.uploader, args.revision, args.subdir)
-        options = options_from(args)
-        if args.dry_run:
-            uploader = ReportUploader(server_url(args), target, options)
-            return dry_run(uploader, paths, log)
-        uploader = ReportUploader(
-            server_url(args),
-            target,
-            options,
-            session_factory=make_session_factory(args),
-            progress=make_progress(args),
-        )
+            target = ReportTarget(
+                args.project, args.graceid, args.uploader, args.revision, args.subdir
+            )
+            options = options_from(args)
+            if args.dry_run:
+                uploader = ReportUploader(server_url(args), target, options)
+                return dry_run(uploader, paths, log)
+            uploader = ReportUploader(
+                server_url(args),
+                target,
+                options,
+                session_factory=make_session_factory(args),
+                progress=make_progress(args),
+            )
         if early is not None:
             uploader.adopt_scan(early)
         # Refuse bad input before sending.
