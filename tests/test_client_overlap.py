@@ -81,12 +81,19 @@ def entries(env: dict[str, str]) -> list[dict]:
 
 
 def uploads(server: LiveServer) -> dict[str, dict]:
-    """The server's uploads by id: their state files, and ``size`` of their data."""
+    """The server's uploads by id: their state files, and ``size`` of their data.
+
+    Read while the server works: a state file being written at creation (in
+    place: empty or torn for a moment) or renamed at completion is left for
+    the next look."""
     found = {}
     for state in (server.data_dir / "uploads").glob("*.*"):
         if state.suffix in (".info", ".done"):
-            info = json.loads(state.read_text())
-            info["size"] = (state.parent / state.stem).stat().st_size
+            try:
+                info = json.loads(state.read_text())
+                info["size"] = (state.parent / state.stem).stat().st_size
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue
             found[state.stem] = info
     return found
 
