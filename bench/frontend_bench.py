@@ -40,13 +40,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from servers import BIN  # noqa: E402
+from servers import BIN, tree_cpu  # noqa: E402
 from support.deployment import deployed  # noqa: E402
 from support.kerberos import Realm  # noqa: E402
 from support.live import LiveServer  # noqa: E402
@@ -66,23 +64,6 @@ class Sample:
     gunicorn_cpu: float
     handshakes: int = 0
     patches: int = 0
-
-
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process and its children, now."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def upload(

@@ -37,6 +37,38 @@ def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60) 
     raise RuntimeError(f"nothing listens on {port} after {timeout}s")
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants; empty if it is gone."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and its descendants, in bytes, now."""
+    total = 0
+    for process in process_tree(pid):
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants, now."""
+    total = 0.0
+    for process in process_tree(pid):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 class Server:
     """Base: a process group started in a scratch directory."""
 
@@ -77,35 +109,12 @@ class Server:
     def rss(self) -> int:
         """Resident memory of the whole process tree, in bytes."""
         assert self.process is not None
-        try:
-            root = psutil.Process(self.process.pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0
-        total = 0
-        for process in processes:
-            try:
-                total += process.memory_info().rss
-            except psutil.NoSuchProcess:
-                continue
-        return total
+        return tree_rss(self.process.pid)
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) of the whole process tree so far, in seconds."""
         assert self.process is not None
-        try:
-            root = psutil.Process(self.process.pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0.0
-        total = 0.0
-        for process in processes:
-            try:
-                times = process.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        return total
+        return tree_cpu(self.process.pid)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
