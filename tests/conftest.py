@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from support.kerberos import Realm, kdc_available
-from support.live import LiveServer, tool
+from support.live import NO_CONCATENATION, LiveServer, tool
 
 POSTGRES_URL = os.environ.get(
     "DQRXFER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -28,6 +28,14 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def live_server(data_dir: Path) -> Iterator[LiveServer]:
     server = LiveServer(data_dir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def plain_server(data_dir: Path) -> Iterator[LiveServer]:
+    """The real server, its answers without the concatenation extensions."""
+    server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(NO_CONCATENATION)]).start()
     yield server
     server.stop()
 

@@ -12,7 +12,6 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,6 @@ from dqrxfer.upload import ReportTarget, ReportUploader, UploadOptions
 from support.live import LiveServer
 
 MiB = 1024 * 1024
-NO_CONCATENATION = Path(__file__).parent / "support" / "no_concatenation.py"
-
-
-@pytest.fixture
-def plain_server(data_dir: Path) -> Iterator[LiveServer]:
-    """The real server, its answers without the concatenation extensions."""
-    server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(NO_CONCATENATION)]).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

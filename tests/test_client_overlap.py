@@ -23,20 +23,11 @@ import pytest
 from conftest import run_cli
 from dqrxfer.upload import TAIL
 from support.faultproxy import FaultProxy, Faults
-from support.live import LiveServer, tool
+from support.live import NO_CONCATENATION, LiveServer, tool
 
 MiB = 1024 * 1024
 REPORT = "reports/O4/S230518h_dir/S230518h_llo_{revision}"
 FAST_RETRIES = ["--retries", "30", "--retry-wait", "0.05", "--deadline", "300"]
-NO_CONCATENATION = Path(__file__).parent / "support" / "no_concatenation.py"
-
-
-@pytest.fixture
-def plain_server(data_dir: Path) -> Iterator[LiveServer]:
-    """The real server, its answers without the concatenation extensions."""
-    server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(NO_CONCATENATION)]).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

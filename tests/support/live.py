@@ -15,6 +15,9 @@ from pathlib import Path
 import requests
 
 BIN = Path(sys.executable).parent
+#: A gunicorn configuration that hides the concatenation extensions (a server
+#: as one without them answers), for ``LiveServer(extra_args=[...])``.
+NO_CONCATENATION = Path(__file__).parent / "no_concatenation.py"
 
 
 def tool(name: str) -> str:
