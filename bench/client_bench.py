@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import math
 import os
 import random
 import resource
@@ -103,10 +104,12 @@ class CliRun:
     stderr: str
 
 
-def dqr_upload(url: str, path: Path, revision: int, extra: list[str], cache: Path) -> CliRun:
-    """Run dqr-upload as a process: its time, peak RSS, CPU and stderr."""
+def dqr_upload(
+    url: str, path: Path, revision: int, extra: list[str], cache: Path, bin_dir: Path = BIN
+) -> CliRun:
+    """Run dqr-upload (of ``bin_dir``) as a process: its time, peak RSS, CPU and stderr."""
     command = [
-        str(BIN / "dqr-upload"),
+        str(bin_dir / "dqr-upload"),
         "-s",
         url,
         "-p",
@@ -201,7 +204,7 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
 
         return action
 
-    def cli(extra: list[str], pinned: bool = True):  # type: ignore[no-untyped-def]
+    def cli(extra: list[str], pinned: bool = True, bin_dir: Path = BIN):  # type: ignore[no-untyped-def]
         """dqr-upload with --chunk-size (or, not ``pinned``, its default
         pieces: 8 MiB growing to 64 MiB while the link holds)."""
 
@@ -209,7 +212,7 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
             url = f"http://127.0.0.1:{server.port}"
             pin = ["--chunk-size", str(args.chunk_mib)] if pinned else []
             options = ["-q", *pin, *extra]
-            run = dqr_upload(url, path, next(counter), options, cache)
+            run = dqr_upload(url, path, next(counter), options, cache, bin_dir)
             return run.seconds, run.cpu
 
         return action
@@ -223,12 +226,29 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
         "dqr-upload --no-checksum, default pieces": cli(["--no-checksum"], pinned=False),
         "dqr-upload (crc32 per chunk), default pieces": cli([], pinned=False),
     }
+    if args.baseline_bin:
+        # Another install's dqr-upload (an earlier release, say), same rounds.
+        for name, extra, pinned in [
+            ("dqr-upload --no-checksum", ["--no-checksum"], True),
+            ("dqr-upload (crc32 per chunk)", [], True),
+            ("dqr-upload --no-checksum, default pieces", ["--no-checksum"], False),
+            ("dqr-upload (crc32 per chunk), default pieces", [], False),
+        ]:
+            names[f"baseline {name}"] = cli(extra, pinned, args.baseline_bin)
+    # The minimal client without hashing is every row's reference: always run.
+    names = {
+        name: action
+        for name, action in names.items()
+        if name == "minimal client, no checksums"
+        or not args.only
+        or any(part in name for part in args.only)
+    }
     configs = {name: with_server(name, action) for name, action in names.items()}
     results = rounds(configs, args.runs)
     size = args.size_mib
     plain = statistics.median(results["minimal client, no checksums"])
-    crc = statistics.median(results["minimal client, crc32 per chunk"])
-    hashed = statistics.median(results["minimal client, sha256 first"])
+    crc = statistics.median(results.get("minimal client, crc32 per chunk", [math.nan]))
+    hashed = statistics.median(results.get("minimal client, sha256 first", [math.nan]))
     rows = []
     for name, times in results.items():
         median = statistics.median(times)
@@ -406,6 +426,19 @@ def main() -> int:
     one.add_argument("--size-mib", type=int, default=1024)
     one.add_argument("--chunk-mib", type=int, default=8)
     one.add_argument("--runs", type=int, default=3)
+    one.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="run only the configurations whose name contains this (repeatable; "
+        "the minimal client without hashing always runs)",
+    )
+    one.add_argument(
+        "--baseline-bin",
+        type=Path,
+        help="bin directory of another install (an earlier release): its dqr-upload "
+        "runs in the same rounds, as 'baseline' rows",
+    )
     two = commands.add_parser("memory", help="peak RSS at several chunk sizes")
     two.add_argument("--size-mib", type=int, default=512)
     two.add_argument("--chunks", type=int, nargs="+", default=[8, 64])
