@@ -96,6 +96,11 @@ log = logging.getLogger("dqr-xfer")
 MAX_CHECKSUM_FAILURES = 3
 #: The smallest PATCH body the client sends (but for a payload's last bytes).
 MIN_PIECE = 256 * 1024
+#: Before the link has failed once, a checksummed piece may be as large as
+#: this share of the upload (as well as 1/8 of what got through): a first cut
+#: then costs at most 1/64 of the payload, and a large payload on a clean link
+#: starts with whole chunks instead of 256 KiB pieces (1 GiB: 32 PATCHes, not 72).
+FIRST_CUT_SHARE = 64
 #: Payloads at least this large are sent while they are hashed (partial and
 #: final upload) when the server can concatenate: one request more, hashing
 #: for free.  Below it the hash takes less time than a round trip.
@@ -115,8 +120,9 @@ class PieceSizer:
       middle (it cannot verify it), so a cut costs everything sent of that
       chunk.  Pieces are then kept small relative to the bytes that get
       through between failures: before the first failure at most 1/8 of what
-      got through so far, after failures about 1/16 of the typical stretch
-      between them (never less than :data:`MIN_PIECE`).  A cut then costs a
+      got through so far or 1/:data:`FIRST_CUT_SHARE` of the upload, after
+      failures about 1/16 of the typical stretch between them (never less
+      than :data:`MIN_PIECE`).  A cut then costs a
       few per cent of the data, and on a link that stops failing pieces grow
       back to the chunk size.  Without checksums the server keeps partial
       chunks and pieces are the chunk size.
@@ -129,9 +135,15 @@ class PieceSizer:
     FRACTION = 16
 
     def __init__(
-        self, chunk_size: int, adaptive: bool, resuming: bool, max_piece: int | None = None
+        self,
+        chunk_size: int,
+        adaptive: bool,
+        resuming: bool,
+        max_piece: int | None = None,
+        length: int = 0,
     ) -> None:
         self.chunk_size = chunk_size
+        self.first_cut = max(MIN_PIECE, length // FIRST_CUT_SHARE)
         self.max_piece = max(chunk_size, max_piece or chunk_size)
         self.limit = chunk_size
         self.adaptive = adaptive
@@ -145,7 +157,7 @@ class PieceSizer:
             sizes.append(self.ramp)
         if self.adaptive:
             if self.distance is None:
-                sizes.append(max(MIN_PIECE, self.run // self.FIRST_FRACTION))
+                sizes.append(max(self.first_cut, self.run // self.FIRST_FRACTION))
             else:
                 stretch = max(self.distance, self.run / 2)
                 sizes.append(max(MIN_PIECE, int(stretch) // self.FRACTION))
@@ -618,6 +630,7 @@ class ReportUploader:
             hashed.algorithm is not None,
             resuming=offset > 0,
             max_piece=self.options.max_piece if hashed.algorithm in (None, "crc32") else None,
+            length=length,
         )
         while offset < until:
             start = base + offset
