@@ -25,24 +25,18 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
+
+from .pools import ProcessLocalPool
 
 #: Uploads whose running hash one process keeps (least recently used go first).
 MAX_ENTRIES = 256
 #: Threads hashing for all requests of a process.
 HASH_THREADS = 4
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="dqrxfer-sha256")
-        return _pool
+#: The process's hashing threads (a forked worker starts its own).
+_pool = ProcessLocalPool(HASH_THREADS, thread_name_prefix="dqrxfer-sha256")
 
 
 class RunningDigests:
@@ -110,7 +104,7 @@ class Feeder:
         view = memoryview(self._buffers[index])[:size]
         view[:] = block
         self.wait()
-        self._pending = _executor().submit(self.digest.update, view)
+        self._pending = _pool.get().submit(self.digest.update, view)
 
     def wait(self) -> None:
         """Block until every block fed so far is hashed."""

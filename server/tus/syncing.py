@@ -17,17 +17,18 @@ of 1.6 to 3.2 ms together against 2.6 to 6.3 ms one after the other, and the
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+
+from .pools import ProcessLocalPool
 
 #: Threads that issue the extra fsyncs of :func:`fsync_together`.  fsync
 #: releases the GIL; a thread only waits for the disk.
 FSYNC_THREADS = 8
 
-_executor: ThreadPoolExecutor | None = None
-_executor_pid = 0
-_executor_lock = threading.Lock()
+#: The process's fsync threads (a forked worker starts its own: threads do
+#: not survive ``fork``).
+_pool = ProcessLocalPool(FSYNC_THREADS, thread_name_prefix="fsync")
 
 
 def fsync_path(path: str | os.PathLike[str], directory: bool = False) -> None:
@@ -57,7 +58,7 @@ def fsync_together(
     if len(jobs) == 1:
         fsync_path(*jobs[0])
         return
-    futures: list[Future[None]] = [_pool().submit(fsync_path, *job) for job in jobs[1:]]
+    futures: list[Future[None]] = [_pool.get().submit(fsync_path, *job) for job in jobs[1:]]
     error: OSError | None = None
     try:
         fsync_path(*jobs[0])
@@ -70,16 +71,3 @@ def fsync_together(
             error = error or failure
     if error is not None:
         raise error
-
-
-def _pool() -> ThreadPoolExecutor:
-    """The process's fsync threads (a forked worker starts its own: threads
-    do not survive ``fork``)."""
-    global _executor, _executor_pid
-    pid = os.getpid()
-    if _executor is None or _executor_pid != pid:
-        with _executor_lock:
-            if _executor is None or _executor_pid != pid:
-                _executor = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="fsync")
-                _executor_pid = pid
-    return _executor
