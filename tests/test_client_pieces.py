@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import os
 import random
 import zlib
@@ -22,6 +21,7 @@ from dqrxfer.payload import FilePayload, crc32_combine, scan
 from dqrxfer.resume import ResumeStore
 from dqrxfer.session import make_session
 from dqrxfer.upload import ReportTarget, ReportUploader, UploadOptions
+from support.isal import require_isal
 from support.live import LiveServer
 
 MiB = 1024 * 1024
@@ -152,13 +152,8 @@ def test_dqr_upload_grows_its_pieces_unless_the_chunk_size_is_given(
 
 
 def test_crc32_is_computed_by_isa_l_where_its_wheels_exist() -> None:
-    import platform
-
     from dqrxfer import payload
 
-    if platform.machine() not in ("x86_64", "aarch64", "arm64", "AMD64"):
-        pytest.skip("no ISA-L wheels for this machine: zlib's CRC-32 is used")
-    if importlib.util.find_spec("isal") is None:  # an environment made before the dependency
-        pytest.skip("isal is not installed here: pip install -e . installs it")
+    require_isal()
     assert payload.crc32.__module__.startswith("isal")
     assert payload.crc32(b"dqrxfer", 7) == zlib.crc32(b"dqrxfer", 7)

@@ -4,13 +4,11 @@ through a live server)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import platform
 import zlib
 
-import pytest
 from dqrxfer.server.tus import checksum
+from support.isal import require_isal
 
 
 def test_crc32_gives_zlib_s_value_whatever_the_pieces() -> None:
@@ -22,8 +20,5 @@ def test_crc32_gives_zlib_s_value_whatever_the_pieces() -> None:
 
 
 def test_crc32_is_computed_by_isa_l_where_its_wheels_exist() -> None:
-    if platform.machine() not in ("x86_64", "aarch64", "arm64", "AMD64"):
-        pytest.skip("no ISA-L wheels for this machine: zlib's CRC-32 is used")
-    if importlib.util.find_spec("isal") is None:  # an environment made before the dependency
-        pytest.skip("isal is not installed here: pip install -e . installs it")
+    require_isal()
     assert checksum.crc32.__module__.startswith("isal")
