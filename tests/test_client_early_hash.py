@@ -106,18 +106,38 @@ def test_dqr_upload_imports_the_http_stack_only_after_parsing_its_options() -> N
     assert output.strip() == "[]"
 
 
+@pytest.mark.parametrize(
+    ("server_fixture", "creations"),
+    [
+        pytest.param("live_server", ["partial", "final"], id="concatenation"),
+        pytest.param("plain_server", [None], id="without-concatenation"),
+    ],
+)
 def test_an_adopted_pass_gives_the_sha256_and_the_chunk_checksums(
-    live_server: LiveServer, payload_path: Path, tmp_path: Path, passes: list[object]
+    request: pytest.FixtureRequest,
+    server_fixture: str,
+    creations: list[str | None],
+    payload_path: Path,
+    tmp_path: Path,
+    passes: list[object],
 ) -> None:
+    """With concatenation the payload is sent while the adopted pass goes on;
+    without it the pass is waited for (hash first, then send).  Either way no
+    second pass, and the pass's sha256 and chunk checksums are the ones used."""
+    server: LiveServer = request.getfixturevalue(server_fixture)
     options = UploadOptions(chunk_size=MiB, overlap_min_size=MiB)
     result, early, seen = upload_adopting(
-        live_server, payload_path, tmp_path / "store", options, MiB, "crc32"
+        server, payload_path, tmp_path / "store", options, MiB, "crc32"
     )
 
     assert passes == []  # no second pass over the payload
     assert result.sha256 == early.scan.sha256 == sha256(payload_path)  # type: ignore[attr-defined]
     patches = [headers for method, headers in seen if method == "PATCH"]
     assert patches and all(h["Upload-Checksum"].startswith("crc32 ") for h in patches)
+    # The kind of upload each POST asked for (None: a plain upload, no Upload-Concat).
+    concat = [h.get("Upload-Concat", "").split(";")[0] or None for m, h in seen if m == "POST"]
+    assert concat == creations
+    assert (server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_1/summary.bin").exists()
 
 
 def test_an_adopted_pass_drops_its_chunk_checksums_when_none_are_sent(
@@ -148,18 +168,3 @@ def test_an_adopted_pass_on_another_chunk_grid_is_replaced(
     assert result.sha256 == sha256(payload_path)  # type: ignore[attr-defined]
     patches = [headers for method, headers in seen if method == "PATCH"]
     assert all(h["Upload-Checksum"].startswith("crc32 ") for h in patches)
-
-
-def test_without_concatenation_the_adopted_pass_is_waited_for(
-    plain_server: LiveServer, payload_path: Path, tmp_path: Path, passes: list[object]
-) -> None:
-    options = UploadOptions(chunk_size=MiB, overlap_min_size=MiB)
-    result, _, seen = upload_adopting(
-        plain_server, payload_path, tmp_path / "store", options, MiB, "crc32"
-    )
-
-    assert passes == []
-    assert result.sha256 == sha256(payload_path)  # type: ignore[attr-defined]
-    creations = [headers for method, headers in seen if method == "POST"]
-    assert len(creations) == 1 and "Upload-Concat" not in creations[0]
-    assert (plain_server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_1/summary.bin").exists()
