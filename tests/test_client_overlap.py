@@ -13,9 +13,7 @@ import base64
 import hashlib
 import json
 import os
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +21,8 @@ import pytest
 from conftest import run_cli
 from dqrxfer.upload import TAIL
 from support.faultproxy import FaultProxy, Faults
-from support.live import NO_CONCATENATION, LiveServer, tool
+from support.kill import kill_when
+from support.live import NO_CONCATENATION, LiveServer
 
 MiB = 1024 * 1024
 REPORT = "reports/O4/S230518h_dir/S230518h_llo_{revision}"
@@ -95,37 +94,6 @@ def finals(server: LiveServer) -> list[dict]:
 
 def partials(server: LiveServer) -> list[dict]:
     return [info for info in uploads(server).values() if info.get("concat") == "partial"]
-
-
-def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def kill_when(args: list[str], env: dict[str, str], condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    """Run dqr-upload and SIGKILL it once ``condition()`` holds."""
-    process = subprocess.Popen(
-        [tool(args[0]), *args[1:]],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-
-        def reached() -> bool:
-            assert process.poll() is None, process.communicate()[1]
-            return bool(condition())
-
-        wait_for(reached, 120, what)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait(timeout=30)
-        process.stderr.close()  # type: ignore[union-attr]
-    assert process.returncode == -signal.SIGKILL
 
 
 # -- the requests ------------------------------------------------------------------
@@ -233,28 +201,40 @@ def test_a_large_file_from_the_command_line_is_hashed_while_it_is_sent(
 # -- resuming ------------------------------------------------------------------
 
 
-def test_killed_while_the_partial_upload_travels_resumes_it(
-    live_server: LiveServer, big_file: Path, client_env: dict[str, str]
-) -> None:
+def kill_half_way_then_resume(
+    server: LiveServer, big_file: Path, env: dict[str, str]
+) -> tuple[dict, list[dict], subprocess.CompletedProcess[str]]:
+    """Kill dqr-upload (on a slow link) once the server holds half of the
+    payload, then run it again (on a fast one): it must resume, sending little
+    more than the other half.  Returns the client's resume entry and the
+    server's uploads as they were at the kill, and the re-run."""
     size = big_file.stat().st_size
-    with FaultProxy(live_server.port, Faults(rate=32 * MiB)) as proxy:
+    with FaultProxy(server.port, Faults(rate=32 * MiB)) as proxy:
         args = command(proxy.url, big_file)
 
         def half_way() -> bool:
-            found = partials(live_server)
+            found = list(uploads(server).values())
             return bool(found) and found[0]["size"] >= size // 2
 
-        kill_when(args, client_env, half_way, "half of the payload on the server")
-        (entry,) = entries(client_env)
-        assert len(entry["partials"]) == 1 and entry["url"] is None and entry["sha256"] == ""
-        assert finals(live_server) == []
+        kill_when(args, env, half_way, "half of the payload on the server")
+        (entry,) = entries(env)
+        at_kill = list(uploads(server).values())
         proxy.faults = Faults()
         proxy.reset_counters()
-        result = run_cli(*args, env=client_env, timeout=300)
+        result = run_cli(*args, env=env, timeout=300)
         assert result.returncode == 0, result.stderr
         assert "INFO:dqr-xfer:Resuming big.bin at" in result.stderr
-        assert entry["partials"][0] in result.stderr
         assert proxy.counters.up_bytes <= 0.55 * size, proxy.counters
+    return entry, at_kill, result
+
+
+def test_killed_while_the_partial_upload_travels_resumes_it(
+    live_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    entry, at_kill, result = kill_half_way_then_resume(live_server, big_file, client_env)
+    assert len(entry["partials"]) == 1 and entry["url"] is None and entry["sha256"] == ""
+    assert [upload.get("concat") for upload in at_kill] == ["partial"]  # no final upload yet
+    assert entry["partials"][0] in result.stderr
     assert sha256(published(live_server, "big.bin")) == sha256(big_file)
     assert len(partials(live_server)) == len(finals(live_server)) == 1
     assert entries(client_env) == []
@@ -333,23 +313,9 @@ def test_a_payload_the_server_refuses_is_refused_before_it_is_sent(
 def test_without_concatenation_the_payload_is_hashed_first_and_resumes_alike(
     plain_server: LiveServer, big_file: Path, client_env: dict[str, str]
 ) -> None:
-    size = big_file.stat().st_size
-    with FaultProxy(plain_server.port, Faults(rate=32 * MiB)) as proxy:
-        args = command(proxy.url, big_file)
-
-        def half_way() -> bool:
-            found = list(uploads(plain_server).values())
-            return bool(found) and found[0]["size"] >= size // 2
-
-        kill_when(args, client_env, half_way, "half of the payload on the server")
-        (entry,) = entries(client_env)
-        assert entry["partials"] == [] and entry["sha256"] == sha256(big_file)
-        proxy.faults = Faults()
-        proxy.reset_counters()
-        result = run_cli(*args, env=client_env, timeout=300)
-        assert result.returncode == 0, result.stderr
-        assert "INFO:dqr-xfer:Resuming big.bin at" in result.stderr
-        assert proxy.counters.up_bytes <= 0.55 * size, proxy.counters
+    entry, at_kill, result = kill_half_way_then_resume(plain_server, big_file, client_env)
+    assert entry["partials"] == [] and entry["sha256"] == sha256(big_file)
+    assert [upload.get("concat") for upload in at_kill] == [None]
     assert "hashing it meanwhile" not in result.stderr
     (upload,) = uploads(plain_server).values()
     assert upload.get("concat") is None and upload["metadata"]["sha256"] == sha256(big_file)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -17,6 +16,7 @@ import pytest
 import requests
 from conftest import run_cli
 from support.faultproxy import FaultProxy, Faults
+from support.kill import kill_when
 from support.live import LiveServer, free_port, tool
 
 MiB = 1024 * 1024
@@ -131,15 +131,6 @@ def test_twenty_uploads_over_a_link_that_cuts_and_stalls_all_arrive_intact(
     assert resume_entries(client_env) == []
 
 
-def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def upload_data_files(server: LiveServer) -> list[Path]:
     return [p for p in (server.data_dir / "uploads").glob("*") if p.is_file() and not p.suffix]
 
@@ -151,26 +142,12 @@ def kill_half_way(
     half of the payload; return its command and the server's data file."""
     size = big_file.stat().st_size
     command = upload_command(proxy.url, big_file, **FAST_RETRIES)
-    process = subprocess.Popen(
-        [tool(command[0]), *command[1:]],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
 
-        def half_way() -> bool:
-            assert process.poll() is None, process.communicate()
-            files = upload_data_files(server)
-            return bool(files) and files[0].stat().st_size >= size // 2
+    def half_way() -> bool:
+        files = upload_data_files(server)
+        return bool(files) and files[0].stat().st_size >= size // 2
 
-        wait_for(half_way, 120, "half of the payload on the server")
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait(timeout=30)
-        process.stdout.close()  # type: ignore[union-attr]
-        process.stderr.close()  # type: ignore[union-attr]
-    assert process.returncode == -signal.SIGKILL
+    kill_when(command, env, half_way, "half of the payload on the server")
     (data_file,) = upload_data_files(server)
     assert data_file.stat().st_size < size
     return command, data_file
@@ -423,22 +400,11 @@ def test_parallel_upload_resumes_after_a_kill(
     size = big_file.stat().st_size
     with FaultProxy(live_server.port, Faults(rate=32 * MiB)) as proxy:
         command = upload_command(proxy.url, big_file, parallel="4", **FAST_RETRIES)
-        process = subprocess.Popen(
-            [tool(command[0]), *command[1:]],
-            env={**os.environ, **client_env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
 
         def half_way() -> bool:
-            assert process.poll() is None
             return sum(p.stat().st_size for p in upload_data_files(live_server)) >= size // 2
 
-        try:
-            wait_for(half_way, 120, "half of the payload on the server")
-        finally:
-            process.kill()
-            process.wait(timeout=30)
+        kill_when(command, client_env, half_way, "half of the payload on the server")
         proxy.faults = Faults()
         proxy.reset_counters()
         result = run_cli(*command, env=client_env, timeout=300)

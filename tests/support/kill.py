@@ -1,0 +1,46 @@
+"""Killing a command-line client at a chosen moment, to test what a re-run
+resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+
+from support.live import tool
+from support.tus import wait_for
+
+
+def kill_when(
+    args: list[str],
+    env: dict[str, str],
+    condition: Callable[[], object],
+    what: str,
+    timeout: float = 120,
+) -> None:
+    """Run ``args`` (a console script and its arguments) with ``env`` added to
+    the environment, and SIGKILL it once ``condition()`` holds.
+
+    Fails, with the client's stderr, if it ends by itself before; fails if
+    ``what`` does not come within ``timeout`` seconds (the client is killed
+    then too: nothing is left running)."""
+    process = subprocess.Popen(
+        [tool(args[0]), *args[1:]],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def reached() -> bool:
+        assert process.poll() is None, process.communicate()[1]
+        return bool(condition())
+
+    try:
+        # Polled often: the condition is a point in a transfer that goes on.
+        wait_for(reached, timeout, interval=0.005, what=what)
+    finally:
+        process.kill()  # no-op where it ended by itself
+        process.wait(timeout=30)
+        process.stderr.close()  # type: ignore[union-attr]
+    assert process.returncode == -signal.SIGKILL
