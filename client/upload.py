@@ -529,13 +529,18 @@ class ReportUploader:
                 )
                 return url, offset, tally
             except UploadGoneError as error:
-                self.store.drop(key)
-                if attempt == 2:
-                    raise GaveUpError(f"{payload.filename}: {error}") from None
-                log.warning("%s; starting over", error)
+                self._forget_lost(key, payload, error, last=attempt == 2)
             finally:
                 task.close()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _forget_lost(self, key: str, payload: Payload, error: UploadGoneError, last: bool) -> None:
+        """The server no longer has the upload being sent: forget it (a new one
+        is made on the next attempt), or give up if this was the ``last``."""
+        self.store.drop(key)
+        if last:
+            raise GaveUpError(f"{payload.filename}: {error}") from None
+        log.warning("%s; starting over", error)
 
     def _open_single(
         self,
@@ -730,10 +735,7 @@ class ReportUploader:
                     tus, planned, algorithm, streams, caps, entry, background, key, retrier
                 )
             except UploadGoneError as error:
-                self.store.drop(key)
-                if attempt == 2:
-                    raise GaveUpError(f"{payload.filename}: {error}") from None
-                log.warning("%s; starting over", error)
+                self._forget_lost(key, payload, error, last=attempt == 2)
             finally:
                 if background is not None:
                     background.stop()
