@@ -182,6 +182,13 @@ class SliceBody:
     def __iter__(self) -> Iterator[bytes | FileRegion]:
         return self._regions() if self.regions else self._blocks()
 
+    def _gathered(self, pending: bytearray, at_least: int = 1) -> Iterator[bytes]:
+        """The bytes gathered in ``pending`` as one piece, if there are at
+        least ``at_least`` of them (``pending`` is emptied then)."""
+        if len(pending) >= at_least:
+            yield self._emit(bytes(pending))
+            pending.clear()
+
     def _blocks(self) -> Iterator[bytes]:
         pending = bytearray()
         for block in self.payload.blocks(self.start, self.end):
@@ -189,29 +196,21 @@ class SliceBody:
                 yield self._emit(block)
                 continue
             pending += block
-            if len(pending) >= MIN_SEND:
-                yield self._emit(bytes(pending))
-                pending.clear()
-        if pending:
-            yield self._emit(bytes(pending))
+            yield from self._gathered(pending, MIN_SEND)
+        yield from self._gathered(pending)
 
     def _regions(self) -> Iterator[bytes | FileRegion]:
         pending = bytearray()
         for piece in self.payload.regions(self.start, self.end):
             if isinstance(piece, FileRegion) and len(piece) >= MIN_SEND:
-                if pending:
-                    yield self._emit(bytes(pending))
-                    pending.clear()
+                yield from self._gathered(pending)
                 for part in piece.split(REGION_PIECE):
                     yield self._emit(part)
                 continue
             for block in piece if isinstance(piece, FileRegion) else (piece,):
                 pending += block
-            if len(pending) >= MIN_SEND:
-                yield self._emit(bytes(pending))
-                pending.clear()
-        if pending:
-            yield self._emit(bytes(pending))
+            yield from self._gathered(pending, MIN_SEND)
+        yield from self._gathered(pending)
 
 
 class TusClient:
