@@ -176,6 +176,20 @@ def rounds(
 # -- throughput ------------------------------------------------------------------
 
 
+def split_cpus(spec: str | None) -> tuple[set[int] | None, set[int] | None]:
+    """``"0:1"`` (or ``"0,1:2,3"``): the server's CPUs and the clients' CPUs."""
+    if not spec:
+        return None, None
+    server, _, client = spec.partition(":")
+
+    def cpus(text: str) -> set[int]:
+        return {int(part) for part in text.split(",") if part}
+
+    if not server or not client or cpus(server) & cpus(client):
+        raise SystemExit(f"--split-cpus {spec}: want SERVER:CLIENT, two disjoint CPU lists")
+    return cpus(server), cpus(client)
+
+
 def throughput(args: argparse.Namespace, work: Path) -> None:
     path = work / "payload.bin"
     make_payload(path, args.size_mib * MiB)
@@ -183,10 +197,16 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
     cache = work / "cache"
     counter = iter(range(1, 1_000_000))
     cpu: dict[str, list[float]] = {}
+    server_cpus, client_cpus = split_cpus(args.split_cpus)
+    if client_cpus:
+        # This process (the minimal client) and every dqr-upload it starts.
+        os.sched_setaffinity(0, client_cpus)
 
     def with_server(name: str, action: Callable[[Dqrxfer], tuple[float, float]]):  # type: ignore[no-untyped-def]
         def run(_: int) -> float:
-            server = Dqrxfer().start()
+            server = Dqrxfer()
+            server.cpus = server_cpus
+            server.start()
             try:
                 seconds, used = action(server)
             finally:
@@ -264,9 +284,12 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
                 f"{statistics.median(cpu[name]):.2f}",
             )
         )
+    cores = ""
+    if server_cpus:
+        cores = f", server on CPUs {args.split_cpus.replace(':', ', client on ')}"
     print(
         f"\n{size} MiB, {args.chunk_mib} MiB chunks (but the default pieces), "
-        f"median of {args.runs} runs, load average {os.getloadavg()[0]:.1f} at the end\n"
+        f"median of {args.runs} runs, load average {os.getloadavg()[0]:.1f} at the end{cores}\n"
     )
     print(
         table(
@@ -438,6 +461,12 @@ def main() -> int:
         type=Path,
         help="bin directory of another install (an earlier release): its dqr-upload "
         "runs in the same rounds, as 'baseline' rows",
+    )
+    one.add_argument(
+        "--split-cpus",
+        metavar="SERVER:CLIENT",
+        help="run the server on some CPUs and the clients on others (e.g. 0:1), as when "
+        "they are different machines; by default they share every CPU",
     )
     two = commands.add_parser("memory", help="peak RSS at several chunk sizes")
     two.add_argument("--size-mib", type=int, default=512)

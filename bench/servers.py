@@ -74,6 +74,8 @@ class Server:
 
     name = "server"
     tus_path = "/files/"
+    #: CPUs the server (and every process it starts) may run on; None: any.
+    cpus: set[int] | None = None
 
     def __init__(self) -> None:
         self.port = 0
@@ -98,10 +100,15 @@ class Server:
             env=self.env(),
             start_new_session=True,
             cwd=self.workdir,
+            preexec_fn=self._pin if self.cpus else None,
         )
         wait_port(self.port, self.process)
         self.ready()
         return self
+
+    def _pin(self) -> None:
+        assert self.cpus is not None
+        os.sched_setaffinity(0, self.cpus)
 
     def ready(self) -> None:
         """Hook for servers that accept connections before they can serve."""
