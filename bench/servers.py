@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -16,6 +17,17 @@ import psutil
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
+
+#: A stopped server's scratch directory holding at most this much is removed
+#: only when the benchmark ends (see :meth:`Server.stop`).
+KEEP_UNTIL_EXIT = 256 * 1024 * 1024
+_kept: list[Path] = []
+
+
+@atexit.register
+def _remove_kept() -> None:
+    for path in _kept:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -131,13 +143,42 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self._clear_up()
+
+    def _clear_up(self) -> None:
+        """Remove the scratch directory without charging the next run for it.
+
+        What a run leaves behind must not slow the run after it, which may be
+        another server's: a server that fsyncs nothing leaves its data to be
+        written back, and deleting files costs later, in the journal commit
+        that an fsyncing server's next fsync forces (with the ``discard``
+        mount option, every freed extent is trimmed there) and in ext4's
+        inode allocator, which skips inodes freed in the last 30 s.  So the
+        small directories of small-upload runs are removed only when the
+        benchmark ends, large ones now, and everything is synced before the
+        next server starts."""
+        if _tree_size(self.workdir) <= KEEP_UNTIL_EXIT:
+            _kept.append(self.workdir)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        os.sync()
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
 
 
 class Dqrxfer(Server):
     name = "dqrxfer"
 
-    def __init__(self, workers: int = 2, threads: int = 8, extra: list[str] | None = None) -> None:
+    def __init__(self, workers: int = 4, threads: int = 8, extra: list[str] | None = None) -> None:
         super().__init__()
         self.workers, self.threads, self.extra = workers, threads, extra or []
 
@@ -161,6 +202,7 @@ class Dqrxfer(Server):
     def ready(self) -> None:
         import urllib.request
 
+        wait_workers_listening(self, self.workers)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -171,12 +213,37 @@ class Dqrxfer(Server):
         raise RuntimeError("dqrxfer did not answer its ping")
 
 
+def wait_workers_listening(server: Server, workers: int, timeout: float = 60) -> None:
+    """Wait until ``workers`` processes of ``server`` listen on its port.
+
+    gunicorn's workers each bind the port themselves (``reuse_port``), the
+    first one as soon as it has started: connections made before the others
+    bound theirs would all go to the first, and a run would measure one
+    worker instead of the server."""
+    assert server.process is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listening = 0
+        for process in process_tree(server.process.pid):
+            try:
+                sockets = process.net_connections(kind="tcp")
+            except psutil.Error:
+                continue
+            listening += any(
+                s.status == psutil.CONN_LISTEN and s.laddr.port == server.port for s in sockets
+            )
+        if listening >= workers:
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"{server.name}: {workers} workers did not all listen within {timeout}s")
+
+
 class TusLayer(Server):
     """The tus blueprint alone (``bench/tus_layer_app.py``): what @tus/server does."""
 
     name = "tus-layer"
 
-    def __init__(self, workers: int = 2, threads: int = 8, fsync: str = "complete") -> None:
+    def __init__(self, workers: int = 4, threads: int = 8, fsync: str = "complete") -> None:
         super().__init__()
         self.workers, self.threads, self.fsync = workers, threads, fsync
 
@@ -195,6 +262,9 @@ class TusLayer(Server):
             "--fsync",
             self.fsync,
         ]
+
+    def ready(self) -> None:
+        wait_workers_listening(self, self.workers)
 
 
 class TusNode(Server):
