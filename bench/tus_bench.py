@@ -240,7 +240,7 @@ def main() -> int:
         default=["throughput", "fsync", "checksum", "rss", "small"],
         help="which parts to run",
     )
-    parser.add_argument("--workers", type=int, default=2, help="dqrxfer gunicorn workers")
+    parser.add_argument("--workers", type=int, default=4, help="dqrxfer gunicorn workers")
     parser.add_argument(
         "--contenders",
         nargs="*",

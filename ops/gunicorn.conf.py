@@ -30,6 +30,16 @@ workers = int(os.environ.get("DQRXFER_WORKERS", "4"))
 threads = int(os.environ.get("DQRXFER_THREADS", "16"))
 # Connections kept per worker (in flight + idle keep-alive).
 worker_connections = 1000
+# Each worker listens on a socket of its own (SO_REUSEPORT), so the kernel
+# spreads connections over the workers.  On one shared socket the worker that
+# wakes first accepts every connection that arrives together: a few uploading
+# sites would all land in one worker, whose threads then take turns on one
+# GIL while the other workers idle.  A worker that exits (reload, restart)
+# drops the connections still queued on its socket; clients retry, and with
+# ``sysctl net.ipv4.tcp_migrate_req=1`` (Linux 5.14+) the kernel hands them to
+# the other workers instead.  Not for a unix socket (every worker would take
+# the same path over); ``serve`` sets this too.
+reuse_port = not bind.startswith("unix:")
 
 # --- timeouts ----------------------------------------------------------------
 # ``timeout`` is the worker heartbeat, not a request limit: a gthread worker's

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        help="gunicorn worker processes (default 2, or the gunicorn config's)",
+        help="gunicorn worker processes (default 4, or the gunicorn config's)",
     )
     serve.add_argument(
         "--threads", type=int, help="threads per worker (default 8, or the gunicorn config's)"
@@ -116,7 +116,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .wsgi import GunicornServer, gunicorn_options
+    from .wsgi import GunicornServer, ensure_address_free, gunicorn_options
 
     settings = _settings(args)
     if args.gunicorn_config and not os.path.isfile(args.gunicorn_config):
@@ -128,6 +128,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except AuthConfigError as error:
         raise ConfigError(str(error)) from None
     settings = replace(settings, auth=auth)
+    try:
+        ensure_address_free(args.host, args.port)
+    except OSError as error:
+        raise ConfigError(
+            f"--host/--port: cannot listen on {args.host}:{args.port}: {error.strerror or error} "
+            "(is another server running there?)"
+        ) from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url)
     try:

@@ -13,8 +13,11 @@ from ``--host``/``--port``, so the checks ``serve`` makes on it hold.
 
 from __future__ import annotations
 
+import errno
 import os
 import runpy
+import socket
+import time
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -42,7 +45,11 @@ def _heartbeat_directory() -> str | None:
 
 
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "workers": 2,
+    # As ops/gunicorn.conf.py.  Processes, not only threads: the Python work
+    # of requests in one process takes turns on its GIL (with 8 busy
+    # connections in one worker, 478 futex calls per upload against 68 with
+    # one); 4 workers took 8 clients' small uploads from 276 to 450 per second.
+    "workers": 4,
     "threads": 8,
     "timeout": 3600,
     "graceful_timeout": 30,
@@ -57,6 +64,16 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # prometheus_client's multiprocess mode: forget a dead worker's live gauges.
     "child_exit": _child_exit,
     "worker_tmp_dir": _heartbeat_directory(),
+    # Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel
+    # spreads new connections over them.  On one shared socket the worker that
+    # is awake first accepts every connection that arrives together: with
+    # 8 keep-alive clients, one worker held all 8 and the other none, in every
+    # run measured, so one process (one GIL) did all the Python work.  Spread,
+    # 500 small uploads went 230-280 -> 340-410 per second (docs/performance.md).
+    # The price: a worker that exits drops the connections still waiting in
+    # its own queue (clients retry; Linux's net.ipv4.tcp_migrate_req=1 hands
+    # them to the other workers instead, see ops/README.md).
+    "reuse_port": True,
 }
 
 
@@ -85,6 +102,38 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         return app
 
 
+def ensure_address_free(host: str, port: int, wait: float = 5.0) -> None:
+    """Raise OSError if something listens on ``host:port`` (still, after
+    ``wait`` seconds).
+
+    With ``reuse_port`` the workers bind the address themselves, and the
+    kernel lets them share it with any socket of the same user that set
+    SO_REUSEPORT too, such as a second ``serve`` on the same port: both
+    would silently take turns answering.  A socket without SO_REUSEPORT
+    cannot bind an address another socket listens on, so this probe finds
+    such a neighbour before the workers start."""
+    if port == 0:
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            for family, kind, proto, _, address in socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            ):
+                with socket.socket(family, kind, proto) as probe:
+                    # As gunicorn's own sockets: connections of an earlier
+                    # server still in TIME_WAIT do not make the address busy.
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind(address)
+            return
+        except OSError as error:
+            # The workers of a server that was just killed notice within a
+            # second that their master is gone, and close their sockets.
+            if error.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
 def gunicorn_options(
     host: str,
     port: int,
@@ -99,6 +148,8 @@ def gunicorn_options(
         "workers": workers,
         "threads": threads,
         "timeout": timeout,
+        # Port 0 asks for any free port: each worker would get a different one.
+        "reuse_port": False if port == 0 else None,
         # Threads, not processes, carry slow uploads; the app needs no other worker.
         "worker_class": "gthread",
         # gunicorn 25+ opens a control socket under $HOME by default: not wanted for a service.
