@@ -64,6 +64,10 @@ def make_payload(path: Path, size: int) -> None:
         for _ in range(size // MiB):
             handle.write(block[:1] + os.urandom(15) + block[16:])
         handle.write(os.urandom(size % MiB))
+        # On disk before the first server starts: its writeback must not
+        # compete with the first run.
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def chunk_checksums(path: Path, chunk: int) -> list[str]:
