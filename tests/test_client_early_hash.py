@@ -168,3 +168,58 @@ def test_an_adopted_pass_on_another_chunk_grid_is_replaced(
     assert result.sha256 == sha256(payload_path)  # type: ignore[attr-defined]
     patches = [headers for method, headers in seen if method == "PATCH"]
     assert all(h["Upload-Checksum"].startswith("crc32 ") for h in patches)
+
+
+@pytest.mark.parametrize("spare", [True, False], ids=["two-cpus", "one-cpu"])
+def test_on_one_cpu_the_hash_waits_until_the_start_up_is_over(
+    live_server: LiveServer,
+    payload_path: Path,
+    client_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    spare: bool,
+) -> None:
+    """With a second CPU the first payload's hash starts before the HTTP stack
+    is set up (the two run side by side); on a single CPU they would only take
+    turns and delay the first request, so the hash starts once the uploader
+    exists, and still overlaps the transfer."""
+    from dqrxfer.cli import upload as cli_upload
+
+    for name, value in client_env.items():
+        monkeypatch.setenv(name, value)
+    events: list[str] = []
+
+    class RecordedScan(BackgroundScan):
+        def start(self) -> BackgroundScan:
+            events.append("hash started")
+            return super().start()
+
+    original_init = ReportUploader.__init__
+
+    def recorded_init(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        events.append("uploader made")
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(cli_upload, "spare_core", lambda: spare)
+    monkeypatch.setattr(cli_upload, "BackgroundScan", RecordedScan)
+    monkeypatch.setattr(ReportUploader, "__init__", recorded_init)
+    target = ["-s", live_server.url, "-p", "O4", "-g", "S230518h", "-u", "llo"]
+    code = cli_upload.main([*target, "-q", "--revision", "3", str(payload_path)])
+    assert code == 0
+    first = ["hash started", "uploader made"] if spare else ["uploader made", "hash started"]
+    assert events[:2] == first, events
+    assert events.count("hash started") == 1  # the uploader adopted that pass
+    published = live_server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_3" / payload_path.name
+    assert published.read_bytes() == payload_path.read_bytes()
+
+
+def test_spare_core_follows_the_cpus_the_process_may_use() -> None:
+    probe = (
+        "import os\n"
+        "from dqrxfer.cli.upload import spare_core\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "print(spare_core())"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "False"

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import gc
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -174,8 +175,9 @@ def dry_run(uploader: ReportUploader, paths: list[Path], log: logging.Logger) ->
     return 0
 
 
-def hash_early(args: argparse.Namespace, path: Path) -> BackgroundScan | None:
-    """Start hashing the first payload on a thread of its own, now.
+def hash_early(args: argparse.Namespace, path: Path, start: bool = True) -> BackgroundScan | None:
+    """The pass hashing the first payload on a thread of its own, started now
+    unless not ``start``.
 
     Every upload needs the payload's sha256 (the report contract puts it in
     the metadata); started here, before the HTTP stack is imported and the
@@ -192,7 +194,19 @@ def hash_early(args: argparse.Namespace, path: Path) -> BackgroundScan | None:
     except UsageError:
         return None
     algorithm = "crc32" if args.checksums else None
-    return BackgroundScan(payload, chunk_size(args), algorithm).start()
+    background = BackgroundScan(payload, chunk_size(args), algorithm)
+    return background.start() if start else background
+
+
+def spare_core() -> bool:
+    """Whether this process may run on more than one CPU (an HTCondor job
+    asking for one CPU, say, is often pinned to one).  On a single CPU a
+    hash started before the first request only delays it: the start-up and
+    the hash take turns, and the first bytes leave about 0.2 s later."""
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except AttributeError:  # not Linux
+        return (os.cpu_count() or 1) > 1
 
 
 @contextlib.contextmanager
@@ -214,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def action(log: logging.Logger) -> int:
         paths = [Path(path) for path in args.paths]
-        early = None if args.dry_run else hash_early(args, paths[0])
+        hash_now = spare_core()
+        early = None if args.dry_run else hash_early(args, paths[0], start=hash_now)
         with collections_after_start_up():
             from dqrxfer.upload import ReportTarget, ReportUploader
 
@@ -233,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=make_progress(args),
             )
         if early is not None:
+            if not hash_now:
+                early.start()  # the start-up is over: now it overlaps only the transfer
             uploader.adopt_scan(early)
         # Refuse bad input before sending.
         planned = [
