@@ -95,15 +95,19 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def fresh_interpreter(code: str) -> str:
+    """What ``code`` prints, run in a new Python process (fresh imports)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def test_dqr_upload_imports_the_http_stack_only_after_parsing_its_options() -> None:
     probe = (
         "import sys, dqrxfer.cli.upload\n"
         "print(sorted(m for m in ('requests', 'urllib3', 'gssapi') if m in sys.modules))"
     )
-    output = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout
-    assert output.strip() == "[]"
+    assert fresh_interpreter(probe) == "[]"
 
 
 @pytest.mark.parametrize(
@@ -219,7 +223,4 @@ def test_spare_core_follows_the_cpus_the_process_may_use() -> None:
         "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
         "print(spare_core())"
     )
-    output = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout
-    assert output.strip() == "False"
+    assert fresh_interpreter(probe) == "False"
