@@ -72,7 +72,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # 500 small uploads went 230-280 -> 340-410 per second (docs/performance.md).
     # The price: a worker that exits drops the connections still waiting in
     # its own queue (clients retry; Linux's net.ipv4.tcp_migrate_req=1 hands
-    # them to the other workers instead, see ops/README.md).
+    # them to the other workers instead; docs/operators/install.md).
     "reuse_port": True,
 }
 
