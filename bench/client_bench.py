@@ -12,8 +12,13 @@ run in a random order in each round, and the tables give medians.  The
 command-line client runs as its own process, as users run it (start-up
 included); its peak RSS and CPU time come from ``wait4``.  The minimal client
 runs inside the benchmark process (no start-up), its CPU time from
-``getrusage``.  The flaky and long-path links are the test suite's
-fault-injecting proxy (``tests/support/faultproxy.py``) on loopback.
+``getrusage``; the server's CPU time per upload (all its processes) comes
+from ``/proc`` before and after.  The flaky and long-path links are the test
+suite's fault-injecting proxy (``tests/support/faultproxy.py``) on loopback.
+
+Scratch files (payload, the servers' data) go under ``$BENCH_TMP`` if set:
+``BENCH_TMP=/dev/shm`` takes the disk out of the comparison, which on a
+virtual machine is most of the run-to-run noise.
 """
 
 from __future__ import annotations
@@ -197,6 +202,7 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
     cache = work / "cache"
     counter = iter(range(1, 1_000_000))
     cpu: dict[str, list[float]] = {}
+    server_cpu: dict[str, list[float]] = {}
     server_cpus, client_cpus = split_cpus(args.split_cpus)
     if client_cpus:
         # This process (the minimal client) and every dqr-upload it starts.
@@ -208,7 +214,9 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
             server.cpus = server_cpus
             server.start()
             try:
+                before = server.cpu_seconds()
                 seconds, used = action(server)
+                server_cpu.setdefault(name, []).append(server.cpu_seconds() - before)
             finally:
                 server.stop()
             cpu.setdefault(name, []).append(used)
@@ -282,6 +290,7 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
                 f"{100 * plain / median:.0f} %",
                 f"{100 * same_work / median:.0f} %",
                 f"{statistics.median(cpu[name]):.2f}",
+                f"{statistics.median(server_cpu[name]):.2f}",
             )
         )
     cores = ""
@@ -302,6 +311,7 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
                 "vs minimal",
                 "vs minimal doing the same hashing",
                 "client CPU s",
+                "server CPU s",
             ),
         )
     )

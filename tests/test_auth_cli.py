@@ -107,7 +107,7 @@ def test_upload_with_a_user_ticket(kerberos: Realm, server: LiveServer, tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("/reports/O4/S230518h_dir/S230518h_llo_2/")
-    landed = server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_2/user.json"
+    landed = server.published("user.json", revision=2)
     assert landed.read_bytes() == payload.read_bytes()
     assert principal_of(server, "user.json") == {USER}
 
@@ -173,7 +173,7 @@ def test_100_mib_through_kerberos_arrives_byte_identical(
         )
         cuts = proxy.counters.cuts
     assert result.returncode == 0, result.stderr
-    landed = server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_5/big.bin"
+    landed = server.published("big.bin", revision=5)
     assert landed.stat().st_size == 100 * MiB
     landed_digest = hashlib.sha256()
     with open(landed, "rb") as handle:

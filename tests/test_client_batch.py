@@ -56,10 +56,6 @@ def test_find_reports_knows_report_directories_by_name(tree: Path) -> None:
     assert len(find_reports([tree / "S230518h_dir"])) == 2
 
 
-def published(server: LiveServer, graceid: str, site: str, revision: int) -> Path:
-    return server.data_dir / "reports" / "O4" / f"{graceid}_dir" / f"{graceid}_{site}_{revision}"
-
-
 def table_rows(stdout: str) -> dict[tuple[str, str, str], str]:
     rows = {}
     for line in stdout.splitlines()[1:-1]:
@@ -108,7 +104,7 @@ def test_batch_uploads_what_the_server_lacks_and_skips_the_rest(
         ("S230518h", "lho", "2"): "would upload",
         ("S230518h", "llo", "1"): "on server",
     }
-    assert not published(live_server, "GW230518A", "virgo", 1).exists()
+    assert not live_server.published(graceid="GW230518A", site="virgo", revision=1).exists()
 
     result = run_cli(
         "dqr-batch-upload",
@@ -142,7 +138,7 @@ def test_batch_uploads_what_the_server_lacks_and_skips_the_rest(
     assert "INFO:dqr-xfer:3 report(s) found, 1 already on the server, 2 to upload" in result.stderr
     for graceid, site, revision in REPORTS:
         local = tree / f"{graceid}_dir" / f"{graceid}_{site}_{revision}"
-        remote = published(live_server, graceid, site, revision)
+        remote = live_server.published(graceid=graceid, site=site, revision=revision)
         for name in ("index.html", "tier1/data.json"):
             assert (remote / name).read_bytes() == (local / name).read_bytes()
     links = requests.get(f"{live_server.url}/api/v1/events/GW230518A/reports", timeout=10).json()
@@ -169,7 +165,7 @@ def test_update_resends_reports_that_changed_locally(
     assert updated.returncode == 0, updated.stderr
     assert table_rows(updated.stdout)[("S230518h", "lho", "2")] == "uploaded"
     assert table_rows(updated.stdout)[("S230518h", "llo", "1")] == "on server"
-    late = published(live_server, "S230518h", "lho", 2) / "tier1" / "late.png"
+    late = live_server.published(graceid="S230518h", site="lho", revision=2) / "tier1" / "late.png"
     assert late.read_bytes() == (report / "tier1" / "late.png").read_bytes()
 
 

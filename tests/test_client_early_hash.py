@@ -141,7 +141,7 @@ def test_an_adopted_pass_gives_the_sha256_and_the_chunk_checksums(
     # The kind of upload each POST asked for (None: a plain upload, no Upload-Concat).
     concat = [h.get("Upload-Concat", "").split(";")[0] or None for m, h in seen if m == "POST"]
     assert concat == creations
-    assert (server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_1/summary.bin").exists()
+    assert server.published("summary.bin").exists()
 
 
 def test_an_adopted_pass_drops_its_chunk_checksums_when_none_are_sent(
@@ -212,7 +212,7 @@ def test_on_one_cpu_the_hash_waits_until_the_start_up_is_over(
     first = ["hash started", "uploader made"] if spare else ["uploader made", "hash started"]
     assert events[:2] == first, events
     assert events.count("hash started") == 1  # the uploader adopted that pass
-    published = live_server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_3" / payload_path.name
+    published = live_server.published(payload_path.name, revision=3)
     assert published.read_bytes() == payload_path.read_bytes()
 
 

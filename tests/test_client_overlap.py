@@ -10,7 +10,6 @@ hashing first when the server does not advertise concatenation."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import subprocess
@@ -23,9 +22,9 @@ from dqrxfer.upload import TAIL
 from support.faultproxy import FaultProxy, Faults
 from support.kill import kill_when
 from support.live import NO_CONCATENATION, LiveServer
+from support.uploads import sha256_hex
 
 MiB = 1024 * 1024
-REPORT = "reports/O4/S230518h_dir/S230518h_llo_{revision}"
 FAST_RETRIES = ["--retries", "30", "--retry-wait", "0.05", "--deadline", "300"]
 
 
@@ -41,14 +40,6 @@ def server_without_unfinished(data_dir: Path) -> Iterator[LiveServer]:
     server.stop()
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(4 * MiB):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def command(url: str, path: Path, *extra: str, revision: int = 1) -> list[str]:
     return [
         "dqr-upload",
@@ -57,10 +48,6 @@ def command(url: str, path: Path, *extra: str, revision: int = 1) -> list[str]:
         *extra,
         str(path),
     ]
-
-
-def published(server: LiveServer, name: str, revision: int = 1) -> Path:
-    return server.data_dir / REPORT.format(revision=revision) / name
 
 
 def entries(env: dict[str, str]) -> list[dict]:
@@ -132,7 +119,7 @@ def test_a_partial_upload_sent_while_hashed_then_a_final_one_with_the_metadata(
     payload.write_bytes(os.urandom(3 * MiB))
     result, seen = recorded_upload(live_server, payload, tmp_path / "store")
 
-    assert result.sha256 == sha256(payload)
+    assert result.sha256 == sha256_hex(payload)
     assert result.sent_bytes == result.size == payload.stat().st_size
     assert [method for method, _, _ in seen] == [
         "OPTIONS",
@@ -161,7 +148,7 @@ def test_a_partial_upload_sent_while_hashed_then_a_final_one_with_the_metadata(
     assert int(patches[-1][1]["Upload-Offset"]) == payload.stat().st_size - TAIL
     assert result.upload_url != partial_url
 
-    landed = published(live_server, "summary.bin")
+    landed = live_server.published("summary.bin")
     assert landed.read_bytes() == payload.read_bytes()
     data = live_server.data_dir / "uploads"
     (final_upload,) = finals(live_server)
@@ -182,8 +169,8 @@ def test_without_concatenation_unfinished_the_final_upload_follows_the_whole_par
     result, seen = recorded_upload(server_without_unfinished, payload, tmp_path / "store")
     assert [method for method, _, _ in seen] == ["OPTIONS", "POST", *["PATCH"] * 3, "POST", "GET"]
     assert seen[-2][2]["Upload-Concat"].startswith("final;")
-    assert result.sha256 == sha256(payload)
-    assert published(server_without_unfinished, "summary.bin").read_bytes() == payload.read_bytes()
+    assert result.sha256 == sha256_hex(payload)
+    assert server_without_unfinished.published("summary.bin").read_bytes() == payload.read_bytes()
 
 
 def test_a_large_file_from_the_command_line_is_hashed_while_it_is_sent(
@@ -193,7 +180,7 @@ def test_a_large_file_from_the_command_line_is_hashed_while_it_is_sent(
     assert result.returncode == 0, result.stderr
     assert "kind=file) to http" in result.stderr and "hashing it meanwhile" in result.stderr
     assert "Hashing" not in result.stderr  # no hashing pass of its own
-    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+    assert sha256_hex(live_server.published("big.bin")) == sha256_hex(big_file)
     assert len(partials(live_server)) == len(finals(live_server)) == 1
     assert entries(client_env) == []
 
@@ -235,7 +222,7 @@ def test_killed_while_the_partial_upload_travels_resumes_it(
     assert len(entry["partials"]) == 1 and entry["url"] is None and entry["sha256"] == ""
     assert [upload.get("concat") for upload in at_kill] == ["partial"]  # no final upload yet
     assert entry["partials"][0] in result.stderr
-    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+    assert sha256_hex(live_server.published("big.bin")) == sha256_hex(big_file)
     assert len(partials(live_server)) == len(finals(live_server)) == 1
     assert entries(client_env) == []
 
@@ -258,7 +245,7 @@ def test_killed_around_the_final_upload_creates_it_once(
         env = {**client_env, "DQRXFER_TEST_FAULT": f"{point}:{marker}"}
         kill_when(args, env, marker.exists, f"the client at {point}")
         (entry,) = entries(client_env)
-        assert entry["sha256"] == sha256(big_file)
+        assert entry["sha256"] == sha256_hex(big_file)
         assert (entry["url"] is not None) == (point == "after-final")
         assert len(finals(live_server)) == (point == "after-final")
         (partial,) = partials(live_server)
@@ -269,7 +256,7 @@ def test_killed_around_the_final_upload_creates_it_once(
         assert f"Resuming big.bin at {(size - TAIL) / MiB:.1f} MiB" in result.stderr
         assert "hashing it meanwhile" not in result.stderr
         assert proxy.counters.up_bytes < TAIL + 64 * 1024, proxy.counters
-    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+    assert sha256_hex(live_server.published("big.bin")) == sha256_hex(big_file)
     (final,) = finals(live_server)
     assert final["size"] == size
     if entry["url"] is not None:
@@ -289,7 +276,7 @@ def test_a_payload_damaged_in_transit_is_refused_by_the_final_uploads_sha256(
     assert result.returncode == 4, result.stderr
     assert "hashing it meanwhile" in result.stderr
     assert "sha256: the received payload hashes to" in result.stderr
-    assert not published(live_server, "big.bin").exists()
+    assert not live_server.published("big.bin").exists()
     assert entries(client_env) == []  # a refusal is final: nothing to resume
 
 
@@ -314,17 +301,17 @@ def test_without_concatenation_the_payload_is_hashed_first_and_resumes_alike(
     plain_server: LiveServer, big_file: Path, client_env: dict[str, str]
 ) -> None:
     entry, at_kill, result = kill_half_way_then_resume(plain_server, big_file, client_env)
-    assert entry["partials"] == [] and entry["sha256"] == sha256(big_file)
+    assert entry["partials"] == [] and entry["sha256"] == sha256_hex(big_file)
     assert [upload.get("concat") for upload in at_kill] == [None]
     assert "hashing it meanwhile" not in result.stderr
     (upload,) = uploads(plain_server).values()
-    assert upload.get("concat") is None and upload["metadata"]["sha256"] == sha256(big_file)
-    assert sha256(published(plain_server, "big.bin")) == sha256(big_file)
+    assert upload.get("concat") is None and upload["metadata"]["sha256"] == sha256_hex(big_file)
+    assert sha256_hex(plain_server.published("big.bin")) == sha256_hex(big_file)
 
     result = run_cli(
         *command(plain_server.url, big_file, "--parallel", "4", revision=2), env=client_env
     )
     assert result.returncode == 0, result.stderr
     assert "no concatenation extension: sending in one stream, not 4" in result.stderr
-    assert sha256(published(plain_server, "big.bin", revision=2)) == sha256(big_file)
+    assert sha256_hex(plain_server.published("big.bin", revision=2)) == sha256_hex(big_file)
     assert [u.get("concat") for u in uploads(plain_server).values()] == [None, None]

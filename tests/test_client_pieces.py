@@ -79,7 +79,7 @@ def patches(server: LiveServer, path: Path, store: Path, options: UploadOptions)
     target = ReportTarget("O4", "S230518h", "llo", 1)
     result = ReportUploader(server.url, target, options, factory, ResumeStore(store)).upload(path)
     assert result.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    published = server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_1" / path.name
+    published = server.published(path.name)
     assert published.read_bytes() == path.read_bytes()
     return seen
 

@@ -113,7 +113,7 @@ def send_whole(
 
 
 def landed(server: LiveServer, name: str) -> bytes:
-    return (server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_1" / name).read_bytes()
+    return server.published(name).read_bytes()
 
 
 def test_plain_http_sends_file_content_with_sendfile(

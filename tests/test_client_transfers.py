@@ -4,7 +4,6 @@ tarballs and directories, several paths, parallel partial uploads."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -18,17 +17,9 @@ from conftest import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.kill import kill_when
 from support.live import LiveServer, free_port, tool
+from support.uploads import sha256_hex
 
 MiB = 1024 * 1024
-REPORT = "reports/O4/S230518h_dir/S230518h_llo_{revision}"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(4 * MiB):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def upload_command(url: str, *paths: Path | str, revision: int = 1, **options: str) -> list[str]:
@@ -41,10 +32,6 @@ def upload_command(url: str, *paths: Path | str, revision: int = 1, **options: s
 
 
 FAST_RETRIES = {"retries": "30", "retry_wait": "0.05", "deadline": "300"}
-
-
-def published(server: LiveServer, name: str, revision: int = 1) -> Path:
-    return server.data_dir / REPORT.format(revision=revision) / name
 
 
 def resume_entries(env: dict[str, str]) -> list[Path]:
@@ -94,7 +81,7 @@ def test_twenty_uploads_over_a_link_that_cuts_and_stalls_all_arrive_intact(
     a time) all complete byte-identical, and the bytes that crossed the link
     stay within 10 % of the payload."""
     size = big_file.stat().st_size
-    expected = sha256(big_file)
+    expected = sha256_hex(big_file)
     paths = []
     for index in range(20):  # twenty names for the same bytes: twenty uploads
         path = tmp_path / f"big{index:02d}.bin"
@@ -122,7 +109,7 @@ def test_twenty_uploads_over_a_link_that_cuts_and_stalls_all_arrive_intact(
         counters = proxy.counters
     assert result.returncode == 0, result.stderr
     for path in paths:
-        assert sha256(published(live_server, path.name)) == expected
+        assert sha256_hex(live_server.published(path.name)) == expected
     ratio = counters.up_bytes / (20 * size)
     print(f"wire {ratio:.3f}x payload, {counters}")
     assert ratio <= 1.10, (ratio, counters, result.stderr)
@@ -166,7 +153,7 @@ def test_killed_upload_resumes_where_the_server_stopped(
         assert result.returncode == 0, result.stderr
         assert "INFO:dqr-xfer:Resuming big.bin at" in result.stderr
         assert proxy.counters.up_bytes <= 0.55 * size, proxy.counters
-    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+    assert sha256_hex(live_server.published("big.bin")) == sha256_hex(big_file)
     assert resume_entries(client_env) == []  # finished: forgotten
 
 
@@ -185,7 +172,7 @@ def test_an_upload_the_server_forgot_starts_over(
         assert "no longer has the unfinished upload" in result.stderr
         assert "starting over" in result.stderr
         assert proxy.counters.up_bytes >= size
-    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+    assert sha256_hex(live_server.published("big.bin")) == sha256_hex(big_file)
     assert resume_entries(client_env) == []
 
 
@@ -283,12 +270,10 @@ def test_several_files_at_once_with_jobs(
         *upload_command(live_server.url, *paths, jobs="3", subdir="tier1"), env=client_env
     )
     assert result.returncode == 0, result.stderr
-    report_url = f"{live_server.url}/{REPORT.format(revision=1)}/"
+    report_url = f"{live_server.url}/reports/O4/S230518h_dir/S230518h_llo_1/"
     assert result.stdout.splitlines() == [report_url] * 5
     for path in paths:
-        assert (
-            live_server.data_dir / REPORT.format(revision=1) / "tier1" / path.name
-        ).read_bytes() == path.read_bytes()
+        assert live_server.published(f"tier1/{path.name}").read_bytes() == path.read_bytes()
     assert result.stderr.count("INFO:dqr-xfer:Uploaded ") == 5
 
 
@@ -349,7 +334,7 @@ def test_tarball_is_unpacked_into_the_report(
     result = run_cli(*upload_command(live_server.url, tarball), env=client_env)
     assert result.returncode == 0, result.stderr
     for name in ("index.html", "plots/p.png"):
-        assert published(live_server, name).read_bytes() == (source / name).read_bytes()
+        assert live_server.published(name).read_bytes() == (source / name).read_bytes()
 
 
 def test_directory_is_packed_streamed_and_unpacked_into_the_report(
@@ -366,7 +351,7 @@ def test_directory_is_packed_streamed_and_unpacked_into_the_report(
     )
     assert result.returncode == 0, result.stderr
     for name in ("index.html", "tier1/data.json", "tier1/plots/big.png"):
-        landed = live_server.data_dir / REPORT.format(revision=1) / "full" / name
+        landed = live_server.published(f"full/{name}")
         assert landed.read_bytes() == (report / name).read_bytes()
 
 
@@ -383,7 +368,7 @@ def test_parallel_upload_of_one_large_file(
         *upload_command(live_server.url, big_file, parallel="4", verbose=""), env=client_env
     )
     assert result.returncode == 0, result.stderr
-    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+    assert sha256_hex(live_server.published("big.bin")) == sha256_hex(big_file)
     if concatenation:
         assert "as 4 partial uploads" in result.stderr
         assert len(upload_data_files(live_server)) >= 5
@@ -411,7 +396,7 @@ def test_parallel_upload_resumes_after_a_kill(
         assert result.returncode == 0, result.stderr
         assert "Resuming big.bin at" in result.stderr
         assert proxy.counters.up_bytes <= 0.55 * size
-    assert sha256(published(live_server, "big.bin")) == sha256(big_file)
+    assert sha256_hex(live_server.published("big.bin")) == sha256_hex(big_file)
 
 
 # -- the Python API ----------------------------------------------------------------
@@ -445,7 +430,7 @@ def test_python_api_sends_every_request_through_the_given_session_with_timeouts(
     result = ReportUploader(live_server.url, target, plain, factory, store).upload(payload)
     assert result.report_url == f"{live_server.url}/reports/O4/S230518h_dir/S230518h_virgo_3/"
     assert result.size == payload.stat().st_size and result.sent_bytes == result.size
-    assert result.sha256 == sha256(payload)
+    assert result.sha256 == sha256_hex(payload)
     methods = [method for method, _, _ in seen]
     assert methods == ["OPTIONS", "POST", "PATCH", "PATCH", "PATCH", "GET"]
     assert all(timeout == (7, 11) for _, timeout, _ in seen)
@@ -533,7 +518,7 @@ def test_a_chunk_damaged_in_transit_is_refused_by_its_checksum_and_sent_again(
     assert result.returncode == 0, result.stderr
     assert corruptions >= 1
     assert "HTTP 460" in result.stderr  # the server caught it
-    assert published(live_server, "data.bin").read_bytes() == payload.read_bytes()
+    assert live_server.published("data.bin").read_bytes() == payload.read_bytes()
     # Without per-chunk checksums the damage is caught at the end, by the sha256.
     with FaultProxy(live_server.port, Faults(corrupt_connections=1), seed=3) as proxy:
         result = run_cli(
@@ -542,4 +527,4 @@ def test_a_chunk_damaged_in_transit_is_refused_by_its_checksum_and_sent_again(
         )
     assert result.returncode == 4, result.stderr
     assert "sha256" in result.stderr
-    assert not published(live_server, "data.bin", revision=2).exists()
+    assert not live_server.published("data.bin", revision=2).exists()

@@ -4,36 +4,26 @@ refused before anything starts."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import psutil
+from support.listening import listening_processes, listening_sockets
 from support.live import LiveServer, free_port, tool
 
 CONNECTIONS = 24
 
 
-def listening_sockets(process: psutil.Process, port: int) -> list[str]:
-    """The sockets (``socket:[inode]``) on which ``process`` listens on ``port``."""
-    try:
-        sockets = process.net_connections(kind="tcp")
-    except psutil.Error:
-        return []
-    return [
-        os.readlink(f"/proc/{process.pid}/fd/{s.fd}")
-        for s in sockets
-        if s.status == psutil.CONN_LISTEN and s.laddr.port == port
-    ]
-
-
 def listening_workers(server: LiveServer) -> list[psutil.Process]:
     """The server's worker processes that listen on its port."""
     assert server.process is not None
-    children = psutil.Process(server.process.pid).children(recursive=True)
-    return [child for child in children if listening_sockets(child, server.port)]
+    return [
+        process
+        for process in listening_processes(server.process.pid, server.port)
+        if process.pid != server.process.pid
+    ]
 
 
 def wait_for_listening_workers(server: LiveServer, count: int, timeout: float = 30) -> None:
