@@ -12,7 +12,10 @@ run in a random order in each round, and the tables give medians.  The
 command-line client runs as its own process, as users run it (start-up
 included); its peak RSS and CPU time come from ``wait4``.  The minimal client
 runs inside the benchmark process (no start-up), its CPU time from
-``getrusage``; the server's CPU time per upload (all its processes) comes
+``getrusage``, and so do the "Python API" rows: ``dqrxfer.upload.upload``,
+what ``dqr-upload`` calls, for the client's work without the process start-up
+(hashing, pieces, resume store, final upload and the check of the server's
+record all included); the server's CPU time per upload (all its processes) comes
 from ``/proc`` before and after.  The flaky and long-path links are the test
 suite's fault-injecting proxy (``tests/support/faultproxy.py``) on loopback.
 
@@ -232,6 +235,23 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
 
         return action
 
+    def api(checksums: bool):  # type: ignore[no-untyped-def]
+        """The Python API (what dqr-upload calls), in this process like the
+        minimal client: the client's work without the process start-up."""
+        from dqrxfer.payload import DEFAULT_MAX_PIECE
+        from dqrxfer.upload import ReportTarget, UploadOptions, upload
+
+        os.environ["DQRXFER_CACHE_DIR"] = str(cache)
+        options = UploadOptions(checksums=checksums, max_piece=DEFAULT_MAX_PIECE)
+
+        def action(server: Dqrxfer) -> tuple[float, float]:
+            target = ReportTarget("O4", "S230518h", "llo", next(counter))
+            before, started = own_cpu(), time.perf_counter()
+            upload(f"http://127.0.0.1:{server.port}", [path], target, options)
+            return time.perf_counter() - started, own_cpu() - before
+
+        return action
+
     def cli(extra: list[str], pinned: bool = True, bin_dir: Path = BIN):  # type: ignore[no-untyped-def]
         """dqr-upload with --chunk-size (or, not ``pinned``, its default
         pieces: 8 MiB growing to 64 MiB while the link holds)."""
@@ -253,6 +273,8 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
         "dqr-upload (crc32 per chunk)": cli([]),
         "dqr-upload --no-checksum, default pieces": cli(["--no-checksum"], pinned=False),
         "dqr-upload (crc32 per chunk), default pieces": cli([], pinned=False),
+        "Python API in-process, no checksums, default pieces": api(False),
+        "Python API in-process (crc32 per chunk), default pieces": api(True),
     }
     if args.baseline_bin:
         # Another install's dqr-upload (an earlier release, say), same rounds.
@@ -280,7 +302,8 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
     rows = []
     for name, times in results.items():
         median = statistics.median(times)
-        same_work = crc if "crc32" in name else hashed if "dqr-upload" in name else plain
+        ours = "dqr-upload" in name or "Python API" in name
+        same_work = crc if "crc32" in name else hashed if ours else plain
         rows.append(
             (
                 name,
