@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from support.listening import listening_processes  # noqa: E402
+from support.listening import listening_among  # noqa: E402
 
 #: A stopped server's scratch directory holding at most this much is removed
 #: only when the benchmark ends (see :meth:`Server.stop`).
@@ -226,7 +226,7 @@ def wait_workers_listening(server: Server, workers: int, timeout: float = 60) ->
     assert server.process is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(listening_processes(server.process.pid, server.port)) >= workers:
+        if len(listening_among(process_tree(server.process.pid), server.port)) >= workers:
             return
         time.sleep(0.02)
     raise RuntimeError(f"{server.name}: {workers} workers did not all listen within {timeout}s")

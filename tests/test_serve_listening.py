@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import psutil
-from support.listening import listening_processes, listening_sockets
+from support.listening import listening_among, listening_sockets
 from support.live import LiveServer, free_port, tool
 
 CONNECTIONS = 24
@@ -19,11 +19,8 @@ CONNECTIONS = 24
 def listening_workers(server: LiveServer) -> list[psutil.Process]:
     """The server's worker processes that listen on its port."""
     assert server.process is not None
-    return [
-        process
-        for process in listening_processes(server.process.pid, server.port)
-        if process.pid != server.process.pid
-    ]
+    children = psutil.Process(server.process.pid).children(recursive=True)
+    return listening_among(children, server.port)
 
 
 def wait_for_listening_workers(server: LiveServer, count: int, timeout: float = 30) -> None:

@@ -8,6 +8,7 @@ measure a server only once all its workers listen.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import psutil
 
@@ -26,11 +27,6 @@ def listening_sockets(process: psutil.Process, port: int) -> list[str]:
         return []
 
 
-def listening_processes(pid: int, port: int) -> list[psutil.Process]:
-    """The process ``pid`` and its descendants that listen on ``port``."""
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-    return [process for process in tree if listening_sockets(process, port)]
+def listening_among(processes: Iterable[psutil.Process], port: int) -> list[psutil.Process]:
+    """Those of ``processes`` that listen on ``port``."""
+    return [process for process in processes if listening_sockets(process, port)]
