@@ -76,6 +76,13 @@ dqrxfer.renderLinks("#links", "__GRACEID__").then(
   function (reports) { window.__render = {ok: true, count: reports.length}; },
   function (error) { window.__render = {ok: false, message: error.message}; }
 );
+// Without the helper, as docs/api.md shows: jQuery believes the API on the
+// page's own host same-origin and adds X-Requested-With (a preflight).
+window.__plain = null;
+$.getJSON(location.protocol + "//" + location.host + "/api/v1/events/__GRACEID__/reports").then(
+  function (body) { window.__plain = body.reports.length; },
+  function (xhr) { window.__plain = "failed: " + xhr.status; }
+);
 const MARK = window.origin === "null" ? "sandboxed" : "unsandboxed";
 async function attempt(url, init) {
   try {
@@ -110,6 +117,7 @@ return {
   origin: window.origin,
   local: window.__local || null,
   render: window.__render,
+  plain: window.__plain,
   attack: window.__attack,
   links: [...document.querySelectorAll("#links li.dqrxfer-report")].map(
     (li) => li.dataset.site + li.dataset.revision),
@@ -195,7 +203,7 @@ def visit(server: LiveServer, kerberos: Realm, work: Path) -> dict[str, Any]:
     # localhost, not 127.0.0.1: the cookie's host.
     url = f"http://localhost:{server.port}/reports/personal/{GRACEID}_dir/{GRACEID}_virgo_1/"
     done = (
-        "window.__render !== null && window.__attack !== undefined"
+        "window.__render !== null && window.__plain !== null && window.__attack !== undefined"
         " && document.getElementById('plot').complete"
     )
     spec = {"url": url, "done": done, "probe": PROBE}
@@ -233,6 +241,10 @@ def test_sandboxed_page_renders_the_links_and_its_own_resources(visits: dict[str
     assert page["origin"] == "null"  # the sandbox is on: an opaque origin
     assert page["render"] == {"ok": True, "count": 3}
     assert sorted(page["links"]) == ["lho1", "llo1", "virgo1"]
+    assert page["plain"] == 3
+    # ... after a preflight (the helper itself sends none).
+    preflight = f'"OPTIONS /api/v1/events/{GRACEID}/reports HTTP/1.1" 200'
+    assert visits["log"].count(preflight) == 1
     base = f"http://localhost:{visits['port']}/reports/"
     assert sorted(page["hrefs"]) == [
         f"{base}O4/{GRACEID}_dir/{GRACEID}_lho_1/",
