@@ -167,3 +167,16 @@ def test_apache_front_end_marks_every_report_answer(
         # The test's Apache loads no mod_dir: a directory is a 404 there.
         check_report_answers(deployment.url, directory_index=False)
         check_origin_null(deployment.url)
+
+
+def test_without_public_read_no_origin_reads_by_default(data_dir: Path) -> None:
+    """``public_read = false``: the reads need a principal, and only the
+    configured ``cors_origins`` (none here) get CORS answers."""
+    config = data_dir.parent / "server.toml"
+    config.write_text("auto_upgrade = true\nserve_reports = true\n[auth]\npublic_read = false\n")
+    server = LiveServer(data_dir, config=config).start()
+    try:
+        links = get(f"{server.url}/api/v1/events/S230518h/reports", headers=NULL)
+        assert links.status_code == 200 and "Access-Control-Allow-Origin" not in links.headers
+    finally:
+        server.stop()
