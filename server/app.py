@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, Response, abort, send_from_directory
 
-from . import auth
+from . import auth, untrusted
 from .api import blueprint as api_blueprint
 from .config import Settings, load_settings
 from .cors import CorsPolicy
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     if proxies:
         app.wsgi_app = TrustedProxies(app.wsgi_app, proxies)  # type: ignore[method-assign]
     app.register_blueprint(pages_blueprint)
+    untrusted.install(app)
     if settings.serve_reports:
         _serve_reports(app, settings)
     return app

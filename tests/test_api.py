@@ -231,33 +231,49 @@ def test_ping_is_never_cached_and_timing_is_reported(server: LiveServer) -> None
     assert 0 <= float(cpu.split("=")[1]) <= float(app.split("=")[1]) + 0.05
 
 
-def test_cors_for_configured_origins_only(server: LiveServer) -> None:
-    path = "/api/v1/events/S230518h/reports"
-    allowed = get(server, path, headers={"Origin": ALLOWED_ORIGIN})
+def test_cors_for_configured_origins_only_outside_public_reads(server: LiveServer) -> None:
+    allowed = get(server, "/api/v1/ping", headers={"Origin": ALLOWED_ORIGIN})
     assert allowed.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
     assert "Origin" in allowed.headers["Vary"]
-    assert "ETag" in allowed.headers["Access-Control-Expose-Headers"]
     assert "Access-Control-Allow-Credentials" not in allowed.headers
-    other = get(server, path, headers={"Origin": "http://elsewhere.example"})
-    assert other.status_code == 200 and "Access-Control-Allow-Origin" not in other.headers
+    for origin in ("http://elsewhere.example", "null"):
+        other = get(server, "/api/v1/ping", headers={"Origin": origin})
+        assert other.status_code == 200 and "Access-Control-Allow-Origin" not in other.headers
+
+
+@pytest.mark.parametrize("origin", [ALLOWED_ORIGIN, "http://elsewhere.example", "null"])
+def test_public_reads_answer_every_origin_without_credentials(
+    server: LiveServer, origin: str
+) -> None:
+    """``null`` is a sandboxed report page (served from /reports/): no list of
+    origins can name it, and a public read is the same for everyone."""
+    path = "/api/v1/events/S230518h/reports"
+    for read in (path, "/api/v1/reports", "/api/v1/events", "/api/v1/openapi.json"):
+        answer = get(server, read, headers={"Origin": origin})
+        assert answer.status_code == 200
+        assert answer.headers["Access-Control-Allow-Origin"] == "*", read
+        assert "Access-Control-Allow-Credentials" not in answer.headers
+    assert "ETag" in answer.headers["Access-Control-Expose-Headers"]
 
     preflight = requests.options(
         f"{server.url}{path}",
         headers={
-            "Origin": ALLOWED_ORIGIN,
+            "Origin": origin,
             "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "if-none-match, x-evil",
+            # jQuery adds X-Requested-With to requests it thinks same-origin.
+            "Access-Control-Request-Headers": "if-none-match, x-requested-with, x-evil",
         },
         timeout=10,
     )
     assert preflight.status_code == 200
-    assert preflight.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
     assert preflight.headers["Access-Control-Allow-Methods"] == "GET, HEAD, OPTIONS"
-    assert preflight.headers["Access-Control-Allow-Headers"] == "if-none-match"
+    assert preflight.headers["Access-Control-Allow-Headers"] == "if-none-match, x-requested-with"
+    assert "Access-Control-Allow-Credentials" not in preflight.headers
     # Errors are readable cross-origin too, so a page can show the message.
-    error = get(server, "/api/v1/events/bad/reports", headers={"Origin": ALLOWED_ORIGIN})
+    error = get(server, "/api/v1/events/bad/reports", headers={"Origin": origin})
     assert error.status_code == 400
-    assert error.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+    assert error.headers["Access-Control-Allow-Origin"] == "*"
 
 
 def test_no_cors_by_default(live_server: LiveServer) -> None:

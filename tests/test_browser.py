@@ -185,7 +185,7 @@ def visit_all(server: LiveServer, pages: PageServer, work: Path) -> dict[str, di
     visits = [
         {"name": name, "url": f"{pages.origin}/{name}.html"} for name in [*cases, "no_jquery"]
     ]
-    # The same page from an origin that is not configured: the browser must refuse it.
+    # The same page from an origin that is not configured: public reads answer it too.
     visits.append({"name": "foreign_origin", "url": f"http://127.0.0.1:{pages.port}/empty.html"})
     # The LHO report itself, served by the server, marks itself without being told.
     own = f"{server.url}/reports/O4/{GRACEID}_dir/{GRACEID}_lho_1/index.html"
@@ -313,13 +313,17 @@ def test_server_down_is_a_readable_alert(results: dict[str, dict]) -> None:
     assert seen["items"] == [] and seen["busy"] is None
 
 
-def test_origin_not_configured_is_refused_by_the_browser(results: dict[str, dict]) -> None:
+def test_origin_not_configured_reads_the_public_links(results: dict[str, dict]) -> None:
+    """Public reads answer every origin (without credentials): sandboxed report
+    pages have the opaque origin ``null``, which no list of origins can name."""
     seen = probe(results, "foreign_origin")
-    assert seen["done"]["ok"] is False
-    assert seen["error"][0].endswith("cannot be reached.")
-    assert any(
-        "CORS" in line or "Access-Control" in line for line in results["foreign_origin"]["console"]
-    )
+    assert seen["done"] == {"ok": True, "count": 0}
+    assert seen["empty"] == ["No reports for S990101zz yet.", "status"]
+    assert not [
+        line
+        for line in results["foreign_origin"]["console"]
+        if "CORS" in line or "Access-Control" in line
+    ]
 
 
 def test_bad_graceid_shows_the_servers_message(results: dict[str, dict]) -> None:

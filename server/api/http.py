@@ -1,5 +1,6 @@
 """HTTP behaviour shared by every API endpoint: JSON errors, caching
-validators (ETag, Last-Modified, 304), Cache-Control, CORS and a
+validators (ETag, Last-Modified, 304), Cache-Control, CORS (public reads:
+any origin, without credentials; the rest: ``cors_origins``) and a
 ``Server-Timing`` header with the time spent in the API (wall and CPU).
 
 Caching policy: answers are ``Cache-Control: no-cache`` with a strong ETag
@@ -17,10 +18,14 @@ from datetime import datetime
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
 
+from ..auth import is_public_read
 from ..cors import CorsPolicy
 from .params import ParameterError
 
 PREFIX = "/api/"
+#: Request headers a cross-origin page may send to the read endpoints.
+READ_HEADERS = ("If-None-Match", "If-Modified-Since", "Cache-Control")
+EXPOSED = ("ETag", "Server-Timing")
 POLL = "no-cache"
 NO_STORE = "no-store"
 
@@ -47,6 +52,15 @@ def _in_api() -> bool:
     return request.path.startswith(PREFIX)
 
 
+def _cors_policy() -> CorsPolicy:
+    """Public reads answer every origin, ``null`` included (sandboxed report
+    pages), without credentials: the same bytes any client reads.  Everything
+    else only the configured ``cors_origins``."""
+    if is_public_read():
+        return current_app.extensions["dqrxfer.api.public_cors"]
+    return current_app.extensions["dqrxfer.api.cors"]
+
+
 def install(blueprint: Blueprint) -> None:
     """Hook the shared behaviour into ``blueprint`` (and its part of the URL space)."""
 
@@ -56,8 +70,13 @@ def install(blueprint: Blueprint) -> None:
         settings = app.config["DQRXFER_SETTINGS"]
         app.extensions["dqrxfer.api.cors"] = CorsPolicy(
             origins=settings.cors_origins,
-            allow_headers=("If-None-Match", "If-Modified-Since", "Cache-Control"),
-            expose_headers=("ETag", "Server-Timing"),
+            allow_headers=READ_HEADERS,
+            expose_headers=EXPOSED,
+        )
+        app.extensions["dqrxfer.api.public_cors"] = CorsPolicy(
+            origins=("*",),
+            allow_headers=(*READ_HEADERS, "X-Requested-With"),
+            expose_headers=EXPOSED,
         )
 
     @blueprint.before_app_request
@@ -77,7 +96,7 @@ def install(blueprint: Blueprint) -> None:
         ):
             response.add_etag()
             response.make_conditional(request)
-        current_app.extensions["dqrxfer.api.cors"].apply(request, response)
+        _cors_policy().apply(request, response)
         started = g.get("api_started")
         if started is not None:
             elapsed = (time.perf_counter() - started) * 1000

@@ -9,7 +9,15 @@
 * :mod:`.hooks` — authorization in front of the tus ``pre_create`` hook.
 """
 
-from .guard import Authenticator, current_principal, exempt, init_app, preflight, public
+from .guard import (
+    Authenticator,
+    current_principal,
+    exempt,
+    init_app,
+    is_public_read,
+    preflight,
+    public,
+)
 from .rules import AuthorizationError, Policy
 from .settings import AuthConfigError, AuthSettings, check_listen_address, with_overrides
 
@@ -23,6 +31,7 @@ __all__ = [
     "current_principal",
     "exempt",
     "init_app",
+    "is_public_read",
     "preflight",
     "public",
     "with_overrides",

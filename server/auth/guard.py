@@ -213,6 +213,17 @@ def _is_public(settings: AuthSettings) -> bool:
     return bool(getattr(view, _PUBLIC_ATTRIBUTE, False))
 
 
+def is_public_read() -> bool:
+    """Whether the current request's endpoint answers without credentials: a
+    :func:`public` view while ``public_read`` is on (whatever the method, so a
+    CORS preflight for it counts too)."""
+    authenticator: Authenticator | None = current_app.extensions.get(EXTENSION)
+    if authenticator is None or not authenticator.settings.public_read:
+        return False
+    view = current_app.view_functions.get(request.endpoint or "")
+    return bool(getattr(view, _PUBLIC_ATTRIBUTE, False))
+
+
 def _refusal_response(refusal: Refusal) -> Response:
     if request.path.startswith("/api/"):
         response = jsonify({"error": refusal.message})

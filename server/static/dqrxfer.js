@@ -115,6 +115,10 @@
       url: o.server + "/api/v1/events/" + encodeURIComponent(graceid) + "/reports",
       data: data,
       dataType: "json",
+      // No X-Requested-With: the API is called as cross-origin even from a
+      // report page on the same host (sandboxed, its origin is opaque), and
+      // that header would cost a CORS preflight per request.
+      crossDomain: true,
       timeout: o.timeout
     }).then(
       function (body) {

@@ -1,14 +1,18 @@
 // Drive Debian's headless Chromium through playwright-core for the Python tests.
 //
 // Reads a JSON job from the file named on the command line:
-//   {"userDataDir": "...", "pages": [{"url": "...", "done": "<JS expression>",
+//   {"userDataDir": "...", "cookies": [<Playwright cookies>],
+//    "pages": [{"url": "...", "done": "<JS expression>",
 //     "probe": "<JS function body returning JSON>", "screenshot": "file.png",
 //     "viewport": {"width": 1000, "height": 700}, "fullPage": true,
-//     "signal": "file", "then": "<JS expression>"}]}
+//     "signal": "file", "then": "<JS expression>", "stripHeaders": ["name"]}]}
 // Loads each page, waits until `done` is truthy, runs `probe` in the page and
 // prints one JSON result per page on stdout: {probe, console, errors, failed}.
 // With `signal`, it then creates that file (the test changes something on
 // the server), waits until `then` is truthy and probes again (`probeAfter`).
+// With `stripHeaders`, the page's own document arrives without those response
+// headers (to show what they protect against); `cookies` are in the
+// profile before the first page.
 // Never downloads a browser: the executable is the system's chromium.
 import { readFileSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
@@ -39,6 +43,16 @@ async function visit(context, spec) {
   page.on("requestfailed", (request) =>
     result.failed.push(`${request.url()} ${request.failure()?.errorText ?? ""}`),
   );
+  if (spec.stripHeaders) {
+    const strip = new Set(spec.stripHeaders.map((name) => name.toLowerCase()));
+    await page.route(spec.url, async (route) => {
+      const response = await route.fetch();
+      const headers = Object.fromEntries(
+        Object.entries(response.headers()).filter(([name]) => !strip.has(name.toLowerCase())),
+      );
+      await route.fulfill({ response, headers });
+    });
+  }
   try {
     await page.goto(spec.url, { waitUntil: "load", timeout: spec.timeout ?? 60000 });
     await page.waitForFunction(predicate(spec.done ?? "true"), null, {
@@ -68,6 +82,7 @@ const context = await chromium.launchPersistentContext(job.userDataDir, {
   args: ARGS,
 });
 try {
+  if (job.cookies?.length) await context.addCookies(job.cookies);
   const results = [];
   for (const spec of job.pages) results.push(await visit(context, spec));
   process.stdout.write(JSON.stringify(results));

@@ -46,16 +46,27 @@ def run_browser(
     work: Path,
     timeout: float = 240,
     on_signal: Callable[[], None] | None = None,
+    cookies: list[dict[str, Any]] | None = None,
 ) -> list[dict]:
     """Visit ``pages`` in one fresh Chromium profile; one result per page.
 
     A page with a ``signal`` file makes the driver create that file once the
     page is done; ``on_signal`` then runs here (to change the server's data)
-    and the driver waits for the page's ``then`` condition."""
+    and the driver waits for the page's ``then`` condition.  ``cookies``
+    (Playwright's form: name, value, domain, path, httpOnly, sameSite, ...)
+    are in the profile before the first page."""
     profile = work / f"chromium-profile-{free_port()}"
     profile.mkdir(parents=True)
     job = profile.with_suffix(".json")
-    job.write_text(json.dumps({"userDataDir": str(profile), "pages": pages}))
+    job.write_text(
+        json.dumps(
+            {
+                "userDataDir": str(profile),
+                "cookies": cookies or [],
+                "pages": pages,
+            }
+        )
+    )
     with subprocess.Popen(
         ["node", str(JS_DIR / "browser.mjs"), str(job)],
         stdout=subprocess.PIPE,
