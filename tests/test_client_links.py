@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import run_cli
-from dqrxfer.errors import UsageError
+from dqrxfer.errors import PayloadChangedError, UsageError
 from dqrxfer.packing import collect_members
 from dqrxfer.payload import payload_for
 from support.live import LiveServer
@@ -91,6 +91,15 @@ def test_a_directory_reached_through_a_link_is_judged_by_where_it_really_is(
     alias = tmp_path / "elsewhere" / "report-alias"
     alias.symlink_to(report)
     assert file_names(alias, follow_external_links=False) == INSIDE
+
+
+def test_a_link_turned_outwards_after_packing_is_not_read(tmp_path: Path) -> None:
+    report, secret = make_report(tmp_path)
+    payload = payload_for(report)
+    (report / "same.html").unlink()
+    (report / "same.html").symlink_to(secret)  # what is read is the file that was checked
+    with pytest.raises(PayloadChangedError, match="same.html"):
+        b"".join(payload.blocks(0, payload.size))
 
 
 def test_a_named_path_that_is_a_link_leading_out_is_refused(tmp_path: Path) -> None:

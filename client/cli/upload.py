@@ -125,8 +125,8 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
         "--follow-external-links",
         action="store_true",
         help="send the files that symbolic links leading out of their directory point to "
-        "(default: such links inside a directory are skipped with a warning, and a PATH that "
-        "is one is refused)",
+        "(default: such links inside a directory are skipped with a warning, and a path named "
+        "on the command line that is one is refused)",
     )
     parser.add_argument(
         "-n",
