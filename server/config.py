@@ -94,11 +94,15 @@ DATABASE_URL = Check(
     show=_hide_password,
 )
 SIZE = integer(minimum=1, unit="bytes")
+_LETTERS = text(pattern=r"[A-Za-z]+")
+
+
+def _site(value: object) -> str:
+    return _LETTERS.convert(value).lower()
+
+
 #: A site name: letters only (report directories are <graceid>_<site>_<revision>).
-SITE = Check(
-    "a site name (letters only)",
-    lambda value: text(pattern=r"[A-Za-z]+").convert(value).lower(),
-)
+SITE = Check("a site name (letters only)", _site)
 SITES = list_of(SITE, "a list of site names", minimum=1)
 _URL_RE = r"https?://[^\s/]+(/\S*)?|/\S*"
 _ORIGIN_RE = re.compile(r"https?://[^/?#\s]+")
