@@ -208,7 +208,9 @@ class BatchUploader:
     def _plan(self, item: BatchItem) -> PlannedUpload | None:
         if item.planned is None:
             try:
-                payload = DirectoryPayload.pack(item.report.path)
+                payload = DirectoryPayload.pack(
+                    item.report.path, self.options.follow_external_links
+                )
                 item.planned = PlannedUpload(payload, describe(payload, self._target(item.report)))
             except DqrxferError as error:
                 item.error = error

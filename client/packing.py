@@ -22,10 +22,20 @@ executable bit):
 * POSIX pax format (long and non-ASCII names), padded to whole 10 KiB records
   as ``tar`` does.
 
-Symbolic links to files are stored as the file they point to; symbolic links
-to directories, sockets, devices and FIFOs are skipped with a warning, and so
-are names the report contract refuses (names starting with ``.``, control
-characters): the server would refuse the whole archive for them.
+Symbolic links to files inside the directory are stored as the file they
+point to.  A link whose target, resolved, lies outside the directory is
+skipped with a warning naming it and its target, unless
+``follow_external_links`` (``--follow-external-links``) is set: then it too
+is stored as the file it points to.  Without that rule a link such as
+``secret -> ~/.netrc`` in a report directory would publish the file.
+Symbolic links to directories (inside or out), sockets, devices and FIFOs
+are skipped with a warning, and so are names the report contract refuses
+(names starting with ``.``, control characters): the server would refuse
+the whole archive for them.
+
+The content sent is the file that was checked: each member's stamp holds
+its inode and device, and a member whose link is turned to another file
+after packing fails :func:`~dqrxfer.payload.open_unchanged`.
 """
 
 from __future__ import annotations
@@ -87,9 +97,25 @@ def _name_problem(relpath: str) -> str | None:
     return None
 
 
-def collect_members(root: Path) -> list[Member]:
-    """Walk ``root`` and return the members to archive, sorted."""
+def link_target(path: Path) -> Path:
+    """Where the symbolic link ``path`` ends up, every link on the way resolved
+    (also when the target is missing, or a loop: then as far as it resolves)."""
+    return Path(os.path.realpath(path))
+
+
+def leaves(target: Path, directory: Path) -> bool:
+    """Whether ``target`` (resolved) lies outside ``directory`` (resolved)."""
+    return not target.is_relative_to(directory)
+
+
+def collect_members(root: Path, follow_external_links: bool = False) -> list[Member]:
+    """Walk ``root`` and return the members to archive, sorted.
+
+    ``follow_external_links``: store links to files outside ``root`` as the
+    files they point to, instead of skipping them.
+    """
     members: list[Member] = []
+    real_root = Path(os.path.realpath(root))
 
     def walk(directory: Path, prefix: str) -> None:
         try:
@@ -108,9 +134,18 @@ def collect_members(root: Path) -> list[Member]:
                     members.append(Member(relpath, path, True, 0, True, None))
                     walk(path, relpath + "/")
                     continue
-                if entry.is_symlink() and path.is_dir():
-                    _skip(relpath, "a symbolic link to a directory")
-                    continue
+                if entry.is_symlink():
+                    target = link_target(path)
+                    if path.is_dir():
+                        _skip(relpath, f"a symbolic link to a directory ({target})")
+                        continue
+                    if leaves(target, real_root) and not follow_external_links:
+                        _skip(
+                            relpath,
+                            f"a symbolic link to {target}, outside {root} "
+                            "(--follow-external-links sends what it points to)",
+                        )
+                        continue
                 info = path.stat()  # follows a link to a file
             except FileNotFoundError:
                 _skip(relpath, "a dangling symbolic link or vanished")
@@ -194,9 +229,9 @@ class DirectoryPayload:
     _starts: list[int] = field(default_factory=list, repr=False)
 
     @classmethod
-    def pack(cls, root: Path) -> DirectoryPayload:
+    def pack(cls, root: Path, follow_external_links: bool = False) -> DirectoryPayload:
         root = Path(root)
-        members = collect_members(root)
+        members = collect_members(root, follow_external_links)
         if not any(not m.is_dir for m in members):
             raise UsageError(f"{root}: no files to upload in this directory")
         segments = layout(members, archive_mtime(members))

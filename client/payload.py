@@ -197,16 +197,41 @@ def is_tarball(path: Path) -> bool:
         return False
 
 
-def payload_for(path: Path, as_file: bool = False) -> Payload:
+def check_named_link(path: Path) -> None:
+    """Refuse a command-line ``path`` that is a symbolic link leading out of
+    the directory that holds it.
+
+    A shell glob such as ``report/*`` names every entry of a report directory,
+    a link ``report/netrc -> ~/.netrc`` among them: sent, it would publish the
+    file it points to.  A path named on purpose can be named by its target
+    instead (or the link kept, with ``--follow-external-links``).
+    """
+    if not path.is_symlink():
+        return
+    holder = Path(os.path.realpath(Path(os.path.abspath(path)).parent))
+    target = Path(os.path.realpath(path))
+    if not target.is_relative_to(holder):
+        raise UsageError(
+            f"{path}: a symbolic link to {target}, outside {path.parent}; name {target} "
+            "itself, or pass --follow-external-links to send what it points to"
+        )
+
+
+def payload_for(path: Path, as_file: bool = False, follow_external_links: bool = False) -> Payload:
     """The payload for one command-line path.
 
     A directory becomes a packed tar, an existing tarball is sent as
     ``kind=tar`` (unless ``as_file``), any other file as ``kind=file``.
+    Symbolic links leading out of the directory that holds them (``path``
+    itself, or links inside a directory) are refused or skipped unless
+    ``follow_external_links`` (see :mod:`dqrxfer.packing`).
     """
     from .packing import DirectoryPayload  # packing imports this module
 
+    if not follow_external_links:
+        check_named_link(path)
     if path.is_dir():
-        return DirectoryPayload.pack(path)
+        return DirectoryPayload.pack(path, follow_external_links)
     if not path.is_file():
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")

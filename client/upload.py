@@ -203,7 +203,9 @@ class UploadOptions:
     they are sent (needs concatenation too).  ``max_piece``: a PATCH may
     grow to this many bytes (whole chunks) while the link holds, when the
     server takes no chunk checksums or CRC-32 ones; None: ``chunk_size``
-    bytes at most (``dqr-upload`` sets it unless ``--chunk-size`` is given)."""
+    bytes at most (``dqr-upload`` sets it unless ``--chunk-size`` is given).
+    ``follow_external_links``: send what symbolic links leading out of their
+    directory point to, instead of refusing or skipping them."""
 
     chunk_size: int = DEFAULT_CHUNK_SIZE
     parallel: int = 1
@@ -211,6 +213,7 @@ class UploadOptions:
     checksums: bool = True
     resume: bool = True
     as_file: bool = False
+    follow_external_links: bool = False
     overlap_min_size: int = OVERLAP_MIN_SIZE
     max_piece: int | None = None
 
@@ -346,7 +349,11 @@ class ReportUploader:
         """``path`` as a payload checked against the contract (``payload``:
         the one already made of ``path``, such as :meth:`adopt_scan`'s)."""
         if payload is None:
-            payload = payload_for(Path(path), as_file=self.options.as_file)
+            payload = payload_for(
+                Path(path),
+                as_file=self.options.as_file,
+                follow_external_links=self.options.follow_external_links,
+            )
         return PlannedUpload(payload, describe(payload, self.target))
 
     # -- hashing started before the upload -----------------------------------

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from dqrxfer import __version__
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from .auth import AuthConfigError, check_listen_address, preflight, with_overrides
+from .auth import check_listen_address, preflight, with_overrides
 from .config import ConfigError, Settings, load_settings
 from .db import Database, migrate
 from .reports import commands as report_commands
@@ -121,12 +122,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.gunicorn_config and not os.path.isfile(args.gunicorn_config):
         raise ConfigError(f"--gunicorn-config: no such file: {args.gunicorn_config}")
-    try:
-        auth = with_overrides(settings.auth, args.auth, args.keytab, args.trusted_proxy)
-        check_listen_address(auth, args.host)
-        preflight(auth)
-    except AuthConfigError as error:
-        raise ConfigError(str(error)) from None
+    auth = with_overrides(settings.auth, args.auth, args.keytab, args.trusted_proxy)
+    check_listen_address(auth, args.host)
+    preflight(auth)  # each raises AuthConfigError, a ConfigError
     settings = replace(settings, auth=auth)
     try:
         ensure_address_free(args.host, args.port)
@@ -262,11 +260,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             return report_commands.run(args)
         return cmd_db(args)
     except ConfigError as error:
-        print(f"dqrxfer-server: configuration error: {error}", file=sys.stderr)
+        print(f"dqrxfer-server: configuration error: {one_line(error)}", file=sys.stderr)
         return 2
     except migrate.SchemaOutOfDate as error:
         print(f"dqrxfer-server: {error}", file=sys.stderr)
         return 1
+    except (OSError, SQLAlchemyError) as error:
+        # The settings are valid but the place they name is not usable (a
+        # directory that cannot be made, a database that cannot be reached).
+        log.debug("details", exc_info=True)
+        print(f"dqrxfer-server: {environment_problem(error)}", file=sys.stderr)
+        return 1
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def environment_problem(error: OSError | SQLAlchemyError) -> str:
+    """One line on what failed: the database's own message (never the URL,
+    which may hold a password), or the operating system's with the file."""
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        return f"cannot use the database (database_url): {one_line(error.orig)}"
+    if isinstance(error, SQLAlchemyError):
+        return f"cannot use the database (database_url): {type(error).__name__}"
+    return one_line(error)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ and four sites, reports served by the app itself, no authentication.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
@@ -17,24 +16,132 @@ from pathlib import Path
 from typing import Any
 
 from dqrxfer import contract
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from .auth.settings import AuthConfigError, AuthSettings, load_auth_settings
+from .auth.settings import AuthSettings, load_auth_settings
+from .configkeys import (
+    BOOLEAN,
+    TABLE,
+    Check,
+    ConfigError,
+    Invalid,
+    integer,
+    key,
+    list_of,
+    network,
+    path,
+    read_table,
+    seconds,
+    text,
+    with_defaults,
+)
 from .reports.archive import TarLimits
 from .tus.store import FSYNC_COMPLETE, FSYNC_POLICIES, fsync_policy
+
+__all__ = ["ConfigError", "ProjectConfig", "Settings", "load_settings"]
 
 DEFAULT_DATA_DIR = "./dqrxfer-data"
 DEFAULT_MAX_UPLOAD_SIZE = 64 * 1024**3
 DEFAULT_MIN_FREE_SPACE = 1024**3
 DEFAULT_UPLOAD_EXPIRY = 7 * 24 * 3600
+_TAR = TarLimits()
+
+#: The database systems the server runs on (SQLAlchemy backend names).
+DATABASE_BACKENDS = ("sqlite", "postgresql")
 
 
-class ConfigError(ValueError):
-    """The configuration file is unreadable or has a bad key; the message names it."""
+# -- what values may be ------------------------------------------------------------
+
+
+def _hide_password(value: object) -> str:
+    """A database URL as a message may show it: without its password."""
+    if not isinstance(value, str):
+        return repr(value)
+    try:
+        return repr(make_url(value).render_as_string(hide_password=True))
+    except (ArgumentError, ValueError):
+        return repr(re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", value))
+
+
+def _database_url(value: object) -> str:
+    """A URL SQLAlchemy parses, of a supported database whose driver is installed."""
+    if not isinstance(value, str) or not value:
+        raise Invalid()
+    try:
+        url: URL = make_url(value)
+    except (ArgumentError, ValueError):
+        raise Invalid("not a URL SQLAlchemy can read") from None
+    if url.get_backend_name() not in DATABASE_BACKENDS:
+        raise Invalid(f"unknown database {url.get_backend_name()!r}")
+    try:
+        dialect = url.get_dialect()
+        dialect.import_dbapi()
+    except NoSuchModuleError:
+        raise Invalid(f"SQLAlchemy has no driver {url.drivername!r}") from None
+    except ImportError as error:
+        raise Invalid(
+            f"the driver of {url.drivername!r} is not installed ({error.name or error}); "
+            "PostgreSQL: postgresql+psycopg://..."
+        ) from None
+    return value
+
+
+DATABASE_URL = Check(
+    f"an SQLAlchemy URL of a {' or '.join(DATABASE_BACKENDS)} database "
+    "(sqlite:////path/dqrxfer.sqlite, postgresql+psycopg://user@host/db)",
+    _database_url,
+    show=_hide_password,
+)
+SIZE = integer(minimum=1, unit="bytes")
+_LETTERS = text(pattern=r"[A-Za-z]+")
+
+
+def _site(value: object) -> str:
+    return _LETTERS.convert(value).lower()
+
+
+#: A site name: letters only (report directories are <graceid>_<site>_<revision>).
+SITE = Check("a site name (letters only)", _site)
+SITES = list_of(SITE, "a list of site names", minimum=1)
+_URL_RE = r"https?://[^\s/]+(/\S*)?|/\S*"
+_ORIGIN_RE = re.compile(r"https?://[^/?#\s]+")
+
+
+def _origin(value: object) -> str:
+    if not isinstance(value, str):
+        raise Invalid()
+    origin = value.rstrip("/")
+    if origin == "*":
+        return origin
+    if not _ORIGIN_RE.fullmatch(origin):
+        raise Invalid()
+    return origin.lower()
+
+
+ORIGIN = Check("an origin such as https://host.example:8443, or *", _origin)
+
+
+def _fsync(value: object) -> str:
+    if not isinstance(value, str | bool):
+        raise Invalid()
+    try:
+        return fsync_policy(value)
+    except ValueError:
+        raise Invalid() from None
+
+
+FSYNC = Check(
+    f"one of {', '.join(FSYNC_POLICIES)} (or true, false: the older spelling of always, never)",
+    _fsync,
+)
 
 
 @dataclass(frozen=True)
 class ProjectConfig:
-    """Where one project's reports live, how they are reached, what they may hold.
+    """Where one project's reports live, how they are reached, what they may hold:
+    one ``[projects.<name>]`` table (its keys are the fields declared with ``key``;
+    absent ones inherit the top-level value).
 
     ``staging_dir`` is where archives are extracted before they are published;
     it must be on the same filesystem as ``reports_root`` (publication renames
@@ -42,38 +149,59 @@ class ProjectConfig:
     """
 
     name: str
-    reports_root: Path
-    url: str
-    sites: tuple[str, ...]
-    max_upload_size: int
-    staging_dir: Path | None = None
-    tar: TarLimits = field(default_factory=TarLimits)
+    reports_root: Path = key(path(absolute=True), required=True)
+    url: str = key(
+        text("an http(s) URL or a path starting with '/'", pattern=_URL_RE), required=True
+    )
+    sites: tuple[str, ...] = key(SITES, contract.DEFAULT_SITES)
+    max_upload_size: int = key(SIZE, DEFAULT_MAX_UPLOAD_SIZE)
+    staging_dir: Path | None = key(path(absolute=True), None)
+    tar_max_members: int = key(integer(minimum=1, unit="members"), _TAR.max_members)
+    tar_max_bytes: int = key(SIZE, _TAR.max_bytes)
+    tar_max_ratio: int = key(integer(minimum=1), _TAR.max_ratio)
 
     @property
     def staging(self) -> Path:
         return self.staging_dir or self.reports_root / ".dqrxfer-staging"
+
+    @property
+    def tar(self) -> TarLimits:
+        return TarLimits(self.tar_max_members, self.tar_max_bytes, self.tar_max_ratio)
 
     def report_url(self, relpath: str) -> str:
         base = self.url if self.url.endswith("/") else self.url + "/"
         return f"{base}{relpath}/"
 
 
+#: Keys a project inherits from the top level when its table does not set them.
+INHERITED_KEYS = ("sites", "max_upload_size", "tar_max_members", "tar_max_bytes", "tar_max_ratio")
+
+
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path
-    database_url: str
-    uploads_dir: Path
-    projects: dict[str, ProjectConfig]
-    sites: tuple[str, ...]
-    max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE
-    serve_reports: bool = True
-    auto_upgrade: bool = False
-    auth: AuthSettings = field(default_factory=AuthSettings)
-    lock_timeout: float = 10.0
+    """The server's settings.  The fields declared with ``key`` are the keys of
+    the file's top level: adding a key is adding one such field (its check and
+    default); :func:`load_settings` then reads, checks and refuses it like the
+    others.  Fields without a default are filled in by :func:`load_settings`
+    (from ``data_dir`` and the embedded default) when the file lacks them."""
+
+    data_dir: Path = key(path())
+    database_url: str = key(DATABASE_URL)
+    uploads_dir: Path = key(path())
+    projects: dict[str, ProjectConfig] = key(TABLE)
+    sites: tuple[str, ...] = key(SITES)
+    max_upload_size: int = key(SIZE, DEFAULT_MAX_UPLOAD_SIZE)
+    # Without a config file (the embedded default) both are true.
+    serve_reports: bool = key(BOOLEAN, False)
+    auto_upgrade: bool = key(BOOLEAN, False)
+    auth: AuthSettings = key(TABLE, default_factory=AuthSettings)
+    # Seconds a second writer waits for an upload's lock (0: try once).
+    lock_timeout: float = key(seconds(), 10.0)
     # fsync policy of uploads and publication: "complete", "always" or "never"
     # (server/tus/store.py; true/false are read as always/never).
-    fsync: str = "complete"
-    min_free_space: int = DEFAULT_MIN_FREE_SPACE
+    fsync: str = key(FSYNC, FSYNC_COMPLETE)
+    # /healthz fails below this many free bytes (0: never).
+    min_free_space: int = key(integer(minimum=0, unit="bytes"), DEFAULT_MIN_FREE_SPACE)
     # tus endpoint (docs/tus.md).  upload_expiry: seconds after its last change
     # that an unfinished upload expires and ``dqrxfer-server cleanup`` may remove
     # it (0: never).  read_timeout: seconds a request body may stall before the
@@ -83,18 +211,24 @@ class Settings:
     # hands out (tus Location); from anyone else these headers are ignored.
     # Unset: the proxies trusted by [auth] (the authenticating front end).
     # metrics: serve /metrics (Prometheus).
-    upload_expiry: float = DEFAULT_UPLOAD_EXPIRY
+    upload_expiry: float = key(seconds(), DEFAULT_UPLOAD_EXPIRY)
     # Seconds a finished upload's data and state stay in uploads_dir after its
     # last byte (its files are published in the report tree), so that a client
     # that lost the last answer can still ask; then ``cleanup`` removes them.
-    finished_upload_retention: float = DEFAULT_UPLOAD_EXPIRY
-    read_timeout: float = 60.0
-    trusted_proxies: tuple[str, ...] | None = None
-    metrics: bool = True
-    source: str = "embedded default"
+    finished_upload_retention: float = key(seconds(), DEFAULT_UPLOAD_EXPIRY)
+    read_timeout: float = key(seconds(positive=True), 60.0)
+    trusted_proxies: tuple[str, ...] | None = key(
+        list_of(network(), "a list of IP addresses or networks"), None
+    )
+    metrics: bool = key(BOOLEAN, True)
+    # Defaults of every project's archive limits (docs/reports.md).
+    tar_max_members: int = key(integer(minimum=1, unit="members"), _TAR.max_members)
+    tar_max_bytes: int = key(SIZE, _TAR.max_bytes)
+    tar_max_ratio: int = key(integer(minimum=1), _TAR.max_ratio)
     #: Origins (``https://host[:port]``, or ``*``) whose pages may call this
     #: server from a browser (CORS); empty: none.
-    cors_origins: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = key(list_of(ORIGIN, "a list of origins"), ())
+    source: str = "embedded default"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -109,39 +243,17 @@ class Settings:
         return tuple(str(network) for network in self.auth.trusted_proxies)
 
 
-def _expect(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    value = table[key]
-    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-        raise ConfigError(f"{where}{key}: must be {kind.__name__} (got {value!r})")
-    return value
-
-
-def _number(table: dict[str, Any], key: str, default: float) -> float:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{key}: must be a non-negative number of seconds (got {value!r})")
-    return float(value)
-
-
-def _strings(table: dict[str, Any], key: str) -> tuple[str, ...]:
-    value = table.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ConfigError(f"{key}: must be a list of strings (got {value!r})")
-    return tuple(value)
-
-
-def _trusted_proxies(table: dict[str, Any]) -> tuple[str, ...] | None:
-    if "trusted_proxies" not in table:
-        return None
-    proxies = _strings(table, "trusted_proxies")
-    for proxy in proxies:
-        try:
-            ipaddress.ip_network(proxy, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"trusted_proxies: {proxy!r} is not an IP address or network"
-            ) from None
-    return proxies
+def read_config_file(config_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The TOML file ``config_path`` as a table."""
+    try:
+        with open(config_path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read config file {config_path}: {error.strerror or error}"
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {config_path} is not valid TOML: {error}") from None
 
 
 def load_settings(
@@ -151,182 +263,52 @@ def load_settings(
     """Build the settings from ``config_path`` (or ``DQRXFER_CONFIG``) and ``data_dir``.
 
     ``data_dir`` given on the command line overrides the file's ``data_dir``.
+    Every key is checked here, once: any bad one is a :class:`ConfigError`
+    naming it, its value and what is allowed.
     """
     config_path = config_path or os.environ.get("DQRXFER_CONFIG") or None
-    table: dict[str, Any] = {}
-    source = "embedded default"
-    if config_path is not None:
-        try:
-            with open(config_path, "rb") as handle:
-                table = tomllib.load(handle)
-        except OSError as error:
-            raise ConfigError(f"cannot read config file {config_path}: {error}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"config file {config_path} is not valid TOML: {error}") from None
-        source = str(config_path)
-
-    known = {
-        "data_dir",
-        "database_url",
-        "uploads_dir",
-        "max_upload_size",
-        "sites",
-        "serve_reports",
-        "auto_upgrade",
-        "lock_timeout",
-        "fsync",
-        "upload_expiry",
-        "finished_upload_retention",
-        "read_timeout",
-        "trusted_proxies",
-        "metrics",
-        "projects",
-        "auth",
-        "cors_origins",
-        "min_free_space",
-        *TAR_LIMIT_KEYS,
-    }
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"unknown configuration key(s): {', '.join(unknown)}")
-
-    root = Path(data_dir or table.get("data_dir") or DEFAULT_DATA_DIR).resolve()
-    database_url = table.get("database_url") or f"sqlite:///{root / 'dqrxfer.sqlite'}"
-    uploads_dir = Path(table.get("uploads_dir") or root / "uploads")
-    max_size = (
-        _expect(table, "max_upload_size", int, "")
-        if "max_upload_size" in table
-        else DEFAULT_MAX_UPLOAD_SIZE
+    table = read_config_file(config_path) if config_path is not None else {}
+    values = read_table(Settings, table, "")
+    embedded = config_path is None
+    root = Path(data_dir) if data_dir else values.get("data_dir", Path(DEFAULT_DATA_DIR))
+    root = root.resolve()
+    values["data_dir"] = root
+    values.setdefault("database_url", f"sqlite:///{root / 'dqrxfer.sqlite'}")
+    values.setdefault("uploads_dir", root / "uploads")
+    values.setdefault("sites", contract.DEFAULT_SITES)
+    values.setdefault("serve_reports", embedded)
+    values.setdefault("auto_upgrade", embedded)
+    if "trusted_proxies" in values:
+        values["trusted_proxies"] = tuple(str(net) for net in values["trusted_proxies"])
+    values = with_defaults(Settings, values)
+    values["projects"] = _load_projects(values.get("projects"), root, values)
+    values["auth"] = load_auth_settings(
+        table.get("auth"), root, list(values["projects"]), values["sites"]
     )
-    sites = tuple(site.lower() for site in (table.get("sites") or contract.DEFAULT_SITES))
-    tar = _load_tar_limits(table, "", TarLimits())
-    projects = _load_projects(table.get("projects"), root, sites, max_size, tar)
-    try:
-        auth = load_auth_settings(table.get("auth"), root, list(projects), sites)
-    except AuthConfigError as error:
-        raise ConfigError(str(error)) from None
-    return Settings(
-        data_dir=root,
-        database_url=database_url,
-        uploads_dir=uploads_dir,
-        projects=projects,
-        sites=sites,
-        max_upload_size=max_size,
-        serve_reports=bool(table.get("serve_reports", config_path is None)),
-        auto_upgrade=bool(table.get("auto_upgrade", config_path is None)),
-        auth=auth,
-        lock_timeout=float(table.get("lock_timeout", 10.0)),
-        fsync=_fsync_policy(table.get("fsync", FSYNC_COMPLETE)),
-        min_free_space=(
-            _expect(table, "min_free_space", int, "")
-            if "min_free_space" in table
-            else DEFAULT_MIN_FREE_SPACE
-        ),
-        upload_expiry=_number(table, "upload_expiry", DEFAULT_UPLOAD_EXPIRY),
-        finished_upload_retention=_number(
-            table, "finished_upload_retention", DEFAULT_UPLOAD_EXPIRY
-        ),
-        read_timeout=_number(table, "read_timeout", 60.0),
-        trusted_proxies=_trusted_proxies(table),
-        metrics=bool(table.get("metrics", True)),
-        source=source,
-        cors_origins=_load_cors_origins(table.get("cors_origins")),
-    )
+    return Settings(**values, source=str(config_path) if config_path else "embedded default")
 
 
-_ORIGIN_RE = re.compile(r"https?://[^/?#\s]+")
-
-
-def _load_cors_origins(value: Any) -> tuple[str, ...]:
-    """``cors_origins``: a list of ``scheme://host[:port]`` origins, or ``["*"]``."""
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ConfigError(f"cors_origins: must be a list of strings (got {value!r})")
-    origins = []
-    for item in value:
-        origin = item.rstrip("/")
-        if origin != "*" and not _ORIGIN_RE.fullmatch(origin):
-            raise ConfigError(
-                f"cors_origins: {item!r} is not an origin such as https://host.example:8443 or *"
-            )
-        origins.append(origin if origin == "*" else origin.lower())
-    return tuple(origins)
-
-
-#: Keys of the archive limits, at the top level (defaults) and in each project.
-TAR_LIMIT_KEYS = ("tar_max_members", "tar_max_bytes", "tar_max_ratio")
-#: Keys of one ``[projects.<name>]`` table.
-PROJECT_KEYS = {"reports_root", "url", "sites", "staging_dir", "max_upload_size", *TAR_LIMIT_KEYS}
 _PROJECT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_URL_RE = re.compile(r"https?://[^\s/]+(/\S*)?|/\S*")
-
-
-def _positive_int(table: dict[str, Any], key: str, where: str, default: int) -> int:
-    if key not in table:
-        return default
-    value = _expect(table, key, int, where)
-    if value <= 0:
-        raise ConfigError(f"{where}{key}: must be a positive integer (got {value!r})")
-    return value
-
-
-def _fsync_policy(value: object) -> str:
-    if not isinstance(value, (str, bool)):
-        raise ConfigError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {value!r}")
-    try:
-        return fsync_policy(value)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-
-
-def _load_tar_limits(table: dict[str, Any], where: str, defaults: TarLimits) -> TarLimits:
-    return TarLimits(
-        max_members=_positive_int(table, "tar_max_members", where, defaults.max_members),
-        max_bytes=_positive_int(table, "tar_max_bytes", where, defaults.max_bytes),
-        max_ratio=_positive_int(table, "tar_max_ratio", where, defaults.max_ratio),
-    )
-
-
-def _absolute_path(table: dict[str, Any], key: str, where: str) -> Path:
-    path = Path(_expect(table, key, str, where))
-    if not path.is_absolute():
-        raise ConfigError(f"{where}{key}: must be an absolute path (got {str(path)!r})")
-    return path
-
-
-def _site_list(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        raise ConfigError(f"{where}sites: must be a list of site names (got {value!r})")
-    return tuple(site.lower() for site in value)
 
 
 def _load_projects(
-    table: dict[str, Any] | None,
-    root: Path,
-    sites: tuple[str, ...],
-    max_size: int,
-    tar: TarLimits,
+    table: dict[str, Any] | None, root: Path, top: dict[str, Any]
 ) -> dict[str, ProjectConfig]:
     """The ``[projects.<name>]`` tables; without any, the four default projects
     under ``<data_dir>/reports/<name>``, served by the app at ``/reports/<name>/``."""
+    inherited = {name: top[name] for name in INHERITED_KEYS}
     if not table:
         return {
             name: ProjectConfig(
                 name=name,
                 reports_root=root / "reports" / name,
                 url=f"/reports/{name}/",
-                sites=sites,
-                max_upload_size=max_size,
-                tar=tar,
+                **inherited,
             )
             for name in contract.DEFAULT_PROJECTS
         }
-    if not isinstance(table, dict):
-        raise ConfigError("projects: must be a table of [projects.<name>] tables")
     projects: dict[str, ProjectConfig] = {}
     for name, entry in table.items():
-        where = f"projects.{name}."
         if not _PROJECT_NAME_RE.fullmatch(name):
             raise ConfigError(
                 f"projects.{name}: project names are letters, digits, '_', '.' and '-' "
@@ -334,34 +316,10 @@ def _load_projects(
             )
         if name.lower() in {known.lower() for known in projects}:
             raise ConfigError(f"projects.{name}: another project differs only in case")
-        if not isinstance(entry, dict):
-            raise ConfigError(f"projects.{name}: must be a table")
-        unknown = sorted(set(entry) - PROJECT_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(PROJECT_KEYS))})"
-            )
-        for key in ("reports_root", "url"):
-            if key not in entry:
-                raise ConfigError(f"{where}{key}: is required")
-        url = _expect(entry, "url", str, where)
-        if not _URL_RE.fullmatch(url):
-            raise ConfigError(
-                f"{where}url: must be an http(s) URL or a path starting with '/' (got {url!r})"
-            )
-        project_sites = _site_list(entry["sites"], where) if "sites" in entry else sites
-        stray = sorted(set(project_sites) - set(sites))
+        where = f"projects.{name}."
+        values = {**inherited, **read_table(ProjectConfig, TABLE(entry, f"projects.{name}"), where)}
+        stray = sorted(set(values["sites"]) - set(top["sites"]))
         if stray:
             raise ConfigError(f"{where}sites: {', '.join(stray)} not among the configured sites")
-        projects[name] = ProjectConfig(
-            name=name,
-            reports_root=_absolute_path(entry, "reports_root", where),
-            url=url,
-            sites=project_sites,
-            max_upload_size=_positive_int(entry, "max_upload_size", where, max_size),
-            staging_dir=(
-                _absolute_path(entry, "staging_dir", where) if "staging_dir" in entry else None
-            ),
-            tar=_load_tar_limits(entry, where, tar),
-        )
+        projects[name] = ProjectConfig(name=name, **values)
     return projects

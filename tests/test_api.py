@@ -287,7 +287,8 @@ def test_bad_cors_origin_in_config_is_refused(tmp_path: Path) -> None:
     config = write_config(tmp_path / "server.toml", tmp_path / "data", ["pages.example/path"])
     result = run_cli("dqrxfer-server", "db", "current", "--config", str(config))
     assert result.returncode == 2
-    assert "cors_origins: 'pages.example/path' is not an origin" in result.stderr
+    assert "cors_origins[0]: must be an origin such as https://host.example:8443" in result.stderr
+    assert "(got 'pages.example/path')" in result.stderr
 
 
 @pytest.mark.postgres

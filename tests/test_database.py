@@ -166,4 +166,4 @@ def test_bad_config_key_is_named(tmp_path: Path) -> None:
     config.write_text('datadir = "x"\n')
     result = run_cli("dqrxfer-server", "db", "current", "--config", str(config))
     assert result.returncode == 2
-    assert "unknown configuration key(s): datadir" in result.stderr
+    assert "datadir: unknown key; did you mean data_dir?" in result.stderr

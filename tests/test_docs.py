@@ -4,7 +4,6 @@ accepts."""
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import subprocess
@@ -12,6 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from dqrxfer.server.auth.settings import AuthSettings, RuleTable
+from dqrxfer.server.config import ProjectConfig, Settings
+from dqrxfer.server.configkeys import declared_keys
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -73,36 +75,24 @@ def test_command_output_is_the_real_help(built: Path) -> None:
     assert "usage: dqrxfer-server db" in database and "backup" in database
 
 
-def accepted_keys(module: str, name: str) -> set[str]:
-    """The keys the configuration loader accepts: the set assigned to ``name``."""
-    tree = ast.parse((REPO / module).read_text())
-    for node in ast.walk(tree):
-        targets = node.targets if isinstance(node, ast.Assign) else []
-        if any(isinstance(t, ast.Name) and t.id == name for t in targets) and isinstance(
-            node.value, ast.Set
-        ):
-            return {elt.value for elt in node.value.elts if isinstance(elt, ast.Constant)}
-    raise AssertionError(f"{module} no longer has its `{name}` set of keys")
-
-
 @pytest.mark.parametrize(
-    ("module", "name", "section"),
+    ("table", "section"),
     [
-        ("server/config.py", "known", "## Top-level keys"),
-        ("server/config.py", "PROJECT_KEYS", "## `[projects.<name>]`"),
-        ("server/auth/settings.py", "_KNOWN_KEYS", "## `[auth]`"),
-        ("server/auth/settings.py", "_RULE_KEYS", "Each `[[auth.rules]]` table"),
+        (Settings, "## Top-level keys"),
+        (ProjectConfig, "## `[projects.<name>]`"),
+        (AuthSettings, "## `[auth]`"),
+        (RuleTable, "Each `[[auth.rules]]` table"),
     ],
 )
-def test_configuration_reference_names_every_key(module: str, name: str, section: str) -> None:
+def test_configuration_reference_names_every_key(table: type, section: str) -> None:
     reference = (DOCS / "operators" / "configuration.md").read_text()
     assert section in reference
     # The section's first table: from the heading to the next blank line after a table.
     part = reference.split(section, 1)[1]
-    table = re.search(r"(^\|.*\|\n)+", part, re.MULTILINE)
-    assert table is not None
-    documented = set(re.findall(r"^\| `([a-z_]+)` \|", table.group(0), re.MULTILINE))
-    keys = accepted_keys(module, name)
+    rows = re.search(r"(^\|.*\|\n)+", part, re.MULTILINE)
+    assert rows is not None
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", rows.group(0), re.MULTILINE))
+    keys = set(declared_keys(table))  # what the loader accepts
     assert len(keys) >= 4
     missing = sorted(keys - documented)
-    assert not missing, f"keys of {module} missing from docs/operators/configuration.md: {missing}"
+    assert not missing, f"keys of {table.__name__} missing from the configuration page: {missing}"

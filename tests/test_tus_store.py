@@ -83,7 +83,7 @@ def test_an_unknown_fsync_policy_is_refused_by_name(tmp_path: Path) -> None:
     for value in ('"sometimes"', "3"):
         config = tmp_path / "server.toml"
         config.write_text(f"data_dir = '{tmp_path}'\nfsync = {value}\n")
-        with pytest.raises(server_config.ConfigError, match="fsync must be one of"):
+        with pytest.raises(server_config.ConfigError, match="fsync: must be one of"):
             server_config.load_settings(config)
     config.write_text(f"data_dir = '{tmp_path}'\n")
     assert server_config.load_settings(config).fsync == "complete"

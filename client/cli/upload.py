@@ -122,6 +122,13 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
         help="neither continue an earlier, interrupted upload nor remember this one",
     )
     parser.add_argument(
+        "--follow-external-links",
+        action="store_true",
+        help="send the files that symbolic links leading out of their directory point to "
+        "(default: such links inside a directory are skipped with a warning, and a path named "
+        "on the command line that is one is refused)",
+    )
+    parser.add_argument(
         "-n",
         "--dry-run",
         action="store_true",
@@ -153,6 +160,7 @@ def options_from(args: argparse.Namespace) -> UploadOptions:
         checksums=args.checksums,
         resume=args.resume,
         as_file=args.as_file,
+        follow_external_links=args.follow_external_links,
     )
 
 
@@ -190,7 +198,9 @@ def hash_early(args: argparse.Namespace, path: Path, start: bool = True) -> Back
     if chunk_size(args) < 1 or args.parallel < 1 or args.jobs < 1:
         return None
     try:
-        payload = payload_for(path, as_file=args.as_file)
+        payload = payload_for(
+            path, as_file=args.as_file, follow_external_links=args.follow_external_links
+        )
     except UsageError:
         return None
     algorithm = "crc32" if args.checksums else None

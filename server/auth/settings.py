@@ -11,10 +11,25 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..configkeys import (
+    BOOLEAN,
+    TABLE,
+    Check,
+    ConfigError,
+    Invalid,
+    choice,
+    integer,
+    key,
+    list_of,
+    network,
+    path,
+    read_table,
+    text,
+)
 from .rules import PatternError, Rule, compile_pattern
 
 MODES = ("none", "gssapi", "remote-user")
@@ -22,74 +37,89 @@ DEFAULT_SESSION_LIFETIME = 600
 DEFAULT_COOKIE_NAME = "dqrxfer_session"
 DEFAULT_REMOTE_USER_HEADER = "X-Remote-User"
 SECRET_FILE_NAME = "session.key"
+MIN_SECRET_LENGTH = 32
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class AuthConfigError(ValueError):
+class AuthConfigError(ConfigError):
     """A bad ``[auth]`` key or ``serve`` option; the message names it."""
+
+
+def _secret(value: object) -> str:
+    if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+        raise Invalid()
+    return value
+
+
+def _cookie_secure(value: object) -> bool | None:
+    if value == "auto":
+        return None
+    if not isinstance(value, bool):
+        raise Invalid()
+    return value
+
+
+def _header(value: object) -> str:
+    return text().convert(value).strip()
+
+
+NAME = text("a non-empty string", minimum=1)
+NETWORKS = list_of(network(), "a list of IP addresses or networks", single=True)
+#: A list of names, or one name; "*" alone means all.
+NAMES = list_of(NAME, "a list of non-empty strings", single=True)
+
+
+def _array_of_tables(value: object) -> list[Any]:
+    if not isinstance(value, list):
+        raise Invalid()
+    return value
 
 
 @dataclass(frozen=True)
 class AuthSettings:
-    """How the server authenticates callers and what they may do."""
+    """How the server authenticates callers and what they may do: the
+    ``[auth]`` table (its keys are the fields declared with ``key``)."""
 
-    mode: str = "none"
+    mode: str = key(choice(*MODES), "none")
     #: gssapi: the service keytab (else ``$KRB5_KTNAME``, else the system keytab).
-    keytab: Path | None = None
+    keytab: Path | None = key(path(), None)
     #: gssapi: accept only this service principal (default: any key in the keytab).
-    service_principal: str | None = None
+    service_principal: str | None = key(NAME, None)
     #: remote-user: peers whose REMOTE_USER / header is believed.
-    trusted_proxies: tuple[Network, ...] = ()
+    trusted_proxies: tuple[Network, ...] = key(NETWORKS, ())
     #: remote-user: the header the proxy sets ("" = only the WSGI REMOTE_USER).
-    remote_user_header: str = DEFAULT_REMOTE_USER_HEADER
+    remote_user_header: str = key(Check("a string", _header), DEFAULT_REMOTE_USER_HEADER)
     #: gssapi: seconds a session cookie stays valid after a handshake (0 = no cookies).
-    session_lifetime: int = DEFAULT_SESSION_LIFETIME
+    session_lifetime: int = key(integer(0, 86400, "seconds"), DEFAULT_SESSION_LIFETIME)
     #: where the cookie-signing secret lives (created 0600 when missing).
-    session_secret_file: Path = Path(SECRET_FILE_NAME)
+    session_secret_file: Path = key(path(), Path(SECRET_FILE_NAME))
     #: the secret itself, for deployments that inject it (overrides the file).
-    session_secret: str | None = field(default=None, repr=False)
-    cookie_name: str = DEFAULT_COOKIE_NAME
+    session_secret: str | None = key(
+        Check(f"a string of at least {MIN_SECRET_LENGTH} characters", _secret, secret=True),
+        None,
+        repr=False,
+    )
+    cookie_name: str = key(
+        text("letters, digits, _ and - only", pattern=r"[A-Za-z0-9_-]+"), DEFAULT_COOKIE_NAME
+    )
     #: None = Secure exactly when the request came over HTTPS.
-    cookie_secure: bool | None = None
+    cookie_secure: bool | None = key(Check('true, false or "auto"', _cookie_secure), None)
     #: whether the read-only report endpoints answer without authentication.
-    public_read: bool = True
-    rules: tuple[Rule, ...] = ()
+    public_read: bool = key(BOOLEAN, True)
+    rules: tuple[Rule, ...] = key(
+        Check("an array of tables ([[auth.rules]])", _array_of_tables), ()
+    )
 
 
-_KNOWN_KEYS = {
-    "mode",
-    "keytab",
-    "service_principal",
-    "trusted_proxies",
-    "remote_user_header",
-    "session_lifetime",
-    "session_secret_file",
-    "session_secret",
-    "cookie_name",
-    "cookie_secure",
-    "public_read",
-    "rules",
-}
-_RULE_KEYS = {"name", "principals", "projects", "sites"}
+@dataclass(frozen=True)
+class RuleTable:
+    """One ``[[auth.rules]]`` table, checked; :func:`_parse_rules` makes it a :class:`Rule`."""
 
-
-def _typed(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    value = table[key]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise AuthConfigError(f"{where}{key}: must be {names} (got {value!r})")
-    return value
-
-
-def _string_list(table: dict[str, Any], key: str, where: str) -> list[str]:
-    value = table[key]
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise AuthConfigError(f"{where}{key}: must be a list of non-empty strings")
-    return value
+    principals: tuple[str, ...] = key(NAMES, required=True)
+    name: str | None = key(NAME, None)
+    projects: tuple[str, ...] = key(NAMES, ("*",))
+    sites: tuple[str, ...] = key(NAMES, ("*",))
 
 
 def parse_mode(value: object, where: str = "auth.mode") -> str:
@@ -109,39 +139,24 @@ def parse_proxy(value: str, where: str) -> Network:
 
 
 def _parse_rules(
-    entries: object, projects: Sequence[str], sites: Sequence[str]
+    entries: Sequence[object], projects: Sequence[str], sites: Sequence[str]
 ) -> tuple[Rule, ...]:
-    if not isinstance(entries, list):
-        raise AuthConfigError("auth.rules: must be an array of tables ([[auth.rules]])")
     projects_by_lower = {name.lower(): name for name in projects}
     rules = []
     for index, entry in enumerate(entries):
         where = f"auth.rules[{index}]."
-        if not isinstance(entry, dict):
-            raise AuthConfigError(f"auth.rules[{index}]: must be a table")
-        unknown = sorted(set(entry) - _RULE_KEYS)
-        if unknown:
-            raise AuthConfigError(f"{where}{unknown[0]}: unknown key")
-        if "principals" not in entry:
-            raise AuthConfigError(f"{where}principals: is required")
-        name = _typed(entry, "name", str, where) if "name" in entry else f"auth.rules[{index}]"
+        rule = RuleTable(**read_table(RuleTable, TABLE(entry, f"auth.rules[{index}]"), where))
         patterns = []
-        for pattern in _string_list(entry, "principals", where):
+        for pattern in rule.principals:
             try:
                 patterns.append(compile_pattern(pattern))
             except PatternError as error:
                 raise AuthConfigError(f"{where}principals: {error}") from None
-        rule_projects = _choose(
-            _string_list(entry, "projects", where) if "projects" in entry else ["*"],
-            projects_by_lower,
-            f"{where}projects",
+        rule_projects = _choose(rule.projects, projects_by_lower, f"{where}projects")
+        rule_sites = _choose(rule.sites, {site.lower(): site for site in sites}, f"{where}sites")
+        rules.append(
+            Rule(rule.name or f"auth.rules[{index}]", tuple(patterns), rule_projects, rule_sites)
         )
-        rule_sites = _choose(
-            _string_list(entry, "sites", where) if "sites" in entry else ["*"],
-            {site.lower(): site for site in sites},
-            f"{where}sites",
-        )
-        rules.append(Rule(name, tuple(patterns), rule_projects, rule_sites))
     return tuple(rules)
 
 
@@ -166,56 +181,10 @@ def load_auth_settings(
     table: object, data_dir: Path, projects: Sequence[str], sites: Sequence[str]
 ) -> AuthSettings:
     """Build :class:`AuthSettings` from the ``[auth]`` table (absent = ``none``)."""
-    if table is None:
-        table = {}
-    if not isinstance(table, dict):
-        raise AuthConfigError("auth: must be a table ([auth])")
-    unknown = sorted(set(table) - _KNOWN_KEYS)
-    if unknown:
-        raise AuthConfigError(f"auth.{unknown[0]}: unknown key")
-    where = "auth."
-    values: dict[str, Any] = {
-        "session_secret_file": data_dir / SECRET_FILE_NAME,
-    }
-    if "mode" in table:
-        values["mode"] = parse_mode(table["mode"])
-    if "keytab" in table:
-        values["keytab"] = Path(_typed(table, "keytab", str, where))
-    if "service_principal" in table:
-        values["service_principal"] = _typed(table, "service_principal", str, where)
-    if "trusted_proxies" in table:
-        values["trusted_proxies"] = tuple(
-            parse_proxy(value, f"{where}trusted_proxies")
-            for value in _string_list(table, "trusted_proxies", where)
-        )
-    if "remote_user_header" in table:
-        values["remote_user_header"] = _typed(table, "remote_user_header", str, where).strip()
-    if "session_lifetime" in table:
-        lifetime = _typed(table, "session_lifetime", int, where)
-        if not 0 <= lifetime <= 86400:
-            raise AuthConfigError(f"{where}session_lifetime: must be 0..86400 seconds")
-        values["session_lifetime"] = lifetime
-    if "session_secret_file" in table:
-        values["session_secret_file"] = Path(_typed(table, "session_secret_file", str, where))
-    if "session_secret" in table:
-        secret = _typed(table, "session_secret", str, where)
-        if len(secret) < 32:
-            raise AuthConfigError(f"{where}session_secret: must be at least 32 characters")
-        values["session_secret"] = secret
-    if "cookie_name" in table:
-        name = _typed(table, "cookie_name", str, where)
-        if not name or not all(c.isalnum() or c in "_-" for c in name):
-            raise AuthConfigError(f"{where}cookie_name: letters, digits, _ and - only")
-        values["cookie_name"] = name
-    if "cookie_secure" in table:
-        secure = table["cookie_secure"]
-        if secure not in (True, False, "auto"):
-            raise AuthConfigError(f'{where}cookie_secure: must be true, false or "auto"')
-        values["cookie_secure"] = None if secure == "auto" else secure
-    if "public_read" in table:
-        values["public_read"] = _typed(table, "public_read", bool, where)
-    if "rules" in table:
-        values["rules"] = _parse_rules(table["rules"], projects, sites)
+    values = read_table(AuthSettings, TABLE({} if table is None else table, "auth"), "auth.")
+    values.setdefault("session_secret_file", data_dir / SECRET_FILE_NAME)
+    if "rules" in values:
+        values["rules"] = _parse_rules(values["rules"], projects, sites)
     # Whether the combination works (keytab readable, proxies given) is checked
     # by ``serve`` after its options are applied: see :func:`with_overrides`.
     return AuthSettings(**values)
