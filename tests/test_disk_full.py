@@ -33,6 +33,7 @@ from support.tus import (
     record,
     report_metadata,
     upload_id,
+    write_config,
 )
 from support.uploads import Sent, resend_last_patch, send, sha256_hex
 from support.uploads import report_metadata as tar_metadata
@@ -284,6 +285,48 @@ def test_cleanup_removes_what_a_crash_left_once_and_for_all(data_dir: Path) -> N
     last = run_cli("dqrxfer-server", "cleanup", "--data-dir", str(data_dir))
     assert f"removed remains of unusable upload {young}" in last.stdout, last.stdout
     assert (uploads / alive).exists() and (uploads / f"{alive}.info").exists()
+
+
+def test_a_full_database_disk_answers_507_and_the_upload_is_finished_later(
+    tmp_path: Path,
+) -> None:
+    """The database on a filesystem of its own: a creation whose row cannot
+    be written is undone; a publication whose record cannot be written is
+    retried, and recorded, once there is space."""
+    with small_filesystem(tmp_path / "db", 4 * MiB) as database:
+        config = write_config(
+            tmp_path / "config.toml", database_url=f"sqlite:///{database}/dqrxfer.sqlite"
+        )
+        data = tmp_path / "data"
+        upgrade = ["dqrxfer-server", "db", "upgrade", "--config", str(config)]
+        assert run_cli(*upgrade, "--data-dir", str(data)).returncode == 0
+        server = LiveServer(data, config=config, workers=1).start()
+        try:
+            before = uploads_listing(server)
+            filler = fill(database)
+            refused = create(server, 10)
+            assert refused.status_code == 507, refused.text
+            assert "the upload was not created" in refused.text
+            assert uploads_listing(server) == before  # the store's files were removed again
+
+            release(filler)
+            payload = os.urandom(100_000)
+            metadata = report_metadata()
+            url = new_upload(server, len(payload), metadata=metadata)
+            assert patch(url, 0, payload[:-1]).status_code == 204
+            filler = fill(database)
+            last = patch(url, len(payload) - 1, payload[-1:])
+            assert last.status_code == 507, last.text
+            assert "the upload is complete and kept" in last.text
+            assert record(server, url)["state"] == "receiving"
+
+            release(filler)
+            assert head(url).status_code == 200
+            assert record(server, url)["state"] == "published"
+            assert published(server, metadata).read_bytes() == payload
+            assert_clean_log(server)
+        finally:
+            server.stop()
 
 
 def test_a_full_disk_under_the_database_is_recognised(tmp_path: Path) -> None:

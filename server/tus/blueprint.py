@@ -93,7 +93,7 @@ def _out_of_space_response(error: Exception) -> Response | HTTPException:
         return error
     if not errors.is_out_of_space(error):
         raise error
-    log.warning("%s %s: out of storage space (%s)", _method(), request.path, error)
+    log.warning("%s %s: out of storage space (%s)", _method(), request.path, errors.brief(error))
     return _error_response(errors.out_of_space("nothing was changed; retry later"))
 
 

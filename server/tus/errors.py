@@ -120,3 +120,10 @@ def out_of_space(consequence: str, headers: dict[str, str] | None = None) -> Tus
     return TusError(
         INSUFFICIENT_STORAGE, f"the server is out of storage space: {consequence}", headers
     )
+
+
+def brief(error: BaseException) -> str:
+    """The first line of an error's text, for a one-line log message (a
+    database error's text runs over several)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -101,7 +101,7 @@ class Uploads:
             info = self.store.create(info)  # removes what it began if it fails
         except Exception as error:
             if errors.is_out_of_space(error):
-                log.warning("upload not created: out of storage space (%s)", error)
+                log.warning("upload not created: out of storage space (%s)", errors.brief(error))
                 raise errors.out_of_space(_NOT_CREATED) from None
             raise
         try:
@@ -110,7 +110,9 @@ class Uploads:
             self.store.terminate(info.id)
             self.locker.discard(info.id)
             if isinstance(error, Exception) and errors.is_out_of_space(error):
-                log.warning("upload %s not created: out of storage space (%s)", info.id, error)
+                log.warning(
+                    "upload %s not created: out of storage space (%s)", info.id, errors.brief(error)
+                )
                 raise errors.out_of_space(_NOT_CREATED) from None
             raise
         self.metrics.created.inc()
@@ -169,7 +171,11 @@ class Uploads:
             # A full disk under a concatenation: the next HEAD or cleanup retries.
             if not errors.is_out_of_space(error):
                 raise
-            log.warning("upload %s not recovered now: out of storage space (%s)", info.id, error)
+            log.warning(
+                "upload %s not recovered now: out of storage space (%s)",
+                info.id,
+                errors.brief(error),
+            )
         return self.store.get(info.id)
 
     # -- concatenation -------------------------------------------------------
@@ -283,7 +289,7 @@ class Uploads:
             except Exception as error:
                 if not errors.is_out_of_space(error):
                     raise
-                report.skipped.append((upload_id, f"out of storage space ({error})"))
+                report.skipped.append((upload_id, f"out of storage space ({errors.brief(error)})"))
         if not dry_run:
             report.temporaries = self.store.remove_stale_temporaries(now - STALE_TEMPORARY_AGE)
             report.leftovers = self.store.remove_leftovers(now - LEFTOVER_AGE)
@@ -317,7 +323,9 @@ def _finishing_out_of_space(info: UploadInfo) -> Iterator[None]:
     except Exception as error:
         if not errors.is_out_of_space(error):
             raise
-        log.warning("upload %s not finished: out of storage space (%s)", info.id, error)
+        log.warning(
+            "upload %s not finished: out of storage space (%s)", info.id, errors.brief(error)
+        )
         raise errors.out_of_space(
             "the upload is complete and kept, but could not be finished; "
             "retry later (HEAD or the last PATCH): it is finished then"
