@@ -17,6 +17,7 @@ import pytest
 import requests
 from conftest import run_cli
 from dqrxfer.server.tus.errors import is_out_of_space
+from psycopg.errors import DiskFull
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from support import tars
@@ -343,6 +344,8 @@ def test_a_full_disk_under_the_database_is_recognised(tmp_path: Path) -> None:
         finally:
             engine.dispose()
     assert is_out_of_space(caught.value)
+    # PostgreSQL's disk_full (SQLSTATE 53100) as SQLAlchemy wraps it: not filled for real here.
+    assert is_out_of_space(OperationalError("INSERT", {}, DiskFull("could not extend file")))
     assert is_out_of_space(OSError(errno.EDQUOT, "quota"))
     assert not is_out_of_space(OSError(errno.EACCES, "denied"))
     assert not is_out_of_space(requests.ConnectionError("reset"))
