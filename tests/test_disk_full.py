@@ -218,6 +218,47 @@ def test_finalization_out_of_space_leaves_the_report_unchanged_and_retries(
     assert record(server, url)["state"] == "published"
 
 
+def test_single_file_publication_out_of_space_leaves_no_partial_copy(tmp_path: Path) -> None:
+    """The report tree on a filesystem of its own (the file is copied, not
+    hard-linked, into it): a copy that runs out of space is removed whole."""
+    data = tmp_path / "data"
+    with small_filesystem(tmp_path / "reports", 4 * MiB) as reports:
+        config = tmp_path / "server.toml"
+        config.write_text(
+            f'data_dir = "{data}"\nauto_upgrade = true\nserve_reports = true\n'
+            f'[projects.O4]\nreports_root = "{reports}"\nurl = "/reports/O4/"\n'
+        )
+        server = LiveServer(data, config=config, workers=1).start()
+        try:
+            payload = os.urandom(2 * MiB)
+            metadata = report_metadata()
+            url = new_upload(server, len(payload), metadata=metadata)
+            assert patch(url, 0, payload[:-1]).status_code == 204
+            filler = fill(reports)
+            release(filler, MiB)
+
+            last = patch(url, len(payload) - 1, payload[-1:])
+
+            assert last.status_code == 507, last.text
+            assert "the upload is complete and kept" in last.text
+            left = [
+                path
+                for path in reports.rglob("*")
+                if path.is_file() and path != filler and path.parent.name != "locks"
+            ]
+            assert left == []  # no half-copied temporary file in the report (report locks stay)
+            assert record(server, url)["state"] == "receiving"
+            assert_clean_log(server)
+
+            release(filler)
+            done = patch(url, len(payload), b"")
+            assert done.status_code == 204, done.text
+            report_file = reports / "S230518h_dir" / "S230518h_llo_1" / metadata["filename"]
+            assert report_file.read_bytes() == payload
+        finally:
+            server.stop()
+
+
 def test_head_finishes_an_upload_once_space_is_freed(server: LiveServer) -> None:
     archive = tars.report_tree({"data.bin": os.urandom(4 * MiB)})
     url = new_upload(server, len(archive), metadata=tar_metadata(sha256=sha256_hex(archive)))
