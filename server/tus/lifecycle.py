@@ -163,12 +163,10 @@ class Uploads:
                     if current.finished and not current.completed:
                         self.finish(current)
         except errors.TusError as error:
-            if error.status == errors.INSUFFICIENT_STORAGE:
-                log.warning("upload %s not recovered now: %s", info.id, error.message)
-            else:
-                log.info("upload %s not recovered now: %s", info.id, error.message)
+            # A 507 was logged as a warning where it happened.
+            log.info("upload %s not recovered now: %s", info.id, error.message)
         except Exception as error:
-            # A full disk under a concatenation: the next HEAD or cleanup retries.
+            # A full disk anywhere else on the way: the next HEAD or cleanup retries.
             if not errors.is_out_of_space(error):
                 raise
             log.warning(
