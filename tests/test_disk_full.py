@@ -6,6 +6,7 @@ once space is freed; ``cleanup`` removes what a crash left behind."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import secrets
@@ -25,6 +26,7 @@ from support.diskfull import fill, free_bytes, release, small_filesystem
 from support.live import LiveServer
 from support.tus import (
     create,
+    create_final,
     data_file,
     head,
     new_upload,
@@ -38,6 +40,7 @@ from support.tus import (
 )
 from support.uploads import Sent, resend_last_patch, send, sha256_hex
 from support.uploads import report_metadata as tar_metadata
+from tusclient.client import TusClient
 
 MiB = 1024 * 1024
 
@@ -139,6 +142,54 @@ def test_patch_filling_the_disk_keeps_its_bytes_and_resumes(server: LiveServer) 
     assert done.status_code == 204, done.text
     assert published(server, metadata).read_bytes() == payload
     assert record(server, url)["state"] == "published"
+
+
+def test_creation_with_upload_filling_the_disk_says_where_to_resume(server: LiveServer) -> None:
+    payload = os.urandom(2 * MiB)
+    metadata = report_metadata()
+    filler = fill(server.data_dir)
+    release(filler, MiB)
+
+    response = create(server, len(payload), metadata=metadata, body=payload)
+
+    assert response.status_code == 507, response.text
+    location = response.headers["Location"]  # created: the body is a PATCH that filled the disk
+    kept = int(response.headers["Upload-Offset"])
+    assert 0 < kept < len(payload) and offset_of(location) == kept
+
+    release(filler)
+    uploader = TusClient(f"{server.url}/files/").uploader(
+        file_stream=io.BytesIO(payload), url=location, chunk_size=256 * 1024
+    )
+    uploader.upload()  # tuspy asks the offset (HEAD) and sends the rest
+    assert published(server, metadata).read_bytes() == payload
+    assert_clean_log(server)
+
+
+def test_concatenation_out_of_space_keeps_the_partials(server: LiveServer) -> None:
+    pieces = [os.urandom(2 * MiB), os.urandom(2 * MiB)]
+    urls = []
+    for piece in pieces:
+        url = new_upload(server, len(piece), metadata={}, headers={"Upload-Concat": "partial"})
+        assert patch(url, 0, piece).status_code == 204
+        urls.append(url)
+    metadata = report_metadata()
+    filler = fill(server.data_dir)
+    release(filler, MiB)  # room for the final upload, not for the copy
+
+    response = create_final(server, urls, metadata)
+
+    assert response.status_code == 507, response.text
+    assert "the partial uploads are kept but could not be concatenated" in response.text
+    final_url = response.headers["Location"]
+    assert not [name for name in uploads_listing(server) if name.endswith(".tmp")]
+    assert [offset_of(url) for url in urls] == [len(piece) for piece in pieces]
+    assert_clean_log(server)
+
+    release(filler)
+    assert head(final_url).status_code == 200  # concatenated and published now
+    assert record(server, final_url)["state"] == "published"
+    assert published(server, metadata).read_bytes() == b"".join(pieces)
 
 
 def test_dqr_upload_gives_up_on_a_full_disk_and_resumes_once_space_is_freed(
