@@ -144,6 +144,26 @@ def test_patch_filling_the_disk_keeps_its_bytes_and_resumes(server: LiveServer) 
     assert record(server, url)["state"] == "published"
 
 
+def test_declaring_a_length_on_a_full_disk_changes_nothing(server: LiveServer) -> None:
+    url = new_upload(server, None)
+    assert patch(url, 0, b"abc").status_code == 204
+    filler = fill(server.data_dir)
+
+    response = patch(url, 3, b"", {"Upload-Length": "10"})
+
+    assert response.status_code == 507, response.text
+    assert response.text == (
+        "the server is out of storage space: the request was not completed; retry later\n"
+    )
+    assert head(url).headers["Upload-Defer-Length"] == "1"
+    assert not [name for name in uploads_listing(server) if name.endswith(".tmp")]
+    assert_clean_log(server)
+
+    release(filler)
+    assert patch(url, 3, b"", {"Upload-Length": "10"}).status_code == 204
+    assert head(url).headers["Upload-Length"] == "10"
+
+
 def test_creation_with_upload_filling_the_disk_says_where_to_resume(server: LiveServer) -> None:
     payload = os.urandom(2 * MiB)
     metadata = report_metadata()

@@ -94,7 +94,7 @@ def _out_of_space_response(error: Exception) -> Response | HTTPException:
     if not errors.is_out_of_space(error):
         raise error
     log.warning("%s %s: out of storage space (%s)", _method(), request.path, errors.brief(error))
-    return _error_response(errors.out_of_space("nothing was changed; retry later"))
+    return _error_response(errors.out_of_space("the request was not completed; retry later"))
 
 
 def _method() -> str:
