@@ -191,12 +191,15 @@ def cleanup_uploads(args: argparse.Namespace) -> int:
         print(f"{verb} {info.id} ({info.offset} bytes, published)")
     for info in report.recovered:
         print(f"finished upload {info.id}")
+    for upload_id in report.leftovers:
+        print(f"removed remains of unusable upload {upload_id}")
     for upload_id, reason in report.skipped:
         print(f"skipped upload {upload_id}: {reason}", file=sys.stderr)
     temporaries = (
         "temporary files not looked at (dry run)"
         if args.dry_run
-        else f"{report.temporaries} stale temporary files removed"
+        else f"{report.temporaries} stale temporary files removed, "
+        f"{len(report.leftovers)} leftovers of unusable uploads removed"
     )
     print(
         f"{len(report.expired)} expired, {len(report.recovered)} finished, "

@@ -18,6 +18,7 @@ from support.live import LiveServer
 from support.tus import (
     TUS,
     create,
+    create_final,
     data_file,
     encode_metadata,
     head,
@@ -45,20 +46,6 @@ def partial(server: LiveServer, length: int | None) -> str:
     return new_upload(server, length, metadata={}, headers={"Upload-Concat": "partial"})
 
 
-def final(
-    server: LiveServer, urls: list[str], metadata: dict[str, str] | None = None
-) -> requests.Response:
-    return requests.post(
-        f"{server.url}/files/",
-        headers={
-            **TUS,
-            "Upload-Concat": "final;" + " ".join(urls),
-            "Upload-Metadata": encode_metadata(metadata or report_metadata()),
-        },
-        timeout=30,
-    )
-
-
 def test_final_upload_of_finished_partials_is_their_concatenation(server: LiveServer) -> None:
     pieces = [os.urandom(70_000), os.urandom(1), os.urandom(123_456)]
     urls = []
@@ -72,7 +59,7 @@ def test_final_upload_of_finished_partials_is_their_concatenation(server: LiveSe
         urls.append(url)
 
     metadata = report_metadata()
-    response = final(server, urls, metadata)
+    response = create_final(server, urls, metadata)
     assert response.status_code == 201, response.text
     url = response.headers["Location"]
     total = sum(len(piece) for piece in pieces)
@@ -97,7 +84,7 @@ def test_final_upload_before_its_partials_finish(server: LiveServer) -> None:
     assert patch(url_a, 0, first[:10_000]).status_code == 204
 
     metadata = report_metadata()
-    response = final(server, [url_a, url_b], metadata)
+    response = create_final(server, [url_a, url_b], metadata)
     assert response.status_code == 201, response.text
     url = response.headers["Location"]
     assert "Upload-Offset" not in response.headers
@@ -124,7 +111,7 @@ def test_partial_upload_urls_may_be_relative(server: LiveServer) -> None:
     url = partial(server, 3)
     assert patch(url, 0, b"abc").status_code == 204
     metadata = report_metadata()
-    response = final(server, [f"/files/{upload_id(url)}"], metadata)
+    response = create_final(server, [f"/files/{upload_id(url)}"], metadata)
     assert response.status_code == 201
     assert published(server, metadata).read_bytes() == b"abc"
 
@@ -140,7 +127,7 @@ def test_refused_final_uploads(server: LiveServer) -> None:
         ([], "names at least one partial upload"),
     ]
     for urls, message in cases:
-        response = final(server, urls)
+        response = create_final(server, urls)
         assert response.status_code == 400, urls
         assert response.text.startswith("Upload-Concat:") and message in response.text
 
@@ -158,7 +145,7 @@ def test_refused_final_uploads(server: LiveServer) -> None:
     response = create(server, 3, headers={"Upload-Concat": "sideways"})
     assert response.status_code == 400 and response.text.startswith("Upload-Concat:")
     # The final upload is validated as a report; a partial one is not.
-    response = final(server, [url], report_metadata(graceid="nonsense"))
+    response = create_final(server, [url], report_metadata(graceid="nonsense"))
     assert response.status_code == 400 and response.text.startswith("graceid:")
 
 
@@ -183,7 +170,7 @@ def test_a_partial_upload_with_report_metadata_is_checked_at_creation(server: Li
     )
     assert patch(url, 0, b"abc").status_code == 204
     assert record(server, url) == {}  # not a report upload
-    response = final(server, [url], metadata)
+    response = create_final(server, [url], metadata)
     assert response.status_code == 201, response.text
     assert published(server, metadata).read_bytes() == b"abc"
     assert record(server, response.headers["Location"])["state"] == "published"
@@ -200,7 +187,7 @@ def test_a_final_upload_of_one_partial_upload_links_its_data_instead_of_copying(
     assert patch(url, 0, payload[:100_000]).status_code == 204
     assert patch(url, 100_000, payload[100_000:]).status_code == 204
     metadata = report_metadata()
-    response = final(server, [url], metadata)
+    response = create_final(server, [url], metadata)
     assert response.status_code == 201, response.text
     final_url = response.headers["Location"]
     assert response.headers["Upload-Offset"] == str(len(payload))

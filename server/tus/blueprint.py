@@ -8,12 +8,13 @@ reached only through :class:`~.lifecycle.Uploads` (store, locker, hooks).
 
 from __future__ import annotations
 
-import errno
+import logging
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, request, url_for
+from werkzeug.exceptions import HTTPException
 
 from . import errors
 from .body import BodyGone, body_reader
@@ -41,6 +42,8 @@ EXTENSIONS = (
     "concatenation-unfinished",
 )
 UPLOAD_METHODS = "OPTIONS, HEAD, PATCH, DELETE, POST"
+
+log = logging.getLogger("dqrxfer.tus")
 
 
 def _uploads() -> Uploads:
@@ -80,6 +83,18 @@ def _response(status: int, headers: dict[str, str] | None = None, body: str = ""
 
 def _error_response(error: errors.TusError) -> Response:
     return _response(error.status, error.headers, error.message + "\n")
+
+
+def _out_of_space_response(error: Exception) -> Response | HTTPException:
+    """A full disk wherever no handler said more (a declared length, a
+    termination's record): 507, a warning instead of a traceback.  Anything
+    else goes on to Flask's 500."""
+    if isinstance(error, HTTPException):
+        return error
+    if not errors.is_out_of_space(error):
+        raise error
+    log.warning("%s %s: out of storage space (%s)", _method(), request.path, errors.brief(error))
+    return _error_response(errors.out_of_space("the request was not completed; retry later"))
 
 
 def _method() -> str:
@@ -149,6 +164,7 @@ def make_blueprint(
     blueprint.before_request(_check_version)
     blueprint.after_request(_finalize_response)
     blueprint.register_error_handler(errors.TusError, _error_response)
+    blueprint.register_error_handler(Exception, _out_of_space_response)
 
     blueprint.add_url_rule("/", "collection", _collection, methods=["OPTIONS", "POST"])
     blueprint.add_url_rule("", "collection_noslash", _collection, methods=["OPTIONS", "POST"])
@@ -311,9 +327,7 @@ def _post() -> Response:
         owner=_caller(),
     )
     uploads.hooks.pre_create(info)
-    info = uploads.store.create(info)
-    uploads.metrics.created.inc()
-    uploads.hooks.post_create(info)
+    info = uploads.create(info)
     location = _upload_url(info.id)
 
     headers: dict[str, str] = {"Location": location}
@@ -448,16 +462,18 @@ def _receive(uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | None)
                 info.id, start, read, limit, checksum.verify if checksum else None
             )
     except BodyGone:
-        current = uploads.store.get(info.id)
-        kept = current.offset - start
-        if kept:
-            uploads.metrics.received_bytes.inc(kept)
-            uploads.hooks.post_receive(current, kept)
+        kept = _account_kept(uploads, info.id, start)
         raise errors.body_incomplete(kept, expected) from None
     except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise errors.TusError(507, "the server is out of storage space") from None
-        raise
+        if not errors.is_out_of_space(error):
+            raise
+        kept = _account_kept(uploads, info.id, start)
+        log.warning("upload %s: out of storage space after %d bytes of a request", info.id, kept)
+        raise errors.out_of_space(
+            f"{kept} bytes of this request were stored and are kept; "
+            "resume from Upload-Offset when space is freed",
+            {"Upload-Offset": str(start + kept)},
+        ) from None
     finally:
         uploads.metrics.open.dec()
     info.offset = start + written
@@ -468,6 +484,16 @@ def _receive(uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | None)
     if info.finished:
         return uploads.finish(info)
     return {}
+
+
+def _account_kept(uploads: Uploads, upload_id: str, start: int) -> int:
+    """After a request that ended early: count the bytes it stored (they stay)."""
+    current = uploads.store.get(upload_id)
+    kept = current.offset - start
+    if kept:
+        uploads.metrics.received_bytes.inc(kept)
+        uploads.hooks.post_receive(current, kept)
+    return kept
 
 
 # -- DELETE (termination) ------------------------------------------------------------

@@ -6,6 +6,8 @@ one place (as tusd's ``pkg/handler/error.go`` does).
 
 from __future__ import annotations
 
+import errno
+
 
 class TusError(Exception):
     """An error answered with ``status`` and a plain-text ``message``."""
@@ -74,3 +76,54 @@ def body_incomplete(received: int, expected: int | None) -> TusError:
     return TusError(
         400, f"request body ended after {received}{total} bytes; resume from Upload-Offset"
     )
+
+
+# -- out of storage space -------------------------------------------------------
+
+#: HTTP status for a full disk (RFC 4918): the client's request was fine.
+INSUFFICIENT_STORAGE = 507
+
+_OUT_OF_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: SQLite's primary result code for "database or disk is full" (``SQLITE_FULL``).
+_SQLITE_FULL = 13
+#: PostgreSQL's SQLSTATE ``disk_full``.
+_POSTGRES_DISK_FULL = "53100"
+
+
+def is_out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` says the storage is full: ``ENOSPC``/``EDQUOT`` from
+    the kernel, or a database's own "disk full" (SQLite, PostgreSQL), also
+    when wrapped (SQLAlchemy's ``orig``, an explicit ``raise ... from``).
+
+    Duck-typed, so the protocol layer imports no database driver.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _OUT_OF_SPACE_ERRNOS:
+            return True
+        code = getattr(current, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == _SQLITE_FULL:
+            return True
+        states = (getattr(current, "sqlstate", None), getattr(current, "pgcode", None))
+        if _POSTGRES_DISK_FULL in states:
+            return True
+        wrapped = getattr(current, "orig", None)
+        current = wrapped if isinstance(wrapped, BaseException) else current.__cause__
+    return False
+
+
+def out_of_space(consequence: str, headers: dict[str, str] | None = None) -> TusError:
+    """507: the server's storage is full; ``consequence`` tells the client
+    what became of its request and what to do."""
+    return TusError(
+        INSUFFICIENT_STORAGE, f"the server is out of storage space: {consequence}", headers
+    )
+
+
+def brief(error: BaseException) -> str:
+    """The first line of an error's text, for a one-line log message (a
+    database error's text runs over several)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

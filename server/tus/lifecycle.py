@@ -26,6 +26,10 @@ log = logging.getLogger("dqrxfer.tus")
 #: Temporary files older than this (seconds) were left by a crash: no write
 #: (state file, concatenation of a final upload) takes a day.
 STALE_TEMPORARY_AGE = 24 * 3600
+#: An upload's remains that no request can use (a data file without state, a
+#: state file without data or unreadable) are removed past this age (seconds):
+#: a creation in progress has them for a moment only.
+LEFTOVER_AGE = 3600
 
 
 @dataclass
@@ -86,6 +90,34 @@ class Uploads:
     def expired(self, info: UploadInfo, now: float | None = None) -> bool:
         return is_expired(info, self.options.expiry, time.time() if now is None else now)
 
+    # -- creating --------------------------------------------------------------
+
+    def create(self, info: UploadInfo) -> UploadInfo:
+        """Create the upload in the store and run ``post_create``: all or
+        nothing.  If the hook fails (a refusal, a full disk under the
+        application's database) the upload is removed again, so no upload the
+        client was never told about stays behind."""
+        try:
+            info = self.store.create(info)  # removes what it began if it fails
+        except Exception as error:
+            if errors.is_out_of_space(error):
+                log.warning("upload not created: out of storage space (%s)", errors.brief(error))
+                raise errors.out_of_space(_NOT_CREATED) from None
+            raise
+        try:
+            self.hooks.post_create(info)
+        except BaseException as error:
+            self.store.terminate(info.id)
+            self.locker.discard(info.id)
+            if isinstance(error, Exception) and errors.is_out_of_space(error):
+                log.warning(
+                    "upload %s not created: out of storage space (%s)", info.id, errors.brief(error)
+                )
+                raise errors.out_of_space(_NOT_CREATED) from None
+            raise
+        self.metrics.created.inc()
+        return info
+
     # -- finishing -----------------------------------------------------------
 
     def finish(self, info: UploadInfo) -> dict[str, str]:
@@ -98,17 +130,19 @@ class Uploads:
         the same answer: the same headers, or the same refusal.
         """
         if info.completed:
-            return self.hooks.post_finish(info)
+            with _finishing_out_of_space(info):
+                return self.hooks.post_finish(info)
         self.metrics.finished.inc()
-        self.store.make_durable(
-            info.id, with_state=info.is_partial or not self.hooks.publishes_finished_uploads
-        )
-        try:
-            headers = self.hooks.post_finish(info)
-        except errors.TusError:
-            # A refusal is the application's final word on this upload.
-            self.store.mark_completed(info)
-            raise
+        with _finishing_out_of_space(info):
+            self.store.make_durable(
+                info.id, with_state=info.is_partial or not self.hooks.publishes_finished_uploads
+            )
+            try:
+                headers = self.hooks.post_finish(info)
+            except errors.TusError:
+                # A refusal is the application's final word on this upload.
+                self.store.mark_completed(info)
+                raise
         self.store.mark_completed(info)
         if info.is_partial:
             self.complete_finals_of(info)
@@ -129,7 +163,17 @@ class Uploads:
                     if current.finished and not current.completed:
                         self.finish(current)
         except errors.TusError as error:
+            # A 507 was logged as a warning where it happened.
             log.info("upload %s not recovered now: %s", info.id, error.message)
+        except Exception as error:
+            # A full disk anywhere else on the way: the next HEAD or cleanup retries.
+            if not errors.is_out_of_space(error):
+                raise
+            log.warning(
+                "upload %s not recovered now: out of storage space (%s)",
+                info.id,
+                errors.brief(error),
+            )
         return self.store.get(info.id)
 
     # -- concatenation -------------------------------------------------------
@@ -157,11 +201,19 @@ class Uploads:
             if partials is None or not all(partial.finished for partial in partials):
                 return None
             total = sum(partial.offset for partial in partials)
-            if final.length is None:
-                if total > self.options.max_size:
-                    raise errors.too_large("concatenated upload", self.options.max_size)
-                self.store.declare_length(final, total)
-            self.store.concatenate(final, partials)
+            if final.length is None and total > self.options.max_size:
+                raise errors.too_large("concatenated upload", self.options.max_size)
+            try:
+                if final.length is None:
+                    self.store.declare_length(final, total)
+                self.store.concatenate(final, partials)  # all or nothing
+            except Exception as error:
+                if not errors.is_out_of_space(error):
+                    raise
+                log.warning("final upload %s not concatenated: out of storage space", final_id)
+                raise errors.out_of_space(
+                    "the partial uploads are kept but could not be concatenated; retry later (HEAD)"
+                ) from None
             final.offset = total
             return self.finish(final)
 
@@ -229,9 +281,16 @@ class Uploads:
                     if after.completed:
                         report.recovered.append(after)
             except errors.TusError as error:
+                if error.status == 404:
+                    continue  # removed meanwhile, or a leftover (removed below once old)
                 report.skipped.append((upload_id, error.message))
+            except Exception as error:
+                if not errors.is_out_of_space(error):
+                    raise
+                report.skipped.append((upload_id, f"out of storage space ({errors.brief(error)})"))
         if not dry_run:
             report.temporaries = self.store.remove_stale_temporaries(now - STALE_TEMPORARY_AGE)
+            report.leftovers = self.store.remove_leftovers(now - LEFTOVER_AGE)
         return report
 
 
@@ -243,3 +302,29 @@ class SweepReport:
     recovered: list[UploadInfo] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     temporaries: int = 0
+    #: ids of unusable uploads' remains a crash left (see ``FileStore.remove_leftovers``)
+    leftovers: list[str] = field(default_factory=list)
+
+
+_NOT_CREATED = "the upload was not created; retry later"
+
+
+@contextmanager
+def _finishing_out_of_space(info: UploadInfo) -> Iterator[None]:
+    """A full disk while an upload is finished (published, recorded) is not a
+    refusal: the upload stays finished but not completed, so the last PATCH,
+    a HEAD or ``cleanup`` runs ``post_finish`` again once there is space."""
+    try:
+        yield
+    except errors.TusError:
+        raise
+    except Exception as error:
+        if not errors.is_out_of_space(error):
+            raise
+        log.warning(
+            "upload %s not finished: out of storage space (%s)", info.id, errors.brief(error)
+        )
+        raise errors.out_of_space(
+            "the upload is complete and kept, but could not be finished; "
+            "retry later (HEAD or the last PATCH): it is finished then"
+        ) from None

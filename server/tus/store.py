@@ -215,6 +215,8 @@ class Store(Protocol):
 
     def remove_stale_temporaries(self, older_than: float) -> int: ...
 
+    def remove_leftovers(self, older_than: float) -> list[str]: ...
+
     def data_path(self, upload_id: str) -> Path: ...
 
 
@@ -274,6 +276,14 @@ _start_writeback = _load_sync_file_range()
 def _remove(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def _changed_since(path: str, moment: float) -> bool:
+    """Whether ``path`` exists and was changed at or after ``moment``."""
+    try:
+        return os.lstat(path).st_mtime >= moment
+    except FileNotFoundError:
+        return False
 
 
 def _write_all(fd: int, block: bytes) -> None:
@@ -388,6 +398,67 @@ class FileStore:
                     continue
         return removed
 
+    def remove_leftovers(self, older_than: float) -> list[str]:
+        """Remove what a crash (or a full disk, before it was handled) left of
+        uploads that cannot be used, last changed before the POSIX time
+        ``older_than``; returns the ids.
+
+        A leftover is a data file without a state file, a state file without
+        a data file, an unreadable state file (with its data), and markers
+        or concatenation links of uploads that are gone.  ``get`` answers 404
+        for each, so nobody can resume or expire them: only this removes
+        them.  The age keeps away from a creation in progress (the data file
+        exists a moment before its state file).
+        """
+        names = set(os.listdir(self.directory))
+        removed: list[str] = []
+        for name in sorted(names):
+            stem, _, suffix = name.partition(".")
+            if not valid_id(stem) or suffix not in ("", "info", "done", "pending"):
+                continue
+            if stem in removed or not self._is_leftover(stem, names):
+                continue
+            paths = [self._file(stem, end) for end in ("", ".info", ".done", ".pending")]
+            if any(_changed_since(path, older_than) for path in paths):
+                continue
+            for path in paths[1:] + paths[:1]:  # state first: then the upload is invisible
+                _remove(path)
+            if self.digests is not None:
+                self.digests.forget(stem)
+            removed.append(stem)
+        removed += self._remove_dangling_links(older_than)
+        return removed
+
+    def _is_leftover(self, upload_id: str, names: set[str]) -> bool:
+        has_state = f"{upload_id}.info" in names or f"{upload_id}.done" in names
+        if not has_state or upload_id not in names:
+            return True
+        try:
+            self._read_state(upload_id)
+        except FileNotFoundError:
+            return False  # completed or removed meanwhile: not ours to judge
+        except ValueError:
+            return True
+        return False
+
+    def _remove_dangling_links(self, older_than: float) -> list[str]:
+        """``links/<partial-id>`` of partial uploads that are gone."""
+        try:
+            entries = list(os.scandir(self.links))
+        except FileNotFoundError:
+            return []
+        removed = []
+        for entry in entries:
+            if not valid_id(entry.name) or _changed_since(entry.path, older_than):
+                continue
+            if not (
+                os.path.exists(self._info_path(entry.name))
+                or os.path.exists(self._done_path(entry.name))
+            ):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.name)
+        return removed
+
     def _read_pending(self, upload_id: str) -> int | None:
         try:
             with open(self._pending_path(upload_id), "rb") as handle:
@@ -412,20 +483,31 @@ class FileStore:
         if not info.id:
             info.id = new_upload_id()
         data = self._file(info.id)
-        with open(data, "xb") as handle:
+        made: list[str] = []  # what this call created: removed again if it fails
+        try:
+            with open(data, "xb") as handle:
+                made.append(data)
+                if self.sync_each:
+                    os.fsync(handle.fileno())
+            state = self._info_path(info.id)
+            with open(state, "x", encoding="utf-8") as handle:
+                made.append(state)
+                handle.write(json.dumps(info.to_json()))
+                handle.flush()
+                if self.sync_each:
+                    os.fsync(handle.fileno())
+                elif self.sync_finished:
+                    # On its way to the disk now, so that the fsync when the upload
+                    # finishes has nothing left to write (one journal commit, not two).
+                    self._start_writeback(handle.fileno(), 0, 0)
             if self.sync_each:
-                os.fsync(handle.fileno())
-        with open(self._info_path(info.id), "x", encoding="utf-8") as handle:
-            handle.write(json.dumps(info.to_json()))
-            handle.flush()
-            if self.sync_each:
-                os.fsync(handle.fileno())
-            elif self.sync_finished:
-                # On its way to the disk now, so that the fsync when the upload
-                # finishes has nothing left to write (one journal commit, not two).
-                self._start_writeback(handle.fileno(), 0, 0)
-        if self.sync_each:
-            fsync_directory(self.directory)
+                fsync_directory(self.directory)
+        except BaseException:
+            # A full disk fails the state file's write: no empty data file or
+            # torn state file stays behind (state first: it makes it visible).
+            for path in reversed(made):
+                _remove(path)
+            raise
         info.offset = 0
         info.modified = os.stat(data).st_mtime
         return info
@@ -475,7 +557,16 @@ class FileStore:
                         break
                     if len(block) > limit - written:
                         raise errors.too_large("request body", limit)
-                    _write_all(fd, block)
+                    try:
+                        _write_all(fd, block)
+                    except OSError:
+                        # A full disk took part of the block: those bytes stay.
+                        stored = os.lseek(fd, 0, os.SEEK_CUR) - offset - written
+                        if stored > 0:
+                            written += stored
+                            if feeder is not None:
+                                feeder.feed(block[:stored])
+                        raise
                     written += len(block)
                     if feeder is not None:
                         feeder.feed(block)
@@ -494,7 +585,7 @@ class FileStore:
                     os.ftruncate(fd, offset)
                     kept = offset
                 elif isinstance(sys.exception(), Exception):
-                    kept = offset + written  # the client went away: its bytes stay
+                    kept = offset + written  # the client went away, the disk is full: they stay
                 raise
             finally:
                 if self.sync_each:
@@ -556,9 +647,14 @@ class FileStore:
         path = self._pending_path(upload_id)
         if self.sync_each:
             write_json_atomically(Path(path), offset)
-        else:
+            return
+        try:
             with open(path, "w", encoding="ascii") as handle:
                 handle.write(str(offset))
+        except BaseException:
+            # An empty marker (disk full) would read as offset 0.
+            _remove(path)
+            raise
 
     def _discard_unverified(self, upload_id: str) -> None:
         """Cut away a checksummed chunk a crash left unverified (lock held)."""

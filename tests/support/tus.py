@@ -85,6 +85,21 @@ def create(
     return requests.post(f"{server.url}/files/", headers=sent, data=body, timeout=30)
 
 
+def create_final(
+    server: LiveServer, urls: list[str], metadata: dict[str, str] | None = None
+) -> requests.Response:
+    """Create a final upload (concatenation extension) of the partial uploads ``urls``."""
+    return requests.post(
+        f"{server.url}/files/",
+        headers={
+            **TUS,
+            "Upload-Concat": "final;" + " ".join(urls),
+            "Upload-Metadata": encode_metadata(metadata or report_metadata()),
+        },
+        timeout=30,
+    )
+
+
 def new_upload(server: LiveServer, length: int | None, **kwargs: object) -> str:
     response = create(server, length, **kwargs)  # type: ignore[arg-type]
     assert response.status_code == 201, response.text
