@@ -26,6 +26,9 @@ DEFAULT_DATA_DIR = "./dqrxfer-data"
 DEFAULT_MAX_UPLOAD_SIZE = 64 * 1024**3
 DEFAULT_MIN_FREE_SPACE = 1024**3
 DEFAULT_UPLOAD_EXPIRY = 7 * 24 * 3600
+#: ``max_unfinished_bytes`` defaults to this many times the largest project's
+#: ``max_upload_size``: a few of the largest uploads in progress at once.
+UNFINISHED_BYTES_FACTOR = 4
 
 
 class ConfigError(ValueError):
@@ -91,6 +94,10 @@ class Settings:
     read_timeout: float = 60.0
     trusted_proxies: tuple[str, ...] | None = None
     metrics: bool = True
+    # Bytes the unfinished uploads of one principal may hold (tus
+    # ``TusOptions.max_unfinished_bytes``): declared lengths, or the bytes
+    # received while a length is deferred.
+    max_unfinished_bytes: int = UNFINISHED_BYTES_FACTOR * DEFAULT_MAX_UPLOAD_SIZE
     source: str = "embedded default"
     #: Origins (``https://host[:port]``, or ``*``) whose pages may call this
     #: server from a browser (CORS); empty: none.
@@ -184,6 +191,7 @@ def load_settings(
         "auth",
         "cors_origins",
         "min_free_space",
+        "max_unfinished_bytes",
         *TAR_LIMIT_KEYS,
     }
     unknown = sorted(set(table) - known)
@@ -229,6 +237,12 @@ def load_settings(
         read_timeout=_number(table, "read_timeout", 60.0),
         trusted_proxies=_trusted_proxies(table),
         metrics=bool(table.get("metrics", True)),
+        max_unfinished_bytes=_positive_int(
+            table,
+            "max_unfinished_bytes",
+            "",
+            UNFINISHED_BYTES_FACTOR * max(project.max_upload_size for project in projects.values()),
+        ),
         source=source,
         cors_origins=_load_cors_origins(table.get("cors_origins")),
     )

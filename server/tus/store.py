@@ -125,6 +125,11 @@ class UploadInfo:
     ``concat`` is ``"partial"``, ``"final"`` or ``None`` (concatenation
     extension); ``partials`` lists a final upload's partial uploads in order.
     ``completed`` is set once ``post_finish`` has run for a finished upload.
+    ``size_limit`` is the largest length the upload may reach, if the
+    application set one at creation (``pre_create``), below the endpoint's
+    ``max_size``; ``size_limit_rule`` says who set it, for the refusals that
+    name it.  The protocol enforces it on a deferred length, on every PATCH
+    and on a final upload's concatenation.
     """
 
     id: str
@@ -137,6 +142,8 @@ class UploadInfo:
     partials: list[str] = field(default_factory=list)
     completed: bool = False
     modified: float = 0.0
+    size_limit: int | None = None
+    size_limit_rule: str = ""
 
     @property
     def deferred_length(self) -> bool:
@@ -148,8 +155,8 @@ class UploadInfo:
 
     @property
     def is_partial(self) -> bool:
-        """A partial upload of the concatenation extension: carries no
-        application metadata and is only ever used to build a final upload."""
+        """A partial upload of the concatenation extension: only ever used to
+        build a final upload (its metadata is the application's business)."""
         return self.concat == CONCAT_PARTIAL
 
     @property
@@ -212,6 +219,8 @@ class Store(Protocol):
     def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None: ...
 
     def upload_ids(self) -> Iterator[str]: ...
+
+    def unfinished_uploads(self) -> Iterator[UploadInfo]: ...
 
     def remove_stale_temporaries(self, older_than: float) -> int: ...
 
@@ -371,6 +380,24 @@ class FileStore:
                 stem, dot, suffix = entry.name.partition(".")
                 if dot and suffix in ("info", "done") and valid_id(stem):
                     yield stem
+
+    def unfinished_uploads(self) -> Iterator[UploadInfo]:
+        """Every upload whose ``post_finish`` has not run (state file
+        ``<id>.info``): unfinished ones, and finished ones a crash left
+        unfinalized.  Completed uploads (``<id>.done``, kept for their
+        retention) are not read, so the cost is one state file per upload in
+        progress."""
+        with os.scandir(self.directory) as entries:
+            stems = [
+                stem
+                for stem, dot, suffix in (entry.name.partition(".") for entry in entries)
+                if dot and suffix == "info" and valid_id(stem)
+            ]
+        for upload_id in stems:
+            try:
+                yield self.get(upload_id)
+            except errors.TusError:
+                continue  # removed (or completed) meanwhile, or unreadable
 
     def remove_stale_temporaries(self, older_than: float) -> int:
         """Remove temporary files (of writes a crash interrupted) last changed
