@@ -1,0 +1,353 @@
+"""Authorization and size limits on every path that stores bytes, against a
+live server in ``remote-user`` mode (a principal the rules list, and one they
+do not): partial uploads pass the same rule check as whole uploads, a final
+upload joins only its principal's partial uploads made for it, a project's
+``max_upload_size`` holds for deferred lengths, every PATCH and concatenation,
+and ``max_unfinished_bytes`` caps what one principal's unfinished uploads hold.
+
+Every refusal names its rule, and a refused creation leaves nothing in the
+upload store."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from dqrxfer.server.tus import FileStore, TusHooks, TusOptions, UploadInfo, Uploads
+from dqrxfer.server.tus.locker import FileLocker
+from dqrxfer.server.tus.metrics import tus_metrics
+from support.live import LiveServer
+from support.remote_user import PROXY, as_principal
+from support.tus import (
+    TUS,
+    create,
+    data_file,
+    encode_metadata,
+    head,
+    patch,
+    published,
+    report_metadata,
+    upload_files,
+    upload_id,
+)
+from support.uploads import sha256_hex
+
+PROJECT_LIMIT = 2000
+CAP = 5000
+RULE = f"project O4's max_upload_size is {PROJECT_LIMIT} bytes"
+STRANGER = "mallory@EXAMPLE.ORG"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    root = tmp_path_factory.mktemp("authorization")
+    data = root / "data"
+    data.mkdir()
+    config = root / "server.toml"
+    config.write_text(
+        f"""auto_upgrade = true
+upload_expiry = 3600
+max_unfinished_bytes = {CAP}
+
+[projects.O4]
+reports_root = "{data / "reports" / "O4"}"
+url = "/reports/O4/"
+max_upload_size = {PROJECT_LIMIT}
+
+[projects.personal]
+reports_root = "{data / "reports" / "personal"}"
+url = "/reports/personal/"
+
+[auth]
+mode = "remote-user"
+
+[[auth.rules]]
+name = "people"
+principals = ["*@LIGO.ORG"]
+"""
+    )
+    live = LiveServer(data, config=config, extra_args=["--trusted-proxy", f"{PROXY}/32"])
+    yield live.start()
+    live.stop()
+
+
+def person(name: str) -> requests.Session:
+    """A principal the rules allow; each test its own, so that their unfinished
+    uploads never count against another test's cap."""
+    return as_principal(f"{name}@LIGO.ORG")
+
+
+def final(
+    session: requests.Session, server: LiveServer, urls: list[str], metadata: dict[str, str]
+) -> requests.Response:
+    headers = {
+        **TUS,
+        "Upload-Concat": "final;" + " ".join(urls),
+        "Upload-Metadata": encode_metadata(metadata),
+    }
+    return session.post(f"{server.url}/files/", headers=headers, timeout=30)
+
+
+def new(
+    session: requests.Session,
+    server: LiveServer,
+    length: int | None,
+    metadata: dict[str, str],
+    partial: bool = False,
+) -> str:
+    headers = {"Upload-Concat": "partial"} if partial else {}
+    response = create(server, length, metadata, headers, session=session)
+    assert response.status_code == 201, response.text
+    return response.headers["Location"]
+
+
+# -- partial uploads are authorized as whole uploads ------------------------------------------
+
+
+def test_a_partial_upload_without_report_metadata_is_refused(server: LiveServer) -> None:
+    before = upload_files(server)
+    for session in (person("partial.nometa"), as_principal(STRANGER)):
+        response = create(server, 1000, {}, {"Upload-Concat": "partial"}, session=session)
+        assert response.status_code == 400, response.text
+        assert response.text.startswith("project: is required (a partial upload, Upload-Concat")
+        assert "checked and authorized as it is" in response.text
+        assert "Location" not in response.headers
+    assert upload_files(server) == before
+
+
+def test_a_partial_upload_of_a_principal_no_rule_lists_is_refused(server: LiveServer) -> None:
+    stranger = as_principal(STRANGER)
+    before = upload_files(server)
+    for length in (1000, None):
+        response = create(
+            server, length, report_metadata(), {"Upload-Concat": "partial"}, session=stranger
+        )
+        assert response.status_code == 403, response.text
+        assert response.text == (
+            f"{STRANGER} may not upload to project O4: no rule in auth.rules lists this "
+            "principal for this project\n"
+        )
+    assert upload_files(server) == before
+
+
+def test_a_final_upload_joins_only_its_principals_partial_uploads(server: LiveServer) -> None:
+    owner, other = person("joins.owner"), person("joins.other")
+    metadata = report_metadata()
+    url = new(owner, server, 3, metadata, partial=True)
+    assert patch(url, 0, b"abc", session=owner).status_code == 204
+    before = upload_files(server)
+
+    response = final(other, server, [url], metadata)  # someone else's: as if it did not exist
+    assert response.status_code == 400
+    assert response.text.startswith(f"Upload-Concat: no partial upload {url}")
+    response = final(owner, server, [url], {**metadata, "graceid": "S230518i"})
+    assert response.status_code == 400
+    assert "was created with graceid 'S230518h' (not 'S230518i')" in response.text
+    assert "a final upload joins only partial uploads created with its report metadata" in (
+        response.text
+    )
+    assert upload_files(server) == before
+
+    response = final(owner, server, [url], {**metadata, "sha256": sha256_hex(b"abc")})
+    assert response.status_code == 201, response.text
+    assert published(server, metadata).read_bytes() == b"abc"
+
+
+# -- a project's max_upload_size on every path ------------------------------------------------
+
+
+def test_a_whole_or_partial_upload_over_the_project_limit_is_refused(server: LiveServer) -> None:
+    session = person("limit.create")
+    before = upload_files(server)
+    for headers in ({}, {"Upload-Concat": "partial"}):
+        response = create(server, PROJECT_LIMIT + 1, report_metadata(), headers, session=session)
+        assert response.status_code == 413
+        assert (
+            response.text
+            == f"Upload-Length: {PROJECT_LIMIT + 1} bytes is over the limit ({RULE})\n"
+        )
+    # Creation with upload, length deferred: the first body is checked before anything exists.
+    response = create(
+        server, None, report_metadata(), body=os.urandom(PROJECT_LIMIT + 1), session=session
+    )
+    assert response.status_code == 413
+    assert response.text.startswith(
+        f"request body: {PROJECT_LIMIT + 1} bytes is over the limit ({RULE})"
+    )
+    assert upload_files(server) == before
+    # Another project, another limit.
+    assert new(session, server, PROJECT_LIMIT + 1, report_metadata(project="personal"))
+
+
+def test_a_deferred_length_is_held_to_the_project_limit(server: LiveServer) -> None:
+    session = person("limit.deferred")
+    metadata = report_metadata()
+    url = new(session, server, None, metadata)
+    first = os.urandom(1500)
+    assert patch(url, 0, first, session=session).status_code == 204
+
+    # Declaring a length over the limit.
+    response = patch(url, 1500, b"", {"Upload-Length": str(PROJECT_LIMIT + 1)}, session=session)
+    assert response.status_code == 413
+    assert response.text == f"Upload-Length: {PROJECT_LIMIT + 1} bytes is over the limit ({RULE})\n"
+    # A body that would take the offset past it: with Content-Length, and chunked.
+    for body in (os.urandom(501), iter([os.urandom(300), os.urandom(201)])):
+        response = patch(url, 1500, body, session=session)
+        assert response.status_code == 413
+        assert response.text == (
+            f"request body: over the limit ({RULE}; 1500 bytes received, 500 more allowed)\n"
+        )
+        info = head(url, session=session)
+        assert info.headers["Upload-Offset"] == "1500"
+        assert info.headers["Upload-Defer-Length"] == "1"
+        assert data_file(server, url).read_bytes() == first  # nothing beyond is stored
+
+    # Up to the limit is fine.
+    rest = os.urandom(500)
+    response = patch(url, 1500, rest, {"Upload-Length": str(PROJECT_LIMIT)}, session=session)
+    assert response.status_code == 204, response.text
+    assert published(server, metadata).read_bytes() == first + rest
+
+
+def test_a_concatenation_is_held_to_the_project_limit(server: LiveServer) -> None:
+    session = person("limit.concat")
+    metadata = report_metadata()
+    urls = [new(session, server, 1500, metadata, partial=True) for _ in range(2)]
+    for url in urls:
+        assert patch(url, 0, os.urandom(1500), session=session).status_code == 204
+    before = upload_files(server)
+    response = final(session, server, urls, metadata)
+    assert response.status_code == 413
+    assert response.text == f"Upload-Concat: 3000 bytes is over the limit ({RULE})\n"
+    assert upload_files(server) == before
+
+    # Lengths not known when the final upload is made: refused at concatenation.
+    deferred = new(session, server, None, metadata, partial=True)
+    response = final(session, server, [urls[0], deferred], metadata)
+    assert response.status_code == 201, response.text
+    final_url = response.headers["Location"]
+    response = patch(deferred, 0, os.urandom(600), {"Upload-Length": "600"}, session=session)
+    assert response.status_code == 204
+    info = head(final_url, session=session)
+    assert info.headers["Upload-Length"] == "2100"
+    assert "Upload-Offset" not in info.headers  # never concatenated
+    assert data_file(server, final_url).stat().st_size == 0
+    assert not published(server, metadata).exists()
+    assert f"final upload {upload_id(final_url)} not completed now: concatenated upload: " in (
+        server.log()
+    )
+
+
+# -- max_unfinished_bytes per principal ----------------------------------------------------
+
+
+def cap_rule(principal: str, left: int) -> str:
+    return (
+        f"max_unfinished_bytes is {CAP} bytes per principal, and the unfinished uploads "
+        f"of {principal} leave {left}"
+    )
+
+
+def test_unfinished_uploads_of_one_principal_are_capped(server: LiveServer) -> None:
+    session, other = person("cap.one"), person("cap.other")
+    whole = new(session, server, 2000, report_metadata())
+    new(session, server, 2000, report_metadata(), partial=True)
+    before = upload_files(server)
+    for headers in ({}, {"Upload-Concat": "partial"}):
+        response = create(server, 1001, report_metadata(), headers, session=session)
+        assert response.status_code == 413
+        assert response.text == (
+            f"Upload-Length: 1001 bytes is over the limit ({cap_rule('cap.one@LIGO.ORG', 1000)})\n"
+        )
+    assert upload_files(server) == before
+    # Someone else has a cap of their own.
+    new(other, server, 2000, report_metadata())
+    # A finished (published) upload no longer counts.
+    assert patch(whole, 0, os.urandom(2000), session=session).status_code == 204
+    new(session, server, 2000, report_metadata())
+
+
+def test_a_deferred_length_upload_counts_what_it_received(server: LiveServer) -> None:
+    session = person("cap.deferred")
+    new(session, server, 2000, report_metadata())
+    new(session, server, 2000, report_metadata())
+    url = new(session, server, None, report_metadata())
+    assert patch(url, 0, os.urandom(600), session=session).status_code == 204
+    response = patch(url, 600, os.urandom(401), session=session)
+    assert response.status_code == 413
+    assert response.text == (
+        f"request body: over the limit ({cap_rule('cap.deferred@LIGO.ORG', 1000)}; "
+        "600 bytes received, 400 more allowed)\n"
+    )
+    response = patch(url, 600, b"", {"Upload-Length": "1001"}, session=session)
+    assert response.status_code == 413
+    assert cap_rule("cap.deferred@LIGO.ORG", 1000) in response.text
+    assert data_file(server, url).stat().st_size == 600
+    # The 600 received count: 400 more is all anyone of this principal may add.
+    response = create(server, 401, report_metadata(), session=session)
+    assert response.status_code == 413
+    assert cap_rule("cap.deferred@LIGO.ORG", 400) in response.text
+
+
+def test_creations_at_once_count_each_other(server: LiveServer) -> None:
+    """Twelve creations of 2000 bytes at once, on two worker processes: the cap
+    of 5000 lets exactly two of them through."""
+    principal = "cap.race@LIGO.ORG"
+    barrier = threading.Barrier(12)
+    statuses: list[int] = []
+
+    def attempt() -> None:
+        session = as_principal(principal)
+        barrier.wait()
+        statuses.append(create(server, 2000, report_metadata(), session=session).status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [201] * 2 + [413] * 10
+    mine = [
+        path
+        for path in (server.data_dir / "uploads").glob("*.info")
+        if f'"owner": "{principal}"' in path.read_text()
+    ]
+    assert len(mine) == 2
+
+
+# -- the count, unit by unit ---------------------------------------------------------------
+
+
+def test_what_counts_as_unfinished(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "uploads", fsync="never")
+    uploads = Uploads(
+        store,
+        FileLocker(tmp_path / "locks"),
+        TusHooks(),
+        TusOptions(expiry=3600, max_unfinished_bytes=CAP),
+        tus_metrics(),
+    )
+
+    def make(length: int | None, owner: str = "a@X", received: int = 0, **fields: object) -> str:
+        info = store.create(UploadInfo(id="", length=length, owner=owner, **fields))  # type: ignore[arg-type]
+        chunks = [os.urandom(received)] if received else []
+        store.write(info.id, 0, lambda size: chunks.pop() if chunks else b"", received)
+        return info.id
+
+    make(1000)  # declared: its length
+    make(None, received=300)  # deferred: what it received
+    make(700, concat="partial", received=10)
+    make(None, concat="final", partials=[])  # a final upload: its partials' bytes
+    make(5000, owner="b@X")  # someone else's
+    stale = make(2000)
+    old = os.stat(store.data_path(stale)).st_mtime - 7200
+    os.utime(store.data_path(stale), (old, old))  # expired: takes no more bytes
+    done = store.get(make(50, received=50))
+    store.mark_completed(done)  # completed
+    assert uploads.unfinished_bytes("a@X") == 1000 + 300 + 700
+    assert uploads.owner_room("a@X") == CAP - 2000
+    assert uploads.unfinished_bytes("b@X") == 5000
