@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from dqrxfer.server.config import ConfigError, load_settings
 from dqrxfer.server.tus import FileStore, TusHooks, TusOptions, UploadInfo, Uploads
 from dqrxfer.server.tus.locker import FileLocker
 from dqrxfer.server.tus.metrics import tus_metrics
@@ -351,3 +352,26 @@ def test_what_counts_as_unfinished(tmp_path: Path) -> None:
     assert uploads.unfinished_bytes("a@X") == 1000 + 300 + 700
     assert uploads.owner_room("a@X") == CAP - 2000
     assert uploads.unfinished_bytes("b@X") == 5000
+
+
+# -- the configuration key -----------------------------------------------------------------
+
+
+def test_max_unfinished_bytes_is_configured_and_defaults_to_four_largest_uploads(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "server.toml"
+    projects = (
+        f'[projects.O4]\nreports_root = "{tmp_path / "O4"}"\nurl = "/O4/"\nmax_upload_size = 300\n'
+        f'[projects.personal]\nreports_root = "{tmp_path / "p"}"\nurl = "/p/"\n'
+        "max_upload_size = 1000\n"
+    )
+    config.write_text(projects)
+    assert load_settings(config, tmp_path).max_unfinished_bytes == 4 * 1000
+    assert load_settings(None, tmp_path).max_unfinished_bytes == 4 * 64 * 1024**3
+    config.write_text(f"max_unfinished_bytes = 123\n{projects}")
+    assert load_settings(config, tmp_path).max_unfinished_bytes == 123
+    for value in ("0", "-5", '"lots"', "true", "1.5"):
+        config.write_text(f"max_unfinished_bytes = {value}\n{projects}")
+        with pytest.raises(ConfigError, match="^max_unfinished_bytes: must be"):
+            load_settings(config, tmp_path)
