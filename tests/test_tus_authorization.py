@@ -11,12 +11,14 @@ upload store."""
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from conftest import run_cli
 from dqrxfer.server.config import ConfigError, load_settings
 from dqrxfer.server.tus import FileStore, TusHooks, TusOptions, UploadInfo, Uploads
 from dqrxfer.server.tus.locker import FileLocker
@@ -375,3 +377,84 @@ def test_max_unfinished_bytes_is_configured_and_defaults_to_four_largest_uploads
         config.write_text(f"max_unfinished_bytes = {value}\n{projects}")
         with pytest.raises(ConfigError, match="^max_unfinished_bytes: must be"):
             load_settings(config, tmp_path)
+
+
+# -- dqr-upload meets the limits -------------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def small_limits(tmp_path: Path) -> Iterator[LiveServer]:
+    """No authentication (every upload is the anonymous client's), O4 limited
+    to 2.5 MiB, 4 MiB of unfinished uploads."""
+    data = tmp_path / "data"
+    data.mkdir()
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f"auto_upgrade = true\nmax_unfinished_bytes = {4 * MiB}\n\n"
+        f'[projects.O4]\nreports_root = "{data / "reports" / "O4"}"\nurl = "/reports/O4/"\n'
+        f"max_upload_size = {5 * MiB // 2}\n"
+    )
+    live = LiveServer(data, config=config).start()
+    yield live
+    live.stop()
+
+
+def dqr_upload(server: LiveServer, path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(
+        "dqr-upload",
+        "-s",
+        server.url,
+        "-p",
+        "O4",
+        "-g",
+        "S230518h",
+        "-u",
+        "llo",
+        "--revision",
+        "1",
+        "--retries",
+        "1",
+        *extra,
+        str(path),
+    )
+
+
+def test_dqr_upload_in_partial_uploads_is_held_to_the_project_limit(
+    small_limits: LiveServer, tmp_path: Path
+) -> None:
+    """Two partial uploads of 2 and 1 MiB pass; the final upload of 3 MiB that
+    would join them does not."""
+    payload = tmp_path / "three.bin"
+    payload.write_bytes(os.urandom(3 * MiB))
+    result = dqr_upload(small_limits, payload, "--parallel", "2", "--chunk-size", "1")
+    assert result.returncode == 4, result.stderr
+    assert (
+        f"Upload-Concat: {3 * MiB} bytes is over the limit "
+        f"(project O4's max_upload_size is {5 * MiB // 2} bytes)"
+    ) in result.stderr
+    assert not small_limits.published("three.bin").exists()
+
+
+def test_dqr_upload_is_held_to_the_cap_on_unfinished_bytes(
+    small_limits: LiveServer, tmp_path: Path
+) -> None:
+    unfinished = create(small_limits, 2 * MiB, report_metadata())
+    assert unfinished.status_code == 201
+    before = upload_files(small_limits)
+    payload = tmp_path / "two.bin"
+    payload.write_bytes(os.urandom(2 * MiB + 1))
+    result = dqr_upload(small_limits, payload)
+    assert result.returncode == 4, result.stderr
+    assert (
+        f"Upload-Length: {2 * MiB + 1} bytes is over the limit (max_unfinished_bytes is "
+        f"{4 * MiB} bytes per principal, and the unfinished uploads of anonymous clients "
+        f"leave {2 * MiB})"
+    ) in result.stderr
+    assert upload_files(small_limits) == before
+    # Once the other upload is finished, there is room.
+    assert patch(unfinished.headers["Location"], 0, os.urandom(2 * MiB)).status_code == 204
+    result = dqr_upload(small_limits, payload)
+    assert result.returncode == 0, result.stderr
+    assert small_limits.published("two.bin").read_bytes() == payload.read_bytes()
