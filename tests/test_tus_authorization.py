@@ -351,9 +351,15 @@ def test_what_counts_as_unfinished(tmp_path: Path) -> None:
     os.utime(store.data_path(stale), (old, old))  # expired: takes no more bytes
     done = store.get(make(50, received=50))
     store.mark_completed(done)  # completed
+    store.terminate(make(400))  # gone
     assert uploads.unfinished_bytes("a@X") == 1000 + 300 + 700
     assert uploads.owner_room("a@X") == CAP - 2000
     assert uploads.unfinished_bytes("b@X") == 5000
+    assert uploads.unfinished_bytes("c@X") == 0
+    # Only the owner's uploads in progress are read: hints of uploads
+    # completed or gone do not stay.
+    hints = {path.name for path in (tmp_path / "uploads" / "owners").glob("*/*")}
+    assert done.id not in hints and len(hints) == 6
 
 
 # -- the configuration key -----------------------------------------------------------------

@@ -126,18 +126,12 @@ class Uploads:
         of each, or its received bytes while its length is deferred.  Final
         uploads count nothing (their bytes are their partial uploads'), nor
         do expired uploads (they take no more bytes; ``cleanup`` removes
-        them) and completed ones.  Reads the state of every upload in
+        them) and completed ones.  Reads the state of the owner's uploads in
         progress (:meth:`.store.FileStore.unfinished_uploads`)."""
         now = time.time() if now is None else now
         total = 0
-        for info in self.store.unfinished_uploads():
-            if (
-                info.owner != owner
-                or info.id == excluding
-                or info.completed
-                or info.is_final
-                or self.expired(info, now)
-            ):
+        for info in self.store.unfinished_uploads(owner):
+            if info.id == excluding or info.completed or info.is_final or self.expired(info, now):
                 continue
             total += info.offset if info.length is None else info.length
         return total

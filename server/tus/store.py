@@ -14,7 +14,12 @@ Layout of :class:`FileStore`'s directory, for an upload ``<id>``:
     chunk started at;
 ``links/<partial-id>/<final-id>``
     a final upload of the concatenation extension waiting for an unfinished
-    partial upload.
+    partial upload;
+``owners/<owner-hash>/<id>``
+    an empty file per upload in progress, under a hash of its owner, so that
+    :meth:`FileStore.unfinished_uploads` reads the state of one owner's
+    uploads only.  A hint: removed when the upload completes, and by that
+    method when it finds the upload gone (terminated, expired) or completed.
 
 The offset of an upload is never stored: it is the size of its data file
 (or, while a ``.pending`` marker exists, the offset the marker names).  After
@@ -65,6 +70,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -220,7 +226,7 @@ class Store(Protocol):
 
     def upload_ids(self) -> Iterator[str]: ...
 
-    def unfinished_uploads(self) -> Iterator[UploadInfo]: ...
+    def unfinished_uploads(self, owner: str | None) -> Iterator[UploadInfo]: ...
 
     def remove_stale_temporaries(self, older_than: float) -> int: ...
 
@@ -381,23 +387,41 @@ class FileStore:
                 if dot and suffix in ("info", "done") and valid_id(stem):
                     yield stem
 
-    def unfinished_uploads(self) -> Iterator[UploadInfo]:
-        """Every upload whose ``post_finish`` has not run (state file
-        ``<id>.info``): unfinished ones, and finished ones a crash left
-        unfinalized.  Completed uploads (``<id>.done``, kept for their
-        retention) are not read, so the cost is one state file per upload in
-        progress."""
-        with os.scandir(self.directory) as entries:
-            stems = [
-                stem
-                for stem, dot, suffix in (entry.name.partition(".") for entry in entries)
-                if dot and suffix == "info" and valid_id(stem)
-            ]
-        for upload_id in stems:
+    def unfinished_uploads(self, owner: str | None) -> Iterator[UploadInfo]:
+        """The owner's uploads whose ``post_finish`` has not run: unfinished
+        ones, and finished ones a crash left unfinalized.  Reads the state of
+        the owner's uploads in progress only (``owners/``), never the whole
+        directory; hints of uploads gone or completed are removed on the way."""
+        directory = self._owner_dir(owner)
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not valid_id(name):
+                continue
             try:
-                yield self.get(upload_id)
+                info = self.get(name)
             except errors.TusError:
-                continue  # removed (or completed) meanwhile, or unreadable
+                info = None  # terminated or expired (or a state file a power loss tore)
+            if info is None or info.completed:
+                _remove(f"{directory}/{name}")
+            elif info.owner == owner:
+                yield info
+
+    def _owner_dir(self, owner: str | None) -> str:
+        key = hashlib.blake2b((owner or "").encode(), digest_size=16).hexdigest()
+        return f"{self._root}/owners/{key}"
+
+    def _note_owner(self, info: UploadInfo) -> None:
+        """Add the upload to its owner's hints (not fsynced: a hint a power
+        loss takes only leaves the upload uncounted)."""
+        path = f"{self._owner_dir(info.owner)}/{info.id}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
     def remove_stale_temporaries(self, older_than: float) -> int:
         """Remove temporary files (of writes a crash interrupted) last changed
@@ -453,6 +477,7 @@ class FileStore:
                 self._start_writeback(handle.fileno(), 0, 0)
         if self.sync_each:
             fsync_directory(self.directory)
+        self._note_owner(info)
         info.offset = 0
         info.modified = os.stat(data).st_mtime
         return info
@@ -613,6 +638,7 @@ class FileStore:
                 raise errors.not_found() from None
         if self.sync_each:
             fsync_directory(self.directory)
+        _remove(f"{self._owner_dir(info.owner)}/{info.id}")
         info.completed = True
 
     def terminate(self, upload_id: str) -> None:
