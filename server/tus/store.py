@@ -414,14 +414,18 @@ class FileStore:
         return f"{self._root}/owners/{key}"
 
     def _note_owner(self, info: UploadInfo) -> None:
-        """Add the upload to its owner's hints (not fsynced: a hint a power
-        loss takes only leaves the upload uncounted)."""
+        """Add the upload (which exists) to its owner's hints.  Not fsynced,
+        and not an error when it fails (a full disk): a hint lost only leaves
+        the upload uncounted."""
         path = f"{self._owner_dir(info.owner)}/{info.id}"
         try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as error:
+            log.warning("upload %s: not counted for its owner (%s)", info.id, error)
 
     def remove_stale_temporaries(self, older_than: float) -> int:
         """Remove temporary files (of writes a crash interrupted) last changed
