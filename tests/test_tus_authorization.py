@@ -26,16 +26,18 @@ from dqrxfer.server.tus.metrics import tus_metrics
 from support.live import LiveServer
 from support.remote_user import PROXY, as_principal
 from support.tus import (
-    TUS,
     create,
     data_file,
-    encode_metadata,
     head,
+    new_upload,
     patch,
     published,
     report_metadata,
     upload_files,
     upload_id,
+)
+from support.tus import (
+    create_final as final,
 )
 from support.uploads import sha256_hex
 
@@ -84,28 +86,7 @@ def person(name: str) -> requests.Session:
     return as_principal(f"{name}@LIGO.ORG")
 
 
-def final(
-    session: requests.Session, server: LiveServer, urls: list[str], metadata: dict[str, str]
-) -> requests.Response:
-    headers = {
-        **TUS,
-        "Upload-Concat": "final;" + " ".join(urls),
-        "Upload-Metadata": encode_metadata(metadata),
-    }
-    return session.post(f"{server.url}/files/", headers=headers, timeout=30)
-
-
-def new(
-    session: requests.Session,
-    server: LiveServer,
-    length: int | None,
-    metadata: dict[str, str],
-    partial: bool = False,
-) -> str:
-    headers = {"Upload-Concat": "partial"} if partial else {}
-    response = create(server, length, metadata, headers, session=session)
-    assert response.status_code == 201, response.text
-    return response.headers["Location"]
+PARTIAL = {"Upload-Concat": "partial"}
 
 
 # -- partial uploads are authorized as whole uploads ------------------------------------------
@@ -114,7 +95,7 @@ def new(
 def test_a_partial_upload_without_report_metadata_is_refused(server: LiveServer) -> None:
     before = upload_files(server)
     for session in (person("partial.nometa"), as_principal(STRANGER)):
-        response = create(server, 1000, {}, {"Upload-Concat": "partial"}, session=session)
+        response = create(server, 1000, {}, PARTIAL, session=session)
         assert response.status_code == 400, response.text
         assert response.text.startswith("project: is required (a partial upload, Upload-Concat")
         assert "checked and authorized as it is" in response.text
@@ -126,9 +107,7 @@ def test_a_partial_upload_of_a_principal_no_rule_lists_is_refused(server: LiveSe
     stranger = as_principal(STRANGER)
     before = upload_files(server)
     for length in (1000, None):
-        response = create(
-            server, length, report_metadata(), {"Upload-Concat": "partial"}, session=stranger
-        )
+        response = create(server, length, report_metadata(), PARTIAL, session=stranger)
         assert response.status_code == 403, response.text
         assert response.text == (
             f"{STRANGER} may not upload to project O4: no rule in auth.rules lists this "
@@ -140,14 +119,15 @@ def test_a_partial_upload_of_a_principal_no_rule_lists_is_refused(server: LiveSe
 def test_a_final_upload_joins_only_its_principals_partial_uploads(server: LiveServer) -> None:
     owner, other = person("joins.owner"), person("joins.other")
     metadata = report_metadata()
-    url = new(owner, server, 3, metadata, partial=True)
+    url = new_upload(server, 3, metadata=metadata, headers=PARTIAL, session=owner)
     assert patch(url, 0, b"abc", session=owner).status_code == 204
     before = upload_files(server)
 
-    response = final(other, server, [url], metadata)  # someone else's: as if it did not exist
+    # Someone else's partial upload: as if it did not exist.
+    response = final(server, [url], metadata, session=other)
     assert response.status_code == 400
     assert response.text.startswith(f"Upload-Concat: no partial upload {url}")
-    response = final(owner, server, [url], {**metadata, "graceid": "S230518i"})
+    response = final(server, [url], {**metadata, "graceid": "S230518i"}, session=owner)
     assert response.status_code == 400
     assert "was created with graceid 'S230518h' (not 'S230518i')" in response.text
     assert "a final upload joins only partial uploads created with its report metadata" in (
@@ -155,7 +135,7 @@ def test_a_final_upload_joins_only_its_principals_partial_uploads(server: LiveSe
     )
     assert upload_files(server) == before
 
-    response = final(owner, server, [url], {**metadata, "sha256": sha256_hex(b"abc")})
+    response = final(server, [url], {**metadata, "sha256": sha256_hex(b"abc")}, session=owner)
     assert response.status_code == 201, response.text
     assert published(server, metadata).read_bytes() == b"abc"
 
@@ -166,7 +146,7 @@ def test_a_final_upload_joins_only_its_principals_partial_uploads(server: LiveSe
 def test_a_whole_or_partial_upload_over_the_project_limit_is_refused(server: LiveServer) -> None:
     session = person("limit.create")
     before = upload_files(server)
-    for headers in ({}, {"Upload-Concat": "partial"}):
+    for headers in ({}, PARTIAL):
         response = create(server, PROJECT_LIMIT + 1, report_metadata(), headers, session=session)
         assert response.status_code == 413
         assert (
@@ -183,13 +163,15 @@ def test_a_whole_or_partial_upload_over_the_project_limit_is_refused(server: Liv
     )
     assert upload_files(server) == before
     # Another project, another limit.
-    assert new(session, server, PROJECT_LIMIT + 1, report_metadata(project="personal"))
+    assert new_upload(
+        server, PROJECT_LIMIT + 1, metadata=report_metadata(project="personal"), session=session
+    )
 
 
 def test_a_deferred_length_is_held_to_the_project_limit(server: LiveServer) -> None:
     session = person("limit.deferred")
     metadata = report_metadata()
-    url = new(session, server, None, metadata)
+    url = new_upload(server, None, metadata=metadata, session=session)
     first = os.urandom(1500)
     assert patch(url, 0, first, session=session).status_code == 204
 
@@ -219,18 +201,21 @@ def test_a_deferred_length_is_held_to_the_project_limit(server: LiveServer) -> N
 def test_a_concatenation_is_held_to_the_project_limit(server: LiveServer) -> None:
     session = person("limit.concat")
     metadata = report_metadata()
-    urls = [new(session, server, 1500, metadata, partial=True) for _ in range(2)]
+    urls = [
+        new_upload(server, 1500, metadata=metadata, headers=PARTIAL, session=session)
+        for _ in range(2)
+    ]
     for url in urls:
         assert patch(url, 0, os.urandom(1500), session=session).status_code == 204
     before = upload_files(server)
-    response = final(session, server, urls, metadata)
+    response = final(server, urls, metadata, session=session)
     assert response.status_code == 413
     assert response.text == f"Upload-Concat: 3000 bytes is over the limit ({RULE})\n"
     assert upload_files(server) == before
 
     # Lengths not known when the final upload is made: refused at concatenation.
-    deferred = new(session, server, None, metadata, partial=True)
-    response = final(session, server, [urls[0], deferred], metadata)
+    deferred = new_upload(server, None, metadata=metadata, headers=PARTIAL, session=session)
+    response = final(server, [urls[0], deferred], metadata, session=session)
     assert response.status_code == 201, response.text
     final_url = response.headers["Location"]
     response = patch(deferred, 0, os.urandom(600), {"Upload-Length": "600"}, session=session)
@@ -257,10 +242,10 @@ def cap_rule(principal: str, left: int) -> str:
 
 def test_unfinished_uploads_of_one_principal_are_capped(server: LiveServer) -> None:
     session, other = person("cap.one"), person("cap.other")
-    whole = new(session, server, 2000, report_metadata())
-    new(session, server, 2000, report_metadata(), partial=True)
+    whole = new_upload(server, 2000, metadata=report_metadata(), session=session)
+    new_upload(server, 2000, metadata=report_metadata(), headers=PARTIAL, session=session)
     before = upload_files(server)
-    for headers in ({}, {"Upload-Concat": "partial"}):
+    for headers in ({}, PARTIAL):
         response = create(server, 1001, report_metadata(), headers, session=session)
         assert response.status_code == 413
         assert response.text == (
@@ -268,17 +253,17 @@ def test_unfinished_uploads_of_one_principal_are_capped(server: LiveServer) -> N
         )
     assert upload_files(server) == before
     # Someone else has a cap of their own.
-    new(other, server, 2000, report_metadata())
+    new_upload(server, 2000, metadata=report_metadata(), session=other)
     # A finished (published) upload no longer counts.
     assert patch(whole, 0, os.urandom(2000), session=session).status_code == 204
-    new(session, server, 2000, report_metadata())
+    new_upload(server, 2000, metadata=report_metadata(), session=session)
 
 
 def test_a_deferred_length_upload_counts_what_it_received(server: LiveServer) -> None:
     session = person("cap.deferred")
-    new(session, server, 2000, report_metadata())
-    new(session, server, 2000, report_metadata())
-    url = new(session, server, None, report_metadata())
+    new_upload(server, 2000, metadata=report_metadata(), session=session)
+    new_upload(server, 2000, metadata=report_metadata(), session=session)
+    url = new_upload(server, None, metadata=report_metadata(), session=session)
     assert patch(url, 0, os.urandom(600), session=session).status_code == 204
     response = patch(url, 600, os.urandom(401), session=session)
     assert response.status_code == 413

@@ -32,6 +32,9 @@ from support.tus import (
     upload_id,
     write_config,
 )
+from support.tus import (
+    create_final as final,
+)
 from support.uploads import sha256_hex
 
 
@@ -48,20 +51,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 def partial(server: LiveServer, length: int | None, metadata: dict[str, str]) -> str:
     """A partial upload for the final upload of ``metadata``."""
     return new_upload(server, length, metadata=metadata, headers={"Upload-Concat": "partial"})
-
-
-def final(
-    server: LiveServer, urls: list[str], metadata: dict[str, str] | None = None
-) -> requests.Response:
-    return requests.post(
-        f"{server.url}/files/",
-        headers={
-            **TUS,
-            "Upload-Concat": "final;" + " ".join(urls),
-            "Upload-Metadata": encode_metadata(metadata or report_metadata()),
-        },
-        timeout=30,
-    )
 
 
 def test_final_upload_of_finished_partials_is_their_concatenation(server: LiveServer) -> None:

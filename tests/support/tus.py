@@ -87,6 +87,21 @@ def create(
     return (session or requests).post(f"{server.url}/files/", headers=sent, data=body, timeout=30)
 
 
+def create_final(
+    server: LiveServer,
+    urls: list[str],
+    metadata: dict[str, str] | None = None,
+    session: requests.Session | None = None,
+) -> requests.Response:
+    """POST the final upload of the concatenation extension made of ``urls``."""
+    headers = {
+        **TUS,
+        "Upload-Concat": "final;" + " ".join(urls),
+        "Upload-Metadata": encode_metadata(metadata or report_metadata()),
+    }
+    return (session or requests).post(f"{server.url}/files/", headers=headers, timeout=30)
+
+
 def new_upload(server: LiveServer, length: int | None, **kwargs: object) -> str:
     response = create(server, length, **kwargs)  # type: ignore[arg-type]
     assert response.status_code == 201, response.text
