@@ -30,8 +30,10 @@ One payload travels like this:
 The report contract puts the payload's sha256 in the metadata of the upload
 that is published.  With a server that has the concatenation extension, a
 large payload (at least ``overlap_min_size``) is therefore sent as a *partial*
-upload (no metadata) while a thread computes its sha256, and a *final* upload
-made of it carries the metadata: hashing costs no time of its own.  The last
+upload (with the report metadata but the sha256: the server checks and
+authorizes it before any byte is sent) while a thread computes its sha256, and
+a *final* upload made of it carries the whole metadata: hashing costs no time
+of its own.  The last
 bytes of the payload are held back until the final upload exists (with
 concatenation-unfinished), so creating it is quick and the publication
 happens in the last PATCH, where a lost answer is harmless.  The server

@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         expiry=settings.upload_expiry,
         finished_retention=settings.finished_upload_retention,
         read_timeout=settings.read_timeout,
+        max_unfinished_bytes=settings.max_unfinished_bytes,
     )
     tus_cors = CorsPolicy(
         settings.cors_origins,

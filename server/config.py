@@ -46,6 +46,9 @@ DEFAULT_MAX_UPLOAD_SIZE = 64 * 1024**3
 DEFAULT_MIN_FREE_SPACE = 1024**3
 DEFAULT_UPLOAD_EXPIRY = 7 * 24 * 3600
 _TAR = TarLimits()
+#: ``max_unfinished_bytes`` defaults to this many times the largest project's
+#: ``max_upload_size``: a few of the largest uploads in progress at once.
+UNFINISHED_BYTES_FACTOR = 4
 
 #: The database systems the server runs on (SQLAlchemy backend names).
 DATABASE_BACKENDS = ("sqlite", "postgresql")
@@ -190,6 +193,11 @@ class Settings:
     uploads_dir: Path = key(path())
     projects: dict[str, ProjectConfig] = key(TABLE)
     sites: tuple[str, ...] = key(SITES)
+    # Bytes the unfinished uploads of one principal may hold (tus
+    # ``TusOptions.max_unfinished_bytes``): declared lengths, or the bytes
+    # received while a length is deferred.  Default: UNFINISHED_BYTES_FACTOR
+    # times the largest project's max_upload_size.
+    max_unfinished_bytes: int = key(SIZE)
     max_upload_size: int = key(SIZE, DEFAULT_MAX_UPLOAD_SIZE)
     # Without a config file (the embedded default) both are true.
     serve_reports: bool = key(BOOLEAN, False)
@@ -282,6 +290,11 @@ def load_settings(
         values["trusted_proxies"] = tuple(str(net) for net in values["trusted_proxies"])
     values = with_defaults(Settings, values)
     values["projects"] = _load_projects(values.get("projects"), root, values)
+    values.setdefault(
+        "max_unfinished_bytes",
+        UNFINISHED_BYTES_FACTOR
+        * max(project.max_upload_size for project in values["projects"].values()),
+    )
     values["auth"] = load_auth_settings(
         table.get("auth"), root, list(values["projects"]), values["sites"]
     )

@@ -1,8 +1,6 @@
 """The ``remote-user`` mode behind a trusted proxy, and the start-up checks of
-``serve --auth``: a real server process, real sockets.
-
-The proxy is simulated by a client that connects from 127.0.0.2 (any
-127.0.0.0/8 address is this machine), so the server sees two peers."""
+``serve --auth``: a real server process, real sockets (the proxy is simulated
+by a client connecting from another loopback address: support.remote_user)."""
 
 from __future__ import annotations
 
@@ -13,11 +11,10 @@ from typing import Any
 import pytest
 import requests
 from conftest import run_cli
-from requests.adapters import HTTPAdapter
 from support import tusclient
 from support.live import LiveServer, free_port
+from support.remote_user import PROXY, via_proxy
 
-PROXY = "127.0.0.2"
 RULES = """
 [[auth.rules]]
 name = "people"
@@ -28,24 +25,6 @@ name = "llo robot"
 principals = ["dqr/robot/*.ligo-la.caltech.edu@LIGO.ORG"]
 sites = ["llo"]
 """
-
-
-class SourceAddressAdapter(HTTPAdapter):
-    """Connect from a chosen local address (the "proxy")."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["source_address"] = (self.source, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def via_proxy() -> requests.Session:
-    session = requests.Session()
-    session.mount("http://", SourceAddressAdapter(PROXY))
-    return session
 
 
 @pytest.fixture(scope="module")

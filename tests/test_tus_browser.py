@@ -85,7 +85,11 @@ def test_browser_upload_from_a_configured_origin(
             f"{server.url}/files/",
             [
                 {"metadata": chunked, "chunkSize": 512 * 1024},
-                {"metadata": parallel, "parallelUploads": 3},
+                {
+                    "metadata": parallel,
+                    "metadataForPartialUploads": parallel,
+                    "parallelUploads": 3,
+                },
             ],
         )
         write_page(other.root, f"{server.url}/files/", [{"metadata": report_metadata()}])

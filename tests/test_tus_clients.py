@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 from support.live import LiveServer
-from support.tus import data_file, head, published, record, report_metadata, write_config
+from support.tus import (
+    data_file,
+    head,
+    published,
+    record,
+    report_metadata,
+    upload_files,
+    write_config,
+)
 from tusclient.client import TusClient
 
 JS_DIR = Path(__file__).parent / "js"
@@ -67,6 +75,14 @@ def test_tuspy_uploads_byte_identical(
 
 
 def node_upload(server: LiveServer, payload: Path, **options: object) -> str:
+    result = run_node(server, payload, **options)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["url"]
+
+
+def run_node(
+    server: LiveServer, payload: Path, **options: object
+) -> subprocess.CompletedProcess[str]:
     node = shutil.which("node")
     if node is None or not (JS_DIR / "node_modules" / "tus-js-client").is_dir():
         message = "Node.js and tests/js/node_modules are needed: run ops/dev/bootstrap.sh --test"
@@ -74,15 +90,13 @@ def node_upload(server: LiveServer, payload: Path, **options: object) -> str:
             pytest.fail(message)
         pytest.skip(message)
     settings = {"endpoint": f"{server.url}/files/", "path": str(payload), **options}
-    result = subprocess.run(
+    return subprocess.run(
         [node, str(JS_DIR / "tus-upload.cjs"), json.dumps(settings)],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=JS_DIR,
     )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)["url"]
 
 
 @pytest.mark.parametrize(
@@ -100,7 +114,23 @@ def test_tus_js_client_uploads_byte_identical(
     server: LiveServer, payload: Path, options: dict[str, object]
 ) -> None:
     metadata = report_metadata()
+    if options.get("parallelUploads"):
+        # The partial uploads carry the report metadata too (checked and authorized).
+        options = {**options, "metadataForPartialUploads": metadata}
     url = node_upload(server, payload, metadata=metadata, **options)
     check_stored(server, url, metadata, payload)
     if options.get("parallelUploads"):
         assert head(url).headers["Upload-Concat"].startswith("final;")
+
+
+def test_tus_js_client_parallel_uploads_without_partial_metadata_are_refused(
+    server: LiveServer, payload: Path
+) -> None:
+    """tus-js-client sends no metadata with partial uploads unless told
+    (``metadataForPartialUploads``): the server refuses them, saying why."""
+    before = upload_files(server)
+    result = run_node(server, payload, metadata=report_metadata(), parallelUploads=2)
+    assert result.returncode == 1
+    assert "response code: 400" in result.stderr
+    assert "project: is required (a partial upload, Upload-Concat: partial" in result.stderr
+    assert upload_files(server) == before

@@ -1,7 +1,9 @@
 """The concatenation and concatenation-unfinished extensions against a live
-server: partial uploads carry no report metadata, the final upload does and is
-published as the partials' bytes in order.  A final upload of one partial
-upload is a hard link to the partial's data, not a copy."""
+server: partial uploads carry the report metadata of their final upload
+(checked when they are created), and the final upload, made of partial uploads
+created with its metadata, is published as the partials' bytes in order.  A
+final upload of one partial upload is a hard link to the partial's data, not a
+copy."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from support.live import LiveServer
 from support.tus import (
     TUS,
     create,
-    create_final,
     data_file,
     encode_metadata,
     head,
@@ -27,9 +28,14 @@ from support.tus import (
     published,
     record,
     report_metadata,
+    upload_files,
     upload_id,
     write_config,
 )
+from support.tus import (
+    create_final as final,
+)
+from support.uploads import sha256_hex
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +48,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live.stop()
 
 
-def partial(server: LiveServer, length: int | None) -> str:
-    return new_upload(server, length, metadata={}, headers={"Upload-Concat": "partial"})
+def partial(server: LiveServer, length: int | None, metadata: dict[str, str]) -> str:
+    """A partial upload for the final upload of ``metadata``."""
+    return new_upload(server, length, metadata=metadata, headers={"Upload-Concat": "partial"})
 
 
 def test_final_upload_of_finished_partials_is_their_concatenation(server: LiveServer) -> None:
     pieces = [os.urandom(70_000), os.urandom(1), os.urandom(123_456)]
+    metadata = report_metadata()
     urls = []
     for piece in pieces:
-        url = partial(server, len(piece))
+        url = partial(server, len(piece), metadata)
         info = head(url)
         assert info.headers["Upload-Concat"] == "partial"
         assert "Upload-Expires" in info.headers
@@ -58,8 +66,7 @@ def test_final_upload_of_finished_partials_is_their_concatenation(server: LiveSe
         assert record(server, url) == {}  # partial uploads are not reports
         urls.append(url)
 
-    metadata = report_metadata()
-    response = create_final(server, urls, metadata)
+    response = final(server, urls, metadata)
     assert response.status_code == 201, response.text
     url = response.headers["Location"]
     total = sum(len(piece) for piece in pieces)
@@ -79,12 +86,12 @@ def test_final_upload_of_finished_partials_is_their_concatenation(server: LiveSe
 
 def test_final_upload_before_its_partials_finish(server: LiveServer) -> None:
     first, second = os.urandom(50_000), os.urandom(60_000)
-    url_a = partial(server, len(first))
-    url_b = partial(server, None)  # length not known yet either
+    metadata = report_metadata()
+    url_a = partial(server, len(first), metadata)
+    url_b = partial(server, None, metadata)  # length not known yet either
     assert patch(url_a, 0, first[:10_000]).status_code == 204
 
-    metadata = report_metadata()
-    response = create_final(server, [url_a, url_b], metadata)
+    response = final(server, [url_a, url_b], metadata)
     assert response.status_code == 201, response.text
     url = response.headers["Location"]
     assert "Upload-Offset" not in response.headers
@@ -108,16 +115,16 @@ def test_final_upload_before_its_partials_finish(server: LiveServer) -> None:
 
 
 def test_partial_upload_urls_may_be_relative(server: LiveServer) -> None:
-    url = partial(server, 3)
-    assert patch(url, 0, b"abc").status_code == 204
     metadata = report_metadata()
-    response = create_final(server, [f"/files/{upload_id(url)}"], metadata)
+    url = partial(server, 3, metadata)
+    assert patch(url, 0, b"abc").status_code == 204
+    response = final(server, [f"/files/{upload_id(url)}"], metadata)
     assert response.status_code == 201
     assert published(server, metadata).read_bytes() == b"abc"
 
 
 def test_refused_final_uploads(server: LiveServer) -> None:
-    url = partial(server, 3)
+    url = partial(server, 3, report_metadata())
     plain = new_upload(server, 3)
     missing = f"{server.url}/files/{'b' * 32}"
     cases = [
@@ -127,7 +134,7 @@ def test_refused_final_uploads(server: LiveServer) -> None:
         ([], "names at least one partial upload"),
     ]
     for urls, message in cases:
-        response = create_final(server, urls)
+        response = final(server, urls)
         assert response.status_code == 400, urls
         assert response.text.startswith("Upload-Concat:") and message in response.text
 
@@ -144,36 +151,70 @@ def test_refused_final_uploads(server: LiveServer) -> None:
     assert response.status_code == 400 and "sum of its partial uploads" in response.text
     response = create(server, 3, headers={"Upload-Concat": "sideways"})
     assert response.status_code == 400 and response.text.startswith("Upload-Concat:")
-    # The final upload is validated as a report; a partial one is not.
-    response = create_final(server, [url], report_metadata(graceid="nonsense"))
+    # The final upload is validated as a report.
+    response = final(server, [url], report_metadata(graceid="nonsense"))
     assert response.status_code == 400 and response.text.startswith("graceid:")
 
 
-def test_a_partial_upload_with_report_metadata_is_checked_at_creation(server: LiveServer) -> None:
-    """A partial upload may name the report its final upload is for: a bad one
-    is refused before any byte is sent; a good one is not recorded, and the
-    final upload's own metadata is what counts."""
-    for changes, field in (({"graceid": "nonsense"}, "graceid:"), ({"project": "O5"}, "project:")):
-        response = create(
-            server, 10, metadata=report_metadata(**changes), headers={"Upload-Concat": "partial"}
-        )
+def test_a_partial_upload_is_checked_at_creation_like_a_whole_upload(server: LiveServer) -> None:
+    """A partial upload names the report its final upload is for: without it,
+    or with a bad one, it is refused before any byte is sent and nothing is
+    stored; a good one is not recorded as a report upload."""
+    before = upload_files(server)
+    for metadata, field in (
+        ({}, "project: is required"),
+        (report_metadata(graceid="nonsense"), "graceid:"),
+        (report_metadata(project="O5"), "project:"),
+    ):
+        response = create(server, 10, metadata=metadata, headers={"Upload-Concat": "partial"})
         assert response.status_code == 400, response.text
         assert response.text.startswith(field)
+        assert "a partial upload, Upload-Concat: partial, carries the report metadata" in (
+            response.text
+        )
         assert "Location" not in response.headers
+    assert upload_files(server) == before
 
     metadata = report_metadata()
-    url = new_upload(
-        server,
-        3,
-        metadata=report_metadata(metadata["filename"]),
-        headers={"Upload-Concat": "partial"},
-    )
+    url = partial(server, 3, metadata)
     assert patch(url, 0, b"abc").status_code == 204
     assert record(server, url) == {}  # not a report upload
-    response = create_final(server, [url], metadata)
+    response = final(server, [url], {**metadata, "sha256": sha256_hex(b"abc")})
     assert response.status_code == 201, response.text
     assert published(server, metadata).read_bytes() == b"abc"
     assert record(server, response.headers["Location"])["state"] == "published"
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"filename": "other.bin"}, "filename 'file"),
+        ({"graceid": "S230518i"}, "graceid 'S230518h' (not 'S230518i')"),
+        ({"revision": "2"}, "revision '1' (not '2')"),
+        ({"subdir": "plots"}, "subdir '' (not 'plots')"),
+        ({"uploader": "lho"}, "uploader 'llo' (not 'lho')"),
+    ],
+)
+def test_a_final_upload_joins_only_partial_uploads_created_for_it(
+    server: LiveServer, changes: dict[str, str], named: str
+) -> None:
+    """A partial upload was checked for the report its metadata names: a final
+    upload for another one may not use it (400 naming the field and the rule),
+    and nothing is created."""
+    metadata = report_metadata()
+    url = partial(server, 3, metadata)
+    assert patch(url, 0, b"abc").status_code == 204
+    before = upload_files(server)
+    response = final(server, [url], {**metadata, **changes})
+    assert response.status_code == 400, response.text
+    assert response.text.startswith(f"Upload-Concat: partial upload {upload_id(url)} was created")
+    assert named in response.text
+    assert "a final upload joins only partial uploads created with its report metadata" in (
+        response.text
+    )
+    assert upload_files(server) == before
+    # The final upload it was created for may still use it.
+    assert final(server, [url], metadata).status_code == 201
 
 
 # -- a final upload of one partial upload: a hard link -----------------------------
@@ -183,11 +224,11 @@ def test_a_final_upload_of_one_partial_upload_links_its_data_instead_of_copying(
     server: LiveServer,
 ) -> None:
     payload = os.urandom(300_001)
-    url = partial(server, len(payload))
+    metadata = report_metadata()
+    url = partial(server, len(payload), metadata)
     assert patch(url, 0, payload[:100_000]).status_code == 204
     assert patch(url, 100_000, payload[100_000:]).status_code == 204
-    metadata = report_metadata()
-    response = create_final(server, [url], metadata)
+    response = final(server, [url], metadata)
     assert response.status_code == 201, response.text
     final_url = response.headers["Location"]
     assert response.headers["Upload-Offset"] == str(len(payload))

@@ -52,7 +52,7 @@ def test_unfinished_uploads_expire_and_cleanup_removes_them(tmp_path: Path, data
         expires = parsedate_to_datetime(response.headers["Upload-Expires"]).timestamp()
         assert abs(expires - (time.time() + EXPIRY)) < 60
         assert patch(stale, 0, b"abc").status_code == 204
-        partial = new_upload(server, 2, metadata={}, headers={"Upload-Concat": "partial"})
+        partial = new_upload(server, 2, headers={"Upload-Concat": "partial"})
         assert patch(partial, 0, b"ab").status_code == 204
         assert "Upload-Expires" in head(partial).headers  # partial uploads always may expire
         done = new_upload(server, 4)

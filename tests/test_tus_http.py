@@ -163,7 +163,10 @@ def test_forwarded_headers_are_honoured_from_a_trusted_proxy(server: LiveServer)
     ident = upload_id(location)
     assert head(f"{server.url}/files/{ident}").status_code == 200
     # A client behind the proxy may use that URL in a concatenation.
-    partial = post_from(server, PROXY, {**FORWARDED, "Upload-Concat": "partial"})
+    metadata = encode_metadata(report_metadata())
+    partial = post_from(
+        server, PROXY, {**FORWARDED, "Upload-Concat": "partial", "Upload-Metadata": metadata}
+    )
     partial_url = partial.getheader("Location")
     assert partial_url is not None and partial_url.startswith("https://dqr.example.org/dqr/")
     assert patch(f"{server.url}/files/{upload_id(partial_url)}", 0, b"abc").status_code == 204
@@ -178,7 +181,7 @@ def test_forwarded_headers_are_honoured_from_a_trusted_proxy(server: LiveServer)
         headers={
             **TUS,
             "Upload-Concat": f"final;{partial_url}",
-            "Upload-Metadata": encode_metadata(report_metadata()),
+            "Upload-Metadata": metadata,
         },
         timeout=10,
     )

@@ -204,7 +204,7 @@ def test_completion_renames_the_state_file(tmp_path: Path) -> None:
     assert list(store.upload_ids()) == [info.id]
     store.mark_completed(again)  # twice is harmless
     store.terminate(info.id)
-    assert list(tmp_path.iterdir()) == []
+    assert [path for path in tmp_path.rglob("*") if not path.is_dir()] == []
     with pytest.raises(errors.TusError) as gone:
         store.get(info.id)
     assert gone.value.status == 404

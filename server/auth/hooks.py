@@ -3,7 +3,9 @@
 :class:`AuthorizingHooks` wraps the application's hooks: its ``pre_create``
 asks the :class:`~.rules.Policy` whether the upload's principal may upload to
 the project as the site, and refuses with 403 (naming the rule) before the
-application sees the upload.  Every other hook passes through unchanged.
+application sees the upload: every upload, partial uploads of the
+concatenation extension included (they carry their final upload's report
+metadata).  Every other hook passes through unchanged.
 """
 
 from __future__ import annotations
@@ -27,13 +29,9 @@ class AuthorizingHooks:
         self.sites = tuple(sites)
 
     def pre_create(self, info: UploadInfo) -> None:
-        metadata = info.metadata
-        if contract.KEY_PROJECT not in metadata and contract.KEY_UPLOADER not in metadata:
-            # No report target (a partial upload of a concatenation): the final
-            # upload that names one is authorized.
-            self.inner.pre_create(info)
-            return
-        target = self._target(metadata)
+        # Every upload names its target, partial uploads of a concatenation
+        # included (the inner hooks refuse one that does not).
+        target = self._target(info.metadata)
         if target is None:
             self.inner.pre_create(info)  # refuses the unreadable target with a 400
             raise HookRejection(403, "cannot authorize: project or uploader not understood")

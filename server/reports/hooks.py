@@ -5,12 +5,16 @@ configuration (400 naming the field and rule); ``post_create`` records the
 upload; ``post_finish`` verifies and publishes the payload (422 naming the
 field, or the archive member, and the rule when it cannot be published).
 Partial uploads of the concatenation extension are neither recorded nor
-published; the final upload made of them is.  A partial upload may carry the
-report metadata of the final upload it is meant for (``dqr-upload`` sends a
-large payload that way, while it computes the sha256 the final upload then
-adds): it is then checked at creation like a final upload's, so a payload the
-final upload would be refused for is refused before any of it is sent, and
-is otherwise unused.  A partial upload without report metadata is not checked.
+published; the final upload made of them is.  Every upload names its report,
+partial uploads included: a partial upload carries the report metadata of the
+final upload it is meant for (``dqr-upload`` sends a large payload that way,
+while it computes the sha256 the final upload then adds; tus-js-client's
+``metadataForPartialUploads``), so it passes the same checks (and, in front
+of these hooks, the same authorization) before any byte is stored.  A final
+upload joins only partial uploads created with its own report metadata (all
+of it but the sha256), see :meth:`ReportHooks.pre_create`.  Each upload's size
+limit is its project's ``max_upload_size``, which the tus layer enforces on
+deferred lengths, on every PATCH and on a final upload's concatenation.
 """
 
 from __future__ import annotations
@@ -53,21 +57,49 @@ class ReportHooks(TusHooks):
         self.locker = locker
 
     def pre_create(self, info: UploadInfo) -> None:
-        if info.is_partial and not _names_a_report(info.metadata):
-            return
         try:
             target = validate_for_settings(info.metadata, self.settings)
         except contract.ContractError as error:
-            raise HookRejection(400, str(error)) from None
+            raise HookRejection(400, _refusal(info, error)) from None
         project = self.settings.projects[target.project]
-        if info.length is not None and info.length > project.max_upload_size:
-            raise HookRejection(
-                413,
-                f"Upload-Length: project {project.name} accepts at most "
-                f"{project.max_upload_size} bytes",
-            )
+        info.size_limit = project.max_upload_size
+        info.size_limit_rule = (
+            f"project {project.name}'s max_upload_size is {project.max_upload_size} bytes"
+        )
+        if info.is_final:
+            self._check_partials(info, target)
         if not info.is_partial:
             info.metadata = {**info.metadata, **target.to_metadata()}
+
+    def _check_partials(self, info: UploadInfo, target: contract.ReportUpload) -> None:
+        """A final upload joins only partial uploads created for the same
+        upload: the same report metadata but the sha256 (which the partial
+        uploads cannot know yet).  The tus layer has checked that they exist
+        and belong to the same principal."""
+        wanted = _report_metadata(target)
+        for partial_id in info.partials:
+            partial = self.store.get(partial_id)
+            try:
+                theirs = _report_metadata(validate_for_settings(partial.metadata, self.settings))
+            except contract.ContractError as error:
+                raise HookRejection(
+                    400,
+                    f"Upload-Concat: partial upload {partial_id} names no report it may be "
+                    f"joined into ({error}); {_JOIN_RULE}",
+                ) from None
+            differing = sorted(
+                key for key in wanted.keys() | theirs.keys() if wanted.get(key) != theirs.get(key)
+            )
+            if differing:
+                what = ", ".join(
+                    f"{key} {theirs.get(key, '')!r} (not {wanted.get(key, '')!r})"
+                    for key in differing
+                )
+                raise HookRejection(
+                    400,
+                    f"Upload-Concat: partial upload {partial_id} was created with {what}; "
+                    f"{_JOIN_RULE}",
+                )
 
     def post_create(self, info: UploadInfo) -> None:
         if info.is_partial:
@@ -123,10 +155,26 @@ class ReportHooks(TusHooks):
                 row.finished = utcnow()
 
 
-def _names_a_report(metadata: dict[str, str]) -> bool:
-    """Whether upload metadata names a report target (as the authorization
-    layer decides whether there is anything to authorize)."""
-    return contract.KEY_PROJECT in metadata or contract.KEY_UPLOADER in metadata
+_JOIN_RULE = (
+    "a final upload joins only partial uploads created with its report metadata "
+    "(all of it but sha256) by the same principal"
+)
+
+
+def _refusal(info: UploadInfo, error: contract.ContractError) -> str:
+    if info.is_partial:
+        return (
+            f"{error} (a partial upload, Upload-Concat: partial, carries the report metadata "
+            "of its final upload and is checked and authorized as it is)"
+        )
+    return str(error)
+
+
+def _report_metadata(target: contract.ReportUpload) -> dict[str, str]:
+    """What identifies an upload's destination: its metadata but the sha256."""
+    metadata = target.to_metadata()
+    metadata.pop(contract.KEY_SHA256, None)
+    return metadata
 
 
 def _upload_row(info: UploadInfo, target: contract.ReportUpload) -> dict[str, object]:

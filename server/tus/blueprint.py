@@ -284,6 +284,17 @@ def _final_partials(uploads: Uploads, ids: list[str]) -> tuple[list[str], int | 
     return ids, total
 
 
+def _check_creation_size(uploads: Uploads, info: UploadInfo, body: int | None) -> None:
+    """The new upload's length (or, deferred, its first body) within the limit
+    the application set for it in ``pre_create``: refused before it exists."""
+    if info.length is not None:
+        uploads.check_length(
+            info, info.length, "Upload-Concat" if info.is_final else "Upload-Length"
+        )
+    elif body is not None:
+        uploads.check_length(info, body, "request body")
+
+
 def _has_body() -> bool:
     if request.content_length is not None:
         return request.content_length > 0
@@ -327,7 +338,10 @@ def _post() -> Response:
         owner=_caller(),
     )
     uploads.hooks.pre_create(info)
-    info = uploads.create(info)
+    body = request.content_length if with_body else None
+    _check_creation_size(uploads, info, body)
+    with uploads.creating(info, body):
+        info = uploads.create(info)
     location = _upload_url(info.id)
 
     headers: dict[str, str] = {"Location": location}
@@ -435,8 +449,7 @@ def _declare_length(uploads: Uploads, info: UploadInfo, length: int) -> None:
         raise errors.bad_header(
             "Upload-Length", f"{length} is less than the {info.offset} bytes received"
         )
-    if length > uploads.options.max_size:
-        raise errors.too_large("Upload-Length", uploads.options.max_size)
+    uploads.check_declared(info, length)
     uploads.store.declare_length(info, length)
 
 
@@ -445,13 +458,14 @@ def _receive(uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | None)
 
     Returns the headers of ``post_finish`` if the upload is now finished.
     """
+    rule = None  # what limits a deferred-length upload (its length limits the others)
     if info.length is None:
-        limit = uploads.options.max_size - info.offset
+        limit, rule = uploads.room(info)
     else:
         limit = info.length - info.offset
     expected = request.content_length
     if expected is not None and expected > limit:
-        raise errors.too_large("request body", limit)
+        raise _body_too_large(limit, rule)
     start = info.offset
     uploads.metrics.open.inc()
     try:
@@ -461,6 +475,10 @@ def _receive(uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | None)
             written = uploads.store.write(
                 info.id, start, read, limit, checksum.verify if checksum else None
             )
+    except errors.TusError as error:
+        if error.status == 413 and rule is not None:  # the chunk was cut away
+            raise _body_too_large(limit, rule) from None
+        raise
     except BodyGone:
         kept = _account_kept(uploads, info.id, start)
         raise errors.body_incomplete(kept, expected) from None
@@ -494,6 +512,12 @@ def _account_kept(uploads: Uploads, upload_id: str, start: int) -> int:
         uploads.metrics.received_bytes.inc(kept)
         uploads.hooks.post_receive(current, kept)
     return kept
+
+
+def _body_too_large(limit: int, rule: str | None) -> errors.TusError:
+    if rule is None:
+        return errors.too_large("request body", limit)
+    return errors.over_limit("request body", f"over the limit ({rule})")
 
 
 # -- DELETE (termination) ------------------------------------------------------------

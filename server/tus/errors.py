@@ -47,6 +47,11 @@ def too_large(what: str, limit: int) -> TusError:
     return TusError(413, f"{what} exceeds the limit of {limit} bytes")
 
 
+def over_limit(what: str, rule: str) -> TusError:
+    """413 naming the limit that refuses ``what`` (``rule`` names it and its value)."""
+    return TusError(413, f"{what}: {rule}")
+
+
 def wrong_content_type(got: str | None) -> TusError:
     return TusError(
         415, f"Content-Type: must be application/offset+octet-stream (got {got or 'none'!r})"

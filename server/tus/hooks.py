@@ -5,10 +5,14 @@ raising :class:`HookRejection` with an HTTP status and a message, which the
 client receives as the response.
 
 Partial uploads of the concatenation extension (``info.is_partial``) are only
-pieces of a final upload: they carry no application metadata, and an
-application validates the final upload (``info.is_final``, whose
-``info.partials`` lists the pieces) instead.  Every hook is called for them
-too, so that an application can count or authorise them.
+pieces of a final upload (``info.is_final``, whose ``info.partials`` lists the
+pieces).  Every hook is called for them too, so that an application can
+validate, count or authorise them like any upload (the reports application
+requires their metadata to name the report of their final upload).
+
+``pre_create`` may set ``info.size_limit`` (and ``info.size_limit_rule``,
+naming it in refusals): the protocol then keeps the upload within it on a
+deferred length, on every PATCH and on a final upload's concatenation.
 """
 
 from __future__ import annotations

@@ -45,12 +45,15 @@ class TusOptions:
     removes a completed upload, for applications whose hooks publish finished
     uploads elsewhere (``TusHooks.publishes_finished_uploads``); None keeps
     them (without such hooks the store is where finished uploads live).
+    ``max_unfinished_bytes``: how many bytes the unfinished uploads of one
+    owner may hold (see :meth:`Uploads.unfinished_bytes`); None: no cap.
     """
 
     max_size: int = 64 * 1024**3
     expiry: float = 0.0
     read_timeout: float = 60.0
     finished_retention: float | None = None
+    max_unfinished_bytes: int | None = None
 
 
 @dataclass
@@ -117,6 +120,99 @@ class Uploads:
             raise
         self.metrics.created.inc()
         return info
+
+    # -- size limits ---------------------------------------------------------
+
+    def size_limit(self, info: UploadInfo) -> tuple[int, str]:
+        """The largest length ``info`` may reach, and the rule that sets it:
+        the application's limit for the upload, or the endpoint's ``max_size``."""
+        max_size = self.options.max_size
+        if info.size_limit is not None and info.size_limit < max_size:
+            rule = info.size_limit_rule or f"this upload's limit is {info.size_limit} bytes"
+            return info.size_limit, rule
+        return max_size, f"Tus-Max-Size is {max_size} bytes"
+
+    def check_length(self, info: UploadInfo, length: int, what: str) -> None:
+        """413 naming the limit if ``length`` is more than ``info`` may hold."""
+        limit, rule = self.size_limit(info)
+        if length > limit:
+            raise errors.over_limit(what, f"{length} bytes is over the limit ({rule})")
+
+    def room(self, info: UploadInfo) -> tuple[int, str]:
+        """How many more bytes a deferred-length upload may receive, and the
+        limit that says so: its size limit, or its owner's cap."""
+        limit, rule = self.size_limit(info)
+        room = limit - info.offset
+        left = self.owner_room(info.owner, excluding=info.id)
+        if left is not None and left - info.offset < room:
+            room = max(0, left - info.offset)
+            rule = self._cap_rule(info.owner, self.options.max_unfinished_bytes, left)
+        return room, f"{rule}; {info.offset} bytes received, {room} more allowed"
+
+    # -- the cap on an owner's unfinished bytes ------------------------------
+
+    def unfinished_bytes(
+        self, owner: str | None, excluding: str | None = None, now: float | None = None
+    ) -> int:
+        """What the owner's unfinished uploads hold or are to hold: the length
+        of each, or its received bytes while its length is deferred.  Final
+        uploads count nothing (their bytes are their partial uploads'), nor
+        do expired uploads (they take no more bytes; ``cleanup`` removes
+        them) and completed ones.  Reads the state of the owner's uploads in
+        progress (:meth:`.store.FileStore.unfinished_uploads`)."""
+        now = time.time() if now is None else now
+        total = 0
+        for info in self.store.unfinished_uploads(owner):
+            if info.id == excluding or info.completed or info.is_final or self.expired(info, now):
+                continue
+            total += info.offset if info.length is None else info.length
+        return total
+
+    def owner_room(self, owner: str | None, excluding: str | None = None) -> int | None:
+        """Bytes the owner's unfinished uploads (but ``excluding``) leave under
+        the cap; None without a cap."""
+        cap = self.options.max_unfinished_bytes
+        if cap is None:
+            return None
+        return cap - self.unfinished_bytes(owner, excluding)
+
+    @contextmanager
+    def creating(self, info: UploadInfo, body: int | None = None) -> Iterator[None]:
+        """Check the new upload (and, for a deferred length, the ``body`` of
+        the creation request) against its owner's cap and hold the owner's
+        lock until it exists in the store (the ``with`` block creates it), so
+        that two creations at once, in any process, count each other."""
+        cap = self.options.max_unfinished_bytes
+        if cap is None:
+            yield
+            return
+        # A final upload's bytes are its partial uploads', counted already.
+        adding = 0 if info.is_final else (body or 0) if info.length is None else info.length
+        with self.locked(f"owner:{info.owner or ''}", measured=False):
+            left = cap - self.unfinished_bytes(info.owner)
+            if adding > left:
+                raise errors.over_limit(
+                    "request body" if info.length is None else "Upload-Length",
+                    f"{adding} bytes is over the limit ({self._cap_rule(info.owner, cap, left)})",
+                )
+            yield
+
+    def check_declared(self, info: UploadInfo, length: int) -> None:
+        """A deferred length declared: within the upload's limit and its
+        owner's cap (where it then counts instead of the bytes received)."""
+        self.check_length(info, length, "Upload-Length")
+        left = self.owner_room(info.owner, excluding=info.id)
+        if left is not None and length > left:
+            rule = self._cap_rule(info.owner, self.options.max_unfinished_bytes, left)
+            raise errors.over_limit("Upload-Length", f"{length} bytes is over the limit ({rule})")
+
+    @staticmethod
+    def _cap_rule(owner: str | None, cap: int | None, left: int) -> str:
+        whose = owner or "anonymous clients"
+        return (
+            f"max_unfinished_bytes is {cap} bytes per principal, and the unfinished uploads "
+            f"of {whose} leave {max(0, left)}"
+        )
 
     # -- finishing -----------------------------------------------------------
 
@@ -201,8 +297,8 @@ class Uploads:
             if partials is None or not all(partial.finished for partial in partials):
                 return None
             total = sum(partial.offset for partial in partials)
-            if final.length is None and total > self.options.max_size:
-                raise errors.too_large("concatenated upload", self.options.max_size)
+            if final.length is None:
+                self.check_length(final, total, "concatenated upload")
             try:
                 if final.length is None:
                     self.store.declare_length(final, total)

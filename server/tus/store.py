@@ -14,7 +14,12 @@ Layout of :class:`FileStore`'s directory, for an upload ``<id>``:
     chunk started at;
 ``links/<partial-id>/<final-id>``
     a final upload of the concatenation extension waiting for an unfinished
-    partial upload.
+    partial upload;
+``owners/<owner-hash>/<id>``
+    an empty file per upload in progress, under a hash of its owner, so that
+    :meth:`FileStore.unfinished_uploads` reads the state of one owner's
+    uploads only.  A hint: removed when the upload completes, and by that
+    method when it finds the upload gone (terminated, expired) or completed.
 
 The offset of an upload is never stored: it is the size of its data file
 (or, while a ``.pending`` marker exists, the offset the marker names).  After
@@ -65,6 +70,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -125,6 +131,11 @@ class UploadInfo:
     ``concat`` is ``"partial"``, ``"final"`` or ``None`` (concatenation
     extension); ``partials`` lists a final upload's partial uploads in order.
     ``completed`` is set once ``post_finish`` has run for a finished upload.
+    ``size_limit`` is the largest length the upload may reach, if the
+    application set one at creation (``pre_create``), below the endpoint's
+    ``max_size``; ``size_limit_rule`` says who set it, for the refusals that
+    name it.  The protocol enforces it on a deferred length, on every PATCH
+    and on a final upload's concatenation.
     """
 
     id: str
@@ -137,6 +148,8 @@ class UploadInfo:
     partials: list[str] = field(default_factory=list)
     completed: bool = False
     modified: float = 0.0
+    size_limit: int | None = None
+    size_limit_rule: str = ""
 
     @property
     def deferred_length(self) -> bool:
@@ -148,8 +161,8 @@ class UploadInfo:
 
     @property
     def is_partial(self) -> bool:
-        """A partial upload of the concatenation extension: carries no
-        application metadata and is only ever used to build a final upload."""
+        """A partial upload of the concatenation extension: only ever used to
+        build a final upload (its metadata is the application's business)."""
         return self.concat == CONCAT_PARTIAL
 
     @property
@@ -212,6 +225,8 @@ class Store(Protocol):
     def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None: ...
 
     def upload_ids(self) -> Iterator[str]: ...
+
+    def unfinished_uploads(self, owner: str | None) -> Iterator[UploadInfo]: ...
 
     def remove_stale_temporaries(self, older_than: float) -> int: ...
 
@@ -382,6 +397,46 @@ class FileStore:
                 if dot and suffix in ("info", "done") and valid_id(stem):
                     yield stem
 
+    def unfinished_uploads(self, owner: str | None) -> Iterator[UploadInfo]:
+        """The owner's uploads whose ``post_finish`` has not run: unfinished
+        ones, and finished ones a crash left unfinalized.  Reads the state of
+        the owner's uploads in progress only (``owners/``), never the whole
+        directory; hints of uploads gone or completed are removed on the way."""
+        directory = self._owner_dir(owner)
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not valid_id(name):
+                continue
+            try:
+                info = self.get(name)
+            except errors.TusError:
+                info = None  # terminated or expired (or a state file a power loss tore)
+            if info is None or info.completed:
+                _remove(f"{directory}/{name}")
+            elif info.owner == owner:
+                yield info
+
+    def _owner_dir(self, owner: str | None) -> str:
+        key = hashlib.blake2b((owner or "").encode(), digest_size=16).hexdigest()
+        return f"{self._root}/owners/{key}"
+
+    def _note_owner(self, info: UploadInfo) -> None:
+        """Add the upload (which exists) to its owner's hints.  Not fsynced,
+        and not an error when it fails (a full disk): a hint lost only leaves
+        the upload uncounted."""
+        path = f"{self._owner_dir(info.owner)}/{info.id}"
+        try:
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as error:
+            log.warning("upload %s: not counted for its owner (%s)", info.id, error)
+
     def remove_stale_temporaries(self, older_than: float) -> int:
         """Remove temporary files (of writes a crash interrupted) last changed
         before the POSIX time ``older_than``; returns how many."""
@@ -508,6 +563,7 @@ class FileStore:
             for path in reversed(made):
                 _remove(path)
             raise
+        self._note_owner(info)
         info.offset = 0
         info.modified = os.stat(data).st_mtime
         return info
@@ -682,6 +738,7 @@ class FileStore:
                 raise errors.not_found() from None
         if self.sync_each:
             fsync_directory(self.directory)
+        _remove(f"{self._owner_dir(info.owner)}/{info.id}")
         info.completed = True
 
     def terminate(self, upload_id: str) -> None:

@@ -4,7 +4,8 @@
 //
 // Options: source "file" (fs.ReadStream, the default), "buffer" or "stream"
 // (a plain Readable: needs chunkSize); chunkSize, parallelUploads,
-// uploadDataDuringCreation, uploadLengthDeferred, resumeUrl (uploadUrl).
+// metadataForPartialUploads, uploadDataDuringCreation, uploadLengthDeferred,
+// resumeUrl (uploadUrl).
 "use strict";
 const fs = require("fs");
 const { Readable } = require("stream");
@@ -33,7 +34,13 @@ const settings = {
     process.stdout.write(JSON.stringify({ url: upload.url }) + "\n");
   },
 };
-for (const key of ["chunkSize", "parallelUploads", "uploadDataDuringCreation", "uploadLengthDeferred"]) {
+for (const key of [
+  "chunkSize",
+  "parallelUploads",
+  "metadataForPartialUploads",
+  "uploadDataDuringCreation",
+  "uploadLengthDeferred",
+]) {
   if (options[key] !== undefined) settings[key] = options[key];
 }
 if (options.resumeUrl) settings.uploadUrl = options.resumeUrl;

@@ -8,7 +8,7 @@ import itertools
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -69,7 +69,9 @@ def create(
     metadata: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
+    session: requests.Session | None = None,
 ) -> requests.Response:
+    """POST a new upload (``length`` None: deferred), through ``session`` if given."""
     sent = dict(TUS)
     if length is None:
         sent["Upload-Defer-Length"] = "1"
@@ -82,22 +84,22 @@ def create(
     if body is not None:
         sent["Content-Type"] = OCTETS
     sent.update(headers or {})
-    return requests.post(f"{server.url}/files/", headers=sent, data=body, timeout=30)
+    return (session or requests).post(f"{server.url}/files/", headers=sent, data=body, timeout=30)
 
 
 def create_final(
-    server: LiveServer, urls: list[str], metadata: dict[str, str] | None = None
+    server: LiveServer,
+    urls: list[str],
+    metadata: dict[str, str] | None = None,
+    session: requests.Session | None = None,
 ) -> requests.Response:
-    """Create a final upload (concatenation extension) of the partial uploads ``urls``."""
-    return requests.post(
-        f"{server.url}/files/",
-        headers={
-            **TUS,
-            "Upload-Concat": "final;" + " ".join(urls),
-            "Upload-Metadata": encode_metadata(metadata or report_metadata()),
-        },
-        timeout=30,
-    )
+    """POST the final upload of the concatenation extension made of ``urls``."""
+    headers = {
+        **TUS,
+        "Upload-Concat": "final;" + " ".join(urls),
+        "Upload-Metadata": encode_metadata(metadata or report_metadata()),
+    }
+    return (session or requests).post(f"{server.url}/files/", headers=headers, timeout=30)
 
 
 def new_upload(server: LiveServer, length: int | None, **kwargs: object) -> str:
@@ -106,8 +108,10 @@ def new_upload(server: LiveServer, length: int | None, **kwargs: object) -> str:
     return response.headers["Location"]
 
 
-def head(url: str, headers: dict[str, str] | None = None) -> requests.Response:
-    return requests.head(url, headers={**TUS, **(headers or {})}, timeout=30)
+def head(
+    url: str, headers: dict[str, str] | None = None, session: requests.Session | None = None
+) -> requests.Response:
+    return (session or requests).head(url, headers={**TUS, **(headers or {})}, timeout=30)
 
 
 def offset_of(url: str) -> int:
@@ -117,11 +121,16 @@ def offset_of(url: str) -> int:
 
 
 def patch(
-    url: str, offset: int, body: bytes, headers: dict[str, str] | None = None
+    url: str,
+    offset: int,
+    body: bytes | Iterator[bytes],
+    headers: dict[str, str] | None = None,
+    session: requests.Session | None = None,
 ) -> requests.Response:
+    """PATCH ``body`` (an iterator of bytes: sent chunked, without Content-Length)."""
     sent = {**TUS, "Content-Type": OCTETS, "Upload-Offset": str(offset)}
     sent.update(headers or {})
-    return requests.patch(url, headers=sent, data=body, timeout=60)
+    return (session or requests).patch(url, headers=sent, data=body, timeout=60)
 
 
 def data_file(server: LiveServer, url: str) -> Path:
