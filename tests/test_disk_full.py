@@ -59,7 +59,7 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
 
 def uploads_listing(server: LiveServer) -> set[str]:
     uploads = server.data_dir / "uploads"
-    return {str(path.relative_to(uploads)) for path in uploads.rglob("*")} - {"locks"}
+    return {str(path.relative_to(uploads)) for path in uploads.rglob("*")} - {"locks", "owners"}
 
 
 def tree(directory: Path) -> dict[str, bytes | None]:
@@ -189,11 +189,13 @@ def test_creation_with_upload_filling_the_disk_says_where_to_resume(server: Live
 def test_concatenation_out_of_space_keeps_the_partials(server: LiveServer) -> None:
     pieces = [os.urandom(2 * MiB), os.urandom(2 * MiB)]
     urls = []
+    metadata = report_metadata()
     for piece in pieces:
-        url = new_upload(server, len(piece), metadata={}, headers={"Upload-Concat": "partial"})
+        url = new_upload(
+            server, len(piece), metadata=metadata, headers={"Upload-Concat": "partial"}
+        )
         assert patch(url, 0, piece).status_code == 204
         urls.append(url)
-    metadata = report_metadata()
     filler = fill(server.data_dir)
     release(filler, MiB)  # room for the final upload, not for the copy
 
@@ -386,7 +388,7 @@ def test_cleanup_removes_what_a_crash_left_once_and_for_all(data_dir: Path) -> N
     assert "0 skipped, 1 stale temporary files removed, 5 leftovers" in result.stdout
     assert f"removed stale staging directory {stale_work}" in result.stdout
     assert sorted(
-        path.name for path in uploads.iterdir() if path.name not in ("locks", "links")
+        path.name for path in uploads.iterdir() if path.name not in ("locks", "links", "owners")
     ) == sorted([alive, f"{alive}.info", young])
     assert not stale_work.exists() and not (uploads / "links" / links_only).exists()
 

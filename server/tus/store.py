@@ -742,12 +742,21 @@ class FileStore:
         info.completed = True
 
     def terminate(self, upload_id: str) -> None:
-        """Remove the upload: state first (it is then invisible), then data."""
+        """Remove the upload: state first (it is then invisible), then data,
+        then its owner's hint (so a creation undone leaves nothing behind)."""
+        try:
+            owner_hint: str | None = f"{self._owner_dir(self.get(upload_id).owner)}/{upload_id}"
+        except errors.TusError:
+            owner_hint = None
         for suffix in (".info", ".done", "", ".pending"):
             _remove(self._file(upload_id, suffix))
         if self.digests is not None:
             self.digests.forget(upload_id)
         shutil.rmtree(self.links / upload_id, ignore_errors=True)
+        if owner_hint is not None:
+            _remove(owner_hint)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(owner_hint))  # only when it was the last one
         if self.sync_each:
             fsync_directory(self.directory)
 
