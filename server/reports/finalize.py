@@ -2,7 +2,7 @@
 
 Order of work, chosen so a crash anywhere leaves something recovery can finish:
 
-1. under the report's lock, one durable transaction says whether the upload
+1. under the report's lock, one transaction says whether the upload
    is already done (published: nothing to do; failed: the same refusal
    again) and where the report lives (an upload re-sent after it completed
    is answered from its row without the lock), and gives the upload its
@@ -23,9 +23,16 @@ recorded them as superseded for this one before publishing them, see
 :mod:`.supersession`) are left as the later upload made them; the rest is
 published and recorded, and the upload ends ``published``.  No database
 transaction is open while files are extracted, so a long archive does not
-hold SQLite's write lock.  Both transactions are durable (unless the fsync
-policy is ``never``): the place before anything is published, the record
-before the upload is marked completed.
+hold SQLite's write lock.
+
+Durability (unless the fsync policy is ``never``): the record's transaction
+is durable (:meth:`.Database.transaction`) before the upload is marked
+completed, and with it every earlier commit, the place included.  The place
+itself is committed without waiting for the disk (one flush less per upload):
+a kill loses nothing, but a power loss in the moment between publishing and
+recording can take it with the record, and the upload, finalized again, then
+takes a new place.  The paths that later uploads record as taken from an
+upload are durable before those uploads publish them.
 """
 
 from __future__ import annotations
@@ -103,7 +110,7 @@ def finalize_upload(
     staging.ensure()
     durable = settings.fsync != FSYNC_NEVER
     with staging.report_lock(target.report_relpath):
-        with database.transaction(write=True, durable=durable) as connection:
+        with database.transaction(write=True) as connection:
             previous = ledger.upload_outcome(connection, info.id)
             url = _previous_answer(previous)
             if url is not None:
