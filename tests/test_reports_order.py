@@ -9,6 +9,9 @@ content stays, on disk and in the database, the rest of the earlier upload is
 published, and the earlier upload ends ``published``.  The restarted server's
 own recovery is held off (the test holds ``recovery.lock``) until the later
 upload is in.  On SQLite and PostgreSQL.
+
+The commits finalization relies on are durable: SQLite commits them with
+``synchronous=FULL``, PostgreSQL with ``synchronous_commit`` on.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from dqrxfer.server.db import Database, migrate
+from dqrxfer.server.reports.archive import StagedArchive, StagedFile
+from dqrxfer.server.reports.supersession import Superseded, drop_superseded
 from sqlalchemy import create_engine, text
 from support import tars
 from support.live import LiveServer
@@ -311,3 +317,70 @@ def undo_publication_record(database_url: str, upload_id: str) -> None:
             connection.execute(text("DELETE FROM events"))
     finally:
         engine.dispose()
+
+
+# -- durability of the commits finalization relies on -------------------------------
+
+
+def test_durable_transactions_commit_with_synchronous_full_on_sqlite(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        migrate.upgrade(database.engine)
+        levels = []
+        for durable in (False, True, False, True):
+            with database.transaction(write=True, durable=durable) as connection:
+                levels.append(connection.exec_driver_sql("PRAGMA synchronous").scalar())
+        assert levels == [1, 2, 1, 2]  # NORMAL, FULL, NORMAL, FULL on one pooled connection
+        with database.session() as session:
+            assert session.connection().exec_driver_sql("PRAGMA synchronous").scalar() == 1
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgres
+def test_durable_transactions_commit_with_synchronous_commit_on_postgres(postgres_url: str) -> None:
+    database = Database(postgres_url)
+    try:
+        with database.engine.connect() as connection:  # a session that would not wait
+            connection.exec_driver_sql("SET synchronous_commit TO off")
+            connection.commit()
+        with database.transaction(write=True, durable=True) as connection:
+            assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        with database.transaction(write=True) as connection:
+            assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+    finally:
+        database.dispose()
+
+
+# -- which paths a later upload took ----------------------------------------------------
+
+
+def test_superseded_covers_the_path_what_is_under_it_and_what_its_parents_became() -> None:
+    taken = Superseded(["index.html", "plots/a.png", "data"])
+    assert taken.covers("index.html")
+    assert taken.covers("plots")  # a file where the later upload has a directory
+    assert taken.covers("data/x.json")  # under a file or link of the later upload
+    assert not taken.covers("plots/b.png")
+    assert not taken.covers("index.htm")
+    assert not taken.covers_tree("plots")  # the earlier upload's directory stays
+    assert taken.covers_tree("data/deeper")
+
+
+def test_drop_superseded_removes_entries_and_their_staged_files(tmp_path: Path) -> None:
+    root = tmp_path / "staged"
+    for name in ("index.html", "data/x.json", "plots/b.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name)
+    staged = StagedArchive(
+        root,
+        files={name: StagedFile(1, "") for name in ("index.html", "data/x.json", "plots/b.png")},
+        directories={"data", "plots"},
+        links={"plots/latest": "b.png"},
+    )
+    taken = Superseded(["sub/data", "sub/plots/latest"])
+    assert drop_superseded(staged, "sub/", taken) == ["sub/data/x.json", "sub/plots/latest"]
+    assert set(staged.files) == {"index.html", "plots/b.png"}
+    assert staged.directories == {"plots"}
+    assert staged.links == {}
+    assert not (root / "data").exists()
+    assert (root / "plots/b.png").exists()
