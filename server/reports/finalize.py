@@ -201,8 +201,8 @@ def _publish_file(
         field = contract.KEY_SUBDIR if error.path != relpath else contract.KEY_FILENAME
         raise FinalizeError(UNPROCESSABLE, f"{field}: {error}; nothing was published") from None
     target_dir = report_dir / target.subdir if target.subdir else report_dir
-    # New directories are made durable with the file's name, all at once.
     claim.paths([relpath])
+    # New directories are made durable with the file's name, all at once.
     new_directories = publish.make_dirs(target_dir, project.reports_root, durable=False)
     publish.publish_file(data_path, target_dir / target.filename, new_directories)
     size = data_path.stat().st_size

@@ -104,8 +104,8 @@ _TAKE_PLACE = (
         .select_from(_earlier)
         .scalar_subquery()
     )
+    .returning(_uploads.c.finalize_order)
 )
-_SELECT_PLACE = select(_uploads.c.finalize_order).where(_uploads.c.id == bindparam("upload_key"))
 _SELECT_CUT_EARLIER = select(_uploads.c.id).where(
     _uploads.c.graceid == bindparam("graceid_key"),
     _uploads.c.project == bindparam("project_key"),
@@ -208,8 +208,7 @@ def take_place(
     order = outcome.finalize_order
     superseded: frozenset[str] = frozenset()
     if order is None:
-        connection.execute(_TAKE_PLACE, {"upload_key": upload_id})
-        order = connection.execute(_SELECT_PLACE, {"upload_key": upload_id}).scalar_one()
+        order = connection.execute(_TAKE_PLACE, {"upload_key": upload_id}).scalar_one()
     else:  # finalized again: later uploads may have taken some of its paths
         rows = connection.execute(_SELECT_SUPERSEDED, {"upload_key": upload_id})
         superseded = frozenset(rows.scalars())
