@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import run_cli
 from dqrxfer.server.db import Database, migrate
 from dqrxfer.server.reports.archive import StagedArchive, StagedFile
 from dqrxfer.server.reports.supersession import Superseded, drop_superseded
@@ -263,6 +264,33 @@ def test_cut_file_finalized_again_keeps_a_later_uploads_file(
     after = ledger(setup.database_url)
     assert after.states == {earlier_id: "published", later.upload_id: "published"}
     assert after.files == {"index.html": (later.upload_id, sha256(b"<html>later file</html>"))}
+    assert after.superseded_rows == 0
+
+
+def test_cut_upload_finalized_again_keeps_what_reports_register_published(
+    setup: Setup, tmp_path: Path
+) -> None:
+    metadata = report_metadata(filename="index.html", kind="file")
+    earlier = b"<html>earlier file</html>"
+    earlier_id = cut_finalization(setup, tmp_path, "after-publish", earlier, metadata)
+    source = tmp_path / "made-at-cit"
+    source.mkdir()
+    (source / "index.html").write_text("<html>registered</html>")
+    registered = run_cli(
+        "dqrxfer-server",
+        *("reports", "register", "--project", "O4", "--graceid", "S230518h"),
+        *("--site", "llo", "--revision", "1", "--path", str(source)),
+        *("--config", str(setup.config), "--data-dir", str(setup.data_dir)),
+    )
+    assert registered.returncode == 0, registered.stderr
+    assert ledger(setup.database_url).superseded_rows == 1
+
+    recover(setup, earlier_id)
+
+    published = setup.data_dir / "reports/O4/S230518h_dir/S230518h_llo_1/index.html"
+    assert published.read_text() == "<html>registered</html>"
+    after = ledger(setup.database_url)
+    assert after.files == {"index.html": (None, sha256("<html>registered</html>"))}
     assert after.superseded_rows == 0
 
 

@@ -106,14 +106,16 @@ _TAKE_PLACE = (
     )
     .returning(_uploads.c.finalize_order)
 )
-_SELECT_CUT_EARLIER = select(_uploads.c.id).where(
+# Under the report's lock: uploads of the report whose finalization was cut.
+_SELECT_CUT = select(_uploads.c.id).where(
     _uploads.c.graceid == bindparam("graceid_key"),
     _uploads.c.project == bindparam("project_key"),
     _uploads.c.site == bindparam("site_key"),
     _uploads.c.revision == bindparam("revision_key"),
     _uploads.c.state == "receiving",
-    _uploads.c.finalize_order < bindparam("order_key"),
+    _uploads.c.finalize_order.is_not(None),
 )
+_SELECT_CUT_EARLIER = _SELECT_CUT.where(_uploads.c.finalize_order < bindparam("order_key"))
 _SELECT_SUPERSEDED = select(_superseded.c.relpath).where(
     _superseded.c.upload_id == bindparam("upload_key")
 )
@@ -217,6 +219,16 @@ def take_place(
         {**_identity(graceid, project, site, revision), "order_key": order},
     ).scalars()
     return Place(order, superseded, tuple(cut))
+
+
+def cut_uploads(
+    connection: Connection, graceid: str, project: str, site: str, revision: int
+) -> tuple[str, ...]:
+    """Uploads of the report whose finalization began and was cut (call under
+    the report's lock): for publications that take no place, such as
+    ``reports register``, which come after all of them."""
+    rows = connection.execute(_SELECT_CUT, _identity(graceid, project, site, revision))
+    return tuple(rows.scalars())
 
 
 def supersede(connection: Connection, upload_ids: Sequence[str], paths: Sequence[str]) -> None:
