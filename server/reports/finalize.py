@@ -52,7 +52,7 @@ from . import ledger, publish
 from .archive import ArchiveRefused, extract_archive
 from .records import PublishedFile
 from .staging import Staging
-from .supersession import Superseded, drop_superseded
+from .supersession import Claim, drop_superseded
 from .validation import validate_for_settings
 
 log = logging.getLogger("dqrxfer.reports")
@@ -129,7 +129,7 @@ def finalize_upload(
             )
         relpath = existing if existing is not None else target.report_relpath
         report_dir = project.reports_root / relpath
-        claim = _Claim(database, place, durable)
+        claim = Claim(database, place, durable)
         if target.kind == contract.KIND_TAR:
             outcome = _publish_archive(
                 settings, project, staging, target, info, data_path, report_dir, claim, known_sha256
@@ -138,27 +138,6 @@ def finalize_upload(
             outcome = _publish_file(project, target, data_path, report_dir, claim, known_sha256)
         faults.point("after-publish")
         return _record(database, project, target, info, relpath, outcome, place, durable)
-
-
-@dataclass(frozen=True)
-class _Claim:
-    """This finalization's place; :meth:`paths` before anything is published."""
-
-    database: Database
-    place: ledger.Place
-    durable: bool
-
-    @property
-    def superseded(self) -> Superseded:
-        return Superseded(self.place.superseded)
-
-    def paths(self, paths: list[str]) -> None:
-        """Tell earlier uploads of the report whose finalization was cut that
-        ``paths`` are now this upload's (durably, before they are published)."""
-        if not self.place.cut_earlier or not paths:
-            return
-        with self.database.transaction(write=True, durable=self.durable) as connection:
-            ledger.supersede(connection, self.place.cut_earlier, paths)
 
 
 def _previous_answer(outcome: ledger.UploadOutcome | None) -> str | None:
@@ -186,7 +165,7 @@ def _publish_file(
     target: contract.ReportUpload,
     data_path: Path,
     report_dir: Path,
-    claim: _Claim,
+    claim: Claim,
     known_sha256: str | None = None,
 ) -> Outcome:
     digest = known_sha256 or publish.sha256_of(data_path)
@@ -217,7 +196,7 @@ def _publish_archive(
     info: UploadInfo,
     data_path: Path,
     report_dir: Path,
-    claim: _Claim,
+    claim: Claim,
     known_sha256: str | None = None,
 ) -> Outcome:
     prefix = f"{target.subdir}/" if target.subdir else ""

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+from ..db import Database
+from . import ledger
 from .archive import StagedArchive
 
 
@@ -83,3 +86,25 @@ def _under_dropped(name: str, staged: StagedArchive) -> bool:
     """Whether a parent directory of ``name`` was dropped from ``staged``."""
     parent = name.rpartition("/")[0]
     return bool(parent) and parent not in staged.directories
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A finalization's place: what it must leave alone, and :meth:`paths`,
+    called before anything is published."""
+
+    database: Database
+    place: ledger.Place
+    durable: bool
+
+    @property
+    def superseded(self) -> Superseded:
+        return Superseded(self.place.superseded)
+
+    def paths(self, paths: list[str]) -> None:
+        """Tell earlier uploads of the report whose finalization was cut that
+        ``paths`` are now this upload's (durably, before they are published)."""
+        if not self.place.cut_earlier or not paths:
+            return
+        with self.database.transaction(write=True, durable=self.durable) as connection:
+            ledger.supersede(connection, self.place.cut_earlier, paths)
