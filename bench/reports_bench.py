@@ -57,7 +57,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dqrxfer.server.config import load_settings
+from dqrxfer.server.config import Settings, load_settings
 from dqrxfer.server.db import Database, Event, Report, Upload, migrate
 from dqrxfer.server.reports.finalize import finalize_upload
 from dqrxfer.server.tus.store import UploadInfo
@@ -126,30 +126,40 @@ def time_tar(tarball: Path, target: Path, sync: bool) -> tuple[float, float]:
     return time.perf_counter() - started, _children_cpu() - cpu
 
 
-def time_finalize(
-    tarball: Path, base: Path, digest: str, fsync: str, round_id: str
-) -> tuple[float, float]:
-    """Wall-clock and CPU seconds (all threads) of one finalization."""
-    data_dir = base / f"dq-{round_id}"
-    config = base / f"server-{round_id}.toml"
+def server_data(base: Path, name: str, fsync: str) -> tuple[Settings, Database]:
+    """The settings of a fresh data directory ``base/name`` (embedded default
+    but for ``fsync``) and its database, at the code's schema."""
+    data_dir = base / name
+    config = base / f"{name}.toml"
     config.write_text(f'data_dir = "{data_dir}"\nfsync = "{fsync}"\n')
     settings = load_settings(config, data_dir)
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url)
+    migrate.upgrade(database.engine)
+    return settings, database
+
+
+def report_metadata(filename: str, kind: str) -> dict[str, str]:
+    return {
+        "project": "O4",
+        "graceid": "S230518h",
+        "uploader": "llo",
+        "revision": "1",
+        "filename": filename,
+        "kind": kind,
+    }
+
+
+def time_finalize(
+    tarball: Path, base: Path, digest: str, fsync: str, round_id: str
+) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (all threads) of one finalization."""
+    settings, database = server_data(base, f"dq-{round_id}", fsync)
     try:
-        migrate.upgrade(database.engine)
         upload_id = uuid.uuid4().hex
         payload = settings.uploads_dir / upload_id
         os.link(tarball, payload)
-        metadata = {
-            "project": "O4",
-            "graceid": "S230518h",
-            "uploader": "llo",
-            "revision": "1",
-            "filename": "report.tar",
-            "kind": "tar",
-            "sha256": digest,
-        }
+        metadata = {**report_metadata("report.tar", "tar"), "sha256": digest}
         length = payload.stat().st_size
         with database.session(write=True) as session:
             session.add(Upload(id=upload_id, project="O4", kind="tar", state="receiving"))
@@ -225,28 +235,15 @@ def finalize(args: argparse.Namespace) -> None:
 def time_small(base: Path, fsync: str, count: int, size: int) -> tuple[float, float]:
     """Median wall-clock and CPU seconds of finalizing one of ``count`` small
     files (the first tenth, warming up caches and the database, not counted)."""
-    data_dir = base / f"small-{fsync}-{uuid.uuid4().hex[:8]}"
-    config = base / f"{data_dir.name}.toml"
-    config.write_text(f'data_dir = "{data_dir}"\nfsync = "{fsync}"\n')
-    settings = load_settings(config, data_dir)
-    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(settings.database_url)
+    settings, database = server_data(base, f"small-{fsync}-{uuid.uuid4().hex[:8]}", fsync)
     body = os.urandom(size)
     walls, cpus = [], []
     try:
-        migrate.upgrade(database.engine)
         for index in range(count):
             upload_id = uuid.uuid4().hex
             payload = settings.uploads_dir / upload_id
             payload.write_bytes(body)
-            metadata = {
-                "project": "O4",
-                "graceid": "S230518h",
-                "uploader": "llo",
-                "revision": "1",
-                "filename": f"file-{index % 100}.bin",
-                "kind": "file",
-            }
+            metadata = report_metadata(f"file-{index % 100}.bin", "file")
             with database.session(write=True) as session:
                 session.add(
                     Upload(
