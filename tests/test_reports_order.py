@@ -100,6 +100,7 @@ def cut_finalization(
     setup: Setup, tmp_path: Path, point: str, payload: bytes, metadata: dict[str, str]
 ) -> str:
     """Send an upload whose finalization stops at ``point``; kill the server there."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     marker = tmp_path / f"reached-{point}"
     crashing = setup.server(env={"DQRXFER_TEST_FAULT": f"{point}:{marker}"}).start()
     try:
@@ -264,6 +265,28 @@ def test_cut_file_finalized_again_keeps_a_later_uploads_file(
     after = ledger(setup.database_url)
     assert after.states == {earlier_id: "published", later.upload_id: "published"}
     assert after.files == {"index.html": (later.upload_id, sha256(b"<html>later file</html>"))}
+    assert after.superseded_rows == 0
+
+
+def test_two_cut_uploads_of_the_same_paths_recovered_together_end_with_the_later(
+    setup: Setup, tmp_path: Path
+) -> None:
+    metadata = report_metadata(filename="index.html", kind="file")
+    earlier_id = cut_finalization(setup, tmp_path / "1", "after-publish", b"earlier", metadata)
+    with recovery_held_off(setup.data_dir):
+        later_id = cut_finalization(setup, tmp_path / "2", "after-publish", b"later", metadata)
+    published = setup.data_dir / "reports/O4/S230518h_dir/S230518h_llo_1/index.html"
+    assert published.read_bytes() == b"later"
+    cut = ledger(setup.database_url)
+    assert cut.states == {earlier_id: "receiving", later_id: "receiving"}
+    assert cut.superseded_rows == 1  # recorded by the later one before it published
+
+    recover(setup, later_id)  # the earlier first (its place is lower), then the later
+
+    assert published.read_bytes() == b"later"
+    after = ledger(setup.database_url)
+    assert after.states == {earlier_id: "published", later_id: "published"}
+    assert after.files == {"index.html": (later_id, sha256(b"later"))}
     assert after.superseded_rows == 0
 
 
