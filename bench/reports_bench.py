@@ -17,6 +17,15 @@ finalize
     page cache is left as it is: the tarball was just uploaded, so it is warm
     for every contender alike).
 
+small
+    ``--count`` small files (``--size`` bytes each, 64 KiB by default)
+    finalized one after the other in this process, as the server does after
+    each one's last PATCH (hash, hard link and directory fsync, the place
+    and the record in SQLite), with the default ``fsync = "complete"`` (the
+    record's commit durable: ``synchronous=FULL``) and with ``"never"``:
+    median wall-clock and CPU time per upload over ``--runs`` rounds.  The
+    finalization alone: the HTTP side is ``tus_bench.py --only small``.
+
 lookup
     ``--reports`` reports over ``--reports / 10`` events in SQLite and in
     PostgreSQL (bulk inserts through the Alembic schema), then the query the
@@ -26,6 +35,7 @@ lookup
     gunicorn, is ``bench/links_bench.py``.)
 
     .venv/bin/python bench/reports_bench.py finalize --runs 3
+    .venv/bin/python bench/reports_bench.py small --runs 5
     .venv/bin/python bench/reports_bench.py lookup --runs 3
 """
 
@@ -47,7 +57,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dqrxfer.server.config import load_settings
+from dqrxfer.server.config import Settings, load_settings
 from dqrxfer.server.db import Database, Event, Report, Upload, migrate
 from dqrxfer.server.reports.finalize import finalize_upload
 from dqrxfer.server.tus.store import UploadInfo
@@ -116,30 +126,40 @@ def time_tar(tarball: Path, target: Path, sync: bool) -> tuple[float, float]:
     return time.perf_counter() - started, _children_cpu() - cpu
 
 
-def time_finalize(
-    tarball: Path, base: Path, digest: str, fsync: str, round_id: str
-) -> tuple[float, float]:
-    """Wall-clock and CPU seconds (all threads) of one finalization."""
-    data_dir = base / f"dq-{round_id}"
-    config = base / f"server-{round_id}.toml"
+def server_data(base: Path, name: str, fsync: str) -> tuple[Settings, Database]:
+    """The settings of a fresh data directory ``base/name`` (embedded default
+    but for ``fsync``) and its database, at the code's schema."""
+    data_dir = base / name
+    config = base / f"{name}.toml"
     config.write_text(f'data_dir = "{data_dir}"\nfsync = "{fsync}"\n')
     settings = load_settings(config, data_dir)
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url)
+    migrate.upgrade(database.engine)
+    return settings, database
+
+
+def report_metadata(filename: str, kind: str) -> dict[str, str]:
+    return {
+        "project": "O4",
+        "graceid": "S230518h",
+        "uploader": "llo",
+        "revision": "1",
+        "filename": filename,
+        "kind": kind,
+    }
+
+
+def time_finalize(
+    tarball: Path, base: Path, digest: str, fsync: str, round_id: str
+) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (all threads) of one finalization."""
+    settings, database = server_data(base, f"dq-{round_id}", fsync)
     try:
-        migrate.upgrade(database.engine)
         upload_id = uuid.uuid4().hex
         payload = settings.uploads_dir / upload_id
         os.link(tarball, payload)
-        metadata = {
-            "project": "O4",
-            "graceid": "S230518h",
-            "uploader": "llo",
-            "revision": "1",
-            "filename": "report.tar",
-            "kind": "tar",
-            "sha256": digest,
-        }
+        metadata = {**report_metadata("report.tar", "tar"), "sha256": digest}
         length = payload.stat().st_size
         with database.session(write=True) as session:
             session.add(Upload(id=upload_id, project="O4", kind="tar", state="receiving"))
@@ -204,6 +224,73 @@ def finalize(args: argparse.Namespace) -> None:
             runs = ", ".join(f"{t[0]:.2f}" for t in times)
             ratio = wall[name] / wall["tar -xf"]
             print(f"| {name} | {wall[name]:.2f} s | {runs} | {ratio:.2f}x | {cpu[name]:.2f} s |")
+        print(f"\nload average at the end: {os.getloadavg()}")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# -- small ---------------------------------------------------------------------------
+
+
+def time_small(base: Path, fsync: str, count: int, size: int) -> tuple[float, float]:
+    """Median wall-clock and CPU seconds of finalizing one of ``count`` small
+    files (the first tenth, warming up caches and the database, not counted)."""
+    settings, database = server_data(base, f"small-{fsync}-{uuid.uuid4().hex[:8]}", fsync)
+    body = os.urandom(size)
+    walls, cpus = [], []
+    try:
+        for index in range(count):
+            upload_id = uuid.uuid4().hex
+            payload = settings.uploads_dir / upload_id
+            payload.write_bytes(body)
+            metadata = report_metadata(f"file-{index % 100}.bin", "file")
+            with database.session(write=True) as session:
+                session.add(
+                    Upload(
+                        id=upload_id,
+                        project="O4",
+                        graceid="S230518h",
+                        site="llo",
+                        revision=1,
+                        kind="file",
+                        state="receiving",
+                    )
+                )
+            info = UploadInfo(id=upload_id, length=size, offset=size, metadata=metadata)
+            cpu, started = time.process_time(), time.perf_counter()
+            finalize_upload(database, settings, info, payload)
+            walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu)
+    finally:
+        database.dispose()
+    warm = count // 10
+    return statistics.median(walls[warm:]), statistics.median(cpus[warm:])
+
+
+def small(args: argparse.Namespace) -> None:
+    base = Path(tempfile.mkdtemp(prefix="dqrxfer-bench-", dir=args.dir))
+    try:
+        results: dict[str, list[tuple[float, float]]] = {"complete": [], "never": []}
+        for run in range(args.runs):
+            order = list(results)
+            random.shuffle(order)
+            for fsync in order:
+                subprocess.run(["sync"], check=True)
+                wall, cpu = time_small(base, fsync, args.count, args.size)
+                results[fsync].append((wall, cpu))
+                print(
+                    f"run {run + 1}: fsync {fsync}: {wall * 1000:.3f} ms "
+                    f"(CPU {cpu * 1000:.3f} ms) per upload, load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+        print()
+        print("| fsync | wall per upload, median | runs | CPU per upload, median |")
+        print("|---|---|---|---|")
+        for fsync, times in results.items():
+            wall = statistics.median(t[0] for t in times) * 1000
+            cpu = statistics.median(t[1] for t in times) * 1000
+            runs = ", ".join(f"{t[0] * 1000:.2f}" for t in times)
+            print(f"| {fsync} | {wall:.3f} ms | {runs} | {cpu:.3f} ms |")
         print(f"\nload average at the end: {os.getloadavg()}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -344,6 +431,11 @@ def main() -> int:
     one.add_argument("--size", type=int, default=1024 * MiB, help="bytes of file content")
     one.add_argument("--runs", type=int, default=3)
     one.add_argument("--dir", help="where to work (default: the temporary directory)")
+    few = commands.add_parser("small", help="finalizing small files one after the other")
+    few.add_argument("--count", type=int, default=300)
+    few.add_argument("--size", type=int, default=64 * 1024, help="bytes per file")
+    few.add_argument("--runs", type=int, default=5)
+    few.add_argument("--dir", help="where to work (default: the temporary directory)")
     two = commands.add_parser("lookup", help="links lookup for one graceid, SQLite and PostgreSQL")
     two.add_argument("--reports", type=int, default=100_000)
     two.add_argument("--lookups", type=int, default=5000)
@@ -357,6 +449,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.command == "finalize":
         finalize(args)
+    elif args.command == "small":
+        small(args)
     else:
         lookup(args)
     return 0

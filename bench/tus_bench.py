@@ -239,6 +239,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--small-count", type=int, default=500)
     parser.add_argument(
+        "--small-clients",
+        type=int,
+        nargs="+",
+        default=[1, 8],
+        help="concurrent clients of the small-upload part (each count one configuration)",
+    )
+    parser.add_argument(
         "--only",
         nargs="*",
         default=["throughput", "fsync", "checksum", "rss", "small"],
@@ -353,7 +360,7 @@ def main() -> int:
         big.unlink()
 
     if "small" in args.only:
-        for clients in (1, 8):
+        for clients in args.small_clients:
             for with_upload in (False, True):
                 label = "creation-with-upload" if with_upload else "POST + PATCH"
                 rates, cpu = {}, {}

@@ -5,9 +5,7 @@ once.  The crash point is the test-only fault point DQRXFER_TEST_FAULT."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,45 +16,10 @@ from sqlalchemy.orm import Session
 from support import tars
 from support.live import LiveServer
 from support.tus import wait_for
-from support.uploads import TUS, encode_metadata, report_metadata
+from support.uploads import create_upload, patch_in_background, report_metadata
 
 FILES = {"index.html": "<html>report</html>", "tier1/data.json": '{"a": 1}', "tier2/b.txt": "b"}
 REPORT = Path("reports/O4/S230518h_dir/S230518h_llo_1")
-
-
-def create_upload(server: LiveServer, length: int) -> str:
-    created = requests.post(
-        f"{server.url}/files/",
-        headers={
-            **TUS,
-            "Upload-Length": str(length),
-            "Upload-Metadata": encode_metadata(report_metadata()),
-        },
-        timeout=30,
-    )
-    assert created.status_code == 201, created.text
-    return created.headers["Location"]
-
-
-def patch_in_background(url: str, payload: bytes) -> threading.Thread:
-    """The final PATCH never gets an answer: the server dies while finalizing."""
-
-    def run() -> None:
-        with contextlib.suppress(requests.RequestException):
-            requests.patch(
-                url,
-                data=payload,
-                headers={
-                    **TUS,
-                    "Upload-Offset": "0",
-                    "Content-Type": "application/offset+octet-stream",
-                },
-                timeout=120,
-            )
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 def database_rows(data_dir: Path) -> tuple[list, list, list]:
@@ -77,7 +40,7 @@ def test_kill_9_while_finalizing_then_restart_publishes_exactly_once(
     payload = tars.report_tree(FILES, "gz")
     crashing = LiveServer(data_dir, env={"DQRXFER_TEST_FAULT": f"{point}:{marker}"}).start()
     try:
-        url = create_upload(crashing, len(payload))
+        url = create_upload(crashing.url, len(payload), report_metadata())
         upload_id = url.rsplit("/", 1)[-1]
         patcher = patch_in_background(url, payload)
         wait_for(marker.exists, timeout=120, what=f"the fault point {point}")

@@ -84,6 +84,8 @@ class Upload(Base):
         Index("ix_uploads_created", "created"),
         # Crash recovery looks for uploads still "receiving".
         Index("ix_uploads_state", "state"),
+        # The next place in the order of finalizations is max() + 1.
+        Index("ix_uploads_finalize_order", "finalize_order"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -102,3 +104,23 @@ class Upload(Base):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"))
+    finalize_order: Mapped[int | None] = mapped_column(
+        BigInteger,
+        doc="the upload's place in the order of finalizations, taken when its first "
+        "finalization began (under the report's lock, so it increases within a report)",
+    )
+
+
+class SupersededPath(Base):
+    """A path that an upload whose finalization was cut must leave alone when
+    it is finalized again: a later upload of the same report published it.
+
+    Written by the later upload before it publishes; the cut upload's rows go
+    when its finalization is recorded.
+    """
+
+    __tablename__ = "superseded_paths"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), index=True)
+    relpath: Mapped[str] = mapped_column(Text, doc="relative to the report directory")

@@ -8,8 +8,14 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+#: SQLite's ``synchronous`` levels: in WAL mode NORMAL syncs the log only at
+#: checkpoints (a power loss may take the last commits, never corrupts), FULL
+#: syncs it at every commit (and with it every commit before).
+_NORMAL, _FULL = "NORMAL", "FULL"
+_SYNCHRONOUS = "dqrxfer.synchronous"
 
-def _configure_sqlite(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+
+def _configure_sqlite(dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
     """WAL lets readers run beside one writer; busy_timeout makes writers queue
     instead of failing at once when several gunicorn workers write."""
     dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event emits BEGIN
@@ -17,8 +23,9 @@ def _configure_sqlite(dbapi_connection, _record) -> None:  # type: ignore[no-unt
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={_NORMAL}")
     cursor.close()
+    record.info[_SYNCHRONOUS] = _NORMAL
 
 
 def _begin_sqlite(connection) -> None:  # type: ignore[no-untyped-def]
@@ -27,9 +34,20 @@ def _begin_sqlite(connection) -> None:  # type: ignore[no-untyped-def]
     when another worker wrote in between, whatever the busy timeout.
 
     Sent on the driver's connection: through SQLAlchemy's execution path the
-    BEGIN cost as much again as the rest of an empty transaction."""
-    immediate = connection.get_execution_options().get("immediate", False)
-    connection.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    BEGIN cost as much again as the rest of an empty transaction.
+
+    ``durable`` transactions (:meth:`Database.transaction`) run with
+    ``synchronous=FULL``: their COMMIT returns once the log is on disk."""
+    options = connection.get_execution_options()
+    driver = connection.connection.driver_connection
+    # A durable transaction commits with synchronous=FULL; the level is set
+    # (outside any transaction) only when it changes on this connection.
+    wanted = _FULL if options.get("durable", False) else _NORMAL
+    info = connection.connection.info
+    if info.get(_SYNCHRONOUS) != wanted:
+        driver.execute(f"PRAGMA synchronous={wanted}")
+        info[_SYNCHRONOUS] = wanted
+    driver.execute("BEGIN IMMEDIATE" if options.get("immediate", False) else "BEGIN")
 
 
 def make_engine(url: str) -> Engine:
@@ -49,6 +67,7 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_engine = self.engine.execution_options(immediate=True)
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
+        self._durable_engine = self.engine.execution_options(immediate=True, durable=True)
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:
@@ -62,11 +81,25 @@ class Database:
             yield session
 
     @contextmanager
-    def transaction(self, write: bool = False) -> Iterator[Connection]:
+    def transaction(self, write: bool = False, durable: bool = False) -> Iterator[Connection]:
         """A Core connection in a transaction committed on success and rolled
         back on error: for hot paths where an ORM session costs more than the
-        statements (``write`` as for :meth:`session`)."""
-        with (self._write_engine if write else self.engine).begin() as connection:
+        statements (``write`` as for :meth:`session`).
+
+        ``durable=True`` (implies ``write``): the commit is on disk when this
+        returns, whatever the database's default: SQLite commits it with
+        ``synchronous=FULL`` (the log is fsynced, and with it every earlier
+        commit), PostgreSQL with ``synchronous_commit`` on.  For the commits
+        that files already published, or an upload about to be marked
+        completed, rely on.
+        """
+        if not durable:
+            with (self._write_engine if write else self.engine).begin() as connection:
+                yield connection
+            return
+        with self._durable_engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("SET LOCAL synchronous_commit TO on")
             yield connection
 
     def dispose(self) -> None:

@@ -22,7 +22,7 @@ from ..config import ProjectConfig, Settings
 from ..db import Database, Event, Report, ReportFile
 from ..db.models import utcnow
 from ..tus.store import FSYNC_NEVER
-from . import publish, records
+from . import ledger, publish, records
 from .archive import ArchiveRefused
 from .records import PublishedFile
 from .staging import Staging, StagingError
@@ -416,11 +416,17 @@ def register(
                 raise AdminError(f"{source}: {where}{error.rule}; nothing was published") from None
             except publish.PublishConflict as error:
                 raise AdminError(f"{source}: {error}; nothing was published") from None
+            prefix = f"{subdir}/" if subdir else ""
+            _supersede_cut_uploads(
+                database,
+                settings,
+                (graceid, project.name, site, revision),
+                [prefix + name for name in [*staged.files, *staged.links]],
+            )
             publish.make_dirs(report_dir.parent, project.reports_root)
             publish.publish_tree(
                 staged, report_dir, subdir, work, durable=settings.fsync != FSYNC_NEVER
             )
-        prefix = f"{subdir}/" if subdir else ""
         files = [
             PublishedFile(prefix + name, entry.size, entry.sha256)
             for name, entry in sorted(staged.files.items())
@@ -434,6 +440,22 @@ def register(
                 session, report, files, [prefix + name for name in staged.links], None, principal
             )
             return Registered(report.url, len(files), in_place=False)
+
+
+def _supersede_cut_uploads(
+    database: Database,
+    settings: Settings,
+    identity: tuple[str, str, str, int],
+    paths: list[str],
+) -> None:
+    """A registered directory is later than every upload of the report whose
+    finalization was cut: they leave its paths alone when finalized again
+    (recorded durably before the paths are published)."""
+    durable = settings.fsync != FSYNC_NEVER
+    with database.transaction(write=True, durable=durable) as connection:
+        cut = ledger.cut_uploads(connection, *identity)
+        if cut:
+            ledger.supersede(connection, cut, paths)
 
 
 def _project(settings: Settings, name: str | None) -> ProjectConfig:

@@ -2,29 +2,44 @@
 
 Order of work, chosen so a crash anywhere leaves something recovery can finish:
 
-1. under the report's lock, one read says whether the upload is already
-   done (published: nothing to do; failed: the same refusal again) and where
-   the report lives (an upload re-sent after it completed is answered from
-   its row without the lock);
+1. under the report's lock, one transaction says whether the upload
+   is already done (published: nothing to do; failed: the same refusal
+   again) and where the report lives (an upload re-sent after it completed
+   is answered from its row without the lock), and gives the upload its
+   place in the order of finalizations, the first time (:func:`.ledger.take_place`);
 2. the payload is verified (whole-payload SHA-256) and published: a file by
    an atomic rename, an archive by extraction into a private staging
    directory, checks, and one swap of the report directory;
-3. then, in one short database transaction, the event, report and file rows,
+3. then, in one short durable transaction, the event, report and file rows,
    the report's totals and the upload's state are written (Core statements,
-   :mod:`.ledger`).
+   :mod:`.ledger`).  Only then does the tus layer mark the upload completed.
 
 A crash before 3 leaves the upload "receiving": finalizing it again (crash
 recovery at start-up, or the client re-sending its last PATCH) publishes the
-same bytes to the same names and writes the same rows.  No database
+same bytes to the same names and writes the same rows, except that it never
+goes backwards: the upload keeps the place its first finalization took, and
+the paths that a later upload of the same report published meanwhile (which
+recorded them as superseded for this one before publishing them, see
+:mod:`.supersession`) are left as the later upload made them; the rest is
+published and recorded, and the upload ends ``published``.  No database
 transaction is open while files are extracted, so a long archive does not
 hold SQLite's write lock.
+
+Durability (unless the fsync policy is ``never``): the record's transaction
+is durable (:meth:`.Database.transaction`) before the upload is marked
+completed, and with it every earlier commit, the place included.  The place
+itself is committed without waiting for the disk (one flush less per upload):
+a kill loses nothing, but a power loss in the moment between publishing and
+recording can take it with the record, and the upload, finalized again, then
+takes a new place.  The paths that later uploads record as taken from an
+upload are durable before those uploads publish them.
 """
 
 from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dqrxfer import contract, faults
@@ -37,6 +52,7 @@ from . import ledger, publish
 from .archive import ArchiveRefused, extract_archive
 from .records import PublishedFile
 from .staging import Staging
+from .supersession import Claim, drop_superseded
 from .validation import validate_for_settings
 
 log = logging.getLogger("dqrxfer.reports")
@@ -60,6 +76,8 @@ class Outcome:
     files: list[PublishedFile]
     removed: list[str]
     payload_sha256: str
+    #: paths of the payload left alone: later uploads published them
+    superseded: list[str] = field(default_factory=list)
 
 
 def finalize_upload(
@@ -90,24 +108,36 @@ def finalize_upload(
     project = settings.projects[target.project]
     staging = Staging(project.staging, project.reports_root)
     staging.ensure()
+    durable = settings.fsync != FSYNC_NEVER
     with staging.report_lock(target.report_relpath):
-        with database.transaction() as connection:
-            url = _previous_answer(ledger.upload_outcome(connection, info.id))
+        with database.transaction(write=True) as connection:
+            previous = ledger.upload_outcome(connection, info.id)
+            url = _previous_answer(previous)
             if url is not None:
                 return url
             existing = ledger.report_path(
                 connection, target.graceid, project.name, target.site, target.revision
             )
+            place = ledger.take_place(
+                connection,
+                info.id,
+                previous,
+                target.graceid,
+                project.name,
+                target.site,
+                target.revision,
+            )
         relpath = existing if existing is not None else target.report_relpath
         report_dir = project.reports_root / relpath
+        claim = Claim(database, place, durable)
         if target.kind == contract.KIND_TAR:
             outcome = _publish_archive(
-                settings, project, staging, target, info, data_path, report_dir, known_sha256
+                settings, project, staging, target, info, data_path, report_dir, claim, known_sha256
             )
         else:
-            outcome = _publish_file(project, target, data_path, report_dir, known_sha256)
+            outcome = _publish_file(project, target, data_path, report_dir, claim, known_sha256)
         faults.point("after-publish")
-        return _record(database, project, target, info, relpath, outcome)
+        return _record(database, project, target, info, relpath, outcome, place, durable)
 
 
 def _previous_answer(outcome: ledger.UploadOutcome | None) -> str | None:
@@ -135,18 +165,22 @@ def _publish_file(
     target: contract.ReportUpload,
     data_path: Path,
     report_dir: Path,
+    claim: Claim,
     known_sha256: str | None = None,
 ) -> Outcome:
     digest = known_sha256 or publish.sha256_of(data_path)
     if target.sha256 is not None and digest != target.sha256:
         raise _sha256_mismatch(digest, target.sha256)
     relpath = f"{target.subdir}/{target.filename}" if target.subdir else target.filename
+    if claim.superseded.covers(relpath):
+        return Outcome([], [], digest, [relpath])
     try:
         publish.check_file_target(report_dir, relpath)
     except publish.PublishConflict as error:
         field = contract.KEY_SUBDIR if error.path != relpath else contract.KEY_FILENAME
         raise FinalizeError(UNPROCESSABLE, f"{field}: {error}; nothing was published") from None
     target_dir = report_dir / target.subdir if target.subdir else report_dir
+    claim.paths([relpath])
     # New directories are made durable with the file's name, all at once.
     new_directories = publish.make_dirs(target_dir, project.reports_root, durable=False)
     publish.publish_file(data_path, target_dir / target.filename, new_directories)
@@ -162,8 +196,10 @@ def _publish_archive(
     info: UploadInfo,
     data_path: Path,
     report_dir: Path,
+    claim: Claim,
     known_sha256: str | None = None,
 ) -> Outcome:
+    prefix = f"{target.subdir}/" if target.subdir else ""
     with staging.workdir(info.id) as work:
         extract_root = work / "extract"
         extract_root.mkdir()
@@ -180,25 +216,29 @@ def _publish_archive(
             digest = known_sha256 or (hashing.result() if hashing else "")
         if target.sha256 is not None and digest != target.sha256:
             raise _sha256_mismatch(digest, target.sha256)
+        superseded: list[str] = []
         try:
             if refused is not None:
                 raise refused
+            superseded = drop_superseded(staged, prefix, claim.superseded)
+            if superseded and not staged.files and not staged.links:
+                return Outcome([], [], digest, superseded)
             publish.check_overlay(report_dir, target.subdir, staged)
         except ArchiveRefused as error:
             raise FinalizeError(UNPROCESSABLE, f"{error}; nothing was published") from None
         except publish.PublishConflict as error:
             raise FinalizeError(UNPROCESSABLE, f"archive: {error}; nothing was published") from None
         faults.point("after-extract")
+        claim.paths([prefix + name for name in [*staged.files, *staged.links]])
         publish.make_dirs(report_dir.parent, project.reports_root)
         publish.publish_tree(
             staged, report_dir, target.subdir, work, durable=settings.fsync != FSYNC_NEVER
         )
-    prefix = f"{target.subdir}/" if target.subdir else ""
     files = [
         PublishedFile(prefix + name, entry.size, entry.sha256)
         for name, entry in sorted(staged.files.items())
     ]
-    return Outcome(files, [prefix + name for name in staged.links], digest)
+    return Outcome(files, [prefix + name for name in staged.links], digest, superseded)
 
 
 def _record(
@@ -208,6 +248,8 @@ def _record(
     info: UploadInfo,
     relpath: str,
     outcome: Outcome,
+    place: ledger.Place,
+    durable: bool,
 ) -> str:
     publication = ledger.Publication(
         graceid=target.graceid,
@@ -222,9 +264,17 @@ def _record(
         principal=info.owner,
         payload_sha256=outcome.payload_sha256,
         when=utcnow(),
+        clear_superseded=bool(place.superseded),
     )
-    with database.transaction(write=True) as connection:
+    with database.transaction(write=True, durable=durable) as connection:
         url = ledger.record_publication(connection, publication)
+    if outcome.superseded:
+        log.info(
+            "upload %s left %d path(s) to later uploads: %s",
+            info.id,
+            len(outcome.superseded),
+            ", ".join(outcome.superseded[:10]),
+        )
     log.info(
         "published upload %s into %s/%s: %d file(s)",
         info.id,

@@ -29,13 +29,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from ..db.models import Event, Report, ReportFile, Upload
+from ..db.models import Event, Report, ReportFile, SupersededPath, Upload
 from .records import PublishedFile
 
 _events = Event.__table__
 _reports = Report.__table__
 _files = ReportFile.__table__
 _uploads = Upload.__table__
+_superseded = SupersededPath.__table__
+_earlier = _uploads.alias("earlier")
 
 #: Rows per ``IN (...)`` list (SQLite limits the number of bound parameters).
 _CHUNK = 500
@@ -44,7 +46,7 @@ _CHUNK = 500
 # and VALUES clauses.
 _INSERT_UPLOAD = insert(_uploads)
 _SELECT_OUTCOME = (
-    select(_uploads.c.state, _uploads.c.error, _reports.c.url)
+    select(_uploads.c.state, _uploads.c.error, _reports.c.url, _uploads.c.finalize_order)
     .select_from(_uploads.outerjoin(_reports, _reports.c.id == _uploads.c.report_id))
     .where(_uploads.c.id == bindparam("upload_key"))
 )
@@ -90,6 +92,35 @@ _REFRESH_TOTALS = (
         updated=bindparam("when_key"),
     )
 )
+# The next place: max() + 1, read from the index.  Within a report the
+# finalizations are serialised by its lock, so the places increase there; two
+# reports' finalizations may take the same number at once (PostgreSQL), which
+# orders nothing that matters.
+_TAKE_PLACE = (
+    update(_uploads)
+    .where(_uploads.c.id == bindparam("upload_key"), _uploads.c.finalize_order.is_(None))
+    .values(
+        finalize_order=select(func.coalesce(func.max(_earlier.c.finalize_order), 0) + 1)
+        .select_from(_earlier)
+        .scalar_subquery()
+    )
+    .returning(_uploads.c.finalize_order)
+)
+# Under the report's lock: uploads of the report whose finalization was cut.
+_SELECT_CUT = select(_uploads.c.id).where(
+    _uploads.c.graceid == bindparam("graceid_key"),
+    _uploads.c.project == bindparam("project_key"),
+    _uploads.c.site == bindparam("site_key"),
+    _uploads.c.revision == bindparam("revision_key"),
+    _uploads.c.state == "receiving",
+    _uploads.c.finalize_order.is_not(None),
+)
+_SELECT_CUT_EARLIER = _SELECT_CUT.where(_uploads.c.finalize_order < bindparam("order_key"))
+_SELECT_SUPERSEDED = select(_superseded.c.relpath).where(
+    _superseded.c.upload_id == bindparam("upload_key")
+)
+_INSERT_SUPERSEDED = insert(_superseded)
+_DELETE_SUPERSEDED = delete(_superseded).where(_superseded.c.upload_id == bindparam("upload_key"))
 _MARK_PUBLISHED = (
     update(_uploads)
     .where(_uploads.c.id == bindparam("upload_key"))
@@ -110,6 +141,7 @@ class UploadOutcome:
     state: str
     error: str | None
     report_url: str | None
+    finalize_order: int | None = None
 
 
 def insert_upload(connection: Connection, values: dict[str, object]) -> None:
@@ -120,7 +152,9 @@ def insert_upload(connection: Connection, values: dict[str, object]) -> None:
 def upload_outcome(connection: Connection, upload_id: str) -> UploadOutcome | None:
     """The upload's state, refusal and (published) report URL; None without a row."""
     row = connection.execute(_SELECT_OUTCOME, {"upload_key": upload_id}).first()
-    return None if row is None else UploadOutcome(row.state, row.error, row.url)
+    if row is None:
+        return None
+    return UploadOutcome(row.state, row.error, row.url, row.finalize_order)
 
 
 def _identity(graceid: str, project: str, site: str, revision: int) -> dict[str, object]:
@@ -142,6 +176,70 @@ def report_path(
 
 
 @dataclass(frozen=True)
+class Place:
+    """An upload's place in the order of its report's finalizations.
+
+    ``order``: its number (None without a row); ``superseded``: the paths
+    that later uploads of the report published while its own finalization
+    was cut (it must leave them alone); ``cut_earlier``: earlier uploads of
+    the report whose finalization was cut, which must leave this one's paths
+    alone (:func:`supersede`).
+    """
+
+    order: int | None
+    superseded: frozenset[str]
+    cut_earlier: tuple[str, ...]
+
+
+def take_place(
+    connection: Connection,
+    upload_id: str,
+    outcome: UploadOutcome | None,
+    graceid: str,
+    project: str,
+    site: str,
+    revision: int,
+) -> Place:
+    """The upload's place, taken now unless an earlier finalization of it
+    took one (``outcome``: its row, read in this transaction).  Call under
+    the report's lock, in a write transaction: an upload of the report that
+    has a place but is still "receiving" is then one whose finalization was
+    cut (it would hold the lock otherwise)."""
+    if outcome is None:
+        return Place(None, frozenset(), ())
+    order = outcome.finalize_order
+    superseded: frozenset[str] = frozenset()
+    if order is None:
+        order = connection.execute(_TAKE_PLACE, {"upload_key": upload_id}).scalar_one()
+    else:  # finalized again: later uploads may have taken some of its paths
+        rows = connection.execute(_SELECT_SUPERSEDED, {"upload_key": upload_id})
+        superseded = frozenset(rows.scalars())
+    cut = connection.execute(
+        _SELECT_CUT_EARLIER,
+        {**_identity(graceid, project, site, revision), "order_key": order},
+    ).scalars()
+    return Place(order, superseded, tuple(cut))
+
+
+def cut_uploads(
+    connection: Connection, graceid: str, project: str, site: str, revision: int
+) -> tuple[str, ...]:
+    """Uploads of the report whose finalization began and was cut (call under
+    the report's lock): for publications that take no place, such as
+    ``reports register``, which come after all of them."""
+    rows = connection.execute(_SELECT_CUT, _identity(graceid, project, site, revision))
+    return tuple(rows.scalars())
+
+
+def supersede(connection: Connection, upload_ids: Sequence[str], paths: Sequence[str]) -> None:
+    """Record that the uploads ``upload_ids`` (earlier, cut) must leave
+    ``paths`` alone: a later upload is about to publish them."""
+    rows = [{"upload_id": upload, "relpath": path} for upload in upload_ids for path in paths]
+    for start in range(0, len(rows), _CHUNK):
+        connection.execute(_INSERT_SUPERSEDED, rows[start : start + _CHUNK])
+
+
+@dataclass(frozen=True)
 class Publication:
     """One finalization's changes to one report, to be recorded."""
 
@@ -157,6 +255,8 @@ class Publication:
     principal: str | None
     payload_sha256: str
     when: datetime
+    #: rows of superseded paths to drop (the upload was finalized again)
+    clear_superseded: bool = False
 
 
 def record_publication(connection: Connection, publication: Publication) -> str:
@@ -176,6 +276,8 @@ def record_publication(connection: Connection, publication: Publication) -> str:
             "report_key": report_id,
         },
     )
+    if publication.clear_superseded:
+        connection.execute(_DELETE_SUPERSEDED, {"upload_key": publication.upload_id})
     return url
 
 

@@ -9,6 +9,15 @@ whoever holds it), re-reads its state and runs ``post_finish`` at most once
 more: a worker still finalizing an upload, or a client re-sending its last
 PATCH, never races recovery into publishing twice.  Recovery also removes
 staging directories left by finalizations that died.
+
+An upload already marked completed (``<id>.done``) whose row still says
+"receiving" is finalized again too, under its lock: the commit recording its
+publication was lost (a power loss with the database's commit not yet on disk,
+or a database restored from an older backup) while the rename survived.
+Uploads are finished in the order their finalizations began (those that never
+began last, oldest first), so that an earlier one publishes before a later one
+of the same report; either way a later upload's paths are kept
+(:mod:`.supersession`).
 """
 
 from __future__ import annotations
@@ -50,7 +59,13 @@ def recover(hooks: ReportHooks, uploads: Uploads) -> int:
 
 def _finish_pending(hooks: ReportHooks, uploads: Uploads) -> int:
     with hooks.database.session() as session:
-        pending = list(session.scalars(select(Upload.id).where(Upload.state == "receiving")))
+        pending = list(
+            session.scalars(
+                select(Upload.id)
+                .where(Upload.state == "receiving")
+                .order_by(Upload.finalize_order.asc().nulls_last(), Upload.created, Upload.id)
+            )
+        )
     published = 0
     for upload_id in pending:
         try:
@@ -58,17 +73,43 @@ def _finish_pending(hooks: ReportHooks, uploads: Uploads) -> int:
         except TusError:
             _mark_gone(hooks, upload_id)
             continue
-        if info.completed or not (info.finished or info.is_final):
-            continue
         try:
-            after = uploads.recover(info)
+            if info.completed:
+                done = _finalize_again(hooks, uploads, upload_id)
+            elif info.finished or info.is_final:
+                done = uploads.recover(info).completed
+            else:
+                continue
         except Exception:
             log.exception("recovery: upload %s failed", upload_id)
             continue
-        if after.completed:
+        if done:
             published += 1
             log.info("recovery: finished upload %s", upload_id)
     return published
+
+
+def _finalize_again(hooks: ReportHooks, uploads: Uploads, upload_id: str) -> bool:
+    """Finalize a completed upload whose publication the database lacks
+    (under its lock; skipped if someone holds it: a client re-sending its last
+    PATCH finalizes it the same way)."""
+    try:
+        with uploads.locked(upload_id, timeout=0, measured=False):
+            if _state(hooks, upload_id) != "receiving":
+                return False
+            info = uploads.store.get(upload_id)
+            log.warning("recovery: upload %s is completed but not recorded as published", upload_id)
+            uploads.finish(info)
+    except TusError as error:
+        log.info("recovery: upload %s not finalized again now: %s", upload_id, error.message)
+        return False
+    return _state(hooks, upload_id) == "published"
+
+
+def _state(hooks: ReportHooks, upload_id: str) -> str | None:
+    with hooks.database.session() as session:
+        row = session.get(Upload, upload_id)
+        return None if row is None else row.state
 
 
 def _mark_gone(hooks: ReportHooks, upload_id: str) -> None:

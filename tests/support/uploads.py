@@ -7,8 +7,10 @@ CLIs turn it into an exit code).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,3 +134,40 @@ def resend_last_patch(server_url: str, sent: Sent, length: int) -> requests.Resp
         },
         timeout=TIMEOUT,
     )
+
+
+def create_upload(server_url: str, length: int, metadata: dict[str, str]) -> str:
+    """Create an upload of ``length`` bytes; return its URL."""
+    created = requests.post(
+        f"{server_url}/files/",
+        headers={
+            **TUS,
+            "Upload-Length": str(length),
+            "Upload-Metadata": encode_metadata(metadata),
+        },
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    return created.headers["Location"]
+
+
+def patch_in_background(url: str, payload: bytes) -> threading.Thread:
+    """PATCH the whole payload from a thread, for a final PATCH that never gets
+    an answer (the server dies while finalizing); join the thread afterwards."""
+
+    def run() -> None:
+        with contextlib.suppress(requests.RequestException):
+            requests.patch(
+                url,
+                data=payload,
+                headers={
+                    **TUS,
+                    "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream",
+                },
+                timeout=120,
+            )
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
