@@ -24,6 +24,7 @@ from ..db.models import utcnow
 from ..tus.store import FSYNC_NEVER
 from . import publish, records
 from .archive import ArchiveRefused
+from .invariants import TreeInvariantBroken, check_tree
 from .records import PublishedFile
 from .staging import Staging, StagingError
 from .tree import report_files, sha256_file, stage_directory
@@ -161,10 +162,16 @@ def index_report(
 
     A file whose row has the same size and was recorded after the file last
     changed keeps its digest; others are hashed (all of them with ``rehash``).
-    Rows of files that are gone are dropped.
+    Rows of files that are gone are dropped.  A tree that breaks the report
+    tree's invariant (:mod:`.invariants`) is not indexed: :class:`AdminError`
+    names the entry and the rule.
     """
     result = IndexResult()
     report_dir = project.reports_root / relpath
+    try:
+        check_tree(report_dir)
+    except TreeInvariantBroken as error:
+        raise AdminError(f"{project.name}/{relpath}: {error}; not indexed") from None
     found = list(report_files(report_dir))
     existing = records.find_report(session, graceid, project.name, site, revision)
     if existing is not None and existing.path != relpath:
@@ -417,9 +424,12 @@ def register(
             except publish.PublishConflict as error:
                 raise AdminError(f"{source}: {error}; nothing was published") from None
             publish.make_dirs(report_dir.parent, project.reports_root)
-            publish.publish_tree(
-                staged, report_dir, subdir, work, durable=settings.fsync != FSYNC_NEVER
-            )
+            try:
+                publish.publish_tree(
+                    staged, report_dir, subdir, work, durable=settings.fsync != FSYNC_NEVER
+                )
+            except TreeInvariantBroken as error:
+                raise AdminError(f"{source}: {error}; nothing was published") from None
         prefix = f"{subdir}/" if subdir else ""
         files = [
             PublishedFile(prefix + name, entry.size, entry.sha256)

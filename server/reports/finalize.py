@@ -35,6 +35,7 @@ from ..db.models import utcnow
 from ..tus.store import FSYNC_NEVER, UploadInfo
 from . import ledger, publish
 from .archive import ArchiveRefused, extract_archive
+from .invariants import TreeInvariantBroken
 from .records import PublishedFile
 from .staging import Staging
 from .validation import validate_for_settings
@@ -146,6 +147,10 @@ def _publish_file(
     except publish.PublishConflict as error:
         field = contract.KEY_SUBDIR if error.path != relpath else contract.KEY_FILENAME
         raise FinalizeError(UNPROCESSABLE, f"{field}: {error}; nothing was published") from None
+    except TreeInvariantBroken as error:
+        raise FinalizeError(
+            UNPROCESSABLE, f"{contract.KEY_FILENAME}: {error}; nothing was published"
+        ) from None
     target_dir = report_dir / target.subdir if target.subdir else report_dir
     # New directories are made durable with the file's name, all at once.
     new_directories = publish.make_dirs(target_dir, project.reports_root, durable=False)
@@ -190,9 +195,12 @@ def _publish_archive(
             raise FinalizeError(UNPROCESSABLE, f"archive: {error}; nothing was published") from None
         faults.point("after-extract")
         publish.make_dirs(report_dir.parent, project.reports_root)
-        publish.publish_tree(
-            staged, report_dir, target.subdir, work, durable=settings.fsync != FSYNC_NEVER
-        )
+        try:
+            publish.publish_tree(
+                staged, report_dir, target.subdir, work, durable=settings.fsync != FSYNC_NEVER
+            )
+        except TreeInvariantBroken as error:
+            raise FinalizeError(UNPROCESSABLE, f"archive: {error}; nothing was published") from None
     prefix = f"{target.subdir}/" if target.subdir else ""
     files = [
         PublishedFile(prefix + name, entry.size, entry.sha256)
