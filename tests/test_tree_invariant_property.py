@@ -6,11 +6,12 @@ chains, each kind replacing each other kind, under sub-directories) into one
 report.  One rule aims: it turns a name that existing links pass through
 into a link (what the two-upload escape does), which random archives alone
 reach too rarely for a bounded run.  All go through the real finalization
-(``finalize_upload`` on a data directory with its SQLite database; the swap by ``renameat2`` and the in-place overlay
-of filesystems without it both taken).  After every step, an oracle that
-shares no code with the server walks the report: each entry's ``realpath``
-is inside the report and nothing is a device, FIFO, socket or setuid file;
-a refused upload left the report exactly as it was; staging is empty.
+(``finalize_upload`` on a data directory with its SQLite database; the swap
+by ``renameat2`` and the in-place overlay of filesystems without it both
+taken).  After every step, an oracle that shares no code with the server
+walks the report: each entry's ``realpath`` is inside the report and nothing
+is a device, FIFO, socket or setuid file; a refused upload left the report
+exactly as it was; staging is empty.
 
 Bounded for CI (``derandomize``: the same sequences on every run).
 """
@@ -34,6 +35,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from support import tars
+from support.trees import snapshot
 from support.uploads import report_metadata
 
 #: Names of files and links (and, now and then, of a directory: the kind a
@@ -92,23 +94,6 @@ def oracle(report: Path) -> list[str]:
             if real != inside and not real.startswith(inside + os.sep):
                 wrong.append(f"{relative} -> {os.readlink(path)} resolves to {real}")
     return wrong
-
-
-def snapshot(report: Path) -> dict[str, str]:
-    seen: dict[str, str] = {}
-    if not report.exists():
-        return seen
-    for directory, dirs, files in os.walk(report):
-        for name in dirs + files:
-            path = Path(directory) / name
-            relative = path.relative_to(report).as_posix()
-            if path.is_symlink():
-                seen[relative] = f"-> {os.readlink(path)}"
-            elif path.is_dir():
-                seen[relative] = "dir"
-            else:
-                seen[relative] = path.read_bytes().hex()
-    return seen
 
 
 def passed_names(tree: dict[str, str]) -> list[str]:
