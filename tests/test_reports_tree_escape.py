@@ -368,3 +368,43 @@ def test_recovery_does_not_publish_a_pass_that_would_make_a_link_escape(
 def _send_quietly(url: str, payload: bytes, metadata: dict[str, str], finished: list[Sent]) -> None:
     with contextlib.suppress(requests.RequestException, AssertionError):
         finished.append(send(url, payload, metadata))
+
+
+def test_register_and_reindex_refuse_a_tree_that_escapes(data_dir: Path, tmp_path: Path) -> None:
+    def server_cli(*args: str) -> tuple[int, str]:
+        result = run_cli("dqrxfer-server", *args, "--data-dir", str(data_dir))
+        return result.returncode, result.stdout + result.stderr
+
+    register = ["reports", "register", "--project", "O4", "--graceid", GRACEID, "--site", "llo"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    plant(first, {"d/b": "f/../../x"})
+    plant(second, {"d/f": ".."})
+    assert server_cli("db", "upgrade")[0] == 0
+    status, output = server_cli(*register, "--revision", "1", "--path", str(first))
+    assert status == 0, output
+    report = data_dir / f"reports/O4/{GRACEID}_dir/{GRACEID}_llo_1"
+    before = snapshot(report)
+
+    status, output = server_cli(*register, "--revision", "1", "--path", str(second))
+
+    assert status == 1
+    assert (
+        f"{second}: 'd/b': symbolic link to 'f/../../x' leaves the report (through the link "
+        f"'d/f'); {RULE}; nothing was published"
+    ) in output
+    assert snapshot(report) == before
+
+    # A tree changed by hand: reindex does not adopt it, nor does register in place.
+    by_hand = report.parent / f"{GRACEID}_llo_7"
+    plant(by_hand, {"sibling.html": f"../{GRACEID}_llo_1/d"})
+    status, output = server_cli("reindex")
+    assert status == 0, output
+    skipped = (
+        f"O4/{GRACEID}_dir/{GRACEID}_llo_7: 'sibling.html': symbolic link to "
+        f"'../{GRACEID}_llo_1/d' leaves the report; {RULE}; not indexed"
+    )
+    assert skipped in output
+    status, output = server_cli(*register, "--revision", "7", "--path", str(by_hand))
+    assert status == 1 and skipped in output
+    status, output = server_cli("reports", "show", f"{GRACEID}_llo_7")
+    assert status != 0 and f"{GRACEID}_llo_7" in output
