@@ -23,26 +23,27 @@ from support.deployment import apache_available, deployed
 from support.kerberos import Realm
 from support.live import free_port
 from support.proxies import Nginx
+from support.trees import plant
 
 REPORT = Path("O4/S230518h_dir/S230518h_llo_1")
 SECRET = "not for the web"
 PASSWD = Path("/etc/passwd").read_text().split("\n", 1)[0]
 
 
-def plant(reports: Path) -> None:
+def owned_report(reports: Path) -> None:
     """A report with links in and out, owned by the app's user; a root-owned
     secret beside the data directory, readable by anyone."""
     report = reports / REPORT
-    (report / "tier1").mkdir(parents=True)
-    (report / "index.html").write_text("<html>report</html>")
-    (report / "tier1/data.json").write_text("{}")
-    (report / "home.html").symlink_to("index.html")
-    (report / "latest").symlink_to("tier1")
     secret = reports.parent.parent / "secret.txt"
     secret.write_text(SECRET)
     secret.chmod(0o644)
-    (report / "secret.txt").symlink_to(os.path.relpath(secret, report))
-    (report / "passwd").symlink_to("/etc/passwd")
+    links = {
+        "home.html": "index.html",
+        "latest": "tier1",
+        "secret.txt": os.path.relpath(secret, report),
+        "passwd": "/etc/passwd",
+    }
+    plant(report, links, {"index.html": "<html>report</html>", "tier1/data.json": "{}"})
     owner = pwd.getpwnam("nobody")
     for path in [report, *report.rglob("*")]:
         os.lchown(path, owner.pw_uid, owner.pw_gid)
@@ -86,7 +87,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="owners are set with l
 )
 def test_nginx_follows_no_link_out_of_the_owners_files(data_dir: Path, tmp_path: Path) -> None:
     reports = data_dir / "reports"
-    plant(reports)
+    owned_report(reports)
     # Reports are served by nginx itself: no app needed behind it.
     nginx = Nginx(tmp_path / "nginx", free_port(), reports)
     try:
@@ -100,7 +101,7 @@ def test_nginx_follows_no_link_out_of_the_owners_files(data_dir: Path, tmp_path:
 def apache_reports(kerberos: Realm, data_dir: Path) -> Iterator[tuple[Realm, Path]]:
     if not apache_available():
         pytest.skip("apache2 or libapache2-mod-auth-gssapi missing")
-    plant(data_dir / "reports")
+    owned_report(data_dir / "reports")
     yield kerberos, data_dir
 
 

@@ -10,17 +10,11 @@ from pathlib import Path
 
 import pytest
 from dqrxfer.server.reports.invariants import RULE_INSIDE, TreeInvariantBroken, check_tree
+from support.trees import plant
 
 
 def make(report: Path, links: dict[str, str], files: tuple[str, ...] = ()) -> Path:
-    for name in files:
-        (report / name).parent.mkdir(parents=True, exist_ok=True)
-        (report / name).write_text(name)
-    for name, target in links.items():
-        (report / name).parent.mkdir(parents=True, exist_ok=True)
-        (report / name).symlink_to(target)
-    report.mkdir(parents=True, exist_ok=True)
-    return report
+    return plant(report, links, {name: name for name in files})
 
 
 @pytest.mark.parametrize(

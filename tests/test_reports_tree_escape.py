@@ -25,7 +25,7 @@ from conftest import run_cli
 from support import tars
 from support.live import LiveServer
 from support.tars import directory, file, symlink
-from support.trees import snapshot
+from support.trees import plant, snapshot
 from support.tus import wait_for
 from support.uploads import Sent, report_metadata, send
 
@@ -266,14 +266,6 @@ def test_no_url_reads_outside_the_report_tree(server: LiveServer, path: str) -> 
     # 308: Werkzeug merging '//' (to a path inside the tree, answered 404 in turn).
     assert answer.status in (308, 400, 404), (answer.status, body[:200])
     assert b"SQLite format" not in body and PASSWD.encode() not in body
-
-
-def plant(report: Path, links: dict[str, str]) -> None:
-    """Links made on disk, past the server's checks (a tree changed by hand,
-    or published before the checks existed)."""
-    for name, target in links.items():
-        (report / name).parent.mkdir(parents=True, exist_ok=True)
-        (report / name).symlink_to(target)
 
 
 def test_the_reports_route_serves_only_inside_the_report(server: LiveServer) -> None:

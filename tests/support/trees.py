@@ -29,3 +29,17 @@ def snapshot(root: Path) -> dict[str, str]:
             else:
                 seen[relative] = f"mode {mode:o}"
     return seen
+
+
+def plant(root: Path, links: dict[str, str], files: dict[str, str] | None = None) -> Path:
+    """Make ``files`` (name: content) and ``links`` (name: target) under
+    ``root`` on disk, past the server's checks (a tree changed by hand, or
+    published before the checks existed); return ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, content in (files or {}).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content)
+    for name, target in links.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(target)
+    return root
