@@ -230,3 +230,27 @@ def shared_data_dir(tmp_path: Path):
 
 def test_uploads_keep_the_report_inside_itself(shared_data_dir: _DataDir) -> None:
     ReportUploads.TestCase("runTest").runTest()
+
+
+#: Explicit regressions: what the machine found on the code before the
+#: whole-tree check, and its relatives.
+REGRESSIONS = {
+    "two-archives": ([tars.symlink("a", "f/..")], [tars.symlink("f", ".")]),
+    "file-replaced": ([tars.file("f"), tars.symlink("a", "f/..")], [tars.symlink("f", ".")]),
+    "deeper": ([tars.symlink("d/e/a", "f/../../../x")], [tars.symlink("d/e/f", "../..")]),
+}
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["swap", "in-place"])
+@pytest.mark.parametrize("name", sorted(REGRESSIONS))
+def test_known_escapes_are_refused(shared_data_dir: _DataDir, name: str, in_place: bool) -> None:
+    first, second = REGRESSIONS[name]
+    machine = ReportUploads()
+    machine.archive(first, "", in_place)
+    before = snapshot(machine.report)
+    assert any(value.startswith("-> ") for value in before.values())
+
+    machine.archive(second, "", in_place)  # refused: the report unchanged
+
+    assert snapshot(machine.report) == before
+    machine.report_stays_inside_itself()
