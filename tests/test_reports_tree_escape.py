@@ -110,7 +110,7 @@ def escape_cases(depth: int) -> dict[str, Case]:
         "link-chain": Case(
             [tar(symlink(f"{d}/b", climb)), tar(symlink(f"{d}/f", "g"))],
             tar(symlink(f"{d}/g", to_root)),
-            escapes + "g')",
+            escapes + "f')",  # the first link on the way, which leads through g
             f"{d}/b",
         ),
         "directory-replaced-by-link": Case(

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections import deque
 from pathlib import Path
 
 #: Links followed in one resolution (Linux's MAXSYMLINKS).
@@ -56,18 +55,23 @@ def check_tree(report_dir: Path, overrides: dict[str, str | None] | None = None)
     ``overrides`` maps report-relative paths to a link target, or to ``None``
     for "a regular file will be here": the state a change *would* leave,
     checked without making it.
+
+    One walk of the tree finds every link; links are then resolved in memory
+    (directories, files and missing names all resolve alike, so only the
+    links matter), each once: a link met on the way to another is taken at
+    the end it was already found to have.
     """
     if report_dir.is_symlink():
         raise TreeInvariantBroken(".", "the report directory is a symbolic link")
-    pending = dict(overrides or {})
-    for relpath, target in _entries(report_dir, pending):
-        if target is not None:
-            resolve_inside(report_dir, relpath, target, pending)
+    links = _links(report_dir, overrides or {})
+    resolver = _Resolver(links)
+    for relpath in sorted(links):
+        resolver.end_of(relpath)
 
 
-def _entries(report_dir: Path, overrides: dict[str, str | None]) -> list[tuple[str, str | None]]:
-    """Every entry as (relative path, link target or None), checking rule 1 on the way."""
-    found: list[tuple[str, str | None]] = []
+def _links(report_dir: Path, overrides: dict[str, str | None]) -> dict[str, str]:
+    """Every link (relative path: target) as the tree would be, checking rule 1 on the way."""
+    found: dict[str, str] = {}
     stack = [""]
     while stack:
         directory = stack.pop()
@@ -80,14 +84,14 @@ def _entries(report_dir: Path, overrides: dict[str, str | None]) -> list[tuple[s
                 if stat.S_ISDIR(mode):
                     stack.append(relpath)
                 elif stat.S_ISLNK(mode):
-                    found.append((relpath, os.readlink(entry.path)))
+                    found[relpath] = os.readlink(entry.path)
                 elif stat.S_ISREG(mode):
                     if mode & (stat.S_ISUID | stat.S_ISGID):
                         raise TreeInvariantBroken(relpath, f"a setuid or setgid file; {RULE_TYPES}")
                 else:
                     raise TreeInvariantBroken(relpath, f"{_kind_name(mode)}; {RULE_TYPES}")
-    found.extend(overrides.items())
-    return sorted(found)
+    found.update({path: target for path, target in overrides.items() if target is not None})
+    return found
 
 
 def _kind_name(mode: int) -> str:
@@ -100,62 +104,56 @@ def _kind_name(mode: int) -> str:
     return f"an entry of type {stat.S_IFMT(mode):o}"
 
 
-def resolve_inside(
-    report_dir: Path,
-    relpath: str,
-    target: str,
-    overrides: dict[str, str | None] | None = None,
-) -> str:
-    """Where the link at ``relpath`` (target ``target``) ends, relative to the
-    report; raise :class:`TreeInvariantBroken` if it leaves the report on the way.
-    """
-    overrides = overrides or {}
-    shown = f"symbolic link to {target!r}"
-    position = relpath.split("/")[:-1]
-    parts: deque[str] = deque(target.split("/"))
-    followed = 1
-    via: str | None = None
-    if target.startswith("/"):
-        raise TreeInvariantBroken(relpath, f"{shown} is absolute; {RULE_INSIDE}")
-    while parts:
-        part = parts.popleft()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not position:
-                through = f" (through the link {via!r})" if via else ""
+class _Resolver:
+    """Where each link ends, as path components under the report, and how
+    many links it took to get there (the link itself included)."""
+
+    def __init__(self, links: dict[str, str]) -> None:
+        self.links = links
+        self.ends: dict[str, tuple[list[str], int]] = {}
+        self.resolving: list[str] = []
+
+    def end_of(self, relpath: str) -> tuple[list[str], int]:
+        if relpath in self.ends:
+            return self.ends[relpath]
+        target = self.links[relpath]
+        shown = f"symbolic link to {target!r}"
+        if relpath in self.resolving or len(self.resolving) >= MAX_LINKS:
+            outer = self.resolving[0]  # the link being checked, not one on its way
+            raise TreeInvariantBroken(
+                outer,
+                f"symbolic link to {self.links[outer]!r} passes more than {MAX_LINKS} links "
+                f"(a loop?); {RULE_INSIDE}",
+            )
+        if target.startswith("/"):
+            raise TreeInvariantBroken(relpath, f"{shown} is absolute; {RULE_INSIDE}")
+        self.resolving.append(relpath)
+        position = relpath.split("/")[:-1]
+        taken = 1
+        via: str | None = None
+        for part in target.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not position:
+                    through = f" (through the link {via!r})" if via else ""
+                    raise TreeInvariantBroken(
+                        relpath, f"{shown} leaves the report{through}; {RULE_INSIDE}"
+                    )
+                position.pop()
+                continue
+            candidate = "/".join([*position, part])
+            if candidate not in self.links:
+                position.append(part)
+                continue
+            end, used = self.end_of(candidate)
+            taken += used
+            if taken > MAX_LINKS:
                 raise TreeInvariantBroken(
-                    relpath, f"{shown} leaves the report{through}; {RULE_INSIDE}"
+                    relpath, f"{shown} passes more than {MAX_LINKS} links; {RULE_INSIDE}"
                 )
-            position.pop()
-            continue
-        candidate = "/".join([*position, part])
-        next_target = _link_at(report_dir, candidate, overrides)
-        if next_target is None:
-            position.append(part)
-            continue
-        followed += 1
-        if followed > MAX_LINKS:
-            raise TreeInvariantBroken(
-                relpath, f"{shown} passes more than {MAX_LINKS} links (a loop?); {RULE_INSIDE}"
-            )
-        if next_target.startswith("/"):
-            raise TreeInvariantBroken(
-                relpath, f"{shown} passes the link {candidate!r} to an absolute path; {RULE_INSIDE}"
-            )
-        via = candidate
-        parts.extendleft(reversed(next_target.split("/")))
-    return "/".join(position)
-
-
-def _link_at(report_dir: Path, relpath: str, overrides: dict[str, str | None]) -> str | None:
-    """The target of the link at ``relpath``, or None when it is anything else (or nothing)."""
-    if relpath in overrides:
-        return overrides[relpath]
-    path = report_dir / relpath
-    try:
-        if not stat.S_ISLNK(path.lstat().st_mode):
-            return None
-        return os.readlink(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+            position = list(end)
+            via = candidate
+        self.resolving.pop()
+        self.ends[relpath] = (position, taken)
+        return position, taken
