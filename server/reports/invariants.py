@@ -24,7 +24,7 @@ Each publication checks the state it would leave, before a reader can see it
 (:func:`check_tree` on the assembled tree before the swap, or on a private
 hard-link copy before an in-place overlay), and is refused whole when the
 check fails.  Served files are checked again on the way out (the
-``/reports/`` route, the front ends' link options): see docs/security.md.
+``/reports/`` route, the front ends' link options): see docs/reports.md.
 """
 
 from __future__ import annotations
