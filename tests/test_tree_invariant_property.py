@@ -1,23 +1,25 @@
 """Property: whatever sequence of uploads arrives, a report keeps its invariant.
 
-A hypothesis state machine sends random sequences of single files and tar
-archives (files, directories, relative links of every depth with ``..``
-chains, each kind replacing each other kind, under sub-directories) into one
-report.  One rule aims: it turns a name that existing links pass through
-into a link (what the two-upload escape does), which random archives alone
-reach too rarely for a bounded run.  All go through the real finalization
-(``finalize_upload`` on a data directory with its SQLite database; the swap
-by ``renameat2`` and the in-place overlay of filesystems without it both
-taken).  After every step, an oracle that shares no code with the server
-walks the report: each entry's ``realpath`` is inside the report and nothing
-is a device, FIFO, socket or setuid file; a refused upload left the report
-exactly as it was; staging is empty.
+A hypothesis state machine sends random sequences of single files, tar
+archives and ``reports register`` directories (files, directories, relative
+links of every depth with ``..`` chains, each kind replacing each other kind,
+under sub-directories) into one report.  One rule aims: it turns a name that
+existing links pass through into a link (what the two-upload escape does),
+which random archives alone reach too rarely for a bounded run.  All go
+through the real code (``finalize_upload`` and ``admin.register`` on a data
+directory with its SQLite database; the swap by ``renameat2`` and the
+in-place overlay of filesystems without it both taken).  After every step, an
+oracle that shares no code with the server walks the report: each entry's
+``realpath`` is inside the report and nothing is a device, FIFO, socket or
+setuid file; a refused upload left the report exactly as it was; staging is
+empty.
 
 Bounded for CI (``derandomize``: the same sequences on every run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -28,7 +30,7 @@ from unittest import mock
 import pytest
 from dqrxfer.server.config import load_settings
 from dqrxfer.server.db import Database, migrate
-from dqrxfer.server.reports import publish
+from dqrxfer.server.reports import admin, publish
 from dqrxfer.server.reports.finalize import FinalizeError, finalize_upload
 from dqrxfer.server.tus.store import FSYNC_NEVER, UploadInfo
 from hypothesis import HealthCheck, settings
@@ -38,6 +40,7 @@ from support import tars
 from support.trees import snapshot
 from support.uploads import report_metadata
 
+GRACEID = "S230518h"
 #: Names of files and links (and, now and then, of a directory: the kind a
 #: later pass may try to replace), and the directories they live in, so that
 #: later uploads hit what earlier ones made.
@@ -199,6 +202,39 @@ class ReportUploads(RuleBasedStateMachine):
             filename=name, kind="file", revision=self.revision, subdir=subdir
         )
         self._finalize(data, metadata, in_place=False)
+
+    @rule(members=st.lists(entries, min_size=1, max_size=4), subdir=subdirs)
+    def register(self, members: list[tars.Entry], subdir: str) -> None:
+        """``reports register`` of a directory holding ``members`` (the ones
+        that fit: a later member under an earlier file is left out)."""
+        source = self.data.settings.data_dir.parent / f"source{next(self.data.uploads)}"
+        source.mkdir()
+        for member in members:
+            path = source / member.name
+            with contextlib.suppress(OSError):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if member.kind == "dir":
+                    path.mkdir(exist_ok=True)
+                elif member.kind == "symlink":
+                    path.symlink_to(member.target)
+                else:
+                    path.write_bytes(member.data)
+        before = snapshot(self.report)
+        try:
+            admin.register(
+                self.data.settings,
+                self.data.database,
+                "O4",
+                GRACEID,
+                "llo",
+                self.revision,
+                source,
+                subdir,
+            )
+        except admin.AdminError as refusal:
+            assert "nothing was published" in str(refusal)
+            assert snapshot(self.report) == before, f"refused, yet changed: {refusal}"
+        self.passed = passed_names(snapshot(self.report))
 
     @invariant()
     def report_stays_inside_itself(self) -> None:
