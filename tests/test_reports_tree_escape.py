@@ -338,11 +338,11 @@ def test_recovery_does_not_publish_a_pass_that_would_make_a_link_escape(
         crashing.stop(signal.SIGKILL)
     thread.join(timeout=60)
     assert snapshot(report) == before
+    # The cut upload is the one still unfinished (the first one is done).
+    (upload_id,) = [path.stem for path in (data / "uploads").glob("*.info")]
 
     restarted = LiveServer(data).start()
     try:
-        uploads = data / "uploads"
-        upload_id = next(p.stem for p in uploads.glob("*.info"))
 
         def settled() -> str | None:
             record = requests.get(f"{restarted.url}/api/v1/uploads/{upload_id}", timeout=10)
