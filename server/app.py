@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, abort, send_from_directory
+from flask import Flask, Response, abort, send_file
 
 from . import auth, untrusted
 from .api import blueprint as api_blueprint
@@ -15,6 +15,7 @@ from .db.migrate import check_up_to_date, upgrade
 from .health import blueprint as health_blueprint
 from .proxy import TrustedProxies
 from .reports.hooks import ReportHooks
+from .reports.serving import servable_file
 from .tus import FileLocker, FileStore, Locker, TusOptions, make_blueprint
 from .tus import cors as tus_cors_needs
 from .tus.metrics import metrics_view
@@ -105,4 +106,8 @@ def _serve_reports(app: Flask, settings: Settings) -> None:
             abort(404)  # staging areas and dot files are never served
         if path.endswith("/"):
             path += "index.html"
-        return send_from_directory(config.reports_root, path)
+        # Only from inside the report the path names, links followed (see .reports.serving).
+        real = servable_file(config.reports_root, path)
+        if real is None:
+            abort(404)
+        return send_file(real, download_name=path.rsplit("/", 1)[-1])

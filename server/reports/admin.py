@@ -9,7 +9,7 @@ import getpass
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,8 +24,10 @@ from ..db.models import utcnow
 from ..tus.store import FSYNC_NEVER
 from . import ledger, publish, records
 from .archive import ArchiveRefused
+from .invariants import TreeInvariantBroken, check_tree
 from .records import PublishedFile
 from .staging import Staging, StagingError
+from .supersession import claiming
 from .tree import report_files, sha256_file, stage_directory
 
 log = logging.getLogger("dqrxfer.reports")
@@ -161,10 +163,16 @@ def index_report(
 
     A file whose row has the same size and was recorded after the file last
     changed keeps its digest; others are hashed (all of them with ``rehash``).
-    Rows of files that are gone are dropped.
+    Rows of files that are gone are dropped.  A tree that breaks the report
+    tree's invariant (:mod:`.invariants`) is not indexed: :class:`AdminError`
+    names the entry and the rule.
     """
     result = IndexResult()
     report_dir = project.reports_root / relpath
+    try:
+        check_tree(report_dir)
+    except TreeInvariantBroken as error:
+        raise AdminError(f"{project.name}/{relpath}: {error}; not indexed") from None
     found = list(report_files(report_dir))
     existing = records.find_report(session, graceid, project.name, site, revision)
     if existing is not None and existing.path != relpath:
@@ -417,16 +425,19 @@ def register(
             except publish.PublishConflict as error:
                 raise AdminError(f"{source}: {error}; nothing was published") from None
             prefix = f"{subdir}/" if subdir else ""
-            _supersede_cut_uploads(
-                database,
-                settings,
-                (graceid, project.name, site, revision),
-                [prefix + name for name in [*staged.files, *staged.links]],
-            )
-            publish.make_dirs(report_dir.parent, project.reports_root)
-            publish.publish_tree(
-                staged, report_dir, subdir, work, durable=settings.fsync != FSYNC_NEVER
-            )
+            try:
+                with _superseding_cut_uploads(
+                    database,
+                    settings,
+                    (graceid, project.name, site, revision),
+                    [prefix + name for name in [*staged.files, *staged.links]],
+                ):
+                    publish.make_dirs(report_dir.parent, project.reports_root)
+                    publish.publish_tree(
+                        staged, report_dir, subdir, work, durable=settings.fsync != FSYNC_NEVER
+                    )
+            except TreeInvariantBroken as error:
+                raise AdminError(f"{source}: {error}; nothing was published") from None
         files = [
             PublishedFile(prefix + name, entry.size, entry.sha256)
             for name, entry in sorted(staged.files.items())
@@ -442,20 +453,19 @@ def register(
             return Registered(report.url, len(files), in_place=False)
 
 
-def _supersede_cut_uploads(
+def _superseding_cut_uploads(
     database: Database,
     settings: Settings,
     identity: tuple[str, str, str, int],
     paths: list[str],
-) -> None:
+) -> AbstractContextManager[None]:
     """A registered directory is later than every upload of the report whose
     finalization was cut: they leave its paths alone when finalized again
-    (recorded durably before the paths are published)."""
-    durable = settings.fsync != FSYNC_NEVER
-    with database.transaction(write=True, durable=durable) as connection:
+    (recorded durably before the paths are published, withdrawn if the
+    publication is refused)."""
+    with database.transaction() as connection:
         cut = ledger.cut_uploads(connection, *identity)
-        if cut:
-            ledger.supersede(connection, cut, paths)
+    return claiming(database, cut, paths, durable=settings.fsync != FSYNC_NEVER)
 
 
 def _project(settings: Settings, name: str | None) -> ProjectConfig:

@@ -50,6 +50,7 @@ from ..db.models import utcnow
 from ..tus.store import FSYNC_NEVER, UploadInfo
 from . import ledger, publish
 from .archive import ArchiveRefused, extract_archive
+from .invariants import TreeInvariantBroken
 from .records import PublishedFile
 from .staging import Staging
 from .supersession import Claim, drop_superseded
@@ -179,6 +180,10 @@ def _publish_file(
     except publish.PublishConflict as error:
         field = contract.KEY_SUBDIR if error.path != relpath else contract.KEY_FILENAME
         raise FinalizeError(UNPROCESSABLE, f"{field}: {error}; nothing was published") from None
+    except TreeInvariantBroken as error:
+        raise FinalizeError(
+            UNPROCESSABLE, f"{contract.KEY_FILENAME}: {error}; nothing was published"
+        ) from None
     target_dir = report_dir / target.subdir if target.subdir else report_dir
     claim.paths([relpath])
     # New directories are made durable with the file's name, all at once.
@@ -229,11 +234,14 @@ def _publish_archive(
         except publish.PublishConflict as error:
             raise FinalizeError(UNPROCESSABLE, f"archive: {error}; nothing was published") from None
         faults.point("after-extract")
-        claim.paths([prefix + name for name in [*staged.files, *staged.links]])
-        publish.make_dirs(report_dir.parent, project.reports_root)
-        publish.publish_tree(
-            staged, report_dir, target.subdir, work, durable=settings.fsync != FSYNC_NEVER
-        )
+        try:
+            with claim.publishing([prefix + name for name in [*staged.files, *staged.links]]):
+                publish.make_dirs(report_dir.parent, project.reports_root)
+                publish.publish_tree(
+                    staged, report_dir, target.subdir, work, durable=settings.fsync != FSYNC_NEVER
+                )
+        except TreeInvariantBroken as error:
+            raise FinalizeError(UNPROCESSABLE, f"archive: {error}; nothing was published") from None
     files = [
         PublishedFile(prefix + name, entry.size, entry.sha256)
         for name, entry in sorted(staged.files.items())

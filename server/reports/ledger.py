@@ -239,6 +239,25 @@ def supersede(connection: Connection, upload_ids: Sequence[str], paths: Sequence
         connection.execute(_INSERT_SUPERSEDED, rows[start : start + _CHUNK])
 
 
+def superseded_mark(connection: Connection) -> int:
+    """The newest superseded-path row's id (0 without any): the rows a caller
+    adds after reading it are its own (:func:`withdraw_superseded`)."""
+    return int(
+        connection.execute(select(func.coalesce(func.max(_superseded.c.id), 0))).scalar_one()
+    )
+
+
+def withdraw_superseded(connection: Connection, upload_ids: Sequence[str], after: int) -> None:
+    """Remove the rows recorded for ``upload_ids`` after the mark ``after``: the
+    publication that recorded them was refused, so the paths stay theirs.  The
+    caller holds the report's lock (nobody else writes rows for its uploads)."""
+    connection.execute(
+        delete(_superseded).where(
+            _superseded.c.upload_id.in_(list(upload_ids)), _superseded.c.id > after
+        )
+    )
+
+
 @dataclass(frozen=True)
 class Publication:
     """One finalization's changes to one report, to be recorded."""

@@ -18,6 +18,11 @@ see some of a pass's files before the others.
 
 Conflicts (a file where the report has a directory, a directory where it has
 a file or a link) are found by :func:`check_overlay` before anything changes.
+The state a pass would leave is checked whole against the report tree's
+invariant (:mod:`.invariants`: every link resolves inside the report, only
+files, directories and links) before a reader can see any of it: on the
+assembled tree before the swap, or on a private hard-link copy before an
+in-place overlay.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from pathlib import Path
 
 from ..tus.syncing import fsync_directory, fsync_together
 from .archive import DIRECTORY, FILE, LINK, StagedArchive, check_links
+from .invariants import TreeInvariantBroken, check_tree
 
 HASH_BLOCK = 4 * 1024 * 1024
 _AT_FDCWD = -100
@@ -115,11 +121,21 @@ def _check_directory_chain(report_dir: Path, relpath: str) -> None:
 
 
 def check_file_target(report_dir: Path, relpath: str) -> None:
-    """A single file may land at ``relpath`` (relative to the report directory)."""
+    """A single file may land at ``relpath`` (relative to the report directory).
+
+    Raises :class:`PublishConflict`, or :class:`TreeInvariantBroken` when the
+    file replaces a link that other links resolve through.  Under real
+    directories, a file on a missing name or over a file changes no link's
+    resolution (see :mod:`.invariants`), so only a replaced link needs the
+    whole tree checked.
+    """
     parent, _, _name = relpath.rpartition("/")
     _check_directory_chain(report_dir, parent)
-    if kind_at(report_dir / relpath) == DIRECTORY:
+    kind = kind_at(report_dir / relpath)
+    if kind == DIRECTORY:
         raise PublishConflict(relpath, "the report has a directory of that name")
+    if kind == LINK:
+        check_tree(report_dir, {relpath: None})
 
 
 def check_overlay(report_dir: Path, subdir: str, staged: StagedArchive) -> None:
@@ -278,38 +294,92 @@ def _place_at(staged_root: Path, tree: Path, subdir: str) -> None:
     os.rename(staged_root, destination)
 
 
+def _overlay_links_last(source: Path, target: Path) -> None:
+    """Lay ``source`` over the live directory ``target`` entry by entry, links last.
+
+    Every state a reader can see on the way is safe when the end state keeps
+    the invariant (checked before): first directories and files (a directory
+    on a missing name, or a file, lets no path go where it could not go
+    before), then the links the pass replaces are removed (a missing entry
+    resolves nothing), then the new links appear one by one (each state is
+    the end state with some of its links still missing).
+    """
+    links: list[tuple[Path, Path]] = []
+    _move_files(source, target, links)
+    for _link, destination in links:
+        if kind_at(destination) == LINK:
+            destination.unlink()
+    for link, destination in links:
+        os.replace(link, destination)
+
+
+def _move_files(source: Path, target: Path, links: list[tuple[Path, Path]]) -> None:
+    with os.scandir(source) as entries:
+        for entry in sorted(entries, key=lambda entry: entry.name):
+            destination = target / entry.name
+            if entry.is_symlink():
+                links.append((Path(entry.path), destination))
+            elif entry.is_dir(follow_symlinks=False):
+                if kind_at(destination) != DIRECTORY:
+                    destination.mkdir()
+                    os.chmod(destination, 0o755)
+                _move_files(Path(entry.path), destination, links)
+            else:
+                os.replace(entry.path, destination)
+
+
+def _assemble(staged_root: Path, report_dir: Path, subdir: str, assembled: Path) -> None:
+    """The report as the pass would leave it, at ``assembled`` (hard links, no data copied)."""
+    _clone_tree(report_dir, assembled)
+    _place_at(staged_root, assembled, subdir)
+    _chmod_new_dirs(assembled, subdir)
+
+
 def publish_tree(
     staged: StagedArchive, report_dir: Path, subdir: str, work: Path, durable: bool = True
 ) -> None:
     """Publish a checked, staged archive into ``report_dir`` at ``subdir``.
 
     The caller holds the report lock and ran :func:`check_overlay`.  ``work``
-    is a private directory on the report tree's filesystem.
+    is a private directory on the report tree's filesystem.  Raises
+    :class:`TreeInvariantBroken`, with the report unchanged, when the report
+    as the pass would leave it breaks the invariant.
     """
     _finish_staged_tree(staged)
     assembled = work / "report"
-    if kind_at(report_dir) is None:
+    existing = kind_at(report_dir)
+    if existing not in (None, DIRECTORY):
+        raise TreeInvariantBroken(".", f"the report directory is a {existing}, not a directory")
+    if existing is None:
         if subdir:
             assembled.mkdir(mode=0o755)
             _place_at(staged.root, assembled, subdir)
             _chmod_new_dirs(assembled, subdir)
         else:
             assembled = staged.root
+        check_tree(assembled)
         if durable:
             sync_filesystem(work)
         report_dir.parent.mkdir(parents=True, exist_ok=True)
         os.rename(assembled, report_dir)
-    elif kind_at(report_dir) == DIRECTORY and supports_exchange(work):
-        _clone_tree(report_dir, assembled)
-        _place_at(staged.root, assembled, subdir)
-        _chmod_new_dirs(assembled, subdir)
+    elif supports_exchange(work):
+        _assemble(staged.root, report_dir, subdir, assembled)
+        check_tree(assembled)
         if durable:
             sync_filesystem(work)
         exchange(assembled, report_dir)
     else:
+        # In place (NFS): the end state is checked on a private copy before
+        # anything in the live report changes.
+        copy = work / "staged-copy"
+        _clone_tree(staged.root, copy)
+        _assemble(copy, report_dir, subdir, assembled)
+        check_tree(assembled)
         if durable:
             sync_filesystem(work)
-        _place_at(staged.root, report_dir, subdir)
+        destination = report_dir / subdir if subdir else report_dir
+        destination.mkdir(mode=0o755, parents=True, exist_ok=True)
+        _overlay_links_last(staged.root, destination)
         _chmod_new_dirs(report_dir, subdir)
     fsync_directory(report_dir.parent)
     if durable:

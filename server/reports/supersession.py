@@ -17,12 +17,14 @@ everything in it when a later upload put a file or link in its place.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..db import Database
 from . import ledger
 from .archive import StagedArchive
+from .invariants import TreeInvariantBroken
 
 
 class Superseded:
@@ -104,7 +106,42 @@ class Claim:
     def paths(self, paths: list[str]) -> None:
         """Tell earlier uploads of the report whose finalization was cut that
         ``paths`` are now this upload's (durably, before they are published)."""
-        if not self.place.cut_earlier or not paths:
-            return
-        with self.database.transaction(write=True, durable=self.durable) as connection:
-            ledger.supersede(connection, self.place.cut_earlier, paths)
+        supersede_durably(self.database, self.place.cut_earlier, paths, self.durable)
+
+    @contextmanager
+    def publishing(self, paths: list[str]) -> Iterator[None]:
+        """:meth:`paths` for the ``with`` block that publishes them; a refusal
+        there (the whole-tree check) withdraws them again."""
+        with claiming(self.database, self.place.cut_earlier, paths, self.durable):
+            yield
+
+
+def supersede_durably(
+    database: Database, cut_earlier: Sequence[str], paths: list[str], durable: bool
+) -> int | None:
+    """Record ``paths`` as superseded for the uploads ``cut_earlier``; return
+    the mark that :func:`.ledger.withdraw_superseded` takes (None: nothing recorded)."""
+    if not cut_earlier or not paths:
+        return None
+    with database.transaction(write=True, durable=durable) as connection:
+        mark = ledger.superseded_mark(connection)
+        ledger.supersede(connection, cut_earlier, paths)
+    return mark
+
+
+@contextmanager
+def claiming(
+    database: Database, cut_earlier: Sequence[str], paths: list[str], durable: bool
+) -> Iterator[None]:
+    """Supersede ``paths`` for ``cut_earlier`` around a publication; if the
+    publication is refused (:class:`.invariants.TreeInvariantBroken`: nothing
+    was published) the records are withdrawn, or the cut uploads, finished
+    again, would leave alone paths that nobody published."""
+    mark = supersede_durably(database, cut_earlier, paths, durable)
+    try:
+        yield
+    except TreeInvariantBroken:
+        if mark is not None:
+            with database.transaction(write=True, durable=durable) as connection:
+                ledger.withdraw_superseded(connection, cut_earlier, mark)
+        raise
