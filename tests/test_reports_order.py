@@ -435,3 +435,39 @@ def test_drop_superseded_removes_entries_and_their_staged_files(tmp_path: Path) 
     assert staged.links == {}
     assert not (root / "data").exists()
     assert (root / "plots/b.png").exists()
+
+
+def test_a_later_upload_refused_by_the_tree_check_leaves_the_cut_uploads_paths_to_it(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """The later upload records its paths as superseded before it publishes;
+    when the whole-tree check then refuses it (nothing published), the
+    records are withdrawn and the cut upload, finished again, publishes them."""
+    base = tars.build([tars.symlink("a", "f/..")])  # inside while f is missing
+    server = setup.server().start()
+    try:
+        assert send(server.url, base, report_metadata(filename="base.tar")).final.status_code == 204
+    finally:
+        server.stop()
+    earlier = tars.report_tree(EARLIER, "gz")
+    earlier_id = cut_finalization(setup, tmp_path, "after-extract", earlier, report_metadata())
+
+    escaping = tars.build(
+        [tars.file("index.html", "<html>later</html>"), tars.symlink("f", ".")]
+    )  # f -> . would make a -> f/.. the event directory
+    with recovery_held_off(setup.data_dir):
+        server = setup.server().start()
+        try:
+            later = send(server.url, escaping, report_metadata(filename="later.tar"))
+        finally:
+            server.stop()
+    assert later.final.status_code == 422, later.final.text
+    assert "leaves the report" in later.final.text
+    assert ledger(setup.database_url).superseded_rows == 0, "the refused upload's claim is gone"
+
+    recover(setup, earlier_id)
+    report = setup.data_dir / "reports/O4/S230518h_dir/S230518h_llo_1"
+    files, links = on_disk(report)
+    assert links == {"a": "f/.."}
+    assert files == {name: sha256(content) for name, content in EARLIER.items()}
+    assert ledger(setup.database_url).states[earlier_id] == "published"
