@@ -17,6 +17,7 @@ from dqrxfer.errors import PayloadChangedError, UsageError
 from dqrxfer.packing import collect_members
 from dqrxfer.payload import payload_for
 from support.live import LiveServer
+from support.uploads import dqr_upload_command
 
 SECRET = b"machine dqr.example.org login albert password not-for-publication\n"
 
@@ -113,20 +114,7 @@ def test_a_named_path_that_is_a_link_leading_out_is_refused(tmp_path: Path) -> N
 
 
 def upload_command(server: LiveServer, revision: int, *args: str) -> list[str]:
-    return [
-        "dqr-upload",
-        "-s",
-        server.url,
-        "-p",
-        "O4",
-        "-g",
-        "S230518h",
-        "-u",
-        "llo",
-        "--revision",
-        str(revision),
-        *args,
-    ]
+    return dqr_upload_command(server.url, *args, revision=revision)
 
 
 def published_bytes(root: Path) -> list[bytes]:

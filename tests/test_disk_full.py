@@ -38,7 +38,7 @@ from support.tus import (
     upload_id,
     write_config,
 )
-from support.uploads import Sent, resend_last_patch, send, sha256_hex
+from support.uploads import Sent, dqr_upload_command, resend_last_patch, send, sha256_hex
 from support.uploads import report_metadata as tar_metadata
 from tusclient.client import TusClient
 
@@ -221,18 +221,8 @@ def test_dqr_upload_gives_up_on_a_full_disk_and_resumes_once_space_is_freed(
     payload.write_bytes(os.urandom(6 * MiB))
     filler = fill(server.data_dir)
     release(filler, 2 * MiB)
-    command = [
-        "dqr-upload",
-        "-s",
+    command = dqr_upload_command(
         server.url,
-        "-p",
-        "O4",
-        "-g",
-        "S230518h",
-        "-u",
-        "llo",
-        "--revision",
-        "1",
         "--retries",
         "2",
         "--retry-wait",
@@ -240,7 +230,7 @@ def test_dqr_upload_gives_up_on_a_full_disk_and_resumes_once_space_is_freed(
         "--chunk-size",
         "1",
         str(payload),
-    ]
+    )
 
     first = run_cli(*command, env=client_env)
 

@@ -39,7 +39,7 @@ from support.tus import (
 from support.tus import (
     create_final as final,
 )
-from support.uploads import sha256_hex
+from support.uploads import dqr_upload_command, sha256_hex
 
 PROJECT_LIMIT = 2000
 CAP = 5000
@@ -416,23 +416,7 @@ def small_limits(tmp_path: Path) -> Iterator[LiveServer]:
 
 
 def dqr_upload(server: LiveServer, path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(
-        "dqr-upload",
-        "-s",
-        server.url,
-        "-p",
-        "O4",
-        "-g",
-        "S230518h",
-        "-u",
-        "llo",
-        "--revision",
-        "1",
-        "--retries",
-        "1",
-        *extra,
-        str(path),
-    )
+    return run_cli(*dqr_upload_command(server.url, "--retries", "1", *extra, str(path)))
 
 
 def test_dqr_upload_in_partial_uploads_is_held_to_the_project_limit(

@@ -61,6 +61,32 @@ class Sent:
         return self.url.rstrip("/").rsplit("/", 1)[-1]
 
 
+def dqr_upload_command(
+    server_url: str,
+    *extra: str,
+    project: str = "O4",
+    graceid: str = "S230518h",
+    site: str = "llo",
+    revision: int = 1,
+) -> list[str]:
+    """``dqr-upload`` sending to ``server_url`` for one report; ``extra``
+    (options, then the paths) follows the report's options."""
+    return [
+        "dqr-upload",
+        "-s",
+        server_url,
+        "-p",
+        project,
+        "-g",
+        graceid,
+        "-u",
+        site,
+        "--revision",
+        str(revision),
+        *extra,
+    ]
+
+
 def _length_and_stream(payload: bytes | Path) -> tuple[int, io.BufferedIOBase]:
     if isinstance(payload, Path):
         return payload.stat().st_size, open(payload, "rb")
