@@ -323,7 +323,9 @@ class FileStore:
         running_sha256: bool = False,
     ) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # Only the server's user reads uploads in progress (a link planted in a
+        # report tree toward them must not make a front end serve them).
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.links = self.directory / "links"
         self._root = os.fspath(self.directory)
         self.fsync_policy = fsync_policy(fsync)
