@@ -25,6 +25,7 @@ from gunicorn.app.base import BaseApplication
 from .app import create_app
 from .config import Settings
 from .reports.recovery import start_recovery
+from .services import services
 
 
 def _child_exit(_server: Any, worker: Any) -> None:
@@ -98,7 +99,8 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
 
     def load(self):  # type: ignore[no-untyped-def]
         app = create_app(self.settings, check_schema=False)
-        start_recovery(app)
+        built = services(app)
+        start_recovery(built.reports, built.uploads)
         return app
 
 
