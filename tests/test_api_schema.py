@@ -84,8 +84,8 @@ def test_every_answer_matches_the_document(
 def test_document_lists_every_api_route(server: LiveServer, tmp_path: Path) -> None:
     """Each GET route of the API blueprint is in the document, and nothing else is."""
     from dqrxfer.server.app import create_app
-    from dqrxfer.server.services import services
     from dqrxfer.server.config import load_settings
+    from dqrxfer.server.services import services
 
     app = create_app(load_settings(None, tmp_path))
     routes = {

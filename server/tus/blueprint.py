@@ -22,13 +22,13 @@ from .body import BodyGone, body_reader
 from .checksum import ADVERTISED as CHECKSUM_ALGORITHMS
 from .checksum import ChunkChecksum, parse_checksum
 from .cors import CorsHeaders, NoCors
+from .datastore import CONCAT_FINAL, CONCAT_PARTIAL, Store, UploadInfo, new_upload_id, valid_id
 from .expiration import expires_at, http_date
 from .hooks import TusHooks
 from .lifecycle import TusOptions, Uploads
 from .locker import Locker
 from .metadata import encode_metadata, parse_metadata
 from .metrics import tus_metrics
-from .store import CONCAT_FINAL, CONCAT_PARTIAL, Store, UploadInfo, new_upload_id, valid_id
 
 TUS_VERSION = "1.0.0"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
