@@ -58,10 +58,6 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "accesslog": "-",
     "errorlog": "-",
     "loglevel": "info",
-    # X-Forwarded-* are honoured by the app, from its trusted_proxies only
-    # (server/proxy.py); gunicorn would trust X-Forwarded-Proto from loopback.
-    # A gunicorn config file may still set its own.
-    "forwarded_allow_ips": "",
     # prometheus_client's multiprocess mode: forget a dead worker's live gauges.
     "child_exit": _child_exit,
     "worker_tmp_dir": _heartbeat_directory(),
@@ -156,4 +152,8 @@ def gunicorn_options(
         "worker_class": "gthread",
         # gunicorn 25+ opens a control socket under $HOME by default: not wanted for a service.
         "control_socket_disable": True,
+        # X-Forwarded-* are honoured by the app alone, from its trusted_proxies
+        # (server/proxy.py): gunicorn would trust X-Forwarded-Proto from
+        # loopback by default, or from whatever a config file lists.
+        "forwarded_allow_ips": "",
     }
