@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, selectinload
 from ..config import ProjectConfig, Settings
 from ..db import Database, Event, Report, ReportFile
 from ..db.models import utcnow
-from ..tus.store import FSYNC_NEVER
 from . import ledger, publish
 from .archive import ArchiveRefused
 from .invariants import TreeInvariantBroken, check_tree
@@ -463,9 +462,7 @@ def register(
                     [prefix + name for name in [*staged.files, *staged.links]],
                 ):
                     publish.make_dirs(report_dir.parent, project.reports_root)
-                    publish.publish_tree(
-                        staged, report_dir, subdir, work, durable=settings.fsync != FSYNC_NEVER
-                    )
+                    publish.publish_tree(staged, report_dir, subdir, work, durable=settings.durable)
             except TreeInvariantBroken as error:
                 raise AdminError(f"{source}: {error}; nothing was published") from None
         files = [
@@ -502,7 +499,7 @@ def _superseding_cut_uploads(
     publication is refused)."""
     with database.transaction() as connection:
         cut = ledger.cut_uploads(connection, *identity)
-    return claiming(database, cut, paths, durable=settings.fsync != FSYNC_NEVER)
+    return claiming(database, cut, paths, durable=settings.durable)
 
 
 def _project(settings: Settings, name: str | None) -> ProjectConfig:

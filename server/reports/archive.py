@@ -46,6 +46,8 @@ from pathlib import Path
 
 from dqrxfer import contract
 
+from ..config import TarLimits
+
 #: Largest pax extended header or GNU long name/link block accepted: tarfile
 #: reads those into memory whole, so a hostile archive could otherwise make a
 #: few compressed bytes claim gigabytes of RAM.
@@ -64,15 +66,6 @@ FILE, DIRECTORY, LINK = "file", "directory", "symbolic link"
 
 if not hasattr(tarfile, "data_filter"):  # pragma: no cover - only on Python < 3.11.4
     raise ImportError("dqrxfer's server needs Python 3.11.4 or newer (tarfile extraction filters)")
-
-
-@dataclass(frozen=True)
-class TarLimits:
-    """What one archive may contain (per project, see the configuration)."""
-
-    max_members: int = 50_000
-    max_bytes: int = 64 * 1024**3
-    max_ratio: int = 200
 
 
 class ArchiveRefused(Exception):

@@ -48,7 +48,6 @@ from ..config import ProjectConfig, Settings
 from ..db import Database
 from ..db.models import utcnow
 from ..tus import UploadInfo
-from ..tus.store import FSYNC_NEVER
 from . import ledger, publish
 from .archive import ArchiveRefused, extract_archive
 from .invariants import TreeInvariantBroken
@@ -110,7 +109,7 @@ def finalize_upload(
     project = settings.projects[target.project]
     staging = Staging(project.staging, project.reports_root)
     staging.ensure()
-    durable = settings.fsync != FSYNC_NEVER
+    durable = settings.durable
     with staging.report_lock(target.report_relpath):
         with database.transaction(write=True) as connection:
             previous = ledger.upload_outcome(connection, info.id)
@@ -239,7 +238,7 @@ def _publish_archive(
             with claim.publishing([prefix + name for name in [*staged.files, *staged.links]]):
                 publish.make_dirs(report_dir.parent, project.reports_root)
                 publish.publish_tree(
-                    staged, report_dir, target.subdir, work, durable=settings.fsync != FSYNC_NEVER
+                    staged, report_dir, target.subdir, work, durable=settings.durable
                 )
         except TreeInvariantBroken as error:
             raise FinalizeError(UNPROCESSABLE, f"archive: {error}; nothing was published") from None

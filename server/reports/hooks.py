@@ -103,9 +103,7 @@ class ReportHooks(TusHooks):
     def post_create(self, info: UploadInfo) -> None:
         if info.is_partial:
             return
-        target = contract.validate_metadata(
-            info.metadata, self.settings.projects, self.settings.sites
-        )
+        target = validate_for_settings(info.metadata, self.settings)  # as pre_create did
         with self.database.transaction(write=True) as connection:
             ledger.insert_upload(connection, _upload_row(info, target))
 
