@@ -211,25 +211,40 @@ def index_report(
     connection = session.connection()
     report_id, _url = ledger.record_report(
         connection,
-        ReportChange(
-            graceid,
-            project.name,
-            site,
-            revision,
-            relpath,
-            project.report_url(relpath),
-            changed,
-            gone,
-            None,
-            principal,
-            now,
-        ),
+        _operator_change(project, graceid, site, revision, relpath, changed, gone, principal, now),
     )
     newest = max((entry.mtime for entry in found), default=None)
     if result.new and newest is not None:
         # An adopted report is as old as its newest file, not as the indexing.
         ledger.backdate_report(connection, report_id, min(datetime.fromtimestamp(newest, UTC), now))
     return result
+
+
+def _operator_change(
+    project: ProjectConfig,
+    graceid: str,
+    site: str,
+    revision: int,
+    relpath: str,
+    files: list[PublishedFile],
+    removed: list[str],
+    principal: str | None,
+    when: datetime,
+) -> ReportChange:
+    """What an operator command (no upload) records of one report."""
+    return ReportChange(
+        graceid,
+        project.name,
+        site,
+        revision,
+        relpath,
+        project.report_url(relpath),
+        files,
+        removed,
+        None,
+        principal,
+        when,
+    )
 
 
 def find_report(
@@ -469,18 +484,9 @@ def register(
             PublishedFile(prefix + name, entry.size, entry.sha256)
             for name, entry in sorted(staged.files.items())
         ]
-        change = ReportChange(
-            graceid,
-            project.name,
-            site,
-            revision,
-            relpath,
-            project.report_url(relpath),
-            files,
-            [prefix + name for name in staged.links],
-            None,
-            principal,
-            utcnow(),
+        links = [prefix + name for name in staged.links]
+        change = _operator_change(
+            project, graceid, site, revision, relpath, files, links, principal, utcnow()
         )
         with database.transaction(write=True) as connection:
             _report_id, url = ledger.record_report(connection, change)
