@@ -137,14 +137,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"--host/--port: cannot listen on {args.host}:{args.port}: {error.strerror or error} "
             "(is another server running there?)"
         ) from None
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(settings.database_url)
-    try:
-        if settings.auto_upgrade:
-            migrate.upgrade(database.engine)
-        migrate.check_up_to_date(database.engine)
-    finally:
-        database.dispose()
+    from .services import open_database
+
+    open_database(settings).dispose()  # the workers skip the check
     log.info(
         "settings: %s; data directory %s; auth %s",
         settings.source,

@@ -54,12 +54,7 @@ def build_services(settings: Settings, *, check_schema: bool = True) -> Services
     refuse (:class:`~.db.migrate.SchemaOutOfDate`) a database behind the code.
     ``serve`` checks once before the workers start and they skip it.
     """
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(settings.database_url)
-    if check_schema:
-        if settings.auto_upgrade:
-            upgrade(database.engine)
-        check_up_to_date(database.engine)
+    database = open_database(settings, check_schema=check_schema)
     # Every payload's SHA-256 is recorded and verified: computed as it arrives.
     store = FileStore(settings.uploads_dir, fsync=settings.fsync, running_sha256=True)
     locker = make_locker(settings, database)
@@ -74,6 +69,22 @@ def build_services(settings: Settings, *, check_schema: bool = True) -> Services
     )
     uploads = Uploads(store, locker, hooks, options, tus_metrics())
     return Services(settings, database, store, locker, reports, uploads)
+
+
+def open_database(settings: Settings, *, check_schema: bool = True) -> Database:
+    """The database of ``settings`` (its data directory made if missing);
+    ``check_schema`` as for :func:`build_services`."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.database_url)
+    if check_schema:
+        try:
+            if settings.auto_upgrade:
+                upgrade(database.engine)
+            check_up_to_date(database.engine)
+        except BaseException:
+            database.dispose()
+            raise
+    return database
 
 
 def make_locker(settings: Settings, database: Database) -> Locker:
