@@ -53,6 +53,9 @@ class ReportHooks(TusHooks):
         self.settings = settings
         self.database = database
         self.store = store
+        #: the store, if it hashes the bytes as they arrive (the digest is then
+        #: known when the upload finishes: its data need not be read again)
+        self.hashing = store if isinstance(store, HashingStore) else None
         self.locker = locker
 
     def pre_create(self, info: UploadInfo) -> None:
@@ -110,8 +113,7 @@ class ReportHooks(TusHooks):
     def post_finish(self, info: UploadInfo) -> dict[str, str]:
         if info.is_partial:
             return {}
-        # A store that hashed the bytes as they arrived spares reading them again.
-        hashing = self.store if isinstance(self.store, HashingStore) else None
+        hashing = self.hashing
         try:
             url = finalize_upload(
                 self.database,
