@@ -5,9 +5,10 @@ A payload is a file sent as it is (``kind=file``), an existing tarball
 on the fly into a deterministic tar (see :mod:`dqrxfer.packing`).  Payloads
 are read in bounded blocks straight from disk, never held in memory, and a
 range can be read any number of times (a retried request re-reads it).
-A range can also be described as :class:`FileRegion` pieces (a file's path
-and byte range), which a connection sends with ``sendfile``, without reading
-the bytes into Python at all (see :mod:`dqrxfer.sendfile`).
+A range can also be described as :class:`~dqrxfer.regions.FileRegion`
+pieces (a file's path and byte range), which a connection sends with
+``sendfile``, without reading the bytes into Python at all (see
+:mod:`dqrxfer.sendfile`).
 
 :func:`scan` reads a payload once to compute the whole-payload sha256 (the
 report contract puts it in the metadata) and, when the server checks chunks,
