@@ -52,7 +52,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import capabilities as server_can
+from .capabilities import (
+    CapabilityCache,
+    check_size,
+    chunk_algorithm,
+    hashed_while_sent,
+    stream_count,
+)
 from .errors import DqrxferError, RefusedError
 from .hashing import EarlyScans
 from .job import Job
@@ -148,7 +154,7 @@ class ReportUploader:
         self.session_factory = session_factory or make_session
         self.store = store or ResumeStore()
         self.progress = progress or NullProgress()
-        self._capabilities = server_can.CapabilityCache()
+        self._capabilities = CapabilityCache()
         self._scans = EarlyScans(self.options.chunk_size)
 
     # -- planning ------------------------------------------------------------
@@ -196,10 +202,10 @@ class ReportUploader:
             tus = TusClient(session, self.endpoint)
             retrier = Retrier(self.options.retry, payload.filename)
             caps = self.capabilities(tus, retrier)
-            server_can.check_size(payload, caps)
-            algorithm = server_can.chunk_algorithm(self.options, caps)
-            streams = server_can.stream_count(self.options, payload.size, caps)
-            overlap = server_can.hashed_while_sent(self.options, payload.size, streams, caps)
+            check_size(payload, caps)
+            algorithm = chunk_algorithm(self.options, caps)
+            streams = stream_count(self.options, payload.size, caps)
+            overlap = hashed_while_sent(self.options, payload.size, streams, caps)
             if overlap:
                 # The sha256 is not known yet: the payload's identity stands in.
                 # (Several partial uploads split the payload on the chunk grid.)
@@ -211,15 +217,15 @@ class ReportUploader:
                 metadata = planned.metadata(hashed.sha256)
                 key = resume_key(self.server, metadata, payload.size, "single")
             job = Job(
-                planned,
-                self.options,
-                self.server,
-                tus,
-                retrier,
-                ResumeSlot(self.store, key, self.options.resume),
-                self.progress,
-                self.session_factory,
-                self._scans,
+                planned=planned,
+                options=self.options,
+                server=self.server,
+                tus=tus,
+                retrier=retrier,
+                resume=ResumeSlot(self.store, key, self.options.resume),
+                progress=self.progress,
+                session_factory=self.session_factory,
+                scans=self._scans,
             )
             with self.store.lock(key, payload.filename):
                 try:
