@@ -85,8 +85,48 @@ def _shorten(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _has_control_chars(text: str) -> bool:
+def has_control_chars(text: str) -> bool:
+    """Control and format characters, line and paragraph separators: what
+    would let a name hide or break a line where it is shown."""
     return any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in text)
+
+
+#: The rules every name in a report follows (a file name, a component of a
+#: subdir, a component of an archive member's path), in the order they are
+#: checked; :func:`broken_name_rule` says which one a name breaks.
+NAME_SPECIAL = "special"  #: '', '.' or '..'
+NAME_HIDDEN = "hidden"  #: starts with '.': dot files (.htaccess) change how a tree is served
+NAME_SEPARATOR = "separator"  #: a backslash or NUL
+NAME_CONTROL = "control"  #: a control character (:func:`has_control_chars`)
+NAME_TOO_LONG = "too long"  #: more than MAX_FILENAME_BYTES bytes in UTF-8
+
+
+def broken_name_rule(component: str) -> str | None:
+    """The first name rule ``component`` (one path component) breaks, or None.
+
+    Its length counts UTF-8 bytes, with undecodable bytes of a file system
+    or archive name (``surrogateescape``) one byte each.
+    """
+    if component in ("", ".", ".."):
+        return NAME_SPECIAL
+    if component.startswith("."):
+        return NAME_HIDDEN
+    if "\\" in component or "\x00" in component:
+        return NAME_SEPARATOR
+    if has_control_chars(component):
+        return NAME_CONTROL
+    if len(component.encode("utf-8", "surrogateescape")) > MAX_FILENAME_BYTES:
+        return NAME_TOO_LONG
+    return None
+
+
+_NAME_RULES = {
+    NAME_SPECIAL: "path components may not be empty, '.' or '..'",
+    NAME_HIDDEN: "names may not start with '.'",
+    NAME_SEPARATOR: "names may not contain '\\' or NUL",
+    NAME_CONTROL: "names may not contain control characters",
+    NAME_TOO_LONG: f"names are limited to {MAX_FILENAME_BYTES} bytes",
+}
 
 
 def validate_graceid(value: str) -> str:
@@ -141,16 +181,9 @@ def validate_revision(value: str | int) -> int:
 
 
 def _check_component(field: str, component: str) -> None:
-    if component in ("", ".", ".."):
-        raise ContractError(field, "path components may not be empty, '.' or '..'", component)
-    if component.startswith("."):
-        raise ContractError(field, "names may not start with '.'", component)
-    if "\\" in component or "\x00" in component:
-        raise ContractError(field, "names may not contain '\\' or NUL", component)
-    if _has_control_chars(component):
-        raise ContractError(field, "names may not contain control characters", component)
-    if len(component.encode("utf-8")) > MAX_FILENAME_BYTES:
-        raise ContractError(field, f"names are limited to {MAX_FILENAME_BYTES} bytes", component)
+    broken = broken_name_rule(component)
+    if broken is not None:
+        raise ContractError(field, _NAME_RULES[broken], component)
 
 
 def validate_subdir(value: str | None) -> str:
@@ -163,7 +196,7 @@ def validate_subdir(value: str | None) -> str:
     """
     if value is None or value == "":
         return ""
-    if "\x00" in value or _has_control_chars(value):
+    if "\x00" in value or has_control_chars(value):
         raise ContractError(KEY_SUBDIR, "may not contain control or NUL characters", value)
     if value.startswith("/"):
         raise ContractError(KEY_SUBDIR, "must be a relative path", value)

@@ -60,10 +60,10 @@ max_requests = 0
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 # --- the proxy in front -------------------------------------------------------
-# X-Forwarded-Proto: https from these addresses makes the app build https URLs
-# (tus Location headers, report links).  The app's own list of trusted proxies
-# (auth) is separate; keep the two in step.
-forwarded_allow_ips = os.environ.get("DQRXFER_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# X-Forwarded-* headers (https URLs in tus Location headers and report links)
+# are honoured by the app alone, from the config's trusted_proxies (by default
+# the proxies [auth] trusts); ``serve`` turns gunicorn's own handling
+# (forwarded_allow_ips) off, so there is one list to keep.
 
 # --- gunicorn 25+ control socket ---------------------------------------------
 # By default gunicorn opens a control socket under $XDG_RUNTIME_DIR or

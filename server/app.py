@@ -1,4 +1,4 @@
-"""The application factory: settings -> database, store, locker, hooks, blueprints."""
+"""The application factory: settings -> services (:mod:`.services`) -> blueprints."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from . import auth, untrusted
 from .api import blueprint as api_blueprint
 from .config import Settings, load_settings
 from .cors import CorsPolicy
-from .db import Database
-from .db.migrate import check_up_to_date, upgrade
 from .health import blueprint as health_blueprint
 from .proxy import TrustedProxies
-from .reports.hooks import ReportHooks
 from .reports.serving import servable_file
-from .tus import FileLocker, FileStore, Locker, TusOptions, make_blueprint
+from .services import build_services
+from .services import install as install_services
 from .tus import cors as tus_cors_needs
+from .tus.blueprint import blueprint_for
 from .tus.metrics import metrics_view
 from .web import blueprint as pages_blueprint
 
@@ -29,32 +28,12 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     ``DQRXFER_CONFIG`` or the embedded default)."""
     settings = settings or load_settings()
     app = Flask(__name__)
-    app.config["DQRXFER_SETTINGS"] = settings
     # Never let Flask buffer a whole upload: bodies are streamed by the tus layer.
     app.config["MAX_CONTENT_LENGTH"] = None
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(settings.database_url)
-    if check_schema:
-        if settings.auto_upgrade:
-            upgrade(database.engine)
-        check_up_to_date(database.engine)
-    app.extensions["dqrxfer.db"] = database
-
-    # Every payload's SHA-256 is recorded and verified: computed as it arrives.
-    store = FileStore(settings.uploads_dir, fsync=settings.fsync, running_sha256=True)
-    authenticator = auth.init_app(app, settings.auth)
-    locker = make_locker(settings, database)
-    reports = ReportHooks(settings, database, store, locker)
-    app.extensions["dqrxfer.reports"] = reports
-    hooks = authenticator.wrap_hooks(reports, list(settings.projects), list(settings.sites))
-    options = TusOptions(
-        max_size=settings.max_upload_size,
-        expiry=settings.upload_expiry,
-        finished_retention=settings.finished_upload_retention,
-        read_timeout=settings.read_timeout,
-        max_unfinished_bytes=settings.max_unfinished_bytes,
-    )
+    built = build_services(settings, check_schema=check_schema)
+    install_services(app, built)
+    auth.init_app(app, settings.auth)
     tus_cors = CorsPolicy(
         settings.cors_origins,
         methods=tus_cors_needs.METHODS,
@@ -63,9 +42,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         max_age=tus_cors_needs.MAX_AGE,
     )
     app.register_blueprint(
-        make_blueprint(
-            store, locker, hooks, options, identify=auth.current_principal, cors=tus_cors
-        )
+        blueprint_for(built.uploads, identify=auth.current_principal, cors=tus_cors)
     )
     app.register_blueprint(api_blueprint)
     app.register_blueprint(health_blueprint)
@@ -80,16 +57,6 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     if settings.serve_reports:
         _serve_reports(app, settings)
     return app
-
-
-def make_locker(settings: Settings, database: Database) -> Locker:
-    """PostgreSQL advisory locks when the database is PostgreSQL (several
-    hosts share it), else file locks in the uploads directory."""
-    if database.engine.dialect.name == "postgresql":
-        from .tus.pglocker import PostgresLocker
-
-        return PostgresLocker(database.engine, timeout=settings.lock_timeout)
-    return FileLocker(settings.uploads_dir / "locks", timeout=settings.lock_timeout)
 
 
 def _serve_reports(app: Flask, settings: Settings) -> None:

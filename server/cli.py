@@ -10,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from dqrxfer import __version__
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -18,6 +19,9 @@ from .auth import check_listen_address, preflight, with_overrides
 from .config import ConfigError, Settings, load_settings
 from .db import Database, migrate
 from .reports import commands as report_commands
+
+if TYPE_CHECKING:
+    from .services import Services
 
 log = logging.getLogger("dqrxfer.server")
 
@@ -133,14 +137,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"--host/--port: cannot listen on {args.host}:{args.port}: {error.strerror or error} "
             "(is another server running there?)"
         ) from None
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(settings.database_url)
-    try:
-        if settings.auto_upgrade:
-            migrate.upgrade(database.engine)
-        migrate.check_up_to_date(database.engine)
-    finally:
-        database.dispose()
+    from .services import open_database
+
+    open_database(settings).dispose()  # the workers skip the check
     log.info(
         "settings: %s; data directory %s; auth %s",
         settings.source,
@@ -178,15 +177,21 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cleanup_uploads(args: argparse.Namespace) -> int:
-    from .app import create_app
+    from .services import build_services
 
-    settings = _settings(args)
-    app = create_app(settings)
-    report = app.extensions["tus"].sweep(dry_run=args.dry_run)
-    verb = "expired (not removed)" if args.dry_run else "removed expired upload"
+    built = build_services(_settings(args))
+    try:
+        return _sweep(built, args.dry_run)
+    finally:
+        built.close()
+
+
+def _sweep(built: Services, dry_run: bool) -> int:
+    report = built.uploads.sweep(dry_run=dry_run)
+    verb = "expired (not removed)" if dry_run else "removed expired upload"
     for info in report.expired:
         print(f"{verb} {info.id} ({info.offset} of {info.length} bytes)")
-    verb = "past retention (not removed)" if args.dry_run else "removed finished upload"
+    verb = "past retention (not removed)" if dry_run else "removed finished upload"
     for info in report.retired:
         print(f"{verb} {info.id} ({info.offset} bytes, published)")
     for info in report.recovered:
@@ -197,7 +202,7 @@ def cleanup_uploads(args: argparse.Namespace) -> int:
         print(f"skipped upload {upload_id}: {reason}", file=sys.stderr)
     temporaries = (
         "temporary files not looked at (dry run)"
-        if args.dry_run
+        if dry_run
         else f"{report.temporaries} stale temporary files removed, "
         f"{len(report.leftovers)} leftovers of unusable uploads removed"
     )
@@ -206,7 +211,6 @@ def cleanup_uploads(args: argparse.Namespace) -> int:
         f"{len(report.skipped)} skipped, {temporaries}, "
         f"{len(report.retired)} published uploads past retention"
     )
-    app.extensions["dqrxfer.db"].dispose()
     return 0
 
 

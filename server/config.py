@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,7 @@ from .configkeys import (
     text,
     with_defaults,
 )
-from .reports.archive import TarLimits
-from .tus.store import FSYNC_COMPLETE, FSYNC_POLICIES, fsync_policy
+from .tus.store import FSYNC_COMPLETE, FSYNC_NEVER, FSYNC_POLICIES, fsync_policy
 
 __all__ = ["ConfigError", "ProjectConfig", "Settings", "load_settings"]
 
@@ -45,13 +44,25 @@ DEFAULT_DATA_DIR = "./dqrxfer-data"
 DEFAULT_MAX_UPLOAD_SIZE = 64 * 1024**3
 DEFAULT_MIN_FREE_SPACE = 1024**3
 DEFAULT_UPLOAD_EXPIRY = 7 * 24 * 3600
-_TAR = TarLimits()
 #: ``max_unfinished_bytes`` defaults to this many times the largest project's
 #: ``max_upload_size``: a few of the largest uploads in progress at once.
 UNFINISHED_BYTES_FACTOR = 4
 
 #: The database systems the server runs on (SQLAlchemy backend names).
 DATABASE_BACKENDS = ("sqlite", "postgresql")
+
+
+@dataclass(frozen=True)
+class TarLimits:
+    """What one archive may contain (per project: ``tar_max_*``; enforced by
+    :mod:`.reports.archive`)."""
+
+    max_members: int = 50_000
+    max_bytes: int = 64 * 1024**3
+    max_ratio: int = 200
+
+
+_TAR = TarLimits()
 
 
 # -- what values may be ------------------------------------------------------------
@@ -237,11 +248,15 @@ class Settings:
     #: server from a browser (CORS); empty: none.
     cors_origins: tuple[str, ...] = key(list_of(ORIGIN, "a list of origins"), ())
     source: str = "embedded default"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def auth_mode(self) -> str:
         return self.auth.mode
+
+    @property
+    def durable(self) -> bool:
+        """Whether what is published is fsynced (every ``fsync`` policy but ``never``)."""
+        return self.fsync != FSYNC_NEVER
 
     @property
     def forwarded_proxies(self) -> tuple[str, ...]:

@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
 from .auth import exempt
 from .config import Settings
+from .services import services
 
 blueprint = Blueprint("health", __name__)
 
@@ -28,7 +29,7 @@ blueprint = Blueprint("health", __name__)
 def check_database() -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        with current_app.extensions["dqrxfer.db"].engine.connect() as connection:
+        with services().database.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as error:  # any failure to reach the database is the finding
         return {"ok": False, "error": f"{type(error).__name__}: {error}".splitlines()[0]}
@@ -92,7 +93,7 @@ def check_free_space(paths: list[Path], minimum: int) -> dict[str, Any]:
 @blueprint.get("/healthz")
 @exempt  # probes (systemd, load balancers) carry no credentials
 def healthz() -> tuple[Response, int]:
-    settings: Settings = current_app.config["DQRXFER_SETTINGS"]
+    settings: Settings = services().settings
     checks: dict[str, dict[str, Any]] = {"database": check_database()}
     named = directories(settings)
     for name, path in named.items():

@@ -25,6 +25,7 @@ from gunicorn.app.base import BaseApplication
 from .app import create_app
 from .config import Settings
 from .reports.recovery import start_recovery
+from .services import services
 
 
 def _child_exit(_server: Any, worker: Any) -> None:
@@ -57,10 +58,6 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "accesslog": "-",
     "errorlog": "-",
     "loglevel": "info",
-    # X-Forwarded-* are honoured by the app, from its trusted_proxies only
-    # (server/proxy.py); gunicorn would trust X-Forwarded-Proto from loopback.
-    # A gunicorn config file may still set its own.
-    "forwarded_allow_ips": "",
     # prometheus_client's multiprocess mode: forget a dead worker's live gauges.
     "child_exit": _child_exit,
     "worker_tmp_dir": _heartbeat_directory(),
@@ -98,7 +95,8 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
 
     def load(self):  # type: ignore[no-untyped-def]
         app = create_app(self.settings, check_schema=False)
-        start_recovery(app)
+        built = services(app)
+        start_recovery(built.reports, built.uploads)
         return app
 
 
@@ -154,4 +152,8 @@ def gunicorn_options(
         "worker_class": "gthread",
         # gunicorn 25+ opens a control socket under $HOME by default: not wanted for a service.
         "control_socket_disable": True,
+        # X-Forwarded-* are honoured by the app alone, from its trusted_proxies
+        # (server/proxy.py): gunicorn would trust X-Forwarded-Proto from
+        # loopback by default, or from whatever a config file lists.
+        "forwarded_allow_ips": "",
     }

@@ -11,6 +11,7 @@ from dqrxfer.server.api import queries
 from dqrxfer.server.app import create_app
 from dqrxfer.server.config import load_settings
 from dqrxfer.server.db import Database, migrate
+from dqrxfer.server.services import services
 from sqlalchemy import Engine, event, text
 from support.seed import Seed, seed
 
@@ -36,7 +37,7 @@ def count_selects(database_url: str, data_dir: Path, path: str) -> tuple[int, di
         response = app.test_client().get(path)
     finally:
         event.remove(Engine, "before_cursor_execute", record)
-        app.extensions["dqrxfer.db"].dispose()
+        services(app).close()
         reader = app.extensions.get("dqrxfer.api.reader")
         if reader is not None:
             reader.dispose()

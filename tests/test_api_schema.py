@@ -85,6 +85,7 @@ def test_document_lists_every_api_route(server: LiveServer, tmp_path: Path) -> N
     """Each GET route of the API blueprint is in the document, and nothing else is."""
     from dqrxfer.server.app import create_app
     from dqrxfer.server.config import load_settings
+    from dqrxfer.server.services import services
 
     app = create_app(load_settings(None, tmp_path))
     routes = {
@@ -92,7 +93,7 @@ def test_document_lists_every_api_route(server: LiveServer, tmp_path: Path) -> N
         for rule in app.url_map.iter_rules()
         if rule.endpoint.startswith("api.")
     }
-    app.extensions["dqrxfer.db"].dispose()
+    services(app).close()
     document = requests.get(f"{server.url}/api/v1/openapi.json", timeout=10).json()
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == routes

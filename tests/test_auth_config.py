@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from dqrxfer.server.auth.hooks import authorizing
 from dqrxfer.server.auth.rules import AuthorizationError, Policy, compile_pattern
 from dqrxfer.server.auth.sessions import SecretFileError, SessionSigner, load_or_create_secret
 from dqrxfer.server.auth.settings import (
@@ -17,6 +18,7 @@ from dqrxfer.server.auth.settings import (
     with_overrides,
 )
 from dqrxfer.server.config import ConfigError, load_settings
+from dqrxfer.server.tus import HookRejection, TusHooks, UploadInfo
 
 PROJECTS = ["replay", "MDC", "O4", "personal"]
 SITES = ["llo", "lho", "virgo", "kagra"]
@@ -93,6 +95,43 @@ def test_policy_messages_name_the_rule(tmp_path: Path) -> None:
         policy.authorize(None, "O4", "llo")
     with pytest.raises(AuthorizationError, match="no auth.rules, so nobody may"):
         Policy(()).authorize(robot, "O4", "llo")
+
+
+class _Recording(TusHooks):
+    """Application hooks that record what reaches them."""
+
+    publishes_finished_uploads = True
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pre_create(self, info: UploadInfo) -> None:
+        self.calls.append("pre_create")
+
+    def post_finish(self, info: UploadInfo) -> dict[str, str]:
+        self.calls.append("post_finish")
+        return {"X-Done": info.id}
+
+    def post_expire(self, info: UploadInfo) -> None:
+        self.calls.append("post_expire")
+
+
+def test_authorizing_hooks_are_tus_hooks_in_front_of_the_application(tmp_path: Path) -> None:
+    app_hooks = _Recording()
+    assert authorizing(app_hooks, load({}, tmp_path), ["O4"], ["llo"]) is app_hooks  # mode none
+    settings = load(
+        {"mode": "gssapi", "rules": [{"name": "people", "principals": ["*@LIGO.ORG"]}]}, tmp_path
+    )
+    hooks = authorizing(app_hooks, settings, ["O4"], ["llo"])
+    assert isinstance(hooks, TusHooks) and hooks.publishes_finished_uploads
+    metadata = {"project": "O4", "uploader": "llo"}
+    hooks.pre_create(UploadInfo(id="a", length=1, owner="ann@LIGO.ORG", metadata=metadata))
+    with pytest.raises(HookRejection, match="may not upload") as refused:
+        hooks.pre_create(UploadInfo(id="b", length=1, owner="eve@EVIL.ORG", metadata=metadata))
+    assert refused.value.status == 403
+    assert hooks.post_finish(UploadInfo(id="a", length=1)) == {"X-Done": "a"}
+    hooks.post_expire(UploadInfo(id="a", length=1))
+    assert app_hooks.calls == ["pre_create", "post_finish", "post_expire"]
 
 
 @pytest.mark.parametrize(

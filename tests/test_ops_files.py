@@ -16,6 +16,7 @@ from conftest import run_cli
 from dqrxfer.server.config import load_settings
 from support.live import LiveServer, tool
 from support.proxies import OPS, Nginx, substitute
+from support.tus import write_config
 
 
 def test_example_server_config_is_valid() -> None:
@@ -98,8 +99,12 @@ def test_serve_names_a_missing_gunicorn_config(data_dir: Path) -> None:
     reason="nginx not installed",
 )
 def test_upload_through_the_nginx_front_end(data_dir: Path, tmp_path: Path) -> None:
+    # nginx on this host is the proxy whose X-Forwarded-* the app believes.
+    config = write_config(tmp_path / "server.toml", trusted_proxies=["127.0.0.1", "::1"])
     server = LiveServer(
-        data_dir, extra_args=["--gunicorn-config", str(OPS / "gunicorn.conf.py"), "--workers", "2"]
+        data_dir,
+        config=config,
+        extra_args=["--gunicorn-config", str(OPS / "gunicorn.conf.py"), "--workers", "2"],
     ).start()
     nginx = Nginx(tmp_path / "nginx", server.port, data_dir / "reports")
     try:

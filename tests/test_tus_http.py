@@ -257,3 +257,22 @@ def test_options_and_head_are_counted_too(server: LiveServer) -> None:
     assert delta(after, before, total, method="HEAD", status="200") == 1
     assert delta(after, before, total, method="OPTIONS", status="204") == 1
     assert delta(after, before, total, method="PATCH", status="415") == 1
+
+
+def test_gunicorn_never_reads_forwarded_headers(tmp_path: Path) -> None:
+    """The app is the one reader of X-Forwarded-*: a gunicorn config file that
+    trusts every address (``forwarded_allow_ips``) changes nothing."""
+    gunicorn_config = tmp_path / "gunicorn.conf.py"
+    gunicorn_config.write_text('forwarded_allow_ips = "*"\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    live = LiveServer(
+        data, workers=1, extra_args=["--gunicorn-config", str(gunicorn_config)]
+    ).start()
+    try:
+        response = post_from(live, "127.0.0.1", FORWARDED)
+        assert response.status == 201
+        location = response.getheader("Location")
+        assert location is not None and location.startswith(f"{live.url}/files/")
+    finally:
+        live.stop()

@@ -24,6 +24,7 @@ from dqrxfer.server import config as server_config
 from dqrxfer.server.tus import errors
 from dqrxfer.server.tus import store as store_module
 from dqrxfer.server.tus.body import BodyGone
+from dqrxfer.server.tus.datastore import HashingStore
 from dqrxfer.server.tus.locker import FileLocker
 from dqrxfer.server.tus.store import FileStore, UploadInfo, fsync_policy
 
@@ -336,6 +337,25 @@ def test_the_running_sha256_follows_every_kind_of_write(tmp_path: Path) -> None:
     assert store.known_sha256(info.id) == sha256_hex(payload[: 2 * MiB])
     store.write(info.id, 2 * MiB, reader(payload[2 * MiB :]), len(payload))
     assert store.known_sha256(info.id) == sha256_hex(payload)
+
+
+def test_the_running_sha256_is_a_capability_the_store_declares(tmp_path: Path) -> None:
+    """Applications reach the running SHA-256 through the HashingStore
+    capability of the Store contract, never through FileStore itself."""
+    store = FileStore(tmp_path, running_sha256=True)
+    assert isinstance(store, HashingStore)
+    assert not isinstance(object(), HashingStore)
+    info = store.create(UploadInfo(id="", length=4))
+    store.write(info.id, 0, reader(b"abcd"), 4)
+    assert store.known_sha256(info.id) == sha256_hex(b"abcd")
+    store.forget_sha256(info.id)
+    assert store.known_sha256(info.id) is None  # forgotten: the data must be read again
+    store.forget_sha256(info.id)  # twice is harmless
+    plain = FileStore(tmp_path / "plain")
+    info = plain.create(UploadInfo(id="", length=4))
+    plain.write(info.id, 0, reader(b"abcd"), 4)
+    assert plain.known_sha256(info.id) is None  # a store that does not hash knows nothing
+    plain.forget_sha256(info.id)
 
 
 def test_the_running_sha256_is_right_when_the_reader_reuses_its_buffer(tmp_path: Path) -> None:

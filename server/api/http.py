@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAll
 
 from ..auth import is_public_read
 from ..cors import CorsPolicy
+from ..services import services
 from .params import ParameterError
 
 PREFIX = "/api/"
@@ -67,7 +68,7 @@ def install(blueprint: Blueprint) -> None:
     @blueprint.record_once
     def _register(state) -> None:  # type: ignore[no-untyped-def]
         app: Flask = state.app
-        settings = app.config["DQRXFER_SETTINGS"]
+        settings = services(app).settings
         app.extensions["dqrxfer.api.cors"] = CorsPolicy(
             origins=settings.cors_origins,
             allow_headers=READ_HEADERS,

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Row
 from ..auth import current_principal, public
 from ..config import Settings
 from ..db import Database, Report, Upload
+from ..services import services
 from . import params, queries
 from .http import NO_STORE, cached, error_response, install
 from .openapi import document
@@ -28,7 +29,7 @@ install(blueprint)
 
 
 def _database() -> Database:
-    return current_app.extensions["dqrxfer.db"]
+    return services().database
 
 
 def _reader() -> Reader:
@@ -41,7 +42,7 @@ def _reader() -> Reader:
 
 
 def _settings() -> Settings:
-    return current_app.config["DQRXFER_SETTINGS"]
+    return services().settings
 
 
 def absolute_url(url: str, base: str | None = None) -> str:

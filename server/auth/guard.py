@@ -25,17 +25,13 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, jsonify, request
 
 from .negotiate import Acceptor, NegotiateError
-from .rules import Policy
 from .sessions import SecretFileError, SessionSigner, load_or_create_secret
 from .settings import AuthConfigError, AuthSettings
-
-if TYPE_CHECKING:
-    from ..tus import TusHooks
 
 log = logging.getLogger("dqrxfer.auth")
 
@@ -109,11 +105,10 @@ def _valid_principal(value: str) -> bool:
 
 
 class Authenticator:
-    """The configured mode, its keytab acceptor, cookie signer and policy."""
+    """The configured mode, its keytab acceptor and cookie signer."""
 
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
-        self.policy = Policy(settings.rules) if settings.mode != "none" else None
         self.acceptor: Acceptor | None = None
         self.signer: SessionSigner | None = None
         if settings.mode == "gssapi":
@@ -187,14 +182,6 @@ class Authenticator:
         return principal
 
     # -- hooks -------------------------------------------------------------
-
-    def wrap_hooks(self, hooks: TusHooks, projects: list[str], sites: list[str]) -> TusHooks:
-        """The application's tus hooks with authorization in front of ``pre_create``."""
-        if self.policy is None:
-            return hooks
-        from .hooks import AuthorizingHooks
-
-        return AuthorizingHooks(hooks, self.policy, projects, sites)  # type: ignore[return-value]
 
 
 def _is_public(settings: AuthSettings) -> bool:

@@ -6,20 +6,33 @@ the project as the site, and refuses with 403 (naming the rule) before the
 application sees the upload: every upload, partial uploads of the
 concatenation extension included (they carry their final upload's report
 metadata).  Every other hook passes through unchanged.
+
+:func:`authorizing` puts it in front of the application's hooks when the
+configured mode authenticates anyone (mode ``none`` authorizes nothing).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from dqrxfer import contract
 
 from ..tus import HookRejection, TusHooks, UploadInfo
 from .rules import AuthorizationError, Policy
+from .settings import AuthSettings
 
 
-class AuthorizingHooks:
+def authorizing(
+    hooks: TusHooks, settings: AuthSettings, projects: Sequence[str], sites: Sequence[str]
+) -> TusHooks:
+    """``hooks`` with authorization in front of ``pre_create`` (unless the
+    mode is ``none``: then nobody is authenticated and nothing is checked)."""
+    if settings.mode == "none":
+        return hooks
+    return AuthorizingHooks(hooks, Policy(settings.rules), projects, sites)
+
+
+class AuthorizingHooks(TusHooks):
     def __init__(
         self, inner: TusHooks, policy: Policy, projects: Sequence[str], sites: Sequence[str]
     ) -> None:
@@ -27,6 +40,7 @@ class AuthorizingHooks:
         self.policy = policy
         self.projects = tuple(projects)
         self.sites = tuple(sites)
+        self.publishes_finished_uploads = inner.publishes_finished_uploads
 
     def pre_create(self, info: UploadInfo) -> None:
         # Every upload names its target, partial uploads of a concatenation
@@ -49,5 +63,19 @@ class AuthorizingHooks:
             return None
         return project, site
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    # -- the other hooks are the application's own ----------------------------
+
+    def post_create(self, info: UploadInfo) -> None:
+        self.inner.post_create(info)
+
+    def post_receive(self, info: UploadInfo, received: int) -> None:
+        self.inner.post_receive(info, received)
+
+    def post_finish(self, info: UploadInfo) -> dict[str, str]:
+        return self.inner.post_finish(info)
+
+    def post_terminate(self, info: UploadInfo) -> None:
+        self.inner.post_terminate(info)
+
+    def post_expire(self, info: UploadInfo) -> None:
+        self.inner.post_expire(info)

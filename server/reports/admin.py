@@ -21,11 +21,10 @@ from sqlalchemy.orm import Session, selectinload
 from ..config import ProjectConfig, Settings
 from ..db import Database, Event, Report, ReportFile
 from ..db.models import utcnow
-from ..tus.store import FSYNC_NEVER
-from . import ledger, publish, records
+from . import ledger, publish
 from .archive import ArchiveRefused
 from .invariants import TreeInvariantBroken, check_tree
-from .records import PublishedFile
+from .ledger import PublishedFile, ReportChange
 from .staging import Staging, StagingError
 from .supersession import claiming
 from .tree import report_files, sha256_file, stage_directory
@@ -174,7 +173,7 @@ def index_report(
     except TreeInvariantBroken as error:
         raise AdminError(f"{project.name}/{relpath}: {error}; not indexed") from None
     found = list(report_files(report_dir))
-    existing = records.find_report(session, graceid, project.name, site, revision)
+    existing = find_report(session, graceid, project.name, site, revision)
     if existing is not None and existing.path != relpath:
         raise AdminError(
             f"{relpath}: {project.name} already records this report at {existing.path}"
@@ -209,16 +208,61 @@ def index_report(
     if dry_run or not (result.new or result.changed):
         return result
     now = utcnow()
-    event = records.get_or_create_event(session, graceid)
-    report = records.get_or_create_report(
-        session, event, project.name, site, revision, relpath, project.report_url(relpath)
+    connection = session.connection()
+    report_id, _url = ledger.record_report(
+        connection,
+        _operator_change(project, graceid, site, revision, relpath, changed, gone, principal, now),
     )
-    records.record_files(session, report, changed, gone, None, principal, now)
     newest = max((entry.mtime for entry in found), default=None)
     if result.new and newest is not None:
         # An adopted report is as old as its newest file, not as the indexing.
-        report.created = report.updated = min(datetime.fromtimestamp(newest, UTC), now)
+        ledger.backdate_report(connection, report_id, min(datetime.fromtimestamp(newest, UTC), now))
     return result
+
+
+def _operator_change(
+    project: ProjectConfig,
+    graceid: str,
+    site: str,
+    revision: int,
+    relpath: str,
+    files: list[PublishedFile],
+    removed: list[str],
+    principal: str | None,
+    when: datetime,
+) -> ReportChange:
+    """What an operator command (no upload) records of one report."""
+    return ReportChange(
+        graceid,
+        project.name,
+        site,
+        revision,
+        relpath,
+        project.report_url(relpath),
+        files,
+        removed,
+        None,
+        principal,
+        when,
+    )
+
+
+def find_report(
+    session: Session, graceid: str, project: str, site: str, revision: int
+) -> Report | None:
+    """The report's row as the database has it now (also after this
+    session's own writes through :mod:`.ledger`)."""
+    return session.scalars(
+        select(Report)
+        .join(Event, Event.id == Report.event_id)
+        .where(
+            Event.graceid == graceid,
+            Report.project == project,
+            Report.site == site,
+            Report.revision == revision,
+        )
+        .execution_options(populate_existing=True)
+    ).one_or_none()
 
 
 def operator() -> str:
@@ -401,7 +445,7 @@ def register(
     relpath = contract.report_relpath(graceid, site, revision)
     with staging.report_lock(relpath):
         with database.session() as session:
-            existing = records.find_report(session, graceid, project.name, site, revision)
+            existing = find_report(session, graceid, project.name, site, revision)
             if existing is not None:
                 relpath = existing.path
         report_dir = project.reports_root / relpath
@@ -410,7 +454,7 @@ def register(
                 raise AdminError("--subdir: not used when --path is the report directory itself")
             with database.session(write=True) as session:
                 index_report(session, project, relpath, graceid, site, revision, principal)
-                report = records.find_report(session, graceid, project.name, site, revision)
+                report = find_report(session, graceid, project.name, site, revision)
                 assert report is not None
                 return Registered(report.url, report.file_count, in_place=True)
         with staging.workdir("register") as work:
@@ -433,24 +477,20 @@ def register(
                     [prefix + name for name in [*staged.files, *staged.links]],
                 ):
                     publish.make_dirs(report_dir.parent, project.reports_root)
-                    publish.publish_tree(
-                        staged, report_dir, subdir, work, durable=settings.fsync != FSYNC_NEVER
-                    )
+                    publish.publish_tree(staged, report_dir, subdir, work, durable=settings.durable)
             except TreeInvariantBroken as error:
                 raise AdminError(f"{source}: {error}; nothing was published") from None
         files = [
             PublishedFile(prefix + name, entry.size, entry.sha256)
             for name, entry in sorted(staged.files.items())
         ]
-        with database.session(write=True) as session:
-            event = records.get_or_create_event(session, graceid)
-            report = records.get_or_create_report(
-                session, event, project.name, site, revision, relpath, project.report_url(relpath)
-            )
-            records.record_files(
-                session, report, files, [prefix + name for name in staged.links], None, principal
-            )
-            return Registered(report.url, len(files), in_place=False)
+        links = [prefix + name for name in staged.links]
+        change = _operator_change(
+            project, graceid, site, revision, relpath, files, links, principal, utcnow()
+        )
+        with database.transaction(write=True) as connection:
+            _report_id, url = ledger.record_report(connection, change)
+        return Registered(url, len(files), in_place=False)
 
 
 def _superseding_cut_uploads(
@@ -465,7 +505,7 @@ def _superseding_cut_uploads(
     publication is refused)."""
     with database.transaction() as connection:
         cut = ledger.cut_uploads(connection, *identity)
-    return claiming(database, cut, paths, durable=settings.fsync != FSYNC_NEVER)
+    return claiming(database, cut, paths, durable=settings.durable)
 
 
 def _project(settings: Settings, name: str | None) -> ProjectConfig:

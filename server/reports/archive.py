@@ -39,11 +39,14 @@ import hashlib
 import lzma
 import os
 import tarfile
-import unicodedata
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dqrxfer import contract
+
+from ..config import TarLimits
 
 #: Largest pax extended header or GNU long name/link block accepted: tarfile
 #: reads those into memory whole, so a hostile archive could otherwise make a
@@ -52,7 +55,7 @@ MAX_HEADER_BYTES = 1024 * 1024
 #: Limits on names inside an archive (the report tree must stay usable and servable).
 MAX_NAME_CHARS = 4096
 MAX_NAME_DEPTH = 64
-MAX_COMPONENT_BYTES = 255
+MAX_COMPONENT_BYTES = contract.MAX_FILENAME_BYTES
 #: The expansion ratio is only enforced once the decompressed stream is this big
 #: (a tiny archive of small text files legitimately compresses very well).
 RATIO_FLOOR_BYTES = 1024 * 1024
@@ -63,15 +66,6 @@ FILE, DIRECTORY, LINK = "file", "directory", "symbolic link"
 
 if not hasattr(tarfile, "data_filter"):  # pragma: no cover - only on Python < 3.11.4
     raise ImportError("dqrxfer's server needs Python 3.11.4 or newer (tarfile extraction filters)")
-
-
-@dataclass(frozen=True)
-class TarLimits:
-    """What one archive may contain (per project, see the configuration)."""
-
-    max_members: int = 50_000
-    max_bytes: int = 64 * 1024**3
-    max_ratio: int = 200
 
 
 class ArchiveRefused(Exception):
@@ -123,10 +117,6 @@ class StagedArchive:
         return sum(entry.size for entry in self.files.values())
 
 
-def _has_control_chars(text: str) -> bool:
-    return any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in text)
-
-
 def normalise_member_name(name: str) -> str:
     """The member's path relative to the extraction root ('' for the root itself).
 
@@ -142,17 +132,20 @@ def normalise_member_name(name: str) -> str:
     if len(parts) > MAX_NAME_DEPTH:
         raise ArchiveRefused(name, f"member names are limited to {MAX_NAME_DEPTH} levels")
     for part in parts:
-        if part == "..":
-            raise ArchiveRefused(name, "'..' is not allowed in member names")
-        if part.startswith("."):
-            raise ArchiveRefused(name, "names may not start with '.' (hidden files are refused)")
-        if "\\" in part or "\x00" in part or _has_control_chars(part):
-            raise ArchiveRefused(name, "names may not contain '\\', NUL or control characters")
-        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
-            raise ArchiveRefused(
-                name, f"name components are limited to {MAX_COMPONENT_BYTES} bytes"
-            )
+        broken = contract.broken_name_rule(part)  # the contract's rules for every name
+        if broken is not None:
+            raise ArchiveRefused(name, _MEMBER_NAME_RULES[broken])
     return "/".join(parts)
+
+
+#: How a refused member name is explained ('' and '.' components were dropped).
+_MEMBER_NAME_RULES = {
+    contract.NAME_SPECIAL: "'..' is not allowed in member names",
+    contract.NAME_HIDDEN: "names may not start with '.' (hidden files are refused)",
+    contract.NAME_SEPARATOR: "names may not contain '\\', NUL or control characters",
+    contract.NAME_CONTROL: "names may not contain '\\', NUL or control characters",
+    contract.NAME_TOO_LONG: f"name components are limited to {MAX_COMPONENT_BYTES} bytes",
+}
 
 
 def _member_kind(info: tarfile.TarInfo) -> str:

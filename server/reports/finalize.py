@@ -47,11 +47,11 @@ from dqrxfer import contract, faults
 from ..config import ProjectConfig, Settings
 from ..db import Database
 from ..db.models import utcnow
-from ..tus.store import FSYNC_NEVER, UploadInfo
+from ..tus import UploadInfo
 from . import ledger, publish
 from .archive import ArchiveRefused, extract_archive
 from .invariants import TreeInvariantBroken
-from .records import PublishedFile
+from .ledger import PublishedFile
 from .staging import Staging
 from .supersession import Claim, drop_superseded
 from .validation import validate_for_settings
@@ -71,7 +71,7 @@ class FinalizeError(Exception):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class PublishResult:
     """What one publication changed in a report."""
 
     files: list[PublishedFile]
@@ -109,7 +109,7 @@ def finalize_upload(
     project = settings.projects[target.project]
     staging = Staging(project.staging, project.reports_root)
     staging.ensure()
-    durable = settings.fsync != FSYNC_NEVER
+    durable = settings.durable
     with staging.report_lock(target.report_relpath):
         with database.transaction(write=True) as connection:
             previous = ledger.upload_outcome(connection, info.id)
@@ -168,13 +168,13 @@ def _publish_file(
     report_dir: Path,
     claim: Claim,
     known_sha256: str | None = None,
-) -> Outcome:
+) -> PublishResult:
     digest = known_sha256 or publish.sha256_of(data_path)
     if target.sha256 is not None and digest != target.sha256:
         raise _sha256_mismatch(digest, target.sha256)
     relpath = f"{target.subdir}/{target.filename}" if target.subdir else target.filename
     if claim.superseded.covers(relpath):
-        return Outcome([], [], digest, [relpath])
+        return PublishResult([], [], digest, [relpath])
     try:
         publish.check_file_target(report_dir, relpath)
     except publish.PublishConflict as error:
@@ -190,7 +190,7 @@ def _publish_file(
     new_directories = publish.make_dirs(target_dir, project.reports_root, durable=False)
     publish.publish_file(data_path, target_dir / target.filename, new_directories)
     size = data_path.stat().st_size
-    return Outcome([PublishedFile(relpath, size, digest)], [], digest)
+    return PublishResult([PublishedFile(relpath, size, digest)], [], digest)
 
 
 def _publish_archive(
@@ -203,7 +203,7 @@ def _publish_archive(
     report_dir: Path,
     claim: Claim,
     known_sha256: str | None = None,
-) -> Outcome:
+) -> PublishResult:
     prefix = f"{target.subdir}/" if target.subdir else ""
     with staging.workdir(info.id) as work:
         extract_root = work / "extract"
@@ -227,7 +227,7 @@ def _publish_archive(
                 raise refused
             superseded = drop_superseded(staged, prefix, claim.superseded)
             if superseded and not staged.files and not staged.links:
-                return Outcome([], [], digest, superseded)
+                return PublishResult([], [], digest, superseded)
             publish.check_overlay(report_dir, target.subdir, staged)
         except ArchiveRefused as error:
             raise FinalizeError(UNPROCESSABLE, f"{error}; nothing was published") from None
@@ -238,7 +238,7 @@ def _publish_archive(
             with claim.publishing([prefix + name for name in [*staged.files, *staged.links]]):
                 publish.make_dirs(report_dir.parent, project.reports_root)
                 publish.publish_tree(
-                    staged, report_dir, target.subdir, work, durable=settings.fsync != FSYNC_NEVER
+                    staged, report_dir, target.subdir, work, durable=settings.durable
                 )
         except TreeInvariantBroken as error:
             raise FinalizeError(UNPROCESSABLE, f"archive: {error}; nothing was published") from None
@@ -246,7 +246,7 @@ def _publish_archive(
         PublishedFile(prefix + name, entry.size, entry.sha256)
         for name, entry in sorted(staged.files.items())
     ]
-    return Outcome(files, [prefix + name for name in staged.links], digest, superseded)
+    return PublishResult(files, [prefix + name for name in staged.links], digest, superseded)
 
 
 def _record(
@@ -255,11 +255,11 @@ def _record(
     target: contract.ReportUpload,
     info: UploadInfo,
     relpath: str,
-    outcome: Outcome,
+    outcome: PublishResult,
     place: ledger.Place,
     durable: bool,
 ) -> str:
-    publication = ledger.Publication(
+    change = ledger.ReportChange(
         graceid=target.graceid,
         project=project.name,
         site=target.site,
@@ -270,8 +270,12 @@ def _record(
         removed=outcome.removed,
         upload_id=info.id,
         principal=info.owner,
-        payload_sha256=outcome.payload_sha256,
         when=utcnow(),
+    )
+    publication = ledger.Publication(
+        change,
+        upload_id=info.id,
+        payload_sha256=outcome.payload_sha256,
         clear_superseded=bool(place.superseded),
     )
     with database.transaction(write=True, durable=durable) as connection:

@@ -28,9 +28,8 @@ from flask import has_request_context, request
 from ..config import Settings
 from ..db import Database, Upload
 from ..db.models import utcnow
-from ..tus import HookRejection, TusHooks, UploadInfo
+from ..tus import HashingStore, HookRejection, Store, TusHooks, UploadInfo
 from ..tus.locker import Locker
-from ..tus.store import FileStore
 from . import ledger
 from .finalize import FinalizeError, finalize_upload
 from .validation import validate_for_settings
@@ -48,12 +47,15 @@ class ReportHooks(TusHooks):
         self,
         settings: Settings,
         database: Database,
-        store: FileStore,
+        store: Store,
         locker: Locker | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
         self.store = store
+        #: the store, if it hashes the bytes as they arrive (the digest is then
+        #: known when the upload finishes: its data need not be read again)
+        self.hashing = store if isinstance(store, HashingStore) else None
         self.locker = locker
 
     def pre_create(self, info: UploadInfo) -> None:
@@ -104,29 +106,28 @@ class ReportHooks(TusHooks):
     def post_create(self, info: UploadInfo) -> None:
         if info.is_partial:
             return
-        target = contract.validate_metadata(
-            info.metadata, self.settings.projects, self.settings.sites
-        )
+        target = validate_for_settings(info.metadata, self.settings)  # as pre_create did
         with self.database.transaction(write=True) as connection:
             ledger.insert_upload(connection, _upload_row(info, target))
 
     def post_finish(self, info: UploadInfo) -> dict[str, str]:
         if info.is_partial:
             return {}
+        hashing = self.hashing
         try:
             url = finalize_upload(
                 self.database,
                 self.settings,
                 info,
                 self.store.data_path(info.id),
-                known_sha256=self.store.known_sha256(info.id),
+                known_sha256=hashing.known_sha256(info.id) if hashing else None,
             )
         except FinalizeError as error:
             self._mark_failed(info.id, str(error))
             raise HookRejection(error.status, str(error)) from None
         finally:
-            if self.store.digests is not None:
-                self.store.digests.forget(info.id)
+            if hashing is not None:
+                hashing.forget_sha256(info.id)
         if has_request_context():  # relative report URLs (embedded default) resolve here
             url = urljoin(request.host_url, url)
         return {"Dqr-Report-Url": url}

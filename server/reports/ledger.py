@@ -5,8 +5,11 @@ This is the path every report upload takes, many times a second when small
 files arrive, so it avoids the ORM's per-transaction machinery (a session,
 identity map, unit-of-work flush) and builds its statements once, at import,
 with named parameters: SQLAlchemy then finds each one compiled in its cache
-without rebuilding or re-keying it.  The same rows as :mod:`.records` writes
-for the administration commands; like it, every function is idempotent.
+without rebuilding or re-keying it.  It is also the only writer of the rows
+of events, reports and their files: the operator commands (``reports
+register``, ``reindex``) record what they publish or find with
+:func:`record_report`, in their session's transaction.  Every function is
+idempotent.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from ..db.models import Event, Report, ReportFile, SupersededPath, Upload
-from .records import PublishedFile
 
 _events = Event.__table__
 _reports = Report.__table__
@@ -132,6 +134,22 @@ _MARK_PUBLISHED = (
         error=None,
     )
 )
+
+
+_BACKDATE_REPORT = (
+    update(_reports)
+    .where(_reports.c.id == bindparam("report_key"))
+    .values(created=bindparam("when_key"), updated=bindparam("when_key"))
+)
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    """One file as it now is in a report (path relative to the report directory)."""
+
+    relpath: str
+    size: int
+    sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -259,8 +277,12 @@ def withdraw_superseded(connection: Connection, upload_ids: Sequence[str], after
 
 
 @dataclass(frozen=True)
-class Publication:
-    """One finalization's changes to one report, to be recorded."""
+class ReportChange:
+    """Files published into one report (or found there), to be recorded.
+
+    ``upload_id``: the upload that published them (None: an operator
+    command); ``removed``: paths of the report whose rows go.
+    """
 
     graceid: str
     project: str
@@ -270,28 +292,51 @@ class Publication:
     url: str
     files: Sequence[PublishedFile]
     removed: Sequence[str]
-    upload_id: str
+    upload_id: str | None
     principal: str | None
-    payload_sha256: str
     when: datetime
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One finalization's changes to one report, to be recorded."""
+
+    change: ReportChange
+    upload_id: str
+    payload_sha256: str
     #: rows of superseded paths to drop (the upload was finalized again)
     clear_superseded: bool = False
 
 
+def record_report(connection: Connection, change: ReportChange) -> tuple[int, str]:
+    """Record ``change`` in the open write transaction (on SQLite one that
+    began IMMEDIATE): the event and report rows if new, the files' rows and
+    the report's totals (counted in the UPDATE itself).  Returns the report's
+    id and URL."""
+    report_id, url = _get_or_create_report(connection, change)
+    _record_files(connection, report_id, change)
+    connection.execute(_REFRESH_TOTALS, {"report_key": report_id, "when_key": change.when})
+    return report_id, url
+
+
+def backdate_report(connection: Connection, report_id: int, moment: datetime) -> None:
+    """Make a report as old as ``moment`` (created and last updated then):
+    a report adopted from the tree is as old as its newest file."""
+    connection.execute(_BACKDATE_REPORT, {"report_key": report_id, "when_key": moment})
+
+
 def record_publication(connection: Connection, publication: Publication) -> str:
     """Record a publication in the open write transaction (on SQLite one that
-    began IMMEDIATE: ``Database.transaction(write=True)``): the event and
-    report rows if new, the files' rows, the report's totals (counted in the
-    UPDATE itself), and the upload as published.  Returns the report's URL."""
-    report_id, url = _get_or_create_report(connection, publication)
-    _record_files(connection, report_id, publication)
-    connection.execute(_REFRESH_TOTALS, {"report_key": report_id, "when_key": publication.when})
+    began IMMEDIATE: ``Database.transaction(write=True)``): the report's rows
+    (:func:`record_report`) and the upload as published.  Returns the
+    report's URL."""
+    report_id, url = record_report(connection, publication.change)
     connection.execute(
         _MARK_PUBLISHED,
         {
             "upload_key": publication.upload_id,
             "sha256_key": publication.payload_sha256,
-            "when_key": publication.when,
+            "when_key": publication.change.when,
             "report_key": report_id,
         },
     )
@@ -300,29 +345,27 @@ def record_publication(connection: Connection, publication: Publication) -> str:
     return url
 
 
-def _get_or_create_report(connection: Connection, publication: Publication) -> tuple[int, str]:
-    identity = _identity(
-        publication.graceid, publication.project, publication.site, publication.revision
-    )
+def _get_or_create_report(connection: Connection, change: ReportChange) -> tuple[int, str]:
+    identity = _identity(change.graceid, change.project, change.site, change.revision)
     row = connection.execute(_SELECT_REPORT_FOR_UPDATE, identity).first()
     if row is not None:
         return row.id, row.url
-    event_id = _get_or_create_event(connection, publication.graceid)
+    event_id = _get_or_create_event(connection, change.graceid)
     values = {
         "event_id": event_id,
-        "project": publication.project,
-        "site": publication.site,
-        "revision": publication.revision,
-        "path": publication.path,
-        "url": publication.url,
-        "created": publication.when,
-        "updated": publication.when,
+        "project": change.project,
+        "site": change.site,
+        "revision": change.revision,
+        "path": change.path,
+        "url": change.url,
+        "created": change.when,
+        "updated": change.when,
         "file_count": 0,
         "total_bytes": 0,
     }
     try:
         created = _insert_new(connection, _INSERT_REPORT, values)
-        return int(created.inserted_primary_key[0]), publication.url
+        return int(created.inserted_primary_key[0]), change.url
     except IntegrityError:  # created meanwhile by another finalization (PostgreSQL)
         row = connection.execute(_SELECT_REPORT_FOR_UPDATE, identity).one()
         return row.id, row.url
@@ -356,7 +399,7 @@ def _insert_new(
         return connection.execute(statement, values)
 
 
-def _record_files(connection: Connection, report_id: int, publication: Publication) -> None:
+def _record_files(connection: Connection, report_id: int, change: ReportChange) -> None:
     """Insert or replace the files' rows and drop the removed paths' rows.
 
     Only the rows of the paths concerned are read when they are few (a
@@ -364,7 +407,7 @@ def _record_files(connection: Connection, report_id: int, publication: Publicati
     time); all of the report's rows otherwise.  Bulk statements: an archive
     of 10,000 files costs a few statements.
     """
-    paths = [entry.relpath for entry in publication.files] + list(publication.removed)
+    paths = [entry.relpath for entry in change.files] + list(change.removed)
     if len(paths) <= _CHUNK:
         query = connection.execute(
             _SELECT_NAMED_FILES, {"report_key": report_id, "paths_key": paths}
@@ -372,17 +415,17 @@ def _record_files(connection: Connection, report_id: int, publication: Publicati
     else:
         query = connection.execute(_SELECT_FILES, {"report_key": report_id})
     existing: dict[str, int] = {row.relpath: row.id for row in query}
-    gone = [existing[path] for path in publication.removed if path in existing]
+    gone = [existing[path] for path in change.removed if path in existing]
     for start in range(0, len(gone), _CHUNK):
         connection.execute(_DELETE_FILES, {"ids_key": gone[start : start + _CHUNK]})
     values = {
-        "upload_id": publication.upload_id,
-        "principal": publication.principal,
-        "published": publication.when,
+        "upload_id": change.upload_id,
+        "principal": change.principal,
+        "published": change.when,
     }
     updates = [
         {"file_key": existing[entry.relpath], "size": entry.size, "sha256": entry.sha256, **values}
-        for entry in publication.files
+        for entry in change.files
         if entry.relpath in existing
     ]
     inserts = [
@@ -393,7 +436,7 @@ def _record_files(connection: Connection, report_id: int, publication: Publicati
             "sha256": entry.sha256,
             **values,
         }
-        for entry in publication.files
+        for entry in change.files
         if entry.relpath not in existing
     ]
     if updates:

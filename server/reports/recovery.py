@@ -1,6 +1,7 @@
 """Crash recovery: finish every upload that was received whole but never published.
 
-Each server worker starts :func:`start_recovery` once it has built its app.
+Each server worker starts :func:`start_recovery` once it has built its app
+(with the hooks and uploads of :func:`dqrxfer.server.services.build_services`).
 Only one process at a time does the work (a non-blocking flock on
 ``<data_dir>/recovery.lock``; the others skip).  The uploads the database
 still calls "receiving" are handed to the tus layer's own recovery, which
@@ -25,7 +26,6 @@ from __future__ import annotations
 import logging
 import threading
 
-from flask import Flask
 from sqlalchemy import select
 
 from ..db.models import Upload, utcnow
@@ -35,8 +35,6 @@ from .hooks import ReportHooks
 from .staging import Staging, lock_file, unlock_file
 
 log = logging.getLogger("dqrxfer.reports")
-
-EXTENSION_KEY = "dqrxfer.reports"
 
 
 def recover(hooks: ReportHooks, uploads: Uploads) -> int:
@@ -121,12 +119,8 @@ def _mark_gone(hooks: ReportHooks, upload_id: str) -> None:
             row.finished = utcnow()
 
 
-def start_recovery(app: Flask) -> threading.Thread | None:
+def start_recovery(hooks: ReportHooks, uploads: Uploads) -> threading.Thread:
     """Run :func:`recover` in a background thread of this worker."""
-    hooks = app.extensions.get(EXTENSION_KEY)
-    uploads = app.extensions.get("tus")
-    if not isinstance(hooks, ReportHooks) or not isinstance(uploads, Uploads):
-        return None
 
     def run() -> None:
         try:

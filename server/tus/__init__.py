@@ -2,13 +2,19 @@
 
 This package is the protocol and nothing else: it knows uploads, offsets and
 headers, never reports.  An application mounts :func:`make_blueprint` with a
-:class:`~.store.Store`, a :class:`~.locker.Locker` and :class:`~.hooks.TusHooks`;
-the domain plugs in through the hooks.  The modules, one job each:
+:class:`~.datastore.Store`, a :class:`~.locker.Locker` and
+:class:`~.hooks.TusHooks` (or :func:`~.blueprint.blueprint_for` with the
+:class:`~.lifecycle.Uploads` it built of them); the domain plugs in through
+the hooks.  The modules, one job each:
 
 ``blueprint``   HTTP: headers, status codes, one function per verb
+``body``        reading a request body as it arrives (a stalled body ends the request)
 ``lifecycle``   rules across requests: finishing, concatenation, recovery, expiry
-``store``       where bytes and state live (files on a POSIX filesystem)
+``datastore``   what a store must do (``Store``, ``UploadInfo``, capabilities)
+``store``       ``FileStore``: bytes and state as files on a POSIX filesystem
+``digest``      SHA-256 computed while the bytes arrive; ``syncing``: fsyncs
 ``locker``      one writer per upload (``flock``); ``pglocker`` (PostgreSQL)
+``pools``       per-process thread pools (safe across ``fork``)
 ``hooks``       the application's entry points
 ``checksum``    ``Upload-Checksum``; ``metadata``: ``Upload-Metadata``
 ``expiration``  ``Upload-Expires``; ``cors``: browsers on other origins
@@ -16,16 +22,18 @@ the domain plugs in through the hooks.  The modules, one job each:
 ``errors``      every protocol error with its status, in one place
 """
 
-from .blueprint import make_blueprint
+from .blueprint import blueprint_for, make_blueprint, uploads_of
+from .datastore import HashingStore, Store, UploadInfo
 from .errors import TusError
 from .hooks import HookRejection, TusHooks
 from .lifecycle import TusOptions, Uploads
 from .locker import FileLocker, Locker
-from .store import FileStore, Store, UploadInfo
+from .store import FileStore
 
 __all__ = [
     "FileLocker",
     "FileStore",
+    "HashingStore",
     "HookRejection",
     "Locker",
     "Store",
@@ -34,5 +42,7 @@ __all__ = [
     "TusOptions",
     "UploadInfo",
     "Uploads",
+    "blueprint_for",
     "make_blueprint",
+    "uploads_of",
 ]

@@ -11,23 +11,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Flask, Response, current_app, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from . import errors
 from .body import BodyGone, body_reader
 from .checksum import ADVERTISED as CHECKSUM_ALGORITHMS
 from .checksum import ChunkChecksum, parse_checksum
-from .cors import CorsPolicy, NoCors
+from .cors import CorsHeaders, NoCors
+from .datastore import CONCAT_FINAL, CONCAT_PARTIAL, Store, UploadInfo, new_upload_id, valid_id
 from .expiration import expires_at, http_date
 from .hooks import TusHooks
 from .lifecycle import TusOptions, Uploads
 from .locker import Locker
 from .metadata import encode_metadata, parse_metadata
 from .metrics import tus_metrics
-from .store import CONCAT_FINAL, CONCAT_PARTIAL, Store, UploadInfo, new_upload_id, valid_id
 
 TUS_VERSION = "1.0.0"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
@@ -46,12 +47,36 @@ UPLOAD_METHODS = "OPTIONS, HEAD, PATCH, DELETE, POST"
 log = logging.getLogger("dqrxfer.tus")
 
 
+_EXTENSION = "tus"
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """What a mounted blueprint serves with (kept in ``app.extensions``)."""
+
+    uploads: Uploads
+    cors: CorsHeaders
+    identify: Callable[[], str | None]
+
+
+def _endpoint(app: Flask | None = None) -> _Endpoint:
+    found = (app or current_app).extensions[_EXTENSION]
+    assert isinstance(found, _Endpoint)
+    return found
+
+
+def uploads_of(app: Flask | None = None) -> Uploads:
+    """The :class:`~.lifecycle.Uploads` of the blueprint ``app`` (default:
+    the current app) registered."""
+    return _endpoint(app).uploads
+
+
 def _uploads() -> Uploads:
-    return current_app.extensions["tus"]
+    return _endpoint().uploads
 
 
-def _cors() -> CorsPolicy:
-    return current_app.extensions["tus.cors"]
+def _cors() -> CorsHeaders:
+    return _endpoint().cors
 
 
 def _nobody() -> None:
@@ -59,8 +84,7 @@ def _nobody() -> None:
 
 
 def _caller() -> str | None:
-    identify: Callable[[], str | None] = current_app.extensions["tus.identify"]
-    return identify()
+    return _endpoint().identify()
 
 
 def _owned(upload_id: str) -> UploadInfo:
@@ -138,10 +162,22 @@ def make_blueprint(
     options: TusOptions | None = None,
     url_prefix: str = "/files",
     identify: Callable[[], str | None] | None = None,
-    cors: CorsPolicy | None = None,
+    cors: CorsHeaders | None = None,
 ) -> Blueprint:
-    """Build the blueprint; the app registering it gets its
-    :class:`~.lifecycle.Uploads` in ``app.extensions["tus"]``.
+    """Build the blueprint over ``store``, ``locker`` and ``hooks`` (see
+    :func:`blueprint_for`)."""
+    uploads = Uploads(store, locker, hooks or TusHooks(), options or TusOptions(), tus_metrics())
+    return blueprint_for(uploads, url_prefix, identify, cors)
+
+
+def blueprint_for(
+    uploads: Uploads,
+    url_prefix: str = "/files",
+    identify: Callable[[], str | None] | None = None,
+    cors: CorsHeaders | None = None,
+) -> Blueprint:
+    """The blueprint of the endpoint ``uploads`` describes; the app
+    registering it finds them with :func:`uploads_of`.
 
     ``identify`` names the caller of the current request (the application
     authenticates).  An upload belongs to whoever created it: it is stored as
@@ -151,15 +187,11 @@ def make_blueprint(
     it should allow).
     """
     blueprint = Blueprint("tus", __name__, url_prefix=url_prefix)
-    options = options or TusOptions()
-    uploads = Uploads(store, locker, hooks or TusHooks(), options, tus_metrics())
-    cors = cors or NoCors()
+    answer = cors or NoCors()
 
     @blueprint.record_once
     def _install(state) -> None:  # type: ignore[no-untyped-def]
-        state.app.extensions["tus"] = uploads
-        state.app.extensions["tus.cors"] = cors
-        state.app.extensions["tus.identify"] = identify or _nobody
+        state.app.extensions[_EXTENSION] = _Endpoint(uploads, answer, identify or _nobody)
 
     blueprint.before_request(_check_version)
     blueprint.after_request(_finalize_response)

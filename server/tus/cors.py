@@ -46,7 +46,9 @@ EXPOSE_HEADERS = (
 MAX_AGE = 86400
 
 
-class CorsPolicy(Protocol):
+class CorsHeaders(Protocol):
+    """Adds the CORS headers a request earns to its response."""
+
     def apply(self, request: Request, response: Response) -> Response: ...
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from email.utils import formatdate
 
-from .store import UploadInfo
+from .datastore import UploadInfo
 
 
 def expires_at(info: UploadInfo, period: float) -> float | None:

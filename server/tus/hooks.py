@@ -17,8 +17,8 @@ deferred length, on every PATCH and on a final upload's concatenation.
 
 from __future__ import annotations
 
+from .datastore import UploadInfo
 from .errors import TusError
-from .store import UploadInfo
 
 
 class HookRejection(TusError):

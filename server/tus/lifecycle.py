@@ -15,11 +15,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from . import errors
+from .datastore import Store, UploadInfo
 from .expiration import is_expired
 from .hooks import TusHooks
 from .locker import Locker
 from .metrics import TusMetrics
-from .store import Store, UploadInfo
 
 log = logging.getLogger("dqrxfer.tus")
 

@@ -1,4 +1,5 @@
-"""Where uploads live: the :class:`Store` interface and a POSIX file store.
+"""Where uploads live: :class:`FileStore`, the :class:`~.datastore.Store`
+of files on a POSIX filesystem (local or shared).
 
 Layout of :class:`FileStore`'s directory, for an upload ``<id>``:
 
@@ -77,13 +78,12 @@ import os
 import secrets
 import shutil
 import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from . import errors
+from .datastore import Reader, UploadInfo, new_upload_id, valid_id
 from .digest import Feeder, RunningDigests
 from .syncing import fsync_directory, fsync_together
 
@@ -95,13 +95,6 @@ BLOCK_SIZE = 4 * 1024 * 1024
 #: Received bytes are handed to the kernel's writeback in runs of this size
 #: (fsync policy ``complete``), so that finishing an upload waits for little.
 WRITEBACK_SIZE = 8 * 1024 * 1024
-
-#: ``read(n)`` returns up to ``n`` bytes, ``b""`` at the end of the body, and
-#: raises when the body cannot be read (client gone, timeout).
-Reader = Callable[[int], bytes]
-
-CONCAT_PARTIAL = "partial"
-CONCAT_FINAL = "final"
 
 FSYNC_ALWAYS = "always"
 FSYNC_COMPLETE = "complete"
@@ -121,129 +114,6 @@ def fsync_policy(value: str | bool) -> str:
     if value not in FSYNC_POLICIES:
         raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {value!r}")
     return str(value)
-
-
-@dataclass
-class UploadInfo:
-    """What the protocol knows about one upload.
-
-    ``offset`` and ``modified`` are derived from the data file, never stored.
-    ``concat`` is ``"partial"``, ``"final"`` or ``None`` (concatenation
-    extension); ``partials`` lists a final upload's partial uploads in order.
-    ``completed`` is set once ``post_finish`` has run for a finished upload.
-    ``size_limit`` is the largest length the upload may reach, if the
-    application set one at creation (``pre_create``), below the endpoint's
-    ``max_size``; ``size_limit_rule`` says who set it, for the refusals that
-    name it.  The protocol enforces it on a deferred length, on every PATCH
-    and on a final upload's concatenation.
-    """
-
-    id: str
-    length: int | None
-    offset: int = 0
-    metadata: dict[str, str] = field(default_factory=dict)
-    created: float = field(default_factory=time.time)
-    owner: str | None = None
-    concat: str | None = None
-    partials: list[str] = field(default_factory=list)
-    completed: bool = False
-    modified: float = 0.0
-    size_limit: int | None = None
-    size_limit_rule: str = ""
-
-    @property
-    def deferred_length(self) -> bool:
-        return self.length is None
-
-    @property
-    def finished(self) -> bool:
-        return self.length is not None and self.offset >= self.length
-
-    @property
-    def is_partial(self) -> bool:
-        """A partial upload of the concatenation extension: only ever used to
-        build a final upload (its metadata is the application's business)."""
-        return self.concat == CONCAT_PARTIAL
-
-    @property
-    def is_final(self) -> bool:
-        return self.concat == CONCAT_FINAL
-
-    def to_json(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in _STATE_FIELDS}
-
-    @classmethod
-    def from_json(cls, state: dict[str, object], offset: int, modified: float) -> UploadInfo:
-        known = {name for name in cls.__dataclass_fields__ if name not in ("offset", "modified")}
-        values = {key: value for key, value in state.items() if key in known}
-        return cls(offset=offset, modified=modified, **values)  # type: ignore[arg-type]
-
-
-#: What the state file holds: everything but what is derived from the data
-#: file and ``completed``, which is the state file's name.
-_STATE_FIELDS = tuple(
-    name
-    for name in UploadInfo.__dataclass_fields__
-    if name not in ("offset", "modified", "completed")
-)
-
-
-class Store(Protocol):
-    """The storage a tus handler needs.
-
-    Implementations must be safe to use from several processes at once, given
-    that a :class:`~.locker.Locker` serialises the writers of one upload: every
-    method that changes an upload is called with its lock held, except
-    :meth:`create` (the upload is not visible before it returns).
-    """
-
-    def create(self, info: UploadInfo) -> UploadInfo: ...
-
-    def get(self, upload_id: str) -> UploadInfo: ...
-
-    def write(
-        self,
-        upload_id: str,
-        offset: int,
-        read: Reader,
-        limit: int,
-        verify: Callable[[], None] | None = None,
-    ) -> int: ...
-
-    def declare_length(self, info: UploadInfo, length: int) -> None: ...
-
-    def mark_completed(self, info: UploadInfo) -> None: ...
-
-    def make_durable(self, upload_id: str, with_state: bool = True) -> None: ...
-
-    def terminate(self, upload_id: str) -> None: ...
-
-    def link_final(self, partial_id: str, final_id: str) -> None: ...
-
-    def finals_waiting_for(self, partial_id: str) -> list[str]: ...
-
-    def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None: ...
-
-    def upload_ids(self) -> Iterator[str]: ...
-
-    def unfinished_uploads(self, owner: str | None) -> Iterator[UploadInfo]: ...
-
-    def remove_stale_temporaries(self, older_than: float) -> int: ...
-
-    def remove_leftovers(self, older_than: float) -> list[str]: ...
-
-    def data_path(self, upload_id: str) -> Path: ...
-
-
-def new_upload_id() -> str:
-    return secrets.token_hex(16)
-
-
-_HEX_DIGITS = frozenset("0123456789abcdef")
-
-
-def valid_id(upload_id: str) -> bool:
-    return 0 < len(upload_id) <= 64 and _HEX_DIGITS.issuperset(upload_id)
 
 
 def write_json_atomically(path: Path, data: object, durable: bool = True) -> None:
@@ -313,7 +183,8 @@ class FileStore:
 
     ``fsync``: the policy, see the module docstring.  ``running_sha256``:
     compute each upload's SHA-256 while its bytes arrive, for
-    :meth:`known_sha256` (see :mod:`.digest`).
+    :meth:`known_sha256` (see :mod:`.digest`): the
+    :class:`~.datastore.HashingStore` capability.
     """
 
     def __init__(
@@ -682,6 +553,11 @@ class FileStore:
             return None
         return self.digests.hexdigest(upload_id, size)
 
+    def forget_sha256(self, upload_id: str) -> None:
+        """Drop the upload's running SHA-256 (its finished data was handed over)."""
+        if self.digests is not None:
+            self.digests.forget(upload_id)
+
     @staticmethod
     def _start_writeback(fd: int, offset: int, count: int) -> None:
         if _start_writeback is not None:
@@ -752,8 +628,7 @@ class FileStore:
             owner_hint = None
         for suffix in (".info", ".done", "", ".pending"):
             _remove(self._file(upload_id, suffix))
-        if self.digests is not None:
-            self.digests.forget(upload_id)
+        self.forget_sha256(upload_id)
         shutil.rmtree(self.links / upload_id, ignore_errors=True)
         if owner_hint is not None:
             _remove(owner_hint)

@@ -8,11 +8,12 @@ strict Content-Security-Policy allows nothing but this server's own files.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 
 from ..api import params, queries
 from ..auth import public
 from ..db import Database
+from ..services import services
 
 blueprint = Blueprint("pages", __name__)
 
@@ -25,7 +26,7 @@ CSP = (
 
 
 def _database() -> Database:
-    return current_app.extensions["dqrxfer.db"]
+    return services().database
 
 
 def _page(html: str, status: int = 200) -> Response:
