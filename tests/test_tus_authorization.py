@@ -35,6 +35,7 @@ from support.tus import (
     report_metadata,
     upload_files,
     upload_id,
+    wait_for,
 )
 from support.tus import (
     create_final as final,
@@ -279,6 +280,68 @@ def test_a_deferred_length_upload_counts_what_it_received(server: LiveServer) ->
     response = create(server, 401, report_metadata(), session=session)
     assert response.status_code == 413
     assert cap_rule("cap.deferred@LIGO.ORG", 400) in response.text
+
+
+class HeldBody:
+    """A PATCH body of ``size`` bytes (its Content-Length known) whose second
+    half is sent only once ``release`` is set: the request stays in flight."""
+
+    def __init__(self, size: int, release: threading.Event) -> None:
+        self.parts = [os.urandom(size // 2), os.urandom(size - size // 2)]
+        self.size = size
+        self.release = release
+        self.started = threading.Event()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, _size: int = -1) -> bytes:
+        if not self.parts:
+            return b""
+        if len(self.parts) == 1:
+            self.started.set()
+            self.release.wait(timeout=60)
+        return self.parts.pop(0)
+
+
+def test_deferred_length_patches_at_once_count_each_other(server: LiveServer) -> None:
+    """Four PATCHes of 2000 bytes into four deferred-length uploads of one
+    principal, all in flight at once: each reserves its body under the
+    owner's lock, so the cap of 5000 lets two through, not four."""
+    urls = [
+        new_upload(server, None, metadata=report_metadata(), session=person("cap.patches"))
+        for _ in range(4)
+    ]
+    release = threading.Event()
+    bodies = [HeldBody(2000, release) for _ in urls]
+    statuses: dict[int, int | str] = {}
+
+    def send_body(index: int) -> None:
+        try:
+            response = patch(urls[index], 0, bodies[index], session=person("cap.patches"))
+            statuses[index] = response.status_code
+        except requests.ConnectionError:  # refused before its body was read
+            statuses[index] = "closed"
+
+    threads = [threading.Thread(target=send_body, args=(index,)) for index in range(len(urls))]
+    for thread in threads:
+        thread.start()
+    wait_for(
+        lambda: all(
+            body.started.is_set() or index in statuses for index, body in enumerate(bodies)
+        ),
+        timeout=60,
+        what="every PATCH in flight or answered",
+    )
+    release.set()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    accepted = [index for index, status in statuses.items() if status == 204]
+    assert len(accepted) == 2, statuses
+    assert all(statuses[index] in (413, "closed") for index in statuses if index not in accepted)
+    stored = sum(data_file(server, url).stat().st_size for url in urls)
+    assert stored == 4000 <= CAP
 
 
 def race(server: LiveServer, session: requests.Session | None = None) -> list[int]:

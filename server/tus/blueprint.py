@@ -491,11 +491,11 @@ def _receive(uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | None)
     Returns the headers of ``post_finish`` if the upload is now finished.
     """
     rule = None  # what limits a deferred-length upload (its length limits the others)
+    expected = request.content_length
     if info.length is None:
-        limit, rule = uploads.room(info)
+        limit, rule = uploads.reserve_room(info, expected)  # released below
     else:
         limit = info.length - info.offset
-    expected = request.content_length
     if expected is not None and expected > limit:
         raise _body_too_large(limit, rule)
     start = info.offset
@@ -526,6 +526,8 @@ def _receive(uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | None)
         ) from None
     finally:
         uploads.metrics.open.dec()
+        if rule is not None:
+            uploads.release_room(info)
     info.offset = start + written
     info.modified = time.time()
     if written:

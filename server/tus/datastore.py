@@ -41,7 +41,10 @@ class UploadInfo:
     application set one at creation (``pre_create``), below the endpoint's
     ``max_size``; ``size_limit_rule`` says who set it, for the refusals that
     name it.  The protocol enforces it on a deferred length, on every PATCH
-    and on a final upload's concatenation.
+    and on a final upload's concatenation.  ``reserved`` (not in the state
+    file; see :meth:`Store.reserve`) is the length a PATCH in flight may take
+    a deferred-length upload to, so that the cap on its owner's unfinished
+    bytes counts it while the body streams.
     """
 
     id: str
@@ -56,6 +59,7 @@ class UploadInfo:
     modified: float = 0.0
     size_limit: int | None = None
     size_limit_rule: str = ""
+    reserved: int = 0
 
     @property
     def deferred_length(self) -> bool:
@@ -80,7 +84,8 @@ class UploadInfo:
 
     @classmethod
     def from_json(cls, state: dict[str, object], offset: int, modified: float) -> UploadInfo:
-        known = {name for name in cls.__dataclass_fields__ if name not in ("offset", "modified")}
+        derived = ("offset", "modified", "reserved")
+        known = {name for name in cls.__dataclass_fields__ if name not in derived}
         values = {key: value for key, value in state.items() if key in known}
         return cls(offset=offset, modified=modified, **values)  # type: ignore[arg-type]
 
@@ -90,7 +95,7 @@ class UploadInfo:
 _STATE_FIELDS = tuple(
     name
     for name in UploadInfo.__dataclass_fields__
-    if name not in ("offset", "modified", "completed")
+    if name not in ("offset", "modified", "completed", "reserved")
 )
 
 
@@ -158,7 +163,13 @@ class Store(Protocol):
 
     def unfinished_uploads(self, owner: str | None) -> Iterator[UploadInfo]:
         """The owner's uploads whose ``post_finish`` has not run, without
-        reading anyone else's."""
+        reading anyone else's, each with its ``reserved`` length."""
+        ...
+
+    def reserve(self, info: UploadInfo, up_to: int) -> None:
+        """Record that a request in flight may take the deferred-length
+        upload ``info`` to ``up_to`` bytes (0: the request ended), visible to
+        :meth:`unfinished_uploads` in every process until changed."""
         ...
 
     def remove_stale_temporaries(self, older_than: float) -> int:

@@ -149,13 +149,35 @@ class Uploads:
             rule = self._cap_rule(info.owner, self.options.max_unfinished_bytes, left)
         return room, f"{rule}; {info.offset} bytes received, {room} more allowed"
 
+    def reserve_room(self, info: UploadInfo, expected: int | None) -> tuple[int, str]:
+        """:meth:`room` for a PATCH of the deferred-length upload ``info``
+        whose body is ``expected`` bytes (None: unknown), reserved for it
+        under its owner's lock: counted in the owner's unfinished bytes until
+        :meth:`release_room`, so that PATCHes and creations at once, in any
+        process, count each other.  Nothing is reserved for a body larger
+        than the room (the PATCH is refused)."""
+        if self.options.max_unfinished_bytes is None:
+            return self.room(info)
+        with self.locked(f"owner:{info.owner or ''}", measured=False):
+            room, rule = self.room(info)
+            if expected is None or expected <= room:
+                self.store.reserve(info, info.offset + (room if expected is None else expected))
+        return room, rule
+
+    def release_room(self, info: UploadInfo) -> None:
+        """The PATCH that :meth:`reserve_room` reserved for has ended: its
+        upload counts what it received again."""
+        if self.options.max_unfinished_bytes is not None:
+            self.store.reserve(info, 0)
+
     # -- the cap on an owner's unfinished bytes ------------------------------
 
     def unfinished_bytes(
         self, owner: str | None, excluding: str | None = None, now: float | None = None
     ) -> int:
         """What the owner's unfinished uploads hold or are to hold: the length
-        of each, or its received bytes while its length is deferred.  Final
+        of each, or, while its length is deferred, its received bytes or the
+        length a PATCH in flight may take it to (:meth:`reserve_room`).  Final
         uploads count nothing (their bytes are their partial uploads'), nor
         do expired uploads (they take no more bytes; ``cleanup`` removes
         them) and completed ones.  Reads the state of the owner's uploads in
@@ -165,7 +187,7 @@ class Uploads:
         for info in self.store.unfinished_uploads(owner):
             if info.id == excluding or info.completed or info.is_final or self.expired(info, now):
                 continue
-            total += info.offset if info.length is None else info.length
+            total += max(info.offset, info.reserved) if info.length is None else info.length
         return total
 
     def owner_room(self, owner: str | None, excluding: str | None = None) -> int | None:

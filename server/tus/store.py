@@ -290,7 +290,21 @@ class FileStore:
             if info is None or info.completed:
                 _remove(f"{directory}/{name}")
             elif info.owner == owner:
+                info.reserved = _read_reservation(f"{directory}/{name}")
                 yield info
+
+    def reserve(self, info: UploadInfo, up_to: int) -> None:
+        """The reservation lives in the owner's hint of the upload (not
+        fsynced: after a crash it is gone with the request it was for)."""
+        path = f"{self._owner_dir(info.owner)}/{info.id}"
+        try:
+            write_json_atomically(Path(path), up_to, durable=False)
+        except FileNotFoundError:
+            pass  # the upload has no hint (it could not be written): it is not counted
+        except OSError as error:
+            if not errors.is_out_of_space(error):
+                raise
+            log.warning("upload %s: reservation not recorded (%s)", info.id, errors.brief(error))
 
     def _owner_dir(self, owner: str | None) -> str:
         key = hashlib.blake2b((owner or "").encode(), digest_size=16).hexdigest()
@@ -738,3 +752,13 @@ def _copy_range(source: int, target: int, count: int) -> None:
             copied += len(block)
     if copied != count:
         raise OSError(f"partial upload ended after {copied} of {count} bytes")
+
+
+def _read_reservation(path: str) -> int:
+    """The length recorded in an owner's hint (0: none, or unreadable)."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            text = handle.read().strip()
+    except OSError:
+        return 0
+    return int(text) if text.isdigit() else 0
