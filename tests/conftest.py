@@ -1,9 +1,8 @@
-"""Shared fixtures: live servers, databases, the CLIs."""
+"""Shared fixtures: live servers, databases, the CLIs; skips that fail CI."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,11 +10,44 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from support.kerberos import Realm, kdc_available
-from support.live import NO_CONCATENATION, LiveServer, tool
+from support.live import NO_CONCATENATION, LiveServer
+from support.postgres import CONFIGURED_URL, ThrowawayCluster, reachable, server_programs
 
-POSTGRES_URL = os.environ.get(
-    "DQRXFER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+#: Markers of tests that must run in CI: there (``CI`` set) their skip is a failure.
+REQUIRED_MARKERS = ("postgres", "kerberos", "browser", "frontend", "diskfull")
+#: Fixtures that bring a marker with them, so a test cannot forget it.
+MARKER_OF_FIXTURE = {
+    "postgres_base_url": "postgres",
+    "kerberos": "kerberos",
+    "deployment": "frontend",
+    "apache_reports": "frontend",
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in MARKER_OF_FIXTURE.items():
+            if fixture in getattr(item, "fixturenames", ()) and not item.get_closest_marker(marker):
+                item.add_marker(marker)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In CI, a required test that skipped has failed: the skip says what was missing."""
+    report: pytest.TestReport = yield
+    required = [name for name in REQUIRED_MARKERS if item.get_closest_marker(name)]
+    if report.skipped and required and in_ci() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = (
+            f"required test ({', '.join(required)}) skipped with CI set: {reason}\n"
+            "run ops/dev/bootstrap.sh --test to install what it needs"
+        )
+    return report
 
 
 @pytest.fixture
@@ -40,31 +72,24 @@ def plain_server(data_dir: Path) -> Iterator[LiveServer]:
     server.stop()
 
 
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    command = [tool(args[0]), *args[1:]]
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
-    )
-
-
-def postgres_available() -> bool:
-    try:
-        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as connection:
-            connection.execute(text("select 1"))
-        engine.dispose()
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="session")
-def postgres_base_url() -> str:
-    if not postgres_available():
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}")
-    return POSTGRES_URL
+def postgres_base_url() -> Iterator[str]:
+    """The configured PostgreSQL server (``DQRXFER_TEST_POSTGRES``) or, when
+    nothing answers there, a throwaway cluster of our own for the session."""
+    if reachable(CONFIGURED_URL):
+        yield CONFIGURED_URL
+        return
+    programs = server_programs()
+    if programs is None:
+        pytest.skip(
+            f"PostgreSQL not reachable at {CONFIGURED_URL} and no initdb to start one "
+            "(Debian package postgresql: bash ops/dev/bootstrap.sh --test)"
+        )
+    cluster = ThrowawayCluster.start(programs)
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -282,7 +282,7 @@ def test_no_cors_by_default(live_server: LiveServer) -> None:
 
 
 def test_bad_cors_origin_in_config_is_refused(tmp_path: Path) -> None:
-    from conftest import run_cli
+    from support.cli import run_cli
 
     config = write_config(tmp_path / "server.toml", tmp_path / "data", ["pages.example/path"])
     result = run_cli("dqrxfer-server", "db", "current", "--config", str(config))

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import run_cli
 from support import tusclient
+from support.cli import run_cli
 from support.live import LiveServer, free_port
 from support.remote_user import PROXY, via_proxy
 

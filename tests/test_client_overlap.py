@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from dqrxfer.upload import TAIL
+from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.kill import kill_when
 from support.live import NO_CONCATENATION, LiveServer

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from support.cli import run_cli
 from support.live import LiveServer
 
 

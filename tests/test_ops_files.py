@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
 from dqrxfer.server.config import load_settings
+from support.cli import run_cli
 from support.live import LiveServer, tool
-from support.proxies import OPS, Nginx, substitute
+from support.proxies import OPS, Nginx, needs_nginx, substitute
 
 
 def test_example_server_config_is_valid() -> None:
@@ -93,10 +93,7 @@ def test_serve_names_a_missing_gunicorn_config(data_dir: Path) -> None:
     assert "--gunicorn-config: no such file: /nonexistent.py" in result.stderr
 
 
-@pytest.mark.skipif(
-    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
-    reason="nginx not installed",
-)
+@needs_nginx
 def test_upload_through_the_nginx_front_end(data_dir: Path, tmp_path: Path) -> None:
     server = LiveServer(
         data_dir, extra_args=["--gunicorn-config", str(OPS / "gunicorn.conf.py"), "--workers", "2"]

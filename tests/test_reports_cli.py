@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import requests
-from conftest import run_cli
 from dqrxfer.server.db import Report, ReportFile
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from support import tars
+from support.cli import run_cli
 from support.live import LiveServer
 from support.uploads import report_metadata, send
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
 from support import tars
+from support.cli import run_cli
 from support.live import LiveServer
 from support.tars import directory, file, symlink
 from support.trees import plant, snapshot

@@ -7,16 +7,15 @@ an upload's record.  The browser's side: tests/test_reports_untrusted_browser.py
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import requests
 from dqrxfer.server.untrusted import REPORT_HEADERS
-from support.deployment import apache_available, deployed
+from support.deployment import deployed
 from support.kerberos import Realm
 from support.live import LiveServer
-from support.proxies import OPS, Nginx
+from support.proxies import OPS, Nginx, needs_apache, needs_nginx
 from support.tus import TUS
 from support.uploads import encode_metadata, report_metadata, send
 
@@ -132,10 +131,7 @@ def test_origin_null_reads_public_links_but_never_uploads(live_server: LiveServe
     assert record.status_code == 200 and "Access-Control-Allow-Origin" not in record.headers
 
 
-@pytest.mark.skipif(
-    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
-    reason="nginx not installed",
-)
+@needs_nginx
 def test_nginx_front_end_marks_every_report_answer(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,10 +150,7 @@ def test_nginx_front_end_marks_every_report_answer(
         server.stop()
 
 
-@pytest.mark.skipif(
-    not apache_available(),
-    reason="apache2 or libapache2-mod-auth-gssapi missing (bash ops/dev/bootstrap.sh --test)",
-)
+@needs_apache
 def test_apache_front_end_marks_every_report_answer(
     kerberos: Realm, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -34,7 +34,7 @@ from support.live import LiveServer
 from support.tus import wait_for
 from support.uploads import encode_metadata, report_metadata, send
 
-pytestmark = pytest.mark.kerberos
+pytestmark = [pytest.mark.kerberos, pytest.mark.browser]
 
 GRACEID = "S230518h"
 COOKIE = "dqrxfer_session"

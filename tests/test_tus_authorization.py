@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
 from dqrxfer.server.config import ConfigError, load_settings
 from dqrxfer.server.tus import FileStore, TusHooks, TusOptions, UploadInfo, Uploads
 from dqrxfer.server.tus.locker import FileLocker
 from dqrxfer.server.tus.metrics import tus_metrics
+from support.cli import run_cli
 from support.live import LiveServer
 from support.remote_user import PROXY, as_principal
 from support.tus import (

@@ -8,7 +8,7 @@ import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from conftest import run_cli
+from support.cli import run_cli
 from support.live import LiveServer
 from support.tus import (
     create,
