@@ -17,7 +17,7 @@ from dqrxfer.packing import collect_members
 from dqrxfer.payload import payload_for
 from support.cli import run_cli
 from support.live import LiveServer
-from support.uploads import dqr_upload_command
+from support.tus import dqr_upload_command
 
 SECRET = b"machine dqr.example.org login albert password not-for-publication\n"
 

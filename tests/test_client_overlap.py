@@ -22,7 +22,7 @@ from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.kill import kill_when
 from support.live import NO_CONCATENATION, LiveServer
-from support.uploads import sha256_hex
+from support.tus import sha256_hex
 
 MiB = 1024 * 1024
 FAST_RETRIES = ["--retries", "30", "--retry-wait", "0.05", "--deadline", "300"]

@@ -17,7 +17,7 @@ from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.kill import kill_when
 from support.live import LiveServer, free_port, tool
-from support.uploads import sha256_hex
+from support.tus import sha256_hex
 
 MiB = 1024 * 1024
 

@@ -25,9 +25,11 @@ from support.cli import run_cli
 from support.diskfull import fill, free_bytes, release, small_filesystem
 from support.live import LiveServer
 from support.tus import (
+    Sent,
     create,
     create_final,
     data_file,
+    dqr_upload_command,
     head,
     new_upload,
     offset_of,
@@ -35,11 +37,13 @@ from support.tus import (
     published,
     record,
     report_metadata,
+    resend_last_patch,
+    send,
+    sha256_hex,
+    tar_metadata,
     upload_id,
     write_config,
 )
-from support.uploads import Sent, dqr_upload_command, resend_last_patch, send, sha256_hex
-from support.uploads import report_metadata as tar_metadata
 from tusclient.client import TusClient
 
 pytestmark = pytest.mark.diskfull

@@ -34,14 +34,15 @@ from sqlalchemy import create_engine, text
 from support import tars
 from support.cli import run_cli
 from support.live import LiveServer
-from support.tus import wait_for, write_config
-from support.uploads import (
+from support.tus import (
     Sent,
     create_upload,
     patch_in_background,
     report_metadata,
     resend_last_patch,
     send,
+    wait_for,
+    write_config,
 )
 
 DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]

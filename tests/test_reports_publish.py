@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from support import tars
 from support.live import LiveServer
 from support.tars import file, symlink
-from support.uploads import report_metadata, resend_last_patch, send, sha256_hex
+from support.tus import resend_last_patch, send, sha256_hex, tar_metadata
 
 REPORT = Path("reports/O4/S230518h_dir/S230518h_llo_1")
 
@@ -69,7 +69,7 @@ def test_tarball_is_extracted_recorded_and_served(
     }
     payload = tars.report_tree(files, compression)
     # The name says nothing about the compression: the content does.
-    metadata = report_metadata(filename="report.bin", sha256=sha256_hex(payload))
+    metadata = tar_metadata(filename="report.bin", sha256=sha256_hex(payload))
 
     sent = send(live_server.url, payload, metadata)
 
@@ -105,14 +105,14 @@ def test_passes_add_and_replace_files_and_keep_the_others(
     third = tars.build([file("b.json", "b3"), symlink("latest", "b.json")])
     single = b"<html>summary</html>"
 
-    assert send(live_server.url, first, report_metadata()).final.status_code == 204
-    assert send(live_server.url, second, report_metadata()).final.status_code == 204
-    sent = send(live_server.url, third, report_metadata(subdir="tier1"))
+    assert send(live_server.url, first, tar_metadata()).final.status_code == 204
+    assert send(live_server.url, second, tar_metadata()).final.status_code == 204
+    sent = send(live_server.url, third, tar_metadata(subdir="tier1"))
     assert sent.final.status_code == 204, sent.final.text
     sent_file = send(
         live_server.url,
         single,
-        report_metadata(filename="summary.html", kind="file", subdir="tier2"),
+        tar_metadata(filename="summary.html", kind="file", subdir="tier2"),
     )
     assert sent_file.final.status_code == 204, sent_file.final.text
 
@@ -141,11 +141,11 @@ def test_passes_add_and_replace_files_and_keep_the_others(
 def test_a_link_replacing_a_file_drops_its_row(live_server: LiveServer) -> None:
     assert (
         send(
-            live_server.url, tars.report_tree({"a.txt": "a", "b.txt": "b"}), report_metadata()
+            live_server.url, tars.report_tree({"a.txt": "a", "b.txt": "b"}), tar_metadata()
         ).final.status_code
         == 204
     )
-    sent = send(live_server.url, tars.build([symlink("b.txt", "a.txt")]), report_metadata())
+    sent = send(live_server.url, tars.build([symlink("b.txt", "a.txt")]), tar_metadata())
     assert sent.final.status_code == 204, sent.final.text
     assert tree_of(live_server.data_dir / REPORT) == {"a.txt": b"a", "b.txt": "-> a.txt"}
     state = db_state(live_server.data_dir)
@@ -155,17 +155,17 @@ def test_a_link_replacing_a_file_drops_its_row(live_server: LiveServer) -> None:
 
 def test_links_may_not_go_through_links_already_in_the_report(live_server: LiveServer) -> None:
     first = tars.build([file("data/x.json", "x"), symlink("current", "data")])
-    assert send(live_server.url, first, report_metadata()).final.status_code == 204
+    assert send(live_server.url, first, tar_metadata()).final.status_code == 204
     before = tree_of(live_server.data_dir / REPORT)
     through = tars.build([symlink("x", "current/x.json")])
-    sent = send(live_server.url, through, report_metadata())
+    sent = send(live_server.url, through, tar_metadata())
     assert sent.final.status_code == 422
     assert (
         "archive member 'x': symbolic link 'current/x.json' resolves through another"
         in sent.final.text
     )
     into = tars.build([file("current/y.json", "y")])
-    sent = send(live_server.url, into, report_metadata())
+    sent = send(live_server.url, into, tar_metadata())
     assert sent.final.status_code == 422
     assert "'current': the report has a symbolic link here, not a directory" in sent.final.text
     assert tree_of(live_server.data_dir / REPORT) == before
@@ -173,7 +173,7 @@ def test_links_may_not_go_through_links_already_in_the_report(live_server: LiveS
 
 def test_resending_the_last_patch_changes_nothing(live_server: LiveServer) -> None:
     payload = tars.report_tree({"index.html": "v1", "tier1/a.json": "a1"})
-    sent = send(live_server.url, payload, report_metadata())
+    sent = send(live_server.url, payload, tar_metadata())
     assert sent.final.status_code == 204
     tree, state = tree_of(live_server.data_dir / REPORT), db_state(live_server.data_dir)
 
@@ -191,7 +191,7 @@ def test_finalizing_again_after_a_crash_gives_the_same_tree_and_rows(
     """The hook itself, run again on an upload whose row never reached
     "published" (a crash between the tree and the database): same result."""
     payload = tars.report_tree({"index.html": "v1", "tier1/a.json": "a1"}, "gz")
-    sent = send(live_server.url, payload, report_metadata(subdir="pass1"))
+    sent = send(live_server.url, payload, tar_metadata(subdir="pass1"))
     assert sent.final.status_code == 204
     tree, state = tree_of(live_server.data_dir / REPORT), db_state(live_server.data_dir)
     settings = load_settings(None, live_server.data_dir)
@@ -215,10 +215,10 @@ def test_an_older_upload_finalized_again_does_not_undo_a_newer_pass(
     live_server: LiveServer,
 ) -> None:
     older = tars.report_tree({"index.html": "old"})
-    sent_old = send(live_server.url, older, report_metadata())
+    sent_old = send(live_server.url, older, tar_metadata())
     assert (
         send(
-            live_server.url, tars.report_tree({"index.html": "new"}), report_metadata()
+            live_server.url, tars.report_tree({"index.html": "new"}), tar_metadata()
         ).final.status_code
         == 204
     )
@@ -232,7 +232,7 @@ def test_sha256_mismatch_fails_the_upload_and_publishes_nothing(
 ) -> None:
     payload = tars.report_tree({"index.html": "x"}) if kind == "tar" else b"<html></html>"
     wrong = "0" * 64
-    metadata = report_metadata(filename="index.html", kind=kind, sha256=wrong)
+    metadata = tar_metadata(filename="index.html", kind=kind, sha256=wrong)
 
     sent = send(live_server.url, payload, metadata)
 
@@ -251,15 +251,15 @@ def test_sha256_mismatch_fails_the_upload_and_publishes_nothing(
 def test_a_file_cannot_replace_a_directory(live_server: LiveServer) -> None:
     assert (
         send(
-            live_server.url, tars.report_tree({"tier1/a.json": "a"}), report_metadata()
+            live_server.url, tars.report_tree({"tier1/a.json": "a"}), tar_metadata()
         ).final.status_code
         == 204
     )
-    sent = send(live_server.url, b"x", report_metadata(filename="tier1", kind="file"))
+    sent = send(live_server.url, b"x", tar_metadata(filename="tier1", kind="file"))
     assert sent.final.status_code == 422
     assert sent.final.text.startswith("filename: 'tier1': the report has a directory of that name")
     sent = send(
-        live_server.url, b"x", report_metadata(filename="b", kind="file", subdir="tier1/a.json")
+        live_server.url, b"x", tar_metadata(filename="b", kind="file", subdir="tier1/a.json")
     )
     assert sent.final.status_code == 422
     assert sent.final.text.startswith("subdir: 'tier1/a.json': the report has a file here")
@@ -289,7 +289,7 @@ def test_both_ways_of_laying_a_pass_over_a_report(
         for number, payload in enumerate(passes):
             path = settings.uploads_dir / f"pass{number}"
             path.write_bytes(payload)
-            metadata = report_metadata(sha256=sha256_hex(payload))
+            metadata = tar_metadata(sha256=sha256_hex(payload))
             info = UploadInfo(id=f"pass{number}", length=len(payload), metadata=metadata)
             finalize_upload(database, settings, info, path)
         assert tree_of(settings.data_dir / REPORT) == {

@@ -16,8 +16,7 @@ from support.deployment import deployed
 from support.kerberos import Realm
 from support.live import LiveServer
 from support.proxies import OPS, Nginx, needs_apache, needs_nginx
-from support.tus import TUS
-from support.uploads import encode_metadata, report_metadata, send
+from support.tus import TUS, encode_metadata, send, tar_metadata
 
 NULL = {"Origin": "null"}
 REPORT = "reports/O4/S230518h_dir/S230518h_llo_1"
@@ -98,7 +97,7 @@ def put_report_on_disk(reports: Path) -> None:
 
 def test_embedded_route_marks_every_answer(live_server: LiveServer) -> None:
     for name, body in (("index.html", b"<h1>llo</h1>"), ("notes.txt", b"<script>x</script>")):
-        metadata = report_metadata(filename=name, kind="file")
+        metadata = tar_metadata(filename=name, kind="file")
         assert send(live_server.url, body, metadata).final.status_code == 204
     check_report_answers(live_server.url)
     head = requests.head(f"{live_server.url}/{REPORT}/index.html", timeout=10)
@@ -117,7 +116,7 @@ def test_origin_null_reads_public_links_but_never_uploads(live_server: LiveServe
     check_origin_null(live_server.url)
     # Even the requests a browser would never send after that preflight
     # (and an existing upload's record) get no grant.
-    metadata = encode_metadata(report_metadata(filename="a.txt", kind="file"))
+    metadata = encode_metadata(tar_metadata(filename="a.txt", kind="file"))
     created = requests.post(
         f"{live_server.url}/files/",
         headers={**TUS, **NULL, "Upload-Length": "1", "Upload-Metadata": metadata},

@@ -28,18 +28,19 @@ from support.remote_user import PROXY, as_principal
 from support.tus import (
     create,
     data_file,
+    dqr_upload_command,
     head,
     new_upload,
     patch,
     published,
     report_metadata,
+    sha256_hex,
     upload_files,
     upload_id,
 )
 from support.tus import (
     create_final as final,
 )
-from support.uploads import dqr_upload_command, sha256_hex
 
 PROJECT_LIMIT = 2000
 CAP = 5000

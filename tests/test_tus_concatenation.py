@@ -28,6 +28,7 @@ from support.tus import (
     published,
     record,
     report_metadata,
+    sha256_hex,
     upload_files,
     upload_id,
     write_config,
@@ -35,7 +36,6 @@ from support.tus import (
 from support.tus import (
     create_final as final,
 )
-from support.uploads import sha256_hex
 
 
 @pytest.fixture(scope="module")
