@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from support.live import tool
+from .live import tool
 
 
 def run_cli(

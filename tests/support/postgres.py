@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from support.live import free_port
+from .live import free_port
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CONFIGURED_URL = os.environ.get("DQRXFER_TEST_POSTGRES", DEFAULT_URL)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from support.live import LiveServer
+from .live import LiveServer
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = "application/offset+octet-stream"
