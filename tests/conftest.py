@@ -28,7 +28,7 @@ def data_dir(tmp_path: Path) -> Path:
 def live_server(data_dir: Path) -> Iterator[LiveServer]:
     server = LiveServer(data_dir).start()
     yield server
-    server.stop()
+    server.discard()
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def plain_server(data_dir: Path) -> Iterator[LiveServer]:
     """The real server, its answers without the concatenation extensions."""
     server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(NO_CONCATENATION)]).start()
     yield server
-    server.stop()
+    server.discard()
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,7 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
         sent = send(server.url, good, tar_metadata(revision=revision))
         assert sent.final.status_code == 204, sent.final.text
     yield server
-    server.stop()
+    server.discard()
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, str]]:

@@ -37,7 +37,7 @@ def server_without_unfinished(data_dir: Path) -> Iterator[LiveServer]:
         env={"DQRXFER_TEST_HIDDEN_EXTENSIONS": "concatenation-unfinished"},
     ).start()
     yield server
-    server.stop()
+    server.discard()
 
 
 def command(url: str, path: Path, *extra: str, revision: int = 1) -> list[str]:

@@ -103,6 +103,12 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
+    def discard(self) -> None:
+        """End a server whose data is thrown away with it (a fixture's teardown):
+        SIGKILL to its process group is immediate, where gunicorn's graceful
+        stop takes about 0.6 s, once per test that starts a server."""
+        self.stop(signal.SIGKILL)
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None or self.process.poll() is not None:
             return
