@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from support.inprocess import InProcessServer, in_process_server
 from support.kerberos import Realm, kdc_available
 from support.live import NO_CONCATENATION, LiveServer
 from support.postgres import CONFIGURED_URL, ThrowawayCluster, reachable, server_programs
@@ -29,6 +30,14 @@ def live_server(data_dir: Path) -> Iterator[LiveServer]:
     server = LiveServer(data_dir).start()
     yield server
     server.discard()
+
+
+@pytest.fixture
+def app_server(data_dir: Path) -> Iterator[InProcessServer]:
+    """The fast tier: the app of ``serve --data-dir`` in this process, reached
+    with ``requests`` through Flask's test client (support.inprocess)."""
+    with in_process_server(data_dir) as server:
+        yield server
 
 
 @pytest.fixture
