@@ -220,7 +220,7 @@ def test_new_report_changes_the_etag(tmp_path: Path) -> None:
         assert summary(fresh.json()["reports"]) == [("lho", 3)]
         assert fresh.headers["ETag"] != empty.headers["ETag"]
     finally:
-        server.stop()
+        server.discard()
 
 
 def test_ping_is_never_cached_and_timing_is_reported(server: LiveServer) -> None:
@@ -331,4 +331,4 @@ def test_lookup_on_postgresql_survives_dropped_connections(
             assert response.status_code == 200, response.text
             assert summary(response.json()["reports"]) == expected
     finally:
-        server.stop()
+        server.discard()

@@ -311,4 +311,4 @@ def test_bytes_limit_from_the_project_configuration(tmp_path: Path) -> None:
         assert "archive member 'f3': the archive has more than 3 members" in sent.final.text
         assert not (data / "reports/O4/S230518h_dir").exists()
     finally:
-        server.stop()
+        server.discard()

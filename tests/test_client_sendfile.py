@@ -160,4 +160,4 @@ def test_tls_sends_file_content_from_a_buffer(
         assert pool.ConnectionCls is SendfileHTTPSConnection
     finally:
         nginx.stop()
-        server.stop()
+        server.discard()

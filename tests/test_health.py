@@ -89,7 +89,7 @@ def test_threshold_above_free_space_fails(data_dir: Path, tmp_path: Path) -> Non
         assert body["checks"]["database"]["ok"] is True
         assert body["checks"]["uploads"]["ok"] is True
     finally:
-        server.stop()
+        server.discard()
 
 
 def test_unwritable_reports_root_fails(data_dir: Path, tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_unwritable_reports_root_fails(data_dir: Path, tmp_path: Path) -> None:
         }
         assert checks["reports:replay"]["ok"] is True
     finally:
-        server.stop()
+        server.discard()
 
 
 def unit_command(unit: str, key: str, port: int) -> list[str]:
@@ -140,7 +140,7 @@ def test_systemd_probes_against_a_live_server(data_dir: Path, tmp_path: Path) ->
         # curl's 22: the HTTP status was an error; the body says which check failed.
         assert result.returncode == 22 and '"status":"failing"' in result.stdout
     finally:
-        server.stop()
+        server.discard()
 
 
 def test_probes_need_no_credentials_when_everything_else_does(data_dir: Path) -> None:
@@ -165,4 +165,4 @@ def test_probes_need_no_credentials_when_everything_else_does(data_dir: Path) ->
         refused = requests.get(f"{server.url}/api/v1/ping", timeout=30)
         assert refused.status_code in (401, 403)
     finally:
-        server.stop()
+        server.discard()

@@ -77,7 +77,7 @@ def test_gunicorn_config_file_with_command_line_overrides(data_dir: Path) -> Non
         # Logging in the LVK style from the file; --workers 1 won over the file's 4.
         assert len(re.findall(r"INFO:gunicorn\.error:Booting worker", server.log())) == 1
     finally:
-        server.stop()
+        server.discard()
 
 
 def test_serve_names_a_missing_gunicorn_config(data_dir: Path) -> None:
@@ -157,4 +157,4 @@ def test_upload_through_the_nginx_front_end(data_dir: Path, tmp_path: Path) -> N
             assert hidden.status_code == 403, path
     finally:
         nginx.stop()
-        server.stop()
+        server.discard()

@@ -80,4 +80,4 @@ def test_kill_9_while_finalizing_then_restart_publishes_exactly_once(
         )
         assert restarted.log().count(f"published upload {upload_id}") == 1
     finally:
-        restarted.stop()
+        restarted.discard()

@@ -146,7 +146,7 @@ def test_nginx_front_end_marks_every_report_answer(
         check_origin_null(nginx.url)
     finally:
         nginx.stop()
-        server.stop()
+        server.discard()
 
 
 @needs_apache
@@ -171,4 +171,4 @@ def test_without_public_read_no_origin_reads_by_default(data_dir: Path) -> None:
         links = get(f"{server.url}/api/v1/events/S230518h/reports", headers=NULL)
         assert links.status_code == 200 and "Access-Control-Allow-Origin" not in links.headers
     finally:
-        server.stop()
+        server.discard()

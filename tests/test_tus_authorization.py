@@ -328,7 +328,7 @@ def test_creations_at_once_count_each_other_with_postgresql_locks(
         assert race(live) == [201] * 2 + [413] * 10
         assert len(list((data / "uploads").glob("*.info"))) == 2
     finally:
-        live.stop()
+        live.discard()
 
 
 # -- the count, unit by unit ---------------------------------------------------------------
