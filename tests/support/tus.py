@@ -17,12 +17,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import requests
-
-from .live import LiveServer
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = "application/offset+octet-stream"
@@ -31,6 +29,16 @@ TIMEOUT = 600
 _names = itertools.count()
 
 T = TypeVar("T")
+
+
+class Served(Protocol):
+    """A server the helpers drive: a live one (support.live) or the app in
+    process (support.inprocess)."""
+
+    @property
+    def url(self) -> str: ...
+
+    data_dir: Path
 
 
 def encode_metadata(metadata: dict[str, str]) -> str:
@@ -73,7 +81,7 @@ def _toml(value: object) -> str:
 
 
 def create(
-    server: LiveServer,
+    server: Served,
     length: int | None,
     metadata: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
@@ -97,7 +105,7 @@ def create(
 
 
 def create_final(
-    server: LiveServer,
+    server: Served,
     urls: list[str],
     metadata: dict[str, str] | None = None,
     session: requests.Session | None = None,
@@ -111,7 +119,7 @@ def create_final(
     return (session or requests).post(f"{server.url}/files/", headers=headers, timeout=30)
 
 
-def new_upload(server: LiveServer, length: int | None, **kwargs: object) -> str:
+def new_upload(server: Served, length: int | None, **kwargs: object) -> str:
     response = create(server, length, **kwargs)  # type: ignore[arg-type]
     assert response.status_code == 201, response.text
     return response.headers["Location"]
@@ -142,7 +150,7 @@ def patch(
     return (session or requests).patch(url, headers=sent, data=body, timeout=60)
 
 
-def data_file(server: LiveServer, url: str) -> Path:
+def data_file(server: Served, url: str) -> Path:
     return server.data_dir / "uploads" / url.rstrip("/").rsplit("/", 1)[-1]
 
 
@@ -231,16 +239,16 @@ class RawPatch:
         self.sock.close()
 
 
-def upload_files(server: LiveServer) -> set[str]:
+def upload_files(server: Served) -> set[str]:
     return {path.name for path in (server.data_dir / "uploads").iterdir() if path.is_file()}
 
 
-def record(server: LiveServer, url: str) -> dict:
+def record(server: Served, url: str) -> dict:
     response = requests.get(f"{server.url}/api/v1/uploads/{upload_id(url)}", timeout=10)
     return response.json() if response.status_code == 200 else {}
 
 
-def published(server: LiveServer, metadata: dict[str, str]) -> Path:
+def published(server: Served, metadata: dict[str, str]) -> Path:
     return (
         server.data_dir
         / "reports"
