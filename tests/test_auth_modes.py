@@ -37,7 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         root / "data", config=config, extra_args=["--trusted-proxy", f"{PROXY}/32"]
     ).start()
     yield live
-    live.stop()
+    live.discard()
 
 
 def test_the_proxy_names_the_principal(server: LiveServer) -> None:

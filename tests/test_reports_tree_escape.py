@@ -136,7 +136,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     sibling = tars.report_tree({"index.html": "<html>sibling report</html>"})
     assert send(running.url, sibling, tar_metadata(revision=10)).final.status_code == 204
     yield running
-    running.stop()
+    running.discard()
 
 
 def depth_of(server: LiveServer, revision: int) -> int:

@@ -413,7 +413,7 @@ def small_limits(tmp_path: Path) -> Iterator[LiveServer]:
     )
     live = LiveServer(data, config=config).start()
     yield live
-    live.stop()
+    live.discard()
 
 
 def dqr_upload(server: LiveServer, path: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -45,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data.mkdir()
     live = LiveServer(data, config=write_config(root / "config.toml", upload_expiry=3600)).start()
     yield live
-    live.stop()
+    live.discard()
 
 
 def partial(server: LiveServer, length: int | None, metadata: dict[str, str]) -> str:
