@@ -30,11 +30,13 @@ from flask import Flask
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
+from .live import ReportPaths
+
 _hosts = itertools.count(1)
 
 
 @dataclass
-class InProcessServer:
+class InProcessServer(ReportPaths):
     """The app of ``dqrxfer-server serve --data-dir DATA [--config CONFIG]``,
     built as ``serve`` builds it (with its recovery pass), without gunicorn."""
 
@@ -54,16 +56,6 @@ class InProcessServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}"
-
-    def published(
-        self, name: str = "", revision: int = 1, graceid: str = "S230518h", site: str = "llo"
-    ) -> Path:
-        """Where the report ``<graceid>_<site>_<revision>`` of project O4 puts
-        ``name`` once published (its directory if no name); as LiveServer's."""
-        report = (
-            self.data_dir / "reports" / "O4" / f"{graceid}_dir" / f"{graceid}_{site}_{revision}"
-        )
-        return report / name if name else report
 
     def dispose(self) -> None:
         """Close the app's database connections."""
