@@ -121,19 +121,19 @@ def event_reports(
 ) -> list[dict]:
     """The server's reports of one event (links API), retried like any request."""
     url = f"{server.rstrip('/')}/api/v1/events/{graceid}/reports"
-    while True:
+
+    def attempt() -> list[dict]:
         try:
-            try:
-                response = session.get(url)
-            except requests.RequestException as error:
-                raise TransientError(f"GET {url}: {describe_error(error)}") from error
-            check_response(response, f"reports of {graceid}")
-            reports = response.json().get("reports")
-            if not isinstance(reports, list):
-                raise TransientError(f"GET {url}: no list of reports in the answer")
-            return reports
-        except TransientError as error:
-            retrier.failed(error)
+            response = session.get(url)
+        except requests.RequestException as error:
+            raise TransientError(f"GET {url}: {describe_error(error)}") from error
+        check_response(response, f"reports of {graceid}")
+        reports = response.json().get("reports")
+        if not isinstance(reports, list):
+            raise TransientError(f"GET {url}: no list of reports in the answer")
+        return reports
+
+    return retrier.call(attempt)
 
 
 @dataclass

@@ -35,7 +35,7 @@ the whole archive for them.
 
 The content sent is the file that was checked: each member's stamp holds
 its inode and device, and a member whose link is turned to another file
-after packing fails :func:`~dqrxfer.payload.open_unchanged`.
+after packing fails :func:`~dqrxfer.regions.open_unchanged`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from pathlib import Path
 
 from . import contract
 from .errors import PayloadChangedError, UsageError
-from .payload import FileRegion, FileStamp, read_range
+from .regions import FileRegion, FileStamp, read_range
 
 log = logging.getLogger("dqr-xfer")
 

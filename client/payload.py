@@ -5,9 +5,10 @@ A payload is a file sent as it is (``kind=file``), an existing tarball
 on the fly into a deterministic tar (see :mod:`dqrxfer.packing`).  Payloads
 are read in bounded blocks straight from disk, never held in memory, and a
 range can be read any number of times (a retried request re-reads it).
-A range can also be described as :class:`FileRegion` pieces (a file's path
-and byte range), which a connection sends with ``sendfile``, without reading
-the bytes into Python at all (see :mod:`dqrxfer.sendfile`).
+A range can also be described as :class:`~dqrxfer.regions.FileRegion`
+pieces (a file's path and byte range), which a connection sends with
+``sendfile``, without reading the bytes into Python at all (see
+:mod:`dqrxfer.sendfile`).
 
 :func:`scan` reads a payload once to compute the whole-payload sha256 (the
 report contract puts it in the metadata) and, when the server checks chunks,
@@ -18,24 +19,26 @@ it on a thread of its own while the payload is being sent.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import os
 import tarfile
 import threading
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from . import contract
+from .crc32 import Crc32, crc32_combine
 from .errors import PayloadChangedError, UsageError
-
-try:  # ISA-L's CRC-32 (carry-less multiplication): about three times zlib's speed
-    from isal.isal_zlib import crc32
-except ImportError:  # pragma: no cover - a platform without ISA-L wheels
-    from zlib import crc32
+from .packing import DirectoryPayload
+from .regions import (
+    FileRegion,
+    FileStamp,
+    open_unchanged,
+    read_range,
+    shrank,
+)
 
 MiB = 1024 * 1024
 #: Bytes of one PATCH request unless told otherwise; also the grid of the
@@ -45,8 +48,6 @@ DEFAULT_CHUNK_SIZE = 8 * MiB
 #: not pinned (``dqr-upload`` without ``--chunk-size``): a whole number of
 #: chunks, so the chunk checksums of the grid still apply (combined).
 DEFAULT_MAX_PIECE = 64 * MiB
-#: Size of each read from disk (and of each piece handed to the socket).
-BLOCK_SIZE = 1024 * 1024
 #: Size of the one buffer :func:`scan` reads a file into, again and again.
 #: Large, so that the hashing thread needs the GIL seldom (twice per block)
 #: while another thread runs Python code, and allocates nothing per block.
@@ -62,7 +63,8 @@ class Payload(Protocol):
     size: int
 
     def blocks(self, start: int, end: int) -> Iterator[bytes]:
-        """Yield the bytes ``[start, end)`` in blocks of at most :data:`BLOCK_SIZE`."""
+        """Yield the bytes ``[start, end)`` in blocks of at most
+        :data:`~dqrxfer.regions.BLOCK_SIZE`."""
         ...
 
     def regions(self, start: int, end: int) -> Iterator[bytes | FileRegion]:
@@ -77,76 +79,6 @@ class Payload(Protocol):
     def check_unchanged(self) -> None:
         """Raise :class:`PayloadChangedError` if the source changed since planning."""
         ...
-
-
-@dataclass(frozen=True)
-class FileStamp:
-    """What identifies one state of a file cheaply: if any of these change,
-    its bytes may have changed."""
-
-    size: int
-    mtime_ns: int
-    inode: int
-    device: int
-
-    @classmethod
-    def of(cls, stat: os.stat_result) -> FileStamp:
-        return cls(stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
-
-
-def open_unchanged(path: Path, stamp: FileStamp):  # type: ignore[no-untyped-def]
-    """``path`` opened for reading (unbuffered), if it is still ``stamp``."""
-    handle = open(path, "rb", buffering=0)  # noqa: SIM115 - returned to the caller
-    if FileStamp.of(os.fstat(handle.fileno())) != stamp:
-        handle.close()
-        raise PayloadChangedError(f"{path}: changed since the upload started; run again")
-    return handle
-
-
-def shrank(path: Path) -> PayloadChangedError:
-    return PayloadChangedError(f"{path}: shrank while being sent; run again")
-
-
-def read_range(path: Path, stamp: FileStamp, start: int, end: int) -> Iterator[bytes]:
-    """Yield bytes ``[start, end)`` of ``path``, checking it is still ``stamp``."""
-    with open_unchanged(path, stamp) as handle:
-        position = start
-        while position < end:
-            block = os.pread(handle.fileno(), min(BLOCK_SIZE, end - position), position)
-            if not block:
-                raise shrank(path)
-            position += len(block)
-            yield block
-
-
-@dataclass(frozen=True)
-class FileRegion:
-    """Bytes ``[start, end)`` of the file ``path`` (which must still be ``stamp``).
-
-    A connection that knows regions sends them with ``sendfile``; to anything
-    else a region is an iterable of byte blocks (which ``http.client`` sends
-    one by one).
-    """
-
-    path: Path
-    stamp: FileStamp
-    start: int
-    end: int
-
-    def __len__(self) -> int:
-        return self.end - self.start
-
-    def __iter__(self) -> Iterator[bytes]:
-        return read_range(self.path, self.stamp, self.start, self.end)
-
-    def open(self):  # type: ignore[no-untyped-def]
-        """The file, opened for reading, if it is unchanged."""
-        return open_unchanged(self.path, self.stamp)
-
-    def split(self, size: int) -> Iterator[FileRegion]:
-        """This region in consecutive pieces of at most ``size`` bytes."""
-        for start in range(self.start, self.end, size):
-            yield FileRegion(self.path, self.stamp, start, min(self.end, start + size))
 
 
 @dataclass
@@ -226,8 +158,6 @@ def payload_for(path: Path, as_file: bool = False, follow_external_links: bool =
     itself, or links inside a directory) are refused or skipped unless
     ``follow_external_links`` (see :mod:`dqrxfer.packing`).
     """
-    from .packing import DirectoryPayload  # packing imports this module
-
     if not follow_external_links:
         check_named_link(path)
     if path.is_dir():
@@ -252,56 +182,6 @@ def payload_for(path: Path, as_file: bool = False, follow_external_links: bool =
 #: big-endian bytes in the header), then sha1, which every tus server with
 #: the checksum extension must offer.
 CHECKSUM_PREFERENCE = ("crc32", "sha1", "sha256", "md5")
-
-
-class Crc32:
-    """zlib's CRC-32 (computed by ISA-L where it is installed, the same values)
-    behind the hashlib interface."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def update(self, data: bytes) -> None:
-        self.value = crc32(data, self.value)
-
-    def digest(self) -> bytes:
-        return self.value.to_bytes(4, "big")
-
-
-def _gf2_times(matrix: tuple[int, ...], vector: int) -> int:
-    """``matrix`` (32 columns of 32 bits, over GF(2)) times ``vector``."""
-    total, index = 0, 0
-    while vector:
-        if vector & 1:
-            total ^= matrix[index]
-        vector >>= 1
-        index += 1
-    return total
-
-
-@functools.lru_cache(maxsize=16)
-def _crc32_shift(length: int) -> tuple[int, ...]:
-    """The linear map that appending ``length`` zero bytes applies to a CRC-32.
-
-    zlib's CRC-32 is affine in its start value: ``crc32(data, c) ^ crc32(data, 0)``
-    depends on ``c`` alone, linearly.  For one zero byte its columns come from
-    zlib itself; ``length`` bytes is that map to the ``length``-th power (by
-    squaring: about 5 ms for 8 MiB, once per length).
-    """
-    step = tuple(zlib.crc32(b"\0", 1 << bit) ^ zlib.crc32(b"\0", 0) for bit in range(32))
-    result = tuple(1 << bit for bit in range(32))  # the identity
-    while length:
-        if length & 1:
-            result = tuple(_gf2_times(step, column) for column in result)
-        step = tuple(_gf2_times(step, column) for column in step)
-        length >>= 1
-    return result
-
-
-def crc32_combine(first: int, second: int, second_length: int) -> int:
-    """The CRC-32 of ``a + b`` from ``crc32(a)``, ``crc32(b)`` and ``len(b)``, as
-    zlib's C ``crc32_combine`` (which Python's zlib does not offer)."""
-    return _gf2_times(_crc32_shift(second_length), first) ^ second
 
 
 def new_hasher(algorithm: str):  # type: ignore[no-untyped-def]

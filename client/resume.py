@@ -146,3 +146,26 @@ class ResumeStore:
                 with contextlib.suppress(OSError):
                     if now - path.stat().st_mtime > MAX_AGE:
                         path.unlink()
+
+
+@dataclass
+class ResumeSlot:
+    """One payload's entry in a :class:`ResumeStore`, under ``key``.
+
+    It is read and written only when resuming is on (``enabled``), and
+    dropped whatever the setting: a stale entry is never worth keeping.
+    """
+
+    store: ResumeStore
+    key: str
+    enabled: bool = True
+
+    def get(self) -> ResumeEntry | None:
+        return self.store.get(self.key) if self.enabled else None
+
+    def remember(self, entry: ResumeEntry) -> None:
+        if self.enabled:
+            self.store.put(self.key, entry)
+
+    def drop(self) -> None:
+        self.store.drop(self.key)

@@ -5,6 +5,11 @@ offset moved) resets the count, so a link that drops every few megabytes
 still finishes, while a server that stays down is given up on after
 ``retries`` attempts.  The overall ``deadline`` bounds the whole transfer
 whatever happens.
+
+Every request of the client that is retried goes through :meth:`Retrier.call`
+(a :class:`~dqrxfer.errors.TransientError` waits and tries again, anything
+else goes up at once); :func:`start_over_once` is the other half of the
+policy: an upload the server no longer has is forgotten and made anew, once.
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from .errors import GaveUpError
+from .errors import GaveUpError, TransientError, UploadGoneError
 
 log = logging.getLogger("dqr-xfer")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,3 +105,28 @@ class Retrier:
         )
         if self.cancel.wait(delay):
             raise GaveUpError(f"{self.what}: stopped: {error}") from error
+
+    def call(self, attempt: Callable[[], T]) -> T:
+        """``attempt()`` again after each :class:`TransientError` (waiting as
+        :meth:`failed` says, or giving up), until it returns."""
+        while True:
+            try:
+                return attempt()
+            except TransientError as error:
+                self.failed(error)
+
+
+def start_over_once(what: str, attempt: Callable[[], T], forget: Callable[[], None]) -> T:
+    """``attempt()``; if the server lost the upload it was sending
+    (:class:`UploadGoneError`), ``forget()`` it and run ``attempt()`` once more
+    (which makes a new upload).  A second loss gives up (:class:`GaveUpError`,
+    after ``forget()`` too)."""
+    for last in (False, True):
+        try:
+            return attempt()
+        except UploadGoneError as error:
+            forget()
+            if last:
+                raise GaveUpError(f"{what}: {error}") from None
+            log.warning("%s; starting over", error)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -2,7 +2,7 @@
 
 urllib3 sends a request body by handing each piece of it to its connection's
 ``send``.  The transport's slice bodies (:class:`dqrxfer.transport.SliceBody`)
-can give their file content as :class:`~dqrxfer.payload.FileRegion` pieces
+can give their file content as :class:`~dqrxfer.regions.FileRegion` pieces
 instead of bytes, and the connections made here send such a region
 
 * over a plain TCP socket with :meth:`socket.socket.sendfile`: nothing is read
@@ -28,7 +28,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .payload import FileRegion, shrank
+from .regions import FileRegion, shrank
 
 #: Size of the buffer a TLS connection reads a file region into.
 TLS_BLOCK = 1024 * 1024

@@ -42,7 +42,8 @@ from .errors import (
     TransientError,
     UploadGoneError,
 )
-from .payload import FileRegion, Payload
+from .payload import Payload
+from .regions import FileRegion
 from .sendfile import sends_regions
 
 log = logging.getLogger("dqr-xfer")

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from dqrxfer import hashing as hashing_module
 from dqrxfer import payload as payload_module
-from dqrxfer import upload as upload_module
 from dqrxfer.payload import BackgroundScan, payload_for
 from dqrxfer.resume import ResumeStore
 from dqrxfer.session import make_session
@@ -47,8 +47,8 @@ def passes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         started.append(args[0])
         return payload_module.scan(*args, **kwargs)
 
-    monkeypatch.setattr(upload_module, "BackgroundScan", CountedScan)
-    monkeypatch.setattr(upload_module, "scan", counted_scan)
+    monkeypatch.setattr(hashing_module, "BackgroundScan", CountedScan)
+    monkeypatch.setattr(hashing_module, "scan", counted_scan)
     return started
 
 

@@ -203,7 +203,3 @@ def run(action: Callable[[logging.Logger], int], log: logging.Logger) -> int:
         code = 130
     log.info("Elapsed time: %.1fs", time.monotonic() - start)
     return code
-
-
-def exit_with(code: int) -> None:
-    sys.exit(code)

@@ -1,0 +1,79 @@
+"""One payload's upload under way: what each of its steps needs, in one object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .hashing import EarlyScans
+from .payload import Payload, Scan
+from .planning import PlannedUpload, UploadOptions
+from .progress import Progress
+from .resume import ResumeSlot
+from .retry import Retrier
+from .sender import RangeSender, Tally, server_offset
+from .session import SessionFactory
+from .transport import Created, TusClient
+
+
+@dataclass
+class Job:
+    """One payload sent to ``server``: on the session of ``tus``, retried by
+    ``retrier``, remembered in ``resume``, shown by ``progress``.
+    ``session_factory`` makes the sessions of further streams; ``scans``
+    holds the hashing passes started before the upload."""
+
+    planned: PlannedUpload
+    options: UploadOptions
+    server: str
+    tus: TusClient
+    retrier: Retrier
+    resume: ResumeSlot
+    progress: Progress
+    session_factory: SessionFactory
+    scans: EarlyScans
+
+    @property
+    def payload(self) -> Payload:
+        return self.planned.payload
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.server}/files/"
+
+    def create(
+        self, length: int | None, metadata: Mapping[str, str], concat: str | None
+    ) -> Created:
+        """POST a new upload (retried)."""
+        return self.retrier.call(lambda: self.tus.create(length, metadata, concat))
+
+    def offset(self, url: str) -> int:
+        """The upload's offset on the server (HEAD, retried)."""
+        return server_offset(self.tus, url, self.retrier)
+
+    def sender(
+        self,
+        url: str,
+        hashed: Scan,
+        span: tuple[int, int],
+        tally: Tally,
+        stream: int = 0,
+        tus: TusClient | None = None,
+        retrier: Retrier | None = None,
+    ) -> RangeSender:
+        """The sender of the payload's bytes ``span`` to the upload ``url``
+        (on this job's session and retrier unless ``tus`` and ``retrier``)."""
+        start, end = span
+        return RangeSender(
+            tus or self.tus,
+            url,
+            self.payload,
+            hashed,
+            start,
+            end - start,
+            self.options.chunk_size,
+            self.options.max_piece,
+            retrier or self.retrier,
+            tally,
+            stream,
+        )

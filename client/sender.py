@@ -1,0 +1,158 @@
+"""Sending one upload's bytes, PATCH by PATCH, until the server has them.
+
+:class:`RangeSender` is the sending loop of the client: each PATCH's size
+comes from a :class:`~dqrxfer.pieces.PieceSizer`, its ``Upload-Checksum``
+from the hashing pass's chunk digests; after a failure the server's offset is
+asked (HEAD) and sending goes on from there, so only bytes that never arrived
+are sent again.  :class:`Tally` counts the bytes of a payload's streams for
+the progress bar and the bytes put on the wire.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .errors import RefusedError, TransientError
+from .payload import Payload, Scan, checksum_range, tus_checksum
+from .pieces import PieceSizer
+from .progress import Task
+from .retry import Retrier
+from .transport import OffsetConflict, SliceBody, TusClient, new_offset
+
+log = logging.getLogger("dqr-xfer")
+
+#: Consecutive checksum mismatches (460) on one chunk before the server's
+#: refusal is taken as final.
+MAX_CHECKSUM_FAILURES = 3
+
+
+class Tally:
+    """Bytes of one payload: acknowledged per stream, plus those in flight;
+    feeds the progress bar and counts the bytes put on the wire."""
+
+    def __init__(self, task: Task, streams: int, start: Sequence[int]) -> None:
+        self.task = task
+        self.lock = threading.Lock()
+        self.acked = list(start) + [0] * (streams - len(start))
+        self.flight = [0] * streams
+        self.wire = 0
+
+    def sending(self, stream: int) -> Callable[[int], None]:
+        def on_send(count: int) -> None:
+            with self.lock:
+                self.flight[stream] += count
+                self.wire += count
+                done = sum(self.acked) + sum(self.flight)
+            self.task.moveto(done)
+
+        return on_send
+
+    def acknowledge(self, stream: int, offset: int) -> None:
+        with self.lock:
+            self.acked[stream] = offset
+            self.flight[stream] = 0
+            done = sum(self.acked) + sum(self.flight)
+        self.task.moveto(done)
+
+
+def server_offset(tus: TusClient, url: str, retrier: Retrier) -> int:
+    """The upload's offset on the server (HEAD, retried)."""
+
+    def attempt() -> int:
+        offset = tus.status(url).offset
+        assert offset is not None  # status() raises for an answer without one
+        return offset
+
+    return retrier.call(attempt)
+
+
+@dataclass
+class RangeSender:
+    """Sends bytes ``[base, base + length)`` of ``payload`` to the upload at
+    ``url`` (an upload of ``length`` bytes), as stream ``stream`` of ``tally``.
+
+    ``hashed`` gives the chunk digests (``hashed.algorithm`` None: no
+    ``Upload-Checksum``); ``chunk_size`` and ``max_piece`` bound the pieces
+    (see :class:`~dqrxfer.pieces.PieceSizer`).
+    """
+
+    tus: TusClient
+    url: str
+    payload: Payload
+    hashed: Scan
+    base: int
+    length: int
+    chunk_size: int
+    max_piece: int | None
+    retrier: Retrier
+    tally: Tally
+    stream: int = 0
+
+    def send(self, offset: int, until: int | None = None) -> None:
+        """Send from the upload's ``offset``, PATCH by PATCH, until the server
+        has all the bytes (or, with ``until``, the upload's first ``until``)."""
+        until = self.length if until is None else until
+        sizer = PieceSizer.for_range(
+            self.chunk_size, self.max_piece, self.hashed.algorithm, offset, self.length
+        )
+        checksum_failures = 0
+        while offset < until:
+            start = self.base + offset
+            end, header = self._checksum_header(start, sizer.piece_end(start, self.base + until))
+            log.debug("%s: PATCH %d bytes at offset %d", self.payload.filename, end - start, offset)
+            body = SliceBody(self.payload, start, end, self.tally.sending(self.stream))
+            try:
+                response = self.tus.patch(self.url, offset, body, header)
+                moved = new_offset(response)
+                if not offset < moved <= self.length:
+                    raise TransientError(f"PATCH: the server moved from offset {offset} to {moved}")
+            except TransientError as error:
+                if getattr(error, "status", None) == 460:
+                    checksum_failures += 1
+                    if checksum_failures >= MAX_CHECKSUM_FAILURES:
+                        raise RefusedError(
+                            460,
+                            f"the server rejected the checksum of {self.payload.filename} "
+                            f"at offset {start} {checksum_failures} times: {error}",
+                        ) from None
+                sizer.failed()
+                offset = self._recover(error, offset)
+                continue
+            checksum_failures = 0
+            sizer.succeeded(moved - offset)
+            offset = moved
+            self.retrier.progress()
+            self.tally.acknowledge(self.stream, offset)
+
+    def _recover(self, error: TransientError, offset: int) -> int:
+        """After a failed PATCH from ``offset``: wait (or give up), then the
+        offset the server has (progress if it moved)."""
+        if not isinstance(error, OffsetConflict):
+            self.payload.check_unchanged()
+        self.retrier.failed(error)
+        self.tally.acknowledge(self.stream, offset)
+        moved = server_offset(self.tus, self.url, self.retrier)
+        if moved > offset:
+            self.retrier.progress()
+        self.tally.acknowledge(self.stream, moved)
+        return moved
+
+    def _checksum_header(self, start: int, end: int) -> tuple[int, str | None]:
+        """Where the PATCH from ``start`` ends (``end`` or before it) and its
+        Upload-Checksum: from the chunk digests of the grid if they are known
+        (a piece of several chunks ends where they stop being known), else
+        computed here for at most one chunk (pieces off the grid after a
+        failure, or a digest the hashing thread is still far from)."""
+        hashed = self.hashed
+        if not hashed.algorithm:
+            return end, None
+        span = hashed.span_digest(start, end)
+        if span is None:
+            end = min(end, (start // hashed.chunk_size + 1) * hashed.chunk_size)
+            digest = checksum_range(self.payload, hashed.algorithm, start, end)
+        else:
+            end, digest = span
+        return end, tus_checksum(hashed.algorithm, digest)
