@@ -71,15 +71,15 @@ class TestClientAdapter(BaseAdapter):
         super().__init__()
         self.client = app.test_client()
 
-    def send(  # type: ignore[override]
+    def send(  # type: ignore[override]  # stream, timeout, ... are all taken as **_
         self, request: requests.PreparedRequest, **_: Any
     ) -> requests.Response:
         parts = urlsplit(request.url or "")
-        body = request.body
+        body: Any = request.body  # bytes, str, a file or an iterable of bytes
         if hasattr(body, "read"):
-            body = body.read()  # type: ignore[union-attr]
+            body = body.read()
         elif body is not None and not isinstance(body, bytes | str):
-            body = b"".join(body)  # type: ignore[arg-type]
+            body = b"".join(body)
         answer = self.client.open(
             parts.path,
             method=request.method or "GET",
@@ -122,6 +122,7 @@ def serve_in_process(servers: Mapping[str, InProcessServer] | InProcessServer) -
                 return adapter
         return original(session, url)
 
+    # On the class, for the module functions (requests.get, ...) make their own sessions.
     requests.Session.get_adapter = get_adapter  # type: ignore[method-assign]
     try:
         yield

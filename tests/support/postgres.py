@@ -145,13 +145,7 @@ class ThrowawayCluster:
         self._run(str(self.programs / "pg_ctl"), "-D", str(self.data), *args, check=check)
 
     def _run(self, *command: str, check: bool = True) -> None:
-        as_owner: dict[str, object] = {}
-        if self.owner is not None:
-            as_owner = {
-                "user": self.owner.pw_uid,
-                "group": self.owner.pw_gid,
-                "extra_groups": [],
-            }
+        owner = self.owner
         result = subprocess.run(
             command,
             capture_output=True,
@@ -160,7 +154,10 @@ class ThrowawayCluster:
             env={**os.environ, "HOME": str(self.directory)},
             timeout=120,
             check=False,
-            **as_owner,  # type: ignore[arg-type]
+            # As the unprivileged owner, with none of root's groups.
+            user=owner.pw_uid if owner else None,
+            group=owner.pw_gid if owner else None,
+            extra_groups=[] if owner else None,
         )
         if check and result.returncode != 0:
             raise RuntimeError(
