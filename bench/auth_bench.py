@@ -8,7 +8,7 @@ request) or a 64 KiB tus ``PATCH`` (what an upload repeats).  Also timed in
 this process, without HTTP: creating a token (client) and accepting it
 (server, python-gssapi).
 
-    .venv/bin/python bench/auth_bench.py --requests 300 --runs 3
+    .venv/bin/python -m bench.auth_bench --requests 300 --runs 3
 
 Needs the Debian packages krb5-kdc, krb5-admin-server, krb5-user.
 """
@@ -30,12 +30,10 @@ from pathlib import Path
 import gssapi
 import k5test
 import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from dqrxfer.auth import make_auth
 from dqrxfer.server.auth.negotiate import Acceptor
-from servers import Dqrxfer
+
+from bench.servers import Dqrxfer
 
 SERVICE = "HTTP/localhost@KRBTEST.COM"
 USER = "user@KRBTEST.COM"

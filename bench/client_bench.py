@@ -2,10 +2,10 @@
 server, same run; the client's memory; flaky links; parallel streams over a
 long path.
 
-    .venv/bin/python bench/client_bench.py throughput --size-mib 1024 --runs 3
-    .venv/bin/python bench/client_bench.py memory --size-mib 512
-    .venv/bin/python bench/client_bench.py flaky --size-mib 64 --uploads 5
-    .venv/bin/python bench/client_bench.py parallel --size-mib 256 --rtt-ms 100 --runs 3
+    .venv/bin/python -m bench.client_bench throughput --size-mib 1024 --runs 3
+    .venv/bin/python -m bench.client_bench memory --size-mib 512
+    .venv/bin/python -m bench.client_bench flaky --size-mib 64 --uploads 5
+    .venv/bin/python -m bench.client_bench parallel --size-mib 256 --rtt-ms 100 --runs 3
 
 Every configuration gets a fresh server (``bench/servers.py``); configurations
 run in a random order in each round, and the tables give medians.  The
@@ -43,14 +43,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+from bench.rawhttp import Connection
+from bench.servers import BIN, Dqrxfer
+from bench.tus_bench import make_payload, metadata
+from tests.support.faultproxy import FaultProxy, Faults
 
-from rawhttp import Connection  # noqa: E402
-from servers import BIN, Dqrxfer  # noqa: E402
-from support.faultproxy import FaultProxy, Faults  # noqa: E402
-from tus_bench import make_payload, metadata  # noqa: E402
+HERE = Path(__file__).resolve().parent
+
 
 MiB = 1024 * 1024
 

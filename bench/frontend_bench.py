@@ -2,7 +2,7 @@
 (ops/apache: TLS, mod_auth_gssapi with session cookies, the streaming proxy)
 against the same upload straight to gunicorn, same run.
 
-    BENCH_TMP=/some/scratch .venv/bin/python bench/frontend_bench.py --size-mib 1024 --runs 3
+    BENCH_TMP=/some/scratch .venv/bin/python -m bench.frontend_bench --size-mib 1024 --runs 3
 
 Both paths run ``dqr-upload`` as its own process with the same payload and
 chunk size, against gunicorn with ops/gunicorn.conf.py and 2 workers:
@@ -40,16 +40,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+from bench.servers import BIN, tree_cpu
+from bench.tus_bench import make_payload
+from tests.support.deployment import deployed
+from tests.support.kerberos import Realm
+from tests.support.live import LiveServer
+from tests.support.proxies import OPS
 
-from servers import BIN, tree_cpu  # noqa: E402
-from support.deployment import deployed  # noqa: E402
-from support.kerberos import Realm  # noqa: E402
-from support.live import LiveServer  # noqa: E402
-from support.proxies import OPS  # noqa: E402
-from tus_bench import make_payload  # noqa: E402
+HERE = Path(__file__).resolve().parent
+
 
 MiB = 1024 * 1024
 #: mod_auth_gssapi tells, per request, whether the session cookie carried the context.

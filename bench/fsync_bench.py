@@ -10,7 +10,7 @@ meanwhile, as other uploads and the database do on a busy server: then each
 fsync of the one-after-the-other way tends to wait for a journal commit of
 its own.
 
-    .venv/bin/python bench/fsync_bench.py --uploads 300 --size-kib 64 [--busy]
+    .venv/bin/python -m bench.fsync_bench --uploads 300 --size-kib 64 [--busy]
 
 Scratch files go to ``$BENCH_TMP`` (default: the system's temporary
 directory); point it at the disk the server's data directory is on.

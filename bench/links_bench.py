@@ -17,8 +17,8 @@ For each database: fill it (bulk inserts, through the Alembic schema), start
 Each figure is the median of ``--runs`` runs.  The load generator shares the
 machine (2 cores here) with the server: requests/s are a floor.
 
-    .venv/bin/python bench/links_bench.py --runs 3
-    .venv/bin/python bench/links_bench.py --backends sqlite --events 1000 --runs 1   # quick
+    .venv/bin/python -m bench.links_bench --runs 3
+    .venv/bin/python -m bench.links_bench --backends sqlite --events 1000 --runs 1   # quick
 
 PostgreSQL: ``--postgres URL`` (default the test database on 127.0.0.1); each
 run uses a schema of its own, dropped at the end.
@@ -42,12 +42,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from dqrxfer.server.db import Database, Event, Report, migrate
 from sqlalchemy import create_engine, insert, text
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from dqrxfer.server.db import Database, Event, Report, migrate
-from servers import Dqrxfer
+from bench.servers import Dqrxfer
 
 SITES = (("llo", 3), ("lho", 3), ("virgo", 2), ("kagra", 2))  # revisions per site: 10 reports
 BASE = datetime(2023, 5, 18, tzinfo=UTC)

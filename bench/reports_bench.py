@@ -34,9 +34,9 @@ lookup
     lookups, medians over ``--runs``.  (The same lookup over HTTP, through
     gunicorn, is ``bench/links_bench.py``.)
 
-    .venv/bin/python bench/reports_bench.py finalize --runs 3
-    .venv/bin/python bench/reports_bench.py small --runs 5
-    .venv/bin/python bench/reports_bench.py lookup --runs 3
+    .venv/bin/python -m bench.reports_bench finalize --runs 3
+    .venv/bin/python -m bench.reports_bench small --runs 5
+    .venv/bin/python -m bench.reports_bench lookup --runs 3
 """
 
 from __future__ import annotations

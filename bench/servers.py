@@ -15,11 +15,11 @@ from pathlib import Path
 
 import psutil
 
+from tests.support.listening import listening_among
+
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 
-from support.listening import listening_among  # noqa: E402
 
 #: A stopped server's scratch directory holding at most this much is removed
 #: only when the benchmark ends (see :meth:`Server.stop`).

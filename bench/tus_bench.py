@@ -4,7 +4,7 @@
 Each server is started fresh for each configuration, and each configuration
 runs ``--runs`` times; the table reports medians and ratios.
 
-    .venv/bin/python bench/tus_bench.py --size-mib 1024 --runs 3
+    .venv/bin/python -m bench.tus_bench --size-mib 1024 --runs 3
 
 Contenders: @tus/server, the tus layer of dqrxfer alone (``tus_layer_app.py``:
 the blueprint with a FileStore, storing bytes and state as @tus/server does)
@@ -31,10 +31,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from rawhttp import Connection
-from servers import Dqrxfer, Nginx, Server, TusLayer, TusNode
+from bench.rawhttp import Connection
+from bench.servers import Dqrxfer, Nginx, Server, TusLayer, TusNode
 
 MiB = 1024 * 1024
 #: ``--contenders`` keys and the names the tables print.

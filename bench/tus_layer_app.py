@@ -8,7 +8,7 @@ upload's state, nothing else), so the two compare like for like; the full
 application adds validation, the database and publication into the report
 tree, and is measured beside both.
 
-    python bench/tus_layer_app.py --port 8080 --data-dir /tmp/uploads [--fsync complete]
+    python -m bench.tus_layer_app --port 8080 --data-dir /tmp/uploads [--fsync complete]
 """
 
 from __future__ import annotations

@@ -1,21 +1,21 @@
-"""Shared fixtures: live servers, databases, the CLIs."""
+"""Shared fixtures: live servers, databases, the CLIs; skips that fail CI."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from support.inprocess import InProcessServer, in_process_server
 from support.kerberos import Realm, kdc_available
-from support.live import NO_CONCATENATION, LiveServer, tool
+from support.live import NO_CONCATENATION, LiveServer
+from support.postgres import CONFIGURED_URL, ThrowawayCluster, reachable, server_programs
 
-POSTGRES_URL = os.environ.get(
-    "DQRXFER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+#: In CI a skipped test marked postgres, kerberos, browser, frontend or diskfull fails.
+pytest_plugins = ["support.required", "pytester"]
 
 
 @pytest.fixture
@@ -29,7 +29,15 @@ def data_dir(tmp_path: Path) -> Path:
 def live_server(data_dir: Path) -> Iterator[LiveServer]:
     server = LiveServer(data_dir).start()
     yield server
-    server.stop()
+    server.discard()
+
+
+@pytest.fixture
+def app_server(data_dir: Path) -> Iterator[InProcessServer]:
+    """The fast tier: the app of ``serve --data-dir`` in this process, reached
+    with ``requests`` through Flask's test client (support.inprocess)."""
+    with in_process_server(data_dir) as server:
+        yield server
 
 
 @pytest.fixture
@@ -37,34 +45,27 @@ def plain_server(data_dir: Path) -> Iterator[LiveServer]:
     """The real server, its answers without the concatenation extensions."""
     server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(NO_CONCATENATION)]).start()
     yield server
-    server.stop()
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    command = [tool(args[0]), *args[1:]]
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
-    )
-
-
-def postgres_available() -> bool:
-    try:
-        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as connection:
-            connection.execute(text("select 1"))
-        engine.dispose()
-        return True
-    except Exception:
-        return False
+    server.discard()
 
 
 @pytest.fixture(scope="session")
-def postgres_base_url() -> str:
-    if not postgres_available():
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}")
-    return POSTGRES_URL
+def postgres_base_url() -> Iterator[str]:
+    """The configured PostgreSQL server (``DQRXFER_TEST_POSTGRES``) or, when
+    nothing answers there, a throwaway cluster of our own for the session."""
+    if reachable(CONFIGURED_URL):
+        yield CONFIGURED_URL
+        return
+    programs = server_programs()
+    if programs is None:
+        pytest.skip(
+            f"PostgreSQL not reachable at {CONFIGURED_URL} and no initdb to start one "
+            "(Debian package postgresql: bash ops/dev/bootstrap.sh --test)"
+        )
+    cluster = ThrowawayCluster.start(programs)
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The JSON links API through a live server: fields, filters, paging, errors,
-caching validators (ETag / Last-Modified / 304) and CORS."""
+"""The JSON links API: fields, filters, paging, errors, caching validators
+(ETag / Last-Modified / 304) and CORS, against the app in process
+(support.inprocess); dropped PostgreSQL connections under a live server."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.inprocess import InProcessServer, in_process_server
 from support.live import LiveServer
 from support.seed import BASE_TIME, Seed, seed
+from support.tus import Served
 
 ALLOWED_ORIGIN = "http://pages.example:8000"
 
@@ -34,18 +37,17 @@ def write_config(path: Path, data_dir: Path, origins: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
     root = tmp_path_factory.mktemp("api")
     data_dir = root / "data"
     data_dir.mkdir()
     config = write_config(root / "server.toml", data_dir, [ALLOWED_ORIGIN])
-    live = LiveServer(data_dir, config=config).start()
-    seed(f"sqlite:///{data_dir / 'dqrxfer.sqlite'}", SEEDS)
-    yield live
-    live.stop()
+    with in_process_server(data_dir, config) as app:
+        seed(f"sqlite:///{data_dir / 'dqrxfer.sqlite'}", SEEDS)
+        yield app
 
 
-def get(server: LiveServer, path: str, **kwargs: object) -> requests.Response:
+def get(server: Served, path: str, **kwargs: object) -> requests.Response:
     return requests.get(f"{server.url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
@@ -53,7 +55,7 @@ def summary(reports: list[dict[str, object]]) -> list[tuple[object, ...]]:
     return [(r["site"], r["revision"]) for r in reports]
 
 
-def test_event_reports_have_every_field(server: LiveServer) -> None:
+def test_event_reports_have_every_field(server: InProcessServer) -> None:
     response = get(server, "/api/v1/events/S230518h/reports")
     assert response.status_code == 200
     body = response.json()
@@ -73,14 +75,14 @@ def test_event_reports_have_every_field(server: LiveServer) -> None:
     }
 
 
-def test_latest_keeps_the_newest_revision_per_site(server: LiveServer) -> None:
+def test_latest_keeps_the_newest_revision_per_site(server: InProcessServer) -> None:
     body = get(server, "/api/v1/events/S230518h/reports?latest=1").json()
     assert summary(body["reports"]) == [("lho", 1), ("llo", 2), ("virgo", 1)]
     body = get(server, "/api/v1/events/S230518h/reports?latest=0").json()
     assert len(body["reports"]) == 4
 
 
-def test_site_filter_accepts_legacy_spellings(server: LiveServer) -> None:
+def test_site_filter_accepts_legacy_spellings(server: InProcessServer) -> None:
     for site, expected in (("llo", [("llo", 1), ("llo", 2)]), ("EGO", [("virgo", 1)])):
         body = get(server, "/api/v1/events/S230518h/reports", params={"site": site}).json()
         assert summary(body["reports"]) == expected
@@ -88,7 +90,7 @@ def test_site_filter_accepts_legacy_spellings(server: LiveServer) -> None:
     assert summary(body["reports"]) == [("llo", 2)]
 
 
-def test_unknown_event_is_an_empty_list(server: LiveServer) -> None:
+def test_unknown_event_is_an_empty_list(server: InProcessServer) -> None:
     response = get(server, "/api/v1/events/GW230518A/reports")
     assert response.status_code == 200
     assert response.json() == {"graceid": "GW230518A", "reports": []}
@@ -115,7 +117,7 @@ def test_unknown_event_is_an_empty_list(server: LiveServer) -> None:
     ],
 )
 def test_bad_parameters_are_400_naming_the_parameter(
-    server: LiveServer, path: str, parameter: str, message: str
+    server: InProcessServer, path: str, parameter: str, message: str
 ) -> None:
     response = get(server, path)
     assert response.status_code == 400, response.text
@@ -125,7 +127,7 @@ def test_bad_parameters_are_400_naming_the_parameter(
     assert body["error"].startswith(message), body
 
 
-def test_unknown_paths_and_methods_are_json_errors(server: LiveServer) -> None:
+def test_unknown_paths_and_methods_are_json_errors(server: InProcessServer) -> None:
     response = get(server, "/api/v1/nothing/here")
     assert response.status_code == 404
     assert response.json() == {"error": "not found: /api/v1/nothing/here"}
@@ -137,7 +139,7 @@ def test_unknown_paths_and_methods_are_json_errors(server: LiveServer) -> None:
     assert response.status_code == 404 and response.json()["error"] == "upload: no such upload"
 
 
-def test_reports_are_newest_first_and_filtered(server: LiveServer) -> None:
+def test_reports_are_newest_first_and_filtered(server: InProcessServer) -> None:
     body = get(server, "/api/v1/reports", params={"limit": "3"}).json()
     assert [r["graceid"] for r in body["reports"]] == ["G10029", "G10028", "G10027"]
     body = get(server, "/api/v1/reports", params={"project": "o4"}).json()
@@ -156,7 +158,7 @@ def test_reports_are_newest_first_and_filtered(server: LiveServer) -> None:
     assert body["reports"] == []
 
 
-def test_paging_visits_every_report_once_in_order(server: LiveServer) -> None:
+def test_paging_visits_every_report_once_in_order(server: InProcessServer) -> None:
     url: str | None = f"{server.url}/api/v1/reports?limit=7&project=MDC&_=123"
     seen: list[str] = []
     pages = 0
@@ -170,7 +172,7 @@ def test_paging_visits_every_report_once_in_order(server: LiveServer) -> None:
     assert seen == [f"G{10000 + i}" for i in reversed(range(30))]
 
 
-def test_events_are_newest_first_with_their_sites(server: LiveServer) -> None:
+def test_events_are_newest_first_with_their_sites(server: InProcessServer) -> None:
     body = get(server, "/api/v1/events", params={"limit": "31"}).json()
     events = body["events"]
     assert [e["graceid"] for e in events[:2]] == ["G10029", "G10028"]
@@ -188,7 +190,7 @@ def test_events_are_newest_first_with_their_sites(server: LiveServer) -> None:
     }
 
 
-def test_etag_and_last_modified_give_304(server: LiveServer) -> None:
+def test_etag_and_last_modified_give_304(server: InProcessServer) -> None:
     path = "/api/v1/events/S230518h/reports"
     first = get(server, path)
     assert first.headers["Cache-Control"] == "no-cache"
@@ -209,8 +211,7 @@ def test_etag_and_last_modified_give_304(server: LiveServer) -> None:
 def test_new_report_changes_the_etag(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    server = LiveServer(data_dir).start()
-    try:
+    with in_process_server(data_dir) as server:
         path = "/api/v1/events/S230601a/reports"
         empty = get(server, path)
         assert empty.json()["reports"] == []
@@ -219,11 +220,9 @@ def test_new_report_changes_the_etag(tmp_path: Path) -> None:
         assert fresh.status_code == 200
         assert summary(fresh.json()["reports"]) == [("lho", 3)]
         assert fresh.headers["ETag"] != empty.headers["ETag"]
-    finally:
-        server.stop()
 
 
-def test_ping_is_never_cached_and_timing_is_reported(server: LiveServer) -> None:
+def test_ping_is_never_cached_and_timing_is_reported(server: InProcessServer) -> None:
     response = get(server, "/api/v1/ping")
     assert response.headers["Cache-Control"] == "no-store" and "ETag" not in response.headers
     app, cpu = response.headers["Server-Timing"].split(", ")
@@ -231,7 +230,7 @@ def test_ping_is_never_cached_and_timing_is_reported(server: LiveServer) -> None
     assert 0 <= float(cpu.split("=")[1]) <= float(app.split("=")[1]) + 0.05
 
 
-def test_cors_for_configured_origins_only_outside_public_reads(server: LiveServer) -> None:
+def test_cors_for_configured_origins_only_outside_public_reads(server: InProcessServer) -> None:
     allowed = get(server, "/api/v1/ping", headers={"Origin": ALLOWED_ORIGIN})
     assert allowed.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
     assert "Origin" in allowed.headers["Vary"]
@@ -243,7 +242,7 @@ def test_cors_for_configured_origins_only_outside_public_reads(server: LiveServe
 
 @pytest.mark.parametrize("origin", [ALLOWED_ORIGIN, "http://elsewhere.example", "null"])
 def test_public_reads_answer_every_origin_without_credentials(
-    server: LiveServer, origin: str
+    server: InProcessServer, origin: str
 ) -> None:
     """``null`` is a sandboxed report page (served from /reports/): no list of
     origins can name it, and a public read is the same for everyone."""
@@ -276,13 +275,13 @@ def test_public_reads_answer_every_origin_without_credentials(
     assert error.headers["Access-Control-Allow-Origin"] == "*"
 
 
-def test_no_cors_by_default(live_server: LiveServer) -> None:
-    response = get(live_server, "/api/v1/ping", headers={"Origin": ALLOWED_ORIGIN})
+def test_no_cors_by_default(app_server: InProcessServer) -> None:
+    response = get(app_server, "/api/v1/ping", headers={"Origin": ALLOWED_ORIGIN})
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
 def test_bad_cors_origin_in_config_is_refused(tmp_path: Path) -> None:
-    from conftest import run_cli
+    from support.cli import run_cli
 
     config = write_config(tmp_path / "server.toml", tmp_path / "data", ["pages.example/path"])
     result = run_cli("dqrxfer-server", "db", "current", "--config", str(config))
@@ -331,4 +330,4 @@ def test_lookup_on_postgresql_survives_dropped_connections(
             assert response.status_code == 200, response.text
             assert summary(response.json()["reports"]) == expected
     finally:
-        server.stop()
+        server.discard()

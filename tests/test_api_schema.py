@@ -43,7 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         )
     database.dispose()
     yield live
-    live.stop()
+    live.discard()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from support import tars
 from support.live import LiveServer
 from support.tars import directory, file, hardlink, special, symlink
-from support.uploads import report_metadata, resend_last_patch, send
+from support.tus import resend_last_patch, send, tar_metadata
 
 GRACEID = "S230518h"
 #: From the extraction root (<reports_root>/.dqrxfer-staging/work/<id>/extract)
@@ -38,10 +38,10 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
     server = LiveServer(data).start()
     good = tars.report_tree({"index.html": "<html>good</html>", "tier1/data.json": "{}"})
     for revision in (1, 10):
-        sent = send(server.url, good, report_metadata(revision=revision))
+        sent = send(server.url, good, tar_metadata(revision=revision))
         assert sent.final.status_code == 204, sent.final.text
     yield server
-    server.stop()
+    server.discard()
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, str]]:
@@ -257,7 +257,7 @@ def test_hostile_archive_is_refused_and_changes_nothing(
     payload = build(base)
     before_tree, before_rows = snapshot(base), rows(hostile_server.data_dir)
 
-    sent = send(hostile_server.url, payload, report_metadata())
+    sent = send(hostile_server.url, payload, tar_metadata())
 
     assert sent.final.status_code == 422, sent.final.text
     assert message in sent.final.text, sent.final.text
@@ -275,7 +275,7 @@ def test_hostile_archive_is_refused_and_changes_nothing(
 def test_a_refusal_stands_when_the_last_patch_is_resent(hostile_server: LiveServer) -> None:
     base = hostile_server.data_dir.parent
     payload = tars.build([symlink("passwd", "/etc/passwd")])
-    sent = send(hostile_server.url, payload, report_metadata())
+    sent = send(hostile_server.url, payload, tar_metadata())
     assert sent.final.status_code == 422
     before_tree, before_rows = snapshot(base), rows(hostile_server.data_dir)
 
@@ -299,16 +299,16 @@ def test_bytes_limit_from_the_project_configuration(tmp_path: Path) -> None:
     server = LiveServer(data, config=config).start()
     try:
         big = tars.report_tree({"a.bin": os.urandom(700_000), "b.bin": os.urandom(700_000)})
-        sent = send(server.url, big, report_metadata())
+        sent = send(server.url, big, tar_metadata())
         assert sent.final.status_code == 422
         assert (
             "archive member './b.bin': the files add up to more than 1048576 bytes "
             "(limit tar_max_bytes)" in sent.final.text
         )
         crowded = tars.build([file(f"f{index}") for index in range(4)])
-        sent = send(server.url, crowded, report_metadata())
+        sent = send(server.url, crowded, tar_metadata())
         assert sent.final.status_code == 422
         assert "archive member 'f3': the archive has more than 3 members" in sent.final.text
         assert not (data / "reports/O4/S230518h_dir").exists()
     finally:
-        server.stop()
+        server.discard()

@@ -60,7 +60,7 @@ def server(kerberos: Realm, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     config.write_text(CONFIG.format(keytab=kerberos.service_keytab))
     live = LiveServer(root / "data", config=config, env=kerberos.server_env()).start()
     yield live
-    live.stop()
+    live.discard()
 
 
 def localhost(server: LiveServer) -> str:

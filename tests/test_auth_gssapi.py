@@ -55,7 +55,7 @@ def server(kerberos: Realm, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     config = write_config(root, f'[auth]\nmode = "gssapi"\nkeytab = "{kerberos.service_keytab}"')
     live = LiveServer(root / "data", config=config, env=kerberos.server_env()).start()
     yield live
-    live.stop()
+    live.discard()
 
 
 def session_for(kerberos: Realm, who: str) -> requests.Session:

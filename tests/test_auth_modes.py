@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import run_cli
 from support import tusclient
+from support.cli import run_cli
 from support.live import LiveServer, free_port
 from support.remote_user import PROXY, via_proxy
 
@@ -37,7 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         root / "data", config=config, extra_args=["--trusted-proxy", f"{PROXY}/32"]
     ).start()
     yield live
-    live.stop()
+    live.discard()
 
 
 def test_the_proxy_names_the_principal(server: LiveServer) -> None:

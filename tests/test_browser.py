@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
 from support.browser import JS_DIR, PageServer, require_browser, run_browser
+from support.cli import run_cli
 from support.live import LiveServer, free_port
+
+pytestmark = pytest.mark.browser
 
 GRACEID = "S230518h"
 LATER = "S230601a"  #: an event whose first report arrives while a page polls for it

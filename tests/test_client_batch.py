@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
 from dqrxfer.batch import find_reports
+from support.cli import run_cli
 from support.live import LiveServer
 
 REPORTS = (

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
 from dqrxfer.errors import PayloadChangedError, UsageError
 from dqrxfer.packing import collect_members
 from dqrxfer.payload import payload_for
+from support.cli import run_cli
 from support.live import LiveServer
-from support.uploads import dqr_upload_command
+from support.tus import dqr_upload_command
 
 SECRET = b"machine dqr.example.org login albert password not-for-publication\n"
 

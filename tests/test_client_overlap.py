@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from dqrxfer.upload import TAIL
+from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.kill import kill_when
 from support.live import NO_CONCATENATION, LiveServer
-from support.uploads import sha256_hex
+from support.tus import sha256_hex
 
 MiB = 1024 * 1024
 FAST_RETRIES = ["--retries", "30", "--retry-wait", "0.05", "--deadline", "300"]
@@ -37,7 +37,7 @@ def server_without_unfinished(data_dir: Path) -> Iterator[LiveServer]:
         env={"DQRXFER_TEST_HIDDEN_EXTENSIONS": "concatenation-unfinished"},
     ).start()
     yield server
-    server.stop()
+    server.discard()
 
 
 def command(url: str, path: Path, *extra: str, revision: int = 1) -> list[str]:

@@ -16,11 +16,11 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from dqrxfer.payload import FilePayload, crc32_combine, scan
 from dqrxfer.resume import ResumeStore
 from dqrxfer.session import make_session
 from dqrxfer.upload import ReportTarget, ReportUploader, UploadOptions
+from support.cli import run_cli
 from support.isal import require_isal
 from support.live import LiveServer
 

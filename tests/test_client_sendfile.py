@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from dqrxfer.sendfile import SendfileHTTPConnection, SendfileHTTPSConnection
 from dqrxfer.session import make_session
 from dqrxfer.transport import MIN_SEND, REGION_PIECE, SliceBody, TusClient
 from support.live import LiveServer
-from support.proxies import OPS, Nginx
+from support.proxies import OPS, Nginx, needs_nginx
 
 MiB = 1024 * 1024
 
@@ -137,10 +136,7 @@ def test_another_http_client_connection_sends_regions_as_blocks(
     assert sendfile_calls == []
 
 
-@pytest.mark.skipif(
-    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
-    reason="nginx not installed",
-)
+@needs_nginx
 def test_tls_sends_file_content_from_a_buffer(
     data_dir: Path,
     tmp_path: Path,
@@ -164,4 +160,4 @@ def test_tls_sends_file_content_from_a_buffer(
         assert pool.ConnectionCls is SendfileHTTPSConnection
     finally:
         nginx.stop()
-        server.stop()
+        server.discard()

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from support.live import LiveServer
-from support.uploads import report_metadata, send
+from support.tus import send, tar_metadata
 
 
 def mode(path: Path) -> int:
@@ -19,7 +19,7 @@ def test_uploads_and_database_are_private_and_reports_are_readable(
     live_server: LiveServer,
 ) -> None:
     sent = send(
-        live_server.url, b"<html>report</html>", report_metadata(filename="index.html", kind="file")
+        live_server.url, b"<html>report</html>", tar_metadata(filename="index.html", kind="file")
     )
     assert sent.final.status_code == 204, sent.final.text
 

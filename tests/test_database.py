@@ -11,9 +11,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import run_cli
 from dqrxfer.server.db import Base, Database, migrate
 from sqlalchemy import inspect, text
+from support.cli import run_cli
 from support.live import LiveServer
 
 

@@ -16,18 +16,20 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
 from dqrxfer.server.tus.errors import is_out_of_space
 from psycopg.errors import DiskFull
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from support import tars
+from support.cli import run_cli
 from support.diskfull import fill, free_bytes, release, small_filesystem
 from support.live import LiveServer
 from support.tus import (
+    Sent,
     create,
     create_final,
     data_file,
+    dqr_upload_command,
     head,
     new_upload,
     offset_of,
@@ -35,12 +37,16 @@ from support.tus import (
     published,
     record,
     report_metadata,
+    resend_last_patch,
+    send,
+    sha256_hex,
+    tar_metadata,
     upload_id,
     write_config,
 )
-from support.uploads import Sent, dqr_upload_command, resend_last_patch, send, sha256_hex
-from support.uploads import report_metadata as tar_metadata
 from tusclient.client import TusClient
+
+pytestmark = pytest.mark.diskfull
 
 MiB = 1024 * 1024
 

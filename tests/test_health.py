@@ -1,7 +1,8 @@
-"""/healthz through a live server: every check passes on a sound server, and a
-failing check (no free space left above the threshold, a reports root that
-cannot be written) turns the answer into a 503 naming it.  The systemd units'
-own probe commands are run against it too."""
+"""/healthz: every check passes on a sound server, and a failing check (no free
+space left above the threshold, a reports root that cannot be written) turns
+the answer into a 503 naming it (the app in process, support.inprocess).  The
+workers' heartbeat, the systemd units' own probe commands and the probes under
+remote-user authentication run against a live server."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.inprocess import InProcessServer, in_process_server
 from support.live import LiveServer
 from support.proxies import OPS
+from support.tus import Served
 
 
 def write_config(
@@ -36,12 +39,12 @@ def write_config(
     return path
 
 
-def healthz(server: LiveServer) -> requests.Response:
+def healthz(server: Served) -> requests.Response:
     return requests.get(f"{server.url}/healthz", timeout=30)
 
 
-def test_sound_server_passes_every_check(live_server: LiveServer) -> None:
-    response = healthz(live_server)
+def test_sound_server_passes_every_check(app_server: InProcessServer) -> None:
+    response = healthz(app_server)
     assert response.status_code == 200, response.text
     assert response.headers["Cache-Control"] == "no-store"
     body = response.json()
@@ -55,7 +58,7 @@ def test_sound_server_passes_every_check(live_server: LiveServer) -> None:
     assert checks["free_space"]["min_bytes"] == 1024**3
     assert checks["free_space"]["filesystems"][0]["free_bytes"] > 0
     # The probe leaves nothing behind.
-    assert not list(live_server.data_dir.rglob(".healthz-*"))
+    assert not list(app_server.data_dir.rglob(".healthz-*"))
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm on this machine")
@@ -77,8 +80,7 @@ def test_workers_keep_their_heartbeat_file_in_memory(live_server: LiveServer) ->
 
 def test_threshold_above_free_space_fails(data_dir: Path, tmp_path: Path) -> None:
     config = write_config(tmp_path / "server.toml", data_dir, min_free_space=2**62)
-    server = LiveServer(data_dir, config=config).start()
-    try:
+    with in_process_server(data_dir, config) as server:
         response = healthz(server)
         assert response.status_code == 503
         body = response.json()
@@ -88,8 +90,6 @@ def test_threshold_above_free_space_fails(data_dir: Path, tmp_path: Path) -> Non
         assert all(fs["free_bytes"] < 2**62 for fs in free["filesystems"])
         assert body["checks"]["database"]["ok"] is True
         assert body["checks"]["uploads"]["ok"] is True
-    finally:
-        server.stop()
 
 
 def test_unwritable_reports_root_fails(data_dir: Path, tmp_path: Path) -> None:
@@ -98,8 +98,7 @@ def test_unwritable_reports_root_fails(data_dir: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where a directory should be")
     config = write_config(tmp_path / "server.toml", data_dir, o4_root=blocker / "O4")
-    server = LiveServer(data_dir, config=config).start()
-    try:
+    with in_process_server(data_dir, config) as server:
         response = healthz(server)
         assert response.status_code == 503
         checks = response.json()["checks"]
@@ -109,8 +108,6 @@ def test_unwritable_reports_root_fails(data_dir: Path, tmp_path: Path) -> None:
             "error": f"{blocker} is not a directory",
         }
         assert checks["reports:replay"]["ok"] is True
-    finally:
-        server.stop()
 
 
 def unit_command(unit: str, key: str, port: int) -> list[str]:
@@ -140,7 +137,7 @@ def test_systemd_probes_against_a_live_server(data_dir: Path, tmp_path: Path) ->
         # curl's 22: the HTTP status was an error; the body says which check failed.
         assert result.returncode == 22 and '"status":"failing"' in result.stdout
     finally:
-        server.stop()
+        server.discard()
 
 
 def test_probes_need_no_credentials_when_everything_else_does(data_dir: Path) -> None:
@@ -165,4 +162,4 @@ def test_probes_need_no_credentials_when_everything_else_does(data_dir: Path) ->
         refused = requests.get(f"{server.url}/api/v1/ping", timeout=30)
         assert refused.status_code in (401, 403)
     finally:
-        server.stop()
+        server.discard()

@@ -13,18 +13,21 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
 from dqrxfer.auth import login
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
+from support.cli import run_cli
 from support.deployment import Deployment, apache_available, deployed
 from support.kerberos import LLO_ROBOT, USER, Realm
 from support.tusclient import TUS, create, head, upload_id
 
-pytestmark = pytest.mark.skipif(
-    not apache_available(),
-    reason="apache2 or libapache2-mod-auth-gssapi missing (bash ops/dev/bootstrap.sh --test)",
-)
+pytestmark = [
+    pytest.mark.frontend,
+    pytest.mark.skipif(
+        not apache_available(),
+        reason="apache2 or libapache2-mod-auth-gssapi missing (bash ops/dev/bootstrap.sh --test)",
+    ),
+]
 
 MiB = 1024 * 1024
 

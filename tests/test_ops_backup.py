@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from support.cli import run_cli
 from support.live import LiveServer
 
 
@@ -71,7 +71,7 @@ def test_sqlite_online_backup_then_restore(data_dir: Path, tmp_path: Path) -> No
     try:
         assert sites(server) == ["llo"]
     finally:
-        server.stop()
+        server.discard()
 
 
 def test_restore_refuses_a_file_that_is_not_a_backup(data_dir: Path, tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ def test_upgrade_procedure_stop_backup_upgrade_start(data_dir: Path, tmp_path: P
     try:
         assert sites(server) == []
     finally:
-        server.stop()
+        server.discard()
 
 
 @pytest.mark.postgres

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
 from dqrxfer.server.config import load_settings
+from support.cli import run_cli
 from support.live import LiveServer, tool
-from support.proxies import OPS, Nginx, substitute
+from support.proxies import OPS, Nginx, needs_nginx, substitute
 from support.tus import write_config
 
 
@@ -78,7 +78,7 @@ def test_gunicorn_config_file_with_command_line_overrides(data_dir: Path) -> Non
         # Logging in the LVK style from the file; --workers 1 won over the file's 4.
         assert len(re.findall(r"INFO:gunicorn\.error:Booting worker", server.log())) == 1
     finally:
-        server.stop()
+        server.discard()
 
 
 def test_serve_names_a_missing_gunicorn_config(data_dir: Path) -> None:
@@ -94,10 +94,7 @@ def test_serve_names_a_missing_gunicorn_config(data_dir: Path) -> None:
     assert "--gunicorn-config: no such file: /nonexistent.py" in result.stderr
 
 
-@pytest.mark.skipif(
-    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
-    reason="nginx not installed",
-)
+@needs_nginx
 def test_upload_through_the_nginx_front_end(data_dir: Path, tmp_path: Path) -> None:
     # nginx on this host is the proxy whose X-Forwarded-* the app believes.
     config = write_config(tmp_path / "server.toml", trusted_proxies=["127.0.0.1", "::1"])
@@ -165,4 +162,4 @@ def test_upload_through_the_nginx_front_end(data_dir: Path, tmp_path: Path) -> N
             assert hidden.status_code == 403, path
     finally:
         nginx.stop()
-        server.stop()
+        server.discard()

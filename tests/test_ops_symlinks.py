@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import requests
 from support.deployment import apache_available, deployed
 from support.kerberos import Realm
 from support.live import free_port
-from support.proxies import Nginx
+from support.proxies import Nginx, needs_nginx
 from support.trees import plant
 
 REPORT = Path("O4/S230518h_dir/S230518h_llo_1")
@@ -81,10 +80,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="owners are set with l
 
 
 @needs_root
-@pytest.mark.skipif(
-    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
-    reason="nginx not installed",
-)
+@needs_nginx
 def test_nginx_follows_no_link_out_of_the_owners_files(data_dir: Path, tmp_path: Path) -> None:
     reports = data_dir / "reports"
     owned_report(reports)

@@ -28,7 +28,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = LiveServer(data_dir).start()
     seed(f"sqlite:///{data_dir / 'dqrxfer.sqlite'}", SEEDS)
     yield live
-    live.stop()
+    live.discard()
 
 
 def get(server: LiveServer, path: str, **kwargs: object) -> requests.Response:

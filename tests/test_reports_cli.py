@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import requests
-from conftest import run_cli
 from dqrxfer.server.db import Report, ReportFile
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from support import tars
+from support.cli import run_cli
 from support.live import LiveServer
-from support.uploads import report_metadata, send
+from support.tus import send, tar_metadata
 
 O4 = Path("reports/O4")
 
@@ -57,7 +57,7 @@ def test_list_and_show(live_server: LiveServer) -> None:
         sent = send(
             live_server.url,
             payload,
-            report_metadata(graceid=graceid, uploader=site, revision=revision),
+            tar_metadata(graceid=graceid, uploader=site, revision=revision),
         )
         assert sent.final.status_code == 204, sent.final.text
     data = live_server.data_dir

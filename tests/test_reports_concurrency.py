@@ -14,8 +14,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 from support import tars
 from support.live import LiveServer
-from support.tus import write_config
-from support.uploads import report_metadata, resend_last_patch, send
+from support.tus import resend_last_patch, send, tar_metadata, write_config
 
 SITES = ("llo", "virgo")
 REVISIONS = (1, 2)
@@ -55,7 +54,7 @@ def test_concurrent_uploads_into_one_event_give_consistent_rows(
                     lambda job: send(
                         server.url,
                         tars.report_tree(files_for(*job), "gz"),
-                        report_metadata(uploader=job[0], revision=job[1]),
+                        tar_metadata(uploader=job[0], revision=job[1]),
                         chunk_size=16 * 1024,
                     ),
                     jobs,
@@ -117,7 +116,7 @@ def test_concurrent_single_files_and_replacements_keep_rows_and_totals(
     def upload(job: tuple[str, int, str], content: bytes) -> tuple[int, str]:
         site, revision, name = job
         sent = send(
-            server.url, content, report_metadata(name, "file", uploader=site, revision=revision)
+            server.url, content, tar_metadata(name, "file", uploader=site, revision=revision)
         )
         again = resend_last_patch(server.url, sent, len(content))
         assert again.status_code == 204, again.text

@@ -27,21 +27,22 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
 from dqrxfer.server.db import Database, migrate
 from dqrxfer.server.reports.archive import StagedArchive, StagedFile
 from dqrxfer.server.reports.supersession import Superseded, drop_superseded
 from sqlalchemy import create_engine, text
 from support import tars
+from support.cli import run_cli
 from support.live import LiveServer
-from support.tus import wait_for, write_config
-from support.uploads import (
+from support.tus import (
     Sent,
     create_upload,
     patch_in_background,
     report_metadata,
     resend_last_patch,
     send,
+    wait_for,
+    write_config,
 )
 
 DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]

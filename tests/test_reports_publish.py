@@ -1,4 +1,4 @@
-"""Publishing reports through a live server: tarballs (every compression),
+"""Publishing reports through the app (in process, support.inprocess): tarballs (every compression),
 several passes into one report, idempotent finalization, whole-payload
 verification, and the database rows that follow the tree."""
 
@@ -18,9 +18,9 @@ from dqrxfer.server.tus.store import FileStore
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from support import tars
-from support.live import LiveServer
+from support.inprocess import InProcessServer
 from support.tars import file, symlink
-from support.uploads import report_metadata, resend_last_patch, send, sha256_hex
+from support.tus import resend_last_patch, send, sha256_hex, tar_metadata
 
 REPORT = Path("reports/O4/S230518h_dir/S230518h_llo_1")
 
@@ -60,7 +60,7 @@ def digest(data: bytes | str) -> str:
 
 @pytest.mark.parametrize("compression", ["", "gz", "bz2", "xz"])
 def test_tarball_is_extracted_recorded_and_served(
-    live_server: LiveServer, compression: str
+    app_server: InProcessServer, compression: str
 ) -> None:
     files = {
         "index.html": "<html>llo</html>",
@@ -69,54 +69,54 @@ def test_tarball_is_extracted_recorded_and_served(
     }
     payload = tars.report_tree(files, compression)
     # The name says nothing about the compression: the content does.
-    metadata = report_metadata(filename="report.bin", sha256=sha256_hex(payload))
+    metadata = tar_metadata(filename="report.bin", sha256=sha256_hex(payload))
 
-    sent = send(live_server.url, payload, metadata)
+    sent = send(app_server.url, payload, metadata)
 
     assert sent.final.status_code == 204, sent.final.text
-    report_url = f"{live_server.url}/reports/O4/S230518h_dir/S230518h_llo_1/"
+    report_url = f"{app_server.url}/reports/O4/S230518h_dir/S230518h_llo_1/"
     assert sent.final.headers["Dqr-Report-Url"] == report_url
-    report_dir = live_server.data_dir / REPORT
+    report_dir = app_server.data_dir / REPORT
     assert tree_of(report_dir) == {
         k: v.encode() if isinstance(v, str) else v for k, v in files.items()
     }
     assert stat.S_IMODE((report_dir / "tier1/data.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((report_dir / "tier1").stat().st_mode) == 0o755
-    state = db_state(live_server.data_dir)
+    state = db_state(app_server.data_dir)
     assert state["reports"] == [
         ("llo", 1, "S230518h_dir/S230518h_llo_1", 3, sum(len(v) for v in files.values()))
     ]
     assert state["files"] == {
         name: (len(data), digest(data), sent.upload_id) for name, data in files.items()
     }
-    record = requests.get(f"{live_server.url}/api/v1/uploads/{sent.upload_id}", timeout=10).json()
+    record = requests.get(f"{app_server.url}/api/v1/uploads/{sent.upload_id}", timeout=10).json()
     assert record["state"] == "published" and record["sha256"] == sha256_hex(payload)
     served = requests.get(report_url + "tier1/data.json", timeout=10)
     assert served.status_code == 200 and served.text == '{"ok": 1}'
-    hidden = requests.get(f"{live_server.url}/reports/O4/.dqrxfer-staging/locks/", timeout=10)
+    hidden = requests.get(f"{app_server.url}/reports/O4/.dqrxfer-staging/locks/", timeout=10)
     assert hidden.status_code == 404
 
 
 def test_passes_add_and_replace_files_and_keep_the_others(
-    live_server: LiveServer,
+    app_server: InProcessServer,
 ) -> None:
     first = tars.report_tree({"index.html": "v1", "tier1/a.json": "a1", "tier1/b.json": "b1"})
     second = tars.report_tree({"index.html": "v2", "tier2/c.json": "c2"}, "gz")
     third = tars.build([file("b.json", "b3"), symlink("latest", "b.json")])
     single = b"<html>summary</html>"
 
-    assert send(live_server.url, first, report_metadata()).final.status_code == 204
-    assert send(live_server.url, second, report_metadata()).final.status_code == 204
-    sent = send(live_server.url, third, report_metadata(subdir="tier1"))
+    assert send(app_server.url, first, tar_metadata()).final.status_code == 204
+    assert send(app_server.url, second, tar_metadata()).final.status_code == 204
+    sent = send(app_server.url, third, tar_metadata(subdir="tier1"))
     assert sent.final.status_code == 204, sent.final.text
     sent_file = send(
-        live_server.url,
+        app_server.url,
         single,
-        report_metadata(filename="summary.html", kind="file", subdir="tier2"),
+        tar_metadata(filename="summary.html", kind="file", subdir="tier2"),
     )
     assert sent_file.final.status_code == 204, sent_file.final.text
 
-    assert tree_of(live_server.data_dir / REPORT) == {
+    assert tree_of(app_server.data_dir / REPORT) == {
         "index.html": b"v2",
         "tier1/a.json": b"a1",
         "tier1/b.json": b"b3",
@@ -124,7 +124,7 @@ def test_passes_add_and_replace_files_and_keep_the_others(
         "tier2/c.json": b"c2",
         "tier2/summary.html": single,
     }
-    state = db_state(live_server.data_dir)
+    state = db_state(app_server.data_dir)
     assert sorted(state["files"]) == [
         "index.html",
         "tier1/a.json",
@@ -138,63 +138,63 @@ def test_passes_add_and_replace_files_and_keep_the_others(
     assert set(state["uploads"].values()) == {"published"}
 
 
-def test_a_link_replacing_a_file_drops_its_row(live_server: LiveServer) -> None:
+def test_a_link_replacing_a_file_drops_its_row(app_server: InProcessServer) -> None:
     assert (
         send(
-            live_server.url, tars.report_tree({"a.txt": "a", "b.txt": "b"}), report_metadata()
+            app_server.url, tars.report_tree({"a.txt": "a", "b.txt": "b"}), tar_metadata()
         ).final.status_code
         == 204
     )
-    sent = send(live_server.url, tars.build([symlink("b.txt", "a.txt")]), report_metadata())
+    sent = send(app_server.url, tars.build([symlink("b.txt", "a.txt")]), tar_metadata())
     assert sent.final.status_code == 204, sent.final.text
-    assert tree_of(live_server.data_dir / REPORT) == {"a.txt": b"a", "b.txt": "-> a.txt"}
-    state = db_state(live_server.data_dir)
+    assert tree_of(app_server.data_dir / REPORT) == {"a.txt": b"a", "b.txt": "-> a.txt"}
+    state = db_state(app_server.data_dir)
     assert sorted(state["files"]) == ["a.txt"]
     assert state["reports"][0][3:] == (1, 1)
 
 
-def test_links_may_not_go_through_links_already_in_the_report(live_server: LiveServer) -> None:
+def test_links_may_not_go_through_links_already_in_the_report(app_server: InProcessServer) -> None:
     first = tars.build([file("data/x.json", "x"), symlink("current", "data")])
-    assert send(live_server.url, first, report_metadata()).final.status_code == 204
-    before = tree_of(live_server.data_dir / REPORT)
+    assert send(app_server.url, first, tar_metadata()).final.status_code == 204
+    before = tree_of(app_server.data_dir / REPORT)
     through = tars.build([symlink("x", "current/x.json")])
-    sent = send(live_server.url, through, report_metadata())
+    sent = send(app_server.url, through, tar_metadata())
     assert sent.final.status_code == 422
     assert (
         "archive member 'x': symbolic link 'current/x.json' resolves through another"
         in sent.final.text
     )
     into = tars.build([file("current/y.json", "y")])
-    sent = send(live_server.url, into, report_metadata())
+    sent = send(app_server.url, into, tar_metadata())
     assert sent.final.status_code == 422
     assert "'current': the report has a symbolic link here, not a directory" in sent.final.text
-    assert tree_of(live_server.data_dir / REPORT) == before
+    assert tree_of(app_server.data_dir / REPORT) == before
 
 
-def test_resending_the_last_patch_changes_nothing(live_server: LiveServer) -> None:
+def test_resending_the_last_patch_changes_nothing(app_server: InProcessServer) -> None:
     payload = tars.report_tree({"index.html": "v1", "tier1/a.json": "a1"})
-    sent = send(live_server.url, payload, report_metadata())
+    sent = send(app_server.url, payload, tar_metadata())
     assert sent.final.status_code == 204
-    tree, state = tree_of(live_server.data_dir / REPORT), db_state(live_server.data_dir)
+    tree, state = tree_of(app_server.data_dir / REPORT), db_state(app_server.data_dir)
 
-    again = resend_last_patch(live_server.url, sent, len(payload))
+    again = resend_last_patch(app_server.url, sent, len(payload))
 
     assert again.status_code == 204, again.text
     assert again.headers["Dqr-Report-Url"] == sent.final.headers["Dqr-Report-Url"]
-    assert tree_of(live_server.data_dir / REPORT) == tree
-    assert db_state(live_server.data_dir) == state
+    assert tree_of(app_server.data_dir / REPORT) == tree
+    assert db_state(app_server.data_dir) == state
 
 
 def test_finalizing_again_after_a_crash_gives_the_same_tree_and_rows(
-    live_server: LiveServer,
+    app_server: InProcessServer,
 ) -> None:
     """The hook itself, run again on an upload whose row never reached
     "published" (a crash between the tree and the database): same result."""
     payload = tars.report_tree({"index.html": "v1", "tier1/a.json": "a1"}, "gz")
-    sent = send(live_server.url, payload, report_metadata(subdir="pass1"))
+    sent = send(app_server.url, payload, tar_metadata(subdir="pass1"))
     assert sent.final.status_code == 204
-    tree, state = tree_of(live_server.data_dir / REPORT), db_state(live_server.data_dir)
-    settings = load_settings(None, live_server.data_dir)
+    tree, state = tree_of(app_server.data_dir / REPORT), db_state(app_server.data_dir)
+    settings = load_settings(None, app_server.data_dir)
     database = Database(settings.database_url)
     try:
         with database.session(write=True) as session:
@@ -205,65 +205,65 @@ def test_finalizing_again_after_a_crash_gives_the_same_tree_and_rows(
         for _ in range(2):
             url = finalize_upload(database, settings, info, settings.uploads_dir / sent.upload_id)
             assert url == "/reports/O4/S230518h_dir/S230518h_llo_1/"
-            assert tree_of(live_server.data_dir / REPORT) == tree
-            assert db_state(live_server.data_dir) == state
+            assert tree_of(app_server.data_dir / REPORT) == tree
+            assert db_state(app_server.data_dir) == state
     finally:
         database.dispose()
 
 
 def test_an_older_upload_finalized_again_does_not_undo_a_newer_pass(
-    live_server: LiveServer,
+    app_server: InProcessServer,
 ) -> None:
     older = tars.report_tree({"index.html": "old"})
-    sent_old = send(live_server.url, older, report_metadata())
+    sent_old = send(app_server.url, older, tar_metadata())
     assert (
         send(
-            live_server.url, tars.report_tree({"index.html": "new"}), report_metadata()
+            app_server.url, tars.report_tree({"index.html": "new"}), tar_metadata()
         ).final.status_code
         == 204
     )
-    assert resend_last_patch(live_server.url, sent_old, len(older)).status_code == 204
-    assert (live_server.data_dir / REPORT / "index.html").read_bytes() == b"new"
+    assert resend_last_patch(app_server.url, sent_old, len(older)).status_code == 204
+    assert (app_server.data_dir / REPORT / "index.html").read_bytes() == b"new"
 
 
 @pytest.mark.parametrize("kind", ["tar", "file"])
 def test_sha256_mismatch_fails_the_upload_and_publishes_nothing(
-    live_server: LiveServer, kind: str
+    app_server: InProcessServer, kind: str
 ) -> None:
     payload = tars.report_tree({"index.html": "x"}) if kind == "tar" else b"<html></html>"
     wrong = "0" * 64
-    metadata = report_metadata(filename="index.html", kind=kind, sha256=wrong)
+    metadata = tar_metadata(filename="index.html", kind=kind, sha256=wrong)
 
-    sent = send(live_server.url, payload, metadata)
+    sent = send(app_server.url, payload, metadata)
 
     assert sent.final.status_code == 422
     assert sent.final.text.startswith(
         f"sha256: the received payload hashes to {sha256_hex(payload)}, not {wrong}"
     )
     assert "nothing was published" in sent.final.text
-    assert not (live_server.data_dir / "reports/O4/S230518h_dir").exists()
-    state = db_state(live_server.data_dir)
+    assert not (app_server.data_dir / "reports/O4/S230518h_dir").exists()
+    state = db_state(app_server.data_dir)
     assert state["reports"] == [] and state["uploads"] == {sent.upload_id: "failed"}
-    record = requests.get(f"{live_server.url}/api/v1/uploads/{sent.upload_id}", timeout=10).json()
+    record = requests.get(f"{app_server.url}/api/v1/uploads/{sent.upload_id}", timeout=10).json()
     assert record["state"] == "failed" and record["error"].startswith("sha256:")
 
 
-def test_a_file_cannot_replace_a_directory(live_server: LiveServer) -> None:
+def test_a_file_cannot_replace_a_directory(app_server: InProcessServer) -> None:
     assert (
         send(
-            live_server.url, tars.report_tree({"tier1/a.json": "a"}), report_metadata()
+            app_server.url, tars.report_tree({"tier1/a.json": "a"}), tar_metadata()
         ).final.status_code
         == 204
     )
-    sent = send(live_server.url, b"x", report_metadata(filename="tier1", kind="file"))
+    sent = send(app_server.url, b"x", tar_metadata(filename="tier1", kind="file"))
     assert sent.final.status_code == 422
     assert sent.final.text.startswith("filename: 'tier1': the report has a directory of that name")
     sent = send(
-        live_server.url, b"x", report_metadata(filename="b", kind="file", subdir="tier1/a.json")
+        app_server.url, b"x", tar_metadata(filename="b", kind="file", subdir="tier1/a.json")
     )
     assert sent.final.status_code == 422
     assert sent.final.text.startswith("subdir: 'tier1/a.json': the report has a file here")
-    assert tree_of(live_server.data_dir / REPORT) == {"tier1/a.json": b"a"}
+    assert tree_of(app_server.data_dir / REPORT) == {"tier1/a.json": b"a"}
 
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "entry-by-entry"])
@@ -289,7 +289,7 @@ def test_both_ways_of_laying_a_pass_over_a_report(
         for number, payload in enumerate(passes):
             path = settings.uploads_dir / f"pass{number}"
             path.write_bytes(payload)
-            metadata = report_metadata(sha256=sha256_hex(payload))
+            metadata = tar_metadata(sha256=sha256_hex(payload))
             info = UploadInfo(id=f"pass{number}", length=len(payload), metadata=metadata)
             finalize_upload(database, settings, info, path)
         assert tree_of(settings.data_dir / REPORT) == {

@@ -15,8 +15,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from support import tars
 from support.live import LiveServer
-from support.tus import wait_for
-from support.uploads import create_upload, patch_in_background, report_metadata
+from support.tus import create_upload, patch_in_background, tar_metadata, wait_for
 
 FILES = {"index.html": "<html>report</html>", "tier1/data.json": '{"a": 1}', "tier2/b.txt": "b"}
 REPORT = Path("reports/O4/S230518h_dir/S230518h_llo_1")
@@ -40,7 +39,7 @@ def test_kill_9_while_finalizing_then_restart_publishes_exactly_once(
     payload = tars.report_tree(FILES, "gz")
     crashing = LiveServer(data_dir, env={"DQRXFER_TEST_FAULT": f"{point}:{marker}"}).start()
     try:
-        url = create_upload(crashing.url, len(payload), report_metadata())
+        url = create_upload(crashing.url, len(payload), tar_metadata())
         upload_id = url.rsplit("/", 1)[-1]
         patcher = patch_in_background(url, payload)
         wait_for(marker.exists, timeout=120, what=f"the fault point {point}")
@@ -81,4 +80,4 @@ def test_kill_9_while_finalizing_then_restart_publishes_exactly_once(
         )
         assert restarted.log().count(f"published upload {upload_id}") == 1
     finally:
-        restarted.stop()
+        restarted.discard()

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from dqrxfer.server.config import ConfigError, load_settings
 from dqrxfer.server.reports.admin import AdminError, parse_since
 from dqrxfer.server.reports.archive import (
@@ -17,6 +16,7 @@ from dqrxfer.server.reports.archive import (
     check_links,
     normalise_member_name,
 )
+from support.cli import run_cli
 
 
 @pytest.mark.parametrize(

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
 from support import tars
+from support.cli import run_cli
 from support.live import LiveServer
 from support.tars import directory, file, symlink
 from support.trees import plant, snapshot
-from support.tus import wait_for
-from support.uploads import Sent, report_metadata, send
+from support.tus import Sent, send, tar_metadata, wait_for
 
 GRACEID = "S230518h"
 RULE = "every symbolic link must resolve inside its report"
@@ -135,9 +134,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data.mkdir()
     running = LiveServer(data).start()
     sibling = tars.report_tree({"index.html": "<html>sibling report</html>"})
-    assert send(running.url, sibling, report_metadata(revision=10)).final.status_code == 204
+    assert send(running.url, sibling, tar_metadata(revision=10)).final.status_code == 204
     yield running
-    running.stop()
+    running.discard()
 
 
 def depth_of(server: LiveServer, revision: int) -> int:
@@ -149,7 +148,7 @@ _revisions = iter(range(100, 1000))
 
 
 def sent(server: LiveServer, upload: Upload, revision: int) -> Sent:
-    metadata = report_metadata(
+    metadata = tar_metadata(
         filename=upload.filename, kind=upload.kind, revision=revision, subdir=upload.subdir
     )
     return send(server.url, upload.payload, metadata)
@@ -271,7 +270,7 @@ def test_no_url_reads_outside_the_report_tree(server: LiveServer, path: str) -> 
 def test_the_reports_route_serves_only_inside_the_report(server: LiveServer) -> None:
     revision = next(_revisions)
     files = {"index.html": "<html>mine</html>", "tier1/data.json": "{}"}
-    published = send(server.url, tars.report_tree(files), report_metadata(revision=revision))
+    published = send(server.url, tars.report_tree(files), tar_metadata(revision=revision))
     assert published.final.status_code == 204, published.final.text
     report = server.published(revision=revision)
     depth = depth_of(server, revision)
@@ -325,7 +324,7 @@ def test_recovery_does_not_publish_a_pass_that_would_make_a_link_escape(
 
     marker = tmp_path / "reached"
     crashing = LiveServer(data, env={"DQRXFER_TEST_FAULT": f"after-extract:{marker}"}).start()
-    metadata = report_metadata()
+    metadata = tar_metadata()
     finished: list[Sent] = []
     thread = threading.Thread(
         target=lambda: _send_quietly(crashing.url, case.refused.payload, metadata, finished),
@@ -354,7 +353,7 @@ def test_recovery_does_not_publish_a_pass_that_would_make_a_link_escape(
         assert snapshot(report) == before
         assert_nothing_escapes(restarted, 1, case.probe)
     finally:
-        restarted.stop()
+        restarted.discard()
 
 
 def _send_quietly(url: str, payload: bytes, metadata: dict[str, str], finished: list[Sent]) -> None:

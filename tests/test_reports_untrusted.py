@@ -3,22 +3,22 @@ answer under ``/reports/`` (200, 404, 403, 405) carries the sandbox, nosniff
 and the public CORS grant, from the app's embedded route and from the shipped
 nginx and Apache front ends; an opaque origin (``Origin: null``, a sandboxed
 report page) gets the public reads and the static assets, never ``/files/`` or
-an upload's record.  The browser's side: tests/test_reports_untrusted_browser.py."""
+an upload's record.  The app's own answers are checked in process
+(support.inprocess).  The browser's side: tests/test_reports_untrusted_browser.py."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import requests
 from dqrxfer.server.untrusted import REPORT_HEADERS
-from support.deployment import apache_available, deployed
+from support.deployment import deployed
+from support.inprocess import InProcessServer, in_process_server
 from support.kerberos import Realm
 from support.live import LiveServer
-from support.proxies import OPS, Nginx
-from support.tus import TUS
-from support.uploads import encode_metadata, report_metadata, send
+from support.proxies import OPS, Nginx, needs_apache, needs_nginx
+from support.tus import TUS, encode_metadata, send, tar_metadata
 
 NULL = {"Origin": "null"}
 REPORT = "reports/O4/S230518h_dir/S230518h_llo_1"
@@ -97,30 +97,30 @@ def put_report_on_disk(reports: Path) -> None:
             directory.chmod(directory.stat().st_mode | 0o001)
 
 
-def test_embedded_route_marks_every_answer(live_server: LiveServer) -> None:
+def test_embedded_route_marks_every_answer(app_server: InProcessServer) -> None:
     for name, body in (("index.html", b"<h1>llo</h1>"), ("notes.txt", b"<script>x</script>")):
-        metadata = report_metadata(filename=name, kind="file")
-        assert send(live_server.url, body, metadata).final.status_code == 204
-    check_report_answers(live_server.url)
-    head = requests.head(f"{live_server.url}/{REPORT}/index.html", timeout=10)
+        metadata = tar_metadata(filename=name, kind="file")
+        assert send(app_server.url, body, metadata).final.status_code == 204
+    check_report_answers(app_server.url)
+    head = requests.head(f"{app_server.url}/{REPORT}/index.html", timeout=10)
     assert head.status_code == 200
     assert_untrusted(head, "HEAD")
-    wrong_method = requests.post(f"{live_server.url}/{REPORT}/index.html", timeout=10)
+    wrong_method = requests.post(f"{app_server.url}/{REPORT}/index.html", timeout=10)
     assert wrong_method.status_code == 405
     assert_untrusted(wrong_method, "POST")
     # Everything else of the server is not marked as a report.
     for path in ("/events/", "/api/v1/events/S230518h/reports", "/static/dqrxfer.js"):
-        other = requests.get(f"{live_server.url}{path}", timeout=10)
+        other = requests.get(f"{app_server.url}{path}", timeout=10)
         assert "sandbox" not in other.headers.get("Content-Security-Policy", ""), path
 
 
-def test_origin_null_reads_public_links_but_never_uploads(live_server: LiveServer) -> None:
-    check_origin_null(live_server.url)
+def test_origin_null_reads_public_links_but_never_uploads(app_server: InProcessServer) -> None:
+    check_origin_null(app_server.url)
     # Even the requests a browser would never send after that preflight
     # (and an existing upload's record) get no grant.
-    metadata = encode_metadata(report_metadata(filename="a.txt", kind="file"))
+    metadata = encode_metadata(tar_metadata(filename="a.txt", kind="file"))
     created = requests.post(
-        f"{live_server.url}/files/",
+        f"{app_server.url}/files/",
         headers={**TUS, **NULL, "Upload-Length": "1", "Upload-Metadata": metadata},
         timeout=10,
     )
@@ -128,14 +128,11 @@ def test_origin_null_reads_public_links_but_never_uploads(live_server: LiveServe
     upload = created.headers["Location"].rstrip("/").rsplit("/", 1)[1]
     head = requests.head(created.headers["Location"], headers={**TUS, **NULL}, timeout=10)
     assert head.status_code == 200 and "Access-Control-Allow-Origin" not in head.headers
-    record = get(f"{live_server.url}/api/v1/uploads/{upload}", headers=NULL)
+    record = get(f"{app_server.url}/api/v1/uploads/{upload}", headers=NULL)
     assert record.status_code == 200 and "Access-Control-Allow-Origin" not in record.headers
 
 
-@pytest.mark.skipif(
-    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
-    reason="nginx not installed",
-)
+@needs_nginx
 def test_nginx_front_end_marks_every_report_answer(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,13 +148,10 @@ def test_nginx_front_end_marks_every_report_answer(
         check_origin_null(nginx.url)
     finally:
         nginx.stop()
-        server.stop()
+        server.discard()
 
 
-@pytest.mark.skipif(
-    not apache_available(),
-    reason="apache2 or libapache2-mod-auth-gssapi missing (bash ops/dev/bootstrap.sh --test)",
-)
+@needs_apache
 def test_apache_front_end_marks_every_report_answer(
     kerberos: Realm, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -174,9 +168,6 @@ def test_without_public_read_no_origin_reads_by_default(data_dir: Path) -> None:
     configured ``cors_origins`` (none here) get CORS answers."""
     config = data_dir.parent / "server.toml"
     config.write_text("auto_upgrade = true\nserve_reports = true\n[auth]\npublic_read = false\n")
-    server = LiveServer(data_dir, config=config).start()
-    try:
+    with in_process_server(data_dir, config) as server:
         links = get(f"{server.url}/api/v1/events/S230518h/reports", headers=NULL)
         assert links.status_code == 200 and "Access-Control-Allow-Origin" not in links.headers
-    finally:
-        server.stop()

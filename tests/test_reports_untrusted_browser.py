@@ -31,10 +31,9 @@ from dqrxfer.auth import make_auth
 from support.browser import require_browser, run_browser
 from support.kerberos import SERVICE, STRANGER, USER, Realm
 from support.live import LiveServer
-from support.tus import wait_for
-from support.uploads import encode_metadata, report_metadata, send
+from support.tus import encode_metadata, send, tar_metadata, wait_for
 
-pytestmark = pytest.mark.kerberos
+pytestmark = [pytest.mark.kerberos, pytest.mark.browser]
 
 GRACEID = "S230518h"
 COOKIE = "dqrxfer_session"
@@ -170,7 +169,7 @@ def visit(server: LiveServer, kerberos: Realm, work: Path) -> dict[str, Any]:
     # The member's own reports of the event (O4) and one upload of theirs.
     uploads = {}
     for site in ("llo", "lho"):
-        metadata = report_metadata(filename="index.html", kind="file", uploader=site)
+        metadata = tar_metadata(filename="index.html", kind="file", uploader=site)
         sent = send(server.url, f"<h1>{site}</h1>".encode(), metadata, session=member)
         assert sent.final.status_code == 204, sent.final.text
         uploads[site] = sent.upload_id
@@ -182,7 +181,7 @@ def visit(server: LiveServer, kerberos: Realm, work: Path) -> dict[str, Any]:
     # The stranger's report page in `personal`, for the same event.
     stranger = kerberos_session(kerberos.stranger_ccache)
     tus_metadata = encode_metadata(
-        report_metadata(filename="evil.html", kind="file", project="personal", revision=9)
+        tar_metadata(filename="evil.html", kind="file", project="personal", revision=9)
     )
     page = (
         PAGE.replace("__GRACEID__", GRACEID)
@@ -196,7 +195,7 @@ def visit(server: LiveServer, kerberos: Realm, work: Path) -> dict[str, Any]:
         "data.json": json.dumps({"points": [1, 2, 3]}).encode(),
     }
     for name, body in files.items():
-        metadata = report_metadata(filename=name, kind="file", uploader="virgo", project="personal")
+        metadata = tar_metadata(filename=name, kind="file", uploader="virgo", project="personal")
         sent = send(server.url, body, metadata, session=stranger)
         assert sent.final.status_code == 204, sent.final.text
 

@@ -51,7 +51,7 @@ def test_each_worker_listens_on_a_socket_of_its_own(data_dir: Path) -> None:
         assert all(len(own) == 1 for own in sockets), sockets
         assert len({own[0] for own in sockets}) == 3, sockets
     finally:
-        server.stop()
+        server.discard()
 
 
 def test_connections_arriving_together_are_spread_over_the_workers(data_dir: Path) -> None:
@@ -77,7 +77,7 @@ def test_connections_arriving_together_are_spread_over_the_workers(data_dir: Pat
     finally:
         for connection in connections:
             connection.close()
-        server.stop()
+        server.discard()
 
 
 def test_serve_refuses_an_address_another_server_listens_on(data_dir: Path) -> None:

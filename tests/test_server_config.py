@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from dqrxfer.server.auth.settings import AuthSettings, RuleTable
 from dqrxfer.server.config import ProjectConfig, Settings, load_settings
 from dqrxfer.server.configkeys import (
@@ -23,6 +22,7 @@ from dqrxfer.server.configkeys import (
     read_table,
     with_defaults,
 )
+from support.cli import run_cli
 
 PROJECT = '[projects.O4]\nreports_root = "/srv/r"\nurl = "/r/"\n'
 RULE = '[[auth.rules]]\nprincipals = ["*@LIGO.ORG"]\n'

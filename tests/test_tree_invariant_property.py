@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from support import tars
 from support.trees import snapshot
-from support.uploads import report_metadata
+from support.tus import tar_metadata
 
 GRACEID = "S230518h"
 #: Names of files and links (and, now and then, of a directory: the kind a
@@ -163,7 +163,7 @@ class ReportUploads(RuleBasedStateMachine):
 
     @rule(members=st.lists(entries, min_size=1, max_size=4), subdir=subdirs, in_place=st.booleans())
     def archive(self, members: list[tars.Entry], subdir: str, in_place: bool) -> None:
-        metadata = report_metadata(revision=self.revision, subdir=subdir)
+        metadata = tar_metadata(revision=self.revision, subdir=subdir)
         self._finalize(tars.build(members), metadata, in_place)
 
     @rule(data=st.data(), subdir=subdirs, in_place=st.booleans())
@@ -180,7 +180,7 @@ class ReportUploads(RuleBasedStateMachine):
             up = data.draw(st.integers(0, depth + len(down)))
             then = data.draw(st.lists(components, max_size=1))
             links.append(tars.symlink(path, _target(down, up, then)))
-        metadata = report_metadata(revision=self.revision, subdir=subdir)
+        metadata = tar_metadata(revision=self.revision, subdir=subdir)
         self._finalize(tars.build(links), metadata, in_place)
 
     @precondition(lambda self: self.passed)
@@ -192,15 +192,13 @@ class ReportUploads(RuleBasedStateMachine):
         path = data.draw(st.sampled_from(self.passed))
         up = data.draw(st.integers(0, path.count("/")))
         target = _target([], up, data.draw(st.lists(components, max_size=1)))
-        metadata = report_metadata(revision=self.revision)
+        metadata = tar_metadata(revision=self.revision)
         self._finalize(tars.build([tars.symlink(path, target)]), metadata, in_place)
 
     @rule(path=entry_paths, data=st.binary(max_size=8))
     def single_file(self, path: str, data: bytes) -> None:
         subdir, _, name = path.rpartition("/")
-        metadata = report_metadata(
-            filename=name, kind="file", revision=self.revision, subdir=subdir
-        )
+        metadata = tar_metadata(filename=name, kind="file", revision=self.revision, subdir=subdir)
         self._finalize(data, metadata, in_place=False)
 
     @rule(members=st.lists(entries, min_size=1, max_size=4), subdir=subdirs)

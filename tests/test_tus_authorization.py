@@ -18,21 +18,23 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import run_cli
 from dqrxfer.server.config import ConfigError, load_settings
 from dqrxfer.server.tus import FileStore, TusHooks, TusOptions, UploadInfo, Uploads
 from dqrxfer.server.tus.locker import FileLocker
 from dqrxfer.server.tus.metrics import tus_metrics
+from support.cli import run_cli
 from support.live import LiveServer
 from support.remote_user import PROXY, as_principal
 from support.tus import (
     create,
     data_file,
+    dqr_upload_command,
     head,
     new_upload,
     patch,
     published,
     report_metadata,
+    sha256_hex,
     upload_files,
     upload_id,
     wait_for,
@@ -40,7 +42,6 @@ from support.tus import (
 from support.tus import (
     create_final as final,
 )
-from support.uploads import dqr_upload_command, sha256_hex
 
 PROJECT_LIMIT = 2000
 CAP = 5000
@@ -390,7 +391,7 @@ def test_creations_at_once_count_each_other_with_postgresql_locks(
         assert race(live) == [201] * 2 + [413] * 10
         assert len(list((data / "uploads").glob("*.info"))) == 2
     finally:
-        live.stop()
+        live.discard()
 
 
 # -- the count, unit by unit ---------------------------------------------------------------
@@ -475,7 +476,7 @@ def small_limits(tmp_path: Path) -> Iterator[LiveServer]:
     )
     live = LiveServer(data, config=config).start()
     yield live
-    live.stop()
+    live.discard()
 
 
 def dqr_upload(server: LiveServer, path: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -14,6 +14,8 @@ from support.browser import JS_DIR, PageServer, require_browser, run_browser
 from support.live import LiveServer
 from support.tus import published, record, report_metadata, write_config
 
+pytestmark = pytest.mark.browser
+
 SIZE = 3 * 1024 * 1024 + 77
 
 PAGE = """<!doctype html>

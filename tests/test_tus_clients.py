@@ -36,7 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = LiveServer(data, config=write_config(root / "config.toml", upload_expiry=3600))
     live.start()
     yield live
-    live.stop()
+    live.discard()
 
 
 @pytest.fixture(scope="module")

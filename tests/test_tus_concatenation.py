@@ -28,6 +28,7 @@ from support.tus import (
     published,
     record,
     report_metadata,
+    sha256_hex,
     upload_files,
     upload_id,
     write_config,
@@ -35,7 +36,6 @@ from support.tus import (
 from support.tus import (
     create_final as final,
 )
-from support.uploads import sha256_hex
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data.mkdir()
     live = LiveServer(data, config=write_config(root / "config.toml", upload_expiry=3600)).start()
     yield live
-    live.stop()
+    live.discard()
 
 
 def partial(server: LiveServer, length: int | None, metadata: dict[str, str]) -> str:

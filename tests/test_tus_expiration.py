@@ -8,7 +8,7 @@ import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from conftest import run_cli
+from support.cli import run_cli
 from support.live import LiveServer
 from support.tus import (
     create,
@@ -84,7 +84,7 @@ def test_unfinished_uploads_expire_and_cleanup_removes_them(tmp_path: Path, data
         assert offset_of(done) == 4 and offset_of(empty) == 0
         assert "0 expired" in cleanup(server)
     finally:
-        server.stop()
+        server.discard()
 
 
 def test_cleanup_finishes_an_upload_whose_finalization_a_crash_interrupted(
@@ -119,7 +119,7 @@ def test_cleanup_finishes_an_upload_whose_finalization_a_crash_interrupted(
         assert record(server, url)["state"] == "published"
         assert f"finished upload {upload_id(url)}" not in cleanup(server)
     finally:
-        server.stop()
+        server.discard()
 
 
 def test_published_uploads_leave_the_uploads_directory_after_their_retention(
@@ -164,4 +164,4 @@ def test_published_uploads_leave_the_uploads_directory_after_their_retention(
             assert offset_of(url) == offset and data_file(server, url).exists()
         assert "0 published uploads past retention" in cleanup(server)
     finally:
-        server.stop()
+        server.discard()

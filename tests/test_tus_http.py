@@ -54,7 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     live = LiveServer(data, config=config, workers=3, env=env).start()
     yield live
-    live.stop()
+    live.discard()
 
 
 # -- CORS ----------------------------------------------------------------------------

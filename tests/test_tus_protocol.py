@@ -1,6 +1,7 @@
 """tus 1.0.0 core protocol and the creation, creation-with-upload,
 creation-defer-length, termination and checksum extensions, rule by rule,
-against a live server (gunicorn, two workers)."""
+against the app in process (support.inprocess); the keep-alive and pipelining
+rules against a live server (gunicorn, two workers)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import time
 import zlib
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
+from support.inprocess import InProcessServer, in_process_server
 from support.live import LiveServer
 from support.tus import (
     OCTETS,
@@ -49,23 +52,37 @@ EXTENSIONS = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("tus-protocol")
+def configured(tmp_path_factory: pytest.TempPathFactory, name: str) -> tuple[Path, Path]:
+    """A data directory and this module's config."""
+    root = tmp_path_factory.mktemp(name)
     data = root / "data"
     data.mkdir()
     config = write_config(
         root / "config.toml", max_upload_size=MAX_SIZE, upload_expiry=EXPIRY, lock_timeout=2
     )
-    live = LiveServer(data, config=config).start()
+    return data, config
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
+    with in_process_server(*configured(tmp_path_factory, "tus-protocol")) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def socket_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """gunicorn in front: connections and the bytes on them are its part."""
+    live = LiveServer(*configured(tmp_path_factory, "tus-protocol-live")).start()
     yield live
-    live.stop()
+    live.discard()
 
 
 # -- OPTIONS and versions -------------------------------------------------------------
 
 
-def test_options_advertises_version_extensions_max_size_and_algorithms(server: LiveServer) -> None:
+def test_options_advertises_version_extensions_max_size_and_algorithms(
+    server: InProcessServer,
+) -> None:
     for path in ("/files/", "/files/0123abcd"):
         response = requests.options(server.url + path, timeout=10)  # no Tus-Resumable needed
         assert response.status_code == 204
@@ -78,7 +95,7 @@ def test_options_advertises_version_extensions_max_size_and_algorithms(server: L
 
 @pytest.mark.parametrize("version", [None, "0.2.2", "1.0", "2.0.0"])
 def test_missing_or_unsupported_version_is_412_and_nothing_is_processed(
-    server: LiveServer, version: str | None
+    server: InProcessServer, version: str | None
 ) -> None:
     url = new_upload(server, 10)
     wrong = {} if version is None else {"Tus-Resumable": version}
@@ -115,7 +132,7 @@ def test_missing_or_unsupported_version_is_412_and_nothing_is_processed(
 
 
 def test_creation_gives_an_absolute_location_and_head_reports_the_upload(
-    server: LiveServer,
+    server: InProcessServer,
 ) -> None:
     metadata = report_metadata(subdir="plots/é")
     response = create(server, 1234, metadata)
@@ -138,7 +155,7 @@ def test_creation_gives_an_absolute_location_and_head_reports_the_upload(
 
 
 @pytest.mark.parametrize("value", ["-1", "abc", "1.5", "", "0x10", "1e3", "99999999999999999999"])
-def test_bad_upload_length_is_400(server: LiveServer, value: str) -> None:
+def test_bad_upload_length_is_400(server: InProcessServer, value: str) -> None:
     before = upload_files(server)
     response = requests.post(
         f"{server.url}/files/",
@@ -154,7 +171,7 @@ def test_bad_upload_length_is_400(server: LiveServer, value: str) -> None:
     assert upload_files(server) == before
 
 
-def test_length_rules_at_creation(server: LiveServer) -> None:
+def test_length_rules_at_creation(server: InProcessServer) -> None:
     before = upload_files(server)
     metadata = encode_metadata(report_metadata())
     cases = [
@@ -175,7 +192,7 @@ def test_length_rules_at_creation(server: LiveServer) -> None:
     assert create(server, MAX_SIZE).status_code == 201
 
 
-def test_zero_length_upload_completes_at_once(server: LiveServer) -> None:
+def test_zero_length_upload_completes_at_once(server: InProcessServer) -> None:
     metadata = report_metadata()
     response = create(server, 0, metadata)
     assert response.status_code == 201
@@ -199,7 +216,7 @@ def test_zero_length_upload_completes_at_once(server: LiveServer) -> None:
         ("filename //79", "not base64-encoded UTF-8"),
     ],
 )
-def test_malformed_metadata_is_400(server: LiveServer, header: str, message: str) -> None:
+def test_malformed_metadata_is_400(server: InProcessServer, header: str, message: str) -> None:
     before = upload_files(server)
     response = requests.post(
         f"{server.url}/files/",
@@ -214,7 +231,7 @@ def test_malformed_metadata_is_400(server: LiveServer, header: str, message: str
 # -- HEAD ------------------------------------------------------------------------------
 
 
-def test_head_of_unknown_or_invalid_upload_is_404(server: LiveServer) -> None:
+def test_head_of_unknown_or_invalid_upload_is_404(server: InProcessServer) -> None:
     assert head(f"{server.url}/files/{'0' * 32}").status_code == 404
     assert head(f"{server.url}/files/not-an-id").status_code == 404
     assert head(f"{server.url}/files/..%2f..%2fdqrxfer.sqlite").status_code == 404
@@ -223,7 +240,7 @@ def test_head_of_unknown_or_invalid_upload_is_404(server: LiveServer) -> None:
 # -- PATCH -------------------------------------------------------------------------------
 
 
-def test_patch_appends_and_answers_offset_and_expiry(server: LiveServer) -> None:
+def test_patch_appends_and_answers_offset_and_expiry(server: InProcessServer) -> None:
     metadata = report_metadata()
     payload = os.urandom(300_000)
     url = new_upload(server, len(payload), metadata=metadata)
@@ -246,7 +263,7 @@ def test_patch_appends_and_answers_offset_and_expiry(server: LiveServer) -> None
 
 @pytest.mark.parametrize("content_type", [None, "application/octet-stream", "text/plain"])
 def test_patch_with_another_content_type_is_415(
-    server: LiveServer, content_type: str | None
+    server: InProcessServer, content_type: str | None
 ) -> None:
     url = new_upload(server, 10)
     headers = {**TUS, "Upload-Offset": "0"}
@@ -257,7 +274,7 @@ def test_patch_with_another_content_type_is_415(
     assert offset_of(url) == 0
 
 
-def test_patch_offset_must_match_and_a_mismatch_writes_nothing(server: LiveServer) -> None:
+def test_patch_offset_must_match_and_a_mismatch_writes_nothing(server: InProcessServer) -> None:
     url = new_upload(server, 10)
     assert patch(url, 0, b"abcd").status_code == 204
     for wrong in (0, 3, 5, 10):
@@ -273,7 +290,7 @@ def test_patch_offset_must_match_and_a_mismatch_writes_nothing(server: LiveServe
     assert data_file(server, url).read_bytes() == b"abcd"
 
 
-def test_patch_beyond_length_is_413_and_corrupts_nothing(server: LiveServer) -> None:
+def test_patch_beyond_length_is_413_and_corrupts_nothing(server: InProcessServer) -> None:
     url = new_upload(server, 10)
     assert patch(url, 0, b"abcd").status_code == 204
     response = patch(url, 4, b"0123456789")
@@ -308,14 +325,14 @@ def test_patch_beyond_length_is_413_and_corrupts_nothing(server: LiveServer) -> 
     assert data_file(server, url).read_bytes() == b"abcdefghij"
 
 
-def test_patch_of_unknown_upload_is_404(server: LiveServer) -> None:
+def test_patch_of_unknown_upload_is_404(server: InProcessServer) -> None:
     assert patch(f"{server.url}/files/{'a' * 32}", 0, b"x").status_code == 404
 
 
 # -- creation-defer-length ---------------------------------------------------------------
 
 
-def test_deferred_length_is_declared_by_a_later_patch(server: LiveServer) -> None:
+def test_deferred_length_is_declared_by_a_later_patch(server: InProcessServer) -> None:
     metadata = report_metadata()
     url = new_upload(server, None, metadata=metadata)
     info = head(url)
@@ -341,7 +358,7 @@ def test_deferred_length_is_declared_by_a_later_patch(server: LiveServer) -> Non
 # -- creation-with-upload ------------------------------------------------------------------
 
 
-def test_creation_with_upload_stores_the_body(server: LiveServer) -> None:
+def test_creation_with_upload_stores_the_body(server: InProcessServer) -> None:
     metadata = report_metadata()
     response = create(server, 10, metadata, body=b"01234")
     assert response.status_code == 201
@@ -357,7 +374,7 @@ def test_creation_with_upload_stores_the_body(server: LiveServer) -> None:
     assert published(server, whole).read_bytes() == b"abc"
 
 
-def test_creation_with_upload_refusals(server: LiveServer) -> None:
+def test_creation_with_upload_refusals(server: InProcessServer) -> None:
     before = upload_files(server)
     response = create(server, 3, body=b"abcdef")
     assert response.status_code == 413
@@ -385,7 +402,7 @@ def digest_header(algorithm: str, data: bytes) -> str:
 
 
 @pytest.mark.parametrize("algorithm", ["sha1", "md5", "sha256", "crc32"])
-def test_checksummed_chunks_are_verified(server: LiveServer, algorithm: str) -> None:
+def test_checksummed_chunks_are_verified(server: InProcessServer, algorithm: str) -> None:
     payload = os.urandom(200_000)
     url = new_upload(server, len(payload))
     first, second = payload[:150_000], payload[150_000:]
@@ -415,7 +432,7 @@ def test_checksummed_chunks_are_verified(server: LiveServer, algorithm: str) -> 
     ],
 )
 def test_unusable_checksum_header_is_400_and_the_chunk_discarded(
-    server: LiveServer, header: str, message: str
+    server: InProcessServer, header: str, message: str
 ) -> None:
     url = new_upload(server, 10)
     response = patch(url, 0, b"abc", headers={"Upload-Checksum": header})
@@ -427,7 +444,7 @@ def test_unusable_checksum_header_is_400_and_the_chunk_discarded(
 # -- termination ------------------------------------------------------------------------------
 
 
-def test_termination_removes_the_upload(server: LiveServer) -> None:
+def test_termination_removes_the_upload(server: InProcessServer) -> None:
     url = new_upload(server, 10)
     assert patch(url, 0, b"abc").status_code == 204
     response = requests.delete(url, headers=TUS, timeout=10)
@@ -443,7 +460,7 @@ def test_termination_removes_the_upload(server: LiveServer) -> None:
 # -- X-HTTP-Method-Override ------------------------------------------------------------------
 
 
-def test_method_override_on_post(server: LiveServer) -> None:
+def test_method_override_on_post(server: InProcessServer) -> None:
     url = new_upload(server, 6)
     headers = {**TUS, "Content-Type": OCTETS, "Upload-Offset": "0"}
     response = requests.post(
@@ -469,9 +486,9 @@ def test_method_override_on_post(server: LiveServer) -> None:
     assert response.status_code == 204 and offset_of(other) == 3
 
 
-def test_patches_on_one_keep_alive_connection_and_pipelined(server: LiveServer) -> None:
+def test_patches_on_one_keep_alive_connection_and_pipelined(socket_server: LiveServer) -> None:
     payload = os.urandom(600_000)
-    url = new_upload(server, len(payload))
+    url = new_upload(socket_server, len(payload))
     with requests.Session() as session:
         for start in (0, 200_000):
             response = session.patch(
@@ -493,7 +510,7 @@ def test_patches_on_one_keep_alive_connection_and_pipelined(server: LiveServer) 
         )
         return head_lines.encode() + body
 
-    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", socket_server.port), timeout=30) as sock:
         # A tiny first body: the server reads the second request ahead with it.
         first, second = payload[400_000:400_010], payload[400_010:]
         sock.sendall(request(400_000, first) + request(400_010, second))
@@ -504,4 +521,4 @@ def test_patches_on_one_keep_alive_connection_and_pipelined(server: LiveServer) 
             answers += chunk
     statuses = [line.split()[1] for line in answers.split(b"\r\n") if line.startswith(b"HTTP/1.1")]
     assert statuses == [b"204", b"204"], answers
-    assert data_file(server, url).read_bytes() == payload
+    assert data_file(socket_server, url).read_bytes() == payload

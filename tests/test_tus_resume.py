@@ -45,7 +45,7 @@ def server(
         keys["database_url"] = request.getfixturevalue("module_postgres_url")
     live = LiveServer(data, config=write_config(root / "config.toml", **keys)).start()
     yield live
-    live.stop()
+    live.discard()
 
 
 def sha1_header(data: bytes) -> str:

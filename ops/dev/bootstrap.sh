@@ -16,6 +16,10 @@ if [[ "$mode" == "--test" ]]; then
     packages+=(graphviz)
     # A server whose clock is off, for dqr-ping's clock-skew warning.
     packages+=(faketime)
+    # PostgreSQL (server and pg_dump/pg_restore): when DQRXFER_TEST_POSTGRES
+    # names no reachable server, the suite runs a throwaway cluster of its own
+    # with these programs (tests/support/postgres.py).
+    packages+=(postgresql)
 fi
 
 missing=()

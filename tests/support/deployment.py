@@ -14,14 +14,9 @@ import requests
 
 from .kerberos import LLO_ROBOT, USER, Realm
 from .live import LiveServer
-from .proxies import OPS, Apache
+from .proxies import OPS, Apache, apache_available
 
-
-def apache_available() -> bool:
-    return (
-        Path("/usr/sbin/apache2").exists()
-        and Path("/usr/lib/apache2/modules/mod_auth_gssapi.so").exists()
-    )
+__all__ = ["Deployment", "apache_available", "deployed"]
 
 
 def server_config(data_dir: Path) -> str:

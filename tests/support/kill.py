@@ -8,8 +8,8 @@ import signal
 import subprocess
 from collections.abc import Callable
 
-from support.live import tool
-from support.tus import wait_for
+from .live import tool
+from .tus import wait_for
 
 
 def kill_when(

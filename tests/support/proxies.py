@@ -10,15 +10,44 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+import pytest
 import requests
 
 from .live import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 OPS = REPO / "ops"
+SETUP = "bash ops/dev/bootstrap.sh --test"
+
+Test = TypeVar("Test", bound=Callable[..., object])
+
+
+def nginx_available() -> bool:
+    return shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists()
+
+
+def apache_available() -> bool:
+    return (
+        Path("/usr/sbin/apache2").exists()
+        and Path("/usr/lib/apache2/modules/mod_auth_gssapi.so").exists()
+    )
+
+
+def needs_nginx(test: Test) -> Test:
+    """Run ``test`` where Debian's nginx is installed; required in CI (marker ``frontend``)."""
+    skip = pytest.mark.skipif(not nginx_available(), reason=f"nginx not installed ({SETUP})")
+    return pytest.mark.frontend(skip(test))
+
+
+def needs_apache(test: Test) -> Test:
+    """Run ``test`` where Apache and mod_auth_gssapi are installed; required in CI."""
+    reason = f"apache2 or libapache2-mod-auth-gssapi missing ({SETUP})"
+    return pytest.mark.frontend(pytest.mark.skipif(not apache_available(), reason=reason)(test))
 
 
 def substitute(text: str, replacements: dict[str, str]) -> str:

@@ -1,27 +1,44 @@
-"""Helpers for driving the tus endpoint of a live server: plain requests,
-raw sockets (for bodies that stop midway), configs, and waiting."""
+"""Helpers for driving the tus endpoint of a server: plain requests, raw
+sockets (for bodies that stop midway), configs, and waiting; whole uploads
+(create, then PATCH the payload in chunks) where a test needs the server's
+exact answer to the final PATCH (the CLIs turn it into an exit code)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
+import io
 import itertools
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 
-from support.live import LiveServer
-
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = "application/offset+octet-stream"
+#: Timeout of each request of a whole upload (``send``).
+TIMEOUT = 600
 _names = itertools.count()
 
 T = TypeVar("T")
+
+
+class Served(Protocol):
+    """A server the helpers drive: a live one (support.live) or the app in
+    process (support.inprocess)."""
+
+    @property
+    def url(self) -> str: ...
+
+    data_dir: Path
 
 
 def encode_metadata(metadata: dict[str, str]) -> str:
@@ -64,7 +81,7 @@ def _toml(value: object) -> str:
 
 
 def create(
-    server: LiveServer,
+    server: Served,
     length: int | None,
     metadata: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
@@ -88,7 +105,7 @@ def create(
 
 
 def create_final(
-    server: LiveServer,
+    server: Served,
     urls: list[str],
     metadata: dict[str, str] | None = None,
     session: requests.Session | None = None,
@@ -102,7 +119,7 @@ def create_final(
     return (session or requests).post(f"{server.url}/files/", headers=headers, timeout=30)
 
 
-def new_upload(server: LiveServer, length: int | None, **kwargs: object) -> str:
+def new_upload(server: Served, length: int | None, **kwargs: object) -> str:
     response = create(server, length, **kwargs)  # type: ignore[arg-type]
     assert response.status_code == 201, response.text
     return response.headers["Location"]
@@ -133,7 +150,7 @@ def patch(
     return (session or requests).patch(url, headers=sent, data=body, timeout=60)
 
 
-def data_file(server: LiveServer, url: str) -> Path:
+def data_file(server: Served, url: str) -> Path:
     return server.data_dir / "uploads" / url.rstrip("/").rsplit("/", 1)[-1]
 
 
@@ -222,16 +239,16 @@ class RawPatch:
         self.sock.close()
 
 
-def upload_files(server: LiveServer) -> set[str]:
+def upload_files(server: Served) -> set[str]:
     return {path.name for path in (server.data_dir / "uploads").iterdir() if path.is_file()}
 
 
-def record(server: LiveServer, url: str) -> dict:
+def record(server: Served, url: str) -> dict:
     response = requests.get(f"{server.url}/api/v1/uploads/{upload_id(url)}", timeout=10)
     return response.json() if response.status_code == 200 else {}
 
 
-def published(server: LiveServer, metadata: dict[str, str]) -> Path:
+def published(server: Served, metadata: dict[str, str]) -> Path:
     return (
         server.data_dir
         / "reports"
@@ -240,3 +257,177 @@ def published(server: LiveServer, metadata: dict[str, str]) -> Path:
         / f"{metadata['graceid']}_{metadata['uploader']}_{metadata['revision']}"
         / metadata["filename"]
     )
+
+
+def tar_metadata(
+    filename: str = "report.tar",
+    kind: str = "tar",
+    graceid: str = "S230518h",
+    uploader: str = "llo",
+    revision: int = 1,
+    project: str = "O4",
+    subdir: str = "",
+    sha256: str | None = None,
+) -> dict[str, str]:
+    """Valid metadata of a tar archive (``kind`` tar) of one report."""
+    metadata = {
+        "project": project,
+        "graceid": graceid,
+        "uploader": uploader,
+        "revision": str(revision),
+        "filename": filename,
+        "kind": kind,
+    }
+    if subdir:
+        metadata["subdir"] = subdir
+    if sha256:
+        metadata["sha256"] = sha256
+    return metadata
+
+
+@dataclass
+class Sent:
+    url: str
+    final: requests.Response
+
+    @property
+    def upload_id(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def dqr_upload_command(
+    server_url: str,
+    *extra: str,
+    project: str = "O4",
+    graceid: str = "S230518h",
+    site: str = "llo",
+    revision: int = 1,
+) -> list[str]:
+    """``dqr-upload`` sending to ``server_url`` for one report; ``extra``
+    (options, then the paths) follows the report's options."""
+    return [
+        "dqr-upload",
+        "-s",
+        server_url,
+        "-p",
+        project,
+        "-g",
+        graceid,
+        "-u",
+        site,
+        "--revision",
+        str(revision),
+        *extra,
+    ]
+
+
+def _length_and_stream(payload: bytes | Path) -> tuple[int, io.BufferedIOBase]:
+    if isinstance(payload, Path):
+        return payload.stat().st_size, open(payload, "rb")
+    return len(payload), io.BytesIO(payload)
+
+
+def sha256_hex(payload: bytes | Path) -> str:
+    if isinstance(payload, bytes):
+        return hashlib.sha256(payload).hexdigest()
+    digest = hashlib.sha256()
+    with open(payload, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def send(
+    server_url: str,
+    payload: bytes | Path,
+    metadata: dict[str, str],
+    chunk_size: int = 8 * 1024 * 1024,
+    session: requests.Session | None = None,
+) -> Sent:
+    """Create an upload and PATCH ``payload``; return the final PATCH's response.
+
+    Raises ``AssertionError`` if creation or an intermediate PATCH fails.
+    """
+    http = session or requests.Session()
+    length, stream = _length_and_stream(payload)
+    with stream:
+        created = http.post(
+            f"{server_url}/files/",
+            headers={
+                **TUS,
+                "Upload-Length": str(length),
+                "Upload-Metadata": encode_metadata(metadata),
+            },
+            timeout=TIMEOUT,
+        )
+        assert created.status_code == 201, (created.status_code, created.text)
+        url = created.headers["Location"]
+        offset = 0
+        final = created
+        while offset < length:
+            block = stream.read(chunk_size)
+            final = http.patch(
+                url,
+                data=block,
+                headers={
+                    **TUS,
+                    "Upload-Offset": str(offset),
+                    "Content-Type": "application/offset+octet-stream",
+                },
+                timeout=TIMEOUT,
+            )
+            offset += len(block)
+            if offset < length:
+                assert final.status_code == 204, (final.status_code, final.text)
+    return Sent(url, final)
+
+
+def resend_last_patch(server_url: str, sent: Sent, length: int) -> requests.Response:
+    """An empty PATCH at the final offset: what a client does when it lost the last answer."""
+    return requests.patch(
+        sent.url,
+        data=b"",
+        headers={
+            **TUS,
+            "Upload-Offset": str(length),
+            "Content-Type": "application/offset+octet-stream",
+        },
+        timeout=TIMEOUT,
+    )
+
+
+def create_upload(server_url: str, length: int, metadata: dict[str, str]) -> str:
+    """Create an upload of ``length`` bytes; return its URL."""
+    created = requests.post(
+        f"{server_url}/files/",
+        headers={
+            **TUS,
+            "Upload-Length": str(length),
+            "Upload-Metadata": encode_metadata(metadata),
+        },
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    return created.headers["Location"]
+
+
+def patch_in_background(url: str, payload: bytes) -> threading.Thread:
+    """PATCH the whole payload from a thread, for a final PATCH that never gets
+    an answer (the server dies while finalizing); join the thread afterwards."""
+
+    def run() -> None:
+        with contextlib.suppress(requests.RequestException):
+            requests.patch(
+                url,
+                data=payload,
+                headers={
+                    **TUS,
+                    "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream",
+                },
+                timeout=120,
+            )
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,74 @@
+"""The suite's own rules: required tests cannot skip in CI, and PostgreSQL is
+provided by a throwaway cluster when no server is configured."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+from support.postgres import ThrowawayCluster, server_programs
+
+TESTS = """
+import pytest
+
+@pytest.mark.postgres
+def test_marked():
+    pytest.skip("no server")
+
+@pytest.fixture
+def kerberos():
+    pytest.skip("no KDC")
+
+def test_through_a_fixture(kerberos):
+    pass
+
+def test_optional():
+    pytest.skip("nice to have")
+"""
+
+
+def run_with(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ci: str | None
+) -> pytest.RunResult:
+    pytester.makepyfile(TESTS)
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    return pytester.runpytest_inprocess("-p", "support.required", "-p", "no:cacheprovider")
+
+
+def test_in_ci_a_required_test_that_skips_fails_naming_why(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run_with(pytester, monkeypatch, "true")
+    # A skip in the test fails it; one in a fixture's setup is an error.
+    result.assert_outcomes(failed=1, errors=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*required test (postgres) skipped with CI set: Skipped: no server*",
+            "*required test (kerberos) skipped with CI set: Skipped: no KDC*",
+        ]
+    )
+
+
+@pytest.mark.parametrize("ci", [None, "false"])
+def test_outside_ci_required_tests_skip(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ci: str | None
+) -> None:
+    run_with(pytester, monkeypatch, ci).assert_outcomes(skipped=3)
+
+
+@pytest.mark.postgres
+def test_a_throwaway_cluster_serves_the_test_database_and_is_removed() -> None:
+    programs = server_programs()
+    assert programs is not None, "initdb not found: Debian package postgresql"
+    cluster = ThrowawayCluster.start(programs)
+    try:
+        engine = create_engine(cluster.url)
+        with engine.connect() as connection:
+            assert connection.execute(text("select current_database()")).scalar() == "test"
+            assert connection.execute(text("show listen_addresses")).scalar() == "127.0.0.1"
+        engine.dispose()
+    finally:
+        cluster.stop()
+    assert not cluster.directory.exists()
