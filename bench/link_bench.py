@@ -27,6 +27,9 @@ For each upload it measures, from the start of the client's process:
   start-up, hashing and the server's work after the last byte are not part of
   the limit: they are part of the time measured;
 * **x limit**: visible / limit (1.00 is the link's limit);
+* **listed after last byte**: from the arrival at the server of the last
+  byte the client sent before the report was listed (the payload's last
+  byte; the proxy's clock, after the delay) until visible;
 * **re-sent**: client-to-server bytes the proxy received beyond the
   payload's size (request headers included: a few hundred bytes a request).
 
@@ -193,7 +196,7 @@ class Link:
 
 class VisiblePoller:
     """Asks the links API every 20 ms until it lists the report; ``seen`` is
-    the :func:`time.perf_counter` of the first answer that did."""
+    the :func:`time.monotonic` of the first answer that did."""
 
     def __init__(self, port: int, revision: int) -> None:
         self.port, self.revision = port, revision
@@ -219,7 +222,7 @@ class VisiblePoller:
         while not self.stopping.is_set():
             try:
                 if self._listed(connection):
-                    self.seen = time.perf_counter()
+                    self.seen = time.monotonic()
                     return
             except (OSError, http.client.HTTPException):
                 connection.close()
@@ -235,6 +238,7 @@ class VisiblePoller:
 class Measured:
     visible: float
     exited: float
+    after_last_byte: float  # from the last byte's arrival at the server to visible
     up_bytes: int
     resets: int
     connections: int
@@ -307,7 +311,7 @@ def upload_once(
             env = {**os.environ, "XDG_CACHE_HOME": str(cache), "DQRXFER_SERVER": ""}
             timeout = max(120.0, TIMEOUT_PER_MIB * client.sends(payload) / MiB)
             with tempfile.TemporaryFile() as err:
-                started = time.perf_counter()
+                started = time.monotonic()
                 poller = VisiblePoller(server.port, revision).start()
                 process = subprocess.Popen(
                     command, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=JS_DIR
@@ -318,7 +322,7 @@ def upload_once(
                     process.kill()
                     process.wait()
                     code = -9
-                exited = time.perf_counter() - started
+                exited = time.monotonic() - started
                 seen = poller.wait(30)
                 err.seek(0)
                 stderr = err.read().decode(errors="replace")
@@ -328,7 +332,12 @@ def upload_once(
                 )
             counters = proxy.counters
             return Measured(
-                seen - started, exited, counters.up_bytes, counters.cuts, counters.connections
+                seen - started,
+                exited,
+                seen - max(at for at in counters.arrivals if at <= seen),
+                counters.up_bytes,
+                counters.cuts,
+                counters.connections,
             )
     finally:
         server.stop()
@@ -351,6 +360,7 @@ class Row:
         size = self.client.sends(self.payload)
         limit = self.link.limit(size, self.client.connections)
         resent = statistics.median(run.up_bytes - size for run in self.runs)
+        after = statistics.median(run.after_last_byte for run in self.runs)
         resets = statistics.median(run.resets for run in self.runs)
         connections = statistics.median(run.connections for run in self.runs)
         return (
@@ -362,6 +372,7 @@ class Row:
             f"{visible / limit:.2f}",
             f"{100 * limit / visible:.0f} %",
             f"{size / visible / MB:.1f}",
+            f"{after:.2f}",
             f"{resent / MiB:.1f} ({100 * resent / size:.1f} %)",
             f"{resets:g}",
             f"{connections:g}",
@@ -377,6 +388,7 @@ HEADER = (
     "x limit",
     "share of limit",
     "MB/s",
+    "listed after last byte s",
     "re-sent MiB (% of payload)",
     "resets",
     "connections",

@@ -83,6 +83,9 @@ class Counters:
     cuts: int = 0
     corruptions: int = 0
     stalls: int = 0
+    #: :func:`time.monotonic` when each forwarded piece of client-to-server
+    #: bytes reaches the server (after the delay), in order per connection
+    arrivals: list[float] = field(default_factory=list, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, value: int = 1) -> None:
@@ -276,6 +279,7 @@ class _Connection:
                     _reset(self.client)
                     return
             forwarded += len(data)
+            counters.arrivals.append(time.monotonic() + self.faults.delay)
             if link_reset:
                 counters.add("cuts")
                 self._cut()
