@@ -1,9 +1,9 @@
 """Time to visible over a long link: dqr-upload, tus-js-client and tuspy through
 the same simulated link, in the same run.
 
-    .venv/bin/python bench/link_bench.py          # the core: 100 MiB file, 80 and 300 ms
-    .venv/bin/python bench/link_bench.py --rtt 80 --resets no --rounds 1   # a few minutes
-    .venv/bin/python bench/link_bench.py --size-mib 1024 --payload file tarball dir --rounds 3
+    .venv/bin/python -m bench.link_bench          # the core: 100 MiB file, 80 and 300 ms
+    .venv/bin/python -m bench.link_bench --rtt 80 --resets no --rounds 1   # a few minutes
+    .venv/bin/python -m bench.link_bench --size-mib 1024 --payload file tarball dir --rounds 3
 
 The link is the test suite's fault proxy (``tests/support/faultproxy.py``) on
 loopback in front of a fresh server per upload (``bench/servers.py``): it
@@ -61,15 +61,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+from bench.client_bench import table
+from bench.servers import BIN, Dqrxfer
+from bench.tus_bench import make_payload
+from tests.support.faultproxy import FaultProxy, Faults
+from tests.support.tus import dqr_upload_command
+from tests.support.tus import tar_metadata as report_metadata
 
-from client_bench import table  # noqa: E402
-from servers import BIN, Dqrxfer  # noqa: E402
-from support.faultproxy import FaultProxy, Faults  # noqa: E402
-from support.uploads import dqr_upload_command, report_metadata  # noqa: E402
-from tus_bench import make_payload  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 MiB = 1024 * 1024
 MB = 1_000_000

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.live import LiveServer
 from support.request_log import Request, requests_of
-from support.uploads import dqr_upload_command
+from support.tus import dqr_upload_command
 
 MiB = 1024 * 1024
 MB = 1_000_000
