@@ -38,9 +38,9 @@ from support.tus import (
     Sent,
     create_upload,
     patch_in_background,
-    report_metadata,
     resend_last_patch,
     send,
+    tar_metadata,
     wait_for,
     write_config,
 )
@@ -210,7 +210,7 @@ def test_cut_archive_finalized_again_keeps_a_later_uploads_paths(
     setup: Setup, tmp_path: Path, point: str, how: str
 ) -> None:
     earlier = tars.report_tree(EARLIER, "gz")
-    earlier_id = cut_finalization(setup, tmp_path, point, earlier, report_metadata())
+    earlier_id = cut_finalization(setup, tmp_path, point, earlier, tar_metadata())
     report = setup.data_dir / "reports/O4/S230518h_dir/S230518h_llo_1"
     cut = ledger(setup.database_url)
     assert cut.states == {earlier_id: "receiving"}
@@ -218,7 +218,7 @@ def test_cut_archive_finalized_again_keeps_a_later_uploads_paths(
     assert report.exists() == (point == "after-publish")
 
     later, between = later_then_again(
-        setup, earlier_id, len(earlier), how, LATER, report_metadata(filename="later.tar")
+        setup, earlier_id, len(earlier), how, LATER, tar_metadata(filename="later.tar")
     )
     assert between.states == {earlier_id: "receiving", later.upload_id: "published"}
     assert between.superseded_rows == 4, "the later upload told the cut one its four paths"
@@ -250,7 +250,7 @@ def test_cut_archive_finalized_again_keeps_a_later_uploads_paths(
 def test_cut_file_finalized_again_keeps_a_later_uploads_file(
     setup: Setup, tmp_path: Path, how: str
 ) -> None:
-    metadata = report_metadata(filename="index.html", kind="file")
+    metadata = tar_metadata(filename="index.html", kind="file")
     earlier = b"<html>earlier file</html>"
     earlier_id = cut_finalization(setup, tmp_path, "after-publish", earlier, metadata)
     published = setup.data_dir / "reports/O4/S230518h_dir/S230518h_llo_1/index.html"
@@ -272,7 +272,7 @@ def test_cut_file_finalized_again_keeps_a_later_uploads_file(
 def test_two_cut_uploads_of_the_same_paths_recovered_together_end_with_the_later(
     setup: Setup, tmp_path: Path
 ) -> None:
-    metadata = report_metadata(filename="index.html", kind="file")
+    metadata = tar_metadata(filename="index.html", kind="file")
     earlier_id = cut_finalization(setup, tmp_path / "1", "after-publish", b"earlier", metadata)
     with recovery_held_off(setup.data_dir):
         later_id = cut_finalization(setup, tmp_path / "2", "after-publish", b"later", metadata)
@@ -294,7 +294,7 @@ def test_two_cut_uploads_of_the_same_paths_recovered_together_end_with_the_later
 def test_cut_upload_finalized_again_keeps_what_reports_register_published(
     setup: Setup, tmp_path: Path
 ) -> None:
-    metadata = report_metadata(filename="index.html", kind="file")
+    metadata = tar_metadata(filename="index.html", kind="file")
     earlier = b"<html>earlier file</html>"
     earlier_id = cut_finalization(setup, tmp_path, "after-publish", earlier, metadata)
     source = tmp_path / "made-at-cit"
@@ -323,7 +323,7 @@ def test_completed_upload_whose_record_was_lost_is_finalized_again(setup: Setup)
     rename ``<id>.info -> <id>.done`` and the published file survived."""
     server = setup.server().start()
     payload = b"<html>report</html>"
-    sent = send(server.url, payload, report_metadata(filename="index.html", kind="file"))
+    sent = send(server.url, payload, tar_metadata(filename="index.html", kind="file"))
     assert sent.final.status_code == 204, sent.final.text
     server.stop()
     assert (setup.data_dir / "uploads" / f"{sent.upload_id}.done").exists()
@@ -447,11 +447,11 @@ def test_a_later_upload_refused_by_the_tree_check_leaves_the_cut_uploads_paths_t
     base = tars.build([tars.symlink("a", "f/..")])  # inside while f is missing
     server = setup.server().start()
     try:
-        assert send(server.url, base, report_metadata(filename="base.tar")).final.status_code == 204
+        assert send(server.url, base, tar_metadata(filename="base.tar")).final.status_code == 204
     finally:
         server.stop()
     earlier = tars.report_tree(EARLIER, "gz")
-    earlier_id = cut_finalization(setup, tmp_path, "after-extract", earlier, report_metadata())
+    earlier_id = cut_finalization(setup, tmp_path, "after-extract", earlier, tar_metadata())
 
     escaping = tars.build(
         [tars.file("index.html", "<html>later</html>"), tars.symlink("f", ".")]
@@ -459,7 +459,7 @@ def test_a_later_upload_refused_by_the_tree_check_leaves_the_cut_uploads_paths_t
     with recovery_held_off(setup.data_dir):
         server = setup.server().start()
         try:
-            later = send(server.url, escaping, report_metadata(filename="later.tar"))
+            later = send(server.url, escaping, tar_metadata(filename="later.tar"))
         finally:
             server.stop()
     assert later.final.status_code == 422, later.final.text

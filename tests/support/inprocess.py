@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import requests
 from dqrxfer.server.app import create_app
 from dqrxfer.server.config import load_settings
-from dqrxfer.server.db import Database
 from dqrxfer.server.reports.recovery import start_recovery
+from dqrxfer.server.services import services
 from flask import Flask
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
@@ -47,9 +47,8 @@ class InProcessServer(ReportPaths):
 
     def __post_init__(self) -> None:
         self.app = create_app(load_settings(self.config, self.data_dir))
-        recovery = start_recovery(self.app)
-        if recovery is not None:
-            recovery.join()  # a worker's pass, finished before the first request
+        built = services(self.app)
+        start_recovery(built.reports, built.uploads).join()  # a worker's pass, before requests
         # A name of its own (never resolved): requests for it go to this app.
         self.host = f"inprocess-{next(_hosts)}.test"
 
@@ -59,9 +58,7 @@ class InProcessServer(ReportPaths):
 
     def dispose(self) -> None:
         """Close the app's database connections."""
-        for extension in self.app.extensions.values():
-            if isinstance(extension, Database):
-                extension.dispose()
+        services(self.app).close()
 
 
 class TestClientAdapter(BaseAdapter):
