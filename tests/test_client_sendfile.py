@@ -19,6 +19,7 @@ from dqrxfer.session import make_session
 from dqrxfer.transport import MIN_SEND, REGION_PIECE, SliceBody, TusClient
 from support.live import LiveServer
 from support.proxies import OPS, Nginx, needs_nginx
+from support.tus import write_config
 
 MiB = 1024 * 1024
 
@@ -144,8 +145,10 @@ def test_tls_sends_file_content_from_a_buffer(
     sendfile_calls: list[int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # nginx on this host is the proxy whose X-Forwarded-* the app believes.
+    config = write_config(tmp_path / "server.toml", trusted_proxies=["127.0.0.1", "::1"])
     server = LiveServer(
-        data_dir, extra_args=["--gunicorn-config", str(OPS / "gunicorn.conf.py")]
+        data_dir, config=config, extra_args=["--gunicorn-config", str(OPS / "gunicorn.conf.py")]
     ).start()
     nginx = Nginx(tmp_path / "nginx", server.port, data_dir / "reports")
     try:
