@@ -11,7 +11,15 @@ ways, misbehaving as :class:`Faults` says:
   a random point, for ``stall_seconds``, then is cut;
 * **corruption**: the first ``corrupt_connections`` connections get one
   client-to-server byte flipped, at a random offset in ``corrupt_at``;
-* **rate**: client-to-server bytes are limited to ``rate`` bytes per second;
+* **link resets**: every ``cut_link_every`` client-to-server bytes of all
+  connections together (a random count in the range, drawn again after each
+  reset), the connection carrying that byte is cut as above: a link that drops
+  a connection every so many megabytes, whatever the number of connections;
+* **rate**: client-to-server bytes are limited to ``rate`` bytes per second
+  per connection, and to ``total_rate`` for all connections together; time
+  a connection spends idle is not credited (no burst after a pause: a
+  request that waited for an answer starts at the link's rate, as on a real
+  link);
 * **delay**: each direction delivers bytes ``delay`` seconds after they were
   read (so the round trip gains ``2 * delay``), with at most ``window``
   bytes in flight per direction (what a TCP window allows on such a path).
@@ -52,8 +60,14 @@ class Faults:
     #: flip one byte (at an offset drawn from ``corrupt_at``) of the first N connections
     corrupt_connections: int = 0
     corrupt_at: tuple[int, int] = (8 * 1024, 200 * 1024)
-    #: client-to-server bandwidth limit, bytes per second (None: none)
+    #: cut the connection carrying the link's next marked byte, the marks
+    #: drawn uniformly from this range of client-to-server bytes of all
+    #: connections together (None: never)
+    cut_link_every: tuple[int, int] | None = None
+    #: client-to-server bandwidth limit per connection, bytes per second (None: none)
     rate: float | None = None
+    #: client-to-server bandwidth limit of all connections together (None: none)
+    total_rate: float | None = None
     #: one-way delay in seconds, and the bytes in flight allowed per direction
     delay: float = 0.0
     window: int = 4 << 20
@@ -69,6 +83,9 @@ class Counters:
     cuts: int = 0
     corruptions: int = 0
     stalls: int = 0
+    #: :func:`time.monotonic` when each forwarded piece of client-to-server
+    #: bytes reaches the server (after the delay), in order per connection
+    arrivals: list[float] = field(default_factory=list, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, value: int = 1) -> None:
@@ -213,7 +230,7 @@ class _Connection:
             else None
         )
         forwarded = 0
-        started = time.monotonic()
+        free_at = 0.0  # when this connection's link is free again (rate)
         while not self.proxy.stopping.is_set():
             limit = RECV_SIZE
             for mark in (self.cut_at, self.stall_at):
@@ -243,10 +260,15 @@ class _Connection:
                 flipped[self.corrupt_at - forwarded] ^= 0xFF
                 data = bytes(flipped)
                 counters.add("corruptions")
+            kept, link_reset = self.proxy.link_take(len(data))
+            if kept < len(data):
+                # Past the link's reset: on the wire, never delivered.
+                counters.add("lost_bytes", len(data) - kept)
+                data = data[:kept]
             if self.faults.rate:
-                ahead = forwarded + len(data) - self.faults.rate * (time.monotonic() - started)
-                if ahead > 0:
-                    self.proxy.stopping.wait(ahead / self.faults.rate)
+                free_at = max(free_at, time.monotonic()) + len(data) / self.faults.rate
+                self.proxy.stopping.wait(max(0.0, free_at - time.monotonic()))
+            self.proxy.pace_total(len(data))
             if line is not None:
                 if not line.put(data):
                     return
@@ -257,6 +279,11 @@ class _Connection:
                     _reset(self.client)
                     return
             forwarded += len(data)
+            counters.arrivals.append(time.monotonic() + self.faults.delay)
+            if link_reset:
+                counters.add("cuts")
+                self._cut()
+                return
 
     def _down(self) -> None:
         assert self.server is not None
@@ -308,6 +335,11 @@ class FaultProxy:
         self.port = self.listener.getsockname()[1]
         self.threads: list[threading.Thread] = []
         self.sockets: list[socket.socket] = []
+        self.link_lock = threading.Lock()
+        self.link_rng = random.Random(seed)
+        self.link_bytes = 0  # client-to-server bytes of all connections
+        self.next_link_reset: int | None = None
+        self.link_free_at = 0.0  # when the shared link is free again (total_rate)
         self.acceptor = threading.Thread(target=self._accept, daemon=True)
 
     @property
@@ -336,6 +368,39 @@ class FaultProxy:
             thread = threading.Thread(target=connection.run, daemon=True)
             thread.start()
             self.threads.append(thread)
+
+    def _draw_link_reset(self) -> int | None:
+        every = self.faults.cut_link_every
+        return self.link_bytes + self.link_rng.randint(*every) if every else None
+
+    def link_take(self, count: int) -> tuple[int, bool]:
+        """``count`` bytes arrived on one connection: how many of them the link
+        carries before its next reset, and whether that reset falls here (the
+        connection is then cut after them)."""
+        with self.link_lock:
+            if self.faults.cut_link_every is None:
+                self.next_link_reset = None
+            elif self.next_link_reset is None:
+                self.next_link_reset = self._draw_link_reset()
+            mark = self.next_link_reset
+            if mark is None or self.link_bytes + count < mark:
+                self.link_bytes += count
+                return count, False
+            kept = mark - self.link_bytes
+            self.link_bytes = mark
+            self.next_link_reset = self._draw_link_reset()
+            return kept, True
+
+    def pace_total(self, count: int) -> None:
+        """Hold ``count`` bytes until the shared link (``total_rate``) has carried
+        them after every byte queued before them."""
+        rate = self.faults.total_rate
+        if not rate:
+            return
+        with self.link_lock:
+            self.link_free_at = max(self.link_free_at, time.monotonic()) + count / rate
+            due = self.link_free_at
+        self.stopping.wait(max(0.0, due - time.monotonic()))
 
     def reset_counters(self) -> None:
         self.counters = Counters()

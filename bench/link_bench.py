@@ -1,0 +1,477 @@
+"""Time to visible over a long link: dqr-upload, tus-js-client and tuspy through
+the same simulated link, in the same run.
+
+    .venv/bin/python bench/link_bench.py          # the core: 100 MiB file, 80 and 300 ms
+    .venv/bin/python bench/link_bench.py --rtt 80 --resets no --rounds 1   # a few minutes
+    .venv/bin/python bench/link_bench.py --size-mib 1024 --payload file tarball dir --rounds 3
+
+The link is the test suite's fault proxy (``tests/support/faultproxy.py``) on
+loopback in front of a fresh server per upload (``bench/servers.py``): it
+delays every byte by half the round trip each way, caps each connection's
+client-to-server bytes at ``--rate-mb`` MB/s (and, with ``--total-mb``, all
+connections together), and with resets cuts the connection that carries the
+link's next marked byte, one mark every 30-80 MiB of the link's traffic.
+
+For each upload it measures, from the start of the client's process:
+
+* **visible**: until the links API (``GET /api/v1/events/<graceid>/reports``,
+  asked directly on the server every 20 ms, as a page at the server's end
+  would) lists the report;
+* **limit**: what the link allows: ``bytes / rate + 2 x RTT``: the payload's
+  bytes at the link's rate (the rate of the client's connections: N x the
+  per-connection cap for ``--parallel N``, at most the total cap), plus one
+  round trip for the request that creates the upload and one for the answer
+  to the request that carries the last byte.  The proxy does not delay TCP's
+  handshake, so this is what a client needs that sends the whole payload in
+  one request after creating the upload (tus-js-client's default).  Process
+  start-up, hashing and the server's work after the last byte are not part of
+  the limit: they are part of the time measured;
+* **x limit**: visible / limit (1.00 is the link's limit);
+* **listed after last byte**: from the arrival at the server of the last
+  byte the client sent before the report was listed (the payload's last
+  byte; the proxy's clock, after the delay) until visible;
+* **re-sent**: client-to-server bytes the proxy received beyond the
+  payload's size (request headers included: a few hundred bytes a request).
+
+Clients alternate within each round (random order per round, new seed per
+round); the tables give medians over the rounds.  tus-js-client sends the
+payload in one PATCH (``tests/js``: ``npm ci``), tuspy in 8 MiB chunks, both
+without checksums or hashing and retrying at once (tus-js-client: after 0,
+0.2, 1, 2 s; tuspy: at once, 20 times).  A directory goes to them as the
+tarball made of it beforehand (the same files, packed by Python's tarfile).
+
+Scratch files go under ``$BENCH_TMP`` if set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from client_bench import table  # noqa: E402
+from servers import BIN, Dqrxfer  # noqa: E402
+from support.faultproxy import FaultProxy, Faults  # noqa: E402
+from support.uploads import dqr_upload_command, report_metadata  # noqa: E402
+from tus_bench import make_payload  # noqa: E402
+
+MiB = 1024 * 1024
+MB = 1_000_000
+JS_DIR = HERE.parent / "tests" / "js"
+GRACEID = "S230518h"
+SITE = "llo"
+POLL_SECONDS = 0.02
+RESET_EVERY = (30 * MiB, 80 * MiB)
+#: How long a run may take at most, seconds per MiB of payload (and at least 120 s).
+TIMEOUT_PER_MIB = 2.0
+
+TUSPY_SCRIPT = """
+import json, sys
+from tusclient.client import TusClient
+options = json.loads(sys.argv[1])
+uploader = TusClient(options["endpoint"]).uploader(
+    file_path=options["path"], chunk_size=options["chunk"], metadata=options["metadata"],
+    retries=20, retry_delay=0,
+)
+uploader.upload()
+"""
+
+
+# -- payloads --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What a client is given: ``path`` for dqr-upload, ``reference`` (a file:
+    the path itself, or the tarball of a directory) for the tus clients."""
+
+    name: str
+    path: Path
+    reference: Path
+    kind: str  # the reference's kind: file or tar
+    size: int  # bytes dqr-upload sends (a directory's tar as dqr-upload packs it)
+
+
+def make_directory(root: Path, size: int, files: int, seed: int = 5) -> None:
+    """About ``files`` files of random bytes, ``size`` bytes together, in a few
+    sub-directories, of sizes spread like a report's (many small, a few large)."""
+    rng = random.Random(seed)
+    weights = [rng.paretovariate(1.2) for _ in range(files)]
+    scale = size / sum(weights)
+    sizes = [max(1, int(weight * scale)) for weight in weights]
+    sizes[-1] += size - sum(sizes)
+    for index, count in enumerate(sizes):
+        path = root / f"part{index % 10}" / f"item{index:04d}.{'png' if count > 65536 else 'html'}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as handle:
+            left = count
+            while left > 0:
+                handle.write(os.urandom(min(MiB, left)))
+                left -= min(MiB, left)
+
+
+def make_tarball(source: Path, target: Path) -> None:
+    with tarfile.open(target, "w") as archive:
+        for child in sorted(source.iterdir()):
+            archive.add(child, arcname=child.name)
+    with open(target, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def make_payloads(work: Path, size_mib: int, names: list[str], files: int) -> dict[str, Payload]:
+    from dqrxfer.packing import DirectoryPayload
+
+    payloads: dict[str, Payload] = {}
+    if "file" in names:
+        path = work / f"payload-{size_mib}.bin"
+        make_payload(path, size_mib * MiB)
+        payloads["file"] = Payload("file", path, path, "file", path.stat().st_size)
+    if "tarball" in names or "dir" in names:
+        directory = work / f"report-{size_mib}"
+        make_directory(directory, size_mib * MiB, files)
+        tarball = work / f"report-{size_mib}.tar"
+        make_tarball(directory, tarball)
+        if "tarball" in names:
+            payloads["tarball"] = Payload(
+                "tarball", tarball, tarball, "tar", tarball.stat().st_size
+            )
+        if "dir" in names:
+            packed = DirectoryPayload.pack(directory).size
+            payloads["dir"] = Payload("dir", directory, tarball, "tar", packed)
+    return payloads
+
+
+# -- one upload through the link ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Link:
+    rtt_ms: int
+    rate: float  # bytes/s per connection
+    total_rate: float | None
+    resets: bool
+
+    def faults(self) -> Faults:
+        delay = self.rtt_ms / 2000
+        # Room for the link's bytes in flight: the rate, not the window, caps it.
+        window = max(4 * MiB, int(2 * self.rate * delay))
+        return Faults(
+            delay=delay,
+            window=window,
+            rate=self.rate,
+            total_rate=self.total_rate,
+            cut_link_every=RESET_EVERY if self.resets else None,
+        )
+
+    def limit(self, size: int, connections: int) -> float:
+        """Seconds the link needs for ``size`` bytes over ``connections`` capped
+        connections, plus the two unavoidable round trips (see the module's
+        docstring)."""
+        rate = self.rate * connections
+        if self.total_rate:
+            rate = min(rate, self.total_rate)
+        return size / rate + 2 * self.rtt_ms / 1000
+
+    def label(self) -> str:
+        total = f", total {self.total_rate / MB:.0f} MB/s" if self.total_rate else ""
+        resets = "reset every 30-80 MiB" if self.resets else "no resets"
+        return f"{self.rtt_ms} ms, {self.rate / MB:.0f} MB/s per connection{total}, {resets}"
+
+
+class VisiblePoller:
+    """Asks the links API every 20 ms until it lists the report; ``seen`` is
+    the :func:`time.monotonic` of the first answer that did."""
+
+    def __init__(self, port: int, revision: int) -> None:
+        self.port, self.revision = port, revision
+        self.seen: float | None = None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> VisiblePoller:
+        self.thread.start()
+        return self
+
+    def _listed(self, connection: http.client.HTTPConnection) -> bool:
+        connection.request("GET", f"/api/v1/events/{GRACEID}/reports?site={SITE}")
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            return False
+        reports = json.loads(body)["reports"]
+        return any(report["revision"] == self.revision for report in reports)
+
+    def _run(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self.stopping.is_set():
+            try:
+                if self._listed(connection):
+                    self.seen = time.monotonic()
+                    return
+            except (OSError, http.client.HTTPException):
+                connection.close()
+            self.stopping.wait(POLL_SECONDS)
+
+    def wait(self, timeout: float) -> float | None:
+        self.thread.join(timeout)
+        self.stopping.set()
+        return self.seen
+
+
+@dataclass
+class Measured:
+    visible: float
+    exited: float
+    after_last_byte: float  # from the last byte's arrival at the server to visible
+    up_bytes: int
+    resets: int
+    connections: int
+
+
+@dataclass(frozen=True)
+class Client:
+    name: str
+    connections: int  # capped connections it sends over (for the limit)
+    command: Callable[[str, Payload, int, Path], list[str]]
+    #: a tus client, given the payload's ``reference`` (a directory's tarball)
+    reference: bool = False
+
+    def sends(self, payload: Payload) -> int:
+        """The bytes this client uploads for ``payload``."""
+        return payload.reference.stat().st_size if self.reference else payload.size
+
+
+def dqr_upload(*options: str) -> Callable[[str, Payload, int, Path], list[str]]:
+    def command(url: str, payload: Payload, revision: int, _: Path) -> list[str]:
+        line = dqr_upload_command(url, "-q", *options, str(payload.path), revision=revision)
+        return [str(BIN / "dqr-upload"), *line[1:]]
+
+    return command
+
+
+def reference_metadata(payload: Payload, revision: int) -> dict[str, str]:
+    return report_metadata(
+        filename=payload.reference.name, kind=payload.kind, graceid=GRACEID, revision=revision
+    )
+
+
+def tus_js(url: str, payload: Payload, revision: int, _: Path) -> list[str]:
+    settings = {
+        "endpoint": f"{url}/files/",
+        "path": str(payload.reference),
+        "metadata": reference_metadata(payload, revision),
+    }
+    return ["node", str(JS_DIR / "tus-upload.cjs"), json.dumps(settings)]
+
+
+def tuspy(url: str, payload: Payload, revision: int, _: Path) -> list[str]:
+    options = {
+        "endpoint": f"{url}/files/",
+        "path": str(payload.reference),
+        "chunk": 8 * MiB,
+        "metadata": reference_metadata(payload, revision),
+    }
+    return [str(BIN / "python"), "-c", TUSPY_SCRIPT, json.dumps(options)]
+
+
+CLIENTS = {
+    "dqr-upload": Client("dqr-upload", 1, dqr_upload()),
+    "dqr-upload-nocrc": Client("dqr-upload --no-checksum", 1, dqr_upload("--no-checksum")),
+    "dqr-upload-p4": Client("dqr-upload --parallel 4", 4, dqr_upload("--parallel", "4")),
+    "tus-js": Client("tus-js-client, one PATCH", 1, tus_js, reference=True),
+    "tuspy": Client("tuspy, 8 MiB chunks", 1, tuspy, reference=True),
+}
+DEFAULT_CLIENTS = ["dqr-upload", "dqr-upload-p4", "tus-js", "tuspy"]
+
+
+def upload_once(
+    client: Client, payload: Payload, link: Link, cache: Path, seed: int, revision: int = 1
+) -> Measured:
+    """One upload on a fresh server behind a fresh link."""
+    server = Dqrxfer().start()
+    try:
+        with FaultProxy(server.port, link.faults(), seed=seed) as proxy:
+            command = client.command(proxy.url, payload, revision, cache)
+            env = {**os.environ, "XDG_CACHE_HOME": str(cache), "DQRXFER_SERVER": ""}
+            timeout = max(120.0, TIMEOUT_PER_MIB * client.sends(payload) / MiB)
+            with tempfile.TemporaryFile() as err:
+                started = time.monotonic()
+                poller = VisiblePoller(server.port, revision).start()
+                process = subprocess.Popen(
+                    command, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=JS_DIR
+                )
+                try:
+                    code = process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                    code = -9
+                exited = time.monotonic() - started
+                seen = poller.wait(30)
+                err.seek(0)
+                stderr = err.read().decode(errors="replace")
+            if code != 0 or seen is None:
+                raise RuntimeError(
+                    f"{client.name}: exit code {code}, report listed: {seen is not None}\n{stderr}"
+                )
+            counters = proxy.counters
+            return Measured(
+                seen - started,
+                exited,
+                seen - max(at for at in counters.arrivals if at <= seen),
+                counters.up_bytes,
+                counters.cuts,
+                counters.connections,
+            )
+    finally:
+        server.stop()
+
+
+# -- the rounds and the report -------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    client: Client
+    payload: Payload
+    link: Link
+    runs: list[Measured] = field(default_factory=list)
+
+    def cells(self) -> tuple[str, ...]:
+        times = [run.visible for run in self.runs]
+        visible = statistics.median(times)
+        exited = statistics.median(run.exited for run in self.runs)
+        size = self.client.sends(self.payload)
+        limit = self.link.limit(size, self.client.connections)
+        resent = statistics.median(run.up_bytes - size for run in self.runs)
+        after = statistics.median(run.after_last_byte for run in self.runs)
+        resets = statistics.median(run.resets for run in self.runs)
+        connections = statistics.median(run.connections for run in self.runs)
+        return (
+            self.client.name,
+            f"{visible:.2f}",
+            f"{min(times):.2f}-{max(times):.2f}",
+            f"{exited:.2f}",
+            f"{limit:.2f}",
+            f"{visible / limit:.2f}",
+            f"{100 * limit / visible:.0f} %",
+            f"{size / visible / MB:.1f}",
+            f"{after:.2f}",
+            f"{resent / MiB:.1f} ({100 * resent / size:.1f} %)",
+            f"{resets:g}",
+            f"{connections:g}",
+        )
+
+
+HEADER = (
+    "client",
+    "visible s",
+    "range s",
+    "exit s",
+    "limit s",
+    "x limit",
+    "share of limit",
+    "MB/s",
+    "listed after last byte s",
+    "re-sent MiB (% of payload)",
+    "resets",
+    "connections",
+)
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    missing = [name for name in args.clients if name not in CLIENTS]
+    if missing:
+        raise SystemExit(f"unknown client(s) {missing}: choose among {sorted(CLIENTS)}")
+    if "tus-js" in args.clients and not (JS_DIR / "node_modules" / "tus-js-client").is_dir():
+        raise SystemExit("tus-js-client is missing: (cd tests/js && npm ci)")
+    payloads = make_payloads(work, args.size_mib, args.payload, args.files)
+    links = [
+        Link(rtt, args.rate_mb * MB, args.total_mb * MB if args.total_mb else None, resets)
+        for rtt in args.rtt
+        for resets in {"no": [False], "yes": [True], "both": [False, True]}[args.resets]
+    ]
+    rows = [
+        Row(CLIENTS[name], payloads[kind], link)
+        for kind in args.payload
+        for link in links
+        for name in args.clients
+    ]
+    cache = work / "cache"
+    for number in range(args.rounds):
+        order = list(rows)
+        random.Random(args.seed + number).shuffle(order)
+        for index, row in enumerate(order):
+            measured = upload_once(
+                row.client, row.payload, row.link, cache, seed=args.seed * 1000 + number
+            )
+            row.runs.append(measured)
+            print(
+                f"  round {number + 1}, {index + 1}/{len(order)}: {row.payload.name}, "
+                f"{row.link.label()}: {row.client.name}: visible {measured.visible:.2f}s, "
+                f"{measured.resets} resets, load {os.getloadavg()[0]:.1f}",
+                file=sys.stderr,
+                flush=True,
+            )
+    print(
+        f"\n{args.size_mib} MiB payloads, medians of {args.rounds} rounds, "
+        f"load average {os.getloadavg()[0]:.1f} at the end"
+    )
+    for payload in payloads.values():
+        for link in links:
+            selected = [row for row in rows if row.payload is payload and row.link == link]
+            note = " (tus clients: the same files as a tarball)" if payload.name == "dir" else ""
+            print(f"\n{payload.name}, {payload.size / MiB:.1f} MiB{note}; {link.label()}\n")
+            print(table([row.cells() for row in selected], HEADER))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size-mib", type=int, default=100, help="payload size (100 or 1024)")
+    parser.add_argument(
+        "--payload", nargs="+", default=["file"], choices=["file", "tarball", "dir"]
+    )
+    parser.add_argument("--files", type=int, default=1000, help="files of the directory")
+    parser.add_argument("--rtt", type=int, nargs="+", default=[80, 300], help="round trips, ms")
+    parser.add_argument("--rate-mb", type=float, default=20, help="per-connection cap, MB/s")
+    parser.add_argument("--total-mb", type=float, help="cap of all connections together, MB/s")
+    parser.add_argument(
+        "--resets",
+        choices=["no", "yes", "both"],
+        default="both",
+        help="cut a connection every 30-80 MiB of the link's traffic",
+    )
+    parser.add_argument(
+        "--clients",
+        nargs="+",
+        default=DEFAULT_CLIENTS,
+        help=f"among {', '.join(CLIENTS)} (default: {' '.join(DEFAULT_CLIENTS)})",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="link-bench-", dir=os.environ.get("BENCH_TMP")) as tmp:
+        run(args, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
