@@ -114,12 +114,12 @@ class Retrier:
                 f"is reached: {error}"
             ) from error
         log.warning(
-            "%s: %s; retry %d of %d %s",
+            "%s: %s; retry %d of %d in %.1fs",
             self.what,
             error,
             self.failures,
             self.policy.retries,
-            f"in {delay:.1f}s" if delay else "at once",
+            delay,
         )
         if delay and self.cancel.wait(delay):
             raise GaveUpError(f"{self.what}: stopped: {error}") from error
