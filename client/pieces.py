@@ -20,6 +20,11 @@ FIRST_CUT_SHARE = 64
 #: On a known link a piece lasts at least this many round trips: the round
 #: trip each PATCH waits for its answer is then at most ~3 % of its time.
 ROUND_TRIPS = 32
+#: With checksums, a piece on a long link carries at most this share of the
+#: bytes expected between two resets (the upload's length before the first):
+#: a cut piece is sent again whole (its checksum cannot be checked), so a
+#: reset costs at most an eighth of that stretch, a sixteenth on average.
+LINK_CUT_SHARE = 8
 #: A link whose round trip is shorter than this (seconds: a local network,
 #: loopback) is not sized by time: a round trip costs next to nothing there,
 #: and the rules for an unknown link keep the bytes a cut costs small.
@@ -94,12 +99,14 @@ class PieceSizer:
       least as large as what the link carries in :data:`ROUND_TRIPS` round
       trips (at most :data:`LINK_MAX_PIECE`, or ``max_piece`` when pieces may
       not grow), whatever the rules above say: on a long link the round trip
-      each PATCH waits for its answer, not the bytes, is what costs.  After
-      failures (with checksums) that floor is lowered to the piece size that
-      costs least in all, round trips and the cut piece sent again:
-      ``sqrt(2 x bytes between failures x rate x round trip)``.  The first
-      PATCH after a failure keeps the small ramp (a probe, should the
-      server's offset be stale).
+      each PATCH waits for its answer, not the bytes, is what costs.  With
+      checksums a reset costs the cut piece, so that floor is lowered to the
+      piece size that costs least in all, round trips and the cut piece sent
+      again, ``sqrt(2 x D x rate x round trip)``, and to ``D /``
+      :data:`LINK_CUT_SHARE`, where D is the typical stretch between
+      failures (before the first one: the upload's length, as if one reset
+      were to come).  The first PATCH after a failure keeps the small ramp
+      (a probe, should the server's offset be stale).
     """
 
     FIRST_FRACTION = 8
@@ -116,6 +123,7 @@ class PieceSizer:
     ) -> None:
         self.chunk_size = chunk_size
         self.link = link
+        self.length = length
         self.first_cut = max(MIN_PIECE, length // FIRST_CUT_SHARE)
         self.max_piece = max(chunk_size, max_piece or chunk_size)
         self.limit = chunk_size
@@ -168,10 +176,11 @@ class PieceSizer:
         carried = self.link.piece_for(ROUND_TRIPS) if self.link is not None else None
         if carried is None or self.probing:
             return 0
-        if self.adaptive and self.distance is not None:
+        if self.adaptive:
             assert self.link is not None and self.link.rate and self.link.round_trip
             in_flight = self.link.rate * self.link.round_trip
-            carried = min(carried, math.sqrt(2 * max(self.distance, self.run) * in_flight))
+            stretch = self.length if self.distance is None else max(self.distance, self.run)
+            carried = min(carried, math.sqrt(2 * stretch * in_flight), stretch / LINK_CUT_SHARE)
         return int(min(carried, self.link_max))
 
     def piece_end(self, start: int, stop: int) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from dqrxfer.pieces import LINK_MAX_PIECE, ROUND_TRIPS, LinkEstimate
+from dqrxfer.pieces import LINK_CUT_SHARE, LINK_MAX_PIECE, ROUND_TRIPS, LinkEstimate
 from dqrxfer.upload import FIRST_CUT_SHARE, MIN_PIECE, PieceSizer
 
 MiB = 1024 * 1024
@@ -101,14 +101,36 @@ def long_link_sizer(rate: float, round_trip: float = 0.08) -> PieceSizer:
 
 
 @pytest.mark.parametrize("rate", [20 * MB, 50 * MB, 200 * MB])
-def test_on_a_known_link_pieces_last_many_round_trips_and_follow_its_rate(rate: float) -> None:
+def test_on_a_known_link_without_checksums_pieces_last_many_round_trips(rate: float) -> None:
     """80 ms: a piece carries what the link does in 32 round trips (the
     answer each PATCH waits for is ~3 % of its time), whatever the rules for
-    an unknown link say (8 MiB here), and at most LINK_MAX_PIECE."""
-    sizer = long_link_sizer(rate)
+    an unknown link say (8 MiB here), and at most LINK_MAX_PIECE; it follows
+    the link's rate."""
+    link = LinkEstimate(round_trip=0.08, rate=rate)
+    sizer = PieceSizer(
+        CHUNK, adaptive=False, resuming=False, max_piece=64 * MiB, length=4096 * MiB, link=link
+    )
     expected = min(rate * 0.08 * ROUND_TRIPS, LINK_MAX_PIECE)
     assert sizer.next() == int(expected)
-    assert sizer.piece_end(0, 1024 * MiB) == int(expected) // CHUNK * CHUNK
+    assert sizer.piece_end(0, 4096 * MiB) == int(expected) // CHUNK * CHUNK
+
+
+@pytest.mark.parametrize("rate", [20 * MB, 50 * MB])
+@pytest.mark.parametrize("round_trip", [0.08, 0.3])
+def test_with_checksums_pieces_weigh_round_trips_against_the_cut_piece(
+    rate: float, round_trip: float
+) -> None:
+    """With CRC-32 checksums a cut piece is sent again whole: before any
+    failure a piece is the size that costs least if one reset comes during
+    the upload, sqrt(2 x length x bytes in flight), at most an eighth of the
+    upload, and never smaller than the rules for an unknown link make it."""
+    sizer = long_link_sizer(rate, round_trip)
+    length = 1024 * MiB
+    best = math.sqrt(2 * length * rate * round_trip)
+    expected = min(rate * round_trip * ROUND_TRIPS, best, length / LINK_CUT_SHARE)
+    assert sizer.next() == max(CHUNK, int(expected))
+    slower = long_link_sizer(rate / 2, round_trip)
+    assert slower.next() < sizer.next()  # a slower link: smaller pieces
 
 
 def test_from_off_the_grid_a_piece_goes_on_with_whole_chunks() -> None:
@@ -146,7 +168,7 @@ def test_after_a_failure_one_small_probe_then_the_size_that_costs_least() -> Non
     sizer.failed()
     assert sizer.next() == MIN_PIECE
     sizer.succeeded(MIN_PIECE)
-    best = math.sqrt(2 * through * rate * round_trip)
+    best = min(math.sqrt(2 * through * rate * round_trip), through / LINK_CUT_SHARE)
     assert sizer.next() == int(best)
     assert best < rate * round_trip * ROUND_TRIPS  # smaller than on a clean link
 
