@@ -105,8 +105,9 @@ class PieceSizer:
       again, ``sqrt(2 x D x rate x round trip)``, and to ``D /``
       :data:`LINK_CUT_SHARE`, where D is the typical stretch between
       failures (before the first one: the upload's length, as if one reset
-      were to come).  The first PATCH after a failure keeps the small ramp
-      (a probe, should the server's offset be stale).
+      were to come).  That floor is rounded to the nearest whole number of
+      chunks.  The first PATCH after a failure keeps the small ramp (a probe,
+      should the server's offset be stale).
     """
 
     FIRST_FRACTION = 8
@@ -181,7 +182,11 @@ class PieceSizer:
             in_flight = self.link.rate * self.link.round_trip
             stretch = self.length if self.distance is None else max(self.distance, self.run)
             carried = min(carried, math.sqrt(2 * stretch * in_flight), stretch / LINK_CUT_SHARE)
-        return int(min(carried, self.link_max))
+        floor = int(min(carried, self.link_max))
+        # Pieces end on the chunk grid (see piece_end): the nearest whole
+        # number of chunks, rather than the whole chunks below the floor.
+        chunks = round(floor / self.chunk_size)
+        return min(chunks * self.chunk_size, self.link_max) if chunks else floor
 
     def piece_end(self, start: int, stop: int) -> int:
         """Where the next PATCH from ``start`` ends (``stop`` at the latest):
