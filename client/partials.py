@@ -230,7 +230,10 @@ class Streams:
             own = self.job.session_factory()
             try:
                 retrier = Retrier(self.job.options.retry, self._label(index), cancel)
-                self._send(index, offsets, stops, TusClient(own, self.job.endpoint), retrier)
+                tus = TusClient(own, self.job.endpoint)
+                # The same link: what the job's requests found of its round trip.
+                tus.link.saw_answer(self.job.tus.link.round_trip or 0.0)
+                self._send(index, offsets, stops, tus, retrier)
             except BaseException:
                 cancel.set()
                 raise

@@ -7,6 +7,9 @@ partial uploads of a parallel upload, on the chunk grid).
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 #: The smallest PATCH body the client sends (but for a payload's last bytes).
 MIN_PIECE = 256 * 1024
 #: Before the link has failed once, a checksummed piece may be as large as
@@ -14,6 +17,61 @@ MIN_PIECE = 256 * 1024
 #: then costs at most 1/64 of the payload, and a large payload on a clean link
 #: starts with whole chunks instead of 256 KiB pieces (1 GiB: 32 PATCHes, not 72).
 FIRST_CUT_SHARE = 64
+#: On a known link a piece lasts at least this many round trips: the round
+#: trip each PATCH waits for its answer is then at most ~3 % of its time.
+ROUND_TRIPS = 32
+#: With checksums, a piece on a long link carries at most this share of the
+#: bytes expected between two resets (the upload's length before the first):
+#: a cut piece is sent again whole (its checksum cannot be checked), so a
+#: reset costs at most an eighth of that stretch, a sixteenth on average.
+LINK_CUT_SHARE = 8
+#: A link whose round trip is shorter than this (seconds: a local network,
+#: loopback) is not sized by time: a round trip costs next to nothing there,
+#: and the rules for an unknown link keep the bytes a cut costs small.
+LONG_ROUND_TRIP = 0.01
+#: How large a piece sized by the link may be (when pieces may grow at all:
+#: ``max_piece`` above the chunk size): at 300 ms and 20 MB/s, 32 round trips
+#: carry 190 MB.
+LINK_MAX_PIECE = 256 * 1024 * 1024
+
+
+@dataclass
+class LinkEstimate:
+    """What the link to the server does, learnt from the requests sent: the
+    round trip (the quickest answer to a request without a body) and the
+    rate (bytes of a PATCH over its time less one round trip).
+
+    One per connection (:class:`~dqrxfer.transport.TusClient`), shared by the
+    senders that use it, so that what one range learnt serves the next.
+    """
+
+    round_trip: float | None = None
+    rate: float | None = None
+
+    def saw_answer(self, seconds: float) -> None:
+        """A request without a body was answered in ``seconds``."""
+        if seconds > 0 and (self.round_trip is None or seconds < self.round_trip):
+            self.round_trip = seconds
+
+    def saw_piece(self, count: int, seconds: float) -> None:
+        """A PATCH of ``count`` bytes was answered ``seconds`` after it began."""
+        if count <= 0 or seconds <= 0:
+            return
+        round_trip = self.round_trip or 0.0
+        # Never credit more than half the time to the round trip: a round
+        # trip measured too long must not make the rate look unbounded.
+        sample = count / max(seconds - round_trip, seconds / 2)
+        if self.rate is None:
+            self.rate = sample
+        elif seconds >= 2 * round_trip:  # mostly transfer: a telling sample
+            self.rate = (self.rate + sample) / 2
+
+    def piece_for(self, round_trips: int) -> float | None:
+        """Bytes the link carries in ``round_trips`` round trips (None: not
+        known yet, or not a long link)."""
+        if not self.round_trip or not self.rate or self.round_trip < LONG_ROUND_TRIP:
+            return None
+        return self.rate * self.round_trip * round_trips
 
 
 class PieceSizer:
@@ -36,6 +94,20 @@ class PieceSizer:
     * With ``max_piece`` above the chunk size, each PATCH that went through
       whole doubles the limit, up to ``max_piece`` (fewer requests on a good
       link); a failure brings it back to the chunk size.
+    * On a long link (a round trip of :data:`LONG_ROUND_TRIP` or more) whose
+      round trip and rate are known (``link``), a piece is at
+      least as large as what the link carries in :data:`ROUND_TRIPS` round
+      trips (at most :data:`LINK_MAX_PIECE`, or ``max_piece`` when pieces may
+      not grow), whatever the rules above say: on a long link the round trip
+      each PATCH waits for its answer, not the bytes, is what costs.  With
+      checksums a reset costs the cut piece, so that floor is lowered to the
+      piece size that costs least in all, round trips and the cut piece sent
+      again, ``sqrt(2 x D x rate x round trip)``, and to ``D /``
+      :data:`LINK_CUT_SHARE`, where D is the typical stretch between
+      failures (before the first one: the upload's length, as if one reset
+      were to come).  That floor is rounded to the nearest whole number of
+      chunks.  The first PATCH after a failure keeps the small ramp (a probe,
+      should the server's offset be stale).
     """
 
     FIRST_FRACTION = 8
@@ -48,8 +120,11 @@ class PieceSizer:
         resuming: bool,
         max_piece: int | None = None,
         length: int = 0,
+        link: LinkEstimate | None = None,
     ) -> None:
         self.chunk_size = chunk_size
+        self.link = link
+        self.length = length
         self.first_cut = max(MIN_PIECE, length // FIRST_CUT_SHARE)
         self.max_piece = max(chunk_size, max_piece or chunk_size)
         self.limit = chunk_size
@@ -57,14 +132,23 @@ class PieceSizer:
         self.ramp: int | None = MIN_PIECE if resuming else None
         self.distance: float | None = None  # bytes between failures, smoothed
         self.run = 0  # bytes acknowledged since the last failure
+        self.link_max = LINK_MAX_PIECE if self.max_piece > chunk_size else self.max_piece
+        self.probing = resuming  # the next PATCH is the first after a failure
 
     @classmethod
     def for_range(
-        cls, chunk_size: int, max_piece: int | None, algorithm: str | None, offset: int, length: int
+        cls,
+        chunk_size: int,
+        max_piece: int | None,
+        algorithm: str | None,
+        offset: int,
+        length: int,
+        link: LinkEstimate | None = None,
     ) -> PieceSizer:
         """The sizer for an upload of ``length`` bytes sent from ``offset``
-        with chunk checksums of ``algorithm`` (None: none).  Only CRC-32
-        digests combine, so with another algorithm a piece stays one chunk."""
+        with chunk checksums of ``algorithm`` (None: none), over ``link``.
+        Only CRC-32 digests combine, so with another algorithm a piece stays
+        one chunk."""
         return cls(
             chunk_size,
             algorithm is not None,
@@ -72,6 +156,7 @@ class PieceSizer:
             resuming=offset > 0,
             max_piece=max_piece if algorithm in (None, "crc32") else None,
             length=length,
+            link=link,
         )
 
     def next(self) -> int:
@@ -84,20 +169,39 @@ class PieceSizer:
             else:
                 stretch = max(self.distance, self.run / 2)
                 sizes.append(max(MIN_PIECE, int(stretch) // self.FRACTION))
-        return min(sizes)
+        return max(min(sizes), self.link_floor())
+
+    def link_floor(self) -> int:
+        """The smallest piece worth its round trip on the link (0: none known,
+        or the probe after a failure)."""
+        carried = self.link.piece_for(ROUND_TRIPS) if self.link is not None else None
+        if carried is None or self.probing:
+            return 0
+        if self.adaptive:
+            assert self.link is not None and self.link.rate and self.link.round_trip
+            in_flight = self.link.rate * self.link.round_trip
+            stretch = self.length if self.distance is None else max(self.distance, self.run)
+            carried = min(carried, math.sqrt(2 * stretch * in_flight), stretch / LINK_CUT_SHARE)
+        floor = int(min(carried, self.link_max))
+        # Pieces end on the chunk grid (see piece_end): the nearest whole
+        # number of chunks, rather than the whole chunks below the floor.
+        chunks = round(floor / self.chunk_size)
+        return min(chunks * self.chunk_size, self.link_max) if chunks else floor
 
     def piece_end(self, start: int, stop: int) -> int:
         """Where the next PATCH from ``start`` ends (``stop`` at the latest):
         at the next line of the chunk grid, or, from a line, after as many
-        whole chunks as :meth:`next` allows."""
+        whole chunks as :meth:`next` allows (from off the grid: up to the
+        grid's next line, then whole chunks)."""
         chunk = self.chunk_size
         line = (start // chunk + 1) * chunk  # the next line of the chunk grid
         limit = start + self.next()
-        if start % chunk == 0 and limit > line:
+        if limit > line:
             line = limit // chunk * chunk  # several whole chunks
         return min(stop, line, limit)
 
     def succeeded(self, count: int) -> None:
+        self.probing = False
         self.run += count
         if self.ramp is not None:
             self.ramp = None if self.ramp * 2 >= self.chunk_size else self.ramp * 2
@@ -105,6 +209,7 @@ class PieceSizer:
             self.limit = min(self.max_piece, self.limit * 2)
 
     def failed(self) -> None:
+        self.probing = True
         self.ramp = MIN_PIECE
         self.limit = self.chunk_size
         run = float(self.run)

@@ -34,17 +34,31 @@ class RetryPolicy:
     """``retries`` failures in a row are allowed; the n-th is followed by a
     wait of ``wait * 2**(n-1)`` seconds (at most ``max_wait``), each drawn
     between half and all of that (jitter, so that many clients cut off
-    together do not come back together).  ``deadline`` (seconds, None for
-    none) bounds one payload's whole transfer."""
+    together do not come back together); but the first failure of a row
+    that is retried at once (``at_once``) waits nothing, the waits of the
+    failures after it being unchanged: the time a server that stays away is
+    tried for stays the same.  ``deadline`` (seconds, None for none) bounds
+    one payload's whole transfer."""
 
     retries: int = 8
     wait: float = 2.0
     max_wait: float = 300.0
     deadline: float | None = 6 * 3600.0
 
-    def delay(self, failure: int, rng: random.Random | None = None) -> float:
+    def delay(self, failure: int, rng: random.Random | None = None, at_once: bool = False) -> float:
+        if at_once and failure <= 1:
+            return 0.0
         base = min(self.max_wait, self.wait * 2 ** max(0, failure - 1))
         return base * (rng or random).uniform(0.5, 1.0)
+
+
+def retry_at_once(error: Exception) -> bool:
+    """True for a failure worth retrying without a wait when it is the first
+    in a row: the connection was lost (reset, time-out: no HTTP status) or
+    the server's offset was not ours (409, after a cut request).  A server
+    that answered it is busy or failing (5xx, 423, 429) is given a wait."""
+    status = getattr(error, "status", None)
+    return status is None or status == 409
 
 
 class Retrier:
@@ -68,6 +82,8 @@ class Retrier:
         self.started = clock()
         self.failures = 0
         self.total_failures = 0
+        #: Whether the first failure of the current row was retried at once.
+        self.first_at_once = False
 
     def remaining(self) -> float | None:
         if self.policy.deadline is None:
@@ -88,7 +104,9 @@ class Retrier:
             raise GaveUpError(
                 f"{self.what}: gave up after {self.policy.retries} retries: {error}"
             ) from error
-        delay = self.policy.delay(self.failures)
+        if self.failures == 1:
+            self.first_at_once = retry_at_once(error)
+        delay = self.policy.delay(self.failures, at_once=self.first_at_once)
         remaining = self.remaining()
         if remaining is not None and remaining < delay:
             raise GaveUpError(
@@ -103,7 +121,7 @@ class Retrier:
             self.policy.retries,
             delay,
         )
-        if self.cancel.wait(delay):
+        if delay and self.cancel.wait(delay):
             raise GaveUpError(f"{self.what}: stopped: {error}") from error
 
     def call(self, attempt: Callable[[], T]) -> T:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .crc32 import crc32_combine
 from .errors import RefusedError, TransientError
 from .payload import Payload, Scan, checksum_range, tus_checksum
 from .pieces import PieceSizer
@@ -95,8 +97,9 @@ class RangeSender:
         """Send from the upload's ``offset``, PATCH by PATCH, until the server
         has all the bytes (or, with ``until``, the upload's first ``until``)."""
         until = self.length if until is None else until
+        link = self.tus.link
         sizer = PieceSizer.for_range(
-            self.chunk_size, self.max_piece, self.hashed.algorithm, offset, self.length
+            self.chunk_size, self.max_piece, self.hashed.algorithm, offset, self.length, link
         )
         checksum_failures = 0
         while offset < until:
@@ -104,6 +107,7 @@ class RangeSender:
             end, header = self._checksum_header(start, sizer.piece_end(start, self.base + until))
             log.debug("%s: PATCH %d bytes at offset %d", self.payload.filename, end - start, offset)
             body = SliceBody(self.payload, start, end, self.tally.sending(self.stream))
+            began = time.monotonic()
             try:
                 response = self.tus.patch(self.url, offset, body, header)
                 moved = new_offset(response)
@@ -122,6 +126,8 @@ class RangeSender:
                 offset = self._recover(error, offset)
                 continue
             checksum_failures = 0
+            if moved < self.length:  # the last PATCH's answer waits for publishing
+                link.saw_piece(moved - offset, time.monotonic() - began)
             sizer.succeeded(moved - offset)
             offset = moved
             self.retrier.progress()
@@ -145,14 +151,24 @@ class RangeSender:
         Upload-Checksum: from the chunk digests of the grid if they are known
         (a piece of several chunks ends where they stop being known), else
         computed here for at most one chunk (pieces off the grid after a
-        failure, or a digest the hashing thread is still far from)."""
+        failure, or a digest the hashing thread is still far from).  A CRC-32
+        piece that starts off the grid computes only its bytes up to the
+        grid's next line here and goes on with the known digests of the
+        whole chunks after it (combined), so that it need not end there."""
         hashed = self.hashed
         if not hashed.algorithm:
             return end, None
         span = hashed.span_digest(start, end)
-        if span is None:
-            end = min(end, (start // hashed.chunk_size + 1) * hashed.chunk_size)
-            digest = checksum_range(self.payload, hashed.algorithm, start, end)
-        else:
+        if span is not None:
             end, digest = span
-        return end, tus_checksum(hashed.algorithm, digest)
+            return end, tus_checksum(hashed.algorithm, digest)
+        line = min(end, (start // hashed.chunk_size + 1) * hashed.chunk_size)
+        digest = checksum_range(self.payload, hashed.algorithm, start, line)
+        rest = hashed.span_digest(line, end) if hashed.algorithm == "crc32" else None
+        if rest is None:
+            return line, tus_checksum(hashed.algorithm, digest)
+        stop, following = rest
+        value = crc32_combine(
+            int.from_bytes(digest, "big"), int.from_bytes(following, "big"), stop - line
+        )
+        return stop, tus_checksum(hashed.algorithm, value.to_bytes(4, "big"))

@@ -28,6 +28,7 @@ while it is sent.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -43,6 +44,7 @@ from .errors import (
     UploadGoneError,
 )
 from .payload import Payload
+from .pieces import LinkEstimate
 from .regions import FileRegion
 from .sendfile import sends_regions
 
@@ -221,11 +223,17 @@ class TusClient:
         self.session = session
         self.endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
         self.headers = {"Tus-Resumable": TUS_VERSION}
+        #: The link's round trip and rate, as this client's requests find them.
+        self.link = LinkEstimate()
 
     def _request(self, method: str, url: str, what: str, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
         headers = {**self.headers, **kwargs.pop("headers", {})}
+        began = time.monotonic()
         try:
-            return self.session.request(method, url, headers=headers, **kwargs)
+            response = self.session.request(method, url, headers=headers, **kwargs)
+            if "data" not in kwargs:
+                self.link.saw_answer(time.monotonic() - began)
+            return response
         except requests.RequestException as error:
             raise TransientError(f"{what}: {describe_error(error)}") from error
         except SessionExpired as error:

@@ -34,10 +34,12 @@ One payload travels like this (each step in a module of its own):
 4. send (:mod:`~dqrxfer.sender`): PATCH requests streamed from disk (with
    ``sendfile`` where the connection allows), each as large as
    :class:`~dqrxfer.pieces.PieceSizer` says: ``chunk_size`` bytes, growing to
-   ``max_piece`` while the link holds, smaller after failures.  After a
-   failure the server's offset is asked again (HEAD) and sending continues
-   from there, so only bytes that never arrived are sent again; every request
-   is retried as :mod:`~dqrxfer.retry` says;
+   ``max_piece`` while the link holds, smaller after failures; on a long link
+   as many bytes as take many round trips at the rate measured so far.  After
+   a failure the server's offset is asked again (HEAD, at once after a lost
+   connection) and sending continues from there, so only bytes that never
+   arrived are sent again; every request is retried as :mod:`~dqrxfer.retry`
+   says;
 5. verify (:mod:`~dqrxfer.verify`): the server's record of the upload must
    say ``published`` with our size and sha256; then the resume entry is
    dropped and the report URL is returned.

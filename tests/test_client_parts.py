@@ -299,9 +299,10 @@ def test_retrier_gives_up_after_the_budget_and_progress_resets_it() -> None:
 def test_retrier_respects_the_deadline_and_cancellation() -> None:
     now = [0.0]
     retrier = Retrier(RetryPolicy(retries=5, wait=10.0, deadline=12.0), "x", clock=lambda: now[0])
-    now[0] = 8.0  # 4 s left; the first wait is 5 to 10 s
+    now[0] = 8.0  # 4 s left
+    retrier.failed(OSError("slow"))  # the first lost connection of a row: at once
     with pytest.raises(GaveUpError, match="deadline of 12s"):
-        retrier.failed(OSError("slow"))
+        retrier.failed(OSError("slow"))  # the second waits 10 to 20 s
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(GaveUpError, match="stopped"):

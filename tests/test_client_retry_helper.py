@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -76,3 +77,57 @@ def test_start_over_once_leaves_other_errors_and_the_resume_entry_alone() -> Non
         start_over_once("report.tar", attempt, lambda: forgotten.append("dropped"))
     assert calls == [1]
     assert forgotten == []
+
+
+class RecordedWaits(threading.Event):
+    """The retrier's ``cancel`` event, recording each wait it is asked for
+    (and returning at once, not cancelled)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        return False
+
+
+def test_a_lost_connection_is_retried_at_once_and_repeated_failures_back_off() -> None:
+    waits = RecordedWaits()
+    retrier = Retrier(RetryPolicy(retries=5, wait=2.0), "PATCH", cancel=waits)
+    resets = [TransientError(f"PATCH: connection reset {n}") for n in range(4)]
+    calls, attempt = flaky(resets, "done")
+    assert retrier.call(attempt) == "done"
+    assert calls == [5]
+    # The first failure of the row: no wait; then 4 s, 8 s, 16 s (each with
+    # jitter), as before: a server that stays away is tried as long as ever.
+    assert len(waits.waits) == 3, waits.waits
+    for wait, base in zip(waits.waits, (4.0, 8.0, 16.0), strict=True):
+        assert base / 2 <= wait <= base, waits.waits
+
+
+def test_progress_makes_the_next_reset_go_at_once_again() -> None:
+    waits = RecordedWaits()
+    retrier = Retrier(RetryPolicy(retries=5, wait=2.0), "PATCH", cancel=waits)
+    retrier.failed(TransientError("PATCH: connection reset"))
+    retrier.failed(TransientError("HEAD: timed out"))
+    retrier.progress()
+    retrier.failed(TransientError("PATCH: connection reset"))
+    assert len(waits.waits) == 1 and 2.0 <= waits.waits[0] <= 4.0, waits.waits
+
+
+def test_a_stale_offset_is_retried_at_once() -> None:
+    waits = RecordedWaits()
+    retrier = Retrier(RetryPolicy(retries=3, wait=2.0), "PATCH", cancel=waits)
+    retrier.failed(TransientError("PATCH: offset 5 is not 7", 409))
+    assert waits.waits == []
+
+
+def test_a_busy_or_failing_server_is_given_a_wait_from_the_first_failure() -> None:
+    waits = RecordedWaits()
+    retrier = Retrier(RetryPolicy(retries=3, wait=2.0), "POST", cancel=waits)
+    calls, attempt = flaky([TransientError("busy", 503), TransientError("busy", 429)], "made")
+    assert retrier.call(attempt) == "made"
+    assert calls == [3]
+    assert len(waits.waits) == 2, waits.waits
+    assert 1.0 <= waits.waits[0] <= 2.0 and 2.0 <= waits.waits[1] <= 4.0, waits.waits

@@ -73,8 +73,8 @@ def add_retry_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=policy.wait,
         metavar="SECONDS",
-        help="wait before the first retry; doubles after each failure in a row, with "
-        "jitter, up to 5 minutes (default %(default)s)",
+        help="wait before the first retry (none after a lost connection); doubles after "
+        "each failure in a row, with jitter, up to 5 minutes (default %(default)s)",
     )
     parser.add_argument(
         "--deadline",
