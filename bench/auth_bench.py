@@ -30,10 +30,10 @@ from pathlib import Path
 import gssapi
 import k5test
 import requests
-from dqrxfer.auth import make_auth
-from dqrxfer.server.auth.negotiate import Acceptor
 
 from bench.servers import Dqrxfer
+from dqrxfer.auth import make_auth
+from dqrxfer.server.auth.negotiate import Acceptor
 
 SERVICE = "HTTP/localhost@KRBTEST.COM"
 USER = "user@KRBTEST.COM"

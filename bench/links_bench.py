@@ -42,10 +42,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dqrxfer.server.db import Database, Event, Report, migrate
 from sqlalchemy import create_engine, insert, text
 
 from bench.servers import Dqrxfer
+from dqrxfer.server.db import Database, Event, Report, migrate
 
 SITES = (("llo", 3), ("lho", 3), ("virgo", 2), ("kagra", 2))  # revisions per site: 10 reports
 BASE = datetime(2023, 5, 18, tzinfo=UTC)

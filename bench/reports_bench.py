@@ -57,11 +57,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import create_engine, insert, text
+
 from dqrxfer.server.config import Settings, load_settings
 from dqrxfer.server.db import Database, Event, Report, Upload, migrate
 from dqrxfer.server.reports.finalize import finalize_upload
 from dqrxfer.server.tus.store import UploadInfo
-from sqlalchemy import create_engine, insert, text
 
 MiB = 1024 * 1024
 

@@ -17,10 +17,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dqrxfer.server.tus import FileLocker, FileStore, TusOptions, make_blueprint
-from dqrxfer.server.wsgi import DEFAULT_OPTIONS, gunicorn_options
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+
+from dqrxfer.server.tus import FileLocker, FileStore, TusOptions, make_blueprint
+from dqrxfer.server.wsgi import DEFAULT_OPTIONS, gunicorn_options
 
 
 def create_app(data_dir: Path, fsync: str) -> Flask:

@@ -7,8 +7,9 @@ which passes an open connection in ``config.attributes["connection"]``.
 from __future__ import annotations
 
 from alembic import context
-from dqrxfer.server.db.models import Base
 from sqlalchemy import create_engine
+
+from dqrxfer.server.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from dqrxfer import __version__
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from dqrxfer import __version__
 
 from .auth import check_listen_address, preflight, with_overrides
 from .config import ConfigError, Settings, load_settings

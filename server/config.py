@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dqrxfer import contract
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from dqrxfer import contract
 
 from .auth.settings import AuthSettings, load_auth_settings
 from .configkeys import (

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+
 from support.inprocess import InProcessServer, in_process_server
 from support.kerberos import Realm, kdc_available
 from support.live import NO_CONCATENATION, LiveServer

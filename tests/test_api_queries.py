@@ -7,12 +7,13 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, event, text
+
 from dqrxfer.server.api import queries
 from dqrxfer.server.app import create_app
 from dqrxfer.server.config import load_settings
 from dqrxfer.server.db import Database, migrate
 from dqrxfer.server.services import services
-from sqlalchemy import Engine, event, text
 from support.seed import Seed, seed
 
 SITES = ("llo", "lho", "virgo", "kagra")

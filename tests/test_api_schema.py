@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import requests
 import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import positive_data_acceptance
+
 from dqrxfer import contract
 from dqrxfer.server.api.openapi import document
 from dqrxfer.server.db import Database
-from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import positive_data_acceptance
 from support.live import LiveServer
 from support.seed import Seed, seed
 

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from dqrxfer.server.db import Report, ReportFile, Upload
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
+
+from dqrxfer.server.db import Report, ReportFile, Upload
 from support import tars
 from support.live import LiveServer
 from support.tars import directory, file, hardlink, special, symlink

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dqrxfer.server.db import ReportFile, Upload
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
+
+from dqrxfer.server.db import ReportFile, Upload
 from support.faultproxy import FaultProxy, Faults
 from support.kerberos import LLO_ROBOT, SERVICE, STRANGER, USER, Realm
 from support.live import LiveServer, tool

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from dqrxfer.auth import SessionExpired, login, make_auth
 from dqrxfer.errors import AuthenticationError
 from support import tusclient

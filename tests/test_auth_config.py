@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from dqrxfer.server.auth.hooks import authorizing
 from dqrxfer.server.auth.rules import AuthorizationError, Policy, compile_pattern
 from dqrxfer.server.auth.sessions import SecretFileError, SessionSigner, load_or_create_secret

@@ -12,11 +12,12 @@ from pathlib import Path
 import gssapi
 import pytest
 import requests
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
 from dqrxfer.auth import make_auth
 from dqrxfer.errors import AuthenticationError
 from dqrxfer.server.db import ReportFile, Upload
-from sqlalchemy import create_engine, select
-from sqlalchemy.orm import Session
 from support import tusclient
 from support.kerberos import CLOCK_SKEW, LHO_ROBOT, LLO_ROBOT, SERVICE, STRANGER, USER, Realm
 from support.live import LiveServer

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from support import tusclient
 from support.cli import run_cli
 from support.live import LiveServer, free_port

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from support.browser import JS_DIR, PageServer, require_browser, run_browser
 from support.cli import run_cli
 from support.live import LiveServer, free_port

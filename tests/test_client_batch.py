@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from dqrxfer.batch import find_reports
 from support.cli import run_cli
 from support.live import LiveServer

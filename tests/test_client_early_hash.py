@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from dqrxfer import hashing as hashing_module
 from dqrxfer import payload as payload_module
 from dqrxfer.payload import BackgroundScan, payload_for

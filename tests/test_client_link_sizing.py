@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from test_client_link import logged_server  # noqa: F401  (the fixture)
+
 from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.live import LiveServer
 from support.request_log import requests_of
 from support.tus import dqr_upload_command
-from test_client_link import logged_server  # noqa: F401  (the fixture)
 
 MiB = 1024 * 1024
 MB = 1_000_000

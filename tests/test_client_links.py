@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from dqrxfer.errors import PayloadChangedError, UsageError
 from dqrxfer.packing import collect_members
 from dqrxfer.payload import payload_for

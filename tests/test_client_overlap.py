@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from dqrxfer.upload import TAIL
 from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults

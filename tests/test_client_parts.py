@@ -17,6 +17,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+
 from dqrxfer.errors import BusyError, GaveUpError, PayloadChangedError, UsageError, worst_exit_code
 from dqrxfer.packing import DirectoryPayload
 from dqrxfer.payload import (

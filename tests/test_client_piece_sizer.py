@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from dqrxfer.pieces import LINK_CUT_SHARE, LINK_MAX_PIECE, ROUND_TRIPS, LinkEstimate
 from dqrxfer.upload import FIRST_CUT_SHARE, MIN_PIECE, PieceSizer
 

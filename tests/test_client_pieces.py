@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+
 from dqrxfer.payload import FilePayload, crc32_combine, scan
 from dqrxfer.resume import ResumeStore
 from dqrxfer.session import make_session

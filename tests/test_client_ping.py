@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.live import LiveServer, free_port

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
+
 from dqrxfer.errors import GaveUpError, RefusedError, TransientError, UploadGoneError
 from dqrxfer.retry import Retrier, RetryPolicy, start_over_once
 

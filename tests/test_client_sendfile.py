@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from dqrxfer.packing import DirectoryPayload
 from dqrxfer.payload import FileRegion
 from dqrxfer.sendfile import SendfileHTTPConnection, SendfileHTTPSConnection

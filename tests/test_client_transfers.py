@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.kill import kill_when

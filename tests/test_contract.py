@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dqrxfer import contract
 from dqrxfer.contract import ContractError
 

@@ -11,8 +11,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from dqrxfer.server.db import Base, Database, migrate
 from sqlalchemy import inspect, text
+
+from dqrxfer.server.db import Base, Database, migrate
 from support.cli import run_cli
 from support.live import LiveServer
 

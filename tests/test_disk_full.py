@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from dqrxfer.server.tus.errors import is_out_of_space
 from psycopg.errors import DiskFull
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
+from tusclient.client import TusClient
+
+from dqrxfer.server.tus.errors import is_out_of_space
 from support import tars
 from support.cli import run_cli
 from support.diskfull import fill, free_bytes, release, small_filesystem
@@ -44,7 +46,6 @@ from support.tus import (
     upload_id,
     write_config,
 )
-from tusclient.client import TusClient
 
 pytestmark = pytest.mark.diskfull
 

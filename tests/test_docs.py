@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from dqrxfer.server.auth.settings import AuthSettings, RuleTable
 from dqrxfer.server.config import ProjectConfig, Settings
 from dqrxfer.server.configkeys import declared_keys

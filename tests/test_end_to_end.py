@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 
 import requests
-from dqrxfer.server.db import Report, ReportFile, Upload
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
+
+from dqrxfer.server.db import Report, ReportFile, Upload
 from support.cli import run_cli
 from support.live import LiveServer
 

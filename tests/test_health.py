@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from support.inprocess import InProcessServer, in_process_server
 from support.live import LiveServer
 from support.proxies import OPS

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from dqrxfer.auth import login
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
+
+from dqrxfer.auth import login
 from support.cli import run_cli
 from support.deployment import Deployment, apache_available, deployed
 from support.kerberos import LLO_ROBOT, USER, Realm

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from dqrxfer.auth import login
 from support.deployment import Deployment, apache_available, deployed
 from support.kerberos import Realm

@@ -12,6 +12,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
 from support.cli import run_cli
 from support.live import LiveServer
 

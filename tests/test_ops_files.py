@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from dqrxfer.server.config import load_settings
 from support.cli import run_cli
 from support.live import LiveServer, tool

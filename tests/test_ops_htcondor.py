@@ -18,6 +18,7 @@ from pathlib import Path
 import classad2
 import htcondor2
 import pytest
+
 from support.condor import (
     SUBMIT_FILE,
     condor_environment,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from support.deployment import apache_available, deployed
 from support.kerberos import Realm
 from support.live import free_port

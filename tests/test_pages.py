@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from support.browser import JS_DIR
 from support.live import LiveServer
 from support.seed import Seed, seed

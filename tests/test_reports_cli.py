@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import requests
-from dqrxfer.server.db import Report, ReportFile
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
+
+from dqrxfer.server.db import Report, ReportFile
 from support import tars
 from support.cli import run_cli
 from support.live import LiveServer

@@ -9,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from dqrxfer.server.db import Event, Report, ReportFile, Upload
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
+
+from dqrxfer.server.db import Event, Report, ReportFile, Upload
 from support import tars
 from support.live import LiveServer
 from support.tus import resend_last_patch, send, tar_metadata, write_config

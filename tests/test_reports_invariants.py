@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from dqrxfer.server.reports.invariants import RULE_INSIDE, TreeInvariantBroken, check_tree
 from support.trees import plant
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from dqrxfer.server.config import load_settings
 from dqrxfer.server.reports import admin
 from dqrxfer.server.services import open_database

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import create_engine, text
+
 from dqrxfer.server.db import Database, migrate
 from dqrxfer.server.reports.archive import StagedArchive, StagedFile
 from dqrxfer.server.reports.supersession import Superseded, drop_superseded
-from sqlalchemy import create_engine, text
 from support import tars
 from support.cli import run_cli
 from support.live import LiveServer

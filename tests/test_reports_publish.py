@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
 from dqrxfer.server.config import load_settings
 from dqrxfer.server.db import Database, Event, Report, ReportFile, Upload
 from dqrxfer.server.reports.finalize import finalize_upload
 from dqrxfer.server.tus.store import FileStore
-from sqlalchemy import create_engine, select
-from sqlalchemy.orm import Session
 from support import tars
 from support.inprocess import InProcessServer
 from support.tars import file, symlink

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from dqrxfer.server.db import Report, ReportFile, Upload
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
+
+from dqrxfer.server.db import Report, ReportFile, Upload
 from support import tars
 from support.live import LiveServer
 from support.tus import create_upload, patch_in_background, tar_metadata, wait_for

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from dqrxfer.server.config import ConfigError, load_settings
 from dqrxfer.server.reports.admin import AdminError, parse_since
 from dqrxfer.server.reports.archive import (

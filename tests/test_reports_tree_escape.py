@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from support import tars
 from support.cli import run_cli
 from support.live import LiveServer

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from dqrxfer.server.untrusted import REPORT_HEADERS
 from support.deployment import deployed
 from support.inprocess import InProcessServer, in_process_server

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from dqrxfer.auth import make_auth
 from support.browser import require_browser, run_browser
 from support.kerberos import SERVICE, STRANGER, USER, Realm

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psutil
+
 from support.listening import listening_among, listening_sockets
 from support.live import LiveServer, free_port, tool
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from dqrxfer.server.auth.settings import AuthSettings, RuleTable
 from dqrxfer.server.config import ProjectConfig, Settings, load_settings
 from dqrxfer.server.configkeys import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import create_engine, text
+
 from support.postgres import ThrowawayCluster, server_programs
 
 TESTS = """

@@ -28,14 +28,15 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
 from dqrxfer.server.config import load_settings
 from dqrxfer.server.db import Database, migrate
 from dqrxfer.server.reports import admin, publish
 from dqrxfer.server.reports.finalize import FinalizeError, finalize_upload
 from dqrxfer.server.tus.store import FSYNC_NEVER, UploadInfo
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from support import tars
 from support.trees import snapshot
 from support.tus import tar_metadata

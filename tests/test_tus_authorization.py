@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from dqrxfer.server.config import ConfigError, load_settings
 from dqrxfer.server.tus import FileStore, TusHooks, TusOptions, UploadInfo, Uploads
 from dqrxfer.server.tus.locker import FileLocker

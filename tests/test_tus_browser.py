@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from support.browser import JS_DIR, PageServer, require_browser, run_browser
 from support.live import LiveServer
 from support.tus import published, record, report_metadata, write_config

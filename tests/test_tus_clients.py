@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tusclient.client import TusClient
+
 from support.live import LiveServer
 from support.tus import (
     data_file,
@@ -23,7 +25,6 @@ from support.tus import (
     upload_files,
     write_config,
 )
-from tusclient.client import TusClient
 
 JS_DIR = Path(__file__).parent / "js"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from dqrxfer.server.tus import store as store_module
 from dqrxfer.server.tus.store import FileStore, UploadInfo
 from support.live import LiveServer

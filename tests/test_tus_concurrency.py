@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+
 from support.live import LiveServer
 from support.tus import (
     RawPatch,

@@ -12,6 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
+
 from support.live import LiveServer
 from support.tus import (
     RawPatch,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from dqrxfer.server.tus import digest, syncing
 from dqrxfer.server.tus.pools import ProcessLocalPool
 

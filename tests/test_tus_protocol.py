@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+
 from support.inprocess import InProcessServer, in_process_server
 from support.live import LiveServer
 from support.tus import (

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from support.live import LiveServer
 from support.tus import (
     RawPatch,

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from dqrxfer.server import config as server_config
 from dqrxfer.server.tus import errors
 from dqrxfer.server.tus import store as store_module

@@ -22,6 +22,7 @@ from dqrxfer.timeouts import Timeouts
 
 if TYPE_CHECKING:  # the HTTP stack is imported when a session is made, not before
     import requests
+
     from dqrxfer.session import SessionFactory
 
 LOGGER_NAME = "dqr-xfer"

@@ -40,7 +40,10 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 extra="server"
 [[ "$mode" == "--test" ]] && extra="test"
-.venv/bin/pip install -q -e ".[$extra]"
+# Strict editable mode: the package is a tree of links under build/ that
+# language servers (pyright's go-to-definition) and other tools can follow,
+# instead of an import hook only the interpreter knows.
+.venv/bin/pip install -q -e ".[$extra]" --config-settings editable_mode=strict
 
 if [[ "$mode" == "--test" && -f tests/js/package.json ]]; then
     (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)

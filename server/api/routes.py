@@ -11,9 +11,10 @@ import time
 from datetime import datetime
 from urllib.parse import urlencode, urljoin
 
-from dqrxfer import __version__
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from sqlalchemy.engine import Row
+
+from dqrxfer import __version__
 
 from ..auth import current_principal, public
 from ..config import Settings

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dqrxfer import contract
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
+
+from dqrxfer import contract
 
 from ..config import ProjectConfig, Settings
 from ..db import Database, Event, Report, ReportFile

@@ -22,8 +22,9 @@ from __future__ import annotations
 import logging
 from urllib.parse import urljoin
 
-from dqrxfer import contract
 from flask import has_request_context, request
+
+from dqrxfer import contract
 
 from ..config import Settings
 from ..db import Database, Upload

@@ -22,13 +22,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from flask import Flask
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+
 from dqrxfer.server.app import create_app
 from dqrxfer.server.config import load_settings
 from dqrxfer.server.reports.recovery import start_recovery
 from dqrxfer.server.services import services
-from flask import Flask
-from requests.adapters import BaseAdapter
-from requests.structures import CaseInsensitiveDict
 
 from .live import ReportPaths
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from dqrxfer.server.db import Database, Event, Report
 from sqlalchemy import select
+
+from dqrxfer.server.db import Database, Event, Report
 
 BASE_TIME = datetime(2023, 5, 18, 12, 0, tzinfo=UTC)
 
