@@ -27,8 +27,10 @@ ROUND_TRIPS = 32
 LINK_CUT_SHARE = 8
 #: A link whose round trip is shorter than this (seconds: a local network,
 #: loopback) is not sized by time: a round trip costs next to nothing there,
-#: and the rules for an unknown link keep the bytes a cut costs small.
-LONG_ROUND_TRIP = 0.01
+#: and the rules for an unknown link keep the bytes a cut costs small.  The
+#: sites are 50 ms or more from the central server; 30 ms keeps a loopback or
+#: a LAN whose answers are slowed by a busy server (seen above 10 ms) out.
+LONG_ROUND_TRIP = 0.03
 #: How large a piece sized by the link may be (when pieces may grow at all:
 #: ``max_piece`` above the chunk size): at 300 ms and 20 MB/s, 32 round trips
 #: carry 190 MB.
