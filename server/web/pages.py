@@ -93,6 +93,11 @@ def utc(moment) -> str:  # type: ignore[no-untyped-def]
     return queries.as_utc(moment).strftime("%Y-%m-%d %H:%M UTC")
 
 
+@blueprint.app_template_filter("iso_utc")
+def iso_utc(moment) -> str:  # type: ignore[no-untyped-def]
+    return queries.as_utc(moment).isoformat().replace("+00:00", "Z")
+
+
 @blueprint.app_template_filter("site_name")
 def site_name(site: str) -> str:
     return {"llo": "LLO", "lho": "LHO", "virgo": "Virgo", "kagra": "KAGRA"}.get(site, site.upper())
