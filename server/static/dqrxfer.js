@@ -338,6 +338,12 @@
     node.replaceChildren ? node.replaceChildren(p) : (node.innerHTML = "", node.appendChild(p));
   }
 
+  /* Newest revision first; one revision number in several projects by project. */
+  function newestRevisionFirst(a, b) {
+    var project = String(a.project) < String(b.project) ? -1 : String(a.project) > String(b.project) ? 1 : 0;
+    return Number(b.revision) - Number(a.revision) || project;
+  }
+
   function draw(node, graceid, reports, o) {
     if (!reports.length) {
       message(node, "empty", o.emptyText || "No reports for " + graceid + " yet.");
@@ -362,7 +368,7 @@
         section.setAttribute("data-site", sites[j]);
         var level = Math.min(6, Math.max(1, parseInt(o.headingLevel, 10) || 3));
         section.appendChild(element("h" + level, "dqrxfer-site-name", siteName(sites[j])));
-        var newestFirst = bySite[sites[j]].slice().reverse();
+        var newestFirst = bySite[sites[j]].slice().sort(newestRevisionFirst);
         section.appendChild(list(newestFirst, o, siteName(sites[j]) + " reports of " + graceid));
         parts.push(section);
       }
