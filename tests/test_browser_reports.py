@@ -117,6 +117,11 @@ return (async () => {
 """
 
 
+#: A report page on the server itself (sandboxed: its origin is ``null``) that
+#: draws the links of GRACEID with the server's own copies of the scripts.
+SANDBOXED = ("S230601a", "kagra", 1)
+
+
 def helper_page(api: str, graceid: str, **options: Any) -> str:
     return PAGE.format(api=api, graceid=json.dumps(graceid), options=json.dumps(options))
 
@@ -132,6 +137,17 @@ def upload_reports(server: LiveServer, work: Path) -> None:
             "--revision", str(revision), f"{directory}/",
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
+    page = work / "sandboxed" / "index.html"
+    page.parent.mkdir()
+    page.write_text(
+        helper_page("", GRACEID).replace('src="jquery.min.js"', 'src="/static/jquery-3.8.0.min.js"')
+    )
+    graceid, site, revision = SANDBOXED
+    result = run_cli(
+        "dqr-upload", "-s", server.url, "-p", "O4", "-g", graceid, "-u", site,
+        "--revision", str(revision), str(page),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +215,11 @@ def visit(server: LiveServer, pages: PageServer, silent_port: int, work: Path) -
             "viewport": {"width": 1000, "height": 500},
         },
         "event_listing": {"url": f"{server.url}/reports/O4/{GRACEID}_dir/", "probe": LISTING_PROBE},
+        "sandboxed": {
+            "url": f"{server.url}/reports/O4/{SANDBOXED[0]}_dir/{'_'.join(map(str, SANDBOXED))}/",
+            "done": done,
+            "probe": HELPER_PROBE,
+        },
     }
     outcomes = run_browser(list(specs.values()), work)
     results = dict(zip(specs, outcomes, strict=True))
@@ -335,3 +356,18 @@ def test_origin_not_in_cors_origins_is_told_so(seen: dict[str, Any]) -> None:
     down = probe(seen, "foreign_down")
     assert down["done"]["kind"] == "unreachable"
     assert down["error"][0].endswith("cannot be reached.")
+
+
+def test_sandboxed_page_is_told_why_cors_origins_cannot_help(seen: dict[str, Any]) -> None:
+    """A report page served by the server runs sandboxed (origin ``null``):
+    with ``public_read = false`` no ``cors_origins`` entry can let it read."""
+    page = probe(seen, "sandboxed")
+    server = seen["server"]["url"]
+    assert page["done"]["kind"] == "cross-origin"
+    assert page["error"] == [
+        "Links to the other reports are unavailable. "
+        f"The report server at {server} cannot be reached from a sandboxed page (origin null): "
+        "it answers, but only to the origins in its cors_origins, which cannot name a sandbox. "
+        "Its public_read setting opens the links to every page.",
+        "alert",
+    ]

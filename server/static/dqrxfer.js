@@ -82,8 +82,12 @@
     return String(Number(ms) / 1000) + " s";
   }
 
-  /* This page's origin ("null" in a sandbox), or "" where there is no page. */
+  /* This page's origin, or "" where there is no page.  window.origin is the
+   * document's own ("null" in a sandbox); location.origin is its URL's. */
   function pageOrigin() {
+    if (typeof root.origin === "string") {
+      return root.origin;
+    }
     var here = root.location;
     return here && here.origin ? String(here.origin) : "";
   }
