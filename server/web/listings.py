@@ -121,7 +121,7 @@ def _report_listing(project: str, relpath: str) -> Response | None:
         ).scalar_one_or_none()
         if report is None:
             return None
-        graceid = session.get(Event, report.event_id).graceid  # type: ignore[union-attr]
+        graceid = report.event.graceid
         files = [
             ListedFile(
                 name=row.relpath,
