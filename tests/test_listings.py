@@ -93,6 +93,18 @@ def test_report_without_index_lists_its_files_from_the_database(
         assert followed.status_code == 200 and followed.content == bodies[row[0]], href
 
 
+def test_listing_revalidates_and_changes_with_the_report(app_server: InProcessServer) -> None:
+    upload(app_server, {("", "a.txt"): b"a"})
+    first = get(f"{app_server.url}/{REPORT}/")
+    assert first.headers["Cache-Control"] == "no-cache"
+    again = get(f"{app_server.url}/{REPORT}/", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and again.content == b""
+    upload(app_server, {("", "b.txt"): b"b"})
+    changed = get(f"{app_server.url}/{REPORT}/", headers={"If-None-Match": first.headers["ETag"]})
+    assert changed.status_code == 200
+    assert [row[0] for row in rows(changed.text)] == ["a.txt", "b.txt"]
+
+
 def test_report_with_index_is_served_its_own_page(app_server: InProcessServer) -> None:
     upload(app_server, {("", "index.html"): b"<h1>llo</h1>", ("", "notes.txt"): b"x"})
     response = get(f"{app_server.url}/{REPORT}/")
