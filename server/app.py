@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, abort, send_file
+from flask import Flask
 
 from . import auth, untrusted
 from .api import blueprint as api_blueprint
@@ -12,13 +12,13 @@ from .config import Settings, load_settings
 from .cors import CorsPolicy
 from .health import blueprint as health_blueprint
 from .proxy import TrustedProxies
-from .reports.serving import servable_file
 from .services import build_services
 from .services import install as install_services
 from .tus import cors as tus_cors_needs
 from .tus.blueprint import blueprint_for
 from .tus.metrics import metrics_view
 from .web import blueprint as pages_blueprint
+from .web import listings_blueprint
 
 log = logging.getLogger("dqrxfer.server")
 
@@ -54,27 +54,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         app.wsgi_app = TrustedProxies(app.wsgi_app, proxies)  # type: ignore[method-assign]
     app.register_blueprint(pages_blueprint)
     untrusted.install(app)
-    if settings.serve_reports:
-        _serve_reports(app, settings)
+    # The report tree's files (embedded default only: in production the web
+    # server in front serves them) and its directory listings (always).
+    app.register_blueprint(listings_blueprint)
     return app
-
-
-def _serve_reports(app: Flask, settings: Settings) -> None:
-    """In the embedded default the app serves the report tree itself (in
-    production the web server in front does)."""
-
-    @app.get("/reports/<project>/<path:path>")
-    @auth.public
-    def report_file(project: str, path: str) -> Response:
-        config = settings.projects.get(project)
-        if config is None:
-            abort(404)
-        if any(part.startswith(".") for part in path.split("/")):
-            abort(404)  # staging areas and dot files are never served
-        if path.endswith("/"):
-            path += "index.html"
-        # Only from inside the report the path names, links followed (see .reports.serving).
-        real = servable_file(config.reports_root, path)
-        if real is None:
-            abort(404)
-        return send_file(real, download_name=path.rsplit("/", 1)[-1])

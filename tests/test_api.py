@@ -83,6 +83,47 @@ def test_latest_keeps_the_newest_revision_per_site(server: InProcessServer) -> N
     assert len(body["reports"]) == 4
 
 
+MIXED = [
+    Seed("S230601a", "llo", 1, project="O4", minutes=0),
+    Seed("S230601a", "llo", 1, project="personal", minutes=2),
+    Seed("S230601a", "llo", 2, project="personal", minutes=4),
+    Seed("S230601a", "lho", 3, project="MDC", minutes=6),
+]
+
+
+def test_project_filter_and_latest_per_project(tmp_path: Path) -> None:
+    """Two projects' "LLO revision 1" stay apart: ``project=`` keeps one,
+    ``latest`` keeps the newest revision of each site in each project."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with in_process_server(data_dir) as mixed:
+        seed(f"sqlite:///{data_dir / 'dqrxfer.sqlite'}", MIXED)
+        path = "/api/v1/events/S230601a/reports"
+
+        def shown(**params: str) -> list[tuple[object, ...]]:
+            response = get(mixed, path, params=params)
+            assert response.status_code == 200, response.text
+            return [(r["site"], r["revision"], r["project"]) for r in response.json()["reports"]]
+
+        assert shown() == [
+            ("lho", 3, "MDC"),
+            ("llo", 1, "O4"),
+            ("llo", 1, "personal"),
+            ("llo", 2, "personal"),
+        ]
+        assert shown(project="personal") == [("llo", 1, "personal"), ("llo", 2, "personal")]
+        assert shown(project="o4") == [("llo", 1, "O4")]  # the configured spelling back
+        assert shown(project="replay") == []
+        assert shown(latest="1") == [("lho", 3, "MDC"), ("llo", 1, "O4"), ("llo", 2, "personal")]
+        assert shown(latest="1", project="personal", site="llo") == [("llo", 2, "personal")]
+        bad = get(mixed, path, params={"project": "O5"})
+        assert bad.status_code == 400
+        assert bad.json() == {
+            "error": "project: must be one of MDC, O4, personal, replay (got 'O5')",
+            "parameter": "project",
+        }
+
+
 def test_site_filter_accepts_legacy_spellings(server: InProcessServer) -> None:
     for site, expected in (("llo", [("llo", 1), ("llo", 2)]), ("EGO", [("virgo", 1)])):
         body = get(server, "/api/v1/events/S230518h/reports", params={"site": site}).json()

@@ -99,3 +99,16 @@ def test_document_lists_every_api_route(server: LiveServer, tmp_path: Path) -> N
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == routes
     assert document["paths"]["/api/v1/events/{graceid}/reports"]["get"]["responses"]["400"]
+
+
+def test_event_reports_document_the_project_filter(server: LiveServer) -> None:
+    """``project`` on an event's reports: documented with the configured projects."""
+    document = requests.get(f"{server.url}/api/v1/openapi.json", timeout=10).json()
+    operation = document["paths"]["/api/v1/events/{graceid}/reports"]["get"]
+    parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+    assert parameters["project"]["in"] == "query"
+    assert parameters["project"]["schema"] == {
+        "type": "string",
+        "enum": list(contract.DEFAULT_PROJECTS),
+    }
+    assert "each project" in parameters["latest"]["description"]

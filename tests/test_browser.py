@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from dqrxfer.progress import human_bytes
 from support.browser import JS_DIR, PageServer, require_browser, run_browser
 from support.cli import run_cli
 from support.live import LiveServer, free_port
@@ -282,10 +283,10 @@ def test_grouped_by_site_newest_revision_first(results: dict[str, dict]) -> None
     seen = probe(results, "grouped")
     assert seen["headings"] == ["H2 LHO", "H2 LLO", "H2 Virgo"]
     assert [(i["group"], i["revision"], i["text"], i["name"]) for i in seen["items"]] == [
-        ("lho", "1", "revision 1", "LHO revision 1"),
-        ("llo", "2", "revision 2", "LLO revision 2"),
-        ("llo", "1", "revision 1", "LLO revision 1"),
-        ("virgo", "2", "revision 2", "Virgo revision 2"),
+        ("lho", "1", "revision 1", "LHO revision 1 (O4)"),
+        ("llo", "2", "revision 2", "LLO revision 2 (O4)"),
+        ("llo", "1", "revision 1", "LLO revision 1 (O4)"),
+        ("virgo", "2", "revision 2", "Virgo revision 2 (O4)"),
     ]
 
 
@@ -342,25 +343,18 @@ def test_event_page_lists_reports_per_site_under_its_csp(results: dict[str, dict
     assert seen["title"] == f"{GRACEID} · dqrxfer"
     assert seen["headings"] == ["LHO", "LLO", "Virgo"]
     assert seen["links"] == [
-        "LHO revision 1",
-        "LLO revision 2",
-        "LLO revision 1",
-        "Virgo revision 2",
+        "LHO revision 1 (O4)",
+        "LLO revision 2 (O4)",
+        "LLO revision 1 (O4)",
+        "Virgo revision 2 (O4)",
     ]
     sizes = results["server"]["sizes"]
     assert seen["sizes"] == [size_text(1, sizes[key]) for key in ("lho1", "llo2", "llo1", "virgo2")]
 
 
 def size_text(files: int, size: int) -> str:
-    """What the helper shows: 1 file, 950 B / 12 files, 3.4 MB."""
-    amount: float = size
-    units = ["B", "kB", "MB", "GB", "TB"]
-    unit = 0
-    while amount >= 1000 and unit < len(units) - 1:
-        amount /= 1000
-        unit += 1
-    shown = str(size) if unit == 0 else f"{amount:.{1 if amount < 10 else 0}f}"
-    return f"{files} file{'' if files == 1 else 's'}, {shown} {units[unit]}"
+    """What the helper shows: 1 file, 950 B / 12 files, 3.4 MiB (as dqr-upload writes sizes)."""
+    return f"{files} file{'' if files == 1 else 's'}, {human_bytes(size)}"
 
 
 def test_index_lists_recent_events(results: dict[str, dict]) -> None:

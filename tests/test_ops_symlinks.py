@@ -26,6 +26,9 @@ from support.proxies import Nginx, needs_nginx
 from support.trees import plant
 
 REPORT = Path("O4/S230518h_dir/S230518h_llo_1")
+#: A report whose index.html is a link out: reached through the directory URL
+#: the front ends answer with index.html (or pass to the app's listing).
+LINKED_INDEX = Path("O4/S230518h_dir/S230518h_lho_1")
 SECRET = "not for the web"
 PASSWD = Path("/etc/passwd").read_text().split("\n", 1)[0]
 
@@ -44,8 +47,11 @@ def owned_report(reports: Path) -> None:
         "passwd": "/etc/passwd",
     }
     plant(report, links, {"index.html": "<html>report</html>", "tier1/data.json": "{}"})
+    linked = plant(
+        reports / LINKED_INDEX, {"index.html": os.path.relpath(secret, reports / LINKED_INDEX)}
+    )
     owner = pwd.getpwnam("nobody")
-    for path in [report, *report.rglob("*")]:
+    for path in [report, *report.rglob("*"), linked, *linked.rglob("*")]:
         os.lchown(path, owner.pw_uid, owner.pw_gid)
         if not path.is_symlink():
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -65,6 +71,10 @@ def served(base: str, verify: str) -> dict[str, tuple[int, str]]:
     for name in ("index.html", "home.html", "latest/data.json", "secret.txt", "passwd"):
         answer = requests.get(f"{base}/reports/{REPORT}/{name}", verify=verify, timeout=30)
         answers[name] = (answer.status_code, answer.text if answer.status_code == 200 else "")
+    answer = requests.get(f"{base}/reports/{LINKED_INDEX}/", verify=verify, timeout=30)
+    # (refused, leaked): nginx finds no index.html it may open and passes the
+    # URL on to the app (none here: 502), Apache refuses the link (403).
+    answers["linked index"] = (answer.status_code in (403, 404, 502), SECRET in answer.text)
     return answers
 
 
@@ -74,6 +84,7 @@ INSIDE_ONLY = {
     "latest/data.json": (200, "{}"),
     "secret.txt": (403, ""),
     "passwd": (403, ""),
+    "linked index": (True, False),
 }
 
 
@@ -114,4 +125,5 @@ def test_apache_follows_no_link_out_of_the_owners_files(
     with deployed(realm, data_dir, site_replacements=followed) as deployment:
         leaked = served(deployment.url, str(deployment.apache.cert))
     assert leaked["secret.txt"] == (200, SECRET)
+    assert leaked["linked index"] == (False, True)
     assert leaked["passwd"][0] == 200 and PASSWD in leaked["passwd"][1]

@@ -103,6 +103,25 @@ def test_event_page_loads_the_helper(server: LiveServer) -> None:
     assert get(server, "/events/GW230529A").status_code == 200
 
 
+def test_event_page_filters_by_project(server: LiveServer) -> None:
+    """``?project=`` reaches the helper (``data-project``) and the JSON link;
+    the project links mark the one shown; an unknown project is a 400 page."""
+    every = get(server, "/events/S230518h").text
+    assert 'data-project=""' in every
+    assert '<a href="/events/S230518h" aria-current="page">All</a>' in every
+    assert '<a href="/events/S230518h?project=personal">personal</a>' in every
+    one = get(server, "/events/S230518h?project=PERSONAL")  # the configured spelling back
+    assert one.status_code == 200
+    assert 'data-project="personal"' in one.text
+    assert '<a href="/events/S230518h?project=personal" aria-current="page">personal</a>' in (
+        one.text
+    )
+    assert '<a href="/api/v1/events/S230518h/reports?project=personal">' in one.text
+    bad = get(server, "/events/S230518h?project=O5")
+    assert bad.status_code == 400
+    assert "project: must be one of MDC, O4, personal, replay (got &#39;O5&#39;)" in bad.text
+
+
 def test_event_page_of_an_invalid_graceid_is_a_400_page(server: LiveServer) -> None:
     response = get(server, "/events/S23<b>")
     assert response.status_code == 400

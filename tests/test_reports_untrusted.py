@@ -40,11 +40,11 @@ def assert_untrusted(response: requests.Response, what: str) -> None:
     assert "Access-Control-Allow-Credentials" not in response.headers, what
 
 
-def check_report_answers(base: str, directory_index: bool = True) -> None:
+def check_report_answers(base: str) -> None:
     """One report's answers through ``base``: each status a browser may see."""
     answers = {
         "page": (f"{base}/{REPORT}/index.html", 200),
-        "directory": (f"{base}/{REPORT}/", 200 if directory_index else 404),
+        "directory": (f"{base}/{REPORT}/", 200),
         "text": (f"{base}/{REPORT}/notes.txt", 200),
         "missing file": (f"{base}/{REPORT}/nothing.html", 404),
         "unknown project": (f"{base}/reports/nope/x.html", 404),
@@ -159,8 +159,7 @@ def test_apache_front_end_marks_every_report_answer(
     with deployed(kerberos, data_dir) as deployment:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(deployment.apache.cert))
         put_report_on_disk(data_dir / "reports")
-        # The test's Apache loads no mod_dir: a directory is a 404 there.
-        check_report_answers(deployment.url, directory_index=False)
+        check_report_answers(deployment.url)
         check_origin_null(deployment.url)
 
 

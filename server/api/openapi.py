@@ -63,6 +63,14 @@ def _site_param(sites: tuple[str, ...]) -> dict[str, Any]:
     )
 
 
+def _project_param(projects: tuple[str, ...]) -> dict[str, Any]:
+    return _query(
+        "project",
+        {"type": "string", "enum": list(projects)},
+        "only this project (matched case-insensitively)",
+    )
+
+
 def _paging(what: str) -> list[dict[str, Any]]:
     return [
         _query(
@@ -128,7 +136,7 @@ def _schemas() -> dict[str, Any]:
                 "reports": {
                     "type": "array",
                     "items": _ref("Report"),
-                    "description": "by site, then revision",
+                    "description": "by site, then revision, then project",
                 },
             },
         },
@@ -255,10 +263,11 @@ def document(version: str, sites: tuple[str, ...], projects: tuple[str, ...]) ->
                     "parameters": [
                         graceid,
                         _site_param(sites),
+                        _project_param(projects),
                         _query(
                             "latest",
                             {"type": "string", "enum": ["0", "1", "true", "false"]},
-                            "1: only the newest revision of each site",
+                            "1: only the newest revision of each site in each project",
                         ),
                     ],
                     "responses": {
@@ -274,11 +283,7 @@ def document(version: str, sites: tuple[str, ...], projects: tuple[str, ...]) ->
                     "summary": "recent reports, most recently updated first",
                     "parameters": [
                         _site_param(sites),
-                        _query(
-                            "project",
-                            {"type": "string", "enum": list(projects)},
-                            "only this project (matched case-insensitively)",
-                        ),
+                        _project_param(projects),
                         _query(
                             "since",
                             {"type": "string", "format": "date-time"},

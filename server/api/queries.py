@@ -34,48 +34,66 @@ def as_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def event_reports_query(graceid: str, site: str | None = None) -> Select:
+def event_reports_query(
+    graceid: str, site: str | None = None, project: str | None = None
+) -> Select:
     """The links lookup: events.graceid (unique index), then reports.event_id (index)."""
-    query = _BY_SITE if site is not None else _ALL_SITES
-    return query.params(graceid=graceid, site=site)
+    return _LOOKUPS[site is not None, project is not None].params(
+        graceid=graceid, site=site, project=project
+    )
 
 
-def _lookup(by_site: bool) -> Select:
+def _lookup(by_site: bool, by_project: bool) -> Select:
     query = (
         select(*REPORT_COLUMNS)
         .join(Event, Event.id == Report.event_id)
         .where(Event.graceid == bindparam("graceid"))
         .order_by(Report.site, Report.revision, Report.project)
     )
-    return query.where(Report.site == bindparam("site")) if by_site else query
+    if by_site:
+        query = query.where(Report.site == bindparam("site"))
+    if by_project:
+        query = query.where(Report.project == bindparam("project"))
+    return query
 
 
 # Built once: the statement cache then compiles each of them once per process.
-_ALL_SITES = _lookup(by_site=False)
-_BY_SITE = _lookup(by_site=True)
+_LOOKUPS = {
+    (by_site, by_project): _lookup(by_site, by_project)
+    for by_site in (False, True)
+    for by_project in (False, True)
+}
 
 
 def event_reports(
-    connection: Connection, graceid: str, site: str | None = None, latest: bool = False
+    connection: Connection,
+    graceid: str,
+    site: str | None = None,
+    latest: bool = False,
+    project: str | None = None,
 ) -> list[Row]:
     """Every report of one event, by site then revision; ``latest`` keeps the
-    newest revision of each site (the most recently updated one on a tie).
+    newest revision of each site in each project (the most recently updated
+    one on a tie): revisions are numbered per project, so a ``personal``
+    report never hides an ``O4`` one.
 
     Runs on a plain connection: the hot path of every report page's poll has
     no use for an ORM session."""
-    query = _BY_SITE if site is not None else _ALL_SITES
-    rows = list(connection.execute(query, {"graceid": graceid, "site": site}).all())
+    query = _LOOKUPS[site is not None, project is not None]
+    parameters = {"graceid": graceid, "site": site, "project": project}
+    rows = list(connection.execute(query, parameters).all())
     if not latest:
         return rows
-    newest: dict[str, Row] = {}
+    newest: dict[tuple[str, str], Row] = {}
     for row in rows:
-        best = newest.get(row.site)
+        key = (row.site, row.project)
+        best = newest.get(key)
         if best is None or (row.revision, as_utc(row.updated)) > (
             best.revision,
             as_utc(best.updated),
         ):
-            newest[row.site] = row
-    return [row for row in rows if newest[row.site] is row]
+            newest[key] = row
+    return [row for row in rows if newest[row.site, row.project] is row]
 
 
 @dataclass(frozen=True)

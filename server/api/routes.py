@@ -113,12 +113,17 @@ def openapi() -> Response:
 @blueprint.get("/events/<graceid>/reports")
 @public
 def event_reports(graceid: str) -> Response:
-    """Every report of one event (``?latest=1``: newest revision per site; ``?site=``)."""
+    """Every report of one event (``?latest=1``: newest revision per site and
+    project; ``?site=``, ``?project=``: only those)."""
+    settings = _settings()
     graceid = params.graceid(graceid)
-    site = params.site(request.args, _settings().sites)
+    site = params.site(request.args, settings.sites)
+    project = params.project(request.args, tuple(settings.projects))
     latest = params.flag(request.args, "latest")
     rows = _reader().run(
-        lambda connection: queries.event_reports(connection, graceid, site=site, latest=latest)
+        lambda connection: queries.event_reports(
+            connection, graceid, site=site, latest=latest, project=project
+        )
     )
     body = {"graceid": graceid, "reports": reports_json(rows)}
     return cached(jsonify(body), _last_modified(rows))

@@ -1,4 +1,5 @@
-/* The event page: its reports per site, through the helper, kept fresh. */
+/* The event page: its reports per site (of one project or all), through the
+ * helper, kept fresh. */
 (function () {
   "use strict";
   var node = document.getElementById("reports");
@@ -10,6 +11,7 @@
     headingLevel: 2,
     showSize: true,
     refresh: Number(node.getAttribute("data-refresh")) || 0,
+    project: node.getAttribute("data-project") || null,
     current: null
   });
 })();

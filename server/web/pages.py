@@ -67,17 +67,35 @@ def index() -> Response:
 @blueprint.get("/events/<graceid>")
 @public
 def event(graceid: str) -> Response:
-    """One event; the helper fills in its reports per site and keeps them fresh."""
+    """One event; the helper fills in its reports per site and keeps them fresh.
+    ``?project=`` shows one project's reports (default: every project's, each
+    labelled with it)."""
+    projects = tuple(services().settings.projects)
     try:
         graceid = params.graceid(graceid)
+        project = params.project(request.args, projects)
     except params.ParameterError as error:
         return _page(render_template("error.html", message=str(error)), 400)
-    return _page(render_template("event.html", graceid=graceid, refresh=EVENT_REFRESH))
+    return _page(
+        render_template(
+            "event.html",
+            graceid=graceid,
+            refresh=EVENT_REFRESH,
+            project=project,
+            projects=projects,
+            api_url=url_for("api.event_reports", graceid=graceid, project=project),
+        )
+    )
 
 
 @blueprint.app_template_filter("utc")
 def utc(moment) -> str:  # type: ignore[no-untyped-def]
     return queries.as_utc(moment).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@blueprint.app_template_filter("iso_utc")
+def iso_utc(moment) -> str:  # type: ignore[no-untyped-def]
+    return queries.as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
 @blueprint.app_template_filter("site_name")
