@@ -1,0 +1,205 @@
+"""Every example output in docs/ is what the real command prints today.
+
+Each example block (support.examples: ``console`` blocks' output, ``text``
+blocks and blocks without a language) is named here with the run that
+reproduces it: the real command against a real server, under the names the
+example uses (project O4, event S230518h, site llo, ...).  Every documented
+line must match a line of that run, its variable parts (sizes, times, ids,
+hosts, paths) left free; a JSON answer must have every key the example shows,
+and the same strings where it shows them whole.  A new example block fails
+until it is named here, so none can drift unchecked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from support.cli import run_cli
+from support.examples import Example, examples, unmatched, unmatched_json
+from support.live import LiveServer, tool
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+#: A run: what it printed (text), or the JSON answer it got.
+Run = Callable[["Context"], "str | object"]
+
+
+class Context:
+    """What a run may use: a scratch directory, the client's environment and
+    a live server with the embedded default configuration (shared)."""
+
+    def __init__(self, tmp_path: Path, server: LiveServer) -> None:
+        self.tmp_path = tmp_path
+        self.server = server
+        self.env = {
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "DQRXFER_SERVER": server.url,
+        }
+
+    def run(self, *args: str, cwd: Path | None = None) -> str:
+        """``args`` run as a user would (in ``cwd``); stdout then stderr."""
+        result = subprocess.run(
+            [tool(args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=cwd or self.tmp_path,
+            env={**os.environ, **self.env},
+        )
+        return result.stdout + result.stderr
+
+    def report(self, name: str, files: dict[str, bytes]) -> Path:
+        directory = self.tmp_path / name
+        directory.mkdir(parents=True)
+        for file, data in files.items():
+            (directory / file).write_bytes(data)
+        return directory
+
+
+REPORT = {"index.html": b"<html><body>S230518h at LLO</body></html>\n", "data.json": b"{}\n"}
+
+
+def upload_two_files(context: Context) -> str:
+    directory = context.report("files", REPORT)
+    return context.run(
+        "dqr-upload", "-p", "O4", "-g", "S230518h", "-u", "llo", "--revision", "1",
+        "index.html", "data.json", cwd=directory,
+    )  # fmt: skip
+
+
+def upload_a_directory_with_an_outside_link(context: Context) -> str:
+    directory = context.report("S230518h_llo_1", REPORT)
+    outside = context.tmp_path / "home" / ".netrc"
+    outside.parent.mkdir()
+    outside.write_text("machine example.org\n")
+    (directory / "netrc").symlink_to(outside)
+    return context.run(
+        "dqr-upload", "-p", "O4", "-g", "S230518h", "-u", "llo", "--revision", "1",
+        "S230518h_llo_1/",
+    )  # fmt: skip
+
+
+def ping(context: Context) -> str:
+    return context.run("dqr-ping")
+
+
+def configuration_errors(context: Context) -> str:
+    printed = []
+    for content in (
+        '[projects.O4]\nmax_upload_size = -5\nreports_root = "/srv/r/O4"\nurl = "https://x/"\n',
+        'serve_reports = "false"\n',
+        "sites = [1]\n",
+        "serve_report = false\n",
+    ):
+        config = context.tmp_path / "server.toml"
+        config.write_text(content)
+        printed.append(context.run("dqrxfer-server", "db", "current", "--config", str(config)))
+    return "".join(printed)
+
+
+def schema_behind(context: Context) -> str:
+    config = context.tmp_path / "server.toml"
+    config.write_text(f'data_dir = "{context.tmp_path / "data"}"\n')
+    history = run_cli("dqrxfer-server", "db", "history", "--config", str(config)).stdout
+    # One step behind the code: the newest revision's parent ("0002 -> 0003: ...").
+    newest_step = next(line for line in history.splitlines() if " -> " in line)
+    behind = newest_step.split(" -> ")[0]
+    upgraded = run_cli("dqrxfer-server", "db", "upgrade", behind, "--config", str(config))
+    assert upgraded.returncode == 0, upgraded.stderr
+    return context.run("dqrxfer-server", "reports", "list", "--config", str(config))
+
+
+def reports_list(context: Context) -> str:
+    context.report("S230518h_virgo_2", REPORT)
+    context.run(
+        "dqr-upload", "-p", "O4", "-g", "S230518h", "-u", "virgo", "--revision", "2",
+        "S230518h_virgo_2",
+    )  # fmt: skip
+    return context.run(
+        "dqrxfer-server", "reports", "list", "--data-dir", str(context.server.data_dir),
+        "--site", "virgo",
+    )  # fmt: skip
+
+
+#: Each example block, by page and first line, and the run it shows.
+RUNS: dict[tuple[str, str], Run] = {
+    (
+        "users/upload.md",
+        "$ dqr-upload -p O4 -g S230518h -u llo --revision 1 index.html data.json",
+    ): upload_two_files,
+    (
+        "client.md",
+        "$ dqr-upload -p O4 -g S230518h -u llo --revision 1 index.html data.json",
+    ): upload_two_files,
+    (
+        "users/upload.md",
+        "$ dqr-upload -p O4 -g S230518h -u llo --revision 1 S230518h_llo_1/",
+    ): upload_a_directory_with_an_outside_link,
+    ("client.md", "$ dqr-ping"): ping,
+    (
+        "operators/configuration.md",
+        "dqrxfer-server: configuration error: projects.O4.max_upload_size: must be a positive "
+        "whole number of bytes (got -5)",
+    ): configuration_errors,
+    (
+        "operators/database.md",
+        "dqrxfer-server: database schema is at revision 0002, this code needs 0003: run "
+        "'dqrxfer-server db upgrade' (with the same --config / --data-dir)",
+    ): schema_behind,
+    (
+        "reports.md",
+        "graceid   site   revision  project  file_count  bytes  updated                           "
+        "path",
+    ): reports_list,
+}
+
+ALL = list(examples(DOCS))
+
+
+def test_every_example_block_is_checked() -> None:
+    assert len(ALL) >= 10  # the finder finds them
+    unchecked = [example.name for example in ALL if (example.page, example.first) not in RUNS]
+    assert not unchecked, (
+        f"example output blocks that no run checks (name them in RUNS): {unchecked}"
+    )
+    stale = set(RUNS) - {(example.page, example.first) for example in ALL}
+    assert not stale, f"RUNS names blocks that are no longer in the docs: {sorted(stale)}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    data = tmp_path_factory.mktemp("examples") / "data"
+    data.mkdir()
+    live = LiveServer(data).start()
+    yield live
+    live.discard()
+
+
+@pytest.mark.parametrize("example", [e for e in ALL if (e.page, e.first) in RUNS], ids=lambda e: e.name)
+def test_the_example_is_what_the_command_prints(
+    example: Example, server: LiveServer, tmp_path: Path
+) -> None:
+    printed = RUNS[example.page, example.first](Context(tmp_path, server))
+    if example.is_json:
+        missing = unmatched_json(example.output, printed)
+        shown = json.dumps(printed, indent=1)
+    else:
+        assert isinstance(printed, str)
+        missing = unmatched(example.output, printed)
+        shown = printed
+    assert not missing, (
+        f"{example.name}: these documented lines are not what the command prints:\n"
+        + "\n".join(missing)
+        + f"\n--- it printed:\n{shown}"
+    )
