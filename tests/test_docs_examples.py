@@ -13,6 +13,7 @@ until it is named here, so none can drift unchecked.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -31,7 +32,10 @@ from support.live import LiveServer, tool
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 #: A run: what it printed (text), or the JSON answer it got.
-Run = Callable[["Context"], "str | object"]
+Run = Callable[["Context", Example], "str | object"]
+
+#: The hosts the examples name for the server.
+DOCUMENTED_SERVER = re.compile(r"https?://(?:dqr\.example\.org|127\.0\.0\.1:8080)")
 
 
 class Context:
@@ -70,7 +74,7 @@ class Context:
 REPORT = {"index.html": b"<html><body>S230518h at LLO</body></html>\n", "data.json": b"{}\n"}
 
 
-def upload_two_files(context: Context) -> str:
+def upload_two_files(context: Context, example: Example) -> str:
     directory = context.report("files", REPORT)
     return context.run(
         "dqr-upload", "-p", "O4", "-g", "S230518h", "-u", "llo", "--revision", "1",
@@ -78,7 +82,7 @@ def upload_two_files(context: Context) -> str:
     )  # fmt: skip
 
 
-def upload_a_directory_with_an_outside_link(context: Context) -> str:
+def upload_a_directory_with_an_outside_link(context: Context, example: Example) -> str:
     directory = context.report("S230518h_llo_1", REPORT)
     outside = context.tmp_path / "home" / ".netrc"
     outside.parent.mkdir()
@@ -90,11 +94,11 @@ def upload_a_directory_with_an_outside_link(context: Context) -> str:
     )  # fmt: skip
 
 
-def ping(context: Context) -> str:
+def ping(context: Context, example: Example) -> str:
     return context.run("dqr-ping")
 
 
-def configuration_errors(context: Context) -> str:
+def configuration_errors(context: Context, example: Example) -> str:
     printed = []
     for content in (
         '[projects.O4]\nmax_upload_size = -5\nreports_root = "/srv/r/O4"\nurl = "https://x/"\n',
@@ -108,7 +112,7 @@ def configuration_errors(context: Context) -> str:
     return "".join(printed)
 
 
-def schema_behind(context: Context) -> str:
+def schema_behind(context: Context, example: Example) -> str:
     config = context.tmp_path / "server.toml"
     config.write_text(f'data_dir = "{context.tmp_path / "data"}"\n')
     history = run_cli("dqrxfer-server", "db", "history", "--config", str(config)).stdout
@@ -120,7 +124,7 @@ def schema_behind(context: Context) -> str:
     return context.run("dqrxfer-server", "reports", "list", "--config", str(config))
 
 
-def reports_list(context: Context) -> str:
+def reports_list(context: Context, example: Example) -> str:
     context.report("S230518h_virgo_2", REPORT)
     context.run(
         "dqr-upload", "-p", "O4", "-g", "S230518h", "-u", "virgo", "--revision", "2",
@@ -130,6 +134,39 @@ def reports_list(context: Context) -> str:
         "dqrxfer-server", "reports", "list", "--data-dir", str(context.server.data_dir),
         "--site", "virgo",
     )  # fmt: skip
+
+
+def as_documented(context: Context, example: Example) -> str | object:
+    """The example's own commands (curl, jq), sent to the live server; a JSON
+    answer parsed."""
+    printed = ""
+    for command in example.commands:
+        command = DOCUMENTED_SERVER.sub(context.server.url, command)
+        result = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True
+        )
+        printed += result.stdout
+    return json.loads(printed) if printed.startswith("{") else printed
+
+
+def revalidation(context: Context, example: Example) -> str:
+    """The ETag of an answer, then the same request with it (the example's
+    second command shows a shortened tag)."""
+    url = f"{context.server.url}/api/v1/events/S230518h/reports"
+    etag = requests.get(url, timeout=30).headers["ETag"]
+    again = subprocess.run(
+        ["curl", "-si", "-H", f"If-None-Match: {etag}", url],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return f"ETag: {etag}\n{again.stdout.splitlines()[0]}\n"
+
+
+def report_page_headers(context: Context, example: Example) -> str:
+    answer = subprocess.run(
+        ["curl", "-si", f"{context.server.url}/reports/O4/S230518h_dir/S230518h_llo_1/index.html"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return answer.stdout
 
 
 #: Each example block, by page and first line, and the run it shows.
@@ -162,6 +199,28 @@ RUNS: dict[tuple[str, str], Run] = {
         "graceid   site   revision  project  file_count  bytes  updated                           "
         "path",
     ): reports_list,
+    ("api.md", "$ curl -s https://dqr.example.org/api/v1/events/S230518h/reports"): as_documented,
+    (
+        "api.md",
+        "$ curl -s 'https://dqr.example.org/api/v1/reports?site=llo&project=O4&since=2023-05-18"
+        "&limit=20'",
+    ): as_documented,
+    ("api.md", "$ curl -s 'https://dqr.example.org/api/v1/reports?since=yesterday'"): as_documented,
+    (
+        "api.md",
+        "$ curl -s 'https://dqr.example.org/api/v1/events/S230518h/reports?latest=1' | jq -r "
+        "'.reports[] | \"\\(.site) \\(.revision) \\(.url)\"'",
+    ): as_documented,
+    (
+        "api.md",
+        "$ curl -si https://dqr.example.org/api/v1/events/S230518h/reports | grep -i etag",
+    ): revalidation,
+    (
+        "api.md",
+        "Content-Security-Policy: sandbox allow-scripts allow-popups "
+        "allow-popups-to-escape-sandbox allow-downloads",
+    ): report_page_headers,
+    ("operators/maintenance.md", "$ curl -s http://127.0.0.1:8080/healthz"): as_documented,
 }
 
 ALL = list(examples(DOCS))
@@ -182,6 +241,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data = tmp_path_factory.mktemp("examples") / "data"
     data.mkdir()
     live = LiveServer(data).start()
+    # The reports the examples show: S230518h from LHO (revision 1) and LLO (1 and 2).
+    seed = tmp_path_factory.mktemp("seed")
+    for site, revision in (("lho", 1), ("llo", 1), ("llo", 2)):
+        directory = seed / f"S230518h_{site}_{revision}"
+        directory.mkdir()
+        for name, data in REPORT.items():
+            (directory / name).write_bytes(data)
+        sent = run_cli(
+            "dqr-upload", "-s", live.url, "-p", "O4", "-g", "S230518h", "-u", site,
+            "--revision", str(revision), str(directory),
+            env={"XDG_CACHE_HOME": str(seed / "cache"), "XDG_CONFIG_HOME": str(seed)},
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
     yield live
     live.discard()
 
@@ -190,7 +262,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 def test_the_example_is_what_the_command_prints(
     example: Example, server: LiveServer, tmp_path: Path
 ) -> None:
-    printed = RUNS[example.page, example.first](Context(tmp_path, server))
+    printed = RUNS[example.page, example.first](Context(tmp_path, server), example)
     if example.is_json:
         missing = unmatched_json(example.output, printed)
         shown = json.dumps(printed, indent=1)

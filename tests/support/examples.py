@@ -61,6 +61,7 @@ class Example:
     line: int
     first: str  # its first line: with the page, what names it
     output: tuple[str, ...]
+    commands: tuple[str, ...] = ()  # of a console block, without the prompt
 
     @property
     def name(self) -> str:
@@ -89,6 +90,7 @@ def examples(docs: Path) -> Iterator[Example]:
                     text.count("\n", 0, match.start()) + 1,
                     lines[0],
                     tuple(line for line in output if line.strip()),
+                    tuple(commands(lines)) if language == "console" else (),
                 )
 
 
@@ -101,6 +103,19 @@ def output_lines(lines: Iterable[str]) -> Iterator[str]:
             continued = line.endswith("\\")
             continue
         yield line
+
+
+def commands(lines: Iterable[str]) -> Iterator[str]:
+    """The commands of a console session, continuation lines joined."""
+    command = ""
+    for line in lines:
+        if command or line.startswith(PROMPTS):
+            command += line[len(PROMPTS[0]) :] if not command else " " + line.strip()
+            if command.endswith("\\"):
+                command = command[:-1].rstrip()
+                continue
+            yield command
+            command = ""
 
 
 def pattern(line: str) -> re.Pattern[str]:
