@@ -13,12 +13,9 @@ until it is named here, so none can drift unchecked.
 from __future__ import annotations
 
 import json
-import re
 import os
-import shutil
+import re
 import subprocess
-import tarfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -169,6 +166,18 @@ def report_page_headers(context: Context, example: Example) -> str:
     return answer.stdout
 
 
+def batch_upload(context: Context, example: Example) -> str:
+    """Three reports under one root, one of them already on the server."""
+    root = context.tmp_path / "public_html" / "O4"
+    for graceid, site, revision in (("GW230518A", "virgo", 1), ("S230518h", "lho", 2),
+                                    ("S230518h", "llo", 1)):  # fmt: skip
+        report = root / f"{graceid}_dir" / f"{graceid}_{site}_{revision}"
+        report.mkdir(parents=True)
+        for name, data in REPORT.items():
+            (report / name).write_bytes(data)
+    return context.run("dqr-batch-upload", "-p", "O4", "--jobs", "2", str(root))
+
+
 #: Each example block, by page and first line, and the run it shows.
 RUNS: dict[tuple[str, str], Run] = {
     (
@@ -184,6 +193,7 @@ RUNS: dict[tuple[str, str], Run] = {
         "$ dqr-upload -p O4 -g S230518h -u llo --revision 1 S230518h_llo_1/",
     ): upload_a_directory_with_an_outside_link,
     ("client.md", "$ dqr-ping"): ping,
+    ("client.md", "$ dqr-batch-upload -p O4 --jobs 2 ~/public_html/O4"): batch_upload,
     (
         "operators/configuration.md",
         "dqrxfer-server: configuration error: projects.O4.max_upload_size: must be a positive "
@@ -258,7 +268,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live.discard()
 
 
-@pytest.mark.parametrize("example", [e for e in ALL if (e.page, e.first) in RUNS], ids=lambda e: e.name)
+@pytest.mark.parametrize(
+    "example", [e for e in ALL if (e.page, e.first) in RUNS], ids=lambda e: e.name
+)
 def test_the_example_is_what_the_command_prints(
     example: Example, server: LiveServer, tmp_path: Path
 ) -> None:

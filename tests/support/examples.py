@@ -127,7 +127,10 @@ def pattern(line: str) -> re.Pattern[str]:
         parts.append(re.escape(text[position : token.start()]))
         kind = token.lastgroup
         assert kind is not None
-        parts.append(_STANDS_FOR[kind])
+        if kind == "origin" and token.group().endswith(("...", "…")):
+            parts.append(r"https?://\S*?")  # https://.../rest: any URL ending so
+        else:
+            parts.append(_STANDS_FOR[kind])
         position = token.end()
     parts.append(re.escape(text[position:]))
     return re.compile("".join(parts))
