@@ -12,10 +12,12 @@ until it is named here, so none can drift unchecked.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import subprocess
+import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import requests
 from support.cli import run_cli
 from support.examples import Example, examples, unmatched, unmatched_json
 from support.live import LiveServer, tool
+from support.tus import create, patch, report_metadata, tar_metadata
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -178,6 +181,46 @@ def batch_upload(context: Context, example: Example) -> str:
     return context.run("dqr-batch-upload", "-p", "O4", "--jobs", "2", str(root))
 
 
+def send(context: Context, payload: bytes, metadata: dict[str, str]) -> str:
+    """One upload through the tus endpoint; the answer to its last PATCH."""
+    created = create(context.server, len(payload), metadata)
+    assert created.status_code == 201, created.text
+    return patch(created.headers["Location"], 0, payload).text
+
+
+def archive(*members: tuple[str, str | bytes]) -> bytes:
+    """A tar archive of files (bytes) and symbolic links (their target)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, content in members:
+            member = tarfile.TarInfo(name)
+            if isinstance(content, str):
+                member.type, member.linkname = tarfile.SYMTYPE, content
+                tar.addfile(member)
+            else:
+                member.size = len(content)
+                tar.addfile(member, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def refusals(context: Context, example: Example) -> str:
+    """A payload whose sha256 is not the metadata's, and an archive member
+    climbing out of its report."""
+    wrong_hash = report_metadata("notes.txt", revision="10", sha256="0" * 64)
+    climbing = archive(("../S230518h_llo_10/index.html", b"<html></html>\n"))
+    return send(context, b"notes\n", wrong_hash) + send(
+        context, climbing, tar_metadata(revision=10)
+    )
+
+
+def link_escaping_over_two_archives(context: Context, example: Example) -> str:
+    """Two archives into one report: the first's link escapes only through
+    the second's."""
+    first = send(context, archive(("d/b", "f/../../x")), tar_metadata("one.tar", revision=11))
+    assert "nothing was published" not in first, first
+    return send(context, archive(("d/f", "..")), tar_metadata("two.tar", revision=11))
+
+
 #: Each example block, by page and first line, and the run it shows.
 RUNS: dict[tuple[str, str], Run] = {
     (
@@ -231,6 +274,16 @@ RUNS: dict[tuple[str, str], Run] = {
         "allow-popups-to-escape-sandbox allow-downloads",
     ): report_page_headers,
     ("operators/maintenance.md", "$ curl -s http://127.0.0.1:8080/healthz"): as_documented,
+    (
+        "reports.md",
+        "sha256: the received payload hashes to 9f2c..., not 0000... as the metadata says; "
+        "nothing was published",
+    ): refusals,
+    (
+        "reports.md",
+        "archive: 'd/b': symbolic link to 'f/../../x' leaves the report (through the link "
+        "'d/f'); every symbolic link must resolve inside its report; nothing was published",
+    ): link_escaping_over_two_archives,
 }
 
 ALL = list(examples(DOCS))
