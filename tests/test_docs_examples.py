@@ -26,9 +26,11 @@ import requests
 
 from support.cli import run_cli
 from support.examples import Example, examples, unmatched, unmatched_json
+from support.faultproxy import FaultProxy, Faults
 from support.live import LiveServer, tool
 from support.tus import create, patch, report_metadata, tar_metadata
 
+MiB = 1024 * 1024
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 #: A run: what it printed (text), or the JSON answer it got.
@@ -221,6 +223,21 @@ def link_escaping_over_two_archives(context: Context, example: Example) -> str:
     return send(context, archive(("d/f", "..")), tar_metadata("two.tar", revision=11))
 
 
+def slow_upload(context: Context, example: Example) -> str:
+    """A report large enough to be hashed while it is sent (64 MiB), over a
+    link slow enough (6 MiB/s) for a progress line (every 10 %, at most every
+    5 s), its log going to a file as in an HTCondor job."""
+    report = context.report("S230518h_llo_1", {"index.html": REPORT["index.html"]})
+    with open(report / "data.bin", "wb") as data:
+        data.truncate(64 * MiB)  # sparse: nothing to write, all to send
+    context.env.pop("DQRXFER_SERVER")
+    with FaultProxy(context.server.port, Faults(rate=6 * MiB)) as link:
+        return context.run(
+            "dqr-upload", "-s", link.url, "-p", "O4", "-g", "S230518h", "-u", "llo",
+            "--revision", "3", str(report),
+        )  # fmt: skip
+
+
 #: Each example block, by page and first line, and the run it shows.
 RUNS: dict[tuple[str, str], Run] = {
     (
@@ -236,6 +253,11 @@ RUNS: dict[tuple[str, str], Run] = {
         "$ dqr-upload -p O4 -g S230518h -u llo --revision 1 S230518h_llo_1/",
     ): upload_a_directory_with_an_outside_link,
     ("client.md", "$ dqr-ping"): ping,
+    (
+        "client.md",
+        "INFO:dqr-xfer:Uploading /home/dqr/S230518h_llo_1 (1.2 GiB, kind=tar) to "
+        "https://.../files/3f2a..., hashing it meanwhile",
+    ): slow_upload,
     ("client.md", "$ dqr-batch-upload -p O4 --jobs 2 ~/public_html/O4"): batch_upload,
     (
         "operators/configuration.md",
