@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,7 +29,14 @@ from support.cli import run_cli
 from support.examples import Example, examples, unmatched, unmatched_json
 from support.faultproxy import FaultProxy, Faults
 from support.live import LiveServer, tool
-from support.tus import create, patch, report_metadata, tar_metadata
+from support.tus import (
+    create,
+    data_file,
+    new_upload,
+    patch,
+    report_metadata,
+    tar_metadata,
+)
 
 MiB = 1024 * 1024
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -238,6 +246,29 @@ def slow_upload(context: Context, example: Example) -> str:
         )  # fmt: skip
 
 
+def cleanup(context: Context, example: Example) -> str:
+    """One of each thing ``cleanup`` names: an expired upload, a finished one
+    past its retention, one whose finishing was cut (its state file not yet
+    marked done, as a crash leaves it) and a dead finalization's work
+    directory."""
+    server = context.server
+    week_ago = time.time() - 8 * 24 * 3600
+    expired = new_upload(server, 1000, metadata=report_metadata(revision="20"))
+    assert patch(expired, 0, b"x" * 500).status_code == 204
+    retired = new_upload(server, 1000, metadata=report_metadata(revision="21"))
+    assert patch(retired, 0, b"y" * 1000).status_code == 204
+    for url in (expired, retired):
+        os.utime(data_file(server, url), (week_ago, week_ago))
+    cut = new_upload(server, 1000, metadata=report_metadata(revision="22"))
+    assert patch(cut, 0, b"z" * 1000).status_code == 204
+    state = data_file(server, cut)
+    state.with_suffix(".done").rename(state.with_suffix(".info"))
+    work = server.data_dir / "reports" / "O4" / ".dqrxfer-staging" / "work" / "S230518h_llo_9.x1"
+    work.mkdir(parents=True)
+    os.utime(work, (week_ago, week_ago))
+    return context.run("dqrxfer-server", "cleanup", "--data-dir", str(server.data_dir))
+
+
 #: Each example block, by page and first line, and the run it shows.
 RUNS: dict[tuple[str, str], Run] = {
     (
@@ -296,6 +327,7 @@ RUNS: dict[tuple[str, str], Run] = {
         "allow-popups-to-escape-sandbox allow-downloads",
     ): report_page_headers,
     ("operators/maintenance.md", "$ curl -s http://127.0.0.1:8080/healthz"): as_documented,
+    ("operators/maintenance.md", "$ dqrxfer-server cleanup"): cleanup,
     (
         "reports.md",
         "sha256: the received payload hashes to 9f2c..., not 0000... as the metadata says; "
