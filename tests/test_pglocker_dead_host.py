@@ -81,6 +81,7 @@ def test_a_lock_held_by_a_host_that_lost_power_is_released_within_the_bound(
     host: Host, cluster: ThrowawayCluster, tmp_path: Path
 ) -> None:
     remote_url = cluster.url.replace("@127.0.0.1:", f"@{host.local_address}:")
+    remote_url += "?connect_timeout=10"  # a link that does not work fails, not hangs
     config = tmp_path / "server.toml"
     config.write_text(
         f'data_dir = "{tmp_path / "data"}"\n'
