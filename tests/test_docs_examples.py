@@ -1,7 +1,7 @@
 """Every example output in docs/ is what the real command prints today.
 
-Each example block (support.examples: ``console`` blocks' output, ``text``
-blocks and blocks without a language) is named here with the run that
+Each example block (support.examples: ``console`` blocks' output, and every
+block that is not code or configuration) is named here with the run that
 reproduces it: the real command against a real server, under the names the
 example uses (project O4, event S230518h, site llo, ...).  Every documented
 line must match a line of that run, its variable parts (sizes, times, ids,
@@ -81,26 +81,38 @@ class Context:
         return directory
 
 
+#: The reports already on the server (and a local copy of one of them in the batch).
 REPORT = {"index.html": b"<html><body>S230518h at LLO</body></html>\n", "data.json": b"{}\n"}
 
 
+def new_report() -> dict[str, bytes]:
+    """Files the server does not have yet, so that they are sent (not skipped
+    as already there)."""
+    token = os.urandom(8).hex().encode()
+    return {"index.html": b"<html><body>" + token + b"</body></html>\n", "data.json": b"{}\n"}
+
+
+# The runs of dqr-upload send revisions of their own (the examples' numbers
+# are free), so that the reports the other examples show stay as seeded.
+
+
 def upload_two_files(context: Context, example: Example) -> str:
-    directory = context.report("files", REPORT)
+    directory = context.report("files", new_report())
     return context.run(
-        "dqr-upload", "-p", "O4", "-g", "S230518h", "-u", "llo", "--revision", "1",
+        "dqr-upload", "-p", "O4", "-g", "S230518h", "-u", "llo", "--revision", "5",
         "index.html", "data.json", cwd=directory,
     )  # fmt: skip
 
 
 def upload_a_directory_with_an_outside_link(context: Context, example: Example) -> str:
-    directory = context.report("S230518h_llo_1", REPORT)
+    directory = context.report("S230518h_llo_6", new_report())
     outside = context.tmp_path / "home" / ".netrc"
     outside.parent.mkdir()
     outside.write_text("machine example.org\n")
     (directory / "netrc").symlink_to(outside)
     return context.run(
-        "dqr-upload", "-p", "O4", "-g", "S230518h", "-u", "llo", "--revision", "1",
-        "S230518h_llo_1/",
+        "dqr-upload", "-p", "O4", "-g", "S230518h", "-u", "llo", "--revision", "6",
+        "S230518h_llo_6/",
     )  # fmt: skip
 
 
@@ -135,7 +147,7 @@ def schema_behind(context: Context, example: Example) -> str:
 
 
 def reports_list(context: Context, example: Example) -> str:
-    context.report("S230518h_virgo_2", REPORT)
+    context.report("S230518h_virgo_2", new_report())
     context.run(
         "dqr-upload", "-p", "O4", "-g", "S230518h", "-u", "virgo", "--revision", "2",
         "S230518h_virgo_2",
@@ -235,7 +247,7 @@ def slow_upload(context: Context, example: Example) -> str:
     """A report large enough to be hashed while it is sent (64 MiB), over a
     link slow enough (6 MiB/s) for a progress line (every 10 %, at most every
     5 s), its log going to a file as in an HTCondor job."""
-    report = context.report("S230518h_llo_1", {"index.html": REPORT["index.html"]})
+    report = context.report("S230518h_llo_1", {"index.html": new_report()["index.html"]})
     with open(report / "data.bin", "wb") as data:
         data.truncate(64 * MiB)  # sparse: nothing to write, all to send
     context.env.pop("DQRXFER_SERVER")

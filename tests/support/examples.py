@@ -3,7 +3,8 @@ run still prints what they show.
 
 An example block is a fenced block of the docs that shows what something
 prints: a ``console`` block (commands after ``$ `` or ``# ``, the rest is their
-output), a ``text`` block, or a block without a language.  Each line of its
+output), or any block that is not code, configuration or a directive (``text``,
+no language, ...).  Each line of its
 output is read as a pattern in which the parts that differ from run to run
 stand for any value of their kind: numbers and sizes (any binary unit:
 ``B``, ``KiB``, ``MiB``, ``GiB``), hexadecimal ids and hashes (also cut short,
@@ -21,8 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: Languages of fenced blocks that show output (the empty string: no language).
-OUTPUT_LANGUAGES = ("console", "text", "")
+#: Languages of fenced blocks that show input (code, configuration, commands
+#: alone); every other block, directives (``{...}``) aside, shows output.
+SOURCE_LANGUAGES = ("toml", "bash", "sh", "python", "js", "html", "yaml", "apache", "nginx")
+#: Languages of sessions: commands after a prompt, each followed by its output.
+SESSION_LANGUAGES = ("console", "shell-session")
 PROMPTS = ("$ ", "# ")
 
 _FENCE = re.compile(r"^(`{3,})([^\s`]*)[^\n]*\n(.*?)^\1[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -80,17 +84,18 @@ def examples(docs: Path) -> Iterator[Example]:
         text = path.read_text()
         for match in _FENCE.finditer(text):
             language, body = match.group(2), match.group(3)
-            if language not in OUTPUT_LANGUAGES:
+            if language.startswith("{") or language in SOURCE_LANGUAGES:
                 continue
             lines = body.rstrip("\n").split("\n")
-            output = tuple(output_lines(lines) if language == "console" else lines)
+            session = language in SESSION_LANGUAGES
+            output = tuple(output_lines(lines) if session else lines)
             if any(line.strip() for line in output):
                 yield Example(
                     str(path.relative_to(docs)),
                     text.count("\n", 0, match.start()) + 1,
                     lines[0],
                     tuple(line for line in output if line.strip()),
-                    tuple(commands(lines)) if language == "console" else (),
+                    tuple(commands(lines)) if session else (),
                 )
 
 
