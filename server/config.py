@@ -37,6 +37,7 @@ from .configkeys import (
     text,
     with_defaults,
 )
+from .tus.pglocker import DEFAULT_DEAD_HOST_TIMEOUT, MIN_DEAD_HOST_TIMEOUT
 from .tus.store import FSYNC_COMPLETE, FSYNC_NEVER, FSYNC_POLICIES, fsync_policy
 
 __all__ = ["ConfigError", "ProjectConfig", "Settings", "load_settings"]
@@ -217,6 +218,12 @@ class Settings:
     auth: AuthSettings = key(TABLE, default_factory=AuthSettings)
     # Seconds a second writer waits for an upload's lock (0: try once).
     lock_timeout: float = key(seconds(), 10.0)
+    # PostgreSQL only: seconds within which the database drops the session of
+    # a host that stopped answering (power or network lost), releasing the
+    # upload locks it held (TCP keepalives, server/tus/pglocker.py).
+    lock_dead_host_timeout: int = key(
+        integer(minimum=MIN_DEAD_HOST_TIMEOUT, unit="seconds"), DEFAULT_DEAD_HOST_TIMEOUT
+    )
     # fsync policy of uploads and publication: "complete", "always" or "never"
     # (server/tus/store.py; true/false are read as always/never).
     fsync: str = key(FSYNC, FSYNC_COMPLETE)

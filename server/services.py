@@ -93,7 +93,11 @@ def make_locker(settings: Settings, database: Database) -> Locker:
     if database.engine.dialect.name == "postgresql":
         from .tus.pglocker import PostgresLocker
 
-        return PostgresLocker(database.engine, timeout=settings.lock_timeout)
+        return PostgresLocker(
+            database.engine,
+            timeout=settings.lock_timeout,
+            dead_host_timeout=settings.lock_dead_host_timeout,
+        )
     return FileLocker(settings.uploads_dir / "locks", timeout=settings.lock_timeout)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dqrxfer.server.auth.settings import AuthSettings, RuleTable
-from dqrxfer.server.config import ProjectConfig, Settings
+from dqrxfer.server.config import ProjectConfig, Settings, load_settings
 from dqrxfer.server.configkeys import declared_keys
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,3 +97,15 @@ def test_configuration_reference_names_every_key(table: type, section: str) -> N
     assert len(keys) >= 4
     missing = sorted(keys - documented)
     assert not missing, f"keys of {table.__name__} missing from the configuration page: {missing}"
+
+
+def test_the_multi_host_example_is_a_valid_configuration(tmp_path: Path) -> None:
+    page = (DOCS / "operators" / "scaling.md").read_text()
+    examples = re.findall(r"^```toml\n(.*?)^```", page, re.MULTILINE | re.DOTALL)
+    assert len(examples) == 1
+    config = tmp_path / "server.toml"
+    config.write_text(examples[0])
+    settings = load_settings(config)
+    assert settings.database_url.startswith("postgresql+psycopg://")
+    assert settings.lock_dead_host_timeout == 60
+    assert set(settings.projects) == {"O4", "personal"}

@@ -55,6 +55,11 @@ BAD_VALUES = [
     ('lock_timeout = "abc"', "lock_timeout: must be a number of seconds", "(got 'abc')"),
     ("lock_timeout = -1", "lock_timeout: must be a number of seconds, at least 0", "(got -1)"),
     ("lock_timeout = inf", "lock_timeout: must be a number of seconds", "(got inf)"),
+    (
+        "lock_dead_host_timeout = 2",
+        "lock_dead_host_timeout: must be a whole number of seconds, at least 4",
+        "(got 2)",
+    ),
     ('fsync = "sometimes"', "fsync: must be one of always, complete, never", "'sometimes'"),
     ("fsync = 3", "fsync: must be one of", "(got 3)"),
     ("upload_expiry = -1", "upload_expiry: must be a number of seconds", "(got -1)"),

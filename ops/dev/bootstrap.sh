@@ -20,6 +20,9 @@ if [[ "$mode" == "--test" ]]; then
     # names no reachable server, the suite runs a throwaway cluster of its own
     # with these programs (tests/support/postgres.py).
     packages+=(postgresql)
+    # A database client host that loses power (tests/test_pglocker_dead_host.py):
+    # a network namespace whose traffic nftables drops.
+    packages+=(nftables iproute2)
 fi
 
 missing=()

@@ -4,8 +4,16 @@ Each held lock is one connection from a small pool of the locker's own
 (built from the application's engine URL, so lock holders never starve the
 application's transactions of connections).  The key is 64 bits of a hash of
 the upload id.  The wait is PostgreSQL's own (``lock_timeout`` around
-``pg_advisory_lock``), with no polling.  If the process or host dies, its
+``pg_advisory_lock``), with no polling.  If the process dies, its
 connections close and PostgreSQL releases their locks.
+
+If the whole host dies (power lost, cable cut), nothing closes its
+connections: PostgreSQL keeps the locks until its kernel gives up on the
+silent peer, which with the default TCP settings takes hours.  So the locker's
+connections ask for TCP keepalives on both ends (libpq's ``keepalives*``
+parameters on ours, the server's ``tcp_keepalives_*`` and ``tcp_user_timeout``
+settings through ``options``), sized so that the server drops a silent
+holder's session, and with it its locks, within ``dead_host_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +30,43 @@ from . import errors
 #: SQLSTATE lock_not_available: lock_timeout expired.
 LOCK_NOT_AVAILABLE = "55P03"
 
+#: Seconds after which a silent lock holder's locks are released, by default.
+DEFAULT_DEAD_HOST_TIMEOUT = 60
+
+#: Unanswered keepalive probes after which a connection counts as dead.
+KEEPALIVE_PROBES = 3
+
+#: The smallest ``dead_host_timeout``: one second of idleness, then
+#: KEEPALIVE_PROBES probes a second apart (keepalive times are whole seconds).
+MIN_DEAD_HOST_TIMEOUT = 1 + KEEPALIVE_PROBES
+
+
+def keepalive_connect_args(dead_host_timeout: int, options: str = "") -> dict[str, object]:
+    """libpq connection parameters under which either end drops the
+    connection once the other has been silent for ``dead_host_timeout``
+    seconds: idle time, then KEEPALIVE_PROBES unanswered probes, add up to it.
+    The server's side is what releases a dead holder's locks; it is set with
+    ``-c`` settings appended to the connection's own ``options``.
+    ``tcp_user_timeout`` bounds the same wait when data is in flight (unacknowledged
+    data is retransmitted, not probed)."""
+    if dead_host_timeout < MIN_DEAD_HOST_TIMEOUT:
+        raise ValueError(f"dead_host_timeout must be at least {MIN_DEAD_HOST_TIMEOUT} seconds")
+    interval = max(1, dead_host_timeout // (2 * KEEPALIVE_PROBES))
+    idle = dead_host_timeout - KEEPALIVE_PROBES * interval
+    server = (
+        f"-c tcp_keepalives_idle={idle} -c tcp_keepalives_interval={interval}"
+        f" -c tcp_keepalives_count={KEEPALIVE_PROBES}"
+        f" -c tcp_user_timeout={dead_host_timeout * 1000}"
+    )
+    return {
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": interval,
+        "keepalives_count": KEEPALIVE_PROBES,
+        "tcp_user_timeout": dead_host_timeout * 1000,
+        "options": f"{options} {server}".strip(),
+    }
+
 
 def advisory_key(upload_id: str) -> int:
     """A signed 64-bit key for ``upload_id`` (namespaced, so other users of
@@ -31,15 +76,25 @@ def advisory_key(upload_id: str) -> int:
 
 
 class PostgresLocker:
-    def __init__(self, engine: Engine, timeout: float = 10.0, pool_size: int = 8) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        timeout: float = 10.0,
+        pool_size: int = 8,
+        dead_host_timeout: int = DEFAULT_DEAD_HOST_TIMEOUT,
+    ) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError("PostgresLocker needs a PostgreSQL engine")
+        options = engine.url.query.get("options", "")
         self.engine = create_engine(
             engine.url,
             pool_size=pool_size,
             max_overflow=4 * pool_size,
             pool_pre_ping=True,
             isolation_level="AUTOCOMMIT",
+            connect_args=keepalive_connect_args(
+                dead_host_timeout, options if isinstance(options, str) else " ".join(options)
+            ),
         )
         self.timeout = timeout
 

@@ -84,14 +84,20 @@ class ThrowawayCluster:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{DATABASE}"
 
     @classmethod
-    def start(cls, programs: Path) -> ThrowawayCluster:
+    def start(cls, programs: Path, also_listen_on: tuple[str, ...] = ()) -> ThrowawayCluster:
+        """A running cluster on loopback and on the local addresses
+        ``also_listen_on``, trusting connections from their subnets."""
         directory = Path(tempfile.mkdtemp(prefix="dqrxfer-postgres-"))
         owner = cluster_owner()
         if owner is not None:
             os.chown(directory, owner.pw_uid, owner.pw_gid)
         cluster = cls(programs, directory, free_port(), owner)
+        listen = ",".join(("127.0.0.1", *also_listen_on))
         try:
             cluster._initdb()
+            if also_listen_on:
+                with open(cluster.data / "pg_hba.conf", "a") as hba:
+                    hba.write("host all all samenet trust\n")
             cluster._pg_ctl(
                 "start",
                 "-w",
@@ -101,7 +107,7 @@ class ThrowawayCluster:
                 str(directory / "server.log"),
                 "-o",
                 (
-                    f"-c listen_addresses=127.0.0.1 -p {cluster.port} -k {directory}"
+                    f"-c listen_addresses={listen} -p {cluster.port} -k {directory}"
                     # A cluster that lives for one test run: durability is not needed.
                     " -c fsync=off -c full_page_writes=off"
                 ),
