@@ -115,7 +115,7 @@ class RangeSender:
                 response = self.tus.patch(self.url, offset, body, header)
                 moved = new_offset(response)
                 if not offset < moved <= self.length:
-                    raise TransientError(f"PATCH: the server moved from offset {offset} to {moved}")
+                    raise TransientError(f"the server moved from offset {offset} to {moved}")
             except TransientError as error:
                 if getattr(error, "status", None) == 460:
                     checksum_failures += 1

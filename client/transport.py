@@ -12,9 +12,15 @@ connection error, time-out            :class:`TransientError`
 409 on PATCH (offset moved)           :class:`OffsetConflict` (re-sync)
 404 / 410 for an upload URL           :class:`UploadGoneError` (start over)
 401                                   :class:`AuthenticationError`
+404, 405, 410 or no ``Tus-Version``   :class:`NotAServerError` (usage:
+to OPTIONS                            the URL is not a dqrxfer server's)
 any other 4xx                         :class:`RefusedError` with the
                                       server's message
 ====================================  ===================================
+
+The errors' messages are in the user's words and name the server (``cannot
+reach https://...``); the request and the answer (method, URL, status, a web
+server's error page, the exception) go to the debug log.
 
 Request bodies are :class:`SliceBody` objects: a byte range of a payload
 with a length (so requests sends ``Content-Length``), re-iterable: if an auth
@@ -278,6 +284,17 @@ class TusClient:
             if "data" not in kwargs:
                 self.link.saw_answer(time.monotonic() - began)
             return response
+        except (
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidURL,
+        ) as error:
+            # A server URL no request can go to (given through the API: the
+            # commands check theirs first): retrying cannot help.
+            log.debug("%s %s: %r", method, url, error)
+            raise UsageError(
+                f"server URL {self.server!r}: not an http(s) URL with a host"
+            ) from error
         except requests.RequestException as error:
             log.debug("%s %s: %r", method, url, error)
             raise TransientError(describe_error(error, url)) from error
@@ -425,7 +442,7 @@ def describe_error(error: requests.RequestException, url: str | None = None) -> 
         | requests.exceptions.MissingSchema
         | requests.exceptions.InvalidURL,
     ):
-        return f"{url or 'the URL'} is not an http(s) URL"
+        return f"{url or 'the URL'} is not an http(s) URL with a host"
     return f"lost the connection to {server}"
 
 

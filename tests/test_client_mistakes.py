@@ -159,6 +159,15 @@ def test_a_url_with_a_wrong_path_is_not_a_dqrxfer_server(
         f"ERROR:dqr-xfer:{server} is not a dqrxfer server (404): check -s/--server"
     ]
     assert ping.stdout == ""
+    report = page.parent / "tree" / "S230518h_dir" / "S230518h_llo_1"
+    report.mkdir(parents=True)
+    (report / "index.html").write_text("<html/>")
+    batch = run_cli("dqr-batch-upload", "-s", server, "-p", "O4", str(report), env=client_env)
+    assert batch.returncode == 2, batch.stderr
+    assert error_lines(batch.stderr) == [
+        f"ERROR:dqr-xfer:{server} is not a dqrxfer server (404): check -s/--server"
+    ]
+    assert nothing_stored(live_server) and resume_entries(client_env) == []
 
 
 def test_a_server_that_is_down_cannot_be_reached(page: Path, client_env: dict[str, str]) -> None:
@@ -368,3 +377,20 @@ def test_the_upload_log_writes_sizes_and_rates_in_binary_units(
     assert re.search(r"INFO:dqr-xfer:Uploading \S+ \(1\.5 MiB, kind=file\)", result.stderr)
     assert re.search(r"INFO:dqr-xfer:Uploaded \S+ \(1\.5 MiB, sha256 [0-9a-f]{64}\)", result.stderr)
     assert not re.search(r"\b(kB|MB|GB)\b", result.stderr)
+
+
+@pytest.mark.parametrize("url", ["ftp://dqr.example.org", "127.0.0.1:8080"])
+def test_the_python_api_refuses_a_url_it_cannot_send_to_without_retrying(
+    url: str, page: Path, tmp_path: Path
+) -> None:
+    from dqrxfer.errors import UsageError
+    from dqrxfer.resume import ResumeStore
+    from dqrxfer.upload import ReportTarget, ReportUploader
+
+    uploader = ReportUploader(
+        url, ReportTarget("O4", "S230518h", "llo", 1), store=ResumeStore(tmp_path / "store")
+    )
+    with pytest.raises(UsageError, match=r"not an http\(s\) URL with a host") as refused:
+        uploader.upload(page)
+    assert str(refused.value) == f"server URL {url!r}: not an http(s) URL with a host"
+    assert refused.value.exit_code == 2
