@@ -1,4 +1,4 @@
-""" "Did you mean ...?": hints for the mistakes users make most with the
+"""Hints ("did you mean ...?") for the mistakes users make most with a
 report's identity, and the server's refusal of a project it does not have
 turned into a usage error listing the projects it has."""
 

@@ -519,9 +519,8 @@ def test_a_chunk_damaged_in_transit_is_refused_by_its_checksum_and_sent_again(
         corruptions = proxy.counters.corruptions
     assert result.returncode == 0, result.stderr
     assert corruptions >= 1
-    assert (
-        "a piece arrived damaged (checksum mismatch, 460)" in result.stderr
-    )  # the server caught it
+    # The server caught it.
+    assert "a piece arrived damaged (checksum mismatch, 460)" in result.stderr
     assert live_server.published("data.bin").read_bytes() == payload.read_bytes()
     # Without per-chunk checksums the damage is caught at the end, by the sha256.
     with FaultProxy(live_server.port, Faults(corrupt_connections=1), seed=3) as proxy:
