@@ -12,7 +12,7 @@ connection error, time-out            :class:`TransientError`
 409 on PATCH (offset moved)           :class:`OffsetConflict` (re-sync)
 404 / 410 for an upload URL           :class:`UploadGoneError` (start over)
 401                                   :class:`AuthenticationError`
-404, 405, 410 or no ``Tus-Version``   :class:`NotAServerError` (usage:
+404, 405, 410, 501, no ``Tus-Version``  :class:`NotAServerError` (usage:
 to OPTIONS                            the URL is not a dqrxfer server's)
 any other 4xx                         :class:`RefusedError` with the
                                       server's message
@@ -312,7 +312,7 @@ class TusClient:
     def capabilities(self) -> Capabilities:
         response = self._request("OPTIONS", self.endpoint, "OPTIONS")
         headers = response.headers
-        if response.status_code in (404, 405, 410) or (
+        if response.status_code in (404, 405, 410, 501) or (
             response.ok and not headers.get("Tus-Version")
         ):
             server_message(response)  # logs what the answer was, at debug level

@@ -12,9 +12,11 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
@@ -168,6 +170,47 @@ def test_a_url_with_a_wrong_path_is_not_a_dqrxfer_server(
         f"ERROR:dqr-xfer:{server} is not a dqrxfer server (404): check -s/--server"
     ]
     assert nothing_stored(live_server) and resume_entries(client_env) == []
+
+
+def test_another_web_site_is_not_a_dqrxfer_server(
+    page: Path, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    """A plain web server (Python's http.server: no OPTIONS, 404 for the API)."""
+    port = free_port()
+    site = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: answers(server), 30, what="http.server")
+        upload = run_cli("dqr-upload", "-s", server, *IDENTITY, str(page), env=client_env)
+        ping = run_cli("dqr-ping", "-s", server, env=client_env)
+    finally:
+        site.kill()
+        site.wait()
+    assert upload.returncode == 2, upload.stderr
+    assert error_lines(upload.stderr) == [
+        f"ERROR:dqr-xfer:{page}: {server} is not a dqrxfer server (501): check -s/--server"
+    ]
+    assert ping.returncode == 2, ping.stderr
+    assert error_lines(ping.stderr) == [
+        f"ERROR:dqr-xfer:{server} is not a dqrxfer server (404): check -s/--server"
+    ]
+    for result in (upload, ping):
+        assert "retry" not in result.stderr
+        assert not any(word in result.stderr for word in PROTOCOL_WORDS), result.stderr
+    assert resume_entries(client_env) == []
+
+
+def answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=1)
+    except requests.ConnectionError:
+        return False
+    return True
 
 
 def test_a_server_that_is_down_cannot_be_reached(page: Path, client_env: dict[str, str]) -> None:
