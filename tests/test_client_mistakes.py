@@ -340,7 +340,7 @@ def test_an_interrupted_upload_says_how_far_it_got_and_the_same_command_resumes(
     payload = tmp_path / "big.bin"
     payload.write_bytes(os.urandom(size))
     stderr_path = tmp_path / "stderr.txt"
-    with FaultProxy(live_server.port, Faults(rate=4 * MiB)) as proxy:
+    with FaultProxy(live_server.port, Faults(rate=2 * MiB)) as proxy:
         # Pieces of 1 MiB: the server acknowledges something well before half way.
         # Two streams: threads sending that must not keep the command alive.
         args = ["dqr-upload", "-s", proxy.url, "--chunk-size", "1", "--parallel", streams]
