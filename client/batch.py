@@ -32,7 +32,7 @@ from .progress import NullProgress, Progress
 from .resume import ResumeStore
 from .retry import Retrier
 from .session import SessionFactory, make_session
-from .transport import check_response, describe_error
+from .transport import check_api_response, describe_error
 from .upload import (
     PlannedUpload,
     ReportTarget,
@@ -126,11 +126,11 @@ def event_reports(
         try:
             response = session.get(url)
         except requests.RequestException as error:
-            raise TransientError(f"GET {url}: {describe_error(error)}") from error
-        check_response(response, f"reports of {graceid}")
-        reports = response.json().get("reports")
+            raise TransientError(describe_error(error, url)) from error
+        body = check_api_response(response, server, f"reports of {graceid}")
+        reports = body.get("reports") if isinstance(body, dict) else None
         if not isinstance(reports, list):
-            raise TransientError(f"GET {url}: no list of reports in the answer")
+            raise TransientError(f"{server}: no list of the reports of {graceid} in its answer")
         return reports
 
     return retrier.call(attempt)

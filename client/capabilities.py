@@ -12,6 +12,7 @@ from .payload import Payload, choose_checksum
 from .planning import UploadOptions
 from .retry import Retrier
 from .transport import Capabilities, TusClient
+from .units import format_size
 
 log = logging.getLogger("dqr-xfer")
 
@@ -36,8 +37,8 @@ def check_size(payload: Payload, caps: Capabilities) -> None:
     if caps.max_size is not None and payload.size > caps.max_size:
         raise RefusedError(
             413,
-            f"{payload.source} is {payload.size} bytes; the server accepts at most "
-            f"{caps.max_size} (Tus-Max-Size)",
+            f"{payload.source} is {format_size(payload.size)} ({payload.size} bytes); the "
+            f"server accepts at most {format_size(caps.max_size)} ({caps.max_size} bytes)",
         )
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .errors import RefusedError
 from .hashing import EarlyScans
+from .hints import unknown_project
 from .payload import Payload, Scan
 from .planning import PlannedUpload, UploadOptions
 from .progress import Progress
@@ -44,8 +46,15 @@ class Job:
     def create(
         self, length: int | None, metadata: Mapping[str, str], concat: str | None
     ) -> Created:
-        """POST a new upload (retried)."""
-        return self.retrier.call(lambda: self.tus.create(length, metadata, concat))
+        """POST a new upload (retried).  The refusal of a project the server
+        does not have is a usage error (exit code 2) naming the projects."""
+        try:
+            return self.retrier.call(lambda: self.tus.create(length, metadata, concat))
+        except RefusedError as error:
+            usage = unknown_project(error)
+            if usage is None:
+                raise
+            raise usage from None
 
     def offset(self, url: str) -> int:
         """The upload's offset on the server (HEAD, retried)."""

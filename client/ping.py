@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 import requests
 
 from .errors import AuthenticationError, DqrxferError, RefusedError, TransientError
-from .transport import check_response, describe_error, server_message
+from .transport import (
+    NotAServerError,
+    check_api_response,
+    check_response,
+    describe_error,
+    server_message,
+)
 
 PING_PATH = "/api/v1/ping"
 #: MIT Kerberos' default maximum clock skew (``clockskew`` in krb5.conf).
@@ -64,7 +70,7 @@ def _request(session: requests.Session, url: str) -> tuple[requests.Response, fl
     try:
         response = session.get(url)
     except requests.RequestException as error:
-        raise TransientError(f"GET {url}: {describe_error(error)}") from error
+        raise TransientError(describe_error(error, url)) from error
     seconds = time.monotonic() - started
     return response, seconds, sent + seconds / 2
 
@@ -83,8 +89,9 @@ def login(session: requests.Session, server: str) -> PingReport:
     response, seconds, _ = _request(session, url)
     if response.status_code == 403:
         raise AuthenticationError(f"{server}: {server_message(response)}")
-    check_response(response, "login")
-    body = response.json() if response.content else {}
+    body = check_api_response(response, server, "login")
+    if not isinstance(body, dict):
+        raise NotAServerError(server, "its answer is not dqrxfer's")
     return PingReport(server, seconds, body.get("principal"), body.get("version"))
 
 

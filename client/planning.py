@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from . import contract
 from .errors import UsageError
+from .hints import with_hint
 from .payload import DEFAULT_CHUNK_SIZE, MiB, Payload
 from .retry import RetryPolicy
 
@@ -88,4 +89,4 @@ def describe(payload: Payload, target: ReportTarget) -> contract.ReportUpload:
             sha256=None,
         )
     except contract.ContractError as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(with_hint(error)) from None

@@ -12,7 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Protocol
+from functools import cache
+from typing import Any, Protocol
+
+from .units import format_rate, format_size
 
 log = logging.getLogger("dqr-xfer")
 
@@ -20,18 +23,18 @@ LOG_EVERY = 0.10
 LOG_INTERVAL = 5.0
 
 
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TiB"  # pragma: no cover
+#: The one size format of the client's output (see :mod:`dqrxfer.units`).
+human_bytes = format_size
 
 
 class Task(Protocol):
     """One bar: bytes done out of ``total``. Safe to call from several threads."""
 
     def moveto(self, done: int) -> None: ...
+
+    def confirmed(self, on_server: int) -> None:
+        """The server has acknowledged ``on_server`` bytes (``moveto`` also
+        counts bytes still in flight)."""
 
     def close(self) -> None: ...
 
@@ -42,6 +45,9 @@ class Progress(Protocol):
 
 class _NullTask:
     def moveto(self, done: int) -> None:
+        pass
+
+    def confirmed(self, on_server: int) -> None:
         pass
 
     def close(self) -> None:
@@ -74,14 +80,17 @@ class _LogTask:
             rate = (done - self.start_done) / max(now - self.started, 1e-6)
             percent = 100.0 * done / self.total if self.total else 100.0
             log.info(
-                "%s %s: %s of %s (%.0f%%), %s/s",
+                "%s %s: %s of %s (%.0f%%), %s",
                 self.verb,
                 self.label,
-                human_bytes(done),
-                human_bytes(self.total),
+                format_size(done),
+                format_size(self.total),
                 percent,
-                human_bytes(rate),
+                format_rate(rate),
             )
+
+    def confirmed(self, on_server: int) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -106,6 +115,9 @@ class _TqdmTask:
             if delta:
                 self.bar.update(delta)
 
+    def confirmed(self, on_server: int) -> None:
+        pass
+
     def close(self) -> None:
         with self.lock:
             self.bar.close()
@@ -119,8 +131,7 @@ class TqdmProgress:
         self.positions: dict[str, int] = {}
 
     def task(self, label: str, total: int, done: int = 0, unit: str = "upload") -> Task:
-        from tqdm import tqdm
-
+        tqdm = _bar_class()
         with self.lock:  # one line per payload: its hashing bar, then its upload bar
             position = self.positions.setdefault(label, len(self.positions))
         description = f"hashing {label}" if unit == "hash" else label
@@ -128,12 +139,40 @@ class TqdmProgress:
             total=total,
             initial=done,
             unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
             desc=description,
+            bar_format=BAR_FORMAT,
             position=position,
             leave=unit != "hash",
             dynamic_ncols=True,
             mininterval=0.2,
         )
         return _TqdmTask(bar)
+
+
+#: The bar's text: sizes and rate in the client's units (tqdm's own scaling
+#: writes "MB/s" for mebibytes).
+BAR_FORMAT = "{l_bar}{bar}| {size_done} of {size_total} [{elapsed}<{remaining}, {speed}]"
+
+
+@cache
+def _bar_class() -> type:
+    """tqdm, giving its bar format the sizes and the rate in our units."""
+    from tqdm import tqdm
+
+    class Bar(tqdm):  # type: ignore[misc, type-arg]
+        @property
+        def format_dict(self) -> dict[str, Any]:
+            values: dict[str, Any] = super().format_dict
+            rate = values.get("rate")
+            if rate is None:
+                elapsed = values.get("elapsed") or 0.0
+                rate = (values["n"] - values.get("initial", 0)) / elapsed if elapsed else 0.0
+            total = values.get("total")
+            values.update(
+                size_done=format_size(values["n"]),
+                size_total=format_size(total) if total is not None else "?",
+                speed=format_rate(rate),
+            )
+            return values
+
+    return Bar

@@ -41,6 +41,7 @@ class Tally:
         self.acked = list(start) + [0] * (streams - len(start))
         self.flight = [0] * streams
         self.wire = 0
+        task.confirmed(sum(self.acked))
 
     def sending(self, stream: int) -> Callable[[int], None]:
         def on_send(count: int) -> None:
@@ -56,8 +57,10 @@ class Tally:
         with self.lock:
             self.acked[stream] = offset
             self.flight[stream] = 0
-            done = sum(self.acked) + sum(self.flight)
+            on_server = sum(self.acked)
+            done = on_server + sum(self.flight)
         self.task.moveto(done)
+        self.task.confirmed(on_server)
 
 
 def server_offset(tus: TusClient, url: str, retrier: Retrier) -> int:
@@ -112,7 +115,7 @@ class RangeSender:
                 response = self.tus.patch(self.url, offset, body, header)
                 moved = new_offset(response)
                 if not offset < moved <= self.length:
-                    raise TransientError(f"PATCH: the server moved from offset {offset} to {moved}")
+                    raise TransientError(f"the server moved from offset {offset} to {moved}")
             except TransientError as error:
                 if getattr(error, "status", None) == 460:
                     checksum_failures += 1

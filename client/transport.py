@@ -12,9 +12,15 @@ connection error, time-out            :class:`TransientError`
 409 on PATCH (offset moved)           :class:`OffsetConflict` (re-sync)
 404 / 410 for an upload URL           :class:`UploadGoneError` (start over)
 401                                   :class:`AuthenticationError`
+404, 405, 410, 501, no ``Tus-Version``  :class:`NotAServerError` (usage:
+to OPTIONS                            the URL is not a dqrxfer server's)
 any other 4xx                         :class:`RefusedError` with the
                                       server's message
 ====================================  ===================================
+
+The errors' messages are in the user's words and name the server (``cannot
+reach https://...``); the request and the answer (method, URL, status, a web
+server's error page, the exception) go to the debug log.
 
 Request bodies are :class:`SliceBody` objects: a byte range of a payload
 with a length (so requests sends ``Content-Length``), re-iterable: if an auth
@@ -31,8 +37,8 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
-from urllib.parse import urljoin
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -42,6 +48,7 @@ from .errors import (
     SessionExpired,
     TransientError,
     UploadGoneError,
+    UsageError,
 )
 from .payload import Payload
 from .pieces import LinkEstimate
@@ -105,10 +112,16 @@ def encode_metadata(metadata: Mapping[str, str]) -> str:
 
 
 def server_message(response: requests.Response) -> str:
-    """The server's explanation: the JSON ``error`` or the text body, shortened."""
+    """The server's explanation: the JSON ``error`` or the text body, shortened;
+    for an HTML page (a web server's error page, not dqrxfer's answer) only
+    the status's reason, the page itself being logged at debug level."""
     text = ""
+    content_type = response.headers.get("Content-Type", "")
+    if "html" in content_type:
+        log.debug("HTTP %d page from %s: %s", response.status_code, response.url, response.text)
+        return response.reason or f"HTTP {response.status_code}"
     try:
-        if "json" in response.headers.get("Content-Type", ""):
+        if "json" in content_type:
             data = response.json()
             if isinstance(data, dict):
                 text = str(data.get("error") or data.get("message") or "")
@@ -127,25 +140,62 @@ def _retryable(status: int) -> bool:
 
 
 def check_response(response: requests.Response, what: str, upload: bool = False) -> None:
-    """Raise the client error that an unsuccessful answer means (see the module doc)."""
+    """Raise the client error that an unsuccessful answer means (see the module
+    doc), in the user's words; ``what`` (the request) is logged at debug level."""
     status = response.status_code
     if 200 <= status < 300:
         return
     message = server_message(response)
+    log.debug("%s %s: HTTP %d: %s", what, response.url, status, message)
     if status == 401:
         raise AuthenticationError(
-            f"{what}: the server refused the credentials (401): {message}. "
+            f"the server refused the credentials (401): {message}. "
             "Check your Kerberos ticket (klist) or keytab"
         )
     if upload and status in (404, 410):
-        raise UploadGoneError(f"{what}: the server no longer has this upload ({status}): {message}")
+        raise UploadGoneError(f"the server no longer has this upload ({status}): {message}")
     if upload and status == 409:
-        raise OffsetConflict(f"{what}: offset conflict (409): {message}", status)
+        raise OffsetConflict(
+            f"the server holds another offset than expected (409): {message}", status
+        )
+    if status == 460:
+        raise TransientError(f"a piece arrived damaged (checksum mismatch, 460): {message}", status)
+    if status in (423, 429):
+        raise TransientError(f"the server is busy ({status}): {message}", status)
+    if status == 408:
+        raise TransientError(
+            f"the server timed out waiting for the request (408): {message}", status
+        )
     if _retryable(status):
-        raise TransientError(f"{what}: HTTP {status}: {message}", status)
+        raise TransientError(f"server error ({status}): {message}", status)
     if 400 <= status < 500:
         raise RefusedError(status, message)
-    raise TransientError(f"{what}: unexpected answer HTTP {status}: {message}", status)
+    raise TransientError(f"unexpected answer from the server ({status}): {message}", status)
+
+
+def check_api_response(response: requests.Response, server: str, what: str) -> Any:
+    """The JSON body of an answer of the server's API (``what``, for the
+    debug log), or the client error it means: :func:`check_response`'s, but
+    a 404 or an answer that is not JSON means that ``server`` is not a
+    dqrxfer server (a wrong path in the URL, another web site)."""
+    if response.status_code == 404:
+        server_message(response)  # logs the page at debug level
+        log.debug("%s %s: HTTP 404", what, response.url)
+        raise NotAServerError(server, "404")
+    check_response(response, what)
+    try:
+        return response.json()
+    except ValueError:
+        log.debug("%s %s: not JSON: %.500s", what, response.url, response.text)
+        raise NotAServerError(server, "its answer is not dqrxfer's") from None
+
+
+class NotAServerError(UsageError):
+    """The server URL answers, but not as a dqrxfer server does (a wrong path,
+    another web site): a usage error, not worth a retry."""
+
+    def __init__(self, server: str, why: str) -> None:
+        super().__init__(f"{server} is not a dqrxfer server ({why}): check -s/--server")
 
 
 class SliceBody:
@@ -234,19 +284,42 @@ class TusClient:
             if "data" not in kwargs:
                 self.link.saw_answer(time.monotonic() - began)
             return response
+        except (
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidURL,
+        ) as error:
+            # A server URL no request can go to (given through the API: the
+            # commands check theirs first): retrying cannot help.
+            log.debug("%s %s: %r", method, url, error)
+            raise UsageError(
+                f"server URL {self.server!r}: not an http(s) URL with a host"
+            ) from error
         except requests.RequestException as error:
-            raise TransientError(f"{what}: {describe_error(error)}") from error
+            log.debug("%s %s: %r", method, url, error)
+            raise TransientError(describe_error(error, url)) from error
         except SessionExpired as error:
             # The session cookie expired under a streamed body, which the
             # auth handler does not resend; a new request authenticates afresh.
-            raise TransientError(
-                f"{what}: session expired ({error}); authenticating again"
-            ) from error
+            log.debug("%s %s: %s", method, url, error)
+            raise TransientError("the login session expired; logging in again") from error
+
+    @property
+    def server(self) -> str:
+        """The server URL this endpoint belongs to (``<server>/files/``)."""
+        return self.endpoint.removesuffix("/").removesuffix("/files")
 
     def capabilities(self) -> Capabilities:
         response = self._request("OPTIONS", self.endpoint, "OPTIONS")
-        check_response(response, f"OPTIONS {self.endpoint}")
         headers = response.headers
+        if response.status_code in (404, 405, 410, 501) or (
+            response.ok and not headers.get("Tus-Version")
+        ):
+            server_message(response)  # logs what the answer was, at debug level
+            log.debug("OPTIONS %s: HTTP %d without tus", self.endpoint, response.status_code)
+            why = str(response.status_code) if not response.ok else "it does not take uploads"
+            raise NotAServerError(self.server, why)
+        check_response(response, "OPTIONS")
         extensions = _split(headers.get("Tus-Extension", ""))
         max_size = headers.get("Tus-Max-Size")
         return Capabilities(
@@ -275,8 +348,11 @@ class TusClient:
         check_response(response, "create upload")
         location = response.headers.get("Location")
         if response.status_code != 201 or not location:
+            log.debug(
+                "POST %s: HTTP %d, Location %r", self.endpoint, response.status_code, location
+            )
             raise TransientError(
-                f"create upload: expected 201 with a Location, got HTTP {response.status_code}",
+                f"the server did not create the upload ({response.status_code})",
                 response.status_code,
             )
         offset = _int_header(response, "Upload-Offset", 0)
@@ -290,7 +366,8 @@ class TusClient:
         check_response(response, "HEAD", upload=True)
         offset = _int_header(response, "Upload-Offset", None)
         if offset is None and not final:
-            raise TransientError(f"HEAD {url}: answer without Upload-Offset")
+            log.debug("HEAD %s: answer without Upload-Offset", url)
+            raise TransientError("the server did not say how much of the upload it holds")
         return Status(offset, _int_header(response, "Upload-Length", None))
 
     def patch(
@@ -315,7 +392,8 @@ class TusClient:
 def new_offset(response: requests.Response) -> int:
     offset = _int_header(response, "Upload-Offset", None)
     if offset is None:
-        raise TransientError(f"PATCH: answer HTTP {response.status_code} without Upload-Offset")
+        log.debug("PATCH: HTTP %d without Upload-Offset", response.status_code)
+        raise TransientError("the server did not say how much of the upload it holds")
     return offset
 
 
@@ -330,17 +408,48 @@ def _int_header(response: requests.Response, name: str, default):  # type: ignor
     return int(value)
 
 
-def describe_error(error: requests.RequestException) -> str:
-    """A one-line reason for a failed request, without the noise of urllib3's
-    nested exception reprs."""
+def describe_error(error: requests.RequestException, url: str | None = None) -> str:
+    """A one-line reason for a failed request, in the user's words, naming
+    the server (scheme and host of ``url``); the exception itself is for the
+    debug log."""
+    where = _origin(url or getattr(error.request, "url", None) or "")
+    server = where or "the server"
+    if isinstance(error, requests.ConnectTimeout):
+        return f"cannot reach {server} (timed out)"
     if isinstance(error, requests.Timeout):
-        return "timed out"
+        return f"{server} did not answer in time (timed out)"
+    if isinstance(error, requests.exceptions.SSLError):
+        text = str(error)
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return (
+                f"cannot reach {server} securely: its certificate is not trusted "
+                "(REQUESTS_CA_BUNDLE names the CA bundle)"
+            )
+        return f"cannot reach {server} securely (TLS failed)"
     if isinstance(error, requests.ConnectionError):
         text = str(error)
-        for marker in ("Connection refused", "Connection reset", "Broken pipe", "timed out"):
-            if marker in text:
-                return f"connection failed ({marker.lower()})"
         if "Name or service not known" in text or "nodename nor servname" in text:
-            return "connection failed (unknown host name)"
-        return "connection lost"
-    return type(error).__name__
+            return f"cannot reach {server} (unknown host name)"
+        if "Connection refused" in text:
+            return f"cannot reach {server} (connection refused)"
+        for marker in ("Connection reset", "Broken pipe", "timed out"):
+            if marker in text:
+                return f"lost the connection to {server} ({marker.lower()})"
+        return f"lost the connection to {server}"
+    if isinstance(
+        error,
+        requests.exceptions.InvalidSchema
+        | requests.exceptions.MissingSchema
+        | requests.exceptions.InvalidURL,
+    ):
+        return f"{url or 'the URL'} is not an http(s) URL with a host"
+    return f"lost the connection to {server}"
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of ``url`` ('' if it has none)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""

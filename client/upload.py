@@ -258,9 +258,9 @@ class ReportUploader:
             seconds=time.monotonic() - started,
         )
         log.info(
-            "Uploaded %s (%d bytes, sha256 %s) in %.1fs, %s sent%s",
+            "Uploaded %s (%s, sha256 %s) in %.1fs, %s sent%s",
             payload.source,
-            result.size,
+            human_bytes(result.size),
             result.sha256,
             result.seconds,
             human_bytes(result.sent_bytes),

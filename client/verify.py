@@ -10,7 +10,7 @@ import requests
 
 from .errors import RefusedError, TransientError
 from .job import Job
-from .transport import check_response
+from .transport import check_response, describe_error
 
 #: States of the server's upload record that are final.
 PUBLISHED, FAILED = "published", "failed"
@@ -40,7 +40,7 @@ def verify(job: Job, session: requests.Session, url: str, sha256: str) -> dict[s
         try:
             response = session.get(record_url)
         except requests.RequestException as error:
-            raise TransientError(f"upload record: {error}") from error
+            raise TransientError(describe_error(error, record_url)) from error
         check_response(response, "upload record")
         record: dict[str, Any] = response.json()
         state = record.get("state")

@@ -170,16 +170,18 @@ def test_update_resends_reports_that_changed_locally(
     assert late.read_bytes() == (report / "tier1" / "late.png").read_bytes()
 
 
-def test_refused_reports_are_listed_with_the_reason_and_exit_4(
+def test_reports_for_a_project_the_server_lacks_are_listed_with_the_reason_and_exit_2(
     live_server: LiveServer, tree: Path, client_env: dict[str, str]
 ) -> None:
     result = run_cli(
         "dqr-batch-upload", "-s", live_server.url, "-p", "O5", str(tree), env=client_env
     )
-    assert result.returncode == 4
+    assert result.returncode == 2  # a usage error, as for dqr-upload
     rows = table_rows(result.stdout)
     assert set(rows.values()) == {"failed"}
-    assert "project: must be one of" in result.stdout
+    assert "project 'O5': the server has no such project (it has MDC, O4, personal" in (
+        result.stdout
+    )
     assert result.stdout.splitlines()[-1] == "3 report(s): 3 failed"
 
 

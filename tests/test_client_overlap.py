@@ -287,8 +287,8 @@ def test_a_payload_the_server_refuses_is_refused_before_it_is_sent(
     args = command(live_server.url, big_file)
     args[args.index("-p") + 1] = "O5"
     result = run_cli(*args, env=client_env)
-    assert result.returncode == 4, result.stderr
-    assert "server refused (400): project: must be one of MDC, O4, personal, replay" in (
+    assert result.returncode == 2, result.stderr  # a project the server lacks: usage
+    assert "project 'O5': the server has no such project (it has MDC, O4, personal, replay)" in (
         result.stderr
     )
     assert uploads(live_server) == {}  # not even a partial upload

@@ -77,10 +77,11 @@ def test_a_clock_ten_minutes_off_is_warned_about_loudly(data_dir: Path) -> None:
 
 
 def test_server_down_exits_5_without_ok(tmp_path: Path) -> None:
-    result = run_cli("dqr-ping", "-s", f"http://127.0.0.1:{free_port()}")
+    server = f"http://127.0.0.1:{free_port()}"
+    result = run_cli("dqr-ping", "-s", server)
     assert result.returncode == 5
     assert result.stdout == ""
-    assert "connection failed (connection refused)" in result.stderr
+    assert f"cannot reach {server} (connection refused)" in result.stderr
     assert "Elapsed time:" in result.stderr
 
 

@@ -144,13 +144,16 @@ def test_bad_metadata_is_refused_with_field_and_rule_and_leaves_nothing(
     engine.dispose()
 
 
-def test_cli_shows_the_servers_refusal_and_exits_4(live_server: LiveServer, tmp_path: Path) -> None:
+def test_cli_shows_the_servers_projects_and_exits_2(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
     payload = tmp_path / "index.html"
     payload.write_text("x")
     result = run_cli(*upload_args(live_server, payload, project="O5"))
-    assert result.returncode == 4
+    assert result.returncode == 2
     assert (
-        "server refused (400): project: must be one of MDC, O4, personal, replay" in result.stderr
+        "project 'O5': the server has no such project (it has MDC, O4, personal, replay)"
+        in result.stderr
     )
 
 

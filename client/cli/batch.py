@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dqrxfer.batch import BatchUploader, find_reports, summary_table
 from dqrxfer.errors import UsageError, worst_exit_code
+from dqrxfer.standing import Standing
 
 from .common import (
     add_common_options,
@@ -31,7 +32,8 @@ standard output.
 
 exit codes: 0 every report is on the server; 2 usage; 3 authentication;
 4 a report was refused (read its message); 5 gave up after retries (run again:
-finished reports are skipped, interrupted ones resume).
+finished reports are skipped, interrupted ones resume); 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM): run again likewise.
 """
 
 
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = setup_logging(args)
+    standing = Standing()
 
     def action(log: logging.Logger) -> int:
         args.as_file = False
@@ -77,14 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.project,
             options,
             make_session_factory(args),
-            progress=make_progress(args),
+            progress=make_progress(args, standing),
             update=args.update,
         )
         items = batch.run(reports, jobs=args.jobs, dry_run=args.dry_run)
         print(summary_table(items), flush=True)
         return worst_exit_code(item.exit_code for item in items)
 
-    return run(action, log)
+    return run(action, log, args, standing)
 
 
 if __name__ == "__main__":

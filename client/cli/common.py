@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +18,8 @@ from dqrxfer import __version__
 from dqrxfer.errors import DqrxferError, UsageError
 from dqrxfer.progress import LogProgress, NullProgress, Progress, TqdmProgress
 from dqrxfer.retry import RetryPolicy
-from dqrxfer.settings import resolve_server
+from dqrxfer.settings import Server, resolve_server
+from dqrxfer.standing import Standing
 from dqrxfer.timeouts import Timeouts
 
 if TYPE_CHECKING:  # the HTTP stack is imported when a session is made, not before
@@ -86,6 +88,29 @@ def add_retry_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _MovedToServer(argparse.Action):
+    """An option of the old tool whose job moved to the server's commands:
+    refused at once (before the check of required options) saying where."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            f"{option_string} (registering a report already on the central server's disk) "
+            "moved to the server: an operator there runs 'dqrxfer-server reports register "
+            "--graceid ... --site ... --revision ... --path DIR'"
+        )
+
+
+def add_legacy_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the old dqrxfer that are recognised to say where they went."""
+    parser.add_argument("--set-dir", nargs="?", action=_MovedToServer, help=argparse.SUPPRESS)
+
+
 # -- credentials: the one place where authentication plugs into the commands --
 
 
@@ -138,7 +163,14 @@ def retry_policy(args: argparse.Namespace) -> RetryPolicy:
 
 
 def server_url(args: argparse.Namespace) -> str:
-    return resolve_server(args.server)
+    """The server URL, resolved and checked once per command (see
+    :mod:`dqrxfer.settings`): a bad one is a usage error naming its source."""
+    resolved: Server | None = getattr(args, "resolved_server", None)
+    if resolved is None:
+        resolved = resolve_server(args.server)
+        args.resolved_server = resolved
+        logging.getLogger(LOGGER_NAME).debug("server %s (from %s)", resolved.url, resolved.source)
+    return resolved.url
 
 
 # -- output ------------------------------------------------------------------
@@ -174,11 +206,15 @@ def setup_logging(args: argparse.Namespace) -> logging.Logger:
     return logging.getLogger(LOGGER_NAME)
 
 
-def make_progress(args: argparse.Namespace) -> Progress:
-    """Bars on a terminal, occasional log lines otherwise, nothing with -q."""
+def make_progress(args: argparse.Namespace, standing: Standing | None = None) -> Progress:
+    """Bars on a terminal, occasional log lines otherwise, nothing with -q;
+    each upload told to ``standing`` too (see :func:`run`)."""
+    progress: Progress
     if args.quiet:
-        return NullProgress()
-    return TqdmProgress() if stderr_is_terminal() else LogProgress()
+        progress = NullProgress()
+    else:
+        progress = TqdmProgress() if stderr_is_terminal() else LogProgress()
+    return standing.tracking(progress) if standing is not None else progress
 
 
 def check_ca_bundle() -> None:
@@ -190,17 +226,67 @@ def check_ca_bundle() -> None:
             raise UsageError(f"{variable}: {path} does not exist (a CA bundle file or directory)")
 
 
-def run(action: Callable[[logging.Logger], int], log: logging.Logger) -> int:
-    """Run ``action``, map errors to exit codes and close with the elapsed time."""
+def run(
+    action: Callable[[logging.Logger], int],
+    log: logging.Logger,
+    args: argparse.Namespace | None = None,
+    standing: Standing | None = None,
+) -> int:
+    """Run ``action``, map errors to exit codes and close with the elapsed time.
+
+    ``args`` (the parsed options) have their server URL checked first, so a
+    bad one is a usage error before anything else happens.
+
+    SIGINT (Ctrl-C) and SIGTERM (what HTCondor sends when it evicts a job)
+    end the command at once, from the signal handler: the error line says
+    how far the uploads got (``standing``) and that the same command resumes,
+    and the exit code is 128 + the signal's number (130, 143), as a shell
+    reports it.  Unwinding instead would wait for the threads still sending
+    (parallel streams, ``--jobs``), which keep going until their payload is
+    done.  Nothing is lost by exiting there: resume entries are written
+    atomically before the step that needs them, and the server keeps every
+    byte it acknowledged, as after a kill.
+    """
     start = time.monotonic()
+
+    def interrupted(signum: int, frame: object) -> None:
+        for number in INTERRUPTING_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)  # a second one would interrupt this
+        log.error("%s", interruption_message(signal.Signals(signum).name, standing))
+        log.info("Elapsed time: %.1fs", time.monotonic() - start)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    previous = {number: signal.signal(number, interrupted) for number in INTERRUPTING_SIGNALS}
     try:
         check_ca_bundle()
+        if args is not None and hasattr(args, "server"):
+            server_url(args)
         code = action(log)
     except DqrxferError as error:
         log.error("%s", error)
         code = error.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        code = 130
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     log.info("Elapsed time: %.1fs", time.monotonic() - start)
     return code
+
+
+#: Signals that interrupt a command (exit code 128 + the number: 130, 143).
+INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def interruption_message(name: str, standing: Standing | None) -> str:
+    """What an interrupted command says: how far its uploads got, and that
+    the same command resumes them (the resume entries and the server keep
+    every byte acknowledged so far)."""
+    if standing is None:
+        return f"interrupted by {name}"
+    summary = standing.summary()
+    if summary is None:
+        return f"interrupted by {name} before any upload started; run the same command again"
+    return f"interrupted by {name}: {summary}; run the same command again to resume"

@@ -3,6 +3,7 @@
 Output in the style of the existing tool: ``OK`` on standard output for each
 successful ping, and on standard error::
 
+    INFO:dqr-xfer:Logged in to https://dqr.ligo.caltech.edu as albert.einstein@LIGO.ORG
     INFO:dqr-xfer:Login: 1.33, Ping: 0.30, status:200
     ...
     INFO:dqr-xfer:Clock offset: +0.012 s (the server's clock minus this host's)
@@ -40,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dqr-ping",
         description="Log in to the DQR server, ping it and check this host's clock against it.",
-        epilog="exit codes: 0 every ping succeeded; 3 authentication; 4 refused; "
-        "5 the server could not be reached or failed.",
+        epilog="exit codes: 0 every ping succeeded; 2 usage (bad options, a server URL "
+        "that is not a dqrxfer server's); 3 authentication; 4 refused; "
+        "5 the server could not be reached or failed; 130 interrupted (Ctrl-C); "
+        "143 terminated (SIGTERM).",
     )
     parser.add_argument(
         "-n",
@@ -95,12 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = ping(session, server, args.count)
         finally:
             session.close()
-        log.debug(
-            "Logged in to %s as %s (server version %s)",
+        log.info(
+            "Logged in to %s as %s",
             server,
-            report.principal or "nobody",
-            report.version,
+            report.principal or "nobody (the server asks for no authentication)",
         )
+        log.debug("server version %s", report.version)
         for item in report.pings:
             if item.ok:
                 print("OK", flush=True)
@@ -124,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             item.error.exit_code for item in report.pings if item.error is not None
         )
 
-    return run(action, log)
+    return run(action, log, args)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,12 @@ from dqrxfer.payload import (
     payload_for,
     scan,
 )
-from dqrxfer.progress import human_bytes
+from dqrxfer.standing import Standing
+from dqrxfer.units import format_size
 
 from .common import (
     add_common_options,
+    add_legacy_options,
     add_retry_options,
     add_server_options,
     make_progress,
@@ -51,7 +53,8 @@ where it stopped when the same command is run again.
 exit codes: 0 done; 2 usage (bad options or input); 3 authentication (no
 ticket, expired, refused); 4 refused by the server (validation, authorization,
 checksum: read the message); 5 gave up after retries (worth a retry later,
-e.g. a condor retry).
+e.g. a condor retry); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM):
+the same command resumes.
 """
 
 
@@ -80,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send tar archives as plain files instead of unpacking them on the server",
     )
     add_common_options(parser)
+    add_legacy_options(parser)
     return parser
 
 
@@ -175,7 +179,7 @@ def dry_run(uploader: ReportUploader, paths: list[Path], log: logging.Logger) ->
             payload.source,
             payload.kind,
             payload.filename,
-            human_bytes(payload.size),
+            format_size(payload.size),
             digest,
             uploader.server,
             where,
@@ -235,6 +239,7 @@ def collections_after_start_up() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = setup_logging(args)
+    standing = Standing()
 
     def action(log: logging.Logger) -> int:
         paths = [Path(path) for path in args.paths]
@@ -255,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 target,
                 options,
                 session_factory=make_session_factory(args),
-                progress=make_progress(args),
+                progress=make_progress(args, standing),
             )
         if early is not None:
             if not hash_now:
@@ -266,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             uploader.plan(path, early.payload if early is not None and index == 0 else None)
             for index, path in enumerate(paths)
         ]
+        for item in planned:
+            standing.expect(item.label, item.payload.size)
         outcomes = uploader.upload_many(planned, jobs=args.jobs)
         for outcome in outcomes:  # one line per uploaded path, in the given order
             if outcome.result is not None and outcome.result.report_url:
@@ -275,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("%d of %d uploads failed", len(failed), len(outcomes))
         return worst_exit_code(outcome.exit_code for outcome in outcomes)
 
-    return run(action, log)
+    return run(action, log, args, standing)
 
 
 if __name__ == "__main__":
