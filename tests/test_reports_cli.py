@@ -93,7 +93,7 @@ def test_list_and_show(live_server: LiveServer) -> None:
     status, out, err = cli(data, "reports", "list", "--since", "2999-01-01")
     assert status == 0 and out == "" and "no reports" in err
     status, _, err = cli(data, "reports", "list", "--since", "yesterday")
-    assert status == 1 and "--since: 'yesterday' is neither a date/time" in err
+    assert status == 2 and "--since: 'yesterday' is neither a date/time" in err
 
     status, out, _ = cli(data, "reports", "show", "S230518h_llo_1", "--json")
     shown = json.loads(out)
@@ -108,7 +108,8 @@ def test_list_and_show(live_server: LiveServer) -> None:
     status, _, err = cli(data, "reports", "show", "S230518h_llo_7")
     assert status == 1 and "S230518h_llo_7: no such report" in err
     status, _, err = cli(data, "reports", "show", "nonsense")
-    assert status == 1 and "report directory: must be named <graceid>_<site>_<revision>" in err
+    assert status == 2 and "report directory: must be named <graceid>_<site>_<revision>" in err
+    assert "or a graceid (S230518h) for the event's reports" in err
 
 
 def test_register_publishes_a_directory_produced_here(
@@ -214,7 +215,7 @@ def test_register_in_place_and_refusals(live_server: LiveServer, tmp_path: Path)
         "--path",
         str(hostile),
     )
-    assert status == 1 and "--project: required (one of MDC, O4, personal, replay)" in err
+    assert status == 2 and "--project: required (one of MDC, O4, personal, replay)" in err
     status, _, err = cli(
         data,
         "reports",
@@ -230,7 +231,7 @@ def test_register_in_place_and_refusals(live_server: LiveServer, tmp_path: Path)
         "--path",
         str(hostile),
     )
-    assert status == 1 and "graceid: must be" in err
+    assert status == 2 and "--graceid: must be" in err
 
 
 def tree_state(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -311,16 +312,23 @@ def test_cleanup_removes_only_dead_staging(data_dir: Path) -> None:
     os.utime(old_orphan, (two_hours_ago, two_hours_ago))
     young_orphan = work / "jkl.444444"
     young_orphan.mkdir()
+    assert cli(data_dir, "db", "upgrade")[0] == 0
     try:
         status, out, err = cli(data_dir, "cleanup", "--dry-run")
         assert status == 0, err
-        assert f"stale (not removed) staging directory {dead}" in out and dead.exists()
+        assert f"would remove stale staging directory {dead}" in out and dead.exists()
+        assert (
+            "would remove: 0 expired uploads, 0 finished partial uploads, 0 finished uploads "
+            in (out)
+        )
+        assert "past retention, 2 stale staging directories;" in out
 
         status, out, err = cli(data_dir, "cleanup")
 
         assert status == 0, err
         assert f"removed stale staging directory {dead}" in out
         assert f"removed stale staging directory {old_orphan}" in out
+        assert "retention, 2 stale staging directories, 0 remains" in out
         assert not dead.exists() and not (work / "abc.111111.lock").exists()
         assert not old_orphan.exists()
         assert alive.exists() and young_orphan.exists()
