@@ -105,6 +105,24 @@ def test_list_and_show(live_server: LiveServer) -> None:
     status, out, _ = cli(data, "reports", "show", "S230518h_llo_1")
     assert status == 0 and "url: /reports/O4/S230518h_dir/S230518h_llo_1/" in out
     assert sha(b"{}") in out
+    status, out, err = cli(data, "reports", "show", "S230518h")  # a graceid: the event's reports
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["graceid", "site", "revision"]
+    assert sorted(line.split()[:3] for line in lines[1:]) == [
+        ["S230518h", "llo", "1"],
+        ["S230518h", "virgo", "2"],
+    ]
+    status, out, _ = cli(data, "reports", "show", "S230518h", "--project", "O4", "--json")
+    assert sorted((r["site"], r["file_count"]) for r in json.loads(out)) == [
+        ("llo", 2),
+        ("virgo", 2),
+    ]
+    status, out, err = cli(data, "reports", "show", "S230101a")
+    assert (status, out) == (1, "")
+    assert err == "dqrxfer-server: S230101a: no reports of this event\n"
+    status, _, err = cli(data, "reports", "show", "S230518h", "--project", "MDC")
+    assert status == 1 and "S230518h: no reports of this event in project MDC" in err
     status, _, err = cli(data, "reports", "show", "S230518h_llo_7")
     assert status == 1 and "S230518h_llo_7: no such report" in err
     status, _, err = cli(data, "reports", "show", "nonsense")
@@ -145,6 +163,16 @@ def test_register_publishes_a_directory_produced_here(
         "index.html": (16, sha(b"<html>cit</html>")),
         "tier1/data.json": (13, sha(b'{"cit": true}')),
     }
+    # Registered files came with no upload: the table shows '-', not 'None'.
+    status, out, err = cli(data, "reports", "show", "S230518h_lho_3")
+    assert status == 0, err
+    assert "None" not in out
+    table = out.split("\n\n", 1)[1].splitlines()
+    assert table[0].split() == ["path", "size", "sha256", "upload", "principal", "published"]
+    assert [line.split()[:4] for line in table[1:]] == [
+        ["index.html", "16", sha(b"<html>cit</html>"), "-"],
+        ["tier1/data.json", "13", sha(b'{"cit": true}'), "-"],
+    ]
     served = requests.get(f"{live_server.url}/reports/O4/S230518h_dir/S230518h_lho_3/", timeout=10)
     assert served.text == "<html>cit</html>"
     links = requests.get(f"{live_server.url}/api/v1/events/S230518h/reports", timeout=10).json()
@@ -232,6 +260,32 @@ def test_register_in_place_and_refusals(live_server: LiveServer, tmp_path: Path)
         str(hostile),
     )
     assert status == 2 and "--graceid: must be" in err
+    for option, value, message in (
+        ("--site", "L1", "--site: must be one of kagra, lho, llo, virgo (got 'L1')"),
+        ("--revision", "one", "--revision: must be a non-negative integer"),
+        ("--project", "O5", "--project: must be one of MDC, O4, personal, replay (got 'O5')"),
+        ("--subdir", "../up", "--subdir: "),
+    ):
+        arguments = {
+            "--project": "O4",
+            "--graceid": "S230601a",
+            "--site": "llo",
+            "--revision": "5",
+            "--subdir": "",
+            option: value,
+        }
+        status, out, err = cli(
+            data,
+            "reports",
+            "register",
+            *(item for pair in arguments.items() for item in pair),
+            "--path",
+            str(hostile),
+        )
+        assert (status, out) == (2, ""), err
+        assert err.startswith(f"dqrxfer-server: {message}"), err
+        assert err.count("\n") == 1 and "uploader" not in err
+    assert not (data / O4 / "S230601a_dir/S230601a_llo_5").exists()
 
 
 def tree_state(root: Path) -> dict[str, tuple[bytes, int]]:
