@@ -54,7 +54,7 @@ def run(settings: Settings, dry_run: bool, staging_age: float) -> int:
         report = built.uploads.sweep(dry_run=dry_run)
         states = _recorded_states(
             built.database,
-            [info.id for info in report.retired] + list(finals.values()),
+            [info.id for info in [*report.retired, *report.recovered]] + list(finals.values()),
         )
     finally:
         built.close()
@@ -96,8 +96,14 @@ def _recorded_states(database: Database, upload_ids: list[str]) -> dict[str, str
         return {upload_id: state for upload_id, state in rows}
 
 
-#: How the summary and the lines name what the database recorded of an upload.
+#: How the lines name what the database recorded of an upload.
 _STATE_WORDS = {"published": "published", "failed": "refused"}
+
+
+def _became(states: Mapping[str, str], upload_id: str) -> str:
+    """What became of an upload, as the database recorded it."""
+    state = states.get(upload_id)
+    return _STATE_WORDS.get(state, state) if state else "not recorded"
 
 
 @dataclass
@@ -130,19 +136,18 @@ class _Outcome:
             if final is None:
                 what = "complete, but no final upload kept joins it"
             else:
-                state = _STATE_WORDS.get(states.get(final, ""), states.get(final, "not recorded"))
-                what = f"joined into final upload {final} ({state})"
+                what = f"joined into final upload {final} ({_became(states, final)})"
             line = f"{remove} finished partial upload {_named(info)}: {what}, {info.offset} bytes"
             outcome.add(JOINED, line)
         for info in report.retired:
-            state = _STATE_WORDS.get(states.get(info.id, ""), states.get(info.id, "not recorded"))
             outcome.add(
                 RETIRED,
                 f"{remove} finished upload {_named(info)}: past retention, {info.offset} bytes, "
-                f"{state}",
+                f"{_became(states, info.id)}",
             )
         for info in report.recovered:
-            outcome.add(RECOVERED, f"finished interrupted upload {_named(info)}: published")
+            became = "ready to be joined" if info.is_partial else _became(states, info.id)
+            outcome.add(RECOVERED, f"finished interrupted upload {_named(info)}: {became}")
         for upload_id in report.leftovers:
             outcome.add(LEFTOVERS, f"removed remains of unusable upload {upload_id}")
         for path in staging:

@@ -4,6 +4,7 @@ server whose unfinished uploads expire four seconds after their last change."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -154,7 +155,7 @@ def test_cleanup_finishes_an_upload_whose_finalization_a_crash_interrupted(
     output = run_cli(
         "dqrxfer-server", "cleanup", "--config", str(server.config), "--data-dir", str(data_dir)
     ).stdout
-    assert f"finished interrupted upload {upload_id(url)} (project O4, graceid S230518h" in output
+    assert f"finished interrupted upload {named(url, metadata['filename'])}: published\n" in output
     assert (
         "0 remains of unusable uploads, 1 stale temporary file; finished: 1 interrupted upload"
         in (output)
@@ -221,3 +222,64 @@ def test_published_uploads_leave_the_uploads_directory_after_their_retention(
         assert "0 finished uploads past retention" in cleanup(server)
     finally:
         server.discard()
+
+
+DOCUMENTED = [
+    Path(__file__).resolve().parents[1] / "docs" / "operators" / page
+    for page in ("commands.md", "maintenance.md")
+]
+
+
+def shape(line: str) -> str:
+    """A line of ``cleanup`` without what differs from run to run: ids, the
+    report an upload carries, numbers, paths."""
+    line = re.sub(r"\b[0-9a-f]{32}\b", "<id>", line)
+    line = re.sub(r"\(project [^)]*\)", "(<report>)", line)
+    line = re.sub(r"(staging directory) \S+", r"\1 <path>", line)
+    return re.sub(r"\b\d+\b", "<n>", line)
+
+
+def documented_cleanup(page: Path) -> list[str]:
+    block = re.search(r"```console\n\$ dqrxfer-server cleanup\n(.*?)```", page.read_text(), re.S)
+    assert block is not None, f"{page}: no example of 'dqrxfer-server cleanup'"
+    return block[1].splitlines()
+
+
+def test_the_documented_cleanup_output_is_what_cleanup_prints(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """One upload of each kind the documented example shows, so its lines
+    (and the summary) have the shape of a real run's, one for one."""
+    config = write_config(
+        tmp_path / "config.toml", upload_expiry=EXPIRY, finished_upload_retention=3600
+    )
+    server = LiveServer(data_dir, config=config).start()
+    try:
+        stale = new_upload(server, 10)
+        assert patch(stale, 0, b"abc").status_code == 204
+        joined_metadata = report_metadata("joined.bin")
+        joined = new_upload(
+            server, 4, metadata=joined_metadata, headers={"Upload-Concat": "partial"}
+        )
+        assert patch(joined, 0, b"join").status_code == 204
+        assert create_final(server, [joined], metadata=joined_metadata).status_code == 201
+        old = new_upload(server, 4)
+        assert patch(old, 0, b"old!").status_code == 204
+        interrupted = new_upload(server, 6)
+        assert patch(interrupted, 0, b"abc").status_code == 204
+        for url in (stale, joined):
+            wait_for(lambda url=url: head(url).status_code == 410, what=f"{url} to expire")
+    finally:
+        server.stop()
+    with open(data_file(server, interrupted), "ab") as handle:
+        handle.write(b"def")  # the last bytes arrived, then the server died
+    past = time.time() - 3600 - 60
+    os.utime(data_file(server, old), (past, past))
+    work = data_dir / "reports" / "O4" / ".dqrxfer-staging" / "work"
+    (work / "abc.111111").mkdir(parents=True)
+    (work / "abc.111111.lock").touch()  # nobody holds it: its finalization died
+
+    real = [shape(line) for line in cleanup(server).splitlines()]
+
+    for page in DOCUMENTED:
+        assert [shape(line) for line in documented_cleanup(page)] == real, page

@@ -112,9 +112,9 @@ def _print_table(rows: list[dict[str, object]], columns: list[str]) -> None:
     widths = [
         max([len(column), *(len(line[i]) for line in cells)]) for i, column in enumerate(columns)
     ]
-    print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))
-    for line in cells:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    for line in [columns, *cells]:
+        padded = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        print("  ".join(padded).rstrip())
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
