@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -388,3 +389,73 @@ def test_cleanup_removes_only_dead_staging(data_dir: Path) -> None:
         assert alive.exists() and young_orphan.exists()
     finally:
         lock.close()
+
+
+COMMANDS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "operators" / "commands.md"
+
+
+def console_examples(page: Path) -> dict[str, list[str]]:
+    """The commands of a page's ``console`` blocks (without the ``$``), each
+    with the output lines shown after it."""
+    examples: dict[str, list[str]] = {}
+    for block in re.findall(r"```console\n(.*?)```", page.read_text(), re.S):
+        command = None
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                command = line[2:]
+                examples[command] = []
+            elif command is not None:
+                examples[command].append(line)
+    return examples
+
+
+def output_shape(text: str) -> list[str]:
+    """Output lines without what differs from run to run: times, digests,
+    ids, numbers, the operator's name, the width of table columns."""
+    shaped = []
+    for line in text.splitlines():
+        line = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", "<time>", line)
+        line = re.sub(r"\b[0-9a-f]{64}\b", "<sha256>", line)
+        line = re.sub(r"\b[0-9a-f]{32}\b", "<id>", line)
+        line = re.sub(r"operator:\S+", "operator:<user>", line)
+        line = re.sub(r"\b\d+\b", "<n>", line)
+        shaped.append(" ".join(line.split()))
+    return shaped
+
+
+def test_the_documented_report_commands_print_what_the_page_shows(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """The examples of docs/operators/commands.md, run for real on the reports
+    they show: the same lines, up to times, digests and sizes."""
+    for graceid, site, revision in (
+        ("S230518h", "llo", 1),
+        ("S230518h", "virgo", 2),
+        ("G123456", "lho", 1),
+    ):
+        payload = tars.report_tree({"index.html": f"{graceid} {site}", "tier1/a.json": "{}"})
+        sent = send(
+            live_server.url,
+            payload,
+            tar_metadata(graceid=graceid, uploader=site, revision=revision),
+        )
+        assert sent.final.status_code == 204, sent.final.text
+    source = tmp_path / "S230518h_lho_3"
+    (source / "tier1").mkdir(parents=True)
+    (source / "index.html").write_text("x")
+    (source / "tier1/d.json").write_text("{}")
+    examples = console_examples(COMMANDS_PAGE)
+    documented = [
+        "dqrxfer-server reports list",
+        "dqrxfer-server reports register --project O4 --graceid S230518h --site lho "
+        "--revision 3 --path /home/detchar/cit/S230518h_lho_3",
+        "dqrxfer-server reports show S230518h_lho_3",
+        "dqrxfer-server reindex --dry-run",
+    ]
+    for command in documented:
+        assert command in examples, f"{COMMANDS_PAGE.name} no longer shows {command!r}"
+        arguments = command.split()[1:]
+        arguments = [str(source) if "/home/detchar/" in arg else arg for arg in arguments]
+        status, out, err = cli(live_server.data_dir, *arguments)
+        assert status == 0, err
+        assert output_shape(out) == output_shape("\n".join(examples[command])), command
