@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy import select
@@ -47,6 +47,8 @@ def run(settings: Settings, dry_run: bool, staging_age: float) -> int:
     there is nothing to clean up, and a mistyped ``--data-dir`` gets no
     directories made for it."""
     require_data_dir(settings.data_dir)
+    if dry_run:  # changes nothing, the schema included: behind the code, it says so
+        settings = replace(settings, auto_upgrade=False)
     built = build_services(settings)
     try:
         known = _uploads_in_store(built)

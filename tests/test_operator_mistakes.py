@@ -155,3 +155,20 @@ def test_alembic_speaks_only_with_verbose(tmp_path: Path) -> None:
     verbose = run_cli("dqrxfer-server", "-v", "db", "current", "--data-dir", str(data))
     assert verbose.returncode == 0 and "(up to date)" in verbose.stdout
     assert "INFO:alembic.runtime.migration:Context impl SQLiteImpl." in verbose.stderr
+
+
+def test_a_dry_run_does_not_upgrade_the_schema(tmp_path: Path) -> None:
+    """The embedded default upgrades the schema when the server starts; a
+    read-only command on a database behind the code says so instead."""
+    data = tmp_path / "data"
+    older = run_cli("dqrxfer-server", "db", "upgrade", "0002", "--data-dir", str(data))
+    assert older.returncode == 0, older.stderr
+    for command in (("cleanup", "--dry-run"), ("reports", "list"), ("reindex", "--dry-run")):
+        result = run_cli("dqrxfer-server", *command, "--data-dir", str(data))
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.startswith(
+            "dqrxfer-server: database schema is at revision 0002, this code needs "
+        )
+        assert "run 'dqrxfer-server db upgrade'" in result.stderr
+    current = run_cli("dqrxfer-server", "db", "current", "--data-dir", str(data))
+    assert current.stdout.startswith("0002 (behind (head is "), current.stdout
