@@ -54,9 +54,9 @@ def run(settings: Settings, dry_run: bool, staging_age: float) -> int:
         known = _uploads_in_store(built)
         finals = _finals_by_partial(known.values())
         report = built.uploads.sweep(dry_run=dry_run)
+        joining = [finals[info.id] for info in report.expired if info.id in finals]
         states = _recorded_states(
-            built.database,
-            [info.id for info in [*report.retired, *report.recovered]] + list(finals.values()),
+            built.database, [info.id for info in [*report.retired, *report.recovered]] + joining
         )
     finally:
         built.close()
