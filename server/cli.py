@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: The commands that may create the data directory and the database.  Every
+#: The commands that may create the data directory and the database
+#: (``serve`` only where it upgrades its own schema: ``auto_upgrade``).  Every
 #: other one uses what is there: pointed at no database (a mistyped
 #: ``--data-dir``), it says so and creates nothing.
 CREATING_COMMANDS = frozenset({("serve", None), ("db", "upgrade"), ("db", "restore")})
@@ -124,8 +125,11 @@ CREATING_COMMANDS = frozenset({("serve", None), ("db", "upgrade"), ("db", "resto
 NO_DATABASE_COMMANDS = frozenset({("db", "history")})
 
 
-def needs_existing_database(args: argparse.Namespace) -> bool:
+def needs_existing_database(args: argparse.Namespace, settings: Settings) -> bool:
     command = (args.command, getattr(args, "db_command", None))
+    if command == ("serve", None):
+        # Without auto_upgrade a new database would only be refused as behind the code.
+        return not settings.auto_upgrade
     return command not in CREATING_COMMANDS | NO_DATABASE_COMMANDS
 
 
@@ -133,7 +137,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     """The command's settings; for a command that may not create the database,
     :class:`~.db.presence.Missing` when it is not there."""
     settings = load_settings(args.config, args.data_dir)
-    if needs_existing_database(args):
+    if needs_existing_database(args, settings):
         require_database(settings.database_url)
     return settings
 

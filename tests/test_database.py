@@ -156,6 +156,8 @@ def test_db_commands(tmp_path: Path) -> None:
 def test_server_refuses_a_database_behind_the_code(tmp_path: Path) -> None:
     config = tmp_path / "server.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    older = run_cli("dqrxfer-server", "db", "upgrade", "0002", "--config", str(config))
+    assert older.returncode == 0, older.stderr
     server = LiveServer(tmp_path / "data", config=config)
     with pytest.raises(RuntimeError) as raised:
         server.start()

@@ -15,8 +15,8 @@ from support.live import free_port
 HINT = "(wrong --data-dir or --config? 'dqrxfer-server db upgrade' creates one)"
 
 #: Commands that need an existing database: those that only read it, and
-#: those that write to an existing one.  Only ``serve``, ``db upgrade`` and
-#: ``db restore`` may make a database.
+#: those that write to an existing one.  Only ``db upgrade``, ``db restore``
+#: and ``serve`` with ``auto_upgrade`` may make a database.
 NEEDS_A_DATABASE = [
     ("db", "current"),
     ("db", "downgrade", "0001"),
@@ -172,3 +172,17 @@ def test_a_dry_run_does_not_upgrade_the_schema(tmp_path: Path) -> None:
         assert "run 'dqrxfer-server db upgrade'" in result.stderr
     current = run_cli("dqrxfer-server", "db", "current", "--data-dir", str(data))
     assert current.stdout.startswith("0002 (behind (head is "), current.stdout
+
+
+def test_serve_without_auto_upgrade_names_a_missing_database(tmp_path: Path) -> None:
+    """With a config file (no ``auto_upgrade``) ``serve`` would make an empty
+    database only to refuse it as behind the code: it names the missing one
+    instead, and makes nothing."""
+    mistyped = tmp_path / "dqrxfre"
+    config = tmp_path / "server.toml"
+    config.write_text(f'data_dir = "{mistyped}"\n')
+    command = ["serve", "--port", str(free_port()), "--config", str(config)]
+    result = run_cli("dqrxfer-server", *command, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"dqrxfer-server: no database at {mistyped / 'dqrxfer.sqlite'} {HINT}\n"
+    assert not mistyped.exists()
