@@ -108,6 +108,29 @@ def _became(states: Mapping[str, str], upload_id: str) -> str:
     return _STATE_WORDS.get(state, state) if state else "not recorded"
 
 
+#: What ``cleanup`` counts: each kind has its lines and its place in the summary.
+EXPIRED = "expired"
+PARTIAL = "partial"
+RETIRED = "retired"
+RECOVERED = "recovered"
+LEFTOVERS = "leftovers"
+TEMPORARIES = "temporaries"
+STAGING = "staging"
+SKIPPED = "skipped"
+
+#: Each kind's words in the summary, singular and plural: those of its lines.
+_NOUNS: dict[str, tuple[str, str]] = {
+    EXPIRED: ("expired upload", "expired uploads"),
+    PARTIAL: ("finished partial upload", "finished partial uploads"),
+    RETIRED: ("finished upload past retention", "finished uploads past retention"),
+    RECOVERED: ("interrupted upload", "interrupted uploads"),
+    LEFTOVERS: ("remains of unusable upload", "remains of unusable uploads"),
+    TEMPORARIES: ("stale temporary file", "stale temporary files"),
+    STAGING: ("stale staging directory", "stale staging directories"),
+    SKIPPED: ("upload", "uploads"),
+}
+
+
 @dataclass
 class _Outcome:
     """What one cleanup did (or, in a dry run, would do), as lines to print."""
@@ -140,7 +163,7 @@ class _Outcome:
             else:
                 what = f"joined into final upload {final} ({_became(states, final)})"
             line = f"{remove} finished partial upload {_named(info)}: {what}, {info.offset} bytes"
-            outcome.add(JOINED, line)
+            outcome.add(PARTIAL, line)
         for info in report.retired:
             outcome.add(
                 RETIRED,
@@ -170,7 +193,7 @@ class _Outcome:
         def count(kind: str) -> str:
             return _counted(self.counts.get(kind, 0), *_NOUNS[kind])
 
-        removed = [count(EXPIRED), count(JOINED), count(RETIRED), count(STAGING)]
+        removed = [count(EXPIRED), count(PARTIAL), count(RETIRED), count(STAGING)]
         if self.dry_run:
             return (
                 f"would remove: {', '.join(removed)}; not looked at (dry run): interrupted "
@@ -181,28 +204,6 @@ class _Outcome:
             f"removed: {', '.join(removed)}; finished: {count(RECOVERED)}; "
             f"skipped: {count(SKIPPED)}"
         )
-
-
-EXPIRED = "expired"
-JOINED = "joined"
-RETIRED = "retired"
-RECOVERED = "recovered"
-LEFTOVERS = "leftovers"
-TEMPORARIES = "temporaries"
-STAGING = "staging"
-SKIPPED = "skipped"
-
-#: Each kind's words in the summary, singular and plural: those of its lines.
-_NOUNS: dict[str, tuple[str, str]] = {
-    EXPIRED: ("expired upload", "expired uploads"),
-    JOINED: ("finished partial upload", "finished partial uploads"),
-    RETIRED: ("finished upload past retention", "finished uploads past retention"),
-    RECOVERED: ("interrupted upload", "interrupted uploads"),
-    LEFTOVERS: ("remains of unusable upload", "remains of unusable uploads"),
-    TEMPORARIES: ("stale temporary file", "stale temporary files"),
-    STAGING: ("stale staging directory", "stale staging directories"),
-    SKIPPED: ("upload", "uploads"),
-}
 
 
 def _counted(number: int, singular: str, plural: str) -> str:

@@ -1,6 +1,7 @@
 """The report commands of ``dqrxfer-server``: ``reports list|show|register``,
-``reindex``, and the staging part of ``cleanup``.  Argument parsing and
-output only; the work is in :mod:`.admin`."""
+``reindex``, and the options of the staging part of ``cleanup`` (whose output
+is :mod:`dqrxfer.server.housekeeping`'s).  Argument parsing and output only;
+the work is in :mod:`.admin`."""
 
 from __future__ import annotations
 
