@@ -10,7 +10,6 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -19,10 +18,8 @@ from dqrxfer import __version__
 from .auth import check_listen_address, preflight, with_overrides
 from .config import ConfigError, Settings, load_settings
 from .db import Database, migrate
+from .db.presence import Missing, require_database
 from .reports import commands as report_commands
-
-if TYPE_CHECKING:
-    from .services import Services
 
 log = logging.getLogger("dqrxfer.server")
 
@@ -117,14 +114,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The commands that may create the data directory and the database
+#: (``serve`` only where it upgrades its own schema: ``auto_upgrade``).  Every
+#: other one uses what is there: pointed at no database (a mistyped
+#: ``--data-dir``), it says so and creates nothing.
+CREATING_COMMANDS = frozenset({("serve", None), ("db", "upgrade"), ("db", "restore")})
+
+
+#: ``db history`` lists the code's revisions: it opens no database at all.
+NO_DATABASE_COMMANDS = frozenset({("db", "history")})
+
+
+def needs_existing_database(args: argparse.Namespace, settings: Settings) -> bool:
+    command = (args.command, getattr(args, "db_command", None))
+    if command == ("serve", None):
+        # Without auto_upgrade a new database would only be refused as behind the code.
+        return not settings.auto_upgrade
+    return command not in CREATING_COMMANDS | NO_DATABASE_COMMANDS
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config, args.data_dir)
+    """The command's settings; for a command that may not create the database,
+    :class:`~.db.presence.Missing` when it is not there."""
+    settings = load_settings(args.config, args.data_dir)
+    if needs_existing_database(args, settings):
+        require_database(settings.database_url)
+    return settings
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from .wsgi import GunicornServer, ensure_address_free, gunicorn_options
 
-    settings = _settings(args)
     if args.gunicorn_config and not os.path.isfile(args.gunicorn_config):
         raise ConfigError(f"--gunicorn-config: no such file: {args.gunicorn_config}")
     auth = with_overrides(settings.auth, args.auth, args.keytab, args.trusted_proxy)
@@ -170,49 +190,11 @@ def _metrics_directory() -> str | None:
     return directory
 
 
-def cmd_cleanup(args: argparse.Namespace) -> int:
-    """Both parts of housekeeping: expired uploads (tus), stale staging (reports)."""
-    status = cleanup_uploads(args)
-    report_commands.cleanup_staging(args, _settings(args))
-    return status
+def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    """Both parts of housekeeping: uploads (tus), stale staging (reports)."""
+    from . import housekeeping
 
-
-def cleanup_uploads(args: argparse.Namespace) -> int:
-    from .services import build_services
-
-    built = build_services(_settings(args))
-    try:
-        return _sweep(built, args.dry_run)
-    finally:
-        built.close()
-
-
-def _sweep(built: Services, dry_run: bool) -> int:
-    report = built.uploads.sweep(dry_run=dry_run)
-    verb = "expired (not removed)" if dry_run else "removed expired upload"
-    for info in report.expired:
-        print(f"{verb} {info.id} ({info.offset} of {info.length} bytes)")
-    verb = "past retention (not removed)" if dry_run else "removed finished upload"
-    for info in report.retired:
-        print(f"{verb} {info.id} ({info.offset} bytes, published)")
-    for info in report.recovered:
-        print(f"finished upload {info.id}")
-    for upload_id in report.leftovers:
-        print(f"removed remains of unusable upload {upload_id}")
-    for upload_id, reason in report.skipped:
-        print(f"skipped upload {upload_id}: {reason}", file=sys.stderr)
-    temporaries = (
-        "temporary files not looked at (dry run)"
-        if dry_run
-        else f"{report.temporaries} stale temporary files removed, "
-        f"{len(report.leftovers)} leftovers of unusable uploads removed"
-    )
-    print(
-        f"{len(report.expired)} expired, {len(report.recovered)} finished, "
-        f"{len(report.skipped)} skipped, {temporaries}, "
-        f"{len(report.retired)} published uploads past retention"
-    )
-    return 0
+    return housekeeping.run(settings, args.dry_run, args.staging_age)
 
 
 def cmd_db_backup(args: argparse.Namespace, settings: Settings) -> int:
@@ -231,11 +213,14 @@ def cmd_db_backup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_db(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     if args.db_command in ("backup", "restore"):
         return cmd_db_backup(args, settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.db_command == "history":  # the code's revisions: no database needed
+        print("\n".join(migrate.history()))
+        return 0
+    if args.db_command == "upgrade":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url)
     try:
         if args.db_command == "upgrade":
@@ -246,29 +231,43 @@ def cmd_db(args: argparse.Namespace) -> int:
             print(f"database at revision {migrate.current_revision(database.engine) or '<base>'}")
         elif args.db_command == "current":
             current = migrate.current_revision(database.engine)
-            head = migrate.head_revision(database.engine)
+            head = migrate.head_revision()
             state = "up to date" if current == head else f"behind (head is {head})"
             print(f"{current or '<empty>'} ({state})")
-        elif args.db_command == "history":
-            print("\n".join(migrate.history(database.engine)))
     finally:
         database.dispose()
     return 0
 
 
+#: Loggers whose INFO lines are for ``-v`` only: Alembic's "Context impl
+#: SQLiteImpl." and "Will assume non-transactional DDL." on every command.
+QUIET_LOGGERS = ("alembic",)
+
+
+def configure_logging(verbose: int) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    configure_logging(args.verbose)
     try:
+        settings = _settings(args)
         if args.command == "serve":
-            return cmd_serve(args)
+            return cmd_serve(args, settings)
         if args.command == "cleanup":
-            return cmd_cleanup(args)
+            return cmd_cleanup(args, settings)
         if args.command in ("reports", "reindex"):
-            return report_commands.run(args)
-        return cmd_db(args)
+            return report_commands.run(args, settings)
+        return cmd_db(args, settings)
     except ConfigError as error:
         print(f"dqrxfer-server: configuration error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except Missing as error:
+        print(f"dqrxfer-server: {error}", file=sys.stderr)
         return 2
     except migrate.SchemaOutOfDate as error:
         print(f"dqrxfer-server: {error}", file=sys.stderr)

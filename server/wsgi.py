@@ -14,6 +14,7 @@ from ``--host``/``--port``, so the checks ``serve`` makes on it hold.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import runpy
 import socket
@@ -93,11 +94,56 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
                 if key in self.cfg.settings and value is not None:
                     self.cfg.set(key, value)
 
+    def run(self) -> None:
+        address = ListeningAddress(listening_urls(self.cfg.address, self.cfg.is_ssl))
+        logging.getLogger("gunicorn.error").addFilter(address)
+        try:
+            super().run()
+        finally:
+            logging.getLogger("gunicorn.error").removeFilter(address)
+
     def load(self):  # type: ignore[no-untyped-def]
         app = create_app(self.settings, check_schema=False)
         built = services(app)
         start_recovery(built.reports, built.uploads)
         return app
+
+
+def listening_urls(addresses: list[Any], tls: bool) -> str:
+    """The URLs of gunicorn's bind addresses (``(host, port)`` tuples, or the
+    path of a Unix socket), as its ``Listening at:`` line should show them."""
+    scheme = "https" if tls else "http"
+    shown = []
+    for address in addresses:
+        if isinstance(address, tuple):
+            host, port = address[0], address[1]
+            host = f"[{host}]" if ":" in host else host
+            shown.append(f"{scheme}://{host}:{port}")
+        else:
+            shown.append(f"unix:{os.fsdecode(address)}")
+    return ",".join(shown)
+
+
+class ListeningAddress(logging.Filter):
+    """Fills in gunicorn's ``Listening at:  (pid)``: with a socket per worker
+    (``reuse_port``) the arbiter has no socket of its own to name, so its line
+    shows a blank address; it gets the URLs the workers bind instead."""
+
+    def __init__(self, urls: str) -> None:
+        super().__init__()
+        self.urls = urls
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        arguments = record.args
+        if (
+            isinstance(record.msg, str)
+            and record.msg.startswith("Listening at: ")
+            and isinstance(arguments, tuple)
+            and arguments
+            and arguments[0] == ""
+        ):
+            record.args = (self.urls, *arguments[1:])
+        return True
 
 
 def ensure_address_free(host: str, port: int, wait: float = 5.0) -> None:
@@ -142,7 +188,8 @@ def gunicorn_options(
     """The options that win over every other layer (``None`` leaves a setting
     to the configuration file or the defaults)."""
     return {
-        "bind": f"{host}:{port}",
+        # An IPv6 address in brackets, as gunicorn parses it (``[::1]:8080``).
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
         "threads": threads,
         "timeout": timeout,

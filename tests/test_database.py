@@ -22,7 +22,7 @@ def check_round_trip(url: str) -> None:
     database = Database(url)
     try:
         migrate.upgrade(database.engine)
-        assert migrate.current_revision(database.engine) == migrate.head_revision(database.engine)
+        assert migrate.current_revision(database.engine) == migrate.head_revision()
         with database.engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
@@ -142,6 +142,7 @@ def test_lookups_by_graceid_and_time_are_indexed(tmp_path: Path) -> None:
 
 
 def test_db_commands(tmp_path: Path) -> None:
+    Database(f"sqlite:///{tmp_path / 'dqrxfer.sqlite'}").dispose()  # an empty database
     result = run_cli("dqrxfer-server", "db", "current", "--data-dir", str(tmp_path))
     assert result.returncode == 0 and "<empty> (behind" in result.stdout
     result = run_cli("dqrxfer-server", "db", "upgrade", "--data-dir", str(tmp_path))
@@ -155,6 +156,8 @@ def test_db_commands(tmp_path: Path) -> None:
 def test_server_refuses_a_database_behind_the_code(tmp_path: Path) -> None:
     config = tmp_path / "server.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    older = run_cli("dqrxfer-server", "db", "upgrade", "0002", "--config", str(config))
+    assert older.returncode == 0, older.stderr
     server = LiveServer(tmp_path / "data", config=config)
     with pytest.raises(RuntimeError) as raised:
         server.start()

@@ -110,7 +110,7 @@ def test_creation_on_a_full_disk_answers_507_and_leaves_nothing(server: LiveServ
     assert_clean_log(server)
 
     stdout, stderr = cleanup(server)  # also on the full disk
-    assert "0 skipped" in stdout and "skipped" not in stderr, (stdout, stderr)
+    assert "skipped: 0 uploads" in stdout and "skipped" not in stderr, (stdout, stderr)
 
     release(filler)
     url = new_upload(server, 3)
@@ -382,7 +382,7 @@ def test_cleanup_removes_what_a_crash_left_once_and_for_all(data_dir: Path) -> N
     assert "skipped" not in result.stderr, result.stderr
     for gone in (torn, data_only, state_only, marker_only, links_only):
         assert f"removed remains of unusable upload {gone}" in result.stdout
-    assert "0 skipped, 1 stale temporary files removed, 5 leftovers" in result.stdout
+    assert "5 remains of unusable uploads, 1 stale temporary file;" in result.stdout
     assert f"removed stale staging directory {stale_work}" in result.stdout
     assert sorted(
         path.name for path in uploads.iterdir() if path.name not in ("locks", "links", "owners")
@@ -391,7 +391,7 @@ def test_cleanup_removes_what_a_crash_left_once_and_for_all(data_dir: Path) -> N
 
     again = run_cli("dqrxfer-server", "cleanup", "--data-dir", str(data_dir))
     assert again.returncode == 0 and "skipped" not in again.stderr, again.stderr
-    assert "0 skipped, 0 stale temporary files removed, 0 leftovers" in again.stdout
+    assert "0 remains of unusable uploads, 0 stale temporary files;" in again.stdout
 
     _age([uploads / young], 2 * 3600)
     last = run_cli("dqrxfer-server", "cleanup", "--data-dir", str(data_dir))

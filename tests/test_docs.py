@@ -61,6 +61,7 @@ def test_site_builds_with_every_page(built: Path) -> None:
         "users/htcondor",
         "operators/configuration",
         "operators/database",
+        "operators/commands",
         "operators/frontends",
         "operators/troubleshooting",
     ):
@@ -74,6 +75,9 @@ def test_command_output_is_the_real_help(built: Path) -> None:
     assert "usage: dqr-upload" in upload and "--chunk-size" in upload
     database = (built / "operators" / "database.html").read_text()
     assert "usage: dqrxfer-server db" in database and "backup" in database
+    commands = (built / "operators" / "commands.html").read_text()
+    assert "usage: dqrxfer-server" in commands and "reindex" in commands
+    assert 'href="commands.html"' in (built / "operators" / "index.html").read_text()
 
 
 @pytest.mark.parametrize(

@@ -82,7 +82,8 @@ def test_restore_refuses_a_file_that_is_not_a_backup(data_dir: Path, tmp_path: P
     assert result.returncode == 1
     assert "is not an SQLite database" in result.stderr
     missing = run_cli("dqrxfer-server", "db", "backup", "--data-dir", str(data_dir), str(bogus))
-    assert missing.returncode == 1 and "no database file" in missing.stderr
+    assert missing.returncode == 2
+    assert f"no database at {data_dir / 'dqrxfer.sqlite'} (wrong --data-dir" in missing.stderr
 
 
 def write_config(path: Path, data_dir: Path, database_url: str) -> Path:

@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def test_list_and_show(live_server: LiveServer) -> None:
     status, out, err = cli(data, "reports", "list", "--since", "2999-01-01")
     assert status == 0 and out == "" and "no reports" in err
     status, _, err = cli(data, "reports", "list", "--since", "yesterday")
-    assert status == 1 and "--since: 'yesterday' is neither a date/time" in err
+    assert status == 2 and "--since: 'yesterday' is neither a date/time" in err
 
     status, out, _ = cli(data, "reports", "show", "S230518h_llo_1", "--json")
     shown = json.loads(out)
@@ -105,10 +106,29 @@ def test_list_and_show(live_server: LiveServer) -> None:
     status, out, _ = cli(data, "reports", "show", "S230518h_llo_1")
     assert status == 0 and "url: /reports/O4/S230518h_dir/S230518h_llo_1/" in out
     assert sha(b"{}") in out
+    status, out, err = cli(data, "reports", "show", "S230518h")  # a graceid: the event's reports
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["graceid", "site", "revision"]
+    assert sorted(line.split()[:3] for line in lines[1:]) == [
+        ["S230518h", "llo", "1"],
+        ["S230518h", "virgo", "2"],
+    ]
+    status, out, _ = cli(data, "reports", "show", "S230518h", "--project", "O4", "--json")
+    assert sorted((r["site"], r["file_count"]) for r in json.loads(out)) == [
+        ("llo", 2),
+        ("virgo", 2),
+    ]
+    status, out, err = cli(data, "reports", "show", "S230101a")
+    assert (status, out) == (1, "")
+    assert err == "dqrxfer-server: S230101a: no reports of this event\n"
+    status, _, err = cli(data, "reports", "show", "S230518h", "--project", "MDC")
+    assert status == 1 and "S230518h: no reports of this event in project MDC" in err
     status, _, err = cli(data, "reports", "show", "S230518h_llo_7")
     assert status == 1 and "S230518h_llo_7: no such report" in err
     status, _, err = cli(data, "reports", "show", "nonsense")
-    assert status == 1 and "report directory: must be named <graceid>_<site>_<revision>" in err
+    assert status == 2 and "report directory: must be named <graceid>_<site>_<revision>" in err
+    assert "or a graceid (S230518h) for the event's reports" in err
 
 
 def test_register_publishes_a_directory_produced_here(
@@ -144,6 +164,16 @@ def test_register_publishes_a_directory_produced_here(
         "index.html": (16, sha(b"<html>cit</html>")),
         "tier1/data.json": (13, sha(b'{"cit": true}')),
     }
+    # Registered files came with no upload: the table shows '-', not 'None'.
+    status, out, err = cli(data, "reports", "show", "S230518h_lho_3")
+    assert status == 0, err
+    assert "None" not in out
+    table = out.split("\n\n", 1)[1].splitlines()
+    assert table[0].split() == ["path", "size", "sha256", "upload", "principal", "published"]
+    assert [line.split()[:4] for line in table[1:]] == [
+        ["index.html", "16", sha(b"<html>cit</html>"), "-"],
+        ["tier1/data.json", "13", sha(b'{"cit": true}'), "-"],
+    ]
     served = requests.get(f"{live_server.url}/reports/O4/S230518h_dir/S230518h_lho_3/", timeout=10)
     assert served.text == "<html>cit</html>"
     links = requests.get(f"{live_server.url}/api/v1/events/S230518h/reports", timeout=10).json()
@@ -214,7 +244,7 @@ def test_register_in_place_and_refusals(live_server: LiveServer, tmp_path: Path)
         "--path",
         str(hostile),
     )
-    assert status == 1 and "--project: required (one of MDC, O4, personal, replay)" in err
+    assert status == 2 and "--project: required (one of MDC, O4, personal, replay)" in err
     status, _, err = cli(
         data,
         "reports",
@@ -230,7 +260,33 @@ def test_register_in_place_and_refusals(live_server: LiveServer, tmp_path: Path)
         "--path",
         str(hostile),
     )
-    assert status == 1 and "graceid: must be" in err
+    assert status == 2 and "--graceid: must be" in err
+    for option, value, message in (
+        ("--site", "L1", "--site: must be one of kagra, lho, llo, virgo (got 'L1')"),
+        ("--revision", "one", "--revision: must be a non-negative integer"),
+        ("--project", "O5", "--project: must be one of MDC, O4, personal, replay (got 'O5')"),
+        ("--subdir", "../up", "--subdir: "),
+    ):
+        arguments = {
+            "--project": "O4",
+            "--graceid": "S230601a",
+            "--site": "llo",
+            "--revision": "5",
+            "--subdir": "",
+            option: value,
+        }
+        status, out, err = cli(
+            data,
+            "reports",
+            "register",
+            *(item for pair in arguments.items() for item in pair),
+            "--path",
+            str(hostile),
+        )
+        assert (status, out) == (2, ""), err
+        assert err.startswith(f"dqrxfer-server: {message}"), err
+        assert err.count("\n") == 1 and "uploader" not in err
+    assert not (data / O4 / "S230601a_dir/S230601a_llo_5").exists()
 
 
 def tree_state(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -311,18 +367,95 @@ def test_cleanup_removes_only_dead_staging(data_dir: Path) -> None:
     os.utime(old_orphan, (two_hours_ago, two_hours_ago))
     young_orphan = work / "jkl.444444"
     young_orphan.mkdir()
+    assert cli(data_dir, "db", "upgrade")[0] == 0
     try:
         status, out, err = cli(data_dir, "cleanup", "--dry-run")
         assert status == 0, err
-        assert f"stale (not removed) staging directory {dead}" in out and dead.exists()
+        assert f"would remove stale staging directory {dead}" in out and dead.exists()
+        assert (
+            "would remove: 0 expired uploads, 0 finished partial uploads, 0 finished uploads "
+            in (out)
+        )
+        assert "past retention, 2 stale staging directories;" in out
 
         status, out, err = cli(data_dir, "cleanup")
 
         assert status == 0, err
         assert f"removed stale staging directory {dead}" in out
         assert f"removed stale staging directory {old_orphan}" in out
+        assert "retention, 2 stale staging directories, 0 remains" in out
         assert not dead.exists() and not (work / "abc.111111.lock").exists()
         assert not old_orphan.exists()
         assert alive.exists() and young_orphan.exists()
     finally:
         lock.close()
+
+
+COMMANDS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "operators" / "commands.md"
+
+
+def console_examples(page: Path) -> dict[str, list[str]]:
+    """The commands of a page's ``console`` blocks (without the ``$``), each
+    with the output lines shown after it."""
+    examples: dict[str, list[str]] = {}
+    for block in re.findall(r"```console\n(.*?)```", page.read_text(), re.S):
+        command = None
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                command = line[2:]
+                examples[command] = []
+            elif command is not None:
+                examples[command].append(line)
+    return examples
+
+
+def output_shape(text: str) -> list[str]:
+    """Output lines without what differs from run to run: times, digests,
+    ids, numbers, the operator's name, the width of table columns."""
+    shaped = []
+    for line in text.splitlines():
+        line = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", "<time>", line)
+        line = re.sub(r"\b[0-9a-f]{64}\b", "<sha256>", line)
+        line = re.sub(r"\b[0-9a-f]{32}\b", "<id>", line)
+        line = re.sub(r"operator:\S+", "operator:<user>", line)
+        line = re.sub(r"\b\d+\b", "<n>", line)
+        shaped.append(" ".join(line.split()))
+    return shaped
+
+
+def test_the_documented_report_commands_print_what_the_page_shows(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """The examples of docs/operators/commands.md, run for real on the reports
+    they show: the same lines, up to times, digests and sizes."""
+    for graceid, site, revision in (
+        ("S230518h", "llo", 1),
+        ("S230518h", "virgo", 2),
+        ("G123456", "lho", 1),
+    ):
+        payload = tars.report_tree({"index.html": f"{graceid} {site}", "tier1/a.json": "{}"})
+        sent = send(
+            live_server.url,
+            payload,
+            tar_metadata(graceid=graceid, uploader=site, revision=revision),
+        )
+        assert sent.final.status_code == 204, sent.final.text
+    source = tmp_path / "S230518h_lho_3"
+    (source / "tier1").mkdir(parents=True)
+    (source / "index.html").write_text("x")
+    (source / "tier1/d.json").write_text("{}")
+    examples = console_examples(COMMANDS_PAGE)
+    documented = [
+        "dqrxfer-server reports list",
+        "dqrxfer-server reports register --project O4 --graceid S230518h --site lho "
+        "--revision 3 --path /home/detchar/cit/S230518h_lho_3",
+        "dqrxfer-server reports show S230518h_lho_3",
+        "dqrxfer-server reindex --dry-run",
+    ]
+    for command in documented:
+        assert command in examples, f"{COMMANDS_PAGE.name} no longer shows {command!r}"
+        arguments = command.split()[1:]
+        arguments = [str(source) if "/home/detchar/" in arg else arg for arg in arguments]
+        status, out, err = cli(live_server.data_dir, *arguments)
+        assert status == 0, err
+        assert output_shape(out) == output_shape("\n".join(examples[command])), command

@@ -4,12 +4,16 @@ refused before anything starts."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import psutil
+import pytest
+import requests
 
 from support.listening import listening_among, listening_sockets
 from support.live import LiveServer, free_port, tool
@@ -109,3 +113,58 @@ def test_port_zero_keeps_one_shared_socket() -> None:
 
     assert gunicorn_options("127.0.0.1", 0)["reuse_port"] is False
     assert gunicorn_options("127.0.0.1", 8080)["reuse_port"] is None  # the default: True
+
+
+def test_the_log_names_the_url_the_workers_listen_on(data_dir: Path) -> None:
+    """With a socket per worker gunicorn's arbiter has none to name: its
+    ``Listening at:`` line names the URL instead of a blank."""
+    server = LiveServer(data_dir, workers=1).start()
+    try:
+        assert server.process is not None
+        line = f"Listening at: http://127.0.0.1:{server.port} ({server.process.pid})"
+        assert line in server.log(), server.log()
+        assert "Listening at:  " not in server.log()
+    finally:
+        server.discard()
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+def test_serve_listens_on_an_ipv6_address(data_dir: Path) -> None:
+    """``--host ::1`` is bound as gunicorn reads IPv6 (``[::1]:port``), and
+    the log names ``http://[::1]:port``."""
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    command = [tool("dqrxfer-server"), "serve", "--host", "::1", "--port", str(port)]
+    log = data_dir.parent / "serve-ipv6.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [*command, "--workers", "1", "--data-dir", str(data_dir)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if requests.get(f"http://[::1]:{port}/api/v1/ping", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert f"Listening at: http://[::1]:{port} ({process.pid})" in log.read_text()
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -16,9 +16,14 @@ class SchemaOutOfDate(RuntimeError):
     """The database is not at the code's head revision."""
 
 
-def alembic_config(engine: Engine) -> Config:
+def _base_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(files("dqrxfer.migrations")))
+    return config
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = _base_config()
     config.set_main_option(
         "sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%")
     )
@@ -40,8 +45,14 @@ def downgrade(engine: Engine, revision: str) -> None:
     _run(engine, command.downgrade, revision)
 
 
-def head_revision(engine: Engine) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+def _scripts() -> ScriptDirectory:
+    """The revisions shipped with the code (no database needed)."""
+    return ScriptDirectory.from_config(_base_config())
+
+
+def head_revision() -> str | None:
+    """The revision this code needs."""
+    return _scripts().get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -49,17 +60,17 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def history(engine: Engine) -> list[str]:
-    script = ScriptDirectory.from_config(alembic_config(engine))
+def history() -> list[str]:
+    """The revisions shipped with the code, newest first."""
     return [
         f"{rev.down_revision or '<base>'} -> {rev.revision}: {rev.doc}"
-        for rev in script.walk_revisions()
+        for rev in _scripts().walk_revisions()
     ]
 
 
 def check_up_to_date(engine: Engine) -> None:
     """Raise :class:`SchemaOutOfDate` naming the command to run when behind."""
-    current, head = current_revision(engine), head_revision(engine)
+    current, head = current_revision(engine), head_revision()
     if current != head:
         raise SchemaOutOfDate(
             f"database schema is at revision {current or '<empty>'}, this code needs {head}: "

@@ -37,6 +37,11 @@ class AdminError(Exception):
     """An operator command cannot do what was asked; the message says why."""
 
 
+class OptionError(AdminError):
+    """A command-line option's value breaks a rule (a usage error); the
+    message starts with the option's name."""
+
+
 # -- listing -------------------------------------------------------------------------
 
 _RELATIVE_RE = re.compile(r"(\d+)([smhdw])")
@@ -53,7 +58,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise AdminError(
+        raise OptionError(
             f"--since: {text!r} is neither a date/time (2026-11-27, 2026-11-27T10:00) "
             "nor an age (30m, 12h, 7d, 2w)"
         ) from None
@@ -91,6 +96,15 @@ def list_reports(
     return list(session.scalars(query))
 
 
+def is_graceid(name: str) -> bool:
+    """``name`` is a graceid (``S230518h``), not ``<graceid>_<site>_<revision>``."""
+    try:
+        contract.validate_graceid(name)
+    except contract.ContractError:
+        return False
+    return True
+
+
 def find_reports(
     session: Session, name: str, settings: Settings, project: str | None
 ) -> list[Report]:
@@ -98,7 +112,7 @@ def find_reports(
     try:
         graceid, site, revision = contract.parse_report_dirname(name, settings.sites)
     except contract.ContractError as error:
-        raise AdminError(str(error)) from None
+        raise OptionError(f"{error}; or a graceid (S230518h) for the event's reports") from None
     query = (
         select(Report)
         .join(Event, Event.id == Report.event_id)
@@ -430,16 +444,17 @@ def register(
     types, links), swapped in, and recorded.
     """
     project = _project(settings, project_name)
-    try:
+    with _option("--graceid"):
         graceid = contract.validate_graceid(graceid)
+    with _option("--site"):
         site = contract.validate_site(site, project.sites)
+    with _option("--revision"):
         revision = contract.validate_revision(revision)
+    with _option("--subdir"):
         subdir = contract.validate_subdir(subdir)
-    except contract.ContractError as error:
-        raise AdminError(str(error)) from None
     source = Path(source)
     if not source.is_dir():
-        raise AdminError(f"--path: {source} is not a directory")
+        raise OptionError(f"--path: {source} is not a directory")
     staging = Staging(project.staging, project.reports_root)
     staging.ensure()
     principal = operator()
@@ -452,7 +467,7 @@ def register(
         report_dir = project.reports_root / relpath
         if source.resolve() == report_dir.resolve():
             if subdir:
-                raise AdminError("--subdir: not used when --path is the report directory itself")
+                raise OptionError("--subdir: not used when --path is the report directory itself")
             with database.session(write=True) as session:
                 index_report(session, project, relpath, graceid, site, revision, principal)
                 report = find_report(session, graceid, project.name, site, revision)
@@ -494,6 +509,16 @@ def register(
         return Registered(url, len(files), in_place=False)
 
 
+@contextmanager
+def _option(name: str) -> Iterator[None]:
+    """A value that breaks a rule of the contract, named by the option that gave
+    it (``--site: must be one of ...``, not the metadata key ``uploader``)."""
+    try:
+        yield
+    except contract.ContractError as error:
+        raise OptionError(f"{name}: {str(error).removeprefix(f'{error.field}: ')}") from None
+
+
 def _superseding_cut_uploads(
     database: Database,
     settings: Settings,
@@ -513,11 +538,10 @@ def _project(settings: Settings, name: str | None) -> ProjectConfig:
     if name is None:
         if len(settings.projects) == 1:
             return next(iter(settings.projects.values()))
-        raise AdminError(f"--project: required (one of {', '.join(sorted(settings.projects))})")
-    try:
-        return settings.projects[contract.validate_project(name, settings.projects)]
-    except contract.ContractError as error:
-        raise AdminError(f"--{error}") from None
+        raise OptionError(f"--project: required (one of {', '.join(sorted(settings.projects))})")
+    with _option("--project"):
+        name = contract.validate_project(name, settings.projects)
+    return settings.projects[name]
 
 
 # -- cleanup -------------------------------------------------------------------------

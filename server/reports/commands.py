@@ -1,6 +1,7 @@
 """The report commands of ``dqrxfer-server``: ``reports list|show|register``,
-``reindex``, and the staging part of ``cleanup``.  Argument parsing and
-output only; the work is in :mod:`.admin`."""
+``reindex``, and the options of the staging part of ``cleanup`` (whose output
+is :mod:`dqrxfer.server.housekeeping`'s).  Argument parsing and output only;
+the work is in :mod:`.admin`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..config import Settings, load_settings
+from ..config import Settings
 from ..db import Database, migrate
 from . import admin
 
@@ -42,9 +43,13 @@ def add_commands(
     listing.add_argument("--limit", type=int, default=100, help="at most N reports (0: all)")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
 
-    show = actions.add_parser("show", help="one report and its files")
+    show = actions.add_parser("show", help="one report and its files, or the reports of one event")
     add_config_options(show)
-    show.add_argument("report", metavar="GRACEID_SITE_REVISION", help="e.g. S230518h_llo_1")
+    show.add_argument(
+        "report",
+        metavar="GRACEID_SITE_REVISION|GRACEID",
+        help="a report (S230518h_llo_1), or an event (S230518h): its reports",
+    )
     show.add_argument("--project", help="the project (when the report exists in several)")
     show.add_argument("--json", action="store_true", help="JSON instead of text")
 
@@ -95,19 +100,27 @@ def _database(settings: Settings) -> Iterator[Database]:
         database.dispose()
 
 
+#: What a table shows for a value that is not there (None).
+MISSING = "-"
+
+
+def _cell(value: object) -> str:
+    return MISSING if value is None else str(value)
+
+
 def _print_table(rows: list[dict[str, object]], columns: list[str]) -> None:
-    cells = [[str(row[column]) for column in columns] for row in rows]
+    cells = [[_cell(row[column]) for column in columns] for row in rows]
     widths = [
         max([len(column), *(len(line[i]) for line in cells)]) for i, column in enumerate(columns)
     ]
-    print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))
-    for line in cells:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    for line in [columns, *cells]:
+        padded = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        print("  ".join(padded).rstrip())
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``reports ...`` or ``reindex``; exit status 0, or 1 with a message."""
-    settings = load_settings(args.config, args.data_dir)
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``reports ...`` or ``reindex``; exit status 0, 2 with a message on
+    an option's value, or 1 with a message on what could not be done."""
     try:
         with _database(settings) as database:
             if args.command == "reindex":
@@ -119,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             return _register(args, settings, database)
     except admin.AdminError as error:
         print(f"dqrxfer-server: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, admin.OptionError) else 1
 
 
 def _list(args: argparse.Namespace, database: Database) -> int:
@@ -140,6 +153,8 @@ def _list(args: argparse.Namespace, database: Database) -> int:
 
 
 def _show(args: argparse.Namespace, settings: Settings, database: Database) -> int:
+    if admin.is_graceid(args.report):
+        return _show_event(args, database)
     with database.session() as session:
         found = admin.find_reports(session, args.report, settings, args.project)
         if not found:
@@ -156,10 +171,25 @@ def _show(args: argparse.Namespace, settings: Settings, database: Database) -> i
         print(json.dumps({**summary, "files": files}, indent=2))
         return 0
     for key, value in summary.items():
-        print(f"{key}: {value}")
+        print(f"{key}: {_cell(value)}")
     if files:
         print()
         _print_table(files, ["path", "size", "sha256", "upload", "principal", "published"])
+    return 0
+
+
+def _show_event(args: argparse.Namespace, database: Database) -> int:
+    """``reports show <graceid>``: the event's reports, as ``reports list`` shows them."""
+    with database.session() as session:
+        found = admin.list_reports(session, args.report, project=args.project, limit=None)
+        rows = [admin.report_summary(report) for report in found]
+    if not rows:
+        where = f" in project {args.project}" if args.project else ""
+        raise admin.AdminError(f"{args.report}: no reports of this event{where}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, LIST_COLUMNS)
     return 0
 
 
@@ -182,7 +212,7 @@ def _register(args: argparse.Namespace, settings: Settings, database: Database) 
 def _reindex(args: argparse.Namespace, settings: Settings, database: Database) -> int:
     for name in args.project or []:
         if name not in settings.projects:
-            raise admin.AdminError(f"--project: {name} is not configured")
+            raise admin.OptionError(f"--project: {name} is not configured")
     summary = admin.reindex(settings, database, args.project, args.rehash, args.dry_run)
     for line in summary.skipped:
         print(f"skipped {line}", file=sys.stderr)
@@ -195,12 +225,3 @@ def _reindex(args: argparse.Namespace, settings: Settings, database: Database) -
         f"dropped; {len(summary.skipped)} skipped"
     )
     return 0
-
-
-def cleanup_staging(args: argparse.Namespace, settings: Settings) -> int:
-    """The staging part of ``cleanup``: what dead finalizations left behind."""
-    removed = admin.remove_stale_staging(settings, args.staging_age, args.dry_run)
-    verb = "stale (not removed)" if args.dry_run else "removed stale"
-    for path in removed:
-        print(f"{verb} staging directory {path}")
-    return len(removed)
