@@ -54,6 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import contract
 from .capabilities import (
     CapabilityCache,
     check_size,
@@ -77,6 +78,17 @@ from .planning import (
 from .progress import NullProgress, Progress, human_bytes
 from .resume import ResumeSlot, ResumeStore, resume_key
 from .retry import Retrier
+from .reupload import (
+    LocalFile,
+    check_target,
+    compare,
+    file_sha256,
+    local_files,
+    log_replacements,
+    log_skipped,
+    narrowed,
+    server_report,
+)
 from .session import SessionFactory, make_session
 from .single import send_single
 from .transport import Capabilities, TusClient
@@ -92,6 +104,7 @@ __all__ = [
     "PlannedUpload",
     "ReportTarget",
     "ReportUploader",
+    "Settlement",
     "UploadOptions",
     "UploadResult",
     "describe",
@@ -117,6 +130,17 @@ class UploadResult:
     sent_bytes: int = 0
     resumed_from: int = 0
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What is left to send of some planned uploads (:meth:`ReportUploader.settle`)."""
+
+    todo: list[PlannedUpload]
+    #: the paths not sent at all: the server has every file of theirs
+    skipped: list[Path]
+    #: the report's URL when the server has it already
+    report_url: str | None
 
 
 @dataclass
@@ -192,6 +216,62 @@ class ReportUploader:
     def capabilities(self, tus: TusClient, retrier: Retrier) -> Capabilities:
         """OPTIONS once per uploader (retried like any other request)."""
         return self._capabilities.get(tus, retrier)
+
+    # -- what the server has already ------------------------------------------
+
+    def settle(
+        self, planned: list[PlannedUpload], dry_run: bool = False, force: bool = False
+    ) -> Settlement:
+        """Compare ``planned`` with the server's copy of the report, file by
+        file (:mod:`~dqrxfer.reupload`): drop what the server has with the
+        same sha256, warn about each file an upload would replace, and say in
+        one line how many files were skipped.  A plain file whose path and
+        size the server has is hashed by the pass its upload would use.
+
+        ``dry_run``: first refuse a project or site the server does not take
+        (as the upload would be refused), and word the lines as what would
+        happen.  ``force``: compare nothing, send everything."""
+        if not planned or (force and not dry_run):
+            return Settlement(list(planned), [], None)
+        report = planned[0].report
+        session = self.session_factory()
+        try:
+            retrier = Retrier(self.options.retry, "links API")
+            if dry_run:
+                check_target(session, self.server, report, retrier)
+            remote = None if force else server_report(session, self.server, report, retrier)
+        finally:
+            session.close()
+        if remote is None or remote.files is None:
+            return Settlement(list(planned), [], None)
+        algorithm = "crc32" if self.options.checksums else None
+        name = contract.report_dirname(report.graceid, report.site, report.revision)
+        todo: list[PlannedUpload] = []
+        skipped: list[Path] = []
+        skipped_files = 0
+        for item in planned:
+            files = local_files(item)
+            if files is None:
+                todo.append(item)
+                continue
+            payload = item.payload
+
+            def digest(file: LocalFile, payload: Payload = payload) -> str:
+                if file.path == payload.source and payload.kind == contract.KIND_FILE:
+                    return self._scans.sha256(payload, algorithm)
+                return file_sha256(file.path)
+
+            comparison = compare(files, remote.files, digest)
+            log_replacements(name, comparison, dry_run)
+            skipped_files += len(comparison.same)
+            left = narrowed(item, comparison)
+            if left is None:
+                self._scans.drop(payload)
+                skipped.append(payload.source)
+            else:
+                todo.append(left)
+        log_skipped(name, skipped_files, dry_run)
+        return Settlement(todo, skipped, remote.url)
 
     # -- one payload ---------------------------------------------------------
 
