@@ -158,7 +158,10 @@ class BatchItem:
 
     @property
     def size(self) -> int | None:
-        return self.planned.payload.size if self.planned is not None else None
+        """The bytes sent or to send (None: nothing)."""
+        if self.planned is None or self.status == PRESENT:
+            return None
+        return self.planned.payload.size
 
 
 @dataclass

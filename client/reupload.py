@@ -113,10 +113,16 @@ def as_server_report(entry: dict) -> ServerReport:
     listed = entry.get("files")
     files = None
     if isinstance(listed, list):
-        files = {
-            str(item["path"]): ServerFile(str(item["path"]), int(item["size"]), item.get("sha256"))
-            for item in listed
-        }
+        try:
+            files = {
+                str(item["path"]): ServerFile(
+                    str(item["path"]), int(item["size"]), item.get("sha256")
+                )
+                for item in listed
+            }
+        except (KeyError, TypeError, ValueError):
+            log.debug("the server's list of files is not understood: %.200s", listed)
+            files = None  # compared with nothing: everything is sent
     return ServerReport(entry.get("url"), files)
 
 

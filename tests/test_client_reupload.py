@@ -278,3 +278,30 @@ def test_batch_dry_run_refuses_a_project_the_server_lacks(
     assert right.returncode == 0, right.stderr
     assert set(statuses(right.stdout).values()) == {"would upload"}
     assert not logged_server.published(site="lho", revision=2).exists()
+
+
+def test_dry_run_refuses_a_site_the_server_does_not_know(
+    tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'data_dir = "{data_dir}"\nauto_upgrade = true\nserve_reports = true\n'
+        'sites = ["llo", "lho", "virgo"]\n'
+    )
+    server = LiveServer(data_dir, config=config).start()
+    try:
+        report = make_report(tmp_path / "tree")
+        result = run_cli(
+            *dqr_upload_command(server.url, "--dry-run", str(report), site="kagra"),
+            env=client_env,
+        )
+    finally:
+        server.discard()
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"ERROR:dqr-xfer:--uploader: {server.url} knows no site 'kagra' "
+        "(its sites: llo, lho, virgo)"
+    ) in result.stderr
+    assert "Would upload" not in result.stderr and "Traceback" not in result.stderr
