@@ -198,10 +198,17 @@ class BatchUploader:
                 if remote is None:
                     continue
                 item.url = remote.url
-                item.status = PRESENT
                 planned = self._plan(item)
-                files = local_files(planned) if planned is not None else None
-                if planned is None or files is None or remote.files is None:
+                item.status = PRESENT
+                if planned is None:
+                    # Whatever the local copy's trouble, the server has the report.
+                    log.warning(
+                        "%s: not compared with the server's copy: %s", item.report.path, item.error
+                    )
+                    item.error = None
+                    continue
+                files = local_files(planned)
+                if files is None or remote.files is None:
                     continue
                 item.comparison = compare(files, remote.files)
                 if item.comparison.differing and self.update:

@@ -265,6 +265,20 @@ def test_batch_update_sends_what_differs_and_settles(
     assert "skipped" not in settled.stderr and "WARNING" not in settled.stderr
     assert sent.creations == 0 and sent.body_bytes == 0
 
+    # A local copy emptied since is no reason to send (or lose) anything.
+    virgo = tree / "S230518h_dir" / "S230518h_virgo_1"
+    for path in (virgo / "index.html", virgo / "tier1" / "data.json"):
+        path.unlink()
+    emptied = run_cli(*command, "--update", env=client_env)
+    assert emptied.returncode == 0, emptied.stderr
+    assert set(statuses(emptied.stdout).values()) == {"on server"}
+    assert (
+        f"WARNING:dqr-xfer:{virgo}: not compared with the server's copy: "
+        f"{virgo}: no files to upload in this directory"
+    ) in emptied.stderr
+    assert sent.creations == 0
+    assert logged_server.published("index.html", site="virgo").exists()
+
 
 def test_batch_dry_run_refuses_a_project_the_server_lacks(
     logged_server: LiveServer, tmp_path: Path, client_env: dict[str, str]
