@@ -48,11 +48,14 @@ One payload travels like this (each step in a module of its own):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import requests
 
 from . import contract
 from .capabilities import (
@@ -182,6 +185,8 @@ class ReportUploader:
         self.progress = progress or NullProgress()
         self._capabilities = CapabilityCache()
         self._scans = EarlyScans(self.options.chunk_size)
+        self._spare_session: requests.Session | None = None
+        self._spare_lock = threading.Lock()
 
     # -- planning ------------------------------------------------------------
 
@@ -240,8 +245,13 @@ class ReportUploader:
             if dry_run:
                 check_target(session, self.server, report, retrier)
             remote = None if force else server_report(session, self.server, report, retrier)
-        finally:
+        except BaseException:
             session.close()
+            raise
+        if dry_run:
+            session.close()
+        else:
+            self._spare_session = session  # its connection carries the first upload
         if remote is None or remote.files is None:
             return Settlement(list(planned), [], None)
         algorithm = "crc32" if self.options.checksums else None
@@ -271,7 +281,22 @@ class ReportUploader:
             else:
                 todo.append(left)
         log_skipped(name, skipped_files, dry_run)
+        if not todo:
+            self.close()
         return Settlement(todo, skipped, remote.url)
+
+    def _session(self) -> requests.Session:
+        """A new session, or the one :meth:`settle` used (its connection is open)."""
+        with self._spare_lock:
+            session, self._spare_session = self._spare_session, None
+        return session if session is not None else self.session_factory()
+
+    def close(self) -> None:
+        """Close the session :meth:`settle` kept for an upload, if no upload took it."""
+        with self._spare_lock:
+            session, self._spare_session = self._spare_session, None
+        if session is not None:
+            session.close()
 
     # -- one payload ---------------------------------------------------------
 
@@ -279,7 +304,7 @@ class ReportUploader:
         planned = item if isinstance(item, PlannedUpload) else self.plan(item)
         started = time.monotonic()
         payload = planned.payload
-        session = self.session_factory()
+        session = self._session()
         try:
             tus = TusClient(session, self.endpoint)
             retrier = Retrier(self.options.retry, payload.filename)
