@@ -30,6 +30,7 @@ import requests
 
 from . import contract
 from .errors import DqrxferError, TransientError, UsageError
+from .hashcache import HashCache
 from .packing import DirectoryPayload
 from .progress import NullProgress, Progress
 from .resume import ResumeStore
@@ -175,6 +176,8 @@ class BatchUploader:
     store: ResumeStore | None = None
     progress: Progress = field(default_factory=NullProgress)
     update: bool = False
+    #: digests of local files from earlier runs
+    hashes: HashCache = field(default_factory=HashCache)
 
     def classify(self, reports: list[LocalReport], dry_run: bool = False) -> list[BatchItem]:
         """Ask the server about each event; return an item per report with its
@@ -210,7 +213,15 @@ class BatchUploader:
                 files = local_files(planned)
                 if files is None or remote.files is None:
                     continue
-                item.comparison = compare(files, remote.files)
+                try:
+                    item.comparison = compare(
+                        files, remote.files, lambda file: self.hashes.sha256(file.path)
+                    )
+                except DqrxferError as error:
+                    log.warning(
+                        "%s: not compared with the server's copy: %s", item.report.path, error
+                    )
+                    continue
                 if item.comparison.differing and self.update:
                     log_replacements(item.report.path.name, item.comparison, dry_run)
                     log_skipped(item.report.path.name, len(item.comparison.same), dry_run)

@@ -18,7 +18,6 @@ members are not compared.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -148,11 +147,6 @@ def server_report(
     return find_report(entries, report.project, report.site, report.revision)
 
 
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def local_files(planned: PlannedUpload) -> list[LocalFile] | None:
     """The files ``planned`` puts into the report, None for a tar archive given
     as a file (its members are known only once the server unpacks it)."""
@@ -172,18 +166,24 @@ def local_files(planned: PlannedUpload) -> list[LocalFile] | None:
 def compare(
     local: Iterable[LocalFile],
     remote: dict[str, ServerFile],
-    digest: Callable[[LocalFile], str] = lambda file: file_sha256(file.path),
+    digest: Callable[[LocalFile], str],
 ) -> Comparison:
     """Sort the local files into same, new and replacing; ``digest`` is asked
-    only for a file whose path and size the server has."""
+    only for a file whose path and size the server has.  A file that cannot
+    be read is a :class:`UsageError` naming it."""
     comparison = Comparison()
     for file in local:
         theirs = remote.get(file.relpath)
         if theirs is None:
             comparison.new.append(file)
-        elif (
-            theirs.size == file.size and theirs.sha256 is not None and theirs.sha256 == digest(file)
-        ):
+            continue
+        same = False
+        if theirs.size == file.size and theirs.sha256 is not None:
+            try:
+                same = theirs.sha256 == digest(file)
+            except OSError as error:
+                raise UsageError(f"{file.path}: {error.strerror}") from None
+        if same:
             comparison.same.append(file)
         else:
             comparison.replacing.append((file, theirs))

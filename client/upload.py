@@ -66,10 +66,11 @@ from .capabilities import (
     stream_count,
 )
 from .errors import DqrxferError, RefusedError
+from .hashcache import HashCache
 from .hashing import EarlyScans
 from .job import Job
 from .partials import TAIL, send_partials
-from .payload import BackgroundScan, Payload, payload_for
+from .payload import BackgroundScan, FilePayload, Payload, payload_for
 from .pieces import FIRST_CUT_SHARE, MIN_PIECE, PieceSizer, split_ranges
 from .planning import (
     OVERLAP_MIN_SIZE,
@@ -85,7 +86,6 @@ from .reupload import (
     LocalFile,
     check_target,
     compare,
-    file_sha256,
     local_files,
     log_replacements,
     log_skipped,
@@ -186,6 +186,8 @@ class ReportUploader:
         self._capabilities = CapabilityCache()
         self._scans = EarlyScans(self.options.chunk_size)
         self._spare_session: requests.Session | None = None
+        #: digests of local files from earlier runs (see :meth:`settle`)
+        self.hashes = HashCache()
         self._spare_lock = threading.Lock()
 
     # -- planning ------------------------------------------------------------
@@ -267,9 +269,13 @@ class ReportUploader:
             payload = item.payload
 
             def digest(file: LocalFile, payload: Payload = payload) -> str:
-                if file.path == payload.source and payload.kind == contract.KIND_FILE:
-                    return self._scans.sha256(payload, algorithm)
-                return file_sha256(file.path)
+                if not (isinstance(payload, FilePayload) and file.path == payload.source):
+                    return self.hashes.sha256(file.path)
+                known = self.hashes.get(file.path)
+                if known is None:  # the pass the upload uses, remembered for next time
+                    known = self._scans.sha256(payload, algorithm)
+                    self.hashes.put(file.path, payload.stamp, known)
+                return known
 
             comparison = compare(files, remote.files, digest)
             log_replacements(name, comparison, dry_run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -319,3 +320,36 @@ def test_dry_run_refuses_a_site_the_server_does_not_know(
         "(its sites: llo, lho, virgo)"
     ) in result.stderr
     assert "Would upload" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_digests_are_remembered_while_the_file_stays_as_it_was(
+    logged_server: LiveServer, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    """A file whose size, modification time and inode are as when it was
+    hashed is not read again (the hash cache); any change of those is."""
+    report = make_report(tmp_path / "tree")
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    for path in report.rglob("*"):
+        os.utime(path, ns=(an_hour_ago, an_hour_ago))
+    assert upload(logged_server, client_env, str(report)).returncode == 0
+    first = upload(logged_server, client_env, str(report))  # hashes, remembers
+    assert f"{REPORT}: skipped 3 files already on the server" in first.stderr
+    assert list((tmp_path / "cache" / "dqrxfer").glob("hashes.sqlite"))
+
+    data = report / "tier1" / "data.json"
+    data.write_bytes(os.urandom(50_000))  # same size, same inode ...
+    os.utime(data, ns=(an_hour_ago, an_hour_ago))  # ... same time: taken as unchanged
+    sent = Sent(logged_server)
+    remembered = upload(logged_server, client_env, "-v", str(report))
+    assert remembered.returncode == 0, remembered.stderr
+    assert f"sha256 of {data} from the hash cache" in remembered.stderr
+    assert f"{REPORT}: skipped 3 files already on the server" in remembered.stderr
+    assert sent.creations == 0
+
+    os.utime(data)  # now: hashed again, found different, sent
+    changed = upload(logged_server, client_env, str(report))
+    assert changed.returncode == 0, changed.stderr
+    assert f"{REPORT}: skipped 2 files already on the server" in changed.stderr
+    assert f"{REPORT}/tier1/data.json: replacing the server's copy" in changed.stderr
+    assert sent.creations == 1
+    assert logged_server.published("tier1/data.json").read_bytes() == data.read_bytes()
