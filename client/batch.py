@@ -8,9 +8,12 @@ event) which of them the server already has, and sends each missing report
 as one packed directory (``kind=tar``), several at once with ``jobs``.
 
 "Already on the server" means: the server lists a report of the same project,
-site and revision.  With ``update`` a listed report whose file count or size
-differs from the local directory is sent again (its files are added or
-replaced; files only on the server stay).
+site and revision.  Its files are compared with the local ones, file by file
+(:mod:`~dqrxfer.reupload`: path, size, and sha256 where path and size
+match).  Without ``update`` a report whose local copy has new or different
+files stays as it is and says so (``on server (differs locally: N files;
+--update to send)``); with ``update`` only those files are sent (files only
+on the server stay), so a second run finds nothing to send.
 """
 
 from __future__ import annotations
@@ -27,12 +30,24 @@ import requests
 
 from . import contract
 from .errors import DqrxferError, TransientError, UsageError
+from .hashcache import HashCache
 from .packing import DirectoryPayload
 from .progress import NullProgress, Progress
 from .resume import ResumeStore
 from .retry import Retrier
+from .reupload import (
+    Comparison,
+    check_target,
+    compare,
+    event_reports,
+    find_report,
+    local_files,
+    log_replacements,
+    log_skipped,
+    narrowed,
+)
 from .session import SessionFactory, make_session
-from .transport import check_api_response, describe_error
+from .transport import describe_error
 from .upload import (
     PlannedUpload,
     ReportTarget,
@@ -116,26 +131,6 @@ def find_reports(
     return sorted(found.values(), key=lambda r: (r.graceid, r.site, r.revision, str(r.path)))
 
 
-def event_reports(
-    session: requests.Session, server: str, graceid: str, retrier: Retrier
-) -> list[dict]:
-    """The server's reports of one event (links API), retried like any request."""
-    url = f"{server.rstrip('/')}/api/v1/events/{graceid}/reports"
-
-    def attempt() -> list[dict]:
-        try:
-            response = session.get(url)
-        except requests.RequestException as error:
-            raise TransientError(describe_error(error, url)) from error
-        body = check_api_response(response, server, f"reports of {graceid}")
-        reports = body.get("reports") if isinstance(body, dict) else None
-        if not isinstance(reports, list):
-            raise TransientError(f"{server}: no list of the reports of {graceid} in its answer")
-        return reports
-
-    return retrier.call(attempt)
-
-
 @dataclass
 class BatchItem:
     """One report of a batch and what became of it."""
@@ -147,6 +142,16 @@ class BatchItem:
     error: DqrxferError | None = None
     url: str | None = None
     seconds: float = 0.0
+    #: the local files against the server's copy (None: not on the server)
+    comparison: Comparison | None = None
+
+    @property
+    def shown_status(self) -> str:
+        """The status as the summary table shows it."""
+        differing = self.comparison.differing if self.comparison is not None else 0
+        if self.status == PRESENT and differing:
+            return f"{PRESENT} (differs locally: {differing} files; --update to send)"
+        return self.status
 
     @property
     def exit_code(self) -> int:
@@ -154,7 +159,10 @@ class BatchItem:
 
     @property
     def size(self) -> int | None:
-        return self.planned.payload.size if self.planned is not None else None
+        """The bytes sent or to send (None: nothing)."""
+        if self.planned is None or self.status == PRESENT:
+            return None
+        return self.planned.payload.size
 
 
 @dataclass
@@ -168,39 +176,93 @@ class BatchUploader:
     store: ResumeStore | None = None
     progress: Progress = field(default_factory=NullProgress)
     update: bool = False
+    #: digests of local files from earlier runs
+    hashes: HashCache = field(default_factory=HashCache)
 
-    def classify(self, reports: list[LocalReport]) -> list[BatchItem]:
+    def classify(self, reports: list[LocalReport], dry_run: bool = False) -> list[BatchItem]:
         """Ask the server about each event; return an item per report with its
-        status set to :data:`PRESENT` or left empty (to upload)."""
+        status set to :data:`PRESENT` (the server has every local file),
+        :data:`CHANGED` (``update``: its new and different files are to be
+        sent) or left empty (to upload)."""
         items = [BatchItem(report) for report in reports]
         session = self.session_factory()
         try:
             retrier = Retrier(self.options.retry, "links API")
-            known: dict[str, dict[tuple[str, int], dict]] = {}
+            known: dict[str, list[dict]] = {}
             for item in items:
                 graceid = item.report.graceid
                 if graceid not in known:
-                    listed = event_reports(session, self.server, graceid, retrier)
-                    known[graceid] = {
-                        (entry["site"], entry["revision"]): entry
-                        for entry in listed
-                        if str(entry.get("project", "")).lower() == self.project.lower()
-                    }
-                entry = known[graceid].get(item.report.key)
-                if entry is None:
+                    known[graceid] = event_reports(
+                        session, self.server, graceid, retrier, files=True
+                    )
+                remote = find_report(
+                    known[graceid], self.project, item.report.site, item.report.revision
+                )
+                if remote is None:
                     continue
-                item.url = entry.get("url")
+                item.url = remote.url
+                planned = self._plan(item)
                 item.status = PRESENT
-                if self.update:
-                    payload = self._plan(item)
-                    if payload is not None and (
-                        entry.get("file_count") != payload.payload.file_count  # type: ignore[attr-defined]
-                        or entry.get("bytes") != payload.payload.content_bytes  # type: ignore[attr-defined]
-                    ):
-                        item.status = CHANGED
+                if planned is None:
+                    # Whatever the local copy's trouble, the server has the report.
+                    log.warning(
+                        "%s: not compared with the server's copy: %s", item.report.path, item.error
+                    )
+                    item.error = None
+                    continue
+                files = local_files(planned)
+                if files is None or remote.files is None:
+                    continue
+                try:
+                    item.comparison = compare(
+                        files, remote.files, lambda file: self.hashes.sha256(file.path)
+                    )
+                except DqrxferError as error:
+                    log.warning(
+                        "%s: not compared with the server's copy: %s", item.report.path, error
+                    )
+                    continue
+                if item.comparison.differing and self.update:
+                    log_replacements(item.report.path.name, item.comparison, dry_run)
+                    log_skipped(item.report.path.name, len(item.comparison.same), dry_run)
+                    item.planned = narrowed(planned, item.comparison)
+                    item.status = CHANGED
         finally:
             session.close()
         return items
+
+    def check_target(self, items: list[BatchItem]) -> None:
+        """Refuse a project the server does not take (:class:`UsageError`),
+        as the uploads would be refused, without uploading."""
+        planned = next((item.planned for item in items if item.planned is not None), None)
+        if planned is None:
+            return
+        session = self.session_factory()
+        try:
+            retrier = Retrier(self.options.retry, "links API")
+            check_target(session, self.server, planned.report, retrier)
+        finally:
+            session.close()
+
+    def log_in(self) -> None:
+        """One authenticated request before the uploads (``GET /api/v1/ping``):
+        a missing or expired Kerberos ticket ends the batch with one message,
+        instead of the same message for every report."""
+        from .auth import login
+
+        session = self.session_factory()
+        try:
+            retrier = Retrier(self.options.retry, "log in")
+
+            def attempt() -> None:
+                try:
+                    login(session, self.server)
+                except requests.RequestException as error:
+                    raise TransientError(describe_error(error, self.server)) from error
+
+            retrier.call(attempt)
+        finally:
+            session.close()
 
     def _target(self, report: LocalReport) -> ReportTarget:
         return ReportTarget(self.project, report.graceid, report.site, report.revision)
@@ -246,7 +308,7 @@ class BatchUploader:
     def run(
         self, reports: list[LocalReport], jobs: int = 1, dry_run: bool = False
     ) -> list[BatchItem]:
-        items = self.classify(reports)
+        items = self.classify(reports, dry_run)
         todo = [item for item in items if item.status in ("", CHANGED)]
         log.info(
             "%d report(s) found, %d already on the server, %d to upload",
@@ -258,7 +320,10 @@ class BatchUploader:
             for item in todo:
                 if self._plan(item) is not None:
                     item.status = WOULD_UPLOAD
+            self.check_target(todo)
             return items
+        if todo:
+            self.log_in()
         if jobs <= 1 or len(todo) <= 1:
             for item in todo:
                 self.upload_one(item)
@@ -283,7 +348,7 @@ def summary_table(items: list[BatchItem]) -> str:
                 item.report.graceid,
                 item.report.site,
                 str(item.report.revision),
-                item.status,
+                item.shown_status,
                 size,
                 seconds,
                 detail,

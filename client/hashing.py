@@ -40,6 +40,17 @@ class EarlyScans:
         background.scan.algorithm = algorithm
         return background
 
+    def sha256(self, payload: Payload, algorithm: str | None) -> str:
+        """The payload's sha256 before it is sent (to compare it with the
+        server's copy): the adopted pass's, waited for, else a new pass's
+        (with chunk digests by ``algorithm``).  The pass stays adopted, so
+        the upload that may follow hashes nothing again."""
+        background = self._passes.get(id(payload))
+        if background is None:
+            background = BackgroundScan(payload, self.chunk_size, algorithm).start()
+            self._passes[id(payload)] = background
+        return background.result().sha256
+
     def drop(self, payload: Payload) -> None:
         background = self._passes.pop(id(payload), None)
         if background is not None:

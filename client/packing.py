@@ -47,7 +47,7 @@ import logging
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,12 +234,26 @@ class DirectoryPayload:
         members = collect_members(root, follow_external_links)
         if not any(not m.is_dir for m in members):
             raise UsageError(f"{root}: no files to upload in this directory")
+        name = root.resolve().name or "report"
+        return cls._of(root, f"{name}.tar", members)
+
+    @classmethod
+    def _of(cls, root: Path, filename: str, members: list[Member]) -> DirectoryPayload:
         segments = layout(members, archive_mtime(members))
         size = segments[-1].offset + segments[-1].length
-        name = root.resolve().name or "report"
-        payload = cls(root, f"{name}.tar", contract.KIND_TAR, size, members, segments)
+        payload = cls(root, filename, contract.KIND_TAR, size, members, segments)
         payload._starts = [segment.offset for segment in segments]
         return payload
+
+    def only(self, names: Collection[str]) -> DirectoryPayload:
+        """The archive of the files named (member names) and the directories
+        above them, nothing else: what is sent when the server has the rest."""
+        keep = set(names)
+        above = {
+            name.rsplit("/", depth)[0] for name in keep for depth in range(1, name.count("/") + 1)
+        }
+        members = [m for m in self.members if m.name in (above if m.is_dir else keep)]
+        return self._of(self.source, self.filename, members)
 
     @property
     def file_count(self) -> int:

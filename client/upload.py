@@ -48,12 +48,16 @@ One payload travels like this (each step in a module of its own):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+
+from . import contract
 from .capabilities import (
     CapabilityCache,
     check_size,
@@ -62,10 +66,11 @@ from .capabilities import (
     stream_count,
 )
 from .errors import DqrxferError, RefusedError
+from .hashcache import HashCache
 from .hashing import EarlyScans
 from .job import Job
 from .partials import TAIL, send_partials
-from .payload import BackgroundScan, Payload, payload_for
+from .payload import BackgroundScan, FilePayload, Payload, payload_for
 from .pieces import FIRST_CUT_SHARE, MIN_PIECE, PieceSizer, split_ranges
 from .planning import (
     OVERLAP_MIN_SIZE,
@@ -77,6 +82,16 @@ from .planning import (
 from .progress import NullProgress, Progress, human_bytes
 from .resume import ResumeSlot, ResumeStore, resume_key
 from .retry import Retrier
+from .reupload import (
+    LocalFile,
+    check_target,
+    compare,
+    local_files,
+    log_replacements,
+    log_skipped,
+    narrowed,
+    server_report,
+)
 from .session import SessionFactory, make_session
 from .single import send_single
 from .transport import Capabilities, TusClient
@@ -92,6 +107,7 @@ __all__ = [
     "PlannedUpload",
     "ReportTarget",
     "ReportUploader",
+    "Settlement",
     "UploadOptions",
     "UploadResult",
     "describe",
@@ -117,6 +133,17 @@ class UploadResult:
     sent_bytes: int = 0
     resumed_from: int = 0
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What is left to send of some planned uploads (:meth:`ReportUploader.settle`)."""
+
+    todo: list[PlannedUpload]
+    #: the paths not sent at all: the server has every file of theirs
+    skipped: list[Path]
+    #: the report's URL when the server has it already
+    report_url: str | None
 
 
 @dataclass
@@ -158,6 +185,10 @@ class ReportUploader:
         self.progress = progress or NullProgress()
         self._capabilities = CapabilityCache()
         self._scans = EarlyScans(self.options.chunk_size)
+        self._spare_session: requests.Session | None = None
+        #: digests of local files from earlier runs (see :meth:`settle`)
+        self.hashes = HashCache()
+        self._spare_lock = threading.Lock()
 
     # -- planning ------------------------------------------------------------
 
@@ -193,13 +224,93 @@ class ReportUploader:
         """OPTIONS once per uploader (retried like any other request)."""
         return self._capabilities.get(tus, retrier)
 
+    # -- what the server has already ------------------------------------------
+
+    def settle(
+        self, planned: list[PlannedUpload], dry_run: bool = False, force: bool = False
+    ) -> Settlement:
+        """Compare ``planned`` with the server's copy of the report, file by
+        file (:mod:`~dqrxfer.reupload`): drop what the server has with the
+        same sha256, warn about each file an upload would replace, and say in
+        one line how many files were skipped.  A plain file whose path and
+        size the server has is hashed by the pass its upload would use.
+
+        ``dry_run``: first refuse a project or site the server does not take
+        (as the upload would be refused), and word the lines as what would
+        happen.  ``force``: compare nothing, send everything."""
+        if not planned or (force and not dry_run):
+            return Settlement(list(planned), [], None)
+        report = planned[0].report
+        session = self.session_factory()
+        try:
+            retrier = Retrier(self.options.retry, "links API")
+            if dry_run:
+                check_target(session, self.server, report, retrier)
+            remote = None if force else server_report(session, self.server, report, retrier)
+        except BaseException:
+            session.close()
+            raise
+        if dry_run:
+            session.close()
+        else:
+            self._spare_session = session  # its connection carries the first upload
+        if remote is None or remote.files is None:
+            return Settlement(list(planned), [], None)
+        algorithm = "crc32" if self.options.checksums else None
+        name = contract.report_dirname(report.graceid, report.site, report.revision)
+        todo: list[PlannedUpload] = []
+        skipped: list[Path] = []
+        skipped_files = 0
+        for item in planned:
+            files = local_files(item)
+            if files is None:
+                todo.append(item)
+                continue
+            payload = item.payload
+
+            def digest(file: LocalFile, payload: Payload = payload) -> str:
+                if not (isinstance(payload, FilePayload) and file.path == payload.source):
+                    return self.hashes.sha256(file.path)
+                known = self.hashes.get(file.path)
+                if known is None:  # the pass the upload uses, remembered for next time
+                    known = self._scans.sha256(payload, algorithm)
+                    self.hashes.put(file.path, payload.stamp, known)
+                return known
+
+            comparison = compare(files, remote.files, digest)
+            log_replacements(name, comparison, dry_run)
+            skipped_files += len(comparison.same)
+            left = narrowed(item, comparison)
+            if left is None:
+                self._scans.drop(payload)
+                skipped.append(payload.source)
+            else:
+                todo.append(left)
+        log_skipped(name, skipped_files, dry_run)
+        if not todo:
+            self.close()
+        return Settlement(todo, skipped, remote.url)
+
+    def _session(self) -> requests.Session:
+        """A new session, or the one :meth:`settle` used (its connection is open)."""
+        with self._spare_lock:
+            session, self._spare_session = self._spare_session, None
+        return session if session is not None else self.session_factory()
+
+    def close(self) -> None:
+        """Close the session :meth:`settle` kept for an upload, if no upload took it."""
+        with self._spare_lock:
+            session, self._spare_session = self._spare_session, None
+        if session is not None:
+            session.close()
+
     # -- one payload ---------------------------------------------------------
 
     def upload(self, item: str | Path | PlannedUpload) -> UploadResult:
         planned = item if isinstance(item, PlannedUpload) else self.plan(item)
         started = time.monotonic()
         payload = planned.payload
-        session = self.session_factory()
+        session = self._session()
         try:
             tus = TusClient(session, self.endpoint)
             retrier = Retrier(self.options.retry, payload.filename)

@@ -145,6 +145,7 @@ def test_unknown_event_is_an_empty_list(server: InProcessServer) -> None:
         ("/api/v1/events/S2305/reports", "graceid", "graceid: must be a superevent"),
         ("/api/v1/events/S230518h/reports?site=geo", "site", "site: must be one of kagra, lho"),
         ("/api/v1/events/S230518h/reports?latest=maybe", "latest", "latest: must be 1 or 0"),
+        ("/api/v1/events/S230518h/reports?files=maybe", "files", "files: must be 1 or 0"),
         ("/api/v1/reports?site=x", "site", "site: must be one of"),
         ("/api/v1/reports?project=O5", "project", "project: must be one of MDC, O4"),
         ("/api/v1/reports?since=yesterday", "since", "since: must be an ISO 8601 date"),

@@ -371,3 +371,21 @@ def test_batch_upload_with_a_robot_keytab(
 
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert "on server" in next(line for line in again.stdout.splitlines() if " llo " in line)
+
+
+def test_batch_upload_without_a_ticket_says_so_once(
+    kerberos: Realm, server: LiveServer, tmp_path: Path
+) -> None:
+    """The ticket is checked once, before any report is sent: one message, exit 3."""
+    tree = tmp_path / "public_html" / "O4"
+    for site in ("llo", "lho", "virgo"):
+        report = tree / "S230602y_dir" / f"S230602y_{site}_1"
+        report.mkdir(parents=True)
+        (report / "index.html").write_text(f"<html>{site}</html>")
+    env = {**kerberos.client_env(), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    command = [tool("dqr-batch-upload"), "-s", localhost(server), "-p", "O4", str(tree)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("klist: No credentials cache found (filename: ") == 1
+    assert "Traceback" not in result.stderr
+    assert not (server.data_dir / "reports/O4/S230602y_dir").exists()

@@ -296,7 +296,7 @@ def test_one_failure_among_several_paths_sets_the_exit_code(
 
 
 def test_dry_run_sends_nothing_and_says_what_would_happen(
-    tmp_path: Path, client_env: dict[str, str]
+    live_server: LiveServer, tmp_path: Path, client_env: dict[str, str]
 ) -> None:
     report = tmp_path / "S230518h_llo_1"
     report.mkdir()
@@ -304,9 +304,12 @@ def test_dry_run_sends_nothing_and_says_what_would_happen(
     tarball = tmp_path / "extra.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
         tar.add(report / "index.html", "index.html")
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: any traffic would fail
+    # The server is asked what it takes and has (the project, the site, the
+    # report's files), and nothing is sent.
     result = run_cli(
-        *upload_command(url, report, tarball, report / "index.html", dry_run="", subdir="t1"),
+        *upload_command(
+            live_server.url, report, tarball, report / "index.html", dry_run="", subdir="t1"
+        ),
         env=client_env,
     )
     assert result.returncode == 0, result.stderr
@@ -317,6 +320,7 @@ def test_dry_run_sends_nothing_and_says_what_would_happen(
     assert "as kind=file filename=index.html" in lines[2]
     assert lines[2].endswith("O4/S230518h_dir/S230518h_llo_1/t1/")
     assert resume_entries(client_env) == []
+    assert not live_server.published().exists()
 
 
 def test_tarball_is_unpacked_into_the_report(

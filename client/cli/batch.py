@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--update",
         action="store_true",
-        help="also send reports the server has whose file count or size differs from the "
-        "local directory",
+        help="also send, of the reports the server has, the files that it lacks or has "
+        "with another size or sha256 (files only on the server stay)",
     )
     add_server_options(parser)
     add_retry_options(parser)

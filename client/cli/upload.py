@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_retry_options(parser)
     add_transfer_options(parser)
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="send every file, also those the server has already at the same path with the "
+        "same sha256 (default: such files are skipped)",
+    )
+    parser.add_argument(
         "--as-file",
         action="store_true",
         help="send tar archives as plain files instead of unpacking them on the server",
@@ -136,8 +142,9 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
         "-n",
         "--dry-run",
         action="store_true",
-        help="check the options and the paths, hash the payloads and say what would be "
-        "sent where; send nothing",
+        help="check the options and the paths, ask the server whether it takes the project "
+        "and site and what it has of the report already, hash the payloads and say what "
+        "would be sent where; send nothing",
     )
 
 
@@ -168,9 +175,13 @@ def options_from(args: argparse.Namespace) -> UploadOptions:
     )
 
 
-def dry_run(uploader: ReportUploader, paths: list[Path], log: logging.Logger) -> int:
+def dry_run(
+    uploader: ReportUploader, paths: list[Path], log: logging.Logger, force: bool = False
+) -> int:
     planned = [uploader.plan(path) for path in paths]  # all checked before any hashing
-    for item in planned:
+    # The server's projects and sites, and what it has of the report already.
+    settlement = uploader.settle(planned, dry_run=True, force=force)
+    for item in settlement.todo:
         payload, report = item.payload, item.report
         digest = scan(payload, uploader.options.chunk_size).sha256
         where = f"{report.project}/{report.report_relpath}/{report.subdir}".rstrip("/")
@@ -253,8 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             options = options_from(args)
             if args.dry_run:
-                uploader = ReportUploader(server_url(args), target, options)
-                return dry_run(uploader, paths, log)
+                uploader = ReportUploader(
+                    server_url(args), target, options, make_session_factory(args)
+                )
+                return dry_run(uploader, paths, log, args.force)
             uploader = ReportUploader(
                 server_url(args),
                 target,
@@ -271,12 +284,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             uploader.plan(path, early.payload if early is not None and index == 0 else None)
             for index, path in enumerate(paths)
         ]
-        for item in planned:
+        settlement = uploader.settle(planned, force=args.force)
+        for item in settlement.todo:
             standing.expect(item.label, item.payload.size)
-        outcomes = uploader.upload_many(planned, jobs=args.jobs)
-        for outcome in outcomes:  # one line per uploaded path, in the given order
-            if outcome.result is not None and outcome.result.report_url:
-                print(outcome.result.report_url, flush=True)
+        outcomes = uploader.upload_many(settlement.todo, jobs=args.jobs)
+        urls = {o.path: o.result.report_url for o in outcomes if o.result is not None}
+        urls.update(dict.fromkeys(settlement.skipped, settlement.report_url))
+        for item in planned:  # one line per path uploaded or already there, in the given order
+            url = urls.get(item.payload.source)
+            if url:
+                print(url, flush=True)
         failed = [o for o in outcomes if o.error is not None]
         if failed and len(outcomes) > 1:
             log.error("%d of %d uploads failed", len(failed), len(outcomes))

@@ -125,6 +125,25 @@ def _schemas() -> dict[str, Any]:
                 "updated": {**_TIMESTAMP, "description": "last file published (UTC)"},
                 "file_count": {"type": "integer", "minimum": 0},
                 "bytes": {"type": "integer", "minimum": 0},
+                "files": {
+                    "type": "array",
+                    "items": _ref("ReportFile"),
+                    "description": "the report's files, by path (only with `files=1`)",
+                },
+            },
+        },
+        "ReportFile": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["path", "size", "sha256"],
+            "properties": {
+                "path": {"type": "string", "description": "relative to the report directory"},
+                "size": {"type": "integer", "minimum": 0},
+                "sha256": {
+                    "type": ["string", "null"],
+                    "pattern": "^[0-9a-f]{64}$",
+                    "description": "null for a file recorded without one",
+                },
             },
         },
         "EventReports": {
@@ -268,6 +287,11 @@ def document(version: str, sites: tuple[str, ...], projects: tuple[str, ...]) ->
                             "latest",
                             {"type": "string", "enum": ["0", "1", "true", "false"]},
                             "1: only the newest revision of each site in each project",
+                        ),
+                        _query(
+                            "files",
+                            {"type": "string", "enum": ["0", "1", "true", "false"]},
+                            "1: each report with the list of its files (path, size, sha256)",
                         ),
                     ],
                     "responses": {

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Integer, Row, Select, bindparam, func, literal, select, tuple_
 from sqlalchemy.orm import Session
 
-from ..db import Event, Report
+from ..db import Event, Report, ReportFile
 from .params import ReportCursor
 
 #: The columns of one report row as the API shows it (no ORM objects: plain rows are cheaper).
@@ -94,6 +94,23 @@ def event_reports(
         ):
             newest[key] = row
     return [row for row in rows if newest[row.site, row.project] is row]
+
+
+_FILES = (
+    select(ReportFile.report_id, ReportFile.relpath, ReportFile.size, ReportFile.sha256)
+    .where(ReportFile.report_id.in_(bindparam("report_ids", expanding=True)))
+    .order_by(ReportFile.report_id, ReportFile.relpath)
+)
+
+
+def report_files(connection: Connection, report_ids: list[int]) -> dict[int, list[Row]]:
+    """The files of these reports (path, size, sha256), by report, in one query
+    (served by the index on report_files.report_id)."""
+    files: dict[int, list[Row]] = {report_id: [] for report_id in report_ids}
+    if report_ids:
+        for row in connection.execute(_FILES, {"report_ids": report_ids}):
+            files[row.report_id].append(row)
+    return files
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from datetime import datetime
 from urllib.parse import urlencode, urljoin
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 
 from dqrxfer import __version__
 
@@ -72,9 +72,20 @@ def report_json(row: Row, base: str) -> dict[str, object]:
     }
 
 
-def reports_json(rows: list[Row]) -> list[dict[str, object]]:
+def reports_json(
+    rows: list[Row], files: dict[int, list[Row]] | None = None
+) -> list[dict[str, object]]:
+    """The reports as the API shows them; with ``files`` (by report id), each
+    with the list of its files."""
     base = request.host_url.rstrip("/")
-    return [report_json(row, base) for row in rows]
+    listed = [report_json(row, base) for row in rows]
+    if files is not None:
+        for row, entry in zip(rows, listed, strict=True):
+            entry["files"] = [
+                {"path": file.relpath, "size": file.size, "sha256": file.sha256}
+                for file in files[row.id]
+            ]
+    return listed
 
 
 def _next_url(cursor: str | None) -> str | None:
@@ -114,18 +125,25 @@ def openapi() -> Response:
 @public
 def event_reports(graceid: str) -> Response:
     """Every report of one event (``?latest=1``: newest revision per site and
-    project; ``?site=``, ``?project=``: only those)."""
+    project; ``?site=``, ``?project=``: only those; ``?files=1``: each report
+    with its files, as ``dqr-upload`` compares them)."""
     settings = _settings()
     graceid = params.graceid(graceid)
     site = params.site(request.args, settings.sites)
     project = params.project(request.args, tuple(settings.projects))
     latest = params.flag(request.args, "latest")
-    rows = _reader().run(
-        lambda connection: queries.event_reports(
+    with_files = params.flag(request.args, "files")
+
+    def read(connection: Connection) -> tuple[list[Row], dict[int, list[Row]] | None]:
+        rows = queries.event_reports(
             connection, graceid, site=site, latest=latest, project=project
         )
-    )
-    body = {"graceid": graceid, "reports": reports_json(rows)}
+        if not with_files:
+            return rows, None
+        return rows, queries.report_files(connection, [row.id for row in rows])
+
+    rows, files = _reader().run(read)
+    body = {"graceid": graceid, "reports": reports_json(rows, files)}
     return cached(jsonify(body), _last_modified(rows))
 
 
