@@ -12,7 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger("dqr-xfer")
 
@@ -96,7 +99,7 @@ class LogProgress:
 
 
 class _TqdmTask:
-    def __init__(self, bar) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, bar: tqdm[Any]) -> None:
         self.bar = bar
         self.lock = threading.Lock()
 
