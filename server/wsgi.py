@@ -20,6 +20,7 @@ import socket
 import time
 from typing import Any
 
+from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from .app import create_app
@@ -74,6 +75,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 }
 
 
+# gunicorn has no type information: its class is Any to mypy.
 class GunicornServer(BaseApplication):  # type: ignore[misc]
     def __init__(
         self, settings: Settings, options: dict[str, Any], config_file: str | None = None
@@ -93,7 +95,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
                 if key in self.cfg.settings and value is not None:
                     self.cfg.set(key, value)
 
-    def load(self):  # type: ignore[no-untyped-def]
+    def load(self) -> Flask:
         app = create_app(self.settings, check_schema=False)
         built = services(app)
         start_recovery(built.reports, built.uploads)

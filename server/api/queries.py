@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import Connection, Integer, Row, Select, bindparam, func, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from ..db import Event, Report
 from .params import ReportCursor
+
+if TYPE_CHECKING:
+    #: A row of REPORT_COLUMNS (and, for some queries, more).
+    ReportRow: TypeAlias = Row[*tuple[Any, ...]]
+    ReportSelect: TypeAlias = Select[*tuple[Any, ...]]
 
 #: The columns of one report row as the API shows it (no ORM objects: plain rows are cheaper).
 REPORT_COLUMNS = (
@@ -34,13 +40,13 @@ def as_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def event_reports_query(graceid: str, site: str | None = None) -> Select:
+def event_reports_query(graceid: str, site: str | None = None) -> ReportSelect:
     """The links lookup: events.graceid (unique index), then reports.event_id (index)."""
     query = _BY_SITE if site is not None else _ALL_SITES
     return query.params(graceid=graceid, site=site)
 
 
-def _lookup(by_site: bool) -> Select:
+def _lookup(by_site: bool) -> ReportSelect:
     query = (
         select(*REPORT_COLUMNS)
         .join(Event, Event.id == Report.event_id)
@@ -57,7 +63,7 @@ _BY_SITE = _lookup(by_site=True)
 
 def event_reports(
     connection: Connection, graceid: str, site: str | None = None, latest: bool = False
-) -> list[Row]:
+) -> list[ReportRow]:
     """Every report of one event, by site then revision; ``latest`` keeps the
     newest revision of each site (the most recently updated one on a tie).
 
@@ -67,7 +73,7 @@ def event_reports(
     rows = list(connection.execute(query, {"graceid": graceid, "site": site}).all())
     if not latest:
         return rows
-    newest: dict[str, Row] = {}
+    newest: dict[str, ReportRow] = {}
     for row in rows:
         best = newest.get(row.site)
         if best is None or (row.revision, as_utc(row.updated)) > (
@@ -88,7 +94,7 @@ class ReportFilter:
 
 def recent_reports(
     session: Session, where: ReportFilter, limit: int, cursor: ReportCursor | None
-) -> tuple[list[Row], ReportCursor | None]:
+) -> tuple[list[ReportRow], ReportCursor | None]:
     """Reports, most recently updated first, one page of ``limit`` after ``cursor``.
 
     Keyset pagination on (updated, id): a page costs the same however deep it

@@ -12,7 +12,6 @@ from datetime import datetime
 from urllib.parse import urlencode, urljoin
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
-from sqlalchemy.engine import Row
 
 from dqrxfer import __version__
 
@@ -58,7 +57,7 @@ def iso_utc(moment: datetime) -> str:
     return queries.as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
-def report_json(row: Row, base: str) -> dict[str, object]:
+def report_json(row: queries.ReportRow, base: str) -> dict[str, object]:
     return {
         "graceid": row.graceid,
         "site": row.site,
@@ -72,7 +71,7 @@ def report_json(row: Row, base: str) -> dict[str, object]:
     }
 
 
-def reports_json(rows: list[Row]) -> list[dict[str, object]]:
+def reports_json(rows: list[queries.ReportRow]) -> list[dict[str, object]]:
     base = request.host_url.rstrip("/")
     return [report_json(row, base) for row in rows]
 
@@ -86,7 +85,7 @@ def _next_url(cursor: str | None) -> str | None:
     return f"{request.base_url}?{urlencode(query)}"
 
 
-def _last_modified(rows: list[Row]) -> datetime | None:
+def _last_modified(rows: list[queries.ReportRow]) -> datetime | None:
     return max((queries.as_utc(row.updated) for row in rows), default=None)
 
 
