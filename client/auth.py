@@ -35,10 +35,11 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 import gssapi
 import requests
+from gssapi.raw.misc import GSSError
 from requests_gssapi import HTTPSPNEGOAuth
 from requests_gssapi.exceptions import MutualAuthenticationError, SPNEGOExchangeError
 from requests_gssapi.gssapi_ import OPTIONAL
@@ -110,7 +111,7 @@ def _client_keytab_from_environment() -> Path | None:
     return None if colon and "/" not in kind else Path(name)
 
 
-def _gss_reason(error: gssapi.exceptions.GSSError) -> str:
+def _gss_reason(error: GSSError) -> str:
     """GSSAPI's own words (the minor status if it says anything)."""
     message = error.gen_message()
     match = re.search(r"Minor \(\d+\): (.*)$", message, re.S)
@@ -138,25 +139,30 @@ def check_credentials(
         if not path.is_file() or not os.access(path, os.R_OK):
             raise AuthenticationError(f"keytab {path}: not a readable file")
         # A private cache per call: two keytabs in one process must not share tickets.
-        store = {"client_keytab": str(path), "ccache": f"MEMORY:dqrxfer-{secrets.token_hex(8)}"}
+        store: dict[bytes | str, bytes | str] = {
+            "client_keytab": str(path),
+            "ccache": f"MEMORY:dqrxfer-{secrets.token_hex(8)}",
+        }
         try:
             creds = gssapi.Credentials(usage="initiate", name=name, store=store)
             creds.lifetime  # noqa: B018 - acquires the ticket now, not at the first request
-        except gssapi.exceptions.GSSError as error:
+        except GSSError as error:
             raise AuthenticationError(
                 f"cannot get a Kerberos ticket from keytab {path}: {_gss_reason(error)}"
             ) from None
         return creds
-    store = {"ccache": f"FILE:{os.fspath(ccache)}"} if ccache else None
+    cache_store: dict[bytes | str, bytes | str] | None = (
+        {"ccache": f"FILE:{os.fspath(ccache)}"} if ccache else None
+    )
     cache = os.fspath(ccache) if ccache else default_ccache()
     try:
-        creds = gssapi.Credentials(usage="initiate", name=name, store=store)
+        creds = gssapi.Credentials(usage="initiate", name=name, store=cache_store)
         lifetime = creds.lifetime
     except gssapi.exceptions.ExpiredCredentialsError:
         raise AuthenticationError(
             f"klist: Kerberos ticket in {cache} has expired; {_HINT}"
         ) from None
-    except gssapi.exceptions.GSSError as error:
+    except GSSError as error:
         reason = _gss_reason(error)
         robot = _client_keytab_from_environment()
         if robot is not None and not (robot.is_file() and os.access(robot, os.R_OK)):
@@ -195,7 +201,7 @@ def _replayable(body: object) -> bool:
     if hasattr(body, "read") or not hasattr(body, "__iter__"):
         return False
     try:
-        return iter(body) is not body  # type: ignore[call-overload]
+        return iter(body) is not body
     except TypeError:
         return False
 
@@ -204,12 +210,13 @@ def _server_message(response: requests.Response) -> str:
     try:
         data = response.json()
         if isinstance(data, dict) and isinstance(data.get("error"), str):
-            return data["error"]
+            return str(data["error"])
     except ValueError:
         pass
     return response.text.strip()[:300] or f"HTTP {response.status_code}"
 
 
+# requests-gssapi has no type information: its class is Any to mypy.
 class KerberosAuth(HTTPSPNEGOAuth):  # type: ignore[misc]
     """HTTP Negotiate for a ``requests.Session``.
 
@@ -260,7 +267,8 @@ class KerberosAuth(HTTPSPNEGOAuth):  # type: ignore[misc]
     def _token(self, host: str) -> str | None:
         """A fresh ``Negotiate`` header for ``host`` (None if no ticket can be had)."""
         try:
-            return self.generate_request_header(None, host, is_preemptive=True)
+            header: str = self.generate_request_header(None, host, is_preemptive=True)
+            return header
         except SPNEGOExchangeError as error:
             self.last_failure = str(error)
             log.debug("Kerberos: no token for %s: %s", host, error)
@@ -274,10 +282,11 @@ class KerberosAuth(HTTPSPNEGOAuth):  # type: ignore[misc]
             self._drop_session_cookie(request)
             cookie = None
         if self.creds is not None and cookie is None:
-            header = self._token(urlparse(request.url).hostname or "")
+            header = self._token(urlsplit(request.url or "").hostname or "")
             if header is not None:
                 request.headers["Authorization"] = header
-        request.register_hook("response", self.handle_response)
+        # types-requests leaves register_hook unannotated.
+        request.register_hook("response", self.handle_response)  # type: ignore[no-untyped-call]
         self.pos = None  # bodies are never rewound and resent here
         return request
 
@@ -287,7 +296,8 @@ class KerberosAuth(HTTPSPNEGOAuth):  # type: ignore[misc]
         if "negotiate" not in response.headers.get("WWW-Authenticate", "").lower():
             return response  # nothing to verify (cookie-authenticated or public)
         try:
-            return super().handle_other(response)
+            verified: requests.Response = super().handle_other(response)
+            return verified
         except MutualAuthenticationError:
             raise AuthenticationError(
                 f"{response.url}: the server's identity could not be verified "
@@ -410,4 +420,5 @@ def login(
     if response.status_code in (401, 403):
         raise AuthenticationError(f"{server}: {_server_message(response)}")
     response.raise_for_status()
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer

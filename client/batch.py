@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -188,7 +189,7 @@ class BatchUploader:
         session = self.session_factory()
         try:
             retrier = Retrier(self.options.retry, "links API")
-            known: dict[str, list[dict]] = {}
+            known: dict[str, list[dict[str, Any]]] = {}
             for item in items:
                 graceid = item.report.graceid
                 if graceid not in known:

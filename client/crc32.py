@@ -24,7 +24,7 @@ class Crc32:
     def __init__(self) -> None:
         self.value = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self.value = crc32(data, self.value)
 
     def digest(self) -> bytes:

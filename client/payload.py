@@ -184,7 +184,15 @@ def payload_for(path: Path, as_file: bool = False, follow_external_links: bool =
 CHECKSUM_PREFERENCE = ("crc32", "sha1", "sha256", "md5")
 
 
-def new_hasher(algorithm: str):  # type: ignore[no-untyped-def]
+class Hasher(Protocol):
+    """What :func:`new_hasher` returns: hashlib's interface, as far as used."""
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
+def new_hasher(algorithm: str) -> Hasher:
     return Crc32() if algorithm == "crc32" else hashlib.new(algorithm)
 
 
@@ -322,7 +330,8 @@ def scan(
                 view = view[take:]
                 if in_chunk == chunk_size:
                     result.add_digest(chunk.digest())
-                    chunk = new_hasher(algorithm)  # type: ignore[arg-type]
+                    assert algorithm is not None  # there is a chunk hasher only for one
+                    chunk = new_hasher(algorithm)
                     in_chunk = 0
         if on_block is not None:
             on_block(len(block))

@@ -13,9 +13,12 @@ import logging
 import threading
 import time
 from functools import cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .units import format_rate, format_size
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger("dqr-xfer")
 
@@ -105,7 +108,7 @@ class LogProgress:
 
 
 class _TqdmTask:
-    def __init__(self, bar) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, bar: tqdm[Any]) -> None:
         self.bar = bar
         self.lock = threading.Lock()
 
@@ -159,10 +162,10 @@ def _bar_class() -> type:
     """tqdm, giving its bar format the sizes and the rate in our units."""
     from tqdm import tqdm
 
-    class Bar(tqdm):  # type: ignore[misc, type-arg]
+    class Bar(tqdm):  # type: ignore[type-arg]  # tqdm's type parameter is the iterable's
         @property
         def format_dict(self) -> dict[str, Any]:
-            values: dict[str, Any] = super().format_dict
+            values = dict(super().format_dict)
             rate = values.get("rate")
             if rate is None:
                 elapsed = values.get("elapsed") or 0.0

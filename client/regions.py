@@ -10,6 +10,7 @@ file sent as it is (:mod:`dqrxfer.payload`) and a directory packed on the fly
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ class FileStamp:
         return cls(stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
 
 
-def open_unchanged(path: Path, stamp: FileStamp):  # type: ignore[no-untyped-def]
+def open_unchanged(path: Path, stamp: FileStamp) -> io.FileIO:
     """``path`` opened for reading (unbuffered), if it is still ``stamp``."""
     handle = open(path, "rb", buffering=0)  # noqa: SIM115 - returned to the caller
     if FileStamp.of(os.fstat(handle.fileno())) != stamp:
@@ -81,7 +82,7 @@ class FileRegion:
     def __iter__(self) -> Iterator[bytes]:
         return read_range(self.path, self.stamp, self.start, self.end)
 
-    def open(self):  # type: ignore[no-untyped-def]
+    def open(self) -> io.FileIO:
         """The file, opened for reading, if it is unchanged."""
         return open_unchanged(self.path, self.stamp)
 

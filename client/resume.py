@@ -64,6 +64,8 @@ class ResumeEntry:
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> ResumeEntry:
         known = set(cls.__dataclass_fields__)
+        # The values are as JSON gave them: this module wrote them, and get()
+        # drops an entry it cannot read back.
         return cls(**{key: value for key, value in data.items() if key in known})  # type: ignore[arg-type]
 
 

@@ -48,8 +48,9 @@ class RetryPolicy:
     def delay(self, failure: int, rng: random.Random | None = None, at_once: bool = False) -> float:
         if at_once and failure <= 1:
             return 0.0
-        base = min(self.max_wait, self.wait * 2 ** max(0, failure - 1))
-        return base * (rng or random).uniform(0.5, 1.0)
+        base = min(self.max_wait, self.wait * 2.0 ** max(0, failure - 1))
+        uniform = rng.uniform if rng is not None else random.uniform
+        return base * uniform(0.5, 1.0)
 
 
 def retry_at_once(error: Exception) -> bool:
@@ -73,7 +74,7 @@ class Retrier:
         policy: RetryPolicy,
         what: str,
         cancel: threading.Event | None = None,
-        clock=time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
         self.what = what

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -87,13 +88,13 @@ def event_reports(
     retrier: Retrier,
     site: str | None = None,
     files: bool = False,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """The server's reports of one event (links API), retried like any request;
     ``site``: that site's only; ``files``: each with the list of its files."""
     url = f"{server.rstrip('/')}/api/v1/events/{graceid}/reports"
     query = {"site": site, "files": "1" if files else None}
 
-    def attempt() -> list[dict]:
+    def attempt() -> list[dict[str, Any]]:
         try:
             response = session.get(url, params={k: v for k, v in query.items() if v})
         except requests.RequestException as error:
@@ -107,7 +108,7 @@ def event_reports(
     return retrier.call(attempt)
 
 
-def as_server_report(entry: dict) -> ServerReport:
+def as_server_report(entry: dict[str, Any]) -> ServerReport:
     """One entry of the links API's list of reports."""
     listed = entry.get("files")
     files = None
@@ -126,7 +127,7 @@ def as_server_report(entry: dict) -> ServerReport:
 
 
 def find_report(
-    entries: Iterable[dict], project: str, site: str, revision: int
+    entries: Iterable[dict[str, Any]], project: str, site: str, revision: int
 ) -> ServerReport | None:
     """The entry for this project, site and revision among ``entries``, if any."""
     for entry in entries:

@@ -22,7 +22,7 @@ of byte blocks it also is.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -55,20 +55,26 @@ def send_region(sock: socket.socket, region: FileRegion, buffer: bytearray | Non
     return buffer or bytearray()
 
 
-class _SendsRegions:
+# The mixin below is checked as the connection class it is mixed into.
+if TYPE_CHECKING:
+    _Connection = HTTPConnection
+else:
+    _Connection = object
+
+
+class _SendsRegions(_Connection):
     """``send`` that knows :class:`FileRegion` (mixed into urllib3's connections)."""
 
-    sock: socket.socket | None
     _region_buffer: bytearray | None = None
 
     def send(self, data: Any) -> None:
         if isinstance(data, FileRegion):
             if self.sock is None:
-                self.connect()  # type: ignore[attr-defined]
+                self.connect()
             assert self.sock is not None
             self._region_buffer = send_region(self.sock, data, self._region_buffer)
             return
-        super().send(data)  # type: ignore[misc]
+        super().send(data)
 
 
 class SendfileHTTPConnection(_SendsRegions, HTTPConnection):

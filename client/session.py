@@ -50,6 +50,8 @@ class TimeoutSession(requests.Session):
         self.timeouts = timeouts
         self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
 
+    # The stub types the result as a TypedDict private to it; this returns the
+    # same keys in a plain dict, a copy the caller may change.
     def merge_environment_settings(  # type: ignore[override]
         self,
         url: str,
@@ -72,23 +74,25 @@ class TimeoutSession(requests.Session):
             self.cert,
             self.trust_env,
         )
+        merged: dict[str, Any] | None
+        remember = True
         try:
             merged = self._environment.get(key)
         except TypeError:  # a setting that cannot be a key (a list): not remembered
-            key, merged = None, None
+            merged, remember = None, False
         if merged is None:
-            merged = super().merge_environment_settings(
-                url,
-                dict(proxies) if proxies is not None else None,  # type: ignore[arg-type]
-                stream,
-                verify,
-                cert,
+            merged = dict(
+                super().merge_environment_settings(
+                    url, dict(proxies) if proxies is not None else None, stream, verify, cert
+                )
             )
-            if key is not None:
+            if remember:
                 self._environment[key] = merged
         return {**merged, "proxies": dict(merged["proxies"])}
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any):  # type: ignore[override]
+    def request(
+        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeouts.as_requests()
         return super().request(method, url, *args, **kwargs)

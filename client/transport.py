@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -276,7 +276,7 @@ class TusClient:
         #: The link's round trip and rate, as this client's requests find them.
         self.link = LinkEstimate()
 
-    def _request(self, method: str, url: str, what: str, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
+    def _request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
         headers = {**self.headers, **kwargs.pop("headers", {})}
         began = time.monotonic()
         try:
@@ -401,7 +401,11 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def _int_header(response: requests.Response, name: str, default):  # type: ignore[no-untyped-def]
+@overload
+def _int_header(response: requests.Response, name: str, default: int) -> int: ...
+@overload
+def _int_header(response: requests.Response, name: str, default: None) -> int | None: ...
+def _int_header(response: requests.Response, name: str, default: int | None) -> int | None:
     value = response.headers.get(name)
     if value is None or not value.strip().isdigit():
         return default

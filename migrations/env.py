@@ -7,7 +7,7 @@ which passes an open connection in ``config.attributes["connection"]``.
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from dqrxfer.server.db.models import Base
 
@@ -29,7 +29,10 @@ def run_offline() -> None:
 def run_online() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise RuntimeError("alembic: no sqlalchemy.url and no connection given")
+        engine = create_engine(url)
         with engine.begin() as connection:
             _run(connection)
         engine.dispose()
@@ -37,7 +40,7 @@ def run_online() -> None:
         _run(connection)
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

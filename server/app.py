@@ -51,6 +51,8 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         app.add_url_rule("/metrics", "metrics", auth.exempt(metrics_view))
     proxies = settings.forwarded_proxies
     if proxies:
+        # Flask's documented way to wrap the app in WSGI middleware; to mypy,
+        # assigning to a method.
         app.wsgi_app = TrustedProxies(app.wsgi_app, proxies)  # type: ignore[method-assign]
     app.register_blueprint(pages_blueprint)
     untrusted.install(app)

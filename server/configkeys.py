@@ -243,12 +243,12 @@ def list_of(
     ``minimum`` of them; ``single``: a lone value stands for a list of one.  A
     bad item is named by its index: ``sites[1]: must be ... (got 1)``."""
 
-    def convert(value: object) -> list[Any]:
+    def convert(value: object) -> tuple[Any, ...]:
         if single and not isinstance(value, list):
             value = [value]
         if not isinstance(value, list) or len(value) < minimum:
             raise Invalid()
-        return value
+        return tuple(value)
 
     def check(value: object, name: str) -> tuple[U, ...]:
         items = Check(allowed, convert)(value, name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import Flask, current_app
+from flask.sansio.app import App
 
 from .auth.hooks import authorizing
 from .config import Settings
@@ -106,7 +107,7 @@ def install(app: Flask, built: Services) -> None:
     app.extensions[EXTENSION] = built
 
 
-def services(app: Flask | None = None) -> Services:
+def services(app: App | None = None) -> Services:
     """The services of ``app`` (default: the current app)."""
     found = (app or current_app).extensions[EXTENSION]
     assert isinstance(found, Services), "the app was not built by create_app"

@@ -21,6 +21,7 @@ import socket
 import time
 from typing import Any
 
+from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from .app import create_app
@@ -75,6 +76,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 }
 
 
+# gunicorn has no type information: its class is Any to mypy.
 class GunicornServer(BaseApplication):  # type: ignore[misc]
     def __init__(
         self, settings: Settings, options: dict[str, Any], config_file: str | None = None
@@ -102,7 +104,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         finally:
             logging.getLogger("gunicorn.error").removeFilter(address)
 
-    def load(self):  # type: ignore[no-untyped-def]
+    def load(self) -> Flask:
         app = create_app(self.settings, check_schema=False)
         built = services(app)
         start_recovery(built.reports, built.uploads)

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from dqrxfer import __version__
 from dqrxfer.errors import DqrxferError, UsageError
@@ -180,7 +180,7 @@ def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
-class _TqdmHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _TqdmHandler(logging.StreamHandler[TextIO]):
     """Writes log lines above the progress bars instead of through them."""
 
     def emit(self, record: logging.LogRecord) -> None:

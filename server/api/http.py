@@ -13,9 +13,11 @@ itself and hands the cached JSON to the script.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
 
 from ..auth import is_public_read
@@ -53,31 +55,43 @@ def _in_api() -> bool:
     return request.path.startswith(PREFIX)
 
 
+@dataclass(frozen=True)
+class _ApiCors:
+    """The API's two CORS policies, built once per application."""
+
+    #: Public reads answer every origin, ``null`` included (sandboxed report
+    #: pages), without credentials: the same bytes any client reads.
+    public: CorsPolicy
+    #: Everything else: only the configured ``cors_origins``.
+    configured: CorsPolicy
+
+
+_CORS_EXTENSION = "dqrxfer.api.cors"
+
+
 def _cors_policy() -> CorsPolicy:
-    """Public reads answer every origin, ``null`` included (sandboxed report
-    pages), without credentials: the same bytes any client reads.  Everything
-    else only the configured ``cors_origins``."""
-    if is_public_read():
-        return current_app.extensions["dqrxfer.api.public_cors"]
-    return current_app.extensions["dqrxfer.api.cors"]
+    policies: _ApiCors = current_app.extensions[_CORS_EXTENSION]
+    return policies.public if is_public_read() else policies.configured
 
 
 def install(blueprint: Blueprint) -> None:
     """Hook the shared behaviour into ``blueprint`` (and its part of the URL space)."""
 
     @blueprint.record_once
-    def _register(state) -> None:  # type: ignore[no-untyped-def]
-        app: Flask = state.app
+    def _register(state: BlueprintSetupState) -> None:
+        app = state.app
         settings = services(app).settings
-        app.extensions["dqrxfer.api.cors"] = CorsPolicy(
-            origins=settings.cors_origins,
-            allow_headers=READ_HEADERS,
-            expose_headers=EXPOSED,
-        )
-        app.extensions["dqrxfer.api.public_cors"] = CorsPolicy(
-            origins=("*",),
-            allow_headers=(*READ_HEADERS, "X-Requested-With"),
-            expose_headers=EXPOSED,
+        app.extensions[_CORS_EXTENSION] = _ApiCors(
+            public=CorsPolicy(
+                origins=("*",),
+                allow_headers=(*READ_HEADERS, "X-Requested-With"),
+                expose_headers=EXPOSED,
+            ),
+            configured=CorsPolicy(
+                origins=settings.cors_origins,
+                allow_headers=READ_HEADERS,
+                expose_headers=EXPOSED,
+            ),
         )
 
     @blueprint.before_app_request

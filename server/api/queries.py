@@ -5,12 +5,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import Connection, Integer, Row, Select, bindparam, func, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from ..db import Event, Report, ReportFile
 from .params import ReportCursor
+
+if TYPE_CHECKING:
+    #: A row of REPORT_COLUMNS (and, for some queries, more).
+    ReportRow: TypeAlias = Row[*tuple[Any, ...]]
+    ReportSelect: TypeAlias = Select[*tuple[Any, ...]]
+    #: A row of a report's files (relpath, size, sha256, ...).
+    FileRow: TypeAlias = Row[*tuple[Any, ...]]
 
 #: The columns of one report row as the API shows it (no ORM objects: plain rows are cheaper).
 REPORT_COLUMNS = (
@@ -36,14 +44,14 @@ def as_utc(moment: datetime) -> datetime:
 
 def event_reports_query(
     graceid: str, site: str | None = None, project: str | None = None
-) -> Select:
+) -> ReportSelect:
     """The links lookup: events.graceid (unique index), then reports.event_id (index)."""
     return _LOOKUPS[site is not None, project is not None].params(
         graceid=graceid, site=site, project=project
     )
 
 
-def _lookup(by_site: bool, by_project: bool) -> Select:
+def _lookup(by_site: bool, by_project: bool) -> ReportSelect:
     query = (
         select(*REPORT_COLUMNS)
         .join(Event, Event.id == Report.event_id)
@@ -71,7 +79,7 @@ def event_reports(
     site: str | None = None,
     latest: bool = False,
     project: str | None = None,
-) -> list[Row]:
+) -> list[ReportRow]:
     """Every report of one event, by site then revision; ``latest`` keeps the
     newest revision of each site in each project (the most recently updated
     one on a tie): revisions are numbered per project, so a ``personal``
@@ -84,7 +92,7 @@ def event_reports(
     rows = list(connection.execute(query, parameters).all())
     if not latest:
         return rows
-    newest: dict[tuple[str, str], Row] = {}
+    newest: dict[tuple[str, str], ReportRow] = {}
     for row in rows:
         key = (row.site, row.project)
         best = newest.get(key)
@@ -103,10 +111,10 @@ _FILES = (
 )
 
 
-def report_files(connection: Connection, report_ids: list[int]) -> dict[int, list[Row]]:
+def report_files(connection: Connection, report_ids: list[int]) -> dict[int, list[FileRow]]:
     """The files of these reports (path, size, sha256), by report, in one query
     (served by the index on report_files.report_id)."""
-    files: dict[int, list[Row]] = {report_id: [] for report_id in report_ids}
+    files: dict[int, list[FileRow]] = {report_id: [] for report_id in report_ids}
     if report_ids:
         for row in connection.execute(_FILES, {"report_ids": report_ids}):
             files[row.report_id].append(row)
@@ -123,7 +131,7 @@ class ReportFilter:
 
 def recent_reports(
     session: Session, where: ReportFilter, limit: int, cursor: ReportCursor | None
-) -> tuple[list[Row], ReportCursor | None]:
+) -> tuple[list[ReportRow], ReportCursor | None]:
     """Reports, most recently updated first, one page of ``limit`` after ``cursor``.
 
     Keyset pagination on (updated, id): a page costs the same however deep it

@@ -12,7 +12,7 @@ from datetime import datetime
 from urllib.parse import urlencode, urljoin
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from dqrxfer import __version__
 
@@ -58,7 +58,7 @@ def iso_utc(moment: datetime) -> str:
     return queries.as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
-def report_json(row: Row, base: str) -> dict[str, object]:
+def report_json(row: queries.ReportRow, base: str) -> dict[str, object]:
     return {
         "graceid": row.graceid,
         "site": row.site,
@@ -73,7 +73,7 @@ def report_json(row: Row, base: str) -> dict[str, object]:
 
 
 def reports_json(
-    rows: list[Row], files: dict[int, list[Row]] | None = None
+    rows: list[queries.ReportRow], files: dict[int, list[queries.FileRow]] | None = None
 ) -> list[dict[str, object]]:
     """The reports as the API shows them; with ``files`` (by report id), each
     with the list of its files."""
@@ -97,7 +97,7 @@ def _next_url(cursor: str | None) -> str | None:
     return f"{request.base_url}?{urlencode(query)}"
 
 
-def _last_modified(rows: list[Row]) -> datetime | None:
+def _last_modified(rows: list[queries.ReportRow]) -> datetime | None:
     return max((queries.as_utc(row.updated) for row in rows), default=None)
 
 
@@ -134,10 +134,10 @@ def event_reports(graceid: str) -> Response:
     latest = params.flag(request.args, "latest")
     with_files = params.flag(request.args, "files")
 
-    def read(connection: Connection) -> tuple[list[Row], dict[int, list[Row]] | None]:
-        rows = queries.event_reports(
-            connection, graceid, site=site, latest=latest, project=project
-        )
+    def read(
+        connection: Connection,
+    ) -> tuple[list[queries.ReportRow], dict[int, list[queries.FileRow]] | None]:
+        rows = queries.event_reports(connection, graceid, site=site, latest=latest, project=project)
         if not with_files:
             return rows, None
         return rows, queries.report_files(connection, [row.id for row in rows])

@@ -60,7 +60,8 @@ def exempt(view: View) -> View:
 def current_principal() -> str | None:
     """The authenticated principal of the current request (None in ``none`` mode
     and on public endpoints)."""
-    return g.get("dqrxfer_principal")
+    principal: str | None = g.get("dqrxfer_principal")
+    return principal
 
 
 class Refusal(Exception):
@@ -127,13 +128,14 @@ class Authenticator:
             return self._negotiate(outcome)
         if mode == "remote-user":
             return self._remote_user()
-        return self._nobody()
+        self._loopback_only()
+        return None
 
-    def _nobody(self) -> None:
+    def _loopback_only(self) -> None:
+        """Without authentication, only this host's own clients are served."""
         peer = _peer_address()
         if peer is None or not peer.is_loopback:
             raise Refusal(403, "this server runs without authentication and serves loopback only")
-        return None
 
     def _negotiate(self, outcome: _Outcome) -> str:
         assert self.acceptor is not None
@@ -153,9 +155,9 @@ class Authenticator:
             return principal
         cookie = request.cookies.get(self.settings.cookie_name)
         if cookie and self.signer is not None:
-            principal = self.signer.verify(cookie)
-            if principal is not None:
-                return principal
+            signed = self.signer.verify(cookie)
+            if signed is not None:
+                return signed
             outcome.clear_cookie = True
             raise Refusal(401, "the session cookie is expired or invalid: authenticate again", True)
         raise Refusal(401, "authentication required: Kerberos (HTTP Negotiate)", True)

@@ -31,9 +31,12 @@ class Acceptor:
     """
 
     def __init__(self, keytab: Path | None = None, service_principal: str | None = None) -> None:
-        import gssapi  # only servers in gssapi mode need the library loaded
+        # Only servers in gssapi mode need the library loaded.
+        import gssapi
+        from gssapi.raw.misc import GSSError
 
         self._gssapi = gssapi
+        self._gss_error = GSSError
         self.keytab = keytab
         self.service_principal = service_principal
         self._creds: Any = None
@@ -59,7 +62,7 @@ class Acceptor:
         """Fail early (at server start) when the keytab cannot be used."""
         try:
             self.credentials()
-        except self._gssapi.exceptions.GSSError as error:
+        except self._gss_error as error:
             raise NegotiateError(f"cannot use the service keytab: {error.gen_message()}") from None
 
     def accept(self, token_b64: str) -> tuple[str, str | None]:
@@ -80,7 +83,7 @@ class Acceptor:
             if not context.complete:
                 raise NegotiateError("the Negotiate exchange needs more than one round trip")
             principal = str(context.initiator_name)
-        except gssapi.exceptions.GSSError as error:
+        except self._gss_error as error:
             raise NegotiateError(_describe(error)) from None
         except NegotiateError:
             raise
@@ -92,6 +95,7 @@ class Acceptor:
 
 def _describe(error: Any) -> str:
     """GSSAPI's message without the numeric codes, e.g. 'Ticket expired'."""
+    message: str
     try:
         message = error.gen_message()
     except Exception:

@@ -249,7 +249,7 @@ def is_loopback_host(host: str) -> bool:
         infos = socket.getaddrinfo(host, None)
     except OSError:
         return False
-    addresses = {info[4][0] for info in infos}
+    addresses = {str(info[4][0]) for info in infos}
     return bool(addresses) and all(
         ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses
     )

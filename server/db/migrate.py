@@ -3,7 +3,9 @@ start-up check that the database is at the revision the code expects."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.resources import files
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -30,7 +32,7 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def _run(engine: Engine, action, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+def _run(engine: Engine, action: Callable[..., None], *args: Any, **kwargs: Any) -> None:
     config = alembic_config(engine)
     with engine.begin() as connection:
         config.attributes["connection"] = connection

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 #: SQLite's ``synchronous`` levels: in WAL mode NORMAL syncs the log only at
 #: checkpoints (a power loss may take the last commits, never corrupts), FULL
@@ -17,7 +19,7 @@ _NORMAL, _FULL = "NORMAL", "FULL"
 _SYNCHRONOUS = "dqrxfer.synchronous"
 
 
-def _configure_sqlite(dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+def _configure_sqlite(dbapi_connection: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
     """WAL lets readers run beside one writer; busy_timeout makes writers queue
     instead of failing at once when several gunicorn workers write."""
     dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event emits BEGIN
@@ -30,7 +32,7 @@ def _configure_sqlite(dbapi_connection, record) -> None:  # type: ignore[no-unty
     record.info[_SYNCHRONOUS] = _NORMAL
 
 
-def _begin_sqlite(connection) -> None:  # type: ignore[no-untyped-def]
+def _begin_sqlite(connection: Connection) -> None:
     """Writers take SQLite's write lock up front (BEGIN IMMEDIATE): a deferred
     transaction that reads and then writes fails with 'database is locked'
     when another worker wrote in between, whatever the busy timeout.
@@ -42,6 +44,7 @@ def _begin_sqlite(connection) -> None:  # type: ignore[no-untyped-def]
     ``synchronous=FULL``: their COMMIT returns once the log is on disk."""
     options = connection.get_execution_options()
     driver = connection.connection.driver_connection
+    assert driver is not None  # a connection in use has its driver's
     # A durable transaction commits with synchronous=FULL; the level is set
     # (outside any transaction) only when it changes on this connection.
     wanted = _FULL if options.get("durable", False) else _NORMAL

@@ -43,10 +43,14 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dqrxfer import contract
 
 from ..config import TarLimits
+
+if TYPE_CHECKING:
+    from _typeshed import StrOrBytesPath
 
 #: Largest pax extended header or GNU long name/link block accepted: tarfile
 #: reads those into memory whole, so a hostile archive could otherwise make a
@@ -167,15 +171,20 @@ def _member_kind(info: tarfile.TarInfo) -> str:
 
 
 class _GuardedTarInfo(tarfile.TarInfo):
-    """Refuses oversized extended headers before tarfile reads them into memory."""
+    """Refuses oversized extended headers before tarfile reads them into memory.
 
-    def _proc_gnulong(self, tarfile):  # type: ignore[no-untyped-def]
-        self._guard()
-        return super()._proc_gnulong(tarfile)  # type: ignore[misc]
+    It hooks two private methods of tarfile's (stable since Python 3.0), which
+    typeshed does not list: hence the two ``misc`` ignores."""
 
-    def _proc_pax(self, tarfile):  # type: ignore[no-untyped-def]
+    def _proc_gnulong(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
         self._guard()
-        return super()._proc_pax(tarfile)  # type: ignore[misc]
+        info: tarfile.TarInfo = super()._proc_gnulong(archive)  # type: ignore[misc]
+        return info
+
+    def _proc_pax(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        self._guard()
+        info: tarfile.TarInfo = super()._proc_pax(archive)  # type: ignore[misc]
+        return info
 
     def _guard(self) -> None:
         if self.size > MAX_HEADER_BYTES:
@@ -193,8 +202,9 @@ class _HashingTarFile(tarfile.TarFile):
 
     last_digest: str = ""
 
-    def makefile(self, tarinfo, targetpath):  # type: ignore[no-untyped-def]
+    def makefile(self, tarinfo: tarfile.TarInfo, targetpath: StrOrBytesPath) -> None:
         source = self.fileobj
+        assert source is not None  # an archive being extracted is open
         source.seek(tarinfo.offset_data)
         digest = hashlib.sha256()
         remaining = tarinfo.size
@@ -210,7 +220,9 @@ class _HashingTarFile(tarfile.TarFile):
                 remaining -= len(block)
         self.last_digest = digest.hexdigest()
 
-    def chown(self, tarinfo, targetpath, numeric_owner):  # type: ignore[no-untyped-def]
+    def chown(
+        self, tarinfo: tarfile.TarInfo, targetpath: StrOrBytesPath, numeric_owner: bool
+    ) -> None:
         """Owners are never taken from an archive: files belong to the server."""
 
 

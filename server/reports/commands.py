@@ -24,7 +24,7 @@ DEFAULT_STAGING_AGE = 3600.0
 
 
 def add_commands(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
     add_config_options: AddConfigOptions,
 ) -> None:
     reports = commands.add_parser("reports", help="list, show and register reports")

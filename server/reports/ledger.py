@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
     CursorResult,
     Insert,
+    Table,
     bindparam,
     delete,
     func,
@@ -34,11 +35,12 @@ from sqlalchemy.exc import IntegrityError
 
 from ..db.models import Event, Report, ReportFile, SupersededPath, Upload
 
-_events = Event.__table__
-_reports = Report.__table__
-_files = ReportFile.__table__
-_uploads = Upload.__table__
-_superseded = SupersededPath.__table__
+# Declarative classes type __table__ as any FromClause; these are Tables.
+_events = cast(Table, Event.__table__)
+_reports = cast(Table, Report.__table__)
+_files = cast(Table, ReportFile.__table__)
+_uploads = cast(Table, Upload.__table__)
+_superseded = cast(Table, SupersededPath.__table__)
 _earlier = _uploads.alias("earlier")
 
 #: Rows per ``IN (...)`` list (SQLite limits the number of bound parameters).
@@ -365,7 +367,7 @@ def _get_or_create_report(connection: Connection, change: ReportChange) -> tuple
     }
     try:
         created = _insert_new(connection, _INSERT_REPORT, values)
-        return int(created.inserted_primary_key[0]), change.url
+        return _new_id(created), change.url
     except IntegrityError:  # created meanwhile by another finalization (PostgreSQL)
         row = connection.execute(_SELECT_REPORT_FOR_UPDATE, identity).one()
         return row.id, row.url
@@ -377,9 +379,16 @@ def _get_or_create_event(connection: Connection, graceid: str) -> int:
         return int(event_id)
     try:
         created = _insert_new(connection, _INSERT_EVENT, {"graceid": graceid})
-        return int(created.inserted_primary_key[0])
+        return _new_id(created)
     except IntegrityError:  # created meanwhile by another finalization (PostgreSQL)
         return int(connection.execute(_SELECT_EVENT, {"graceid_key": graceid}).scalar_one())
+
+
+def _new_id(result: CursorResult[Any]) -> int:
+    """The primary key of the row a single-row insert just made."""
+    key = result.inserted_primary_key
+    assert key is not None  # a single-row INSERT always has one
+    return int(key[0])
 
 
 def _insert_new(

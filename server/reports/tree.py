@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import TarLimits
 from .archive import (
     DIRECTORY,
     FILE,
     ArchiveRefused,
     StagedArchive,
     StagedFile,
-    TarLimits,
     check_links,
     normalise_member_name,
 )
@@ -84,12 +84,12 @@ def stage_directory(source: Path, staging: Path, limits: TarLimits) -> StagedArc
         raise ArchiveRefused(None, f"{source} contains no files")
     check_links(staged.links, lambda path: staged.kind_of(path))
     for name, path, kind in entries:
-        target = staging / name
+        destination = staging / name
         if kind == DIRECTORY:
-            target.mkdir(mode=0o755, parents=True, exist_ok=True)
+            destination.mkdir(mode=0o755, parents=True, exist_ok=True)
         else:
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            staged.files[name] = _copy_hashing(path, target)
+            destination.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            staged.files[name] = _copy_hashing(path, destination)
     return staged
 
 

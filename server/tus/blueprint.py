@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, request, url_for
+from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
 from . import errors
@@ -190,7 +191,7 @@ def blueprint_for(
     answer = cors or NoCors()
 
     @blueprint.record_once
-    def _install(state) -> None:  # type: ignore[no-untyped-def]
+    def _install(state: BlueprintSetupState) -> None:
         state.app.extensions[_EXTENSION] = _Endpoint(uploads, answer, identify or _nobody)
 
     blueprint.before_request(_check_version)

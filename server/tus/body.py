@@ -66,7 +66,7 @@ def _portable_reader(stream: Any, expected: int | None) -> Reader:
             if size <= 0:
                 return b""
         try:
-            block = stream.read(size)
+            block: bytes = stream.read(size)
         except Exception as error:
             raise BodyGone(str(error) or type(error).__name__) from error
         if not block and expected is not None and received < expected:
@@ -87,7 +87,7 @@ def _socket_reader(body: Any, sock: socket.socket, expected: int | None) -> Read
     if type(body) is not Body or type(body.reader) is not LengthReader or expected is None:
         return None
     reader = body.reader
-    unreader = getattr(reader, "unreader", None)
+    unreader: Any = getattr(reader, "unreader", None)
     if getattr(unreader, "sock", None) is not sock or not hasattr(unreader, "take_buffered"):
         return None
     if body.buf.tell() or reader.length != expected:

@@ -87,6 +87,7 @@ class UploadInfo:
         derived = ("offset", "modified", "reserved")
         known = {name for name in cls.__dataclass_fields__ if name not in derived}
         values = {key: value for key, value in state.items() if key in known}
+        # The values are as JSON gave them; this store wrote them.
         return cls(offset=offset, modified=modified, **values)  # type: ignore[arg-type]
 
 

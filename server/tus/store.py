@@ -255,7 +255,7 @@ class FileStore:
         """The state file's content, with ``completed`` from its name."""
         try:
             with open(self._info_path(upload_id), "rb") as handle:
-                state = json.loads(handle.read())
+                state: dict[str, object] = json.loads(handle.read())
         except FileNotFoundError:
             with open(self._done_path(upload_id), "rb") as handle:
                 state = json.loads(handle.read())

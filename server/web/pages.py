@@ -8,7 +8,10 @@ strict Content-Security-Policy allows nothing but this server's own files.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import Blueprint, Response, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..api import params, queries
 from ..auth import public
@@ -46,8 +49,8 @@ def _page(html: str, status: int = 200) -> Response:
 
 @blueprint.get("/")
 @public
-def home() -> Response:
-    return redirect(url_for("pages.index"))  # type: ignore[return-value]
+def home() -> WerkzeugResponse:
+    return redirect(url_for("pages.index"))
 
 
 @blueprint.get("/events/")
@@ -89,7 +92,7 @@ def event(graceid: str) -> Response:
 
 
 @blueprint.app_template_filter("utc")
-def utc(moment) -> str:  # type: ignore[no-untyped-def]
+def utc(moment: datetime) -> str:
     return queries.as_utc(moment).strftime("%Y-%m-%d %H:%M UTC")
 
 
