@@ -32,6 +32,8 @@ class Job:
     progress: Progress
     session_factory: SessionFactory
     scans: EarlyScans
+    #: The server checks blocks (``block-checksum``) and chunks are checksummed.
+    block_checksums: bool = False
 
     @property
     def payload(self) -> Payload:
@@ -76,4 +78,5 @@ class Job:
             retrier or self.retrier,
             tally,
             stream,
+            self.block_checksums,
         )

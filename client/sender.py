@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .blocks import block_checksum
+from .blocks import max_piece as block_max_piece
 from .crc32 import crc32_combine
 from .errors import RefusedError, TransientError
 from .payload import Payload, Scan, checksum_range, tus_checksum
@@ -78,7 +80,11 @@ class RangeSender:
 
     ``hashed`` gives the chunk digests (``hashed.algorithm`` None: no
     ``Upload-Checksum``); ``chunk_size`` and ``max_piece`` bound the pieces
-    (see :class:`~dqrxfer.pieces.PieceSizer`).
+    (see :class:`~dqrxfer.pieces.PieceSizer`).  With ``block_checksums``
+    (the server has the extension) every PATCH carries block checksums of
+    ``hashed.algorithm`` instead (see :mod:`~dqrxfer.blocks`): a reset costs
+    at most a block, so each PATCH carries the rest of the range, as far as
+    one header's digests reach, and the sizer's rules do not apply.
     """
 
     tus: TusClient
@@ -92,24 +98,33 @@ class RangeSender:
     retrier: Retrier
     tally: Tally
     stream: int = 0
+    block_checksums: bool = False
 
     def send(self, offset: int, until: int | None = None) -> None:
         """Send from the upload's ``offset``, PATCH by PATCH, until the server
         has all the bytes (or, with ``until``, the upload's first ``until``)."""
         until = self.length if until is None else until
         link = self.tus.link
+        blocks = self.hashed.algorithm if self.block_checksums else None
         sizer = PieceSizer.for_range(
             self.chunk_size, self.max_piece, self.hashed.algorithm, offset, self.length, link
         )
         checksum_failures = 0
         while offset < until:
             start = self.base + offset
-            end, header = self._checksum_header(start, sizer.piece_end(start, self.base + until))
+            header = block_header = None
+            if blocks is not None:
+                end = min(self.base + until, start + block_max_piece(blocks))
+                block_header = block_checksum(self.payload, blocks, start, end)
+            else:
+                end, header = self._checksum_header(
+                    start, sizer.piece_end(start, self.base + until)
+                )
             log.debug("%s: PATCH %d bytes at offset %d", self.payload.filename, end - start, offset)
             body = SliceBody(self.payload, start, end, self.tally.sending(self.stream))
             began = time.monotonic()
             try:
-                response = self.tus.patch(self.url, offset, body, header)
+                response = self.tus.patch(self.url, offset, body, header, block_header)
                 moved = new_offset(response)
                 if not offset < moved <= self.length:
                     raise TransientError(f"PATCH: the server moved from offset {offset} to {moved}")
@@ -123,7 +138,10 @@ class RangeSender:
                             f"at offset {start} {checksum_failures} times: {error}",
                         ) from None
                 sizer.failed()
-                offset = self._recover(error, offset)
+                moved = self._recover(error, offset)
+                if moved > offset:  # the server kept verified blocks: a new start
+                    checksum_failures = 0
+                offset = moved
                 continue
             checksum_failures = 0
             if moved < self.length:  # the last PATCH's answer waits for publishing

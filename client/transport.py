@@ -36,6 +36,7 @@ from urllib.parse import urljoin
 
 import requests
 
+from .blocks import HEADER as BLOCK_HEADER
 from .errors import (
     AuthenticationError,
     RefusedError,
@@ -294,11 +295,20 @@ class TusClient:
         return Status(offset, _int_header(response, "Upload-Length", None))
 
     def patch(
-        self, url: str, offset: int, body: SliceBody, checksum: str | None = None
+        self,
+        url: str,
+        offset: int,
+        body: SliceBody,
+        checksum: str | None = None,
+        block_checksum: str | None = None,
     ) -> requests.Response:
+        """PATCH ``body`` at ``offset``, with ``checksum`` (``Upload-Checksum``)
+        or ``block_checksum`` (``Upload-Block-Checksum``, see :mod:`~dqrxfer.blocks`)."""
         headers = {"Upload-Offset": str(offset), "Content-Type": OFFSET_CONTENT_TYPE}
         if checksum:
             headers["Upload-Checksum"] = checksum
+        if block_checksum:
+            headers[BLOCK_HEADER] = block_checksum
         body.regions = sends_regions(self.session, url)
         response = self._request(
             "PATCH", url, "PATCH", data=body, headers=headers, allow_redirects=False

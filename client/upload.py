@@ -56,6 +56,7 @@ from pathlib import Path
 
 from .capabilities import (
     CapabilityCache,
+    block_checksums,
     check_size,
     chunk_algorithm,
     hashed_while_sent,
@@ -228,6 +229,7 @@ class ReportUploader:
                 progress=self.progress,
                 session_factory=self.session_factory,
                 scans=self._scans,
+                block_checksums=block_checksums(algorithm, caps),
             )
             with self.store.lock(key, payload.filename):
                 try:
