@@ -217,6 +217,31 @@ class SliceBody:
         yield from self._gathered(pending)
 
 
+class GatedBody(SliceBody):
+    """A :class:`SliceBody` whose bytes from ``hold`` on are sent only once
+    ``wait()`` returns (an exception it raises ends the request)."""
+
+    def __init__(
+        self,
+        payload: Payload,
+        start: int,
+        end: int,
+        hold: int,
+        wait: Callable[[], None],
+        on_send: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(payload, start, end, on_send)
+        self.hold = hold
+        self.wait = wait
+
+    def __iter__(self) -> Iterator[bytes | FileRegion]:
+        before = SliceBody(self.payload, self.start, self.hold, self.on_send, self.regions)
+        yield from before
+        self.wait()
+        after = SliceBody(self.payload, self.hold, self.end, self.on_send, self.regions)
+        yield from after
+
+
 class TusClient:
     """Requests to one tus endpoint (``<server>/files/``) through ``session``."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dqrxfer.blocks import BLOCK_SIZE
+from dqrxfer.blocks import block_size
 from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.live import LiveServer
@@ -161,13 +161,14 @@ def test_a_reset_keeps_the_whole_verified_blocks_of_a_large_patch(
     assert cut.offset == 0 and cut.length is not None and cut.length > size - 1024 * 1024, cut
     assert head.answer is not None and cut.offset is not None
     kept = head.answer - cut.offset
-    assert kept > 0 and kept % BLOCK_SIZE == 0, (cut, head)
-    assert kept > RESET_AT - Faults().window - BLOCK_SIZE - HEADERS, (kept, RESET_AT)
+    block = block_size("crc32", cut.length)  # the blocks of the cut PATCH
+    assert kept > 0 and kept % block == 0, (cut, head, block)
+    assert kept > RESET_AT - Faults().window - block - HEADERS, (kept, RESET_AT)
     patches = [r for r in requests if r.method == "PATCH"]
     assert len(patches) <= 4, patches  # the cut one, the rest, the held-back tail
     # What went again: the bytes in flight on the link (at most its window)
     # and the block the reset cut in two.
-    assert resent <= Faults().window + BLOCK_SIZE + HEADERS * len(requests), (resent, kept)
+    assert resent <= Faults().window + block + HEADERS * len(requests), (resent, kept)
 
 
 def test_a_server_without_block_checksums_gets_whole_piece_checksums(
