@@ -49,11 +49,12 @@ def chunk_algorithm(options: UploadOptions, caps: Capabilities) -> str | None:
     return None
 
 
-def block_checksums(algorithm: str | None, caps: Capabilities) -> bool:
+def block_checksums(options: UploadOptions, algorithm: str | None, caps: Capabilities) -> bool:
     """Whether PATCHes carry block checksums (see :mod:`dqrxfer.blocks`): chunk
-    checksums are sent and the server has the extension (ours: a standard
-    tus server is sent ``Upload-Checksum`` as before)."""
-    return algorithm is not None and caps.has(BLOCK_CHECKSUM)
+    checksums are sent, the options allow it and the server has the
+    extension (ours: a standard tus server is sent ``Upload-Checksum`` as
+    before)."""
+    return options.block_checksums and algorithm is not None and caps.has(BLOCK_CHECKSUM)
 
 
 def stream_count(options: UploadOptions, size: int, caps: Capabilities) -> int:

@@ -229,7 +229,7 @@ class ReportUploader:
                 progress=self.progress,
                 session_factory=self.session_factory,
                 scans=self._scans,
-                block_checksums=block_checksums(algorithm, caps),
+                block_checksums=block_checksums(self.options, algorithm, caps),
             )
             with self.store.lock(key, payload.filename):
                 try:
