@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from .blocks import EXTENSION as BLOCK_CHECKSUM
 from .errors import RefusedError
 from .payload import Payload, choose_checksum
 from .planning import UploadOptions
@@ -47,6 +48,14 @@ def chunk_algorithm(options: UploadOptions, caps: Capabilities) -> str | None:
     if options.checksums and caps.has("checksum"):
         return choose_checksum(caps.checksum_algorithms)
     return None
+
+
+def block_checksums(options: UploadOptions, algorithm: str | None, caps: Capabilities) -> bool:
+    """Whether PATCHes carry block checksums (see :mod:`dqrxfer.blocks`): chunk
+    checksums are sent, the options allow it and the server has the
+    extension (ours: a standard tus server is sent ``Upload-Checksum`` as
+    before)."""
+    return options.block_checksums and algorithm is not None and caps.has(BLOCK_CHECKSUM)
 
 
 def stream_count(options: UploadOptions, size: int, caps: Capabilities) -> int:

@@ -5,9 +5,11 @@ or server process that reaches ``<point>`` writes its pid to the marker file
 and then stops dead, waiting to be killed (``kill -9``), so a test can kill it
 at an exact place and check what a re-run or a restart makes of it.
 
-Client points (an upload): ``before-final`` (partial uploads sent but for
-their last bytes, sha256 known and kept, final upload not asked for) and
-``after-final`` (final upload created and its URL kept, last bytes not sent).
+Client points (an upload, on the thread that creates the final upload while
+the partial uploads travel): ``before-final`` (sha256 known and kept, final
+upload not asked for) and ``after-final`` (final upload created and its URL
+kept); either way the partial uploads' last bytes, which wait for the final
+upload, are never sent.
 Server points (finalization, ``dqrxfer.server.reports``): ``after-extract``
 (archive staged and checked, report unchanged) and ``after-publish`` (report
 tree changed, database not yet).

@@ -34,6 +34,8 @@ class Job:
     progress: Progress
     session_factory: SessionFactory
     scans: EarlyScans
+    #: The server checks blocks (``block-checksum``) and chunks are checksummed.
+    block_checksums: bool = False
 
     @property
     def payload(self) -> Payload:
@@ -85,4 +87,5 @@ class Job:
             retrier or self.retrier,
             tally,
             stream,
+            self.block_checksums,
         )

@@ -4,11 +4,13 @@ final upload (the concatenation extension).
 The partial uploads carry the report metadata but the sha256, so the server
 checks and authorizes them before any byte is sent; a thread hashes the
 payload meanwhile, and the final upload made of them carries the whole
-metadata: hashing costs no time of its own.  The last bytes of the payload are
-held back until the final upload exists (with concatenation-unfinished), so
-creating it is quick and the publication happens in the last PATCH, where a
-lost answer is harmless.  With several partial uploads (``parallel``) they
-are sent at once, each on a thread and a session of its own.
+metadata: hashing costs no time of its own.  With concatenation-unfinished the
+final upload is asked for while the partial uploads travel, as soon as the
+sha256 is known, and the last bytes of the payload wait for it (see
+:mod:`~dqrxfer.final`), so creating it is quick and the publication happens
+in the last PATCH, where a lost answer is harmless.  With several partial
+uploads (``parallel``) they are sent at once, each on a thread and a session
+of its own.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import faults
 from .errors import UploadGoneError, worst_exit_code
+from .final import FinalCreation
 from .job import Job
 from .payload import BackgroundScan, Payload, Scan
 from .pieces import split_ranges
 from .progress import human_bytes
 from .resume import ResumeEntry
 from .retry import Retrier, start_over_once
-from .sender import Tally
+from .sender import Hold, Tally
 from .transport import Capabilities, TusClient
 
 log = logging.getLogger("dqr-xfer")
@@ -106,30 +108,26 @@ def _drive(
         else Scan(entry.sha256, payload.size, job.options.chunk_size, algorithm)
     )
     lengths = [end - start for start, end in parts]
-    stops = list(lengths)
-    if not entry.url and caps.has("concatenation-unfinished"):
-        # Hold the payload's last bytes back until the final upload exists:
-        # creating it is then quick (nothing to join and publish yet), and
-        # the publication happens in the last PATCH, whose lost answer
-        # costs a HEAD, not a second final upload.
-        stops[-1] = max(offsets[-1], lengths[-1] - TAIL)
     task = job.progress.task(payload.filename, payload.size, resumed)
     tally = Tally(task, len(parts), offsets)
     sending = Streams(job, hashed, parts, urls, tally)
     try:
-        sending.send(offsets, stops)
-        if not entry.url:
-            if background is not None:
-                entry.sha256 = background.result().sha256
-            job.resume.remember(entry)
-            faults.point("before-final")
-            metadata = job.planned.metadata(entry.sha256)
-            final = job.create(None, metadata, "final;" + " ".join(urls))
-            entry.url = final.url
-            job.resume.remember(entry)
-            log.debug("%s: final upload %s", payload.filename, final.url)
-            faults.point("after-final")
-        sending.send(stops, lengths)
+        if entry.url:
+            sending.send(offsets, lengths)
+        elif caps.has("concatenation-unfinished"):
+            # The final upload is asked for while the partial uploads travel;
+            # the payload's last bytes wait for it (see dqrxfer.final).
+            final = FinalCreation(job, entry, urls, background).start()
+            try:
+                hold = Hold(max(offsets[-1], lengths[-1] - TAIL), final.wait)
+                sending.send(offsets, lengths, hold)
+            finally:
+                final.stop()
+            final.wait()
+        else:
+            sending.send(offsets, lengths)
+            # The final upload joins and publishes the finished partial uploads.
+            FinalCreation(job, entry, urls, background).start().wait()
     finally:
         task.close()
     return entry.url, resumed, tally, entry.sha256
@@ -212,13 +210,16 @@ class Streams:
     parts: list[tuple[int, int]]
     urls: list[str]
     tally: Tally
+    hold: Hold | None = None
 
-    def send(self, offsets: list[int], stops: list[int]) -> None:
+    def send(self, offsets: list[int], stops: list[int], hold: Hold | None = None) -> None:
         """Send each partial upload ``index`` from ``offsets[index]`` to
         ``stops[index]``: one in this thread (on the job's session, with the
         job's retrier), several at once on threads of their own (each with
-        its own session and retrier)."""
+        its own session and retrier).  ``hold`` holds bytes of the last
+        partial upload back (see :meth:`RangeSender.send`)."""
         todo = [index for index in range(len(self.parts)) if offsets[index] < stops[index]]
+        self.hold = hold
         if len(todo) == 1:
             self._send(todo[0], offsets, stops, self.job.tus, self.job.retrier)
             return
@@ -254,7 +255,8 @@ class Streams:
         sender = self.job.sender(
             self.urls[index], self.hashed, self.parts[index], self.tally, index, tus, retrier
         )
-        sender.send(offsets[index], until=stops[index])
+        last = index == len(self.parts) - 1
+        sender.send(offsets[index], until=stops[index], hold=self.hold if last else None)
 
     def _label(self, index: int) -> str:
         filename = self.job.payload.filename

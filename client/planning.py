@@ -40,7 +40,10 @@ class UploadOptions:
     server takes no chunk checksums or CRC-32 ones; None: ``chunk_size``
     bytes at most (``dqr-upload`` sets it unless ``--chunk-size`` is given).
     ``follow_external_links``: send what symbolic links leading out of their
-    directory point to, instead of refusing or skipping them."""
+    directory point to, instead of refusing or skipping them.
+    ``block_checksums``: with ``checksums``, check each block of a PATCH
+    instead of the whole PATCH when the server can (its ``block-checksum``
+    extension; see :mod:`~dqrxfer.blocks`)."""
 
     chunk_size: int = DEFAULT_CHUNK_SIZE
     parallel: int = 1
@@ -51,6 +54,7 @@ class UploadOptions:
     follow_external_links: bool = False
     overlap_min_size: int = OVERLAP_MIN_SIZE
     max_piece: int | None = None
+    block_checksums: bool = True
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:

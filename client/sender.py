@@ -16,13 +16,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .blocks import block_checksum, block_size
+from .blocks import max_piece as block_max_piece
 from .crc32 import crc32_combine
 from .errors import RefusedError, TransientError
 from .payload import Payload, Scan, checksum_range, tus_checksum
-from .pieces import PieceSizer
+from .pieces import LONG_ROUND_TRIP, PieceSizer
 from .progress import Task
 from .retry import Retrier
-from .transport import OffsetConflict, SliceBody, TusClient, new_offset
+from .transport import GatedBody, OffsetConflict, SliceBody, TusClient, new_offset
 
 log = logging.getLogger("dqr-xfer")
 
@@ -74,6 +76,14 @@ def server_offset(tus: TusClient, url: str, retrier: Retrier) -> int:
     return retrier.call(attempt)
 
 
+@dataclass(frozen=True)
+class Hold:
+    """Bytes of an upload from ``offset`` on wait for ``wait()`` to return."""
+
+    offset: int
+    wait: Callable[[], None]
+
+
 @dataclass
 class RangeSender:
     """Sends bytes ``[base, base + length)`` of ``payload`` to the upload at
@@ -81,7 +91,11 @@ class RangeSender:
 
     ``hashed`` gives the chunk digests (``hashed.algorithm`` None: no
     ``Upload-Checksum``); ``chunk_size`` and ``max_piece`` bound the pieces
-    (see :class:`~dqrxfer.pieces.PieceSizer`).
+    (see :class:`~dqrxfer.pieces.PieceSizer`).  With ``block_checksums``
+    (the server has the extension) every PATCH carries block checksums of
+    ``hashed.algorithm`` instead (see :mod:`~dqrxfer.blocks`): a reset costs
+    at most a block, so each PATCH carries the rest of the range, as far as
+    one header's digests reach, and the sizer's rules do not apply.
     """
 
     tus: TusClient
@@ -95,24 +109,36 @@ class RangeSender:
     retrier: Retrier
     tally: Tally
     stream: int = 0
+    block_checksums: bool = False
 
-    def send(self, offset: int, until: int | None = None) -> None:
+    def send(self, offset: int, until: int | None = None, hold: Hold | None = None) -> None:
         """Send from the upload's ``offset``, PATCH by PATCH, until the server
-        has all the bytes (or, with ``until``, the upload's first ``until``)."""
+        has all the bytes (or, with ``until``, the upload's first ``until``).
+        With ``hold`` (an offset of the upload and a wait), the bytes from
+        that offset on go only once the wait has returned (in the same PATCH
+        as those before them)."""
         until = self.length if until is None else until
         link = self.tus.link
+        blocks = self.hashed.algorithm if self.block_checksums else None
         sizer = PieceSizer.for_range(
             self.chunk_size, self.max_piece, self.hashed.algorithm, offset, self.length, link
         )
         checksum_failures = 0
         while offset < until:
             start = self.base + offset
-            end, header = self._checksum_header(start, sizer.piece_end(start, self.base + until))
+            header = block_header = None
+            if blocks is not None:
+                end = min(self.base + until, start + self._block_piece(blocks, sizer))
+                block_header = block_checksum(self.payload, blocks, start, end)
+            else:
+                end, header = self._checksum_header(
+                    start, sizer.piece_end(start, self.base + until)
+                )
             log.debug("%s: PATCH %d bytes at offset %d", self.payload.filename, end - start, offset)
-            body = SliceBody(self.payload, start, end, self.tally.sending(self.stream))
+            body = self._body(start, end, hold, blocks)
             began = time.monotonic()
             try:
-                response = self.tus.patch(self.url, offset, body, header)
+                response = self.tus.patch(self.url, offset, body, header, block_header)
                 moved = new_offset(response)
                 if not offset < moved <= self.length:
                     raise TransientError(f"the server moved from offset {offset} to {moved}")
@@ -126,7 +152,10 @@ class RangeSender:
                             f"at offset {start} {checksum_failures} times: {error}",
                         ) from None
                 sizer.failed()
-                offset = self._recover(error, offset)
+                moved = self._recover(error, offset)
+                if moved > offset:  # the server kept verified blocks: a new start
+                    checksum_failures = 0
+                offset = moved
                 continue
             checksum_failures = 0
             if moved < self.length:  # the last PATCH's answer waits for publishing
@@ -135,6 +164,32 @@ class RangeSender:
             offset = moved
             self.retrier.progress()
             self.tally.acknowledge(self.stream, offset)
+
+    def _block_piece(self, algorithm: str, sizer: PieceSizer) -> int:
+        """The bytes of the next block-checksummed PATCH: as many as one
+        header's digests cover; but right after a failure on a short link
+        (or one not measured yet), the sizer's small ramp: there the server
+        may not have seen the cut connection yet when it answers HEAD, and a
+        large PATCH from a stale offset would push megabytes into the buffers
+        before its 409 (or 423) comes back.  On a long link the server has
+        long seen it, and a round trip costs more than a probe saves."""
+        round_trip = self.tus.link.round_trip
+        if sizer.ramp is not None and (round_trip is None or round_trip < LONG_ROUND_TRIP):
+            return sizer.ramp
+        return block_max_piece(algorithm)
+
+    def _body(self, start: int, end: int, hold: Hold | None, blocks: str | None) -> SliceBody:
+        """The PATCH body of ``[start, end)``; bytes from the ``hold`` on
+        wait, from the start of their block with block checksums (so that
+        the server has verified every byte before those that wait)."""
+        on_send = self.tally.sending(self.stream)
+        if hold is None or not start <= self.base + hold.offset < end:
+            return SliceBody(self.payload, start, end, on_send)
+        gate = self.base + hold.offset
+        if blocks is not None:
+            size = block_size(blocks, end - start)
+            gate = start + (gate - start) // size * size
+        return GatedBody(self.payload, start, end, gate, hold.wait, on_send)
 
     def _recover(self, error: TransientError, offset: int) -> int:
         """After a failed PATCH from ``offset``: wait (or give up), then the

@@ -42,6 +42,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from .blocks import HEADER as BLOCK_HEADER
 from .errors import (
     AuthenticationError,
     RefusedError,
@@ -266,6 +267,31 @@ class SliceBody:
         yield from self._gathered(pending)
 
 
+class GatedBody(SliceBody):
+    """A :class:`SliceBody` whose bytes from ``hold`` on are sent only once
+    ``wait()`` returns (an exception it raises ends the request)."""
+
+    def __init__(
+        self,
+        payload: Payload,
+        start: int,
+        end: int,
+        hold: int,
+        wait: Callable[[], None],
+        on_send: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(payload, start, end, on_send)
+        self.hold = hold
+        self.wait = wait
+
+    def __iter__(self) -> Iterator[bytes | FileRegion]:
+        before = SliceBody(self.payload, self.start, self.hold, self.on_send, self.regions)
+        yield from before
+        self.wait()
+        after = SliceBody(self.payload, self.hold, self.end, self.on_send, self.regions)
+        yield from after
+
+
 class TusClient:
     """Requests to one tus endpoint (``<server>/files/``) through ``session``."""
 
@@ -371,11 +397,20 @@ class TusClient:
         return Status(offset, _int_header(response, "Upload-Length", None))
 
     def patch(
-        self, url: str, offset: int, body: SliceBody, checksum: str | None = None
+        self,
+        url: str,
+        offset: int,
+        body: SliceBody,
+        checksum: str | None = None,
+        block_checksum: str | None = None,
     ) -> requests.Response:
+        """PATCH ``body`` at ``offset``, with ``checksum`` (``Upload-Checksum``)
+        or ``block_checksum`` (``Upload-Block-Checksum``, see :mod:`~dqrxfer.blocks`)."""
         headers = {"Upload-Offset": str(offset), "Content-Type": OFFSET_CONTENT_TYPE}
         if checksum:
             headers["Upload-Checksum"] = checksum
+        if block_checksum:
+            headers[BLOCK_HEADER] = block_checksum
         body.regions = sends_regions(self.session, url)
         response = self._request(
             "PATCH", url, "PATCH", data=body, headers=headers, allow_redirects=False

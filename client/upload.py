@@ -60,6 +60,7 @@ import requests
 from . import contract
 from .capabilities import (
     CapabilityCache,
+    block_checksums,
     check_size,
     chunk_algorithm,
     hashed_while_sent,
@@ -339,6 +340,7 @@ class ReportUploader:
                 progress=self.progress,
                 session_factory=self.session_factory,
                 scans=self._scans,
+                block_checksums=block_checksums(self.options, algorithm, caps),
             )
             with self.store.lock(key, payload.filename):
                 try:

@@ -128,9 +128,10 @@ def test_an_adopted_pass_gives_the_sha256_and_the_chunk_checksums(
 ) -> None:
     """With concatenation the payload is sent while the adopted pass goes on;
     without it the pass is waited for (hash first, then send).  Either way no
-    second pass, and the pass's sha256 and chunk checksums are the ones used."""
+    second pass, and the pass's sha256 and chunk checksums are the ones used
+    (whole-piece checksums: block checksums use none of the pass's)."""
     server: LiveServer = request.getfixturevalue(server_fixture)
-    options = UploadOptions(chunk_size=MiB, overlap_min_size=MiB)
+    options = UploadOptions(chunk_size=MiB, overlap_min_size=MiB, block_checksums=False)
     result, early, seen = upload_adopting(
         server, payload_path, tmp_path / "store", options, MiB, "crc32"
     )
@@ -163,7 +164,7 @@ def test_an_adopted_pass_drops_its_chunk_checksums_when_none_are_sent(
 def test_an_adopted_pass_on_another_chunk_grid_is_replaced(
     live_server: LiveServer, payload_path: Path, tmp_path: Path, passes: list[object]
 ) -> None:
-    options = UploadOptions(chunk_size=MiB, overlap_min_size=MiB)
+    options = UploadOptions(chunk_size=MiB, overlap_min_size=MiB, block_checksums=False)
     result, early, seen = upload_adopting(
         live_server, payload_path, tmp_path / "store", options, 2 * MiB, "crc32"
     )

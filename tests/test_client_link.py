@@ -1,8 +1,10 @@
 """dqr-upload over a long link (issue: time to visible): what a reset in the
 middle of a piece costs, seen from both ends: the fault proxy counts the bytes
 the client put on the wire, and the server's access log
-(``support/request_log.py``) names every request with its offsets.  Not timed:
-the times are ``bench/link_bench.py``'s job."""
+(``support/request_log.py``) names every request with its offsets.  Against
+our server a PATCH carries block checksums (a reset keeps the whole blocks
+received); against a server without that extension, whole-piece checksums.
+Not timed: the times are ``bench/link_bench.py``'s job."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dqrxfer.blocks import block_size
 from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.live import LiveServer
@@ -35,6 +38,19 @@ def logged_server(data_dir: Path) -> Iterator[LiveServer]:
     """The real server, each request in its access log with its tus offsets."""
     config = Path(__file__).parent / "support" / "request_log.py"
     server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(config)]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def standard_server(data_dir: Path) -> Iterator[LiveServer]:
+    """The same, answering as a tus server without block checksums."""
+    config = Path(__file__).parent / "support" / "request_log_hiding.py"
+    server = LiveServer(
+        data_dir,
+        extra_args=["--gunicorn-config", str(config)],
+        env={"DQRXFER_TEST_HIDDEN_EXTENSIONS": "block-checksum"},
+    ).start()
     yield server
     server.stop()
 
@@ -121,3 +137,50 @@ def test_parallel_streams_each_resume_on_their_own(
         requests_here = [r for r in requests if r.path == path and r.method == "PATCH"]
         for earlier, later in itertools.pairwise(requests_here):
             assert later.offset == earlier.answer, (path, earlier, later)
+
+
+def the_cut_patch(requests: list[Request], head: Request) -> Request:
+    """The PATCH the reset cut: the last one of the upload before the HEAD."""
+    before = requests[: requests.index(head)]
+    patches = [r for r in before if r.path == head.path and r.method == "PATCH"]
+    assert patches and not whole(patches[-1]), patches[-3:]
+    return patches[-1]
+
+
+def test_a_reset_keeps_the_whole_verified_blocks_of_a_large_patch(
+    logged_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    """Against our server the payload goes in one PATCH (but the held-back
+    tail) with block checksums; the reset 40 MiB in keeps every whole block
+    received: the server's offset is a block boundary of the cut PATCH,
+    and only the bytes in flight and the block cut in two go again."""
+    resent, requests = upload_through_a_link_that_resets_once(logged_server, big_file, client_env)
+    head = the_one_head(requests)
+    cut = the_cut_patch(requests, head)
+    size = big_file.stat().st_size
+    assert cut.offset == 0 and cut.length is not None and cut.length > size - 1024 * 1024, cut
+    assert head.answer is not None and cut.offset is not None
+    kept = head.answer - cut.offset
+    block = block_size("crc32", cut.length)  # the blocks of the cut PATCH
+    assert kept > 0 and kept % block == 0, (cut, head, block)
+    assert kept > RESET_AT - Faults().window - block - HEADERS, (kept, RESET_AT)
+    patches = [r for r in requests if r.method == "PATCH"]
+    assert len(patches) <= 4, patches  # the cut one, the rest, the held-back tail
+    # What went again: the bytes in flight on the link (at most its window)
+    # and the block the reset cut in two.
+    assert resent <= Faults().window + block + HEADERS * len(requests), (resent, kept)
+
+
+def test_a_server_without_block_checksums_gets_whole_piece_checksums(
+    standard_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    """Without the extension a cut checksummed piece is discarded whole: the
+    server's offset after the reset is where the cut piece began, and the
+    pieces are the sizer's, many of them."""
+    resent, requests = upload_through_a_link_that_resets_once(standard_server, big_file, client_env)
+    head = the_one_head(requests)
+    cut = the_cut_patch(requests, head)
+    assert head.answer == cut.offset, (cut, head)
+    patches = [r for r in requests if r.method == "PATCH"]
+    assert len(patches) > 4, patches
+    assert resent > 0

@@ -10,6 +10,7 @@ hashing first when the server does not advertise concatenation."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from dqrxfer.blocks import block_size
 from dqrxfer.upload import TAIL
 from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
@@ -89,12 +91,14 @@ def partials(server: LiveServer) -> list[dict]:
 
 def recorded_upload(server: LiveServer, payload: Path, store_dir: Path):  # type: ignore[no-untyped-def]
     """Upload ``payload`` (1 MiB chunks, hashed while sent) through the API,
-    recording every request: (method, URL, headers)."""
+    recording every request: (method, URL, headers), and every answer:
+    (method, URL, the answer's headers), each in the order they came."""
     from dqrxfer.resume import ResumeStore
     from dqrxfer.session import make_session
     from dqrxfer.upload import ReportTarget, ReportUploader, UploadOptions
 
     seen: list[tuple[str, str, dict[str, str]]] = []
+    answered: list[tuple[str, str, dict[str, str]]] = []
 
     def factory():  # type: ignore[no-untyped-def]
         session = make_session()
@@ -102,7 +106,9 @@ def recorded_upload(server: LiveServer, payload: Path, store_dir: Path):  # type
 
         def send(request, **kwargs):  # type: ignore[no-untyped-def]
             seen.append((request.method, request.url, dict(request.headers)))
-            return original(request, **kwargs)
+            response = original(request, **kwargs)
+            answered.append((request.method, request.url, dict(response.headers)))
+            return response
 
         session.send = send  # type: ignore[method-assign]
         return session
@@ -110,7 +116,8 @@ def recorded_upload(server: LiveServer, payload: Path, store_dir: Path):  # type
     store = ResumeStore(store_dir)
     options = UploadOptions(chunk_size=MiB, checksums=False, overlap_min_size=MiB)
     target = ReportTarget("O4", "S230518h", "llo", 1)
-    return ReportUploader(server.url, target, options, factory, store).upload(payload), seen
+    result = ReportUploader(server.url, target, options, factory, store).upload(payload)
+    return result, seen, answered
 
 
 def test_a_partial_upload_sent_while_hashed_then_a_final_one_with_the_metadata(
@@ -118,18 +125,15 @@ def test_a_partial_upload_sent_while_hashed_then_a_final_one_with_the_metadata(
 ) -> None:
     payload = tmp_path / "summary.bin"
     payload.write_bytes(os.urandom(3 * MiB))
-    result, seen = recorded_upload(live_server, payload, tmp_path / "store")
+    result, seen, answered = recorded_upload(live_server, payload, tmp_path / "store")
 
     assert result.sha256 == sha256_hex(payload)
     assert result.sent_bytes == result.size == payload.stat().st_size
-    assert [method for method, _, _ in seen] == [
-        "OPTIONS",
-        "POST",
-        *["PATCH"] * 3,
-        "POST",
-        "PATCH",
-        "GET",
-    ]
+    # The final upload is asked for (on a session of its own) while the
+    # partial upload travels: its POST comes anywhere among the PATCHes.
+    methods = [method for method, _, _ in seen]
+    assert methods[:2] == ["OPTIONS", "POST"] and methods[-1] == "GET"
+    assert sorted(methods[2:-1]) == ["PATCH"] * 3 + ["POST"]
     (_, _, partial), (_, _, final) = [s for s in seen if s[0] == "POST"]
     assert partial["Upload-Concat"] == "partial"
     # The report metadata goes with the partial upload (checked before any byte is
@@ -144,9 +148,17 @@ def test_a_partial_upload_sent_while_hashed_then_a_final_one_with_the_metadata(
     assert base64.b64decode(metadata["sha256"]).decode() == result.sha256
     patches = [(url, headers) for method, url, headers in seen if method == "PATCH"]
     assert {url for url, _ in patches} == {partial_url}
-    # The payload's last bytes wait for the final upload: its creation is quick.
-    assert int(patches[-1][1]["Content-Length"]) == TAIL
-    assert int(patches[-1][1]["Upload-Offset"]) == payload.stat().st_size - TAIL
+    # The payload's last bytes wait for the final upload: when it was created
+    # the partial upload was unfinished (it has no offset yet), and the last
+    # PATCH, whose answer comes after the final upload's, carries them.
+    ((_, _, created),) = [a for a in answered if a[0] == "POST" and a[1].endswith("/files/")][1:]
+    assert "Upload-Offset" not in created
+    answers = [method for method, _, _ in answered]
+    assert answers.index("POST", 2) < len(answers) - 2 and answers[-2] == "PATCH"
+    size = payload.stat().st_size
+    offsets = [int(headers["Upload-Offset"]) for _, headers in patches]
+    lengths = [int(headers["Content-Length"]) for _, headers in patches]
+    assert offsets == [0, *itertools.accumulate(lengths)][:-1] and sum(lengths) == size
     assert result.upload_url != partial_url
 
     landed = live_server.published("summary.bin")
@@ -167,7 +179,7 @@ def test_without_concatenation_unfinished_the_final_upload_follows_the_whole_par
     is complete, and its creation joins and publishes."""
     payload = tmp_path / "summary.bin"
     payload.write_bytes(os.urandom(3 * MiB))
-    result, seen = recorded_upload(server_without_unfinished, payload, tmp_path / "store")
+    result, seen, _ = recorded_upload(server_without_unfinished, payload, tmp_path / "store")
     assert [method for method, _, _ in seen] == ["OPTIONS", "POST", *["PATCH"] * 3, "POST", "GET"]
     assert seen[-2][2]["Upload-Concat"].startswith("final;")
     assert result.sha256 == sha256_hex(payload)
@@ -190,19 +202,25 @@ def test_a_large_file_from_the_command_line_is_hashed_while_it_is_sent(
 
 
 def kill_half_way_then_resume(
-    server: LiveServer, big_file: Path, env: dict[str, str]
+    server: LiveServer, big_file: Path, env: dict[str, str], partial: bool = False
 ) -> tuple[dict, list[dict], subprocess.CompletedProcess[str]]:
     """Kill dqr-upload (on a slow link) once the server holds half of the
-    payload, then run it again (on a fast one): it must resume, sending little
-    more than the other half.  Returns the client's resume entry and the
-    server's uploads as they were at the kill, and the re-run."""
+    payload (``partial``: in a partial upload, and the final upload was
+    created, while the partial one travels: its last bytes wait for it),
+    then run it again (on a fast one): it must resume, sending little more
+    than the other half.  Returns the client's resume entry and the server's
+    uploads as they were at the kill, and the re-run."""
     size = big_file.stat().st_size
     with FaultProxy(server.port, Faults(rate=32 * MiB)) as proxy:
         args = command(proxy.url, big_file)
 
         def half_way() -> bool:
-            found = list(uploads(server).values())
-            return bool(found) and found[0]["size"] >= size // 2
+            if not partial:
+                found = list(uploads(server).values())
+                return bool(found) and found[0]["size"] >= size // 2
+            found = partials(server)
+            kept = entries(env)
+            return bool(found and kept) and found[0]["size"] >= size // 2 and kept[0]["url"]
 
         kill_when(args, env, half_way, "half of the payload on the server")
         (entry,) = entries(env)
@@ -219,9 +237,13 @@ def kill_half_way_then_resume(
 def test_killed_while_the_partial_upload_travels_resumes_it(
     live_server: LiveServer, big_file: Path, client_env: dict[str, str]
 ) -> None:
-    entry, at_kill, result = kill_half_way_then_resume(live_server, big_file, client_env)
-    assert len(entry["partials"]) == 1 and entry["url"] is None and entry["sha256"] == ""
-    assert [upload.get("concat") for upload in at_kill] == ["partial"]  # no final upload yet
+    entry, at_kill, result = kill_half_way_then_resume(
+        live_server, big_file, client_env, partial=True
+    )
+    assert len(entry["partials"]) == 1 and entry["sha256"] == sha256_hex(big_file)
+    assert sorted(upload.get("concat") for upload in at_kill) == ["final", "partial"]
+    (final,) = [upload for upload in at_kill if upload.get("concat") == "final"]
+    assert entry["url"].endswith(final["id"]) and final["size"] == 0  # not joined yet
     assert entry["partials"][0] in result.stderr
     assert sha256_hex(live_server.published("big.bin")) == sha256_hex(big_file)
     assert len(partials(live_server)) == len(finals(live_server)) == 1
@@ -237,26 +259,35 @@ def test_killed_around_the_final_upload_creates_it_once(
     point: str,
 ) -> None:
     """Killed just before the final upload is asked for (sha256 kept), or just
-    after it was created (its URL kept): the re-run sends only the held-back
-    last bytes, does not hash again, and there is one final upload."""
+    after it was created (its URL kept), with the partial upload sent up to
+    its held-back last bytes (they wait for the final upload; with block
+    checksums from the start of their block): the re-run sends only those,
+    does not hash again, and there is one final upload."""
     size = big_file.stat().st_size
+    block = block_size("crc32", size)  # the blocks of the one PATCH
     marker = tmp_path / "fault.pid"
     with FaultProxy(live_server.port) as proxy:
         args = command(proxy.url, big_file, "-v")
         env = {**client_env, "DQRXFER_TEST_FAULT": f"{point}:{marker}"}
-        kill_when(args, env, marker.exists, f"the client at {point}")
+
+        def at_the_hold() -> bool:
+            found = partials(live_server)
+            return marker.exists() and bool(found) and found[0]["size"] >= size - TAIL - block
+
+        kill_when(args, env, at_the_hold, f"the client at {point}, the last bytes held")
         (entry,) = entries(client_env)
         assert entry["sha256"] == sha256_hex(big_file)
         assert (entry["url"] is not None) == (point == "after-final")
         assert len(finals(live_server)) == (point == "after-final")
         (partial,) = partials(live_server)
-        assert partial["size"] == size - TAIL
+        held = size - partial["size"]
+        assert TAIL <= held <= TAIL + block, held
         proxy.reset_counters()
         result = run_cli(*args, env=client_env, timeout=300)
         assert result.returncode == 0, result.stderr
-        assert f"Resuming big.bin at {(size - TAIL) / MiB:.1f} MiB" in result.stderr
+        assert f"Resuming big.bin at {(size - held) / MiB:.1f} MiB" in result.stderr
         assert "hashing it meanwhile" not in result.stderr
-        assert proxy.counters.up_bytes < TAIL + 64 * 1024, proxy.counters
+        assert proxy.counters.up_bytes < held + 64 * 1024, proxy.counters
     assert sha256_hex(live_server.published("big.bin")) == sha256_hex(big_file)
     (final,) = finals(live_server)
     assert final["size"] == size

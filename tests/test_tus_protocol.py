@@ -50,6 +50,7 @@ EXTENSIONS = {
     "expiration",
     "concatenation",
     "concatenation-unfinished",
+    "block-checksum",
 }
 
 

@@ -385,10 +385,11 @@ def test_the_running_sha256_is_never_guessed(tmp_path: Path) -> None:
     store = FileStore(tmp_path, running_sha256=True)
     info = store.create(UploadInfo(id="", length=8))
     store.write(info.id, 0, reader(b"abcd"), 8)
-    # Another process (a second worker) goes on from offset 4: it knows nothing.
+    # Another process (a second worker) goes on from offset 4: it knows
+    # nothing of the first 4 bytes but what it reads from the file.
     other = FileStore(tmp_path, running_sha256=True)
     other.write(info.id, 4, reader(b"efgh"), 4)
-    assert other.known_sha256(info.id) is None
+    assert other.known_sha256(info.id) == sha256_hex(b"abcdefgh")
     # And this one's hash stops at 4 bytes while the file has 8.
     assert store.known_sha256(info.id) is None
     assert FileStore(tmp_path).known_sha256(info.id) is None  # without running hashes
@@ -404,3 +405,29 @@ def test_a_final_upload_of_one_partial_inherits_its_running_sha256(tmp_path: Pat
     store.concatenate(final, [store.get(partial.id)])
     assert store.known_sha256(final.id) == sha256_hex(payload)
     assert store.data_path(final.id).read_bytes() == payload
+
+
+def test_a_write_that_finds_no_running_sha256_catches_up_from_the_file(tmp_path: Path) -> None:
+    """A PATCH that comes to another process (a new connection after a reset,
+    another worker) finds no hash at its offset: it hashes the bytes below it
+    from the data file while its own arrive, and the digest is complete at
+    the end (nothing is read again after the last byte)."""
+    payload = os.urandom(3 * MiB + 5)
+    first = FileStore(tmp_path, running_sha256=True)
+    info = first.create(UploadInfo(id="", length=len(payload)))
+    with pytest.raises(BodyGone):
+        first.write(info.id, 0, failing_reader(payload[:MiB]), len(payload))
+    other = FileStore(tmp_path, running_sha256=True)  # as another worker sees the directory
+    assert other.known_sha256(info.id) is None
+
+    # A checksummed chunk refused there: the hash it caught up with stays, at the offset.
+    def refuse() -> None:
+        raise errors.TusError(460, "checksum mismatch")
+
+    with pytest.raises(errors.TusError):
+        other.write(info.id, MiB, reader(payload[MiB : 2 * MiB]), len(payload), verify=refuse)
+    assert other.known_sha256(info.id) == sha256_hex(payload[:MiB])
+
+    third = FileStore(tmp_path, running_sha256=True)
+    third.write(info.id, MiB, reader(payload[MiB:], 100_000), len(payload))
+    assert third.known_sha256(info.id) == sha256_hex(payload)

@@ -17,6 +17,7 @@ the hooks.  The modules, one job each:
 ``pools``       per-process thread pools (safe across ``fork``)
 ``hooks``       the application's entry points
 ``checksum``    ``Upload-Checksum``; ``metadata``: ``Upload-Metadata``
+``blocks``      ``Upload-Block-Checksum`` (ours): a cut body keeps its verified blocks
 ``expiration``  ``Upload-Expires``; ``cors``: browsers on other origins
 ``metrics``     Prometheus counters and the ``/metrics`` view
 ``errors``      every protocol error with its status, in one place

@@ -19,6 +19,9 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
 from . import errors
+from .blocks import EXTENSION as BLOCK_CHECKSUM
+from .blocks import HEADER as BLOCK_CHECKSUM_HEADER
+from .blocks import BlockChecksums, BlockMismatch, parse_block_checksums
 from .body import BodyGone, body_reader
 from .checksum import ADVERTISED as CHECKSUM_ALGORITHMS
 from .checksum import ChunkChecksum, parse_checksum
@@ -42,6 +45,7 @@ EXTENSIONS = (
     "expiration",
     "concatenation",
     "concatenation-unfinished",
+    BLOCK_CHECKSUM,
 )
 UPLOAD_METHODS = "OPTIONS, HEAD, PATCH, DELETE, POST"
 
@@ -360,7 +364,7 @@ def _post() -> Response:
         limit = options.max_size if length is None else length
         if request.content_length is not None and request.content_length > limit:
             raise errors.too_large("request body", limit)
-        checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+        checksum = _body_checks()
 
     info = UploadInfo(
         id=new_upload_id(),
@@ -454,7 +458,7 @@ def _patch(upload_id: str) -> Response:
     if offset is None:
         raise errors.bad_header("Upload-Offset", "is required")
     declared = _parse_non_negative("Upload-Length", request.headers.get("Upload-Length"))
-    checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+    checksum = _body_checks()
     _owned(upload_id)  # before the lock: a busy upload of someone else's is still a 404
 
     with uploads.locked(upload_id):
@@ -486,7 +490,23 @@ def _declare_length(uploads: Uploads, info: UploadInfo, length: int) -> None:
     uploads.store.declare_length(info, length)
 
 
-def _receive(uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | None) -> dict[str, str]:
+def _body_checks() -> ChunkChecksum | BlockChecksums | None:
+    """What checks the body: ``Upload-Checksum`` (the whole body) or
+    ``Upload-Block-Checksum`` (each block of it, see :mod:`.blocks`), not both."""
+    whole = request.headers.get("Upload-Checksum")
+    blocks = request.headers.get(BLOCK_CHECKSUM_HEADER)
+    if whole is not None and blocks is not None:
+        raise errors.bad_header(
+            BLOCK_CHECKSUM_HEADER, "may not be sent with Upload-Checksum (send one of them)"
+        )
+    if blocks is not None:
+        return parse_block_checksums(blocks, request.content_length)
+    return parse_checksum(whole)
+
+
+def _receive(
+    uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | BlockChecksums | None
+) -> dict[str, str]:
     """Stream the request body into the upload (lock held); update ``info``.
 
     Returns the headers of ``post_finish`` if the upload is now finished.
@@ -503,11 +523,14 @@ def _receive(uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | None)
     uploads.metrics.open.inc()
     try:
         with body_reader(request.environ, expected, uploads.options.read_timeout) as read:
-            if checksum is not None:
+            verify = None
+            if isinstance(checksum, BlockChecksums):
+                assert expected is not None  # parse_block_checksums requires it
+                read = checksum.wrap(read, expected)
+            elif checksum is not None:
                 read = checksum.wrap(read)
-            written = uploads.store.write(
-                info.id, start, read, limit, checksum.verify if checksum else None
-            )
+                verify = checksum.verify
+            written = uploads.store.write(info.id, start, read, limit, verify)
     except errors.TusError as error:
         if error.status == 413 and rule is not None:  # the chunk was cut away
             raise _body_too_large(limit, rule) from None
@@ -515,6 +538,11 @@ def _receive(uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | None)
     except BodyGone:
         kept = _account_kept(uploads, info.id, start)
         raise errors.body_incomplete(kept, expected) from None
+    except BlockMismatch as mismatch:
+        kept = _account_kept(uploads, info.id, start)
+        raise errors.block_checksum_mismatch(
+            BLOCK_CHECKSUM_HEADER, str(mismatch), kept, start + kept
+        ) from None
     except OSError as error:
         if not errors.is_out_of_space(error):
             raise

@@ -27,6 +27,7 @@ ALLOW_HEADERS = (
     "Upload-Defer-Length",
     "Upload-Concat",
     "Upload-Checksum",
+    "Upload-Block-Checksum",
 )
 EXPOSE_HEADERS = (
     "Location",

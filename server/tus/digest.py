@@ -11,10 +11,16 @@ has reached.
 The state lives in memory only: it is used when the next PATCH of an upload
 comes to the same process at exactly the offset the hash has reached (one
 client's keep-alive connection stays with one gunicorn worker), and when the
-digest is asked for with the data file exactly that long.  In every other case
-(another worker or host, a restart, an eviction, a write that failed in a way
-the hash did not follow) the entry is dropped or never matches, and the
-application reads the file as before.  A file's bytes below an offset the hash
+digest is asked for with the data file exactly that long.  A PATCH that finds
+no hash at its offset (it came on a new connection, after a reset, to another
+worker; or after a restart) catches up: a hashing thread reads the data file's
+bytes below the offset from the page cache while the request's own blocks
+wait in memory (:data:`MAX_BACKLOG` at most, then the request waits), so the
+digest is complete when the last byte arrives, rather than read again after
+it (a second per GiB, and a reset is ordinary on a long link).  In every other
+case (another host, an eviction, a write that failed in a way the hash did not
+follow) the entry is dropped or never matches, and the application reads the
+file as before.  A file's bytes below an offset the hash
 reached are never rewritten (the store only ever truncates an unverified
 checksummed chunk, which started at or after that offset), so an entry whose
 offset equals the file's size describes the file.
@@ -34,6 +40,11 @@ from .pools import ProcessLocalPool
 MAX_ENTRIES = 256
 #: Threads hashing for all requests of a process.
 HASH_THREADS = 4
+#: Bytes of a request kept in memory while its hash catches up with the data
+#: file (at 20 MB/s, three seconds: a GiB is read and hashed in less).
+MAX_BACKLOG = 64 * 1024 * 1024
+#: Read size while catching up.
+CATCH_UP_READ = 4 * 1024 * 1024
 
 #: The process's hashing threads (a forked worker starts its own).
 _pool = ProcessLocalPool(HASH_THREADS, thread_name_prefix="dqrxfer-sha256")
@@ -77,6 +88,20 @@ class RunningDigests:
             self._entries.pop(upload_id, None)
 
 
+def hash_file_prefix(digest: Any, path: str, length: int) -> Any:
+    """Feed the first ``length`` bytes of the file at ``path`` to ``digest``;
+    returns a copy of it then."""
+    with open(path, "rb", buffering=0) as handle:
+        done = 0
+        while done < length:
+            block = handle.read(min(CATCH_UP_READ, length - done))
+            if not block:
+                raise OSError(f"{path} ended after {done} of {length} bytes")
+            digest.update(block)
+            done += len(block)
+    return digest.copy()
+
+
 class Feeder:
     """Feeds one write's blocks to a hash on a hashing thread, one block in
     flight at a time (so the order is kept).
@@ -86,15 +111,43 @@ class Feeder:
     while the hashing thread reads one, the next block goes to the other.  A
     fresh ``bytes`` per block would cost more than the copy (a megabyte
     allocated, page-faulted and freed again for every block).
+
+    ``catch_up`` (the data file's path and the offset of the write): the hash
+    is new and first takes the file's bytes below the offset; the write's
+    blocks meanwhile wait in a backlog (copies, up to :data:`MAX_BACKLOG`).
     """
 
-    def __init__(self, digest: Any) -> None:
+    def __init__(self, digest: Any, catch_up: tuple[str, int] | None = None) -> None:
         self.digest = digest
         self._pending: Future[None] | None = None
         self._buffers = [bytearray(), bytearray()]
         self._next = 0
+        self._backlog: list[bytes] = []
+        self._backlog_size = 0
+        self._catching_up = catch_up is not None
+        self._caught_up: Future[Any] | None = None
+        if catch_up is not None:
+            path, length = catch_up
+            self._caught_up = _pool.get().submit(hash_file_prefix, digest, path, length)
+            self._pending = self._caught_up  # type: ignore[assignment]
+
+    def at_start(self) -> Any | None:
+        """The hash as it was at the write's offset, if it caught up from the
+        file (None otherwise); after :meth:`wait`."""
+        return self._caught_up.result() if self._caught_up is not None else None
 
     def feed(self, block: bytes | memoryview) -> None:
+        if self._catching_up:
+            pending = self._pending
+            behind = pending is not None and not pending.done()
+            if behind and self._backlog_size + len(block) <= MAX_BACKLOG:
+                self._backlog.append(bytes(block))
+                self._backlog_size += len(block)
+                return
+            self._catching_up = False  # caught up, or the backlog is full: wait
+        self._feed_one(block)
+
+    def _feed_one(self, block: bytes | memoryview) -> None:
         # The buffer used two blocks ago: its hash ended before the previous
         # block was submitted (``wait`` below), so it is free.
         index, self._next = self._next, self._next ^ 1
@@ -107,7 +160,19 @@ class Feeder:
         self._pending = _pool.get().submit(self.digest.update, view)
 
     def wait(self) -> None:
-        """Block until every block fed so far is hashed."""
+        """Block until every block fed so far is hashed (backlog included)."""
+        if self._backlog:
+            backlog, self._backlog, self._backlog_size = self._backlog, [], 0
+            self._wait_pending()
+            self._pending = _pool.get().submit(_update_all, self.digest, backlog)
+        self._wait_pending()
+
+    def _wait_pending(self) -> None:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             pending.result()
+
+
+def _update_all(digest: Any, blocks: list[bytes]) -> None:
+    for block in blocks:
+        digest.update(block)

@@ -68,6 +68,14 @@ def checksum_mismatch(algorithm: str) -> TusError:
     )
 
 
+def block_checksum_mismatch(header: str, what: str, kept: int, offset: int) -> TusError:
+    return TusError(
+        460,
+        f"{header}: {what}; the {kept} bytes of verified blocks before it are kept",
+        {"Upload-Offset": str(offset)},
+    )
+
+
 def final_upload_patch() -> TusError:
     return TusError(403, "a final upload of the concatenation extension cannot be patched")
 

@@ -484,8 +484,14 @@ class FileStore:
             self._write_marker(upload_id, offset)
         written = 0
         digest = self.digests.start(upload_id, offset) if self.digests else None
-        feeder = Feeder(digest) if digest is not None else None
-        before = digest.copy() if digest is not None else None
+        catch_up = None
+        if digest is None and self.digests is not None and offset > 0:
+            # No hash of this upload at this offset here: one that reads the
+            # bytes below it first (see digest.py).
+            digest, catch_up = hashlib.sha256(), (data, offset)
+        feeder = Feeder(digest, catch_up) if digest is not None else None
+        # The hash at the offset (None while it catches up: see _keep_digest).
+        before = digest.copy() if digest is not None and catch_up is None else None
         kept: int | None = None  # the offset the file is left at, if known
         fd = os.open(data, os.O_WRONLY)
         try:
@@ -547,10 +553,12 @@ class FileStore:
         """Put the running hash back at the offset the file was left at."""
         try:
             feeder.wait()
-        except Exception:  # pragma: no cover - hashlib does not fail on bytes
+        except Exception:  # a catch-up that found the file short (hashlib does not fail)
             return
         assert self.digests is not None
         if kept == offset:
+            if before is None:
+                before = feeder.at_start()  # the hash caught up from the file
             self.digests.keep(upload_id, offset, before)
         elif kept is not None:
             self.digests.keep(upload_id, kept, feeder.digest)
