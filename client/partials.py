@@ -130,6 +130,7 @@ def _drive(
             FinalCreation(job, entry, urls, background).start().wait()
     finally:
         task.close()
+    assert entry.url is not None  # the final upload exists once its parts are sent
     return entry.url, resumed, tally, entry.sha256
 
 

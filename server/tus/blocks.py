@@ -81,7 +81,8 @@ class _VerifiedReader:
     def read(self, size: int) -> bytes | memoryview:
         if not self.ready:
             if self.index == len(self.checks.digests):
-                return self.raw(size)  # the body's end (empty), or its excess
+                rest: bytes | memoryview = self.raw(size)  # the body's end (empty), or its excess
+                return rest
             self.ready = self._next_block()
         block, self.ready = self.ready[:size], self.ready[size:]
         return block

@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - a platform without ISA-L wheels
 
 
 class Hasher(Protocol):
-    def update(self, data: bytes, /) -> None: ...
+    def update(self, data: bytes | memoryview, /) -> None: ...
 
     def digest(self) -> bytes: ...
 
@@ -38,7 +38,7 @@ class Crc32:
     def __init__(self) -> None:
         self.value = 0
 
-    def update(self, data: bytes, /) -> None:
+    def update(self, data: bytes | memoryview, /) -> None:
         self.value = crc32(data, self.value)
 
     def digest(self) -> bytes:

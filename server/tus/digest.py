@@ -119,7 +119,7 @@ class Feeder:
 
     def __init__(self, digest: Any, catch_up: tuple[str, int] | None = None) -> None:
         self.digest = digest
-        self._pending: Future[None] | None = None
+        self._pending: Future[Any] | None = None
         self._buffers = [bytearray(), bytearray()]
         self._next = 0
         self._backlog: list[bytes] = []
@@ -129,7 +129,7 @@ class Feeder:
         if catch_up is not None:
             path, length = catch_up
             self._caught_up = _pool.get().submit(hash_file_prefix, digest, path, length)
-            self._pending = self._caught_up  # type: ignore[assignment]
+            self._pending = self._caught_up
 
     def at_start(self) -> Any | None:
         """The hash as it was at the write's offset, if it caught up from the
