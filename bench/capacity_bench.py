@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import fcntl
 import json
 import multiprocessing
@@ -186,7 +187,7 @@ def _unsent(sock: socket.socket) -> int:
 
 async def _trickle(port: int, path: str, started: asyncio.Event, stop: asyncio.Event) -> int:
     """Send a PATCH body of BODY bytes at RATE until ``stop``; bytes sent."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     headers = {
         "Tus-Resumable": "1.0.0",
         "Upload-Offset": "0",
@@ -204,10 +205,8 @@ async def _trickle(port: int, path: str, started: asyncio.Event, stop: asyncio.E
         await writer.drain()
         sent += len(piece)
         next_tick += TICK
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(0.0, next_tick - time.monotonic()))
-        except TimeoutError:
-            pass
     # What was written reaches the server before the connection closes
     # (a FIN after the data: the server reads every byte, then the early end).
     sock = writer.get_extra_info("socket")
@@ -285,7 +284,7 @@ class Probe:
         if not self.times:
             return {"p50": None, "p99": None, "max": None, "n": 0, "failed": self.failures}
         ordered = sorted(self.times)
-        p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+        p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
         return {
             "p50": statistics.median(ordered) * 1000,
             "p99": p99 * 1000,
