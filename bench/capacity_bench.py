@@ -45,6 +45,7 @@ import shlex
 import socket
 import statistics
 import struct
+import sys
 import termios
 import time
 import urllib.request
@@ -391,6 +392,7 @@ def run(name: str, count: int, args: argparse.Namespace) -> dict[str, object]:
     )
     result: dict[str, object] = {"server": name, "uploads": count}
     try:
+        sys.stdout.flush()  # not copied into the child
         uploader.start()
         if not ours.poll(600):
             raise RuntimeError("the slow uploads did not start")

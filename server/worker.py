@@ -1,0 +1,158 @@
+"""The gunicorn worker of ``serve``: gunicorn's threaded worker (gthread),
+made to hold hundreds of slow uploads while everything else still answers.
+
+A PATCH holds a thread for as long as its body streams in (minutes over a
+slow link), so the pool must be large (``threads``, hundreds per worker;
+threads waiting on sockets cost memory, little else: docs/operators/scaling.md)
+and a thread must only ever be taken by a request that can use it.
+Three changes to gunicorn's worker do that:
+
+* **Accept only with a thread free.**  All workers listen on one shared
+  socket; a worker whose threads are all busy stops accepting, so a new
+  connection (a ping, a links lookup, a new upload) goes to a worker that can
+  serve it now instead of waiting in a full worker's queue.  (With a socket
+  per worker the kernel picks the worker by a hash, not by load.)
+* **No thread before a request arrives, and its header within
+  ``header_timeout``.**  A new connection waits in the worker's event loop,
+  not in a thread, until it sends something, and is closed if nothing comes
+  within ``header_timeout``; the request line and headers must then be
+  complete within ``header_timeout`` too.  A client that opens connections
+  and sends nothing (or a header byte by byte) holds no capacity for longer.
+  The body is the tus layer's business: it stalls for at most
+  ``read_timeout`` (server/tus/body.py).
+* **A stop that does not wait for clients.**  On SIGTERM the worker stops
+  listening at once (the address refuses connections instead of accepting
+  them unanswered), closes connections that never sent a request, ends
+  request bodies in flight (``shutdown(SHUT_RD)``: the tus layer keeps every
+  byte received, answers, and releases the upload's lock, as when a client
+  goes away), and closes idle keep-alive connections within gunicorn's 2 s
+  linger.  Requests that are past their body (finishing an upload) still get
+  ``graceful_timeout``.
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import time
+from contextlib import suppress
+from functools import partial
+from typing import Any
+
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+#: Seconds a new connection may take to send its request line and headers.
+DEFAULT_HEADER_TIMEOUT = 10.0
+
+
+class _TimedParser:
+    """gunicorn's request parser, with the socket's timeout set to the
+    header timeout while it reads a request's head."""
+
+    def __init__(self, parser: Any, conn: TConn, timeout: float) -> None:
+        self.parser = parser
+        self.conn = conn
+        self.timeout = timeout
+
+    def __iter__(self) -> _TimedParser:
+        return self
+
+    def __next__(self) -> Any:
+        self.conn.sock.settimeout(self.timeout)
+        try:
+            return next(self.parser)
+        except TimeoutError:
+            raise StopIteration("no complete request head within the header timeout") from None
+        finally:
+            with suppress(OSError):
+                self.conn.sock.settimeout(None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.parser, name)
+
+
+class _Connection(TConn):  # type: ignore[misc]
+    def __init__(self, *args: Any, header_timeout: float) -> None:
+        super().__init__(*args)
+        self.header_timeout = header_timeout
+
+    def init(self) -> None:
+        super().init()
+        if self.parser is not None and not isinstance(self.parser, _TimedParser):
+            self.parser = _TimedParser(self.parser, self, self.header_timeout)
+
+
+class UploadWorker(ThreadWorker):  # type: ignore[misc]
+    """See the module's docstring."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = getattr(self.app, "settings", None)
+        self.header_timeout = float(
+            getattr(settings, "header_timeout", None) or DEFAULT_HEADER_TIMEOUT
+        )
+        #: Connections handed to the thread pool and not finished yet.
+        self.in_threads: set[TConn] = set()
+        self.stop_begun = False
+
+    # -- a thread only for a request that has arrived --------------------------------
+
+    def accept(self, listener: socket.socket) -> None:
+        try:
+            client, address = listener.accept()
+        except OSError as error:
+            if error.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                return
+            raise
+        self.nr_conns += 1
+        conn = _Connection(
+            self.cfg, client, address, listener.getsockname(), header_timeout=self.header_timeout
+        )
+        # Wait in the event loop (gunicorn's "pending" connections) until the
+        # client sends something, at most header_timeout.
+        conn.timeout = time.monotonic() + self.header_timeout
+        self.pending_conns.append(conn)
+        self.poller.register(
+            conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
+        )
+
+    def enqueue_req(self, conn: TConn) -> None:
+        self.in_threads.add(conn)
+        super().enqueue_req(conn)
+
+    def finish_request(self, conn: TConn, fs: Any) -> None:
+        self.in_threads.discard(conn)
+        super().finish_request(conn, fs)
+
+    # -- accept only with a thread free, stop promptly -------------------------------
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        if self.alive:
+            self.set_accept_enabled(
+                self.nr_conns < self.worker_connections and len(self.in_threads) < self.cfg.threads
+            )
+        else:
+            self.begin_stop()
+        super().wait_for_and_dispatch_events(timeout)
+
+    def begin_stop(self) -> None:
+        if self.stop_begun:
+            return
+        self.stop_begun = True
+        self.set_accept_enabled(False)
+        for listener in self.sockets:
+            listener.close()
+        while self.pending_conns:
+            conn = self.pending_conns.popleft()
+            with suppress(OSError, KeyError, ValueError):
+                self.poller.unregister(conn.sock)
+            self.nr_conns -= 1
+            conn.close()
+        for conn in list(self.in_threads):
+            # A body being read ends as if the client had gone (its bytes
+            # kept); a response being written is not affected.
+            with suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RD)
+        if self.in_threads:
+            self.log.info("stopping: ended %d requests in flight", len(self.in_threads))
