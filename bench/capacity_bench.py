@@ -237,7 +237,9 @@ async def _offset(port: int, path: str) -> int:
 
 
 async def _slow_uploads(count: int, port: int, tus_path: str, pipe: Pipe) -> None:
-    limit = asyncio.Semaphore(16)
+    # Creations of one owner take turns on its lock (the cap on its
+    # unfinished bytes), each reading the owner's uploads in progress.
+    limit = asyncio.Semaphore(2)
 
     async def create(index: int) -> str:
         async with limit:
@@ -394,8 +396,7 @@ def run(name: str, count: int, args: argparse.Namespace) -> dict[str, object]:
     try:
         sys.stdout.flush()  # not copied into the child
         uploader.start()
-        if not ours.poll(600):
-            raise RuntimeError("the slow uploads did not start")
+        wait_for(ours, uploader, 600, "start")
         ours.recv()
         time.sleep(1.0)  # the last PATCHes' first bytes reach the server
         cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
@@ -414,8 +415,7 @@ def run(name: str, count: int, args: argparse.Namespace) -> dict[str, object]:
         cores = (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
         load = os.getloadavg()[0]
         ours.send("stop")
-        if not ours.poll(300):
-            raise RuntimeError("the slow uploads did not end")
+        wait_for(ours, uploader, 300, "end")
         ending = ours.recv()
         uploader.join(30)
         result.update(
@@ -437,6 +437,15 @@ def run(name: str, count: int, args: argparse.Namespace) -> dict[str, object]:
 
 
 PROBES = ("ping", "links", "upload")
+
+
+def wait_for(pipe: Pipe, uploader: multiprocessing.Process, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not pipe.poll(1):
+        if not uploader.is_alive():
+            raise RuntimeError(f"the slow uploads' process ended ({uploader.exitcode})")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the slow uploads did not {what} within {seconds} s")
 
 
 def fmt(value: float | int | None) -> str:

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--threads",
         type=int,
-        help="threads per worker: requests served at once (default 256, or the gunicorn config's)",
+        help="threads per worker: requests served at once (default 320, or the gunicorn config's)",
     )
     serve.add_argument(
         "--gunicorn-config",

@@ -35,7 +35,9 @@ from __future__ import annotations
 import errno
 import selectors
 import socket
+import threading
 import time
+from collections import deque
 from contextlib import suppress
 from functools import partial
 from typing import Any
@@ -46,19 +48,44 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 DEFAULT_HEADER_TIMEOUT = 10.0
 
 
+#: Returned for a request whose body must wait for a body slot.
+_PARKED = object()
+
+
+def has_body(request: Any) -> bool:
+    """Whether a parsed request (gunicorn's) comes with a body to read."""
+    for name, value in request.headers:
+        if name == "CONTENT-LENGTH":
+            return value.strip() not in ("", "0")
+        if name == "TRANSFER-ENCODING":
+            return True
+    return False
+
+
+def reserved_threads(threads: int) -> int:
+    """Threads of a worker kept for requests without a body (pings, the read
+    API, HEAD, upload creations): 16, or fewer in a small pool."""
+    return max(1, min(16, threads // 8)) if threads > 1 else 0
+
+
 class _TimedParser:
     """gunicorn's request parser, with the socket's timeout set to the
-    header timeout while it reads a request's head."""
+    header timeout while it reads a request's head.  A request parked while
+    it waited for a body slot comes out first."""
 
     def __init__(self, parser: Any, conn: TConn, timeout: float) -> None:
         self.parser = parser
         self.conn = conn
         self.timeout = timeout
+        self.parked: Any = None
 
     def __iter__(self) -> _TimedParser:
         return self
 
     def __next__(self) -> Any:
+        if self.parked is not None:
+            request, self.parked = self.parked, None
+            return request
         self.conn.sock.settimeout(self.timeout)
         try:
             return next(self.parser)
@@ -94,6 +121,12 @@ class UploadWorker(ThreadWorker):  # type: ignore[misc]
         )
         #: Connections handed to the thread pool and not finished yet.
         self.in_threads: set[TConn] = set()
+        #: Requests reading a body (at most ``body_slots``), and connections
+        #: whose request waits for one of these slots, without a thread.
+        self.body_slots = self.cfg.threads - reserved_threads(self.cfg.threads)
+        self.bodies = 0
+        self.bodies_lock = threading.Lock()
+        self.parked: deque[_Connection] = deque()
         self.stop_begun = False
 
     # -- a thread only for a request that has arrived --------------------------------
@@ -123,15 +156,57 @@ class UploadWorker(ThreadWorker):  # type: ignore[misc]
 
     def finish_request(self, conn: TConn, fs: Any) -> None:
         self.in_threads.discard(conn)
+        if not fs.cancelled() and fs.exception() is None and fs.result() is _PARKED:
+            if self.alive:
+                self.parked.append(conn)
+                self.release_parked()  # a slot may have been freed meanwhile
+            else:
+                self.nr_conns -= 1
+                conn.close()
+            return
         super().finish_request(conn, fs)
+
+    # -- bodies take at most body_slots threads ----------------------------------
+
+    def handle_request(self, req: Any, conn: TConn) -> Any:
+        if not has_body(req):
+            return super().handle_request(req, conn)
+        with self.bodies_lock:
+            if self.bodies >= self.body_slots:
+                conn.parser.parked = req
+                return _PARKED
+            self.bodies += 1
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            with self.bodies_lock:
+                self.bodies -= 1
+            self.method_queue.defer(self.release_parked)
+
+    def _keepalive_after(self, conn: TConn, keepalive: Any) -> Any:
+        if keepalive is _PARKED:
+            return _PARKED
+        return super()._keepalive_after(conn, keepalive)
+
+    def release_parked(self) -> None:
+        """Hand waiting requests to threads while body slots are free (main thread)."""
+        while self.alive and self.parked and self.bodies < self.body_slots:
+            self.enqueue_req(self.parked.popleft())
 
     # -- accept only with a thread free, stop promptly -------------------------------
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         if self.alive:
-            self.set_accept_enabled(
+            free = (
                 self.nr_conns < self.worker_connections and len(self.in_threads) < self.cfg.threads
             )
+            if free and (self.parked or self.bodies >= self.body_slots):
+                # Every body slot taken: a worker with room should take the
+                # next connection (it may be an upload); this one takes it
+                # only if none did within 10 ms.
+                self.set_accept_enabled(False)
+                super().wait_for_and_dispatch_events(min(timeout, 0.01))
+            self.set_accept_enabled(free)
         else:
             self.begin_stop()
         super().wait_for_and_dispatch_events(timeout)
@@ -143,6 +218,9 @@ class UploadWorker(ThreadWorker):  # type: ignore[misc]
         self.set_accept_enabled(False)
         for listener in self.sockets:
             listener.close()
+        while self.parked:  # never answered: the client sends the request again
+            self.nr_conns -= 1
+            self.parked.popleft().close()
         while self.pending_conns:
             conn = self.pending_conns.popleft()
             with suppress(OSError, KeyError, ValueError):

@@ -52,10 +52,11 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # one); 4 workers took 8 clients' small uploads from 276 to 450 per second.
     "workers": 4,
     # Each PATCH holds a thread while its body streams in, minutes over a
-    # slow link: 4 x 256 threads hold 1,000 slow uploads with room to answer
-    # everything else (bench/capacity_bench.py, docs/operators/scaling.md).
-    # A thread waiting on its socket costs memory (about 0.2 MiB), not CPU.
-    "threads": 256,
+    # slow link: 4 x 320 threads hold 1,216 request bodies at once, and keep
+    # 16 threads per worker for requests without a body (server/worker.py;
+    # bench/capacity_bench.py, docs/operators/scaling.md).  A thread waiting
+    # on its socket costs memory (about 0.15 MiB), not CPU.
+    "threads": 320,
     # Connections per worker, in flight and idle keep-alive.
     "worker_connections": 2000,
     "timeout": 3600,
