@@ -107,12 +107,13 @@ def ensure_address_free(host: str, port: int, wait: float = 5.0) -> None:
     """Raise OSError if something listens on ``host:port`` (still, after
     ``wait`` seconds).
 
-    With ``reuse_port`` the workers bind the address themselves, and the
-    kernel lets them share it with any socket of the same user that set
-    SO_REUSEPORT too, such as a second ``serve`` on the same port: both
-    would silently take turns answering.  A socket without SO_REUSEPORT
-    cannot bind an address another socket listens on, so this probe finds
-    such a neighbour before the workers start."""
+    gunicorn's own bind would fail too, but only after the workers' setup,
+    with a less clear message; and with ``reuse_port`` (which a gunicorn
+    configuration file may set) the kernel lets the workers share the
+    address with any socket of the same user that set SO_REUSEPORT too, such
+    as a second server on the same port: both would silently take turns
+    answering.  A socket without SO_REUSEPORT cannot bind an address another
+    socket listens on, so this probe finds such a neighbour first."""
     if port == 0:
         return
     deadline = time.monotonic() + wait
