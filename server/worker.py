@@ -200,16 +200,27 @@ class UploadWorker(ThreadWorker):  # type: ignore[misc]
             free = (
                 self.nr_conns < self.worker_connections and len(self.in_threads) < self.cfg.threads
             )
-            if free and (self.parked or self.bodies >= self.body_slots):
-                # Every body slot taken: a worker with room should take the
-                # next connection (it may be an upload); this one takes it
-                # only if none did within 10 ms.
+            delay = self.accept_delay() if free else 0.0
+            if delay:
                 self.set_accept_enabled(False)
-                super().wait_for_and_dispatch_events(min(timeout, 0.01))
+                super().wait_for_and_dispatch_events(min(timeout, delay))
             self.set_accept_enabled(free)
         else:
             self.begin_stop()
         super().wait_for_and_dispatch_events(timeout)
+
+    def accept_delay(self) -> float:
+        """How long a worker with threads free lets the other workers take a
+        new connection first.  All workers wait on the shared socket and the
+        first awake wins: without a delay, connections arriving together
+        (8 clients starting at once) all land in one worker and share its
+        GIL.  A worker with every body slot taken waits longer: the next
+        connection may be an upload, which it could only park."""
+        if self.parked or self.bodies >= self.body_slots:
+            return 0.01
+        if self.in_threads or self.pending_conns:
+            return 0.002
+        return 0.0
 
     def begin_stop(self) -> None:
         if self.stop_begun:
