@@ -28,7 +28,7 @@ bind = os.environ.get("DQRXFER_BIND", "127.0.0.1:8080")
 # only with a thread free (dqrxfer/server/worker.py).  A PATCH holds a thread
 # while its body streams in, minutes over a slow link, so the pool is large:
 # workers x (threads - 16) request bodies at once (here 4 x 304 = 1,216), each
-# costing about 0.15 MiB and 3 open files, next to no CPU while it waits
+# costing about 0.13 MiB and 3 open files, next to no CPU while it waits
 # (docs/operators/scaling.md for sizing).  More processes mainly add CPU for
 # hashing and the GIL-bound Python work of many small requests.
 worker_class = "dqrxfer.server.worker.UploadWorker"

@@ -5,13 +5,18 @@ A PATCH holds a thread for as long as its body streams in (minutes over a
 slow link), so the pool must be large (``threads``, hundreds per worker;
 threads waiting on sockets cost memory, little else: docs/operators/scaling.md)
 and a thread must only ever be taken by a request that can use it.
-Three changes to gunicorn's worker do that:
+Four changes to gunicorn's worker do that:
 
+* **Bodies take at most ``threads - 16`` threads** (:func:`reserved_threads`):
+  the rest answer requests without a body (pings, the read API, HEAD,
+  creations) however many uploads are in flight.  A request with a body past
+  that waits for a slot without a thread (parked, its head already read).
 * **Accept only with a thread free.**  All workers listen on one shared
   socket; a worker whose threads are all busy stops accepting, so a new
   connection (a ping, a links lookup, a new upload) goes to a worker that can
   serve it now instead of waiting in a full worker's queue.  (With a socket
-  per worker the kernel picks the worker by a hash, not by load.)
+  per worker the kernel picks the worker by a hash, not by load.)  A busy
+  worker lets idle ones take a connection first (:meth:`accept_delay`).
 * **No thread before a request arrives, and its header within
   ``header_timeout``.**  A new connection waits in the worker's event loop,
   not in a thread, until it sends something, and is closed if nothing comes

@@ -55,7 +55,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # slow link: 4 x 320 threads hold 1,216 request bodies at once, and keep
     # 16 threads per worker for requests without a body (server/worker.py;
     # bench/capacity_bench.py, docs/operators/scaling.md).  A thread waiting
-    # on its socket costs memory (about 0.15 MiB), not CPU.
+    # on its socket costs memory (about 0.13 MiB), not CPU.
     "threads": 320,
     # Connections per worker, in flight and idle keep-alive.
     "worker_connections": 2000,
