@@ -111,7 +111,13 @@ class _Connection(TConn):  # type: ignore[misc]
 
     def init(self) -> None:
         super().init()
-        if self.parser is not None and not isinstance(self.parser, _TimedParser):
+        # HTTP/1 only: an HTTP/2 connection (if a configuration enables it)
+        # keeps gunicorn's own handling.
+        if (
+            self.parser is not None
+            and not self.is_http2
+            and not isinstance(self.parser, _TimedParser)
+        ):
             self.parser = _TimedParser(self.parser, self, self.header_timeout)
 
 
