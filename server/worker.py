@@ -225,13 +225,14 @@ class UploadWorker(ThreadWorker):  # type: ignore[misc]
         new connection first.  All workers wait on the shared socket and the
         first awake wins: without a delay, connections arriving together
         (8 clients starting at once) all land in one worker and share its
-        GIL.  A worker with every body slot taken waits longer: the next
-        connection may be an upload, which it could only park."""
-        if self.parked or self.bodies >= self.body_slots:
+        GIL.  A worker with every body slot taken (or as many connections
+        as slots) waits longer: the next connection may be an upload, which
+        it could only park.  A heuristic: a worker slower to wake than that
+        (a loaded machine) may still park an upload another could serve."""
+        load = len(self.in_threads) + len(self.pending_conns) + len(self.parked)
+        if self.bodies >= self.body_slots or load >= self.body_slots:
             return 0.01
-        if self.in_threads or self.pending_conns:
-            return 0.002
-        return 0.0
+        return 0.002 if load else 0.0
 
     def begin_stop(self) -> None:
         if self.stop_begun:

@@ -58,7 +58,7 @@ def connections_held(server: LiveServer) -> int:
 
 @pytest.fixture
 def server(tmp_path: Path, data_dir: Path) -> Iterator[LiveServer]:
-    config = write_config(tmp_path / "server.toml", header_timeout=5, read_timeout=600)
+    config = write_config(tmp_path / "server.toml", header_timeout=8, read_timeout=600)
     live = LiveServer(
         data_dir, config=config, workers=WORKERS, extra_args=["--threads", str(THREADS)]
     )
@@ -76,18 +76,18 @@ def test_ping_and_links_answer_beside_more_slow_uploads_than_threads(server: Liv
     try:
         for patch in slow:
             patch.send(b"x" * SENT)
-        # Every body slot of both workers streams a body; the server holds
-        # every other slow upload's connection too, waiting for a slot.
-        slots = WORKERS * (THREADS - 1)
-        wait_for(lambda: uploads_open(server) == slots, what=f"{slots} bodies in flight")
+        # The server holds every slow upload's connection, and the body slots
+        # of at least one worker stream bodies (of both, unless one worker
+        # took every connection of the burst): the others wait for a slot.
         wait_for(lambda: connections_held(server) >= SLOW_UPLOADS, what="every upload connected")
+        wait_for(lambda: uploads_open(server) >= THREADS - 1, what="a worker's slots taken")
 
         ping = requests.get(f"{server.url}/api/v1/ping", timeout=60)
         assert ping.status_code == 200, ping.text
         links = requests.get(f"{server.url}/api/v1/events/S230518h/reports", timeout=60)
         assert links.status_code == 200, links.text
         assert [report["site"] for report in links.json()["reports"]] == ["llo"]
-        assert uploads_open(server) == slots  # the slow uploads still hold theirs
+        assert uploads_open(server) >= THREADS - 1  # the slow uploads still hold theirs
     finally:
         for patch in slow:
             patch.close()
@@ -110,7 +110,7 @@ def test_silent_connections_hold_no_thread_and_are_closed_after_the_header_timeo
         wait_for(lambda: connections_held(server) >= held, what="all connected")
         assert requests.get(f"{server.url}/api/v1/ping", timeout=60).status_code == 200
         assert connections_held(server) >= held  # still open while the ping was answered
-        # Closed by the server (header_timeout = 5 s), without an answer.
+        # Closed by the server (header_timeout = 8 s), without an answer.
         for connection in [*silent, partial]:
             assert connection.recv(1024) == b""
     finally:
