@@ -22,32 +22,40 @@ wsgi_app = "dqrxfer.server.app:create_app()"
 bind = os.environ.get("DQRXFER_BIND", "127.0.0.1:8080")
 
 # --- workers -----------------------------------------------------------------
-# workers x threads = uploads (PATCH requests) served at once.  The work per
-# request is mostly waiting on the network and the disk, so a few processes
-# with many threads each go far; more processes mainly add CPU for hashing.
-worker_class = "gthread"
+# dqrxfer's worker: gunicorn's threaded worker (gthread) that takes a thread
+# only for a request that has arrived, keeps 16 threads of each worker for
+# requests without a body (pings, the read API, HEAD, creations) and accepts
+# only with a thread free (dqrxfer/server/worker.py).  A PATCH holds a thread
+# while its body streams in, minutes over a slow link, so the pool is large:
+# workers x (threads - 16) request bodies at once (here 4 x 304 = 1,216), each
+# costing about 0.13 MiB and 3 open files, next to no CPU while it waits
+# (docs/operators/scaling.md for sizing).  More processes mainly add CPU for
+# hashing and the GIL-bound Python work of many small requests.
+worker_class = "dqrxfer.server.worker.UploadWorker"
 workers = int(os.environ.get("DQRXFER_WORKERS", "4"))
-threads = int(os.environ.get("DQRXFER_THREADS", "16"))
-# Connections kept per worker (in flight + idle keep-alive).
-worker_connections = 1000
-# Each worker listens on a socket of its own (SO_REUSEPORT), so the kernel
-# spreads connections over the workers.  On one shared socket the worker that
-# wakes first accepts every connection that arrives together: a few uploading
-# sites would all land in one worker, whose threads then take turns on one
-# GIL while the other workers idle.  A worker that exits (reload, restart)
-# drops the connections still queued on its socket; clients retry, and with
-# ``sysctl net.ipv4.tcp_migrate_req=1`` (Linux 5.14+) the kernel hands them to
-# the other workers instead.  Not for a unix socket (every worker would take
-# the same path over); ``serve`` sets this too.
-reuse_port = not bind.startswith("unix:")
+threads = int(os.environ.get("DQRXFER_THREADS", "320"))
+# Connections kept per worker (in flight, waiting for a thread, idle keep-alive).
+worker_connections = 2000
+# One listening socket shared by the workers: a worker whose threads are all
+# busy stops accepting, so an idle one takes the next connection.  With a
+# socket per worker (reuse_port) the kernel would pick the worker by a hash of
+# the connection, not by its load: 24 slow uploads left pings unanswered.
+reuse_port = False
 
 # --- timeouts ----------------------------------------------------------------
 # ``timeout`` is the worker heartbeat, not a request limit: a gthread worker's
 # main loop reports every second whatever its threads are doing, so an upload
 # taking hours is fine.  A worker silent for this long is wedged and restarted.
 timeout = 120
-# On stop or reload, requests in flight get this long to finish; an upload cut
-# here is resumed by the client from the bytes already stored.
+# A client has this long to send a request's line and headers; a connection
+# that sends nothing is closed then (``header_timeout`` in server.toml; plain
+# ``gunicorn -c`` uses 10 s).  Request bodies may stall for ``read_timeout``.
+#
+# On stop (SIGTERM, ``systemctl stop``) or reload, a worker stops listening,
+# closes idle keep-alive connections (within 2 s) and connections that never
+# sent a request, and ends request bodies in flight: the bytes received are
+# kept, the client is answered 400 and resumes from Upload-Offset.  Requests
+# past their body (finishing an upload) get this long to finish.
 graceful_timeout = 60
 # Longer than the front end's idle time for pooled backend connections
 # (Apache ``ttl=60`` in ProxyPass, nginx ``keepalive_timeout 60s`` in the

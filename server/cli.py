@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -55,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="gunicorn worker processes (default 4, or the gunicorn config's)",
     )
     serve.add_argument(
-        "--threads", type=int, help="threads per worker (default 8, or the gunicorn config's)"
+        "--threads",
+        type=int,
+        help="threads per worker: requests served at once (default 320, or the gunicorn config's)",
     )
     serve.add_argument(
         "--gunicorn-config",
@@ -168,6 +171,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         settings.auth.mode,
     )
     metrics_dir = _metrics_directory()
+    _raise_open_files_limit()
     try:
         GunicornServer(
             settings,
@@ -178,6 +182,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _raise_open_files_limit() -> None:
+    """Let the workers open as many files as the system allows this user.
+
+    Every upload in flight holds its connection, its data file and its lock
+    file open: a thousand of them need more than the usual soft limit of
+    1024 descriptors (systemd's ``LimitNOFILE`` sets both limits)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(soft, 65536) if hard == resource.RLIM_INFINITY else hard
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _metrics_directory() -> str | None:

@@ -244,6 +244,10 @@ class Settings:
     # that lost the last answer can still ask; then ``cleanup`` removes them.
     finished_upload_retention: float = key(seconds(), DEFAULT_UPLOAD_EXPIRY)
     read_timeout: float = key(seconds(positive=True), 60.0)
+    # Seconds a new connection of ``serve`` may take to send its request line
+    # and headers (server/worker.py): a client that connects and sends
+    # nothing holds no capacity for longer.
+    header_timeout: float = key(seconds(positive=True), 10.0)
     trusted_proxies: tuple[str, ...] | None = key(
         list_of(network(), "a list of IP addresses or networks"), None
     )

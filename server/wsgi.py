@@ -53,7 +53,14 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # connections in one worker, 478 futex calls per upload against 68 with
     # one); 4 workers took 8 clients' small uploads from 276 to 450 per second.
     "workers": 4,
-    "threads": 8,
+    # Each PATCH holds a thread while its body streams in, minutes over a
+    # slow link: 4 x 320 threads hold 1,216 request bodies at once, and keep
+    # 16 threads per worker for requests without a body (server/worker.py;
+    # bench/capacity_bench.py, docs/operators/scaling.md).  A thread waiting
+    # on its socket costs memory (about 0.13 MiB), not CPU.
+    "threads": 320,
+    # Connections per worker, in flight and idle keep-alive.
+    "worker_connections": 2000,
     "timeout": 3600,
     "graceful_timeout": 30,
     "keepalive": 75,
@@ -63,16 +70,12 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # prometheus_client's multiprocess mode: forget a dead worker's live gauges.
     "child_exit": _child_exit,
     "worker_tmp_dir": _heartbeat_directory(),
-    # Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel
-    # spreads new connections over them.  On one shared socket the worker that
-    # is awake first accepts every connection that arrives together: with
-    # 8 keep-alive clients, one worker held all 8 and the other none, in every
-    # run measured, so one process (one GIL) did all the Python work.  Spread,
-    # 500 small uploads went 230-280 -> 340-410 per second (docs/performance.md).
-    # The price: a worker that exits drops the connections still waiting in
-    # its own queue (clients retry; Linux's net.ipv4.tcp_migrate_req=1 hands
-    # them to the other workers instead; docs/operators/install.md).
-    "reuse_port": True,
+    # One listening socket, shared by the workers: a worker whose threads are
+    # all busy stops accepting (server/worker.py), so the others take the new
+    # connections.  With a socket per worker (SO_REUSEPORT) the kernel picks
+    # the worker by a hash of the connection, not by load: 24 slow uploads
+    # were enough to leave pings unanswered for 5 s (4 workers x 8 threads).
+    "reuse_port": False,
 }
 
 
@@ -152,12 +155,13 @@ def ensure_address_free(host: str, port: int, wait: float = 5.0) -> None:
     """Raise OSError if something listens on ``host:port`` (still, after
     ``wait`` seconds).
 
-    With ``reuse_port`` the workers bind the address themselves, and the
-    kernel lets them share it with any socket of the same user that set
-    SO_REUSEPORT too, such as a second ``serve`` on the same port: both
-    would silently take turns answering.  A socket without SO_REUSEPORT
-    cannot bind an address another socket listens on, so this probe finds
-    such a neighbour before the workers start."""
+    gunicorn's own bind would fail too, but only after the workers' setup,
+    with a less clear message; and with ``reuse_port`` (which a gunicorn
+    configuration file may set) the kernel lets the workers share the
+    address with any socket of the same user that set SO_REUSEPORT too, such
+    as a second server on the same port: both would silently take turns
+    answering.  A socket without SO_REUSEPORT cannot bind an address another
+    socket listens on, so this probe finds such a neighbour first."""
     if port == 0:
         return
     deadline = time.monotonic() + wait
@@ -180,6 +184,10 @@ def ensure_address_free(host: str, port: int, wait: float = 5.0) -> None:
             time.sleep(0.2)
 
 
+#: The gunicorn worker class of ``serve`` and ``ops/gunicorn.conf.py``.
+WORKER_CLASS = "dqrxfer.server.worker.UploadWorker"
+
+
 def gunicorn_options(
     host: str,
     port: int,
@@ -195,10 +203,10 @@ def gunicorn_options(
         "workers": workers,
         "threads": threads,
         "timeout": timeout,
-        # Port 0 asks for any free port: each worker would get a different one.
-        "reuse_port": False if port == 0 else None,
-        # Threads, not processes, carry slow uploads; the app needs no other worker.
-        "worker_class": "gthread",
+        # Threads, not processes, carry slow uploads: gunicorn's threaded
+        # worker, which takes a thread only for a request that has arrived
+        # and accepts only with a thread free (server/worker.py).
+        "worker_class": WORKER_CLASS,
         # gunicorn 25+ opens a control socket under $HOME by default: not wanted for a service.
         "control_socket_disable": True,
         # X-Forwarded-* are honoured by the app alone, from its trusted_proxies

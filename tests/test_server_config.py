@@ -66,6 +66,11 @@ BAD_VALUES = [
     ("upload_expiry = nan", "upload_expiry: must be a number of seconds", "(got nan)"),
     ('finished_upload_retention = "7d"', "finished_upload_retention: must be", "'7d'"),
     ("read_timeout = 0", "read_timeout: must be a number of seconds greater than 0", "(got 0)"),
+    (
+        "header_timeout = -1",
+        "header_timeout: must be a number of seconds greater than 0",
+        "(got -1)",
+    ),
     ('trusted_proxies = ["proxy"]', "trusted_proxies[0]: must be an IP address", "'proxy'"),
     ('trusted_proxies = "10.0.0.1"', "trusted_proxies: must be a list", "'10.0.0.1'"),
     ('metrics = "true"', "metrics: must be true or false", "(got 'true')"),

@@ -25,6 +25,11 @@ from typing import Any
 
 #: recv_into buffer of the socket path: the most one read returns.
 RECV_BUFFER = 1024 * 1024
+#: The buffer a body starts with: a slow body (a site's link, a few kB per
+#: read) never needs more, and hundreds of them at once must not hold a
+#: megabyte each.  A read that fills it makes the next buffer 4 times larger,
+#: up to RECV_BUFFER, so a fast body reaches the large reads after a few.
+FIRST_RECV_BUFFER = 64 * 1024
 #: read() size of the portable path: the most a failed connection may lose.
 PORTABLE_BLOCK = 64 * 1024
 
@@ -99,19 +104,27 @@ def _socket_reader(body: Any, sock: socket.socket, expected: int | None) -> Read
     if rest:
         unreader.unread(rest)
     reader.length -= len(ahead)
-    return _SocketBody(body, sock, ahead, min(RECV_BUFFER, max(reader.length, 1))).read
+    return _SocketBody(body, sock, ahead).read
 
 
 class _SocketBody:
-    def __init__(self, body: Any, sock: socket.socket, ahead: bytes, size: int) -> None:
+    def __init__(self, body: Any, sock: socket.socket, ahead: bytes) -> None:
         self.body = body
         self.reader = body.reader
         self.sock = sock
         self.ahead = io.BytesIO(ahead)
-        # No bigger than what is left of the body: a small PATCH does not
-        # zero a whole megabyte.
-        self.buffer = bytearray(size)
+        self.buffer = bytearray(0)
         self.view = memoryview(self.buffer)
+        self._grow(FIRST_RECV_BUFFER)
+
+    def _grow(self, size: int) -> None:
+        # No bigger than what is left of the body: a small PATCH does not
+        # zero a larger buffer than it can fill.
+        size = min(size, RECV_BUFFER, max(self.reader.length, 1))
+        if size > len(self.buffer):
+            # A block handed out earlier keeps the old buffer alive.
+            self.buffer = bytearray(size)
+            self.view = memoryview(self.buffer)
 
     def read(self, size: int) -> bytes | memoryview:
         """Up to ``size`` bytes; the memoryview is valid until the next call."""
@@ -132,4 +145,9 @@ class _SocketBody:
             self.body.failed = True
             raise BodyGone("the client closed the connection before the body ended")
         self.reader.length -= count
+        if count == len(self.buffer) and count < RECV_BUFFER:
+            # The body arrives faster than it is read: larger reads.
+            received = self.view[:count]
+            self._grow(count * 4)
+            return received
         return self.view[:count]

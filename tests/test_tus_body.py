@@ -1,0 +1,78 @@
+"""The receive buffer of a request body read from gunicorn's socket
+(server/tus/body.py): small for a slow body, larger only for a fast one."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from gunicorn.http.body import Body, LengthReader
+from gunicorn.http.unreader import SocketUnreader
+
+from dqrxfer.server.tus.body import FIRST_RECV_BUFFER, RECV_BUFFER, body_reader
+
+KiB = 1024
+
+
+@contextmanager
+def gunicorn_body(length: int) -> Iterator[tuple[dict[str, Any], socket.socket]]:
+    """A WSGI environ whose body is gunicorn's reader of ``length`` bytes on
+    one end of a socket pair; the other end is the client's."""
+    server, client = socket.socketpair()
+    try:
+        body = Body(LengthReader(SocketUnreader(server), length))
+        yield {"wsgi.input": body, "gunicorn.socket": server}, client
+    finally:
+        server.close()
+        client.close()
+
+
+def read_all(read: Any) -> tuple[bytes, list[int]]:
+    received, sizes = bytearray(), []
+    while block := read(4 * 1024 * KiB):
+        received += block
+        sizes.append(len(block))
+    return bytes(received), sizes
+
+
+def test_a_slow_body_is_read_into_the_first_small_buffer() -> None:
+    pieces = [os.urandom(KiB) for _ in range(100)]  # 100 KiB in all, 1 KiB at a time
+    length = sum(len(piece) for piece in pieces)
+    with gunicorn_body(length) as (environ, client):
+
+        def trickle() -> None:
+            for piece in pieces:
+                client.sendall(piece)
+
+        with body_reader(environ, length, timeout=30) as read:
+            sender = threading.Thread(target=trickle)
+            sender.start()
+            received, sizes = read_all(read)
+            sender.join()
+        assert received == b"".join(pieces)
+        assert max(sizes) <= FIRST_RECV_BUFFER
+        assert len(read.__self__.buffer) == FIRST_RECV_BUFFER
+
+
+def test_a_read_that_fills_the_buffer_makes_the_next_one_four_times_larger() -> None:
+    payload = os.urandom(8 * RECV_BUFFER)
+    ahead = payload[: 2 * FIRST_RECV_BUFFER]
+    length = len(ahead) + len(payload)
+    with gunicorn_body(length) as (environ, client):
+        sender = threading.Thread(target=client.sendall, args=(payload,))
+        # Waiting in the socket before the first read: that read fills the
+        # first buffer, so the next one may return more.
+        client.sendall(ahead)
+        with body_reader(environ, length, timeout=30) as read:
+            first = bytes(read(4 * 1024 * KiB))
+            assert len(first) == FIRST_RECV_BUFFER
+            assert len(read.__self__.buffer) == 4 * FIRST_RECV_BUFFER
+            sender.start()
+            rest, sizes = read_all(read)
+            sender.join()
+        assert first + rest == ahead + payload
+        assert max(sizes) <= RECV_BUFFER
