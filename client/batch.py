@@ -188,7 +188,7 @@ class BatchUploader:
         items = [BatchItem(report) for report in reports]
         session = self.session_factory()
         try:
-            retrier = Retrier(self.options.retry, "links API")
+            retrier = Retrier(self.options.retry, "comparing the reports with the server's")
             known: dict[str, list[dict[str, Any]]] = {}
             for item in items:
                 graceid = item.report.graceid
@@ -240,7 +240,7 @@ class BatchUploader:
             return
         session = self.session_factory()
         try:
-            retrier = Retrier(self.options.retry, "links API")
+            retrier = Retrier(self.options.retry, "asking the server what it takes")
             check_target(session, self.server, planned.report, retrier)
         finally:
             session.close()

@@ -98,8 +98,9 @@ def event_reports(
         try:
             response = session.get(url, params={k: v for k, v in query.items() if v})
         except requests.RequestException as error:
+            log.debug("GET %s: %r", url, error)
             raise TransientError(describe_error(error, url)) from error
-        body = check_api_response(response, server, f"reports of {graceid}")
+        body = check_api_response(response, server, "GET")
         reports = body.get("reports") if isinstance(body, dict) else None
         if not isinstance(reports, list):
             raise TransientError(f"{server}: no list of the reports of {graceid} in its answer")
@@ -241,8 +242,9 @@ def server_vocabulary(
         try:
             response = session.get(url)
         except requests.RequestException as error:
+            log.debug("GET %s: %r", url, error)
             raise TransientError(describe_error(error, url)) from error
-        body = check_api_response(response, server, "the server's API description")
+        body = check_api_response(response, server, "GET")
         try:
             parameters = body["paths"]["/api/v1/reports"]["get"]["parameters"]
             enums = {p["name"]: p["schema"]["enum"] for p in parameters if "enum" in p["schema"]}

@@ -145,15 +145,20 @@ def test_a_url_with_a_wrong_path_is_not_a_dqrxfer_server(
     server = f"{live_server.url}/dqr"
     result = run_cli("dqr-upload", "-s", server, *IDENTITY, str(page), env=client_env)
     assert result.returncode == 2, result.stderr
+    # The server as a whole is wrong, not one file: the line names no file.
     assert error_lines(result.stderr) == [
-        f"ERROR:dqr-xfer:{page}: {server} is not a dqrxfer server (404): check -s/--server"
+        f"ERROR:dqr-xfer:{server} is not a dqrxfer server (404): check -s/--server"
     ]
     assert not any(word in result.stderr for word in PROTOCOL_WORDS), result.stderr
     assert nothing_stored(live_server) and resume_entries(client_env) == []
-    # The protocol's detail is there for -v.
+    # The protocol's detail is there for -v: the first request, asking what
+    # the server has of the report, met a 404.
     verbose = run_cli("dqr-upload", "-v", "-s", server, *IDENTITY, str(page), env=client_env)
     assert verbose.returncode == 2
-    assert f"DEBUG:dqr-xfer:OPTIONS {server}/files/: HTTP 404 without tus" in verbose.stderr
+    assert re.search(
+        rf"DEBUG:dqr-xfer:GET {re.escape(server)}/api/v1/events/S230518h/reports\S*: HTTP 404",
+        verbose.stderr,
+    ), verbose.stderr
     # The other commands say the same.
     ping = run_cli("dqr-ping", "-s", server, env=client_env)
     assert ping.returncode == 2, ping.stderr
@@ -192,13 +197,12 @@ def test_another_web_site_is_not_a_dqrxfer_server(
         site.kill()
         site.wait()
     assert upload.returncode == 2, upload.stderr
-    assert error_lines(upload.stderr) == [
-        f"ERROR:dqr-xfer:{page}: {server} is not a dqrxfer server (501): check -s/--server"
-    ]
-    assert ping.returncode == 2, ping.stderr
-    assert error_lines(ping.stderr) == [
-        f"ERROR:dqr-xfer:{server} is not a dqrxfer server (404): check -s/--server"
-    ]
+    # Both asked its API first (what it has of the report; who is logged in).
+    for result in (upload, ping):
+        assert result.returncode == 2, result.stderr
+        assert error_lines(result.stderr) == [
+            f"ERROR:dqr-xfer:{server} is not a dqrxfer server (404): check -s/--server"
+        ]
     for result in (upload, ping):
         assert "retry" not in result.stderr
         assert not any(word in result.stderr for word in PROTOCOL_WORDS), result.stderr
@@ -218,15 +222,20 @@ def test_a_server_that_is_down_cannot_be_reached(page: Path, client_env: dict[st
     options = ["--retries", "1", "--retry-wait", "0.05"]
     result = run_cli("dqr-upload", "-s", server, *options, *IDENTITY, str(page), env=client_env)
     assert result.returncode == 5, result.stderr
+    # The first step, comparing with the server's copy of the report, is named.
     assert error_lines(result.stderr) == [
-        f"ERROR:dqr-xfer:{page.name}: gave up after 1 retries: cannot reach {server} "
-        "(connection refused)"
+        "ERROR:dqr-xfer:S230518h_llo_1 (comparing with the server's copy): gave up after 1 "
+        f"retries: cannot reach {server} (connection refused)"
     ]
     assert not any(word in result.stderr for word in PROTOCOL_WORDS), result.stderr
+    assert "API" not in result.stderr, result.stderr
+    assert resume_entries(client_env) == []
     verbose = run_cli(
         "dqr-upload", "-v", "-s", server, *options, *IDENTITY, str(page), env=client_env
     )
-    assert f"DEBUG:dqr-xfer:OPTIONS {server}/files/: ConnectionError(" in verbose.stderr
+    assert f"DEBUG:dqr-xfer:GET {server}/api/v1/events/S230518h/reports: ConnectionError(" in (
+        verbose.stderr
+    )
 
 
 # -- 6. who you are -------------------------------------------------------------------
