@@ -27,7 +27,7 @@ from typing import Any
 import requests
 
 from . import contract
-from .errors import TransientError, UsageError
+from .errors import RefusedError, TransientError, UsageError
 from .packing import DirectoryPayload
 from .planning import PlannedUpload
 from .retry import Retrier
@@ -144,8 +144,18 @@ def find_report(
 def server_report(
     session: requests.Session, server: str, report: contract.ReportUpload, retrier: Retrier
 ) -> ServerReport | None:
-    """The server's copy of ``report`` with its files, None when it has none."""
-    entries = event_reports(session, server, report.graceid, retrier, site=report.site, files=True)
+    """The server's copy of ``report`` with its files, None when it has none.
+
+    A query the server refuses (a site it does not take) means it has no
+    such report: the upload is refused then, in the words of the field the
+    user gave (``uploader``, not the query's ``site``)."""
+    try:
+        entries = event_reports(
+            session, server, report.graceid, retrier, site=report.site, files=True
+        )
+    except RefusedError as error:
+        log.debug("no comparison with the server's copy: %s", error)
+        return None
     return find_report(entries, report.project, report.site, report.revision)
 
 

@@ -22,6 +22,7 @@ from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.live import LiveServer, free_port, tool
 from support.tus import sha256_hex, wait_for
+from support.tus import write_config as write_server_config
 
 MiB = 1024 * 1024
 IDENTITY = ["-p", "O4", "-g", "S230518h", "-u", "llo", "--revision", "1"]
@@ -319,6 +320,37 @@ def test_a_project_the_server_lacks_is_a_usage_error_listing_its_projects(
         ]
         assert "retry" not in result.stderr and "Upload-Concat" not in result.stderr
     assert nothing_stored(live_server) and resume_entries(client_env) == []
+
+
+def test_a_field_the_server_refuses_reads_the_same_for_a_payload_sent_in_parts(
+    tmp_path: Path, page: Path, client_env: dict[str, str]
+) -> None:
+    """A site the server does not take (its own ``sites``), refused for a
+    payload sent whole and for one sent as partial uploads (``--parallel``):
+    the same line, naming the field and the rule, no protocol words."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = write_server_config(
+        tmp_path / "server.toml", data_dir=str(data_dir), sites=["llo", "lho", "virgo"]
+    )
+    server = LiveServer(data_dir, config=config).start()
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(2 * MiB))
+    args = ["-s", server.url, "-p", "O4", "-g", "S230518h", "-u", "kagra", "--revision", "1"]
+    try:
+        whole = run_cli("dqr-upload", *args, str(page), env=client_env)
+        parts = run_cli(
+            "dqr-upload", *args, "--parallel", "2", "--chunk-size", "1", str(big), env=client_env
+        )
+        assert nothing_stored(server)
+    finally:
+        server.discard()
+    refusal = "server refused (400): uploader: must be one of lho, llo, virgo (got 'kagra')"
+    for result, path in ((whole, page), (parts, big)):
+        assert result.returncode == 4, result.stderr
+        assert error_lines(result.stderr) == [f"ERROR:dqr-xfer:{path}: {refusal}"]
+        assert "Upload-Concat" not in result.stderr and "Traceback" not in result.stderr
+    assert resume_entries(client_env) == []
 
 
 # -- 3. signals --------------------------------------------------------------------------

@@ -63,7 +63,9 @@ class ReportHooks(TusHooks):
         try:
             target = validate_for_settings(info.metadata, self.settings)
         except contract.ContractError as error:
-            raise HookRejection(400, _refusal(info, error)) from None
+            # A partial upload carries its final upload's report metadata and is
+            # refused for it in the same words (the client sees one refusal).
+            raise HookRejection(400, str(error)) from None
         project = self.settings.projects[target.project]
         info.size_limit = project.max_upload_size
         info.size_limit_rule = (
@@ -161,15 +163,6 @@ _JOIN_RULE = (
     "a final upload joins only partial uploads created with its report metadata "
     "(all of it but sha256) by the same principal"
 )
-
-
-def _refusal(info: UploadInfo, error: contract.ContractError) -> str:
-    if info.is_partial:
-        return (
-            f"{error} (a partial upload, Upload-Concat: partial, carries the report metadata "
-            "of its final upload and is checked and authorized as it is)"
-        )
-    return str(error)
 
 
 def _report_metadata(target: contract.ReportUpload) -> dict[str, str]:
