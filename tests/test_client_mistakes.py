@@ -430,6 +430,54 @@ def test_an_interrupted_upload_says_how_far_it_got_and_the_same_command_resumes(
     assert resume_entries(client_env) == []
 
 
+def stopped_while_loading(process: subprocess.Popen[bytes], library: str) -> None:
+    """Return with ``process`` stopped (SIGSTOP) just after it loaded
+    ``library`` (a shared object among its imports): polled while stopped,
+    so it stands within the few milliseconds after that load."""
+
+    def loaded() -> bool:
+        process.send_signal(signal.SIGSTOP)
+        maps = Path(f"/proc/{process.pid}/maps").read_text()
+        if library in maps:
+            return True
+        process.send_signal(signal.SIGCONT)
+        assert process.poll() is None, "the command ended before loading " + library
+        return False
+
+    wait_for(loaded, 60, interval=0.0005, what=f"{library} loaded")
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_the_command_starts_up_is_one_line_without_a_traceback(
+    sig: signal.Signals, code: int, page: Path, client_env: dict[str, str]
+) -> None:
+    """Ctrl-C (or SIGTERM) while dqr-upload still imports its modules (it
+    has just loaded OpenSSL's hashing module, needed for the report's
+    sha256, and has its options and server still to read)."""
+    process = subprocess.Popen(
+        [tool("dqr-upload"), "-s", "http://127.0.0.1:9", *IDENTITY, str(page)],
+        env={**os.environ, **client_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        stopped_while_loading(process, "_hashlib")
+        process.send_signal(sig)
+        process.send_signal(signal.SIGCONT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()  # no-op once it ended
+        process.wait()
+    stderr = err.decode()
+    assert process.returncode == code, stderr
+    assert stderr.splitlines() == [
+        f"ERROR:dqr-xfer:interrupted by {sig.name} before any upload started; "
+        "run the same command again"
+    ]
+    assert out == b""
+    assert resume_entries(client_env) == []
+
+
 # -- 9. units ------------------------------------------------------------------------------
 
 
