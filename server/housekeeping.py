@@ -52,7 +52,10 @@ def run(settings: Settings, dry_run: bool, staging_age: float) -> int:
     if dry_run and not settings.uploads_dir.is_dir():
         # No uploads to look at, and a dry run creates nothing: the store and
         # its file locks would make the uploads directory and its locks.
-        known, finals, report, states = {}, {}, SweepReport(), {}
+        known: dict[str, UploadInfo] = {}
+        finals: dict[str, str] = {}
+        states: dict[str, str] = {}
+        report = SweepReport()
     else:
         known, finals, report, states = _sweep(settings, dry_run)
     staging = admin.remove_stale_staging(settings, staging_age, dry_run)

@@ -63,9 +63,7 @@ class ReportHooks(TusHooks):
         try:
             target = validate_for_settings(info.metadata, self.settings)
         except contract.ContractError as error:
-            # A partial upload carries its final upload's report metadata and is
-            # refused for it in the same words (the client sees one refusal).
-            raise HookRejection(400, str(error)) from None
+            raise HookRejection(400, _refusal(info, error)) from None
         project = self.settings.projects[target.project]
         info.size_limit = project.max_upload_size
         info.size_limit_rule = (
@@ -163,6 +161,19 @@ _JOIN_RULE = (
     "a final upload joins only partial uploads created with its report metadata "
     "(all of it but sha256) by the same principal"
 )
+
+
+def _refusal(info: UploadInfo, error: contract.ContractError) -> str:
+    """The refusal of an upload's metadata, in the same words for a partial
+    upload (it carries its final upload's report metadata and is checked as
+    it is); a partial upload without any is told why it needs it (a tus
+    client that sends no metadata with partial uploads unless told)."""
+    if info.is_partial and contract.KEY_PROJECT not in info.metadata:
+        return (
+            f"{error} (a partial upload, Upload-Concat: partial, carries the report metadata "
+            "of its final upload and is checked and authorized as it is)"
+        )
+    return str(error)
 
 
 def _report_metadata(target: contract.ReportUpload) -> dict[str, str]:
