@@ -22,6 +22,7 @@ import subprocess
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -29,6 +30,7 @@ import requests
 from support.cli import run_cli
 from support.examples import Example, examples, unmatched, unmatched_json
 from support.faultproxy import FaultProxy, Faults
+from support.kerberos import Realm
 from support.live import LiveServer, free_port, tool
 from support.tus import (
     create,
@@ -52,9 +54,16 @@ class Context:
     """What a run may use: a scratch directory, the client's environment and
     a live server with the embedded default configuration (shared)."""
 
-    def __init__(self, tmp_path: Path, server: LiveServer) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        server: LiveServer,
+        fixture: Callable[[str], Any] | None = None,
+    ) -> None:
         self.tmp_path = tmp_path
         self.server = server
+        #: another fixture, by name, for a run that needs one (a Kerberos realm)
+        self.fixture = fixture or (lambda name: pytest.skip(f"no fixture {name} here"))
         self.env = {
             "XDG_CACHE_HOME": str(tmp_path / "cache"),
             "XDG_CONFIG_HOME": str(tmp_path / "config"),
@@ -120,8 +129,32 @@ def upload_a_directory_with_an_outside_link(context: Context, example: Example) 
     )  # fmt: skip
 
 
+KERBEROS_CONFIG = """auto_upgrade = true
+[auth]
+mode = "gssapi"
+keytab = "{keytab}"
+"""
+
+
 def ping(context: Context, example: Example) -> str:
-    return context.run("dqr-ping")
+    """dqr-ping with a Kerberos ticket, against a server that checks it (the
+    realm's service principal is HTTP/localhost)."""
+    realm: Realm = context.fixture("kerberos")
+    data = context.tmp_path / "data"
+    data.mkdir()
+    config = context.tmp_path / "server.toml"
+    config.write_text(KERBEROS_CONFIG.format(keytab=realm.service_keytab))
+    server = LiveServer(data, config=config, env=realm.server_env()).start()
+    try:
+        result = subprocess.run(
+            [tool("dqr-ping"), "-s", f"http://localhost:{server.port}"],
+            capture_output=True, text=True, timeout=120,
+            env={**realm.client_env(realm.user_ccache), **context.env},
+        )  # fmt: skip
+    finally:
+        server.discard()
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr
 
 
 def configuration_errors(context: Context, example: Example) -> str:
@@ -502,9 +535,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     "example", [e for e in ALL if (e.page, e.first) in RUNS], ids=lambda e: e.name
 )
 def test_the_example_is_what_the_command_prints(
-    example: Example, server: LiveServer, tmp_path: Path
+    example: Example, server: LiveServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    printed = RUNS[example.page, example.first](Context(tmp_path, server), example)
+    context = Context(tmp_path, server, request.getfixturevalue)
+    printed = RUNS[example.page, example.first](context, example)
     if example.is_json:
         missing = unmatched_json(example.output, printed)
         shown = json.dumps(printed, indent=1)
