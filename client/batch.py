@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ import requests
 from . import contract
 from .errors import DqrxferError, TransientError, UsageError
 from .hashcache import HashCache
+from .hints import UnknownProjectError
 from .packing import DirectoryPayload
 from .progress import NullProgress, Progress
 from .resume import ResumeStore
@@ -179,6 +181,9 @@ class BatchUploader:
     update: bool = False
     #: digests of local files from earlier runs
     hashes: HashCache = field(default_factory=HashCache)
+    #: the server's refusal of the project, which ends the batch (see :meth:`run`)
+    _project_refused: UnknownProjectError | None = field(default=None, init=False, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     def classify(self, reports: list[LocalReport], dry_run: bool = False) -> list[BatchItem]:
         """Ask the server about each event; return an item per report with its
@@ -188,7 +193,7 @@ class BatchUploader:
         items = [BatchItem(report) for report in reports]
         session = self.session_factory()
         try:
-            retrier = Retrier(self.options.retry, "links API")
+            retrier = Retrier(self.options.retry, "comparing the reports with the server's")
             known: dict[str, list[dict[str, Any]]] = {}
             for item in items:
                 graceid = item.report.graceid
@@ -240,7 +245,7 @@ class BatchUploader:
             return
         session = self.session_factory()
         try:
-            retrier = Retrier(self.options.retry, "links API")
+            retrier = Retrier(self.options.retry, "asking the server what it takes")
             check_target(session, self.server, planned.report, retrier)
         finally:
             session.close()
@@ -282,6 +287,8 @@ class BatchUploader:
         return item.planned
 
     def upload_one(self, item: BatchItem) -> BatchItem:
+        if self._stop.is_set():
+            return item  # the batch ends: left as it was
         planned = self._plan(item)
         if planned is None:
             log.error("%s: %s", item.report.path, item.error)
@@ -299,6 +306,12 @@ class BatchUploader:
             item.result = uploader.upload(planned)
             item.url = item.result.report_url
             item.status = UPLOADED
+        except UnknownProjectError as error:
+            # Every other report would be refused alike: one line says it (run).
+            self._project_refused = error
+            self._stop.set()
+            item.error = error
+            item.status = FAILED
         except DqrxferError as error:
             log.error("%s: %s", item.report.path, error)
             item.error = error
@@ -309,6 +322,10 @@ class BatchUploader:
     def run(
         self, reports: list[LocalReport], jobs: int = 1, dry_run: bool = False
     ) -> list[BatchItem]:
+        """Classify the reports and send those the server lacks (or, with
+        ``update``, their changed files); the server's refusal of the project
+        stops the batch at once (:class:`UnknownProjectError`, raised after
+        the uploads under way ended): one line instead of one per report."""
         items = self.classify(reports, dry_run)
         todo = [item for item in items if item.status in ("", CHANGED)]
         log.info(
@@ -331,6 +348,8 @@ class BatchUploader:
         else:
             with ThreadPoolExecutor(min(jobs, len(todo)), thread_name_prefix="dqr-batch") as pool:
                 list(pool.map(self.upload_one, todo))
+        if self._project_refused is not None:
+            raise self._project_refused
         return items
 
 

@@ -55,11 +55,17 @@ def with_hint(error: contract.ContractError) -> str:
     return f"{error}; did you mean {guess}?" if guess else str(error)
 
 
-def unknown_project(error: RefusedError) -> UsageError | None:
+class UnknownProjectError(UsageError):
+    """The server has no such project: every upload to it would be refused alike."""
+
+
+def unknown_project(error: RefusedError) -> UnknownProjectError | None:
     """The server's refusal of a project it does not have, as a usage error
     listing the projects it has (None for any other refusal)."""
     match = _UNKNOWN_PROJECT.match(error.server_message)
     if match is None:
         return None
     projects, value = match.groups()
-    return UsageError(f"project {value!r}: the server has no such project (it has {projects})")
+    return UnknownProjectError(
+        f"project {value!r}: the server has no such project (it has {projects})"
+    )

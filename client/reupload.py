@@ -27,7 +27,7 @@ from typing import Any
 import requests
 
 from . import contract
-from .errors import TransientError, UsageError
+from .errors import RefusedError, TransientError, UsageError
 from .packing import DirectoryPayload
 from .planning import PlannedUpload
 from .retry import Retrier
@@ -98,8 +98,9 @@ def event_reports(
         try:
             response = session.get(url, params={k: v for k, v in query.items() if v})
         except requests.RequestException as error:
+            log.debug("GET %s: %r", url, error)
             raise TransientError(describe_error(error, url)) from error
-        body = check_api_response(response, server, f"reports of {graceid}")
+        body = check_api_response(response, server, "GET")
         reports = body.get("reports") if isinstance(body, dict) else None
         if not isinstance(reports, list):
             raise TransientError(f"{server}: no list of the reports of {graceid} in its answer")
@@ -143,8 +144,18 @@ def find_report(
 def server_report(
     session: requests.Session, server: str, report: contract.ReportUpload, retrier: Retrier
 ) -> ServerReport | None:
-    """The server's copy of ``report`` with its files, None when it has none."""
-    entries = event_reports(session, server, report.graceid, retrier, site=report.site, files=True)
+    """The server's copy of ``report`` with its files, None when it has none.
+
+    A query the server refuses (a site it does not take) means it has no
+    such report: the upload is refused then, in the words of the field the
+    user gave (``uploader``, not the query's ``site``)."""
+    try:
+        entries = event_reports(
+            session, server, report.graceid, retrier, site=report.site, files=True
+        )
+    except RefusedError as error:
+        log.debug("no comparison with the server's copy: %s", error)
+        return None
     return find_report(entries, report.project, report.site, report.revision)
 
 
@@ -241,8 +252,9 @@ def server_vocabulary(
         try:
             response = session.get(url)
         except requests.RequestException as error:
+            log.debug("GET %s: %r", url, error)
             raise TransientError(describe_error(error, url)) from error
-        body = check_api_response(response, server, "the server's API description")
+        body = check_api_response(response, server, "GET")
         try:
             parameters = body["paths"]["/api/v1/reports"]["get"]["parameters"]
             enums = {p["name"]: p["schema"]["enum"] for p in parameters if "enum" in p["schema"]}

@@ -175,8 +175,8 @@ def check_response(response: requests.Response, what: str, upload: bool = False)
 
 
 def check_api_response(response: requests.Response, server: str, what: str) -> Any:
-    """The JSON body of an answer of the server's API (``what``, for the
-    debug log), or the client error it means: :func:`check_response`'s, but
+    """The JSON body of an answer of the server's API (``what``: the request's
+    method, for the debug log), or the client error it means: :func:`check_response`'s, but
     a 404 or an answer that is not JSON means that ``server`` is not a
     dqrxfer server (a wrong path in the URL, another web site)."""
     if response.status_code == 404:

@@ -242,12 +242,14 @@ class ReportUploader:
         if not planned or (force and not dry_run):
             return Settlement(list(planned), [], None)
         report = planned[0].report
+        name = contract.report_dirname(report.graceid, report.site, report.revision)
         session = self.session_factory()
         try:
-            retrier = Retrier(self.options.retry, "links API")
             if dry_run:
-                check_target(session, self.server, report, retrier)
-            remote = None if force else server_report(session, self.server, report, retrier)
+                asking = Retrier(self.options.retry, f"{name} (asking the server what it takes)")
+                check_target(session, self.server, report, asking)
+            comparing = Retrier(self.options.retry, f"{name} (comparing with the server's copy)")
+            remote = None if force else server_report(session, self.server, report, comparing)
         except BaseException:
             session.close()
             raise
@@ -258,7 +260,6 @@ class ReportUploader:
         if remote is None or remote.files is None:
             return Settlement(list(planned), [], None)
         algorithm = "crc32" if self.options.checksums else None
-        name = contract.report_dirname(report.graceid, report.site, report.revision)
         todo: list[PlannedUpload] = []
         skipped: list[Path] = []
         skipped_files = 0

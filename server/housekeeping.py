@@ -49,6 +49,30 @@ def run(settings: Settings, dry_run: bool, staging_age: float) -> int:
     require_data_dir(settings.data_dir)
     if dry_run:  # changes nothing, the schema included: behind the code, it says so
         settings = replace(settings, auto_upgrade=False)
+    if dry_run and not settings.uploads_dir.is_dir():
+        # No uploads to look at, and a dry run creates nothing: the store and
+        # its file locks would make the uploads directory and its locks.
+        known: dict[str, UploadInfo] = {}
+        finals: dict[str, str] = {}
+        states: dict[str, str] = {}
+        report = SweepReport()
+    else:
+        known, finals, report, states = _sweep(settings, dry_run)
+    staging = admin.remove_stale_staging(settings, staging_age, dry_run)
+    outcome = _Outcome.of(report, staging, finals, states, known, dry_run)
+    for line in outcome.lines:
+        print(line)
+    for line in outcome.warnings:
+        print(line, file=sys.stderr)
+    print(outcome.summary())
+    return 0
+
+
+def _sweep(
+    settings: Settings, dry_run: bool
+) -> tuple[dict[str, UploadInfo], dict[str, str], SweepReport, dict[str, str]]:
+    """The uploads in the store, the final upload joining each partial one,
+    what the sweep did, and the recorded states of the uploads it names."""
     built = build_services(settings)
     try:
         known = _uploads_in_store(built)
@@ -60,14 +84,7 @@ def run(settings: Settings, dry_run: bool, staging_age: float) -> int:
         )
     finally:
         built.close()
-    staging = admin.remove_stale_staging(settings, staging_age, dry_run)
-    outcome = _Outcome.of(report, staging, finals, states, known, dry_run)
-    for line in outcome.lines:
-        print(line)
-    for line in outcome.warnings:
-        print(line, file=sys.stderr)
-    print(outcome.summary())
-    return 0
+    return known, finals, report, states
 
 
 def _uploads_in_store(built: Services) -> dict[str, UploadInfo]:

@@ -170,19 +170,33 @@ def test_update_resends_reports_that_changed_locally(
     assert late.read_bytes() == (report / "tier1" / "late.png").read_bytes()
 
 
-def test_reports_for_a_project_the_server_lacks_are_listed_with_the_reason_and_exit_2(
-    live_server: LiveServer, tree: Path, client_env: dict[str, str]
+@pytest.mark.parametrize("jobs", ["1", "3"])
+def test_a_project_the_server_lacks_stops_the_batch_with_one_line_and_exit_2(
+    jobs: str, live_server: LiveServer, tree: Path, client_env: dict[str, str]
 ) -> None:
+    """The first refusal of the project ends the batch: every other report
+    would be refused alike, so one line (as dqr-upload's) says it."""
     result = run_cli(
-        "dqr-batch-upload", "-s", live_server.url, "-p", "O5", str(tree), env=client_env
+        "dqr-batch-upload", "-s", live_server.url, "-p", "O5", "--jobs", jobs, str(tree),
+        env=client_env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr  # a usage error, as for dqr-upload
+    assert [line for line in result.stderr.splitlines() if line.startswith("ERROR:")] == [
+        "ERROR:dqr-xfer:project 'O5': the server has no such project "
+        "(it has MDC, O4, personal, replay)"
+    ]
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    # Nothing reached the server, nothing is left to resume.
+    assert not (live_server.data_dir / "reports").exists() or not any(
+        path.is_file() for path in (live_server.data_dir / "reports").rglob("*")
     )
-    assert result.returncode == 2  # a usage error, as for dqr-upload
-    rows = table_rows(result.stdout)
-    assert set(rows.values()) == {"failed"}
-    assert "project 'O5': the server has no such project (it has MDC, O4, personal" in (
-        result.stdout
-    )
-    assert result.stdout.splitlines()[-1] == "3 report(s): 3 failed"
+    uploads = live_server.data_dir / "uploads"
+    assert not any(path.is_file() for path in uploads.iterdir()) if uploads.exists() else True
+    resume = Path(client_env["XDG_CACHE_HOME"]) / "dqrxfer" / "uploads"
+    assert not resume.exists() or not list(resume.glob("*.json"))
+    # The reports are as they were.
+    assert len(find_reports([tree])) == len(REPORTS)
 
 
 def test_no_reports_is_a_usage_error(tmp_path: Path, client_env: dict[str, str]) -> None:

@@ -22,6 +22,7 @@ from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.live import LiveServer, free_port, tool
 from support.tus import sha256_hex, wait_for
+from support.tus import write_config as write_server_config
 
 MiB = 1024 * 1024
 IDENTITY = ["-p", "O4", "-g", "S230518h", "-u", "llo", "--revision", "1"]
@@ -145,15 +146,20 @@ def test_a_url_with_a_wrong_path_is_not_a_dqrxfer_server(
     server = f"{live_server.url}/dqr"
     result = run_cli("dqr-upload", "-s", server, *IDENTITY, str(page), env=client_env)
     assert result.returncode == 2, result.stderr
+    # The server as a whole is wrong, not one file: the line names no file.
     assert error_lines(result.stderr) == [
-        f"ERROR:dqr-xfer:{page}: {server} is not a dqrxfer server (404): check -s/--server"
+        f"ERROR:dqr-xfer:{server} is not a dqrxfer server (404): check -s/--server"
     ]
     assert not any(word in result.stderr for word in PROTOCOL_WORDS), result.stderr
     assert nothing_stored(live_server) and resume_entries(client_env) == []
-    # The protocol's detail is there for -v.
+    # The protocol's detail is there for -v: the first request, asking what
+    # the server has of the report, met a 404.
     verbose = run_cli("dqr-upload", "-v", "-s", server, *IDENTITY, str(page), env=client_env)
     assert verbose.returncode == 2
-    assert f"DEBUG:dqr-xfer:OPTIONS {server}/files/: HTTP 404 without tus" in verbose.stderr
+    assert re.search(
+        rf"DEBUG:dqr-xfer:GET {re.escape(server)}/api/v1/events/S230518h/reports\S*: HTTP 404",
+        verbose.stderr,
+    ), verbose.stderr
     # The other commands say the same.
     ping = run_cli("dqr-ping", "-s", server, env=client_env)
     assert ping.returncode == 2, ping.stderr
@@ -192,13 +198,12 @@ def test_another_web_site_is_not_a_dqrxfer_server(
         site.kill()
         site.wait()
     assert upload.returncode == 2, upload.stderr
-    assert error_lines(upload.stderr) == [
-        f"ERROR:dqr-xfer:{page}: {server} is not a dqrxfer server (501): check -s/--server"
-    ]
-    assert ping.returncode == 2, ping.stderr
-    assert error_lines(ping.stderr) == [
-        f"ERROR:dqr-xfer:{server} is not a dqrxfer server (404): check -s/--server"
-    ]
+    # Both asked its API first (what it has of the report; who is logged in).
+    for result in (upload, ping):
+        assert result.returncode == 2, result.stderr
+        assert error_lines(result.stderr) == [
+            f"ERROR:dqr-xfer:{server} is not a dqrxfer server (404): check -s/--server"
+        ]
     for result in (upload, ping):
         assert "retry" not in result.stderr
         assert not any(word in result.stderr for word in PROTOCOL_WORDS), result.stderr
@@ -218,15 +223,20 @@ def test_a_server_that_is_down_cannot_be_reached(page: Path, client_env: dict[st
     options = ["--retries", "1", "--retry-wait", "0.05"]
     result = run_cli("dqr-upload", "-s", server, *options, *IDENTITY, str(page), env=client_env)
     assert result.returncode == 5, result.stderr
+    # The first step, comparing with the server's copy of the report, is named.
     assert error_lines(result.stderr) == [
-        f"ERROR:dqr-xfer:{page.name}: gave up after 1 retries: cannot reach {server} "
-        "(connection refused)"
+        "ERROR:dqr-xfer:S230518h_llo_1 (comparing with the server's copy): gave up after 1 "
+        f"retries: cannot reach {server} (connection refused)"
     ]
     assert not any(word in result.stderr for word in PROTOCOL_WORDS), result.stderr
+    assert "API" not in result.stderr, result.stderr
+    assert resume_entries(client_env) == []
     verbose = run_cli(
         "dqr-upload", "-v", "-s", server, *options, *IDENTITY, str(page), env=client_env
     )
-    assert f"DEBUG:dqr-xfer:OPTIONS {server}/files/: ConnectionError(" in verbose.stderr
+    assert f"DEBUG:dqr-xfer:GET {server}/api/v1/events/S230518h/reports: ConnectionError(" in (
+        verbose.stderr
+    )
 
 
 # -- 6. who you are -------------------------------------------------------------------
@@ -312,6 +322,37 @@ def test_a_project_the_server_lacks_is_a_usage_error_listing_its_projects(
     assert nothing_stored(live_server) and resume_entries(client_env) == []
 
 
+def test_a_field_the_server_refuses_reads_the_same_for_a_payload_sent_in_parts(
+    tmp_path: Path, page: Path, client_env: dict[str, str]
+) -> None:
+    """A site the server does not take (its own ``sites``), refused for a
+    payload sent whole and for one sent as partial uploads (``--parallel``):
+    the same line, naming the field and the rule, no protocol words."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = write_server_config(
+        tmp_path / "server.toml", data_dir=str(data_dir), sites=["llo", "lho", "virgo"]
+    )
+    server = LiveServer(data_dir, config=config).start()
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(2 * MiB))
+    args = ["-s", server.url, "-p", "O4", "-g", "S230518h", "-u", "kagra", "--revision", "1"]
+    try:
+        whole = run_cli("dqr-upload", *args, str(page), env=client_env)
+        parts = run_cli(
+            "dqr-upload", *args, "--parallel", "2", "--chunk-size", "1", str(big), env=client_env
+        )
+        assert nothing_stored(server)
+    finally:
+        server.discard()
+    refusal = "server refused (400): uploader: must be one of lho, llo, virgo (got 'kagra')"
+    for result, path in ((whole, page), (parts, big)):
+        assert result.returncode == 4, result.stderr
+        assert error_lines(result.stderr) == [f"ERROR:dqr-xfer:{path}: {refusal}"]
+        assert "Upload-Concat" not in result.stderr and "Traceback" not in result.stderr
+    assert resume_entries(client_env) == []
+
+
 # -- 3. signals --------------------------------------------------------------------------
 
 
@@ -386,6 +427,54 @@ def test_an_interrupted_upload_says_how_far_it_got_and_the_same_command_resumes(
     assert result.returncode == 0, result.stderr
     assert "INFO:dqr-xfer:Resuming big.bin at" in result.stderr
     assert sha256_hex(live_server.published("big.bin")) == sha256_hex(payload)
+    assert resume_entries(client_env) == []
+
+
+def stopped_while_loading(process: subprocess.Popen[bytes], library: str) -> None:
+    """Return with ``process`` stopped (SIGSTOP) just after it loaded
+    ``library`` (a shared object among its imports): polled while stopped,
+    so it stands within the few milliseconds after that load."""
+
+    def loaded() -> bool:
+        process.send_signal(signal.SIGSTOP)
+        maps = Path(f"/proc/{process.pid}/maps").read_text()
+        if library in maps:
+            return True
+        process.send_signal(signal.SIGCONT)
+        assert process.poll() is None, "the command ended before loading " + library
+        return False
+
+    wait_for(loaded, 60, interval=0.0005, what=f"{library} loaded")
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_the_command_starts_up_is_one_line_without_a_traceback(
+    sig: signal.Signals, code: int, page: Path, client_env: dict[str, str]
+) -> None:
+    """Ctrl-C (or SIGTERM) while dqr-upload still imports its modules (it
+    has just loaded OpenSSL's hashing module, needed for the report's
+    sha256, and has its options and server still to read)."""
+    process = subprocess.Popen(
+        [tool("dqr-upload"), "-s", "http://127.0.0.1:9", *IDENTITY, str(page)],
+        env={**os.environ, **client_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        stopped_while_loading(process, "_hashlib")
+        process.send_signal(sig)
+        process.send_signal(signal.SIGCONT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()  # no-op once it ended
+        process.wait()
+    stderr = err.decode()
+    assert process.returncode == code, stderr
+    assert stderr.splitlines() == [
+        f"ERROR:dqr-xfer:interrupted by {sig.name} before any upload started; "
+        "run the same command again"
+    ]
+    assert out == b""
     assert resume_entries(client_env) == []
 
 

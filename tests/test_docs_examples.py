@@ -13,14 +13,16 @@ until it is named here, so none can drift unchecked.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import tarfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -28,14 +30,14 @@ import requests
 from support.cli import run_cli
 from support.examples import Example, examples, unmatched, unmatched_json
 from support.faultproxy import FaultProxy, Faults
-from support.live import LiveServer, tool
+from support.kerberos import Realm
+from support.live import LiveServer, free_port, tool
 from support.tus import (
     create,
-    data_file,
-    new_upload,
     patch,
     report_metadata,
     tar_metadata,
+    wait_for,
 )
 
 MiB = 1024 * 1024
@@ -52,9 +54,16 @@ class Context:
     """What a run may use: a scratch directory, the client's environment and
     a live server with the embedded default configuration (shared)."""
 
-    def __init__(self, tmp_path: Path, server: LiveServer) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        server: LiveServer,
+        fixture: Callable[[str], Any] | None = None,
+    ) -> None:
         self.tmp_path = tmp_path
         self.server = server
+        #: another fixture, by name, for a run that needs one (a Kerberos realm)
+        self.fixture = fixture or (lambda name: pytest.skip(f"no fixture {name} here"))
         self.env = {
             "XDG_CACHE_HOME": str(tmp_path / "cache"),
             "XDG_CONFIG_HOME": str(tmp_path / "config"),
@@ -96,11 +105,15 @@ def new_report() -> dict[str, bytes]:
 # are free), so that the reports the other examples show stay as seeded.
 
 
+#: Revisions no other run sends to (two pages show the same command).
+FRESH_REVISIONS = itertools.count(30)
+
+
 def upload_two_files(context: Context, example: Example) -> str:
     directory = context.report("files", new_report())
     return context.run(
-        "dqr-upload", "-p", "O4", "-g", "S230518h", "-u", "llo", "--revision", "5",
-        "index.html", "data.json", cwd=directory,
+        "dqr-upload", "-p", "O4", "-g", "S230518h", "-u", "llo",
+        "--revision", str(next(FRESH_REVISIONS)), "index.html", "data.json", cwd=directory,
     )  # fmt: skip
 
 
@@ -116,8 +129,32 @@ def upload_a_directory_with_an_outside_link(context: Context, example: Example) 
     )  # fmt: skip
 
 
+KERBEROS_CONFIG = """auto_upgrade = true
+[auth]
+mode = "gssapi"
+keytab = "{keytab}"
+"""
+
+
 def ping(context: Context, example: Example) -> str:
-    return context.run("dqr-ping")
+    """dqr-ping with a Kerberos ticket, against a server that checks it (the
+    realm's service principal is HTTP/localhost)."""
+    realm: Realm = context.fixture("kerberos")
+    data = context.tmp_path / "data"
+    data.mkdir()
+    config = context.tmp_path / "server.toml"
+    config.write_text(KERBEROS_CONFIG.format(keytab=realm.service_keytab))
+    server = LiveServer(data, config=config, env=realm.server_env()).start()
+    try:
+        result = subprocess.run(
+            [tool("dqr-ping"), "-s", f"http://localhost:{server.port}"],
+            capture_output=True, text=True, timeout=120,
+            env={**realm.client_env(realm.user_ccache), **context.env},
+        )  # fmt: skip
+    finally:
+        server.discard()
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr
 
 
 def configuration_errors(context: Context, example: Example) -> str:
@@ -192,13 +229,16 @@ def report_page_headers(context: Context, example: Example) -> str:
 
 
 def batch_upload(context: Context, example: Example) -> str:
-    """Three reports under one root, one of them already on the server."""
+    """Three reports under one root: one the server lacks, one it has as
+    here, one it has with both files different (the seeded LHO report)."""
     root = context.tmp_path / "public_html" / "O4"
-    for graceid, site, revision in (("GW230518A", "virgo", 1), ("S230518h", "lho", 2),
-                                    ("S230518h", "llo", 1)):  # fmt: skip
+    changed = {name: data + b"<!-- changed here -->\n" for name, data in REPORT.items()}
+    for graceid, site, revision, files in (("GW230518A", "virgo", 1, REPORT),
+                                           ("S230518h", "lho", 1, changed),
+                                           ("S230518h", "llo", 1, REPORT)):  # fmt: skip
         report = root / f"{graceid}_dir" / f"{graceid}_{site}_{revision}"
         report.mkdir(parents=True)
-        for name, data in REPORT.items():
+        for name, data in files.items():
             (report / name).write_bytes(data)
     return context.run("dqr-batch-upload", "-p", "O4", "--jobs", "2", str(root))
 
@@ -258,27 +298,73 @@ def slow_upload(context: Context, example: Example) -> str:
         )  # fmt: skip
 
 
-def cleanup(context: Context, example: Example) -> str:
-    """One of each thing ``cleanup`` names: an expired upload, a finished one
-    past its retention, one whose finishing was cut (its state file not yet
-    marked done, as a crash leaves it) and a dead finalization's work
-    directory."""
-    server = context.server
-    week_ago = time.time() - 8 * 24 * 3600
-    expired = new_upload(server, 1000, metadata=report_metadata(revision="20"))
-    assert patch(expired, 0, b"x" * 500).status_code == 204
-    retired = new_upload(server, 1000, metadata=report_metadata(revision="21"))
-    assert patch(retired, 0, b"y" * 1000).status_code == 204
-    for url in (expired, retired):
-        os.utime(data_file(server, url), (week_ago, week_ago))
-    cut = new_upload(server, 1000, metadata=report_metadata(revision="22"))
-    assert patch(cut, 0, b"z" * 1000).status_code == 204
-    state = data_file(server, cut)
-    state.with_suffix(".done").rename(state.with_suffix(".info"))
-    work = server.data_dir / "reports" / "O4" / ".dqrxfer-staging" / "work" / "S230518h_llo_9.x1"
-    work.mkdir(parents=True)
-    os.utime(work, (week_ago, week_ago))
-    return context.run("dqrxfer-server", "cleanup", "--data-dir", str(server.data_dir))
+def interrupted_upload(context: Context, example: Example) -> str:
+    """SIGTERM to an upload over a slow link (2 MiB/s) once a third of it is
+    on the server (as an HTCondor eviction would)."""
+    size = 24 * MiB
+    report = context.report("S230518h_llo_7", {})
+    (report / "data.bin").write_bytes(os.urandom(size))
+    uploads = context.server.data_dir / "uploads"
+    before = {path for path in uploads.iterdir() if path.is_file()}
+
+    def received() -> int:
+        return sum(
+            path.stat().st_size
+            for path in uploads.iterdir()
+            if path.is_file() and not path.suffix and path not in before
+        )
+
+    context.env.pop("DQRXFER_SERVER")
+    with FaultProxy(context.server.port, Faults(rate=2 * MiB)) as link:
+        process = subprocess.Popen(
+            [tool("dqr-upload"), "-s", link.url, "--chunk-size", "1", "-p", "O4", "-g",
+             "S230518h", "-u", "llo", "--revision", "7", str(report / "data.bin")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **context.env},
+        )  # fmt: skip
+        try:
+
+            def a_third_on_the_server() -> bool:
+                assert process.poll() is None, "the upload ended before its signal"
+                return received() >= size // 3
+
+            wait_for(a_third_on_the_server, 120, interval=0.01, what="a third on the server")
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=60)
+        finally:
+            process.kill()  # no-op once it ended
+            process.wait()
+    assert process.returncode == 143, err
+    return out + err
+
+
+def no_database(context: Context, example: Example) -> str:
+    """A read-only command pointed at a data directory without a database."""
+    mistyped = context.tmp_path / "dqrxfre"
+    return context.run("dqrxfer-server", "reports", "list", "--data-dir", str(mistyped))
+
+
+def database_refused(context: Context, example: Example) -> str:
+    """A PostgreSQL ``database_url`` where no server listens."""
+    config = context.tmp_path / "server.toml"
+    config.write_text(
+        f'data_dir = "{context.tmp_path / "data"}"\n'
+        f'database_url = "postgresql+psycopg://dqrxfer@127.0.0.1:{free_port()}/dqrxfer"\n'
+    )
+    return context.run("dqrxfer-server", "reports", "list", "--config", str(config))
+
+
+def backup_and_restore(context: Context, example: Example) -> str:
+    """The example's two commands on a database of their own (restore
+    replaces the database: never the shared server's)."""
+    data = context.tmp_path / "data"
+    upgraded = run_cli("dqrxfer-server", "db", "upgrade", "--data-dir", str(data))
+    assert upgraded.returncode == 0, upgraded.stderr
+    backup = context.tmp_path / "backups" / "dqrxfer-2026-12-06.db"
+    backup.parent.mkdir()
+    return context.run(
+        "dqrxfer-server", "db", "backup", str(backup), "--data-dir", str(data)
+    ) + context.run("dqrxfer-server", "db", "restore", str(backup), "--data-dir", str(data))
 
 
 #: Each example block, by page and first line, and the run it shows.
@@ -339,7 +425,31 @@ RUNS: dict[tuple[str, str], Run] = {
         "allow-popups-to-escape-sandbox allow-downloads",
     ): report_page_headers,
     ("operators/maintenance.md", "$ curl -s http://127.0.0.1:8080/healthz"): as_documented,
-    ("operators/maintenance.md", "$ dqrxfer-server cleanup"): cleanup,
+    (
+        "client.md",
+        "ERROR:dqr-xfer:interrupted by SIGTERM: 27.0 MiB of 76.3 MiB on the server; run the "
+        "same command again to resume",
+    ): interrupted_upload,
+    (
+        "users/exit-codes.md",
+        "ERROR:dqr-xfer:interrupted by SIGTERM: 27.0 MiB of 76.3 MiB on the server; run the "
+        "same command again to resume",
+    ): interrupted_upload,
+    (
+        "operators/commands.md",
+        "dqrxfer-server: no database at /srv/dqrxfre/dqrxfer.sqlite (wrong --data-dir or "
+        "--config? 'dqrxfer-server db upgrade' creates one)",
+    ): no_database,
+    (
+        "operators/commands.md",
+        "dqrxfer-server: cannot use the database (database_url): connection failed: connection "
+        'to server at "10.0.0.5", port 5432 failed: Connection refused Is the server running on '
+        "that host and accepting TCP/IP connections?",
+    ): database_refused,
+    (
+        "operators/commands.md",
+        "$ dqrxfer-server db backup /var/backups/dqrxfer/dqrxfer-$(date +%F).db",
+    ): backup_and_restore,
     (
         "reports.md",
         "sha256: the received payload hashes to 9f2c..., not 0000... as the metadata says; "
@@ -352,17 +462,51 @@ RUNS: dict[tuple[str, str], Run] = {
     ): link_escaping_over_two_archives,
 }
 
+#: Example blocks another test checks, line for line against a run made for
+#: them (one check per block): by page and first line, the test's file and name.
+CHECKED_ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
+    **{
+        ("operators/commands.md", f"$ dqrxfer-server {command}"): (
+            "test_reports_cli.py",
+            "test_the_documented_report_commands_print_what_the_page_shows",
+        )
+        for command in (
+            "reports list",
+            "reports show S230518h_lho_3",
+            "reports register --project O4 --graceid S230518h --site lho --revision 3 "
+            "--path /home/detchar/cit/S230518h_lho_3",
+            "reindex --dry-run",
+        )
+    },
+    **{
+        (page, "$ dqrxfer-server cleanup"): (
+            "test_tus_expiration.py",
+            "test_the_documented_cleanup_output_is_what_cleanup_prints",
+        )
+        for page in ("operators/commands.md", "operators/maintenance.md")
+    },
+}
+
 ALL = list(examples(DOCS))
 
 
 def test_every_example_block_is_checked() -> None:
     assert len(ALL) >= 10  # the finder finds them
-    unchecked = [example.name for example in ALL if (example.page, example.first) not in RUNS]
+    named = {(example.page, example.first) for example in ALL}
+    unchecked = [
+        example.name
+        for example in ALL
+        if (example.page, example.first) not in RUNS.keys() | CHECKED_ELSEWHERE.keys()
+    ]
     assert not unchecked, (
         f"example output blocks that no run checks (name them in RUNS): {unchecked}"
     )
-    stale = set(RUNS) - {(example.page, example.first) for example in ALL}
-    assert not stale, f"RUNS names blocks that are no longer in the docs: {sorted(stale)}"
+    assert not RUNS.keys() & CHECKED_ELSEWHERE.keys(), "one check per block"
+    stale = (RUNS.keys() | CHECKED_ELSEWHERE.keys()) - named
+    assert not stale, f"blocks named here that are no longer in the docs: {sorted(stale)}"
+    tests = Path(__file__).parent
+    for file, test in set(CHECKED_ELSEWHERE.values()):
+        assert f"def {test}(" in (tests / file).read_text(), f"{file} has no {test}"
 
 
 @pytest.fixture(scope="module")
@@ -391,9 +535,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     "example", [e for e in ALL if (e.page, e.first) in RUNS], ids=lambda e: e.name
 )
 def test_the_example_is_what_the_command_prints(
-    example: Example, server: LiveServer, tmp_path: Path
+    example: Example, server: LiveServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    printed = RUNS[example.page, example.first](Context(tmp_path, server), example)
+    context = Context(tmp_path, server, request.getfixturevalue)
+    printed = RUNS[example.page, example.first](context, example)
     if example.is_json:
         missing = unmatched_json(example.output, printed)
         shown = json.dumps(printed, indent=1)

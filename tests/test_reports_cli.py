@@ -459,3 +459,27 @@ def test_the_documented_report_commands_print_what_the_page_shows(
         status, out, err = cli(live_server.data_dir, *arguments)
         assert status == 0, err
         assert output_shape(out) == output_shape("\n".join(examples[command])), command
+
+
+def test_cleanup_dry_run_creates_nothing_in_a_data_directory_without_uploads(
+    tmp_path: Path,
+) -> None:
+    """A data directory with its database but no uploads directory yet (no
+    upload ever came): the dry run says what it would do and makes no
+    directory, lock file or database file."""
+    data_dir = tmp_path / "data"
+    status, _, err = cli(data_dir, "db", "upgrade")
+    assert status == 0, err
+    before = sorted(data_dir.rglob("*"))
+    assert data_dir / "uploads" not in before
+
+    status, out, err = cli(data_dir, "cleanup", "--dry-run")
+
+    assert status == 0, err
+    assert out.splitlines()[-1].startswith("would remove: 0 expired uploads, "), out
+    assert "not looked at (dry run)" in out and "Traceback" not in err
+    assert sorted(data_dir.rglob("*")) == before
+    # The real run makes what it needs.
+    status, out, err = cli(data_dir, "cleanup")
+    assert status == 0, err
+    assert (data_dir / "uploads").is_dir()

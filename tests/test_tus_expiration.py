@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -283,3 +284,41 @@ def test_the_documented_cleanup_output_is_what_cleanup_prints(
 
     for page in DOCUMENTED:
         assert [shape(line) for line in documented_cleanup(page)] == real, page
+
+
+def test_an_interrupted_upload_refused_when_cleanup_finishes_it_is_logged_as_refused(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """The last bytes of an upload arrived, then the server died; its bytes
+    are not what its sha256 says.  ``cleanup`` finishes it: the report's
+    refusal is its outcome, said as such (not "not recovered now"), and
+    nothing is published."""
+    config = write_config(tmp_path / "config.toml", upload_expiry=3600)
+    server = LiveServer(data_dir, config=config).start()
+    metadata = report_metadata("wrong.txt", sha256="0" * 64)
+    try:
+        url = new_upload(server, 6, metadata=metadata)
+        assert patch(url, 0, b"abc").status_code == 204
+    finally:
+        server.stop()
+    with open(data_file(server, url), "ab") as handle:
+        handle.write(b"def")
+    result = run_cli(
+        "dqrxfer-server", "cleanup", "--config", str(config), "--data-dir", str(data_dir)
+    )
+    assert result.returncode == 0, result.stderr
+    upload = upload_id(url)
+    assert re.search(
+        rf"upload {upload} finished after an interruption: refused \(4\d\d\): sha256: ",
+        result.stderr,
+    ), result.stderr
+    assert "not recovered now" not in result.stderr
+    assert re.search(rf"finished interrupted upload {upload} \(.*\): refused", result.stdout), (
+        result.stdout
+    )
+    assert not published(server, metadata).exists()
+    with sqlite3.connect(data_dir / "dqrxfer.sqlite") as database:
+        ((state, error),) = database.execute(
+            "SELECT state, error FROM uploads WHERE id = ?", (upload,)
+        ).fetchall()
+    assert state == "failed" and error.startswith("sha256: "), (state, error)

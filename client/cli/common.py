@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from dqrxfer import __version__
+from dqrxfer.cli import STARTING
 from dqrxfer.errors import DqrxferError, UsageError
 from dqrxfer.progress import LogProgress, NullProgress, Progress, TqdmProgress
 from dqrxfer.retry import RetryPolicy
@@ -288,5 +289,5 @@ def interruption_message(name: str, standing: Standing | None) -> str:
         return f"interrupted by {name}"
     summary = standing.summary()
     if summary is None:
-        return f"interrupted by {name} before any upload started; run the same command again"
+        return f"interrupted by {name} {STARTING}"
     return f"interrupted by {name}: {summary}; run the same command again to resume"

@@ -25,6 +25,10 @@ REPORTS = [
     Seed("S230518h", "lho", 1, minutes=4, file_count=41, total_bytes=17_900_000),
     Seed("S230518h", "virgo", 1, minutes=9, file_count=38, total_bytes=12_400_000),
     Seed("S230518h", "llo", 2, minutes=42, file_count=44, total_bytes=19_100_000),
+    # A site's own trial in another project: the page labels it.
+    Seed(
+        "S230518h", "llo", 1, project="personal", minutes=30, file_count=12, total_bytes=2_300_000
+    ),
     Seed("S230518h", "kagra", 1, minutes=55, file_count=26, total_bytes=6_200_000),
     Seed("S230520ab", "llo", 1, minutes=2900, file_count=40, total_bytes=17_000_000),
     Seed("S230520ab", "lho", 1, minutes=2903, file_count=40, total_bytes=16_800_000),
@@ -45,7 +49,7 @@ def main() -> int:
             seed(f"sqlite:///{data / 'dqrxfer.sqlite'}", REPORTS)
             pages = [
                 (f"{server.url}/events/S230518h", "document.querySelector('#reports ul')",
-                 "event-page.png", 600),
+                 "event-page.png", 740),
                 (f"{server.url}/events/", "true", "events-index.png", 470),
             ]  # fmt: skip
             results = run_browser(

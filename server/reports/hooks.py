@@ -164,7 +164,11 @@ _JOIN_RULE = (
 
 
 def _refusal(info: UploadInfo, error: contract.ContractError) -> str:
-    if info.is_partial:
+    """The refusal of an upload's metadata, in the same words for a partial
+    upload (it carries its final upload's report metadata and is checked as
+    it is); a partial upload without any is told why it needs it (a tus
+    client that sends no metadata with partial uploads unless told)."""
+    if info.is_partial and contract.KEY_PROJECT not in info.metadata:
         return (
             f"{error} (a partial upload, Upload-Concat: partial, carries the report metadata "
             "of its final upload and is checked and authorized as it is)"

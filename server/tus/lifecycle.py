@@ -281,7 +281,17 @@ class Uploads:
                     if current.finished and not current.completed:
                         self.finish(current)
         except errors.TusError as error:
-            # A 507 was logged as a warning where it happened.
+            after = self.store.get(info.id)
+            if after.completed:
+                # Finished now, with the application's refusal as its last word.
+                log.info(
+                    "upload %s finished after an interruption: refused (%d): %s",
+                    info.id,
+                    error.status,
+                    error.message,
+                )
+                return after
+            # Busy, or a 507 (logged as a warning where it happened): left for later.
             log.info("upload %s not recovered now: %s", info.id, error.message)
         except Exception as error:
             # A full disk anywhere else on the way: the next HEAD or cleanup retries.
