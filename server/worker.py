@@ -104,7 +104,10 @@ class _TimedParser:
         return getattr(self.parser, name)
 
 
+# gunicorn has no type information: its classes are Any to mypy.
 class _Connection(TConn):  # type: ignore[misc]
+    parser: Any
+
     def __init__(self, *args: Any, header_timeout: float) -> None:
         super().__init__(*args)
         self.header_timeout = header_timeout

@@ -99,9 +99,11 @@ class LiveServer(ReportPaths):
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(f"{self.url}/api/v1/ping", timeout=1).status_code < 500:
+                if requests.get(f"{self.url}/api/v1/ping", timeout=2).status_code < 500:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # The workers share the master's listening socket: a connection
+                # made before a worker is up waits in its queue, unanswered.
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
