@@ -93,7 +93,7 @@ class GssapiServer(Dqrxfer):
             try:
                 requests.get(f"http://127.0.0.1:{self.port}/api/v1/ping", timeout=2)
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.05)
         raise RuntimeError("dqrxfer did not answer its ping")
 

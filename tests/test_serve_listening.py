@@ -116,7 +116,7 @@ def test_serve_listens_on_an_ipv6_address(data_dir: Path) -> None:
             try:
                 if requests.get(f"http://[::1]:{port}/api/v1/ping", timeout=1).ok:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
