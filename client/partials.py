@@ -109,7 +109,7 @@ def _drive(
     )
     lengths = [end - start for start, end in parts]
     task = job.progress.task(payload.filename, payload.size, resumed)
-    tally = Tally(task, len(parts), offsets)
+    tally = Tally(task, list(zip(urls, lengths, strict=True)), offsets)
     sending = Streams(job, hashed, parts, urls, tally)
     try:
         if entry.url:

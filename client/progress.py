@@ -39,6 +39,11 @@ class Task(Protocol):
         """The server has acknowledged ``on_server`` bytes (``moveto`` also
         counts bytes still in flight)."""
 
+    def acknowledged(self, url: str, length: int, offset: int) -> None:
+        """The server has acknowledged ``offset`` of the ``length`` bytes of
+        the upload ``url``, one of the payload's (the whole payload, or a
+        partial upload of it): :meth:`confirmed` counts them all."""
+
     def close(self) -> None: ...
 
 
@@ -51,6 +56,9 @@ class _NullTask:
         pass
 
     def confirmed(self, on_server: int) -> None:
+        pass
+
+    def acknowledged(self, url: str, length: int, offset: int) -> None:
         pass
 
     def close(self) -> None:
@@ -95,6 +103,9 @@ class _LogTask:
     def confirmed(self, on_server: int) -> None:
         pass
 
+    def acknowledged(self, url: str, length: int, offset: int) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -119,6 +130,9 @@ class _TqdmTask:
                 self.bar.update(delta)
 
     def confirmed(self, on_server: int) -> None:
+        pass
+
+    def acknowledged(self, url: str, length: int, offset: int) -> None:
         pass
 
     def close(self) -> None:

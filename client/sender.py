@@ -35,14 +35,22 @@ MAX_CHECKSUM_FAILURES = 3
 
 class Tally:
     """Bytes of one payload: acknowledged per stream, plus those in flight;
-    feeds the progress bar and counts the bytes put on the wire."""
+    feeds the progress bar and counts the bytes put on the wire.
 
-    def __init__(self, task: Task, streams: int, start: Sequence[int]) -> None:
+    Stream ``index`` sends to the upload ``uploads[index]`` (its URL and
+    length), which the server holds ``start[index]`` bytes of."""
+
+    def __init__(
+        self, task: Task, uploads: Sequence[tuple[str, int]], start: Sequence[int]
+    ) -> None:
         self.task = task
+        self.uploads = list(uploads)
         self.lock = threading.Lock()
-        self.acked = list(start) + [0] * (streams - len(start))
-        self.flight = [0] * streams
+        self.acked = list(start) + [0] * (len(uploads) - len(start))
+        self.flight = [0] * len(uploads)
         self.wire = 0
+        for (url, length), offset in zip(self.uploads, self.acked, strict=True):
+            task.acknowledged(url, length, offset)
         task.confirmed(sum(self.acked))
 
     def sending(self, stream: int) -> Callable[[int], None]:
@@ -61,6 +69,8 @@ class Tally:
             self.flight[stream] = 0
             on_server = sum(self.acked)
             done = on_server + sum(self.flight)
+        url, length = self.uploads[stream]
+        self.task.acknowledged(url, length, offset)
         self.task.moveto(done)
         self.task.confirmed(on_server)
 

@@ -28,7 +28,7 @@ def send_single(job: Job, hashed: Scan, metadata: dict[str, str]) -> tuple[str, 
     def attempt() -> tuple[str, int, Tally]:
         url, offset = _open(job, hashed, metadata)
         task = job.progress.task(payload.filename, payload.size, offset)
-        tally = Tally(task, 1, [offset])
+        tally = Tally(task, [(url, payload.size)], [offset])
         try:
             job.sender(url, hashed, (0, payload.size), tally).send(offset)
             return url, offset, tally

@@ -430,6 +430,56 @@ def test_an_interrupted_upload_says_how_far_it_got_and_the_same_command_resumes(
     assert resume_entries(client_env) == []
 
 
+def test_an_interrupted_upload_whose_server_does_not_answer_says_at_least_what_it_acknowledged(
+    live_server: LiveServer, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    """The server stopped (SIGSTOP) when SIGTERM comes: the command's HEADs
+    get no answer, and it still exits with 143, counting the bytes the server
+    acknowledged as a lower bound."""
+    size = 24 * MiB
+    payload = tmp_path / "big.bin"
+    payload.write_bytes(os.urandom(size))
+    stderr_path = tmp_path / "stderr.txt"
+    assert live_server.process is not None
+    server_group = live_server.process.pid
+    with FaultProxy(live_server.port, Faults(rate=2 * MiB)) as proxy:
+        args = ["dqr-upload", "-s", proxy.url, "--chunk-size", "1", *IDENTITY, str(payload)]
+        with open(stderr_path, "w") as stderr:
+            process = subprocess.Popen(
+                [tool(args[0]), *args[1:]],
+                env={**os.environ, **client_env},
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+            )
+        try:
+
+            def a_third_on_the_server() -> bool:
+                assert process.poll() is None, stderr_path.read_text()
+                return bytes_on_server(live_server) >= size // 3
+
+            wait_for(a_third_on_the_server, 120, interval=0.01, what="a third on the server")
+            os.killpg(server_group, signal.SIGSTOP)
+            try:
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(timeout=60) == 143
+            finally:
+                os.killpg(server_group, signal.SIGCONT)
+        finally:
+            process.kill()  # no-op once it ended
+            process.wait()
+            process.stdout.close()  # type: ignore[union-attr]
+    text = stderr_path.read_text()
+    (line,) = error_lines(text)
+    match = re.fullmatch(
+        r"ERROR:dqr-xfer:interrupted by SIGTERM: at least (\d+(?:\.\d)?) (B|MiB) of 24\.0 MiB "
+        "on the server; run the same command again to resume",
+        line,
+    )
+    assert match, text
+    acknowledged = float(match.group(1)) * (MiB if match.group(2) == "MiB" else 1)
+    assert acknowledged <= bytes_on_server(live_server) + 0.05 * MiB, line
+
+
 def stopped_while_loading(process: subprocess.Popen[bytes], library: str) -> None:
     """Return with ``process`` stopped (SIGSTOP) just after it loaded
     ``library`` (a shared object among its imports): polled while stopped,

@@ -75,11 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"no report directories (<graceid>_dir/<graceid>_<site>_<revision>) under "
                 f"{', '.join(args.roots)}"
             )
+        sessions = make_session_factory(args)
+        standing.ask_with(sessions)
         batch = BatchUploader(
             server_url(args),
             args.project,
             options,
-            make_session_factory(args),
+            sessions,
             progress=make_progress(args, standing),
             update=args.update,
         )

@@ -240,9 +240,10 @@ def run(
 
     SIGINT (Ctrl-C) and SIGTERM (what HTCondor sends when it evicts a job)
     end the command at once, from the signal handler: the error line says
-    how far the uploads got (``standing``) and that the same command resumes,
-    and the exit code is 128 + the signal's number (130, 143), as a shell
-    reports it.  Unwinding instead would wait for the threads still sending
+    how far the uploads got (``standing``, whose unfinished uploads the
+    server is asked about for at most :data:`ASK_WITHIN` seconds) and that
+    the same command resumes, and the exit code is 128 + the signal's number
+    (130, 143), as a shell reports it.  Unwinding instead would wait for the threads still sending
     (parallel streams, ``--jobs``), which keep going until their payload is
     done.  Nothing is lost by exiting there: resume entries are written
     atomically before the step that needs them, and the server keeps every
@@ -280,14 +281,20 @@ def run(
 #: Signals that interrupt a command (exit code 128 + the number: 130, 143).
 INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+#: Seconds an interrupted command waits for the server to say how much of
+#: its unfinished uploads it holds: short, so that an eviction (whose
+#: SIGKILL follows) is hardly delayed.
+ASK_WITHIN = 2.5
+
 
 def interruption_message(name: str, standing: Standing | None) -> str:
-    """What an interrupted command says: how far its uploads got, and that
-    the same command resumes them (the resume entries and the server keep
-    every byte acknowledged so far)."""
+    """What an interrupted command says: how far its uploads got (as the
+    server says, asked now; else at least the bytes it acknowledged), and
+    that the same command resumes them (the resume entries and the server
+    keep every byte it verified)."""
     if standing is None:
         return f"interrupted by {name}"
-    summary = standing.summary()
+    summary = standing.summary(standing.ask_server(ASK_WITHIN))
     if summary is None:
         return f"interrupted by {name} {STARTING}"
     return f"interrupted by {name}: {summary}; run the same command again to resume"

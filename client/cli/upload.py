@@ -268,11 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     server_url(args), target, options, make_session_factory(args)
                 )
                 return dry_run(uploader, paths, log, args.force)
+            sessions = make_session_factory(args)
+            standing.ask_with(sessions)
             uploader = ReportUploader(
                 server_url(args),
                 target,
                 options,
-                session_factory=make_session_factory(args),
+                session_factory=sessions,
                 progress=make_progress(args, standing),
             )
         if early is not None:
