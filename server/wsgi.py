@@ -46,16 +46,11 @@ def _child_exit(_server: Any, worker: Any) -> None:
 
 
 def _post_worker_init(worker: Any) -> None:
-    """A worker forked from a master that built the app (``preload_app``):
-    drop the database connections it may have inherited (the master's are
-    closed, the pool is the master's object) and start this worker's
-    recovery pass, as :meth:`GunicornServer.load` does without preloading."""
-    app = worker.wsgi
-    if not worker.cfg.preload_app or not isinstance(app, Flask):
-        return
-    built = services(app)
-    built.database.engine.dispose(close=False)
-    start_recovery(built.reports, built.uploads)
+    """A worker is ready to serve: see :meth:`GunicornServer.start_worker`
+    (other applications that take these options, such as the benchmarks'
+    tus layer, have nothing to start)."""
+    if isinstance(worker.app, GunicornServer):
+        worker.app.start_worker(worker.wsgi)
 
 
 def _heartbeat_directory() -> str | None:
@@ -147,6 +142,17 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         else:
             start_recovery(built.reports, built.uploads)
         return app
+
+    def start_worker(self, app: Flask) -> None:
+        """In a worker forked from a master that built the app (``preload_app``):
+        drop the database connections it may have inherited (the master closed
+        its own; the pool is the master's object) and start this worker's
+        recovery pass, as :meth:`load` does without preloading."""
+        if not self.cfg.preload_app:
+            return
+        built = services(app)
+        built.database.engine.dispose(close=False)
+        start_recovery(built.reports, built.uploads)
 
 
 def listening_urls(addresses: list[Any], tls: bool) -> str:
