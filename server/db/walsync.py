@@ -54,7 +54,7 @@ class WalSync:
             return  # checkpointed into the database file (synced) and removed
         opened = self._open
         if opened is None or opened[0] != pid or opened[2] != inode:
-            opened = self._reopen(pid)
+            opened = self._reopen(pid, inode)
             if opened is None:
                 return
         try:
@@ -65,8 +65,14 @@ class WalSync:
             if error.errno != errno.EBADF:
                 raise
 
-    def _reopen(self, pid: int) -> tuple[int, int, int] | None:
+    def _reopen(self, pid: int, inode: int) -> tuple[int, int, int] | None:
+        """The log opened anew, unless another thread just did so for the
+        same file (``inode``, as :meth:`sync` found it): its descriptor must
+        stay open, since that thread's commit may be in that file."""
         with self._lock:
+            opened = self._open
+            if opened is not None and opened[0] == pid and opened[2] == inode:
+                return opened
             try:
                 fd = os.open(self.log_path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
