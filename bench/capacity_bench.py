@@ -54,7 +54,7 @@ from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 
 from bench.links_bench import fill, graceid
-from bench.servers import BIN, Server, TusNode, process_tree
+from bench.servers import BIN, Server, TusNode, process_tree, tree_memory
 
 MiB = 1024 * 1024
 BODY = 8 * MiB
@@ -355,23 +355,6 @@ def probe_round(server: Server, probes: dict[str, Probe], index: int, timeout: f
 
 
 # -- memory and CPU --------------------------------------------------------------------
-
-
-def tree_memory(pid: int) -> tuple[int, int]:
-    """(RSS summed, PSS summed) of a process tree, in bytes."""
-    rss = pss = 0
-    for process in process_tree(pid):
-        try:
-            with open(f"/proc/{process.pid}/smaps_rollup") as rollup:
-                for line in rollup:
-                    key, _, rest = line.partition(":")
-                    if key == "Rss":
-                        rss += int(rest.split()[0]) * 1024
-                    elif key == "Pss":
-                        pss += int(rest.split()[0]) * 1024
-        except OSError:
-            continue
-    return rss, pss
 
 
 def raise_open_files_limit() -> None:

@@ -72,6 +72,26 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS summed, PSS summed) of a process tree, in bytes: the proportional
+    set size counts a page shared by n processes (a forked worker's pages
+    still shared with its master) as 1/n in each, so the sum is what the
+    tree holds."""
+    rss = pss = 0
+    for process in process_tree(pid):
+        try:
+            with open(f"/proc/{process.pid}/smaps_rollup") as rollup:
+                for line in rollup:
+                    key, _, rest = line.partition(":")
+                    if key == "Rss":
+                        rss += int(rest.split()[0]) * 1024
+                    elif key == "Pss":
+                        pss += int(rest.split()[0]) * 1024
+        except OSError:
+            continue
+    return rss, pss
+
+
 def tree_cpu(pid: int) -> float:
     """User + system CPU seconds of a process and its descendants, now."""
     total = 0.0
@@ -132,6 +152,11 @@ class Server:
         """Resident memory of the whole process tree, in bytes."""
         assert self.process is not None
         return tree_rss(self.process.pid)
+
+    def memory(self) -> tuple[int, int]:
+        """RSS and PSS of the whole process tree, in bytes."""
+        assert self.process is not None
+        return tree_memory(self.process.pid)
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) of the whole process tree so far, in seconds."""

@@ -176,18 +176,22 @@ def small_uploads(server: Server, count: int, clients: int, size: int, with_uplo
 
 
 class RssSampler:
-    """Peak RSS of a server's process tree while something runs."""
+    """Peak RSS and PSS of a server's process tree while something runs."""
 
     def __init__(self, server: Server, interval: float = 0.05) -> None:
         self.server, self.interval = server, interval
-        self.baseline = server.rss()
-        self.peak = self.baseline
+        self.baseline, self.baseline_pss = server.memory()
+        self.peak, self.peak_pss = self.baseline, self.baseline_pss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        rss, pss = self.server.memory()
+        self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self.server.rss())
+            self._sample()
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -196,7 +200,7 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.server.rss())
+        self._sample()
 
 
 def fresh(factory: Callable[[], Server], action: Callable[[Server], float]) -> float:
@@ -338,7 +342,7 @@ def main() -> int:
         big = tmp / "big.bin"
         make_payload(big, args.rss_size_mib * MiB)
         for name, factory in (("dqrxfer", ours), ("@tus/server", TusNode)):
-            growths = []
+            growths, rest, peaks = [], [], []
             for _ in range(args.runs):
                 server = factory().start()
                 try:
@@ -348,12 +352,23 @@ def main() -> int:
                     with RssSampler(server) as sampler:
                         tus_upload(server, big, big.stat().st_size)
                     growths.append((sampler.peak - sampler.baseline) / MiB)
+                    rest.append((sampler.baseline / MiB, sampler.baseline_pss / MiB))
+                    peaks.append((sampler.peak / MiB, sampler.peak_pss / MiB))
                 finally:
                     server.stop()
             results[f"rss_growth_mib_{name}"] = growths
+            results[f"rss_pss_at_rest_mib_{name}"] = rest
+            results[f"rss_pss_peak_mib_{name}"] = peaks
             rows.append(
                 f"| {name} | peak RSS growth, {args.rss_size_mib} MiB in one PATCH | "
                 f"{statistics.median(growths):.1f} MiB | | |"
+            )
+            rows.append(
+                f"| {name} | RSS / PSS after 32 small uploads, then peak while receiving | "
+                f"{statistics.median(r for r, _ in rest):.0f} / "
+                f"{statistics.median(p for _, p in rest):.0f} MiB, then "
+                f"{statistics.median(r for r, _ in peaks):.0f} / "
+                f"{statistics.median(p for _, p in peaks):.0f} MiB | | |"
             )
         big.unlink()
 

@@ -172,6 +172,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     metrics_dir = _metrics_directory()
     _raise_open_files_limit()
+    master = os.getpid()
     try:
         GunicornServer(
             settings,
@@ -179,7 +180,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             args.gunicorn_config,
         ).run()
     finally:
-        if metrics_dir is not None:
+        # A worker ends by SystemExit through this frame too (gunicorn forks
+        # it inside run()): only the master, when it stops, removes the
+        # directory the other workers and their replacements still write to.
+        if metrics_dir is not None and os.getpid() == master:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 

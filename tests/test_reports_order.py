@@ -10,8 +10,8 @@ published, and the earlier upload ends ``published``.  The restarted server's
 own recovery is held off (the test holds ``recovery.lock``) until the later
 upload is in.  On SQLite and PostgreSQL.
 
-The commits finalization relies on are durable: SQLite commits them with
-``synchronous=FULL``, PostgreSQL with ``synchronous_commit`` on.
+The commits finalization relies on are durable: SQLite flushes its log after
+them, PostgreSQL commits them with ``synchronous_commit`` on.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import os
 import signal
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from dqrxfer.server.db import Database, migrate
+from dqrxfer.server.db import Database
 from dqrxfer.server.reports.archive import StagedArchive, StagedFile
 from dqrxfer.server.reports.supersession import Superseded, drop_superseded
 from support import tars
@@ -375,15 +376,57 @@ def undo_publication_record(database_url: str, upload_id: str) -> None:
 # -- durability of the commits finalization relies on -------------------------------
 
 
-def test_durable_transactions_commit_with_synchronous_full_on_sqlite(tmp_path: Path) -> None:
-    database = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+class _LogFlushes:
+    """Records the files ``os.fdatasync`` flushes (by inode), and whether the
+    database's write lock was free when each flush began."""
+
+    def __init__(self, database_path: Path) -> None:
+        self.database_path = database_path
+        self.flushed: list[tuple[int, bool]] = []
+        self._real = os.fdatasync
+
+    def __call__(self, fd: int) -> None:
+        probe = sqlite3.connect(self.database_path, timeout=0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")  # fails at once while a writer holds the lock
+            probe.execute("ROLLBACK")
+            lock_free = True
+        except sqlite3.OperationalError:
+            lock_free = False
+        finally:
+            probe.close()
+        self.flushed.append((os.fstat(fd).st_ino, lock_free))
+        self._real(fd)
+
+
+def test_durable_transactions_flush_the_log_after_the_commit_on_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: every transaction commits with synchronous=NORMAL; a durable one
+    then flushes the write-ahead log (the file holding its commit) once the
+    write lock is released, and a new log after SQLite replaced it."""
+    path = tmp_path / "db.sqlite"
+    database = Database(f"sqlite:///{path}")
+    flushes = _LogFlushes(path)
+    monkeypatch.setattr(os, "fdatasync", flushes)
     try:
-        migrate.upgrade(database.engine)
+        with database.transaction(write=True) as connection:
+            connection.exec_driver_sql("CREATE TABLE probe (value TEXT)")
         levels = []
         for durable in (False, True, False, True):
             with database.transaction(write=True, durable=durable) as connection:
                 levels.append(connection.exec_driver_sql("PRAGMA synchronous").scalar())
-        assert levels == [1, 2, 1, 2]  # NORMAL, FULL, NORMAL, FULL on one pooled connection
+                connection.exec_driver_sql("INSERT INTO probe VALUES (?)", (str(durable),))
+        assert levels == [1, 1, 1, 1]  # NORMAL
+        log = Path(f"{path}-wal")
+        assert flushes.flushed == [(log.stat().st_ino, True)] * 2
+        # The last connection closed: SQLite checkpoints and removes the log,
+        # and makes a new one at the next write.
+        database.engine.dispose()
+        assert not log.exists()
+        with database.transaction(write=True, durable=True) as connection:
+            connection.exec_driver_sql("INSERT INTO probe VALUES ('again')")
+        assert flushes.flushed[2:] == [(log.stat().st_ino, True)]
         with database.session() as session:
             assert session.connection().exec_driver_sql("PRAGMA synchronous").scalar() == 1
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,9 @@ class Acceptor:
         self._gss_error = GSSError
         self.keytab = keytab
         self.service_principal = service_principal
-        self._creds: Any = None
+        #: the credentials and the process that acquired them: a worker forked
+        #: from a master that checked the keytab acquires its own
+        self._creds: tuple[int, Any] | None = None
         self._lock = threading.Lock()
 
     def credentials(self) -> Any:
@@ -49,14 +52,15 @@ class Acceptor:
         replaced keytab takes effect without a restart.
         """
         with self._lock:
-            if self._creds is None:
+            if self._creds is None or self._creds[0] != os.getpid():
                 gssapi = self._gssapi
                 name = None
                 if self.service_principal:
                     name = gssapi.Name(self.service_principal, gssapi.NameType.kerberos_principal)
                 store = {"keytab": str(self.keytab)} if self.keytab else None
-                self._creds = gssapi.Credentials(usage="accept", name=name, store=store)
-            return self._creds
+                credentials = gssapi.Credentials(usage="accept", name=name, store=store)
+                self._creds = (os.getpid(), credentials)
+            return self._creds[1]
 
     def check(self) -> None:
         """Fail early (at server start) when the keytab cannot be used."""

@@ -12,11 +12,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-#: SQLite's ``synchronous`` levels: in WAL mode NORMAL syncs the log only at
-#: checkpoints (a power loss may take the last commits, never corrupts), FULL
-#: syncs it at every commit (and with it every commit before).
-_NORMAL, _FULL = "NORMAL", "FULL"
-_SYNCHRONOUS = "dqrxfer.synchronous"
+from .walsync import WalSync
 
 
 def _configure_sqlite(dbapi_connection: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
@@ -27,9 +23,11 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection, record: ConnectionPo
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA synchronous={_NORMAL}")
+    # In WAL mode, NORMAL syncs the log only at checkpoints (a power loss may
+    # take the last commits, never corrupts); durable transactions flush it
+    # after their commit (Database.transaction).
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-    record.info[_SYNCHRONOUS] = _NORMAL
 
 
 def _begin_sqlite(connection: Connection) -> None:
@@ -38,20 +36,10 @@ def _begin_sqlite(connection: Connection) -> None:
     when another worker wrote in between, whatever the busy timeout.
 
     Sent on the driver's connection: through SQLAlchemy's execution path the
-    BEGIN cost as much again as the rest of an empty transaction.
-
-    ``durable`` transactions (:meth:`Database.transaction`) run with
-    ``synchronous=FULL``: their COMMIT returns once the log is on disk."""
+    BEGIN cost as much again as the rest of an empty transaction."""
     options = connection.get_execution_options()
     driver = connection.connection.driver_connection
     assert driver is not None  # a connection in use has its driver's
-    # A durable transaction commits with synchronous=FULL; the level is set
-    # (outside any transaction) only when it changes on this connection.
-    wanted = _FULL if options.get("durable", False) else _NORMAL
-    info = connection.connection.info
-    if info.get(_SYNCHRONOUS) != wanted:
-        driver.execute(f"PRAGMA synchronous={wanted}")
-        info[_SYNCHRONOUS] = wanted
     driver.execute("BEGIN IMMEDIATE" if options.get("immediate", False) else "BEGIN")
 
 
@@ -74,6 +62,11 @@ class Database:
         self._write_engine = self.engine.execution_options(immediate=True)
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
         self._durable_engine = self.engine.execution_options(immediate=True, durable=True)
+        #: SQLite in a file: durable commits flush its log after the commit
+        self._wal: WalSync | None = None
+        path = (self.engine.url.database or "").removeprefix("file:").partition("?")[0]
+        if self.engine.dialect.name == "sqlite" and path and path != ":memory:":
+            self._wal = WalSync(path)
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:
@@ -93,15 +86,18 @@ class Database:
         statements (``write`` as for :meth:`session`).
 
         ``durable=True`` (implies ``write``): the commit is on disk when this
-        returns, whatever the database's default: SQLite commits it with
-        ``synchronous=FULL`` (the log is fsynced, and with it every earlier
-        commit), PostgreSQL with ``synchronous_commit`` on.  For the commits
-        that files already published, or an upload about to be marked
-        completed, rely on.
+        returns, whatever the database's default: on SQLite the write-ahead
+        log is flushed after the commit (and with it every earlier commit),
+        outside the write lock, so that commits finishing together are flushed
+        together (:mod:`.walsync`); PostgreSQL commits with
+        ``synchronous_commit`` on.  For the commits that files already
+        published, or an upload about to be marked completed, rely on.
         """
-        if not durable:
-            with (self._write_engine if write else self.engine).begin() as connection:
+        if not durable or self._wal is not None:
+            with (self._write_engine if write or durable else self.engine).begin() as connection:
                 yield connection
+            if durable and self._wal is not None:
+                self._wal.sync()
             return
         with self._durable_engine.begin() as connection:
             if connection.dialect.name == "postgresql":
@@ -110,6 +106,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._wal is not None:
+            self._wal.close()
 
 
 def _create_private(path: str | None) -> None:

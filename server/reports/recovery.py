@@ -1,7 +1,8 @@
 """Crash recovery: finish every upload that was received whole but never published.
 
-Each server worker starts :func:`start_recovery` once it has built its app
-(with the hooks and uploads of :func:`dqrxfer.server.services.build_services`).
+Each server worker starts :func:`start_recovery` once it is forked from the
+master that built the app (``dqrxfer.server.wsgi``; with the hooks and uploads
+of :func:`dqrxfer.server.services.build_services`).
 Only one process at a time does the work (a non-blocking flock on
 ``<data_dir>/recovery.lock``; the others skip).  The uploads the database
 still calls "receiving" are handed to the tus layer's own recovery, which
