@@ -24,7 +24,7 @@ from .config import Settings
 from .db import Database, Upload
 from .db.presence import require_data_dir
 from .reports import admin
-from .services import Services, build_services
+from .services import Services, build_services, open_database
 from .tus import UploadInfo
 from .tus.errors import TusError
 from .tus.lifecycle import SweepReport
@@ -51,7 +51,9 @@ def run(settings: Settings, dry_run: bool, staging_age: float) -> int:
         settings = replace(settings, auto_upgrade=False)
     if dry_run and not settings.uploads_dir.is_dir():
         # No uploads to look at, and a dry run creates nothing: the store and
-        # its file locks would make the uploads directory and its locks.
+        # its file locks would make the uploads directory and its locks.  The
+        # database is still checked (reachable, its schema not behind the code).
+        open_database(settings).dispose()
         known: dict[str, UploadInfo] = {}
         finals: dict[str, str] = {}
         states: dict[str, str] = {}
