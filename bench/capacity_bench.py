@@ -10,7 +10,8 @@ For each N (default 0, 64, 256, 1000) and each server, started fresh:
   that was not connected yet): ``GET /api/v1/ping``, ``GET
   /api/v1/events/<graceid>/reports`` (20 events, 10 reports each) and a new
   64 KiB upload (POST, then PATCH); p50, p99 and max of each, requests that
-  got no answer within ``--probe-timeout`` counted apart;
+  failed or got no answer within ``--probe-timeout`` counted apart, by step
+  and status ("PATCH timeout");
 * meanwhile the server's process tree: RSS summed and PSS (proportional set
   size, from ``/proc/<pid>/smaps_rollup``: pages shared between the forked
   workers counted once), the highest seen; CPU (cores busy on average);
@@ -370,10 +371,19 @@ class Probe:
     name: str
     times: list[float] = field(default_factory=list)
     failures: int = 0
+    #: What each failure was: "POST 423", "PATCH timeout", ...
+    reasons: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float | int | None]:
         if not self.times:
-            return {"p50": None, "p99": None, "max": None, "n": 0, "failed": self.failures}
+            return {
+                "p50": None,
+                "p99": None,
+                "max": None,
+                "n": 0,
+                "failed": self.failures,
+                "reasons": self.reasons,
+            }
         ordered = sorted(self.times)
         p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
         return {
@@ -382,6 +392,7 @@ class Probe:
             "max": ordered[-1] * 1000,
             "n": len(ordered),
             "failed": self.failures,
+            "reasons": self.reasons,
         }
 
 
@@ -409,6 +420,7 @@ def probe_round(server: Server, probes: dict[str, Probe], index: int, timeout: f
     body = os.urandom(SMALL)
     for name, probe in probes.items():
         start = time.perf_counter()
+        step, status = "GET", 0
         try:
             if name == "ping":
                 status, _ = _request(port, "GET", "/api/v1/ping", {}, b"", timeout)
@@ -423,6 +435,7 @@ def probe_round(server: Server, probes: dict[str, Probe], index: int, timeout: f
                     "Upload-Length": str(SMALL),
                     "Upload-Metadata": metadata(100_000 + index),
                 }
+                step = "POST"
                 status, reply = _request(port, "POST", server.tus_path, headers, b"", timeout)
                 ok = status == 201
                 if ok:
@@ -432,14 +445,19 @@ def probe_round(server: Server, probes: dict[str, Probe], index: int, timeout: f
                         "Content-Type": "application/offset+octet-stream",
                     }
                     target = _path_of(reply["location"], port)
+                    step = "PATCH"
                     status, _ = _request(port, "PATCH", target, headers, body, timeout)
                     ok = status == 204
+        except TimeoutError:
+            ok, status = False, -1
         except (OSError, ValueError, IndexError):
             ok = False
         if ok:
             probe.times.append(time.perf_counter() - start)
         else:
             probe.failures += 1
+            reason = f"{step} {'timeout' if status == -1 else status or 'error'}"
+            probe.reasons[reason] = probe.reasons.get(reason, 0) + 1
 
 
 # -- memory and CPU --------------------------------------------------------------------
@@ -554,7 +572,9 @@ def print_row(result: dict[str, object]) -> None:
             continue
         text = f"{fmt(summary['p50'])}/{fmt(summary['p99'])}/{fmt(summary['max'])}"
         if summary["failed"]:
-            text += f" ({summary['failed']} failed of {summary['n'] + summary['failed']})"
+            reasons = ", ".join(f"{k}: {v}" for k, v in summary["reasons"].items())
+            tried = summary["n"] + summary["failed"]
+            text += f" ({summary['failed']} failed of {tried}: {reasons})"
         cells.append(text)
     print(
         f"| {result['server']} | {result['uploads']} | "
