@@ -10,7 +10,8 @@ For each N (default 0, 64, 256, 1000) and each server, started fresh:
   that was not connected yet): ``GET /api/v1/ping``, ``GET
   /api/v1/events/<graceid>/reports`` (20 events, 10 reports each) and a new
   64 KiB upload (POST, then PATCH); p50, p99 and max of each, requests that
-  got no answer within ``--probe-timeout`` counted apart;
+  failed or got no answer within ``--probe-timeout`` counted apart, by step
+  and status ("PATCH timeout");
 * meanwhile the server's process tree: RSS summed and PSS (proportional set
   size, from ``/proc/<pid>/smaps_rollup``: pages shared between the forked
   workers counted once), the highest seen; CPU (cores busy on average);
@@ -18,12 +19,21 @@ For each N (default 0, 64, 256, 1000) and each server, started fresh:
   the socket's send queue drains), closes its connection, and its offset
   (HEAD) must come to every byte it sent: "lost" counts the bytes missing.
 
+With ``--silent SHARE``, that share of the slow uploads goes silent after
+``--silent-after`` bytes: the connection stays open, nothing more is sent.  The
+server must cut each one after its ``read_timeout`` (``--read-timeout``, written
+into the server's configuration) and answer; at the end each silent upload's
+offset (HEAD) must be every byte it sent, and a PATCH of 64 KiB from that
+offset must succeed (204: the upload's lock was released).
+
 @tus/server (``bench/js``, ``npm ci`` there) runs through the same harness:
 it has no ping or links API, so only its new uploads are measured.
 
     .venv/bin/python -m bench.capacity_bench                     # N = 0, 64, 256, 1000
     .venv/bin/python -m bench.capacity_bench --uploads 0 32 --seconds 10 --servers dqrxfer
     .venv/bin/python -m bench.capacity_bench --serve-args='--workers 4 --threads 8'
+    .venv/bin/python -m bench.capacity_bench --uploads 1000 --servers dqrxfer \
+        --silent 0.1 --read-timeout 10
 
 The load generator shares the machine with the server; the load average
 (``os.getloadavg``) is printed beside every row.
@@ -52,6 +62,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
+from typing import cast
 
 from bench.links_bench import fill, graceid
 from bench.servers import BIN, Server, TusNode, process_tree, tree_memory
@@ -73,13 +84,16 @@ class DqrxferServe(Server):
 
     name = "dqrxfer"
 
-    def __init__(self, extra: list[str]) -> None:
+    def __init__(self, extra: list[str], read_timeout: float | None = None) -> None:
         super().__init__()
         self.extra = extra
         database = self.workdir / "links.sqlite"
         fill(f"sqlite:///{database}", EVENTS)
         self.config = self.workdir / "server.toml"
-        self.config.write_text(f"database_url = {json.dumps(f'sqlite:///{database}')}\n")
+        settings = f"database_url = {json.dumps(f'sqlite:///{database}')}\n"
+        if read_timeout is not None:
+            settings += f"read_timeout = {read_timeout}\n"
+        self.config.write_text(settings)
 
     def command(self) -> list[str]:
         return [
@@ -116,8 +130,8 @@ class DqrxferServe(Server):
             time.sleep(0.1)
 
 
-def make_server(name: str, serve_args: list[str]) -> Server:
-    return DqrxferServe(serve_args) if name == "dqrxfer" else TusNode()
+def make_server(name: str, serve_args: list[str], read_timeout: float | None) -> Server:
+    return DqrxferServe(serve_args, read_timeout) if name == "dqrxfer" else TusNode()
 
 
 def metadata(index: int) -> str:
@@ -186,9 +200,29 @@ def _unsent(sock: socket.socket) -> int:
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
 
 
-async def _trickle(port: int, path: str, started: asyncio.Event, stop: asyncio.Event) -> int:
-    """Send a PATCH body of BODY bytes at RATE until ``stop``; bytes sent."""
-    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+@dataclass
+class Trickled:
+    """What one slow upload sent; for a silent one, how the server ended it."""
+
+    sent: int
+    silent: bool = False
+    #: The server's answer to the silent PATCH (None: closed without one).
+    cut_status: int | None = None
+    #: Seconds from the last byte sent to the server's answer or close.
+    cut_after: float | None = None
+
+
+async def _trickle(
+    port: int,
+    path: str,
+    started: asyncio.Event,
+    stop: asyncio.Event,
+    silent_after: int | None = None,
+) -> Trickled:
+    """Send a PATCH body of BODY bytes at RATE until ``stop``, or, with
+    ``silent_after``, until that many bytes are sent: then send nothing more
+    and wait for the server to end the request."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     headers = {
         "Tus-Resumable": "1.0.0",
         "Upload-Offset": "0",
@@ -201,10 +235,11 @@ async def _trickle(port: int, path: str, started: asyncio.Event, stop: asyncio.E
     await asyncio.sleep(random.uniform(0, TICK))  # spread the uploads' phases
     started.set()
     next_tick = time.monotonic()
-    while not stop.is_set() and sent < BODY - len(piece):
-        writer.write(piece)
+    limit = BODY - len(piece) if silent_after is None else min(silent_after, BODY - 1)
+    while not stop.is_set() and sent < limit:
+        writer.write(piece[: limit - sent])
         await writer.drain()
-        sent += len(piece)
+        sent += min(len(piece), limit - sent)
         next_tick += TICK
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(0.0, next_tick - time.monotonic()))
@@ -214,8 +249,16 @@ async def _trickle(port: int, path: str, started: asyncio.Event, stop: asyncio.E
     deadline = time.monotonic() + 60
     while _unsent(sock) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+    result = Trickled(sent, silent=silent_after is not None)
+    if result.silent:
+        # Silent from here on, connection open: the server's read timeout ends it.
+        quiet_since = time.monotonic()
+        with contextlib.suppress(TimeoutError, ConnectionError, ValueError, IndexError):
+            line = await asyncio.wait_for(reader.readline(), 900)
+            result.cut_status = int(line.split()[1]) if line else None
+        result.cut_after = time.monotonic() - quiet_since
     writer.close()
-    return sent
+    return result
 
 
 async def _offset(port: int, path: str) -> int:
@@ -236,7 +279,32 @@ async def _offset(port: int, path: str) -> int:
         writer.close()
 
 
-async def _slow_uploads(count: int, port: int, tus_path: str, pipe: Pipe) -> None:
+async def _resume(port: int, path: str, offset: int) -> tuple[int, int]:
+    """PATCH 64 KiB at ``offset``: (status, the new offset)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        headers = {
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+            "Content-Length": str(SMALL),
+        }
+        head = _head("PATCH", path, port, headers)
+        status, reply = await _exchange(reader, writer, head, b"r" * SMALL)
+        return status, int(reply.get("upload-offset", "-1"))
+    finally:
+        writer.close()
+
+
+def silent_indices(count: int, share: float) -> set[int]:
+    """Which of ``count`` uploads go silent: ``share`` of them, spread evenly."""
+    silent = round(count * share)
+    return {i * count // silent for i in range(silent)} if silent else set()
+
+
+async def _slow_uploads(
+    count: int, port: int, tus_path: str, pipe: Pipe, silent: set[int], silent_after: int
+) -> None:
     # Creations of one owner take turns on its lock (the cap on its
     # unfinished bytes), each reading the owner's uploads in progress.
     limit = asyncio.Semaphore(2)
@@ -249,29 +317,50 @@ async def _slow_uploads(count: int, port: int, tus_path: str, pipe: Pipe) -> Non
     stop = asyncio.Event()
     started = [asyncio.Event() for _ in range(count)]
     tasks = [
-        asyncio.create_task(_trickle(port, path, event, stop))
-        for path, event in zip(paths, started, strict=True)
+        asyncio.create_task(
+            _trickle(port, path, event, stop, silent_after if index in silent else None)
+        )
+        for index, (path, event) in enumerate(zip(paths, started, strict=True))
     ]
     for event in started:
         await event.wait()
     pipe.send("started")
     await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # "stop"
     stop.set()
-    sent = await asyncio.gather(*tasks)
+    trickled = await asyncio.gather(*tasks)
     lost, deadline = 0, time.monotonic() + 120
-    for path, count_sent in zip(paths, sent, strict=True):
+    silent_lost, resumed, statuses = 0, 0, set()
+    for path, upload in zip(paths, trickled, strict=True):
         while True:  # the server finishes the cut request (bytes kept, lock released)
             offset = await _offset(port, path)
-            if offset >= count_sent or time.monotonic() > deadline:
+            if offset >= upload.sent or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
-        lost += max(0, count_sent - offset)
-    pipe.send({"sent": sum(sent), "lost": lost})
+        lost += max(0, upload.sent - offset)
+        if upload.silent:
+            silent_lost += abs(upload.sent - offset)
+            statuses.add(upload.cut_status)
+            status, after = await _resume(port, path, offset)
+            resumed += status == 204 and after == offset + SMALL
+    cut_after = [u.cut_after for u in trickled if u.silent and u.cut_after is not None]
+    pipe.send(
+        {
+            "sent": sum(u.sent for u in trickled),
+            "lost": lost,
+            "silent": len(cut_after),
+            "silent_lost": silent_lost,
+            "silent_resumed": resumed,
+            "silent_statuses": sorted(statuses, key=str),
+            "silent_cut_after": (min(cut_after), max(cut_after)) if cut_after else None,
+        }
+    )
 
 
-def slow_upload_process(count: int, port: int, tus_path: str, pipe: Pipe) -> None:
+def slow_upload_process(
+    count: int, port: int, tus_path: str, pipe: Pipe, silent: set[int], silent_after: int
+) -> None:
     raise_open_files_limit()
-    asyncio.run(_slow_uploads(count, port, tus_path, pipe))
+    asyncio.run(_slow_uploads(count, port, tus_path, pipe, silent, silent_after))
 
 
 # -- the probes ----------------------------------------------------------------------
@@ -282,10 +371,19 @@ class Probe:
     name: str
     times: list[float] = field(default_factory=list)
     failures: int = 0
+    #: What each failure was: "POST 423", "PATCH timeout", ...
+    reasons: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float | int | None]:
         if not self.times:
-            return {"p50": None, "p99": None, "max": None, "n": 0, "failed": self.failures}
+            return {
+                "p50": None,
+                "p99": None,
+                "max": None,
+                "n": 0,
+                "failed": self.failures,
+                "reasons": self.reasons,
+            }
         ordered = sorted(self.times)
         p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
         return {
@@ -294,6 +392,7 @@ class Probe:
             "max": ordered[-1] * 1000,
             "n": len(ordered),
             "failed": self.failures,
+            "reasons": self.reasons,
         }
 
 
@@ -321,6 +420,7 @@ def probe_round(server: Server, probes: dict[str, Probe], index: int, timeout: f
     body = os.urandom(SMALL)
     for name, probe in probes.items():
         start = time.perf_counter()
+        step, status = "GET", 0
         try:
             if name == "ping":
                 status, _ = _request(port, "GET", "/api/v1/ping", {}, b"", timeout)
@@ -335,6 +435,7 @@ def probe_round(server: Server, probes: dict[str, Probe], index: int, timeout: f
                     "Upload-Length": str(SMALL),
                     "Upload-Metadata": metadata(100_000 + index),
                 }
+                step = "POST"
                 status, reply = _request(port, "POST", server.tus_path, headers, b"", timeout)
                 ok = status == 201
                 if ok:
@@ -344,14 +445,19 @@ def probe_round(server: Server, probes: dict[str, Probe], index: int, timeout: f
                         "Content-Type": "application/offset+octet-stream",
                     }
                     target = _path_of(reply["location"], port)
+                    step = "PATCH"
                     status, _ = _request(port, "PATCH", target, headers, body, timeout)
                     ok = status == 204
+        except TimeoutError:
+            ok, status = False, -1
         except (OSError, ValueError, IndexError):
             ok = False
         if ok:
             probe.times.append(time.perf_counter() - start)
         else:
             probe.failures += 1
+            reason = f"{step} {'timeout' if status == -1 else status or 'error'}"
+            probe.reasons[reason] = probe.reasons.get(reason, 0) + 1
 
 
 # -- memory and CPU --------------------------------------------------------------------
@@ -368,12 +474,14 @@ def raise_open_files_limit() -> None:
 
 
 def run(name: str, count: int, args: argparse.Namespace) -> dict[str, object]:
-    server = make_server(name, shlex.split(args.serve_args)).start()
+    server = make_server(name, shlex.split(args.serve_args), args.read_timeout).start()
     assert server.process is not None
     probes = {key: Probe(key) for key in (("upload",) if name != "dqrxfer" else PROBES)}
     ours, theirs = multiprocessing.Pipe()
+    silent = silent_indices(count, args.silent)
     uploader = multiprocessing.Process(
-        target=slow_upload_process, args=(count, server.port, server.tus_path, theirs)
+        target=slow_upload_process,
+        args=(count, server.port, server.tus_path, theirs, silent, args.silent_after),
     )
     result: dict[str, object] = {"server": name, "uploads": count}
     try:
@@ -410,6 +518,7 @@ def run(name: str, count: int, args: argparse.Namespace) -> dict[str, object]:
                 "load": load,
                 "sent_mib": ending["sent"] / MiB,
                 "lost_bytes": ending["lost"],
+                **{key: value for key, value in ending.items() if key.startswith("silent")},
             }
         )
     finally:
@@ -446,7 +555,9 @@ def print_row(result: dict[str, object]) -> None:
             continue
         text = f"{fmt(summary['p50'])}/{fmt(summary['p99'])}/{fmt(summary['max'])}"
         if summary["failed"]:
-            text += f" ({summary['failed']} failed of {summary['n'] + summary['failed']})"
+            reasons = ", ".join(f"{k}: {v}" for k, v in summary["reasons"].items())
+            tried = summary["n"] + summary["failed"]
+            text += f" ({summary['failed']} failed of {tried}: {reasons})"
         cells.append(text)
     print(
         f"| {result['server']} | {result['uploads']} | "
@@ -455,6 +566,14 @@ def print_row(result: dict[str, object]) -> None:
         + f" | {result['lost_bytes']} of {result['sent_mib']:.0f} MiB | {result['load']:.1f} |",
         flush=True,
     )
+    if result.get("silent"):
+        low, high = cast(tuple[float, float], result["silent_cut_after"])
+        print(
+            f"  silent: {result['silent']} uploads cut after {low:.1f} to {high:.1f} s"
+            f" (answers {result['silent_statuses']}), {result['silent_lost']} bytes differ"
+            f" from what they sent, {result['silent_resumed']} resumed (PATCH 204)",
+            flush=True,
+        )
 
 
 def main() -> int:
@@ -465,6 +584,15 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.05, help="pause between probe rounds")
     parser.add_argument("--probe-timeout", type=float, default=10)
     parser.add_argument("--serve-args", default="", help="more arguments for `serve`")
+    parser.add_argument(
+        "--silent", type=float, default=0.0, help="share of the slow uploads that go silent"
+    )
+    parser.add_argument(
+        "--silent-after", type=int, default=256 * 1024, help="bytes a silent upload sends"
+    )
+    parser.add_argument(
+        "--read-timeout", type=float, help="the server's read_timeout (default: its own, 60 s)"
+    )
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
     raise_open_files_limit()  # the servers inherit it
