@@ -47,22 +47,26 @@ One payload travels like this (each step in a module of its own):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import requests
 
 from . import contract
 from .capabilities import (
     CapabilityCache,
+    RememberedCapabilities,
     block_checksums,
     check_size,
     chunk_algorithm,
+    explained_by_stale,
     hashed_while_sent,
     stream_count,
 )
@@ -93,6 +97,7 @@ from .reupload import (
     narrowed,
     server_report,
 )
+from .sender import Tally
 from .session import SessionFactory, make_session
 from .single import send_single
 from .transport import Capabilities, TusClient
@@ -118,6 +123,23 @@ __all__ = [
 ]
 
 log = logging.getLogger("dqr-xfer")
+
+T = TypeVar("T")
+
+
+def _start_thread(work: Callable[[], T]) -> Future[T]:
+    """``work`` running in a thread of its own; its result or error in the future."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(work())
+            except BaseException as error:
+                future.set_exception(error)
+
+    threading.Thread(target=run, name="dqr-options", daemon=True).start()
+    return future
 
 
 @dataclass(frozen=True)
@@ -184,9 +206,10 @@ class ReportUploader:
         self.session_factory = session_factory or make_session
         self.store = store or ResumeStore()
         self.progress = progress or NullProgress()
-        self._capabilities = CapabilityCache()
+        self._capabilities = CapabilityCache(self.endpoint, RememberedCapabilities())
         self._scans = EarlyScans(self.options.chunk_size)
-        self._spare_session: requests.Session | None = None
+        #: sessions whose connection is open already (see :meth:`settle`)
+        self._spare_sessions: list[requests.Session] = []
         #: digests of local files from earlier runs (see :meth:`settle`)
         self.hashes = HashCache()
         self._spare_lock = threading.Lock()
@@ -222,8 +245,22 @@ class ReportUploader:
     # -- the server ----------------------------------------------------------
 
     def capabilities(self, tus: TusClient, retrier: Retrier) -> Capabilities:
-        """OPTIONS once per uploader (retried like any other request)."""
+        """The server's capabilities: remembered from an earlier run within
+        the hour, else OPTIONS once per uploader (retried like any other
+        request); see :mod:`~dqrxfer.capabilities`."""
         return self._capabilities.get(tus, retrier)
+
+    def _ask_capabilities(self) -> requests.Session:
+        """The capabilities asked early (:meth:`CapabilityCache.ask_early`) on
+        a session of its own, which is returned (its connection open if
+        OPTIONS was sent)."""
+        session = self.session_factory()
+        try:
+            self._capabilities.ask_early(TusClient(session, self.endpoint))
+        except BaseException:
+            session.close()
+            raise
+        return session
 
     # -- what the server has already ------------------------------------------
 
@@ -242,6 +279,10 @@ class ReportUploader:
         if not planned or (force and not dry_run):
             return Settlement(list(planned), [], None)
         report = planned[0].report
+        # The server's capabilities (OPTIONS on a first contact) are asked on
+        # a second connection at the same time as the links API: the two
+        # round trips before the first byte overlap.
+        asking = None if dry_run else _start_thread(self._ask_capabilities)
         session = self.session_factory()
         try:
             retrier = Retrier(self.options.retry, "links API")
@@ -250,11 +291,21 @@ class ReportUploader:
             remote = None if force else server_report(session, self.server, report, retrier)
         except BaseException:
             session.close()
+            if asking is not None:
+                with contextlib.suppress(BaseException):
+                    asking.result().close()
             raise
         if dry_run:
             session.close()
         else:
-            self._spare_session = session  # its connection carries the first upload
+            assert asking is not None
+            try:
+                asked = asking.result()
+            except BaseException:
+                session.close()
+                raise
+            with self._spare_lock:  # the links API's connection carries the first upload
+                self._spare_sessions += [asked, session]
         if remote is None or remote.files is None:
             return Settlement(list(planned), [], None)
         algorithm = "crc32" if self.options.checksums else None
@@ -293,16 +344,17 @@ class ReportUploader:
         return Settlement(todo, skipped, remote.url)
 
     def _session(self) -> requests.Session:
-        """A new session, or the one :meth:`settle` used (its connection is open)."""
+        """A new session, or one :meth:`settle` used (its connection is open)."""
         with self._spare_lock:
-            session, self._spare_session = self._spare_session, None
-        return session if session is not None else self.session_factory()
+            if self._spare_sessions:
+                return self._spare_sessions.pop()
+        return self.session_factory()
 
     def close(self) -> None:
-        """Close the session :meth:`settle` kept for an upload, if no upload took it."""
+        """Close the sessions :meth:`settle` kept for uploads, if no upload took them."""
         with self._spare_lock:
-            session, self._spare_session = self._spare_session, None
-        if session is not None:
+            sessions, self._spare_sessions = self._spare_sessions, []
+        for session in sessions:
             session.close()
 
     # -- one payload ---------------------------------------------------------
@@ -316,45 +368,25 @@ class ReportUploader:
             tus = TusClient(session, self.endpoint)
             retrier = Retrier(self.options.retry, payload.filename)
             caps = self.capabilities(tus, retrier)
-            check_size(payload, caps)
-            algorithm = chunk_algorithm(self.options, caps)
-            streams = stream_count(self.options, payload.size, caps)
-            overlap = hashed_while_sent(self.options, payload.size, streams, caps)
-            if overlap:
-                # The sha256 is not known yet: the payload's identity stands in.
-                # (Several partial uploads split the payload on the chunk grid.)
-                grid = f":{self.options.chunk_size}" if streams > 1 else ""
-                mode = f"partials:{streams}{grid}:{payload.identity()}"
-                key = resume_key(self.server, planned.report.to_metadata(), payload.size, mode)
-            else:
-                hashed = self._scans.finished(payload, algorithm, self.progress)
-                metadata = planned.metadata(hashed.sha256)
-                key = resume_key(self.server, metadata, payload.size, "single")
-            job = Job(
-                planned=planned,
-                options=self.options,
-                server=self.server,
-                tus=tus,
-                retrier=retrier,
-                resume=ResumeSlot(self.store, key, self.options.resume),
-                progress=self.progress,
-                session_factory=self.session_factory,
-                scans=self._scans,
-                block_checksums=block_checksums(self.options, algorithm, caps),
-            )
-            with self.store.lock(key, payload.filename):
+            while True:
                 try:
-                    if overlap:
-                        url, resumed, tally, sha256 = send_partials(job, algorithm, streams, caps)
-                    else:
-                        url, resumed, tally = send_single(job, hashed, metadata)
-                        sha256 = hashed.sha256
-                    record = verify(job, session, url, sha256)
-                except RefusedError:
-                    # Sending the same again would be refused again: forget it.
-                    job.resume.drop()
-                    raise
-                job.resume.drop()
+                    url, resumed, tally, sha256, record = self._send(
+                        planned, session, tus, retrier, caps
+                    )
+                    break
+                except RefusedError as error:
+                    fresh = None
+                    if explained_by_stale(error):
+                        fresh = self._capabilities.refresh(tus, retrier, caps)
+                    if fresh is None:
+                        raise
+                    log.info(
+                        "%s: %s; the server's capabilities were remembered from an earlier "
+                        "run: asked again, trying once more",
+                        payload.filename,
+                        error,
+                    )
+                    caps = fresh
         finally:
             self._scans.drop(payload)
             session.close()
@@ -381,6 +413,57 @@ class ReportUploader:
         )
         return result
 
+    def _send(
+        self,
+        planned: PlannedUpload,
+        session: requests.Session,
+        tus: TusClient,
+        retrier: Retrier,
+        caps: Capabilities,
+    ) -> tuple[str, int, Tally, str, dict[str, Any]]:
+        """Send ``planned`` as ``caps`` allow, and verify the server's record."""
+        payload = planned.payload
+        check_size(payload, caps)
+        algorithm = chunk_algorithm(self.options, caps)
+        streams = stream_count(self.options, payload.size, caps)
+        overlap = hashed_while_sent(self.options, payload.size, streams, caps)
+        if overlap:
+            # The sha256 is not known yet: the payload's identity stands in.
+            # (Several partial uploads split the payload on the chunk grid.)
+            grid = f":{self.options.chunk_size}" if streams > 1 else ""
+            mode = f"partials:{streams}{grid}:{payload.identity()}"
+            key = resume_key(self.server, planned.report.to_metadata(), payload.size, mode)
+        else:
+            hashed = self._scans.finished(payload, algorithm, self.progress)
+            metadata = planned.metadata(hashed.sha256)
+            key = resume_key(self.server, metadata, payload.size, "single")
+        job = Job(
+            planned=planned,
+            options=self.options,
+            server=self.server,
+            tus=tus,
+            retrier=retrier,
+            resume=ResumeSlot(self.store, key, self.options.resume),
+            progress=self.progress,
+            session_factory=self.session_factory,
+            scans=self._scans,
+            block_checksums=block_checksums(self.options, algorithm, caps),
+        )
+        with self.store.lock(key, payload.filename):
+            try:
+                if overlap:
+                    url, resumed, tally, sha256 = send_partials(job, algorithm, streams, caps)
+                else:
+                    url, resumed, tally = send_single(job, hashed, metadata)
+                    sha256 = hashed.sha256
+                record = verify(job, session, url, sha256)
+            except RefusedError:
+                # Sending the same again would be refused again: forget it.
+                job.resume.drop()
+                raise
+            job.resume.drop()
+        return url, resumed, tally, sha256, record
+
     # -- several payloads ----------------------------------------------------
 
     def upload_many(
@@ -399,10 +482,13 @@ class ReportUploader:
                 log.error("%s", text if text.startswith(path.name) else f"{path}: {text}")
                 return Outcome(path, error=error)
 
-        if jobs <= 1 or len(todo) <= 1:
-            return [one(item) for item in todo]
-        with ThreadPoolExecutor(min(jobs, len(todo)), thread_name_prefix="dqr-job") as pool:
-            return list(pool.map(one, todo))
+        try:
+            if jobs <= 1 or len(todo) <= 1:
+                return [one(item) for item in todo]
+            with ThreadPoolExecutor(min(jobs, len(todo)), thread_name_prefix="dqr-job") as pool:
+                return list(pool.map(one, todo))
+        finally:
+            self.close()
 
 
 def upload(
