@@ -165,11 +165,11 @@ class CapabilityCache:
                 self._capabilities = self._ask(tus, retrier)
             return self._capabilities
 
-    def ask_early(self, tus: TusClient) -> None:
+    def ask_early(self, tus: TusClient) -> bool:
         """Have the capabilities at hand before they are needed: remembered,
-        or OPTIONS asked once.  A failure is no error here (logged at debug
-        level): :meth:`get` asks again with retries, and its error is the
-        one the user sees."""
+        or OPTIONS asked once; True if they are.  A failure is no error here
+        (logged at debug level): :meth:`get` asks again with retries, and
+        its error is the one the user sees."""
         with self._lock:
             if self._capabilities is None and self.remembered is not None:
                 self._capabilities = self.remembered.get(self.endpoint)
@@ -179,9 +179,10 @@ class CapabilityCache:
                     self._capabilities = tus.capabilities()
                 except DqrxferError as error:
                     log.debug("OPTIONS %s asked early: %s", self.endpoint, error)
-                    return
+                    return False
                 if self.remembered is not None:
                     self.remembered.put(self.endpoint, self._capabilities)
+            return True
 
     def refresh(self, tus: TusClient, retrier: Retrier, used: Capabilities) -> Capabilities | None:
         """The server's answer asked again if ``used`` (the capabilities a

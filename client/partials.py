@@ -100,6 +100,7 @@ def _drive(
     payload = job.payload
     parts = split_ranges(payload.size, streams, job.options.chunk_size)
     urls, offsets = _open(job, parts, entry)
+    job.proceed([*urls, *([entry.url] if entry.url else [])])
     resumed = sum(offsets)
     _log_start(payload, urls, resumed)
     hashed = (

@@ -71,6 +71,7 @@ from .capabilities import (
     stream_count,
 )
 from .errors import DqrxferError, RefusedError
+from .gate import Gate, Superseded
 from .hashcache import HashCache
 from .hashing import EarlyScans
 from .job import Job
@@ -89,11 +90,13 @@ from .resume import ResumeSlot, ResumeStore, resume_key
 from .retry import Retrier
 from .reupload import (
     LocalFile,
+    ServerReport,
     check_target,
     compare,
     local_files,
     log_replacements,
     log_skipped,
+    may_skip,
     narrowed,
     server_report,
 )
@@ -167,6 +170,27 @@ class Settlement:
     skipped: list[Path]
     #: the report's URL when the server has it already
     report_url: str | None
+
+
+@dataclass
+class _Advance:
+    """The first payload's upload, started before the comparison with the
+    server's copy and held at ``gate`` (see :mod:`dqrxfer.gate`)."""
+
+    item: PlannedUpload
+    gate: Gate
+    outcome: Future[Outcome | None]
+
+    def decide(self, remote: ServerReport | None) -> None:
+        """Open the gate if ``remote`` cannot change the payload; else close it
+        and wait until the upload made in advance is gone (the comparison
+        may then hash the payload: nothing else may be using its pass)."""
+        if not may_skip(self.item, remote):
+            self.gate.open()
+            return
+        self.gate.close()
+        with contextlib.suppress(BaseException):
+            self.outcome.result()
 
 
 @dataclass
@@ -264,8 +288,45 @@ class ReportUploader:
 
     # -- what the server has already ------------------------------------------
 
+    def settle_and_upload(
+        self,
+        planned: list[PlannedUpload],
+        jobs: int = 1,
+        force: bool = False,
+        on_todo: Callable[[list[PlannedUpload]], None] | None = None,
+    ) -> tuple[Settlement, list[Outcome]]:
+        """:meth:`settle`, then :meth:`upload_many` what is left (told to
+        ``on_todo`` first), with the first payload's upload created while the
+        server's copy is asked for (:mod:`~dqrxfer.gate`): one round trip
+        fewer before the first byte."""
+        if not planned or force:
+            settlement = self.settle(planned, force=force)
+            if on_todo is not None:
+                on_todo(settlement.todo)
+            return settlement, self.upload_many(settlement.todo, jobs)
+        first = planned[0]
+        gate = Gate()
+        advance = _Advance(first, gate, _start_thread(lambda: self._outcome(first, gate)))
+        try:
+            settlement = self.settle(planned, advance=advance)
+        finally:
+            if not gate.decided:  # the comparison failed: the upload is not wanted
+                gate.close()
+                with contextlib.suppress(BaseException):
+                    advance.outcome.result()
+        if on_todo is not None:
+            on_todo(settlement.todo)
+        early = advance.outcome.result() if gate.opened else None
+        rest = [item for item in settlement.todo if not (gate.opened and item is first)]
+        outcomes = self.upload_many(rest, jobs)
+        return settlement, ([early] if early is not None else []) + outcomes
+
     def settle(
-        self, planned: list[PlannedUpload], dry_run: bool = False, force: bool = False
+        self,
+        planned: list[PlannedUpload],
+        dry_run: bool = False,
+        force: bool = False,
+        advance: _Advance | None = None,
     ) -> Settlement:
         """Compare ``planned`` with the server's copy of the report, file by
         file (:mod:`~dqrxfer.reupload`): drop what the server has with the
@@ -289,6 +350,8 @@ class ReportUploader:
             if dry_run:
                 check_target(session, self.server, report, retrier)
             remote = None if force else server_report(session, self.server, report, retrier)
+            if advance is not None:
+                advance.decide(remote)
         except BaseException:
             session.close()
             if asking is not None:
@@ -359,7 +422,9 @@ class ReportUploader:
 
     # -- one payload ---------------------------------------------------------
 
-    def upload(self, item: str | Path | PlannedUpload) -> UploadResult:
+    def upload(self, item: str | Path | PlannedUpload, gate: Gate | None = None) -> UploadResult:
+        """Send one payload (``gate``: made before the comparison with the
+        server's copy, it sends no byte before the gate opens)."""
         planned = item if isinstance(item, PlannedUpload) else self.plan(item)
         started = time.monotonic()
         payload = planned.payload
@@ -367,11 +432,15 @@ class ReportUploader:
         try:
             tus = TusClient(session, self.endpoint)
             retrier = Retrier(self.options.retry, payload.filename)
+            if gate is not None and not self._capabilities.ask_early(tus) and not gate.wait():
+                # The server did not answer OPTIONS, and the comparison failed or
+                # wants no upload: retrying here would only repeat its complaints.
+                raise Superseded(payload.filename)
             caps = self.capabilities(tus, retrier)
             while True:
                 try:
                     url, resumed, tally, sha256, record = self._send(
-                        planned, session, tus, retrier, caps
+                        planned, session, tus, retrier, caps, gate
                     )
                     break
                 except RefusedError as error:
@@ -420,6 +489,7 @@ class ReportUploader:
         tus: TusClient,
         retrier: Retrier,
         caps: Capabilities,
+        gate: Gate | None,
     ) -> tuple[str, int, Tally, str, dict[str, Any]]:
         """Send ``planned`` as ``caps`` allow, and verify the server's record."""
         payload = planned.payload
@@ -448,6 +518,7 @@ class ReportUploader:
             session_factory=self.session_factory,
             scans=self._scans,
             block_checksums=block_checksums(self.options, algorithm, caps),
+            gate=gate,
         )
         with self.store.lock(key, payload.filename):
             try:
@@ -466,6 +537,20 @@ class ReportUploader:
 
     # -- several payloads ----------------------------------------------------
 
+    def _outcome(
+        self, item: str | Path | PlannedUpload, gate: Gate | None = None
+    ) -> Outcome | None:
+        """:meth:`upload`'s result or error (logged); None if ``gate`` closed."""
+        path = item.payload.source if isinstance(item, PlannedUpload) else Path(item)
+        try:
+            return Outcome(path, result=self.upload(item, gate))
+        except Superseded:
+            return None
+        except DqrxferError as error:
+            text = str(error)
+            log.error("%s", text if text.startswith(path.name) else f"{path}: {text}")
+            return Outcome(path, error=error)
+
     def upload_many(
         self, items: Iterable[str | Path | PlannedUpload], jobs: int = 1
     ) -> list[Outcome]:
@@ -474,13 +559,9 @@ class ReportUploader:
         todo = list(items)
 
         def one(item: str | Path | PlannedUpload) -> Outcome:
-            path = item.payload.source if isinstance(item, PlannedUpload) else Path(item)
-            try:
-                return Outcome(path, result=self.upload(item))
-            except DqrxferError as error:
-                text = str(error)
-                log.error("%s", text if text.startswith(path.name) else f"{path}: {text}")
-                return Outcome(path, error=error)
+            outcome = self._outcome(item)
+            assert outcome is not None  # no gate: never superseded
+            return outcome
 
         try:
             if jobs <= 1 or len(todo) <= 1:

@@ -118,3 +118,57 @@ def test_which_refusals_a_stale_answer_explains() -> None:
     assert explained_by_stale(RefusedError(400, "Upload-Concat: concatenation is off"))
     assert not explained_by_stale(RefusedError(400, "Upload-Metadata: graceid: not a GraceDB id"))
     assert not explained_by_stale(RefusedError(403, "llo may not upload to O4"))
+
+
+# -- the first upload created while the server's copy is asked for -----------------------
+
+MODES = {"hashed-first": [], "partials": ["--parallel", "2", "--chunk-size", "1"]}
+
+
+def unfinished_uploads(server: LiveServer) -> list[Path]:
+    """The server's uploads that are neither finished nor terminated."""
+    return [
+        state
+        for state in (server.data_dir / "uploads").glob("*.info")
+        if not state.with_suffix(".done").exists()
+    ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_new_report_is_sent_on_the_upload_made_while_the_server_is_asked(
+    logged_server: LiveServer, tmp_path: Path, client_env: dict[str, str], mode: str
+) -> None:
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(3_000_000))
+    before = len(requests_of(logged_server.log()))
+    done = run_cli(*dqr_upload_command(logged_server.url, *MODES[mode], str(path)), env=client_env)
+    assert done.returncode == 0, done.stderr
+    sent = requests_of(logged_server.log())[before:]
+    creations = [r for r in sent if r.method == "POST"]
+    # The partial uploads (or the one upload) and, for partials, the final one.
+    assert len(creations) == (3 if mode == "partials" else 1)
+    assert "DELETE" not in methods(sent)
+    assert sum(r.length or 0 for r in sent if r.method == "PATCH") == 3_000_000
+    assert logged_server.published("data.bin").read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_upload_made_while_the_server_is_asked_is_terminated_when_the_file_is_there(
+    logged_server: LiveServer, tmp_path: Path, client_env: dict[str, str], mode: str
+) -> None:
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(3_000_000))
+    first = run_cli(*dqr_upload_command(logged_server.url, *MODES[mode], str(path)), env=client_env)
+    assert first.returncode == 0, first.stderr
+    before = len(requests_of(logged_server.log()))
+    again = run_cli(*dqr_upload_command(logged_server.url, *MODES[mode], str(path)), env=client_env)
+    assert again.returncode == 0, again.stderr
+    assert "skipped 1 file already on the server" in again.stderr
+    assert again.stdout.strip() == first.stdout.strip()
+    sent = requests_of(logged_server.log())[before:]
+    assert "PATCH" not in methods(sent)  # not a byte of the payload
+    made = [r for r in sent if r.method == "POST"]
+    terminated = [r for r in sent if r.method == "DELETE" and r.status == 204]
+    assert len(made) == len(terminated) <= 2
+    assert unfinished_uploads(logged_server) == []
+    assert not any(Path(client_env["XDG_CACHE_HOME"], "dqrxfer", "uploads").glob("*.json"))
