@@ -18,8 +18,12 @@ One payload travels like this (each step in a module of its own):
    or packed directory) and the metadata is checked against the report
    contract, before any traffic;
 2. ask (:mod:`~dqrxfer.capabilities`): the server's capabilities (OPTIONS,
-   once per uploader) give its size limit, the chunk checksum to send, and
-   whether it can concatenate uploads;
+   once per uploader, or remembered from a run within the hour) give its size
+   limit, the chunk checksum to send, and whether it can concatenate uploads.
+   :meth:`ReportUploader.settle_and_upload` asks the links API what the server
+   has of the report (:mod:`~dqrxfer.reupload`) at the same time, and creates
+   the first upload meanwhile, held at a gate before its first byte
+   (:mod:`~dqrxfer.gate`);
 3. hash and open: the report contract puts the payload's sha256 in the
    metadata of the upload that is published.  A small payload, or any payload
    for a server without concatenation, is hashed first
