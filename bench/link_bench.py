@@ -27,6 +27,13 @@ For each upload it measures, from the start of the client's process:
   start-up, hashing and the server's work after the last byte are not part of
   the limit: they are part of the time measured;
 * **x limit**: visible / limit (1.00 is the link's limit);
+* **limit incl. resets**: the limit plus what each reset the run met costs
+  any tus client unavoidably (:meth:`Link.reset_cost`): one round trip to
+  learn the server's offset (HEAD) and the bytes in flight when the link is
+  cut, about one round trip of data at the connection's rate, sent again.
+  The new connection's handshake counts nothing here because the proxy does
+  not delay it (on a real link it is one more round trip, and TLS's);
+  **x limit incl. resets** is visible over it, the median of the rounds';
 * **listed after last byte**: from the arrival at the server of the last
   byte the client sent before the report was listed (the payload's last
   byte; the proxy's clock, after the delay) until visible;
@@ -187,6 +194,12 @@ class Link:
             rate = min(rate, self.total_rate)
         return size / rate + 2 * self.rtt_ms / 1000
 
+    def reset_cost(self) -> float:
+        """Seconds one reset costs any tus client at least: the HEAD that
+        learns the offset (one round trip) and the bytes that were in flight
+        (one round trip's worth at the rate), sent again."""
+        return 2 * self.rtt_ms / 1000
+
     def label(self) -> str:
         total = f", total {self.total_rate / MB:.0f} MB/s" if self.total_rate else ""
         resets = "reset every 30-80 MiB" if self.resets else "no resets"
@@ -250,6 +263,9 @@ class Client:
     command: Callable[[str, Payload, int, Path], list[str]]
     #: a tus client, given the payload's ``reference`` (a directory's tarball)
     reference: bool = False
+    #: dqr-upload that has sent to this server within the hour: it remembers
+    #: the server's answer to OPTIONS (written before the clock starts)
+    knows_server: bool = False
 
     def sends(self, payload: Payload) -> int:
         """The bytes this client uploads for ``payload``."""
@@ -292,11 +308,26 @@ def tuspy(url: str, payload: Payload, revision: int, _: Path) -> list[str]:
 CLIENTS = {
     "dqr-upload": Client("dqr-upload", 1, dqr_upload()),
     "dqr-upload-nocrc": Client("dqr-upload --no-checksum", 1, dqr_upload("--no-checksum")),
+    "dqr-upload-known": Client("dqr-upload, server known", 1, dqr_upload(), knows_server=True),
     "dqr-upload-p4": Client("dqr-upload --parallel 4", 4, dqr_upload("--parallel", "4")),
     "tus-js": Client("tus-js-client, one PATCH", 1, tus_js, reference=True),
     "tuspy": Client("tuspy, 8 MiB chunks", 1, tuspy, reference=True),
 }
 DEFAULT_CLIENTS = ["dqr-upload", "dqr-upload-p4", "tus-js", "tuspy"]
+
+
+def remember_server(url: str, port: int, cache: Path) -> None:
+    """Leave in ``cache`` what dqr-upload remembers of the server at ``url``
+    after an upload (its answer to OPTIONS, asked here directly, not over the link)."""
+    import requests
+
+    from dqrxfer.capabilities import RememberedCapabilities
+    from dqrxfer.transport import TusClient
+
+    with requests.Session() as session:
+        capabilities = TusClient(session, f"http://127.0.0.1:{port}/files/").capabilities()
+    path = cache / "dqrxfer" / "capabilities.json"
+    RememberedCapabilities(path).put(f"{url.rstrip('/')}/files/", capabilities)
 
 
 def upload_once(
@@ -308,6 +339,8 @@ def upload_once(
         with FaultProxy(server.port, link.faults(), seed=seed) as proxy:
             command = client.command(proxy.url, payload, revision, cache)
             env = {**os.environ, "XDG_CACHE_HOME": str(cache), "DQRXFER_SERVER": ""}
+            if client.knows_server:
+                remember_server(proxy.url, server.port, cache)
             timeout = max(120.0, TIMEOUT_PER_MIB * client.sends(payload) / MiB)
             with tempfile.TemporaryFile() as err:
                 started = time.monotonic()
@@ -361,6 +394,10 @@ class Row:
         resent = statistics.median(run.up_bytes - size for run in self.runs)
         after = statistics.median(run.after_last_byte for run in self.runs)
         resets = statistics.median(run.resets for run in self.runs)
+        with_resets = [limit + run.resets * self.link.reset_cost() for run in self.runs]
+        ratio_with_resets = statistics.median(
+            run.visible / cost for run, cost in zip(self.runs, with_resets, strict=True)
+        )
         connections = statistics.median(run.connections for run in self.runs)
         return (
             self.client.name,
@@ -370,6 +407,8 @@ class Row:
             f"{limit:.2f}",
             f"{visible / limit:.2f}",
             f"{100 * limit / visible:.0f} %",
+            f"{statistics.median(with_resets):.2f}",
+            f"{ratio_with_resets:.2f}",
             f"{size / visible / MB:.1f}",
             f"{after:.2f}",
             f"{resent / MiB:.1f} ({100 * resent / size:.1f} %)",
@@ -386,6 +425,8 @@ HEADER = (
     "limit s",
     "x limit",
     "share of limit",
+    "limit incl. resets s",
+    "x limit incl. resets",
     "MB/s",
     "listed after last byte s",
     "re-sent MiB (% of payload)",

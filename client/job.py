@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import RefusedError
+from .errors import DqrxferError, RefusedError
+from .gate import Gate, Superseded
 from .hashing import EarlyScans
 from .hints import unknown_project
 from .payload import Payload, Scan
@@ -16,6 +19,8 @@ from .retry import Retrier
 from .sender import RangeSender, Tally, server_offset
 from .session import SessionFactory
 from .transport import Created, TusClient
+
+log = logging.getLogger("dqr-xfer")
 
 
 @dataclass
@@ -36,6 +41,9 @@ class Job:
     scans: EarlyScans
     #: The server checks blocks (``block-checksum``) and chunks are checksummed.
     block_checksums: bool = False
+    #: Made before the comparison with the server's copy: wait here before
+    #: sending any byte (see :mod:`dqrxfer.gate`).
+    gate: Gate | None = None
 
     @property
     def payload(self) -> Payload:
@@ -57,6 +65,20 @@ class Job:
             if usage is None:
                 raise
             raise usage from None
+
+    def proceed(self, urls: Sequence[str]) -> None:
+        """Return when the payload's bytes may go to ``urls`` (the uploads just
+        made or found).  If the gate closes instead, terminate them (DELETE,
+        once each: the server expires what is left), forget the resume entry
+        and raise :class:`Superseded`."""
+        if self.gate is None or self.gate.wait():
+            return
+        for url in urls:
+            with contextlib.suppress(DqrxferError):
+                self.tus.terminate(url)
+        self.resume.drop()
+        log.debug("%s: the upload made in advance is not needed: terminated", self.payload.filename)
+        raise Superseded(self.payload.filename)
 
     def offset(self, url: str) -> int:
         """The upload's offset on the server (HEAD, retried)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import UploadGoneError, worst_exit_code
 from .final import FinalCreation
@@ -29,7 +29,7 @@ from .progress import human_bytes
 from .resume import ResumeEntry
 from .retry import Retrier, start_over_once
 from .sender import Hold, Tally
-from .transport import Capabilities, TusClient
+from .transport import Capabilities, Created, TusClient
 
 log = logging.getLogger("dqr-xfer")
 
@@ -100,6 +100,7 @@ def _drive(
     payload = job.payload
     parts = split_ranges(payload.size, streams, job.options.chunk_size)
     urls, offsets = _open(job, parts, entry)
+    job.proceed([*urls, *([entry.url] if entry.url else [])])
     resumed = sum(offsets)
     _log_start(payload, urls, resumed)
     hashed = (
@@ -147,7 +148,8 @@ def _open(
         entry.partials = []
     urls: list[str] = []
     offsets: list[int] = []
-    for index, (start, end) in enumerate(parts):
+    missing: list[int] = []
+    for index in range(len(parts)):
         url = entry.partials[index] if index < len(entry.partials) else None
         if url is not None:
             try:
@@ -165,12 +167,41 @@ def _open(
                     payload.filename,
                     url,
                 )
-        created = job.create(end - start, metadata, "partial")
-        urls.append(created.url)
-        offsets.append(created.offset)
-        entry.partials = urls + entry.partials[len(urls) :]
+        urls.append("")
+        offsets.append(0)
+        missing.append(index)
+    for index, created in zip(missing, _create(job, parts, missing, metadata), strict=True):
+        urls[index] = created.url
+        offsets[index] = created.offset
+    if missing:
+        entry.partials = urls
         job.resume.remember(entry)
     return urls, offsets
+
+
+def _create(
+    job: Job, parts: list[tuple[int, int]], indices: list[int], metadata: dict[str, str]
+) -> list[Created]:
+    """New partial uploads for ``parts[index]`` of each of ``indices``, all
+    asked at once (one round trip, not one per stream): the first on the
+    job's session, the others on sessions of their own."""
+    if len(indices) <= 1:
+        return [job.create(parts[i][1] - parts[i][0], metadata, "partial") for i in indices]
+
+    def create(index: int) -> Created:
+        start, end = parts[index]
+        if index == indices[0]:
+            return job.create(end - start, metadata, "partial")
+        with job.session_factory() as session:
+            own = replace(
+                job,
+                tus=TusClient(session, job.endpoint),
+                retrier=Retrier(job.options.retry, job.payload.filename),
+            )
+            return own.create(end - start, metadata, "partial")
+
+    with ThreadPoolExecutor(len(indices), thread_name_prefix="dqr-create") as pool:
+        return list(pool.map(create, indices))
 
 
 def _log_start(payload: Payload, urls: list[str], resumed: int) -> None:

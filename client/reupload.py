@@ -175,6 +175,22 @@ def local_files(planned: PlannedUpload) -> list[LocalFile] | None:
     return None
 
 
+def may_skip(planned: PlannedUpload, remote: ServerReport | None) -> bool:
+    """Whether comparing ``planned`` with ``remote`` (the server's copy) could
+    skip or leave out any of its files: only a file whose path and size the
+    server has (with a sha256) can be the same (see :func:`compare`)."""
+    if remote is None or remote.files is None:
+        return False
+    files = local_files(planned)
+    if files is None:
+        return False
+    for file in files:
+        theirs = remote.files.get(file.relpath)
+        if theirs is not None and theirs.size == file.size and theirs.sha256 is not None:
+            return True
+    return False
+
+
 def compare(
     local: Iterable[LocalFile],
     remote: dict[str, ServerFile],

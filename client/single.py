@@ -27,6 +27,7 @@ def send_single(job: Job, hashed: Scan, metadata: dict[str, str]) -> tuple[str, 
 
     def attempt() -> tuple[str, int, Tally]:
         url, offset = _open(job, hashed, metadata)
+        job.proceed([url])
         task = job.progress.task(payload.filename, payload.size, offset)
         tally = Tally(task, [(url, payload.size)], [offset])
         try:

@@ -18,8 +18,12 @@ One payload travels like this (each step in a module of its own):
    or packed directory) and the metadata is checked against the report
    contract, before any traffic;
 2. ask (:mod:`~dqrxfer.capabilities`): the server's capabilities (OPTIONS,
-   once per uploader) give its size limit, the chunk checksum to send, and
-   whether it can concatenate uploads;
+   once per uploader, or remembered from a run within the hour) give its size
+   limit, the chunk checksum to send, and whether it can concatenate uploads.
+   :meth:`ReportUploader.settle_and_upload` asks the links API what the server
+   has of the report (:mod:`~dqrxfer.reupload`) at the same time, and creates
+   the first upload meanwhile, held at a gate before its first byte
+   (:mod:`~dqrxfer.gate`);
 3. hash and open: the report contract puts the payload's sha256 in the
    metadata of the upload that is published.  A small payload, or any payload
    for a server without concatenation, is hashed first
@@ -47,26 +51,31 @@ One payload travels like this (each step in a module of its own):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import requests
 
 from . import contract
 from .capabilities import (
     CapabilityCache,
+    RememberedCapabilities,
     block_checksums,
     check_size,
     chunk_algorithm,
+    explained_by_stale,
     hashed_while_sent,
     stream_count,
 )
 from .errors import DqrxferError, RefusedError
+from .gate import Gate, Superseded
 from .hashcache import HashCache
 from .hashing import EarlyScans
 from .job import Job
@@ -85,14 +94,17 @@ from .resume import ResumeSlot, ResumeStore, resume_key
 from .retry import Retrier
 from .reupload import (
     LocalFile,
+    ServerReport,
     check_target,
     compare,
     local_files,
     log_replacements,
     log_skipped,
+    may_skip,
     narrowed,
     server_report,
 )
+from .sender import Tally
 from .session import SessionFactory, make_session
 from .single import send_single
 from .transport import Capabilities, TusClient
@@ -118,6 +130,23 @@ __all__ = [
 ]
 
 log = logging.getLogger("dqr-xfer")
+
+T = TypeVar("T")
+
+
+def _start_thread(work: Callable[[], T]) -> Future[T]:
+    """``work`` running in a thread of its own; its result or error in the future."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(work())
+            except BaseException as error:
+                future.set_exception(error)
+
+    threading.Thread(target=run, name="dqr-options", daemon=True).start()
+    return future
 
 
 @dataclass(frozen=True)
@@ -145,6 +174,27 @@ class Settlement:
     skipped: list[Path]
     #: the report's URL when the server has it already
     report_url: str | None
+
+
+@dataclass
+class _Advance:
+    """The first payload's upload, started before the comparison with the
+    server's copy and held at ``gate`` (see :mod:`dqrxfer.gate`)."""
+
+    item: PlannedUpload
+    gate: Gate
+    outcome: Future[Outcome | None]
+
+    def decide(self, remote: ServerReport | None) -> None:
+        """Open the gate if ``remote`` cannot change the payload; else close it
+        and wait until the upload made in advance is gone (the comparison
+        may then hash the payload: nothing else may be using its pass)."""
+        if not may_skip(self.item, remote):
+            self.gate.open()
+            return
+        self.gate.close()
+        with contextlib.suppress(BaseException):
+            self.outcome.result()
 
 
 @dataclass
@@ -184,9 +234,10 @@ class ReportUploader:
         self.session_factory = session_factory or make_session
         self.store = store or ResumeStore()
         self.progress = progress or NullProgress()
-        self._capabilities = CapabilityCache()
+        self._capabilities = CapabilityCache(self.endpoint, RememberedCapabilities())
         self._scans = EarlyScans(self.options.chunk_size)
-        self._spare_session: requests.Session | None = None
+        #: sessions whose connection is open already (see :meth:`settle`)
+        self._spare_sessions: list[requests.Session] = []
         #: digests of local files from earlier runs (see :meth:`settle`)
         self.hashes = HashCache()
         self._spare_lock = threading.Lock()
@@ -222,13 +273,64 @@ class ReportUploader:
     # -- the server ----------------------------------------------------------
 
     def capabilities(self, tus: TusClient, retrier: Retrier) -> Capabilities:
-        """OPTIONS once per uploader (retried like any other request)."""
+        """The server's capabilities: remembered from an earlier run within
+        the hour, else OPTIONS once per uploader (retried like any other
+        request); see :mod:`~dqrxfer.capabilities`."""
         return self._capabilities.get(tus, retrier)
+
+    def _ask_capabilities(self) -> requests.Session:
+        """The capabilities asked early (:meth:`CapabilityCache.ask_early`) on
+        a session of its own, which is returned (its connection open if
+        OPTIONS was sent)."""
+        session = self.session_factory()
+        try:
+            self._capabilities.ask_early(TusClient(session, self.endpoint))
+        except BaseException:
+            session.close()
+            raise
+        return session
 
     # -- what the server has already ------------------------------------------
 
+    def settle_and_upload(
+        self,
+        planned: list[PlannedUpload],
+        jobs: int = 1,
+        force: bool = False,
+        on_todo: Callable[[list[PlannedUpload]], None] | None = None,
+    ) -> tuple[Settlement, list[Outcome]]:
+        """:meth:`settle`, then :meth:`upload_many` what is left (told to
+        ``on_todo`` first), with the first payload's upload created while the
+        server's copy is asked for (:mod:`~dqrxfer.gate`): one round trip
+        fewer before the first byte."""
+        if not planned or force:
+            settlement = self.settle(planned, force=force)
+            if on_todo is not None:
+                on_todo(settlement.todo)
+            return settlement, self.upload_many(settlement.todo, jobs)
+        first = planned[0]
+        gate = Gate()
+        advance = _Advance(first, gate, _start_thread(lambda: self._outcome(first, gate)))
+        try:
+            settlement = self.settle(planned, advance=advance)
+        finally:
+            if not gate.decided:  # the comparison failed: the upload is not wanted
+                gate.close()
+                with contextlib.suppress(BaseException):
+                    advance.outcome.result()
+        if on_todo is not None:
+            on_todo(settlement.todo)
+        early = advance.outcome.result() if gate.opened else None
+        rest = [item for item in settlement.todo if not (gate.opened and item is first)]
+        outcomes = self.upload_many(rest, jobs)
+        return settlement, ([early] if early is not None else []) + outcomes
+
     def settle(
-        self, planned: list[PlannedUpload], dry_run: bool = False, force: bool = False
+        self,
+        planned: list[PlannedUpload],
+        dry_run: bool = False,
+        force: bool = False,
+        advance: _Advance | None = None,
     ) -> Settlement:
         """Compare ``planned`` with the server's copy of the report, file by
         file (:mod:`~dqrxfer.reupload`): drop what the server has with the
@@ -243,20 +345,36 @@ class ReportUploader:
             return Settlement(list(planned), [], None)
         report = planned[0].report
         name = contract.report_dirname(report.graceid, report.site, report.revision)
+        # The server's capabilities (OPTIONS on a first contact) are asked on
+        # a second connection at the same time as the links API: the two
+        # round trips before the first byte overlap.
+        asking = None if dry_run else _start_thread(self._ask_capabilities)
         session = self.session_factory()
         try:
             if dry_run:
-                asking = Retrier(self.options.retry, f"{name} (asking the server what it takes)")
-                check_target(session, self.server, report, asking)
+                checking = Retrier(self.options.retry, f"{name} (asking the server what it takes)")
+                check_target(session, self.server, report, checking)
             comparing = Retrier(self.options.retry, f"{name} (comparing with the server's copy)")
             remote = None if force else server_report(session, self.server, report, comparing)
+            if advance is not None:
+                advance.decide(remote)
         except BaseException:
             session.close()
+            if asking is not None:
+                with contextlib.suppress(BaseException):
+                    asking.result().close()
             raise
         if dry_run:
             session.close()
         else:
-            self._spare_session = session  # its connection carries the first upload
+            assert asking is not None
+            try:
+                asked = asking.result()
+            except BaseException:
+                session.close()
+                raise
+            with self._spare_lock:  # the links API's connection carries the first upload
+                self._spare_sessions += [asked, session]
         if remote is None or remote.files is None:
             return Settlement(list(planned), [], None)
         algorithm = "crc32" if self.options.checksums else None
@@ -294,21 +412,24 @@ class ReportUploader:
         return Settlement(todo, skipped, remote.url)
 
     def _session(self) -> requests.Session:
-        """A new session, or the one :meth:`settle` used (its connection is open)."""
+        """A new session, or one :meth:`settle` used (its connection is open)."""
         with self._spare_lock:
-            session, self._spare_session = self._spare_session, None
-        return session if session is not None else self.session_factory()
+            if self._spare_sessions:
+                return self._spare_sessions.pop()
+        return self.session_factory()
 
     def close(self) -> None:
-        """Close the session :meth:`settle` kept for an upload, if no upload took it."""
+        """Close the sessions :meth:`settle` kept for uploads, if no upload took them."""
         with self._spare_lock:
-            session, self._spare_session = self._spare_session, None
-        if session is not None:
+            sessions, self._spare_sessions = self._spare_sessions, []
+        for session in sessions:
             session.close()
 
     # -- one payload ---------------------------------------------------------
 
-    def upload(self, item: str | Path | PlannedUpload) -> UploadResult:
+    def upload(self, item: str | Path | PlannedUpload, gate: Gate | None = None) -> UploadResult:
+        """Send one payload (``gate``: made before the comparison with the
+        server's copy, it sends no byte before the gate opens)."""
         planned = item if isinstance(item, PlannedUpload) else self.plan(item)
         started = time.monotonic()
         payload = planned.payload
@@ -316,46 +437,30 @@ class ReportUploader:
         try:
             tus = TusClient(session, self.endpoint)
             retrier = Retrier(self.options.retry, payload.filename)
+            if gate is not None and not self._capabilities.ask_early(tus) and not gate.wait():
+                # The server did not answer OPTIONS, and the comparison failed or
+                # wants no upload: retrying here would only repeat its complaints.
+                raise Superseded(payload.filename)
             caps = self.capabilities(tus, retrier)
-            check_size(payload, caps)
-            algorithm = chunk_algorithm(self.options, caps)
-            streams = stream_count(self.options, payload.size, caps)
-            overlap = hashed_while_sent(self.options, payload.size, streams, caps)
-            if overlap:
-                # The sha256 is not known yet: the payload's identity stands in.
-                # (Several partial uploads split the payload on the chunk grid.)
-                grid = f":{self.options.chunk_size}" if streams > 1 else ""
-                mode = f"partials:{streams}{grid}:{payload.identity()}"
-                key = resume_key(self.server, planned.report.to_metadata(), payload.size, mode)
-            else:
-                hashed = self._scans.finished(payload, algorithm, self.progress)
-                metadata = planned.metadata(hashed.sha256)
-                key = resume_key(self.server, metadata, payload.size, "single")
-            job = Job(
-                planned=planned,
-                options=self.options,
-                server=self.server,
-                tus=tus,
-                retrier=retrier,
-                resume=ResumeSlot(self.store, key, self.options.resume),
-                progress=self.progress,
-                session_factory=self.session_factory,
-                scans=self._scans,
-                block_checksums=block_checksums(self.options, algorithm, caps),
-            )
-            with self.store.lock(key, payload.filename):
+            while True:
                 try:
-                    if overlap:
-                        url, resumed, tally, sha256 = send_partials(job, algorithm, streams, caps)
-                    else:
-                        url, resumed, tally = send_single(job, hashed, metadata)
-                        sha256 = hashed.sha256
-                    record = verify(job, session, url, sha256)
-                except RefusedError:
-                    # Sending the same again would be refused again: forget it.
-                    job.resume.drop()
-                    raise
-                job.resume.drop()
+                    url, resumed, tally, sha256, record = self._send(
+                        planned, session, tus, retrier, caps, gate
+                    )
+                    break
+                except RefusedError as error:
+                    fresh = None
+                    if explained_by_stale(error):
+                        fresh = self._capabilities.refresh(tus, retrier, caps)
+                    if fresh is None:
+                        raise
+                    log.info(
+                        "%s: %s; the server's capabilities were remembered from an earlier "
+                        "run: asked again, trying once more",
+                        payload.filename,
+                        error,
+                    )
+                    caps = fresh
         finally:
             self._scans.drop(payload)
             session.close()
@@ -382,7 +487,74 @@ class ReportUploader:
         )
         return result
 
+    def _send(
+        self,
+        planned: PlannedUpload,
+        session: requests.Session,
+        tus: TusClient,
+        retrier: Retrier,
+        caps: Capabilities,
+        gate: Gate | None,
+    ) -> tuple[str, int, Tally, str, dict[str, Any]]:
+        """Send ``planned`` as ``caps`` allow, and verify the server's record."""
+        payload = planned.payload
+        check_size(payload, caps)
+        algorithm = chunk_algorithm(self.options, caps)
+        streams = stream_count(self.options, payload.size, caps)
+        overlap = hashed_while_sent(self.options, payload.size, streams, caps)
+        if overlap:
+            # The sha256 is not known yet: the payload's identity stands in.
+            # (Several partial uploads split the payload on the chunk grid.)
+            grid = f":{self.options.chunk_size}" if streams > 1 else ""
+            mode = f"partials:{streams}{grid}:{payload.identity()}"
+            key = resume_key(self.server, planned.report.to_metadata(), payload.size, mode)
+        else:
+            hashed = self._scans.finished(payload, algorithm, self.progress)
+            metadata = planned.metadata(hashed.sha256)
+            key = resume_key(self.server, metadata, payload.size, "single")
+        job = Job(
+            planned=planned,
+            options=self.options,
+            server=self.server,
+            tus=tus,
+            retrier=retrier,
+            resume=ResumeSlot(self.store, key, self.options.resume),
+            progress=self.progress,
+            session_factory=self.session_factory,
+            scans=self._scans,
+            block_checksums=block_checksums(self.options, algorithm, caps),
+            gate=gate,
+        )
+        with self.store.lock(key, payload.filename):
+            try:
+                if overlap:
+                    url, resumed, tally, sha256 = send_partials(job, algorithm, streams, caps)
+                else:
+                    url, resumed, tally = send_single(job, hashed, metadata)
+                    sha256 = hashed.sha256
+                record = verify(job, session, url, sha256)
+            except RefusedError:
+                # Sending the same again would be refused again: forget it.
+                job.resume.drop()
+                raise
+            job.resume.drop()
+        return url, resumed, tally, sha256, record
+
     # -- several payloads ----------------------------------------------------
+
+    def _outcome(
+        self, item: str | Path | PlannedUpload, gate: Gate | None = None
+    ) -> Outcome | None:
+        """:meth:`upload`'s result or error (logged); None if ``gate`` closed."""
+        path = item.payload.source if isinstance(item, PlannedUpload) else Path(item)
+        try:
+            return Outcome(path, result=self.upload(item, gate))
+        except Superseded:
+            return None
+        except DqrxferError as error:
+            text = str(error)
+            log.error("%s", text if text.startswith(path.name) else f"{path}: {text}")
+            return Outcome(path, error=error)
 
     def upload_many(
         self, items: Iterable[str | Path | PlannedUpload], jobs: int = 1
@@ -392,18 +564,17 @@ class ReportUploader:
         todo = list(items)
 
         def one(item: str | Path | PlannedUpload) -> Outcome:
-            path = item.payload.source if isinstance(item, PlannedUpload) else Path(item)
-            try:
-                return Outcome(path, result=self.upload(item))
-            except DqrxferError as error:
-                text = str(error)
-                log.error("%s", text if text.startswith(path.name) else f"{path}: {text}")
-                return Outcome(path, error=error)
+            outcome = self._outcome(item)
+            assert outcome is not None  # no gate: never superseded
+            return outcome
 
-        if jobs <= 1 or len(todo) <= 1:
-            return [one(item) for item in todo]
-        with ThreadPoolExecutor(min(jobs, len(todo)), thread_name_prefix="dqr-job") as pool:
-            return list(pool.map(one, todo))
+        try:
+            if jobs <= 1 or len(todo) <= 1:
+                return [one(item) for item in todo]
+            with ThreadPoolExecutor(min(jobs, len(todo)), thread_name_prefix="dqr-job") as pool:
+                return list(pool.map(one, todo))
+        finally:
+            self.close()
 
 
 def upload(

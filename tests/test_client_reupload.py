@@ -43,12 +43,28 @@ class Sent:
         return [
             request
             for request in requests_of(self.server.log())[self.before :]
-            if request.path.startswith("/files") and request.method in ("POST", "PATCH")
+            if request.path.startswith("/files") and request.method in ("POST", "PATCH", "DELETE")
         ]
+
+    def count(self, method: str, status: int | None = None) -> int:
+        return sum(
+            1
+            for request in self.requests()
+            if request.method == method and status in (None, request.status)
+        )
 
     @property
     def creations(self) -> int:
-        return sum(1 for request in self.requests() if request.method == "POST")
+        """Uploads created and kept.  dqr-upload creates its first upload
+        while it asks for the server's copy, and terminates it (DELETE) when
+        the server may have the files (see dqrxfer.gate): such an upload
+        carries no byte and is not counted."""
+        return self.count("POST") - self.count("DELETE", 204)
+
+    @property
+    def made_in_advance(self) -> int:
+        """Uploads created, then terminated without a byte."""
+        return self.count("DELETE", 204)
 
     @property
     def body_bytes(self) -> int:
@@ -111,6 +127,7 @@ def test_upload_again_sends_only_new_and_changed_files(
     assert "WARNING" not in same.stderr
     assert same.stdout.strip() == url
     assert sent.creations == 0 and sent.body_bytes == 0
+    assert sent.made_in_advance <= 1  # created with the comparison, then terminated
 
     # One file changed, one new: only those two travel (not the 2 MB one).
     (report / "tier1" / "data.json").write_bytes(os.urandom(50_010))

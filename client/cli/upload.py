@@ -38,6 +38,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from dqrxfer.planning import PlannedUpload
     from dqrxfer.upload import ReportUploader, UploadOptions
 
 # dqrxfer.upload (and with it requests and urllib3, a fifth of a second of
@@ -286,10 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             uploader.plan(path, early.payload if early is not None and index == 0 else None)
             for index, path in enumerate(paths)
         ]
-        settlement = uploader.settle(planned, force=args.force)
-        for item in settlement.todo:
-            standing.expect(item.label, item.payload.size)
-        outcomes = uploader.upload_many(settlement.todo, jobs=args.jobs)
+
+        def expect(todo: list[PlannedUpload]) -> None:
+            for item in todo:
+                standing.expect(item.label, item.payload.size)
+
+        settlement, outcomes = uploader.settle_and_upload(
+            planned, jobs=args.jobs, force=args.force, on_todo=expect
+        )
         urls = {o.path: o.result.report_url for o in outcomes if o.result is not None}
         urls.update(dict.fromkeys(settlement.skipped, settlement.report_url))
         for item in planned:  # one line per path uploaded or already there, in the given order
