@@ -91,3 +91,42 @@ def test_a_throwaway_cluster_serves_the_test_database_and_is_removed() -> None:
     finally:
         cluster.stop()
     assert not cluster.directory.exists()
+
+
+SHARED = """
+import pytest
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with open({setups!r}, "a") as log:
+        log.write("setup\\n")
+    return "one server for the module"
+
+@pytest.mark.parametrize("n", range(6))
+def test_shares(server, n):
+    assert server
+"""
+
+ALONE = """
+import pytest
+
+@pytest.mark.parametrize("n", range(6))
+def test_alone(n):
+    pass
+"""
+
+
+def test_under_workers_a_module_sharing_a_fixture_sets_it_up_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    setups = tmp_path / "setups.log"
+    pytester.makepyfile(test_shared=SHARED.format(setups=str(setups)), test_alone=ALONE)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    result = pytester.runpytest_subprocess("-p", "support.parallel", "-n", "3", "-v")
+    result.assert_outcomes(passed=12)
+    result.stdout.fnmatch_lines(["*scheduling tests via ModuleFixtureScheduling*"])
+    assert setups.read_text().splitlines() == ["setup"]
+    workers_of_alone = {
+        line.split("]")[0] for line in result.outlines if "PASSED" in line and "test_alone" in line
+    }
+    assert len(workers_of_alone) > 1, result.outlines  # the others spread over the workers
