@@ -101,7 +101,10 @@ class LiveServer(ReportPaths):
             try:
                 if requests.get(f"{self.url}/api/v1/ping", timeout=1).status_code < 500:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Not listening yet, or listening but its first answer (a worker
+                # still importing, a database to reach) slower than the
+                # per-try timeout on a loaded machine: ask again until the deadline.
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
