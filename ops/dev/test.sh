@@ -4,10 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash ops/dev/bootstrap.sh --test
 set +e
-# In parallel worker processes (pytest-xdist): most tests wait on servers,
-# clients and disks rather than on the CPU, so even on two cores four workers
-# finish the suite about twice as fast as one process. DQRXFER_TEST_WORKERS=0
-# (or -n 0 among the arguments) runs it in one process.
+# In parallel worker processes (pytest-xdist): many tests wait on servers,
+# clients and disks, so more workers than cores keep the cores busy.
+# DQRXFER_TEST_WORKERS=0 (or -n 0 among the arguments) runs it in one process.
 .venv/bin/python -m pytest -n "${DQRXFER_TEST_WORKERS:-4}" "$@"
 status=$?
 set -e
