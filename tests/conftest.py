@@ -15,8 +15,9 @@ from support.kerberos import Realm, kdc_available
 from support.live import NO_CONCATENATION, LiveServer
 from support.postgres import CONFIGURED_URL, ThrowawayCluster, reachable, server_programs
 
-#: In CI a skipped test marked postgres, kerberos, browser, frontend or diskfull fails.
-pytest_plugins = ["support.required", "pytester"]
+#: In CI a skipped test marked postgres, kerberos, browser, frontend or diskfull fails;
+#: under pytest-xdist a module's tests that share its fixtures stay in one worker.
+pytest_plugins = ["support.required", "support.parallel", "pytester"]
 
 
 @pytest.fixture

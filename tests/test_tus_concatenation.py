@@ -1,7 +1,8 @@
-"""The concatenation and concatenation-unfinished extensions against a live
-server: partial uploads carry the report metadata of their final upload
-(checked when they are created), and the final upload, made of partial uploads
-created with its metadata, is published as the partials' bytes in order.  A
+"""The concatenation and concatenation-unfinished extensions against the app
+in process (support.inprocess; no socket is part of these rules): partial
+uploads carry the report metadata of their final upload (checked when they are
+created), and the final upload, made of partial uploads created with its
+metadata, is published as the partials' bytes in order.  A
 final upload of one partial upload is a hard link to the partial's data, not a
 copy."""
 
@@ -17,7 +18,7 @@ import requests
 
 from dqrxfer.server.tus import store as store_module
 from dqrxfer.server.tus.store import FileStore, UploadInfo
-from support.live import LiveServer
+from support.inprocess import InProcessServer, in_process_server
 from support.tus import (
     TUS,
     create,
@@ -40,21 +41,20 @@ from support.tus import (
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
     root = tmp_path_factory.mktemp("tus-concat")
     data = root / "data"
     data.mkdir()
-    live = LiveServer(data, config=write_config(root / "config.toml", upload_expiry=3600)).start()
-    yield live
-    live.discard()
+    with in_process_server(data, write_config(root / "config.toml", upload_expiry=3600)) as app:
+        yield app
 
 
-def partial(server: LiveServer, length: int | None, metadata: dict[str, str]) -> str:
+def partial(server: InProcessServer, length: int | None, metadata: dict[str, str]) -> str:
     """A partial upload for the final upload of ``metadata``."""
     return new_upload(server, length, metadata=metadata, headers={"Upload-Concat": "partial"})
 
 
-def test_final_upload_of_finished_partials_is_their_concatenation(server: LiveServer) -> None:
+def test_final_upload_of_finished_partials_is_their_concatenation(server: InProcessServer) -> None:
     pieces = [os.urandom(70_000), os.urandom(1), os.urandom(123_456)]
     metadata = report_metadata()
     urls = []
@@ -85,7 +85,7 @@ def test_final_upload_of_finished_partials_is_their_concatenation(server: LiveSe
     assert response.status_code == 403
 
 
-def test_final_upload_before_its_partials_finish(server: LiveServer) -> None:
+def test_final_upload_before_its_partials_finish(server: InProcessServer) -> None:
     first, second = os.urandom(50_000), os.urandom(60_000)
     metadata = report_metadata()
     url_a = partial(server, len(first), metadata)
@@ -115,7 +115,7 @@ def test_final_upload_before_its_partials_finish(server: LiveServer) -> None:
     assert record(server, url)["state"] == "published"
 
 
-def test_partial_upload_urls_may_be_relative(server: LiveServer) -> None:
+def test_partial_upload_urls_may_be_relative(server: InProcessServer) -> None:
     metadata = report_metadata()
     url = partial(server, 3, metadata)
     assert patch(url, 0, b"abc").status_code == 204
@@ -124,7 +124,7 @@ def test_partial_upload_urls_may_be_relative(server: LiveServer) -> None:
     assert published(server, metadata).read_bytes() == b"abc"
 
 
-def test_refused_final_uploads(server: LiveServer) -> None:
+def test_refused_final_uploads(server: InProcessServer) -> None:
     url = partial(server, 3, report_metadata())
     plain = new_upload(server, 3)
     missing = f"{server.url}/files/{'b' * 32}"
@@ -157,7 +157,9 @@ def test_refused_final_uploads(server: LiveServer) -> None:
     assert response.status_code == 400 and response.text.startswith("graceid:")
 
 
-def test_a_partial_upload_is_checked_at_creation_like_a_whole_upload(server: LiveServer) -> None:
+def test_a_partial_upload_is_checked_at_creation_like_a_whole_upload(
+    server: InProcessServer,
+) -> None:
     """A partial upload names the report its final upload is for: without it,
     or with a bad one, it is refused before any byte is sent and nothing is
     stored; a good one is not recorded as a report upload."""
@@ -201,7 +203,7 @@ def test_a_partial_upload_is_checked_at_creation_like_a_whole_upload(server: Liv
     ],
 )
 def test_a_final_upload_joins_only_partial_uploads_created_for_it(
-    server: LiveServer, changes: dict[str, str], named: str
+    server: InProcessServer, changes: dict[str, str], named: str
 ) -> None:
     """A partial upload was checked for the report its metadata names: a final
     upload for another one may not use it (400 naming the field and the rule),
@@ -226,7 +228,7 @@ def test_a_final_upload_joins_only_partial_uploads_created_for_it(
 
 
 def test_a_final_upload_of_one_partial_upload_links_its_data_instead_of_copying(
-    server: LiveServer,
+    server: InProcessServer,
 ) -> None:
     payload = os.urandom(300_001)
     metadata = report_metadata()

@@ -102,8 +102,11 @@ class LiveServer(ReportPaths):
                 if requests.get(f"{self.url}/api/v1/ping", timeout=2).status_code < 500:
                     return
             except (requests.ConnectionError, requests.Timeout):
-                # The workers share the master's listening socket: a connection
-                # made before a worker is up waits in its queue, unanswered.
+                # Not listening yet; or the workers share the master's listening
+                # socket and a connection made before a worker is up waits in its
+                # queue; or its first answer (a worker still importing, a database
+                # to reach) is slower than one try on a loaded machine: ask again
+                # until the deadline.
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
