@@ -364,6 +364,32 @@ def bytes_on_server(server: LiveServer) -> int:
     return sum(path.stat().st_size for path in upload_data_files(server))
 
 
+def upload_a_third(
+    server: LiveServer, args: list[str], env: dict[str, str], stderr_path: Path, size: int
+) -> subprocess.Popen[bytes]:
+    """``args`` (a dqr-upload command line) running, its standard error in
+    ``stderr_path``, once the server holds a third of the ``size`` bytes."""
+    with open(stderr_path, "w") as stderr:
+        process = subprocess.Popen(
+            [tool(args[0]), *args[1:]],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+
+    def a_third_on_the_server() -> bool:
+        assert process.poll() is None, stderr_path.read_text()
+        return bytes_on_server(server) >= size // 3
+
+    try:
+        wait_for(a_third_on_the_server, 120, interval=0.01, what="a third on the server")
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
+
+
 @pytest.mark.parametrize(
     ("sig", "code", "streams"),
     [(signal.SIGTERM, 143, "2"), (signal.SIGINT, 130, "1")],
@@ -386,20 +412,8 @@ def test_an_interrupted_upload_says_how_far_it_got_and_the_same_command_resumes(
         # Two streams: threads sending that must not keep the command alive.
         args = ["dqr-upload", "-s", proxy.url, "--chunk-size", "1", "--parallel", streams]
         args += [*IDENTITY, str(payload)]
-        with open(stderr_path, "w") as stderr:
-            process = subprocess.Popen(
-                [tool(args[0]), *args[1:]],
-                env={**os.environ, **client_env},
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-            )
+        process = upload_a_third(live_server, args, client_env, stderr_path, size)
         try:
-
-            def a_third_on_the_server() -> bool:
-                assert process.poll() is None, stderr_path.read_text()
-                return bytes_on_server(live_server) >= size // 3
-
-            wait_for(a_third_on_the_server, 120, interval=0.01, what="a third on the server")
             process.send_signal(sig)
             assert process.wait(timeout=60) == code
         finally:
@@ -444,20 +458,8 @@ def test_an_interrupted_upload_whose_server_does_not_answer_says_at_least_what_i
     server_group = live_server.process.pid
     with FaultProxy(live_server.port, Faults(rate=2 * MiB)) as proxy:
         args = ["dqr-upload", "-s", proxy.url, "--chunk-size", "1", *IDENTITY, str(payload)]
-        with open(stderr_path, "w") as stderr:
-            process = subprocess.Popen(
-                [tool(args[0]), *args[1:]],
-                env={**os.environ, **client_env},
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-            )
+        process = upload_a_third(live_server, args, client_env, stderr_path, size)
         try:
-
-            def a_third_on_the_server() -> bool:
-                assert process.poll() is None, stderr_path.read_text()
-                return bytes_on_server(live_server) >= size // 3
-
-            wait_for(a_third_on_the_server, 120, interval=0.01, what="a third on the server")
             os.killpg(server_group, signal.SIGSTOP)
             try:
                 process.send_signal(signal.SIGTERM)
