@@ -12,6 +12,7 @@ import requests
 from dqrxfer.batch import find_reports
 from support.cli import run_cli
 from support.live import LiveServer
+from support.tus import dqr_upload_command
 
 REPORTS = (
     ("S230518h", "llo", 1),
@@ -73,18 +74,7 @@ def test_batch_uploads_what_the_server_lacks_and_skips_the_rest(
 ) -> None:
     first = tree / "S230518h_dir" / "S230518h_llo_1"
     done = run_cli(
-        "dqr-upload",
-        "-s",
-        live_server.url,
-        "-p",
-        "O4",
-        "-g",
-        "S230518h",
-        "-u",
-        "llo",
-        "--revision",
-        "1",
-        str(first),
+        *dqr_upload_command(live_server.url, str(first)),
         env=client_env,
     )
     assert done.returncode == 0, done.stderr

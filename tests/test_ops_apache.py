@@ -20,6 +20,7 @@ from dqrxfer.auth import login
 from support.cli import run_cli
 from support.deployment import Deployment, apache_available, deployed
 from support.kerberos import LLO_ROBOT, USER, Realm
+from support.tus import dqr_upload_command
 from support.tusclient import TUS, create, head, upload_id
 
 pytestmark = [
@@ -155,20 +156,7 @@ def test_the_commands_through_apache(deployment: Deployment, tmp_path: Path) -> 
             digest.update(block)
             handle.write(block)
     uploaded = run_cli(
-        "dqr-upload",
-        "-s",
-        url,
-        "-p",
-        "O4",
-        "-g",
-        "S230518h",
-        "-u",
-        "llo",
-        "--revision",
-        "2",
-        "--keytab",
-        str(realm.llo_robot_keytab),
-        str(payload),
+        *dqr_upload_command(url, "--keytab", str(realm.llo_robot_keytab), str(payload), revision=2),
         env=realm.client_env(**ca),
         timeout=900,
     )

@@ -17,7 +17,7 @@ from dqrxfer.server.config import load_settings
 from support.cli import run_cli
 from support.live import LiveServer, tool
 from support.proxies import OPS, Nginx, needs_nginx, substitute
-from support.tus import write_config
+from support.tus import dqr_upload_command, write_config
 
 
 def test_example_server_config_is_valid() -> None:
@@ -110,20 +110,7 @@ def test_upload_through_the_nginx_front_end(data_dir: Path, tmp_path: Path) -> N
         payload = tmp_path / "data.bin"
         payload.write_bytes(os.urandom(24 * 1024 * 1024 + 5))
         result = run_cli(
-            "dqr-upload",
-            "-s",
-            nginx.url,
-            "-p",
-            "O4",
-            "-g",
-            "S230518h",
-            "-u",
-            "llo",
-            "--revision",
-            "1",
-            "--chunk-size",
-            "16",
-            str(payload),
+            *dqr_upload_command(nginx.url, "--chunk-size", "16", str(payload)),
             env={"REQUESTS_CA_BUNDLE": str(nginx.cert)},
         )
         assert result.returncode == 0, result.stderr

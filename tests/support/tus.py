@@ -302,11 +302,13 @@ def dqr_upload_command(
     graceid: str = "S230518h",
     site: str = "llo",
     revision: int = 1,
+    program: str = "dqr-upload",
 ) -> list[str]:
     """``dqr-upload`` sending to ``server_url`` for one report; ``extra``
-    (options, then the paths) follows the report's options."""
+    (options, then the paths) follows the report's options.  ``program`` is
+    the script to run: a name for ``run_cli``, or a path (another install's)."""
     return [
-        "dqr-upload",
+        program,
         "-s",
         server_url,
         "-p",
