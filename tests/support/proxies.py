@@ -7,7 +7,6 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import TypeVar
 import pytest
 import requests
 
-from .live import free_port
+from .live import free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 OPS = REPO / "ops"
@@ -170,14 +169,7 @@ http {{
         return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_group(self.process)
 
 
 APACHE_MODULES = (
@@ -341,11 +333,5 @@ class Apache:
         return (self.root / "dqrxfer-error.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process)
         shutil.rmtree(self.root, ignore_errors=True)
