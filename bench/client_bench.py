@@ -42,9 +42,10 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.rawhttp import Connection
+from bench.rawhttp import Connection, patch_file
 from bench.runs import CliRun, timed_run
 from bench.servers import BIN, Dqrxfer
+from bench.tables import table
 from bench.tus_bench import make_payload, metadata
 from tests.support.faultproxy import FaultProxy, Faults
 from tests.support.tus import dqr_upload_command
@@ -84,22 +85,12 @@ def minimal_upload(
     )
     assert reply.status == 201, (reply.status, reply.body)
     target = "/files/" + reply.headers["location"].rstrip("/").rsplit("/", 1)[-1]
-    offset = 0
     with open(path, "rb") as handle:
-        while offset < size:
-            count = min(chunk, size - offset)
-            headers = {
-                "Tus-Resumable": "1.0.0",
-                "Upload-Offset": str(offset),
-                "Content-Type": "application/offset+octet-stream",
-            }
-            if checksums:
-                headers["Upload-Checksum"] = crc32_header(os.pread(handle.fileno(), count, offset))
-            reply = connection.request(
-                "PATCH", target, headers, file=handle, offset=offset, count=count
-            )
-            assert reply.status == 204, (reply.status, reply.body)
-            offset = int(reply.headers["upload-offset"])
+
+        def crc32_of(_: int, offset: int, count: int) -> str:
+            return crc32_header(os.pread(handle.fileno(), count, offset))
+
+        patch_file(connection, target, handle, size, chunk, crc32_of if checksums else None)
     connection.close()
     return time.perf_counter() - started
 
@@ -120,17 +111,6 @@ def dqr_upload(
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = [
-        "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-        for row in rows
-    ]
-    return "\n".join([line, rule, *body])
 
 
 def rounds(

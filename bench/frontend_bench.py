@@ -40,6 +40,7 @@ from pathlib import Path
 
 from bench.runs import timed_run
 from bench.servers import BIN, tree_cpu
+from bench.tables import table
 from bench.tus_bench import make_payload
 from tests.support.deployment import deployed
 from tests.support.kerberos import Realm
@@ -136,17 +137,6 @@ def through_apache(
         from_session = sum(1 for line in errors if "Already established context found" in line)
         sample.handshakes = authenticated - from_session
         return sample
-
-
-def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = [
-        "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-        for row in rows
-    ]
-    return "\n".join([line, rule, *body])
 
 
 def main() -> int:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.rawhttp import Connection
+from bench.rawhttp import Connection, patch_file
 from bench.servers import Dqrxfer, Nginx, Server, TusLayer, TusNode
 
 MiB = 1024 * 1024
@@ -91,23 +91,13 @@ def tus_upload(
     assert reply.status == 201, (reply.status, reply.body)
     location = reply.headers["location"]
     target = location.split(f":{server.port}", 1)[-1] if location.startswith("http") else location
+    sums = checksums or []
     with open(path, "rb") as handle:
-        offset, number = 0, 0
-        while offset < size:
-            count = min(chunk, size - offset)
-            headers = {
-                "Tus-Resumable": "1.0.0",
-                "Upload-Offset": str(offset),
-                "Content-Type": "application/offset+octet-stream",
-            }
-            if checksums:
-                headers["Upload-Checksum"] = checksums[number]
-            reply = connection.request(
-                "PATCH", target, headers, file=handle, offset=offset, count=count
-            )
-            assert reply.status == 204, (reply.status, reply.body)
-            offset = int(reply.headers["upload-offset"])
-            number += 1
+
+        def listed(number: int, _offset: int, _count: int) -> str:
+            return sums[number]
+
+        patch_file(connection, target, handle, size, chunk, listed if sums else None)
     elapsed = time.perf_counter() - start
     connection.close()
     return elapsed
