@@ -49,7 +49,9 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_list_and_show(live_server: LiveServer) -> None:
+def publish_three_reports(server: LiveServer) -> None:
+    """Upload S230518h_llo_1, S230518h_virgo_2 and G123456_lho_1 (an index
+    page and tier1/a.json each) and see each published."""
     for graceid, site, revision in (
         ("S230518h", "llo", 1),
         ("S230518h", "virgo", 2),
@@ -57,11 +59,15 @@ def test_list_and_show(live_server: LiveServer) -> None:
     ):
         payload = tars.report_tree({"index.html": f"{graceid} {site}", "tier1/a.json": "{}"})
         sent = send(
-            live_server.url,
+            server.url,
             payload,
             tar_metadata(graceid=graceid, uploader=site, revision=revision),
         )
         assert sent.final.status_code == 204, sent.final.text
+
+
+def test_list_and_show(live_server: LiveServer) -> None:
+    publish_three_reports(live_server)
     data = live_server.data_dir
 
     status, out, _ = cli(data, "reports", "list")
@@ -428,18 +434,7 @@ def test_the_documented_report_commands_print_what_the_page_shows(
 ) -> None:
     """The examples of docs/operators/commands.md, run for real on the reports
     they show: the same lines, up to times, digests and sizes."""
-    for graceid, site, revision in (
-        ("S230518h", "llo", 1),
-        ("S230518h", "virgo", 2),
-        ("G123456", "lho", 1),
-    ):
-        payload = tars.report_tree({"index.html": f"{graceid} {site}", "tier1/a.json": "{}"})
-        sent = send(
-            live_server.url,
-            payload,
-            tar_metadata(graceid=graceid, uploader=site, revision=revision),
-        )
-        assert sent.final.status_code == 204, sent.final.text
+    publish_three_reports(live_server)
     source = tmp_path / "S230518h_lho_3"
     (source / "tier1").mkdir(parents=True)
     (source / "index.html").write_text("x")
