@@ -25,41 +25,14 @@ pytestmark = pytest.mark.kerberos
 
 MiB = 1024 * 1024
 
-CONFIG = """auto_upgrade = true
-serve_reports = true
-
-[auth]
-mode = "gssapi"
-keytab = "{keytab}"
-# One second: an upload of some size outlives several cookies, so the client
-# must authenticate again in the middle of it (and must not lose a byte).
-session_lifetime = 1
-
-[[auth.rules]]
-name = "people"
-principals = ["*@KRBTEST.COM"]
-projects = ["personal"]
-
-[[auth.rules]]
-name = "O4 analysts"
-principals = ["user@KRBTEST.COM"]
-projects = ["O4"]
-
-[[auth.rules]]
-name = "llo robot"
-principals = ["dqr/robot/*.llo.example@KRBTEST.COM"]
-projects = ["O4"]
-sites = ["llo"]
-"""
+#: One second: an upload of some size outlives several cookies, so the client
+#: must authenticate again in the middle of it (and must not lose a byte).
+SESSION_LIFETIME = "session_lifetime = 1"
 
 
 @pytest.fixture(scope="module")
 def server(kerberos: Realm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("auth-cli")
-    (root / "data").mkdir()
-    config = root / "server.toml"
-    config.write_text(CONFIG.format(keytab=kerberos.service_keytab))
-    live = LiveServer(root / "data", config=config, env=kerberos.server_env()).start()
+    live = kerberos.gssapi_server(tmp_path_factory.mktemp("auth-cli"), auth=SESSION_LIFETIME)
     yield live
     live.discard()
 
