@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import json
 import os
 import statistics
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from bench.rawhttp import Connection, patch_file
 from bench.servers import Dqrxfer, Nginx, Server, TusLayer, TusNode
+from tests.support.tus import sha1_header
 
 MiB = 1024 * 1024
 #: ``--contenders`` keys and the names the tables print.
@@ -72,7 +72,7 @@ def chunk_checksums(path: Path, chunk: int) -> list[str]:
     sums = []
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
-            sums.append("sha1 " + base64.b64encode(hashlib.sha1(block).digest()).decode())
+            sums.append(sha1_header(block))
     return sums
 
 

@@ -5,7 +5,6 @@ expired or not allowed."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -20,6 +19,7 @@ from dqrxfer.server.db import ReportFile, Upload
 from support.faultproxy import FaultProxy, Faults
 from support.kerberos import LLO_ROBOT, SERVICE, STRANGER, USER, Realm
 from support.live import LiveServer, tool
+from support.tus import random_file, sha256_hex
 
 pytestmark = pytest.mark.kerberos
 
@@ -120,12 +120,7 @@ def test_100_mib_through_kerberos_arrives_byte_identical(
     with bodies meet re-authentication, and resumes authenticate afresh.
     Not a byte may be lost or doubled (the body-resend trap)."""
     payload = tmp_path / "big.bin"
-    digest = hashlib.sha256()
-    with open(payload, "wb") as handle:
-        for _ in range(100):
-            block = os.urandom(MiB)
-            digest.update(block)
-            handle.write(block)
+    digest = random_file(payload, 100)
     before = server.log().count(f"authenticated {LLO_ROBOT}")
     faults = Faults(rate=40 * MiB, cut_after=(30 * MiB, 60 * MiB))
     with FaultProxy(server.port, faults, seed=8) as proxy:
@@ -149,11 +144,7 @@ def test_100_mib_through_kerberos_arrives_byte_identical(
     assert result.returncode == 0, result.stderr
     landed = server.published("big.bin", revision=5)
     assert landed.stat().st_size == 100 * MiB
-    landed_digest = hashlib.sha256()
-    with open(landed, "rb") as handle:
-        while block := handle.read(4 * MiB):
-            landed_digest.update(block)
-    assert landed_digest.hexdigest() == digest.hexdigest()
+    assert sha256_hex(landed) == digest
     assert cuts >= 1
     # At 40 MiB/s the upload takes over 2.5 s: cookies of one second ran out.
     assert server.log().count(f"authenticated {LLO_ROBOT}") - before >= 3
