@@ -4,12 +4,13 @@ paths, certificates) replaced, in a private prefix on a loopback port."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -17,7 +18,7 @@ from typing import TypeVar
 import pytest
 import requests
 
-from .live import free_port, stop_group
+from .live import LiveServer, free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 OPS = REPO / "ops"
@@ -191,6 +192,26 @@ APACHE_MODULES = (
     "session_cookie",
     "ssl",
 )
+
+
+@contextlib.contextmanager
+def behind_nginx(
+    data_dir: Path, work: Path, config: Path | None = None, *extra: str, start: bool = True
+) -> Iterator[tuple[LiveServer, Nginx]]:
+    """The server as deployed (ops/gunicorn.conf.py; ``extra`` added to its
+    arguments) and nginx in front of it, in ``work/nginx``, serving
+    ``data_dir/reports``; nginx left for the test to start if not ``start``
+    (to prepare the reports first).  Both are stopped on the way out."""
+    gunicorn = ["--gunicorn-config", str(OPS / "gunicorn.conf.py"), *extra]
+    server = LiveServer(data_dir, config=config, extra_args=gunicorn).start()
+    nginx = Nginx(work / "nginx", server.port, data_dir / "reports")
+    try:
+        if start:
+            nginx.start()
+        yield server, nginx
+    finally:
+        nginx.stop()
+        server.discard()
 
 
 @dataclass
