@@ -16,18 +16,12 @@ from sqlalchemy.orm import Session
 
 from dqrxfer.auth import login
 from support.cli import run_cli
-from support.deployment import Deployment, apache_available, deployed
+from support.deployment import NEEDS_APACHE, Deployment, deployed
 from support.kerberos import LLO_ROBOT, USER, Realm
 from support.tus import dqr_upload_command, random_file, sha256_hex
 from support.tusclient import TUS, create, head, upload_id
 
-pytestmark = [
-    pytest.mark.frontend,
-    pytest.mark.skipif(
-        not apache_available(),
-        reason="apache2 or libapache2-mod-auth-gssapi missing (bash ops/dev/bootstrap.sh --test)",
-    ),
-]
+pytestmark = NEEDS_APACHE
 
 MiB = 1024 * 1024
 

@@ -18,6 +18,8 @@ BIN = Path(sys.executable).parent
 #: A gunicorn configuration that hides the concatenation extensions (a server
 #: as one without them answers), for ``LiveServer(extra_args=[...])``.
 NO_CONCATENATION = Path(__file__).parent / "no_concatenation.py"
+#: A gunicorn configuration that logs each request (support.request_log).
+REQUEST_LOG = Path(__file__).parent / "request_log.py"
 
 
 def tool(name: str) -> str:

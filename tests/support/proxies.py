@@ -44,10 +44,22 @@ def needs_nginx(test: Test) -> Test:
     return pytest.mark.frontend(skip(test))
 
 
+#: The marks of a test that needs Apache and mod_auth_gssapi: skipped where
+#: they are not installed, required in CI (marker ``frontend``).  A module of
+#: such tests sets ``pytestmark = NEEDS_APACHE``.
+NEEDS_APACHE = [
+    pytest.mark.frontend,
+    pytest.mark.skipif(
+        not apache_available(), reason=f"apache2 or libapache2-mod-auth-gssapi missing ({SETUP})"
+    ),
+]
+
+
 def needs_apache(test: Test) -> Test:
     """Run ``test`` where Apache and mod_auth_gssapi are installed; required in CI."""
-    reason = f"apache2 or libapache2-mod-auth-gssapi missing ({SETUP})"
-    return pytest.mark.frontend(pytest.mark.skipif(not apache_available(), reason=reason)(test))
+    for mark in NEEDS_APACHE:
+        test = mark(test)
+    return test
 
 
 def substitute(text: str, replacements: dict[str, str]) -> str:
