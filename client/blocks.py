@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 
-from .payload import Payload, new_hasher
+from .payload import GridDigests, Payload
 
 HEADER = "Upload-Block-Checksum"
 EXTENSION = "block-checksum"
@@ -62,19 +62,8 @@ def block_checksum(payload: Payload, algorithm: str, start: int, end: int) -> st
     (in blocks of :func:`block_size`)."""
     size = block_size(algorithm, end - start)
     digests = bytearray()
-    hasher = new_hasher(algorithm)
-    filled = 0
+    grid = GridDigests(algorithm, size, digests.extend)
     for block in payload.blocks(start, end):
-        view = memoryview(block)
-        while view:
-            take = min(len(view), size - filled)
-            hasher.update(view[:take])
-            filled += take
-            view = view[take:]
-            if filled == size:
-                digests += hasher.digest()
-                hasher = new_hasher(algorithm)
-                filled = 0
-    if filled:
-        digests += hasher.digest()
+        grid.update(block)
+    grid.finish()
     return f"{algorithm} {size} {base64.b64encode(digests).decode('ascii')}"

@@ -196,6 +196,36 @@ def new_hasher(algorithm: str) -> Hasher:
     return Crc32() if algorithm == "crc32" else hashlib.new(algorithm)
 
 
+class GridDigests:
+    """Digests of consecutive ``size``-byte blocks of a stream fed in pieces
+    of any length: each block's digest goes to ``emit`` as soon as it is
+    complete, and the last, shorter one at :meth:`finish`."""
+
+    def __init__(self, algorithm: str, size: int, emit: Callable[[bytes], None]) -> None:
+        self.algorithm = algorithm
+        self.size = size
+        self.emit = emit
+        self._hasher = new_hasher(algorithm)
+        self._filled = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            take = min(len(view), self.size - self._filled)
+            self._hasher.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == self.size:
+                self.emit(self._hasher.digest())
+                self._hasher = new_hasher(self.algorithm)
+                self._filled = 0
+
+    def finish(self) -> None:
+        if self._filled:
+            self.emit(self._hasher.digest())
+            self._filled = 0
+
+
 def choose_checksum(offered: tuple[str, ...]) -> str | None:
     """Pick our preferred algorithm among those a server offers."""
     lowered = {name.lower() for name in offered}
@@ -313,30 +343,19 @@ def scan(
     """
     whole = hashlib.sha256()
     result = into if into is not None else Scan("", payload.size, chunk_size, algorithm)
-    chunk = new_hasher(algorithm) if algorithm else None
-    in_chunk = 0
+    chunks = GridDigests(algorithm, chunk_size, result.add_digest) if algorithm else None
     for block in _scan_blocks(payload):
         if stop is not None and stop.is_set():
             raise ScanStopped(f"{payload.filename}: hashing stopped")
         whole.update(block)
-        if chunk is not None and result.algorithm is None:
-            chunk = None  # the chunk digests are not wanted after all (see BackgroundScan)
-        if chunk is not None:
-            view = memoryview(block)
-            while view:
-                take = min(len(view), chunk_size - in_chunk)
-                chunk.update(view[:take])
-                in_chunk += take
-                view = view[take:]
-                if in_chunk == chunk_size:
-                    result.add_digest(chunk.digest())
-                    assert algorithm is not None  # there is a chunk hasher only for one
-                    chunk = new_hasher(algorithm)
-                    in_chunk = 0
+        if chunks is not None and result.algorithm is None:
+            chunks = None  # the chunk digests are not wanted after all (see BackgroundScan)
+        if chunks is not None:
+            chunks.update(block)
         if on_block is not None:
             on_block(len(block))
-    if chunk is not None and in_chunk:
-        result.add_digest(chunk.digest())
+    if chunks is not None:
+        chunks.finish()
     result.sha256 = whole.hexdigest()
     return result
 

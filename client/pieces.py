@@ -68,6 +68,15 @@ class LinkEstimate:
         elif seconds >= 2 * round_trip:  # mostly transfer: a telling sample
             self.rate = (self.rate + sample) / 2
 
+    def describe(self) -> str:
+        """What is known of the link, for the debug log (empty: nothing yet)."""
+        known = []
+        if self.round_trip:
+            known.append(f"round trip {self.round_trip * 1000:.1f} ms")
+        if self.rate:
+            known.append(f"rate {self.rate / 1e6:.2f} MB/s")
+        return f" (link: {', '.join(known)})" if known else ""
+
     def piece_for(self, round_trips: int) -> float | None:
         """Bytes the link carries in ``round_trips`` round trips (None: not
         known yet, or not a long link)."""

@@ -144,7 +144,13 @@ class RangeSender:
                 end, header = self._checksum_header(
                     start, sizer.piece_end(start, self.base + until)
                 )
-            log.debug("%s: PATCH %d bytes at offset %d", self.payload.filename, end - start, offset)
+            log.debug(
+                "%s: PATCH %d bytes at offset %d%s",
+                self.payload.filename,
+                end - start,
+                offset,
+                link.describe(),
+            )
             body = self._body(start, end, hold, blocks)
             began = time.monotonic()
             try:

@@ -21,9 +21,9 @@ One payload travels like this (each step in a module of its own):
    once per uploader, or remembered from a run within the hour) give its size
    limit, the chunk checksum to send, and whether it can concatenate uploads.
    :meth:`ReportUploader.settle_and_upload` asks the links API what the server
-   has of the report (:mod:`~dqrxfer.reupload`) at the same time, and creates
-   the first upload meanwhile, held at a gate before its first byte
-   (:mod:`~dqrxfer.gate`);
+   has of the report at the same time (:mod:`~dqrxfer.settlement`,
+   :mod:`~dqrxfer.reupload`), and creates the first upload meanwhile, held at
+   a gate before its first byte (:mod:`~dqrxfer.gate`);
 3. hash and open: the report contract puts the payload's sha256 in the
    metadata of the upload that is published.  A small payload, or any payload
    for a server without concatenation, is hashed first
@@ -51,19 +51,16 @@ One payload travels like this (each step in a module of its own):
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 
-from . import contract
 from .capabilities import (
     CapabilityCache,
     RememberedCapabilities,
@@ -80,7 +77,7 @@ from .hashcache import HashCache
 from .hashing import EarlyScans
 from .job import Job
 from .partials import TAIL, send_partials
-from .payload import BackgroundScan, FilePayload, Payload, payload_for
+from .payload import BackgroundScan, Payload, payload_for
 from .pieces import FIRST_CUT_SHARE, MIN_PIECE, PieceSizer, split_ranges
 from .planning import (
     OVERLAP_MIN_SIZE,
@@ -92,20 +89,9 @@ from .planning import (
 from .progress import NullProgress, Progress, human_bytes
 from .resume import ResumeSlot, ResumeStore, resume_key
 from .retry import Retrier
-from .reupload import (
-    LocalFile,
-    ServerReport,
-    check_target,
-    compare,
-    local_files,
-    log_replacements,
-    log_skipped,
-    may_skip,
-    narrowed,
-    server_report,
-)
 from .sender import Tally
-from .session import SessionFactory, make_session
+from .session import SessionFactory, WarmSessions, make_session
+from .settlement import AdvanceUpload, Settlement, Settler, start_thread
 from .single import send_single
 from .transport import Capabilities, TusClient
 from .verify import upload_id, verify
@@ -131,23 +117,6 @@ __all__ = [
 
 log = logging.getLogger("dqr-xfer")
 
-T = TypeVar("T")
-
-
-def _start_thread(work: Callable[[], T]) -> Future[T]:
-    """``work`` running in a thread of its own; its result or error in the future."""
-    future: Future[T] = Future()
-
-    def run() -> None:
-        if future.set_running_or_notify_cancel():
-            try:
-                future.set_result(work())
-            except BaseException as error:
-                future.set_exception(error)
-
-    threading.Thread(target=run, name="dqr-options", daemon=True).start()
-    return future
-
 
 @dataclass(frozen=True)
 class UploadResult:
@@ -163,38 +132,6 @@ class UploadResult:
     sent_bytes: int = 0
     resumed_from: int = 0
     seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """What is left to send of some planned uploads (:meth:`ReportUploader.settle`)."""
-
-    todo: list[PlannedUpload]
-    #: the paths not sent at all: the server has every file of theirs
-    skipped: list[Path]
-    #: the report's URL when the server has it already
-    report_url: str | None
-
-
-@dataclass
-class _Advance:
-    """The first payload's upload, started before the comparison with the
-    server's copy and held at ``gate`` (see :mod:`dqrxfer.gate`)."""
-
-    item: PlannedUpload
-    gate: Gate
-    outcome: Future[Outcome | None]
-
-    def decide(self, remote: ServerReport | None) -> None:
-        """Open the gate if ``remote`` cannot change the payload; else close it
-        and wait until the upload made in advance is gone (the comparison
-        may then hash the payload: nothing else may be using its pass)."""
-        if not may_skip(self.item, remote):
-            self.gate.open()
-            return
-        self.gate.close()
-        with contextlib.suppress(BaseException):
-            self.outcome.result()
 
 
 @dataclass
@@ -237,10 +174,18 @@ class ReportUploader:
         self._capabilities = CapabilityCache(self.endpoint, RememberedCapabilities())
         self._scans = EarlyScans(self.options.chunk_size)
         #: sessions whose connection is open already (see :meth:`settle`)
-        self._spare_sessions: list[requests.Session] = []
+        self._warm = WarmSessions(self.session_factory)
         #: digests of local files from earlier runs (see :meth:`settle`)
         self.hashes = HashCache()
-        self._spare_lock = threading.Lock()
+        self._settler = Settler(
+            self.server,
+            self.options,
+            self.session_factory,
+            self._warm,
+            self._ask_capabilities,
+            self._scans,
+            self.hashes,
+        )
 
     # -- planning ------------------------------------------------------------
 
@@ -310,14 +255,12 @@ class ReportUploader:
             return settlement, self.upload_many(settlement.todo, jobs)
         first = planned[0]
         gate = Gate()
-        advance = _Advance(first, gate, _start_thread(lambda: self._outcome(first, gate)))
+        advance = AdvanceUpload(first, gate, start_thread(lambda: self._outcome(first, gate)))
         try:
             settlement = self.settle(planned, advance=advance)
         finally:
             if not gate.decided:  # the comparison failed: the upload is not wanted
-                gate.close()
-                with contextlib.suppress(BaseException):
-                    advance.outcome.result()
+                advance.withdraw()
         if on_todo is not None:
             on_todo(settlement.todo)
         early = advance.outcome.result() if gate.opened else None
@@ -330,100 +273,16 @@ class ReportUploader:
         planned: list[PlannedUpload],
         dry_run: bool = False,
         force: bool = False,
-        advance: _Advance | None = None,
+        advance: AdvanceUpload[Outcome | None] | None = None,
     ) -> Settlement:
-        """Compare ``planned`` with the server's copy of the report, file by
-        file (:mod:`~dqrxfer.reupload`): drop what the server has with the
-        same sha256, warn about each file an upload would replace, and say in
-        one line how many files were skipped.  A plain file whose path and
-        size the server has is hashed by the pass its upload would use.
-
-        ``dry_run``: first refuse a project or site the server does not take
-        (as the upload would be refused), and word the lines as what would
-        happen.  ``force``: compare nothing, send everything."""
-        if not planned or (force and not dry_run):
-            return Settlement(list(planned), [], None)
-        report = planned[0].report
-        name = contract.report_dirname(report.graceid, report.site, report.revision)
-        # The server's capabilities (OPTIONS on a first contact) are asked on
-        # a second connection at the same time as the links API: the two
-        # round trips before the first byte overlap.
-        asking = None if dry_run else _start_thread(self._ask_capabilities)
-        session = self.session_factory()
-        try:
-            if dry_run:
-                checking = Retrier(self.options.retry, f"{name} (asking the server what it takes)")
-                check_target(session, self.server, report, checking)
-            comparing = Retrier(self.options.retry, f"{name} (comparing with the server's copy)")
-            remote = None if force else server_report(session, self.server, report, comparing)
-            if advance is not None:
-                advance.decide(remote)
-        except BaseException:
-            session.close()
-            if asking is not None:
-                with contextlib.suppress(BaseException):
-                    asking.result().close()
-            raise
-        if dry_run:
-            session.close()
-        else:
-            assert asking is not None
-            try:
-                asked = asking.result()
-            except BaseException:
-                session.close()
-                raise
-            with self._spare_lock:  # the links API's connection carries the first upload
-                self._spare_sessions += [asked, session]
-        if remote is None or remote.files is None:
-            return Settlement(list(planned), [], None)
-        algorithm = "crc32" if self.options.checksums else None
-        todo: list[PlannedUpload] = []
-        skipped: list[Path] = []
-        skipped_files = 0
-        for item in planned:
-            files = local_files(item)
-            if files is None:
-                todo.append(item)
-                continue
-            payload = item.payload
-
-            def digest(file: LocalFile, payload: Payload = payload) -> str:
-                if not (isinstance(payload, FilePayload) and file.path == payload.source):
-                    return self.hashes.sha256(file.path)
-                known = self.hashes.get(file.path)
-                if known is None:  # the pass the upload uses, remembered for next time
-                    known = self._scans.sha256(payload, algorithm)
-                    self.hashes.put(file.path, payload.stamp, known)
-                return known
-
-            comparison = compare(files, remote.files, digest)
-            log_replacements(name, comparison, dry_run)
-            skipped_files += len(comparison.same)
-            left = narrowed(item, comparison)
-            if left is None:
-                self._scans.drop(payload)
-                skipped.append(payload.source)
-            else:
-                todo.append(left)
-        log_skipped(name, skipped_files, dry_run)
-        if not todo:
-            self.close()
-        return Settlement(todo, skipped, remote.url)
-
-    def _session(self) -> requests.Session:
-        """A new session, or one :meth:`settle` used (its connection is open)."""
-        with self._spare_lock:
-            if self._spare_sessions:
-                return self._spare_sessions.pop()
-        return self.session_factory()
+        """What is left to send of ``planned`` after comparing it with the
+        server's copy of the report (:meth:`Settler.settle
+        <dqrxfer.settlement.Settler.settle>`)."""
+        return self._settler.settle(planned, dry_run, force, advance)
 
     def close(self) -> None:
         """Close the sessions :meth:`settle` kept for uploads, if no upload took them."""
-        with self._spare_lock:
-            sessions, self._spare_sessions = self._spare_sessions, []
-        for session in sessions:
-            session.close()
+        self._warm.close()
 
     # -- one payload ---------------------------------------------------------
 
@@ -433,7 +292,7 @@ class ReportUploader:
         planned = item if isinstance(item, PlannedUpload) else self.plan(item)
         started = time.monotonic()
         payload = planned.payload
-        session = self._session()
+        session = self._warm.take()
         try:
             tus = TusClient(session, self.endpoint)
             retrier = Retrier(self.options.retry, payload.filename)
