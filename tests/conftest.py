@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from support.inprocess import InProcessServer, in_process_server
 from support.kerberos import Realm, kdc_available
-from support.live import NO_CONCATENATION, LiveServer
+from support.live import NO_CONCATENATION, REQUEST_LOG, LiveServer
 from support.postgres import CONFIGURED_URL, ThrowawayCluster, reachable, server_programs
 
 #: In CI a skipped test marked postgres, kerberos, browser, frontend or diskfull fails;
@@ -30,6 +30,15 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def live_server(data_dir: Path) -> Iterator[LiveServer]:
     server = LiveServer(data_dir).start()
+    yield server
+    server.discard()
+
+
+@pytest.fixture
+def logged_server(data_dir: Path) -> Iterator[LiveServer]:
+    """The real server, each request in its access log with its length and tus
+    offsets (support.request_log)."""
+    server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(REQUEST_LOG)]).start()
     yield server
     server.discard()
 

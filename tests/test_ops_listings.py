@@ -17,7 +17,7 @@ from dqrxfer.server.untrusted import REPORT_HEADERS
 from support.deployment import deployed
 from support.kerberos import USER, Realm
 from support.live import LiveServer
-from support.proxies import OPS, Nginx, needs_apache, needs_nginx
+from support.proxies import behind_nginx, needs_apache, needs_nginx
 from support.tus import send, tar_metadata
 
 EVENT = "reports/O4/S230518h_dir"
@@ -83,19 +83,12 @@ def check_listings(base: str, app: LiveServer) -> None:
 def test_nginx_passes_directories_without_index_to_the_app(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = LiveServer(
-        data_dir, extra_args=["--gunicorn-config", str(OPS / "gunicorn.conf.py")]
-    ).start()
-    nginx = Nginx(tmp_path / "nginx", server.port, data_dir / "reports")
-    try:
+    with behind_nginx(data_dir, tmp_path, start=False) as (server, nginx):
         upload(server.url, requests.Session())
         readable_by_the_front_end(data_dir / "reports")
         nginx.start()
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(nginx.cert))
         check_listings(nginx.url, server)
-    finally:
-        nginx.stop()
-        server.discard()
 
 
 @needs_apache
