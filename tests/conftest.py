@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,19 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def front_end_data_dir() -> Iterator[Path]:
+    """A data directory a front end's workers (``www-data``) can walk down
+    to: outside pytest's temporary root, which pytest keeps private
+    (``0700``) and makes private again whenever another pytest run starts."""
+    root = Path(tempfile.mkdtemp(prefix="dqrxfer-front-end-"))
+    root.chmod(0o711)
+    path = root / "data"
+    path.mkdir()
+    yield path
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

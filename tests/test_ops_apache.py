@@ -21,6 +21,13 @@ from support.kerberos import LLO_ROBOT, USER, Realm
 from support.tus import dqr_upload_command, random_file, sha256_hex
 from support.tusclient import TUS, create, head, upload_id
 
+
+@pytest.fixture
+def data_dir(front_end_data_dir: Path) -> Path:
+    """The server's data directory where the front end's workers can read it."""
+    return front_end_data_dir
+
+
 pytestmark = NEEDS_APACHE
 
 MiB = 1024 * 1024
@@ -164,7 +171,7 @@ def test_reports_are_served_but_never_dot_names(deployment: Deployment) -> None:
         for part in (path, *path.relative_to(reports).parents):
             (reports / part).chmod(0o644 if part == path.relative_to(reports) else 0o755)
     # Apache's workers (www-data) must be able to walk down to the reports,
-    # which live in the test's private temporary directory.
+    # which live in a temporary directory of their own.
     for directory in (reports, *reports.parents):
         mode = directory.stat().st_mode
         if mode & 0o001 == 0:

@@ -20,6 +20,13 @@ from support.live import LiveServer
 from support.proxies import behind_nginx, needs_apache, needs_nginx
 from support.tus import send, tar_metadata
 
+
+@pytest.fixture
+def data_dir(front_end_data_dir: Path) -> Path:
+    """The server's data directory where the front end's workers can read it."""
+    return front_end_data_dir
+
+
 EVENT = "reports/O4/S230518h_dir"
 LISTED = f"{EVENT}/S230518h_llo_1"  #: no index.html
 OWN_PAGE = f"{EVENT}/S230518h_lho_1"  #: has one
@@ -37,7 +44,7 @@ def upload(backend: str, session: requests.Session) -> None:
 
 def readable_by_the_front_end(reports: Path) -> None:
     """The front end's workers (www-data under root) walk down to the reports,
-    which live in the test's private temporary directory."""
+    which live in a temporary directory of their own."""
     for path in [reports, *reports.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     for directory in reports.parents:
