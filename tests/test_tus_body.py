@@ -1,5 +1,6 @@
-"""The receive buffer of a request body read from gunicorn's socket
-(server/tus/body.py): small for a slow body, larger only for a fast one."""
+"""The receive buffers of a request body read from gunicorn's socket
+(server/tus/body.py): small for a slow body, larger only for a fast one, and
+a block unchanged until the second read after it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 
-from dqrxfer.server.tus.body import FIRST_RECV_BUFFER, RECV_BUFFER, body_reader
+from dqrxfer.server.tus.body import FIRST_RECV_BUFFER, RECV_BUFFER, StableBuffer, body_reader
 
 KiB = 1024
 
@@ -53,9 +54,9 @@ def test_a_slow_body_is_read_into_the_first_small_buffer() -> None:
             sender.start()
             received, sizes = read_all(read)
             sender.join()
+            assert len(read.__self__.buffer) == FIRST_RECV_BUFFER
         assert received == b"".join(pieces)
         assert max(sizes) <= FIRST_RECV_BUFFER
-        assert len(read.__self__.buffer) == FIRST_RECV_BUFFER
 
 
 def test_a_read_that_fills_the_buffer_makes_the_next_one_four_times_larger() -> None:
@@ -76,3 +77,22 @@ def test_a_read_that_fills_the_buffer_makes_the_next_one_four_times_larger() -> 
             sender.join()
         assert first + rest == ahead + payload
         assert max(sizes) <= RECV_BUFFER
+
+
+def test_a_block_stays_unchanged_while_the_next_one_is_received() -> None:
+    payload = os.urandom(6 * RECV_BUFFER)
+    with gunicorn_body(len(payload)) as (environ, client):
+        sender = threading.Thread(target=client.sendall, args=(payload,))
+        sender.start()
+        with body_reader(environ, len(payload), timeout=30) as read:
+            received = bytearray()
+            previous: tuple[memoryview, bytes] | None = None
+            while block := read(4 * 1024 * KiB):
+                assert isinstance(block, memoryview) and isinstance(block.obj, StableBuffer)
+                if previous is not None:
+                    # The block before, after this one was received into the other buffer.
+                    assert bytes(previous[0]) == previous[1]
+                previous = (block, bytes(block))
+                received += block
+        sender.join()
+    assert bytes(received) == payload

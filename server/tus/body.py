@@ -10,6 +10,9 @@ Under gunicorn, for a body with a ``Content-Length`` (what tus clients send),
 we therefore read from the connection's socket ourselves: first the bytes
 gunicorn already read ahead, then ``recv_into`` a reused buffer, which returns
 whatever has arrived (up to the buffer's size), with no copy in Python.
+Reads alternate between two buffers (:class:`StableBuffer`), so a block stays
+unchanged while the next one is received: the running SHA-256
+(:mod:`.digest`) hashes it where it lies, on another thread, instead of a copy.
 gunicorn's own reader is told how much of the body was consumed, so it keeps
 the connection usable (or closes it after a failure).  Anywhere else (another
 WSGI server, chunked bodies) bodies are read with ``read()`` in small blocks.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import io
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -32,8 +36,38 @@ RECV_BUFFER = 1024 * 1024
 FIRST_RECV_BUFFER = 64 * 1024
 #: read() size of the portable path: the most a failed connection may lose.
 PORTABLE_BLOCK = 64 * 1024
+#: Full-size receive buffers a process keeps between bodies (a fast body
+#: needs two): allocating a megabyte per body, zeroed and page-faulted anew,
+#: cost more than the system calls that receive it.
+MAX_SPARE_BUFFERS = 2
 
 Reader = Callable[[int], Any]
+
+
+class StableBuffer(bytearray):
+    """A receive buffer of the socket path.  A block returned from it (a
+    memoryview whose ``obj`` is this buffer) is not written to before the
+    second read after the one that returned it, nor after the body ended
+    until the reader's ``with`` block is left: whoever consumes each block
+    before asking for the one after next may use it in place."""
+
+
+_spares: list[StableBuffer] = []
+_spares_lock = threading.Lock()
+
+
+def _full_size_buffer() -> StableBuffer:
+    with _spares_lock:
+        if _spares:
+            return _spares.pop()
+    return StableBuffer(RECV_BUFFER)
+
+
+def _give_back(buffers: list[StableBuffer]) -> None:
+    with _spares_lock:
+        for buffer in buffers:
+            if len(buffer) == RECV_BUFFER and len(_spares) < MAX_SPARE_BUFFERS:
+                _spares.append(buffer)
 
 
 class BodyGone(Exception):
@@ -50,11 +84,14 @@ def body_reader(environ: dict[str, Any], expected: int | None, timeout: float) -
     previous = sock.gettimeout() if sock is not None else None
     if sock is not None:
         sock.settimeout(timeout)
+    fast = None
     try:
         source = environ["wsgi.input"]
         fast = _socket_reader(source, sock, expected) if sock is not None else None
-        yield fast or _portable_reader(source, expected)
+        yield fast.read if fast is not None else _portable_reader(source, expected)
     finally:
+        if fast is not None:
+            fast.release()
         if sock is not None:
             with suppress(OSError):
                 sock.settimeout(previous)
@@ -82,7 +119,7 @@ def _portable_reader(stream: Any, expected: int | None) -> Reader:
     return read
 
 
-def _socket_reader(body: Any, sock: socket.socket, expected: int | None) -> Reader | None:
+def _socket_reader(body: Any, sock: socket.socket, expected: int | None) -> _SocketBody | None:
     """The socket path, if ``body`` is gunicorn's reader of a body of known
     length that nobody has read yet; None otherwise."""
     try:
@@ -104,7 +141,7 @@ def _socket_reader(body: Any, sock: socket.socket, expected: int | None) -> Read
     if rest:
         unreader.unread(rest)
     reader.length -= len(ahead)
-    return _SocketBody(body, sock, ahead).read
+    return _SocketBody(body, sock, ahead)
 
 
 class _SocketBody:
@@ -113,31 +150,48 @@ class _SocketBody:
         self.reader = body.reader
         self.sock = sock
         self.ahead = io.BytesIO(ahead)
-        self.buffer = bytearray(0)
-        self.view = memoryview(self.buffer)
+        #: the two buffers reads alternate between, and their views
+        self.buffers: list[StableBuffer] = []
+        self.views: list[memoryview] = []
+        self.turn = 0
         self._grow(FIRST_RECV_BUFFER)
+
+    @property
+    def buffer(self) -> StableBuffer:
+        """The buffer the next read fills."""
+        return self.buffers[self.turn]
 
     def _grow(self, size: int) -> None:
         # No bigger than what is left of the body: a small PATCH does not
         # zero a larger buffer than it can fill.
         size = min(size, RECV_BUFFER, max(self.reader.length, 1))
-        if size > len(self.buffer):
-            # A block handed out earlier keeps the old buffer alive.
-            self.buffer = bytearray(size)
-            self.view = memoryview(self.buffer)
+        if self.buffers and size <= len(self.buffers[0]):
+            return
+        # A block handed out earlier keeps its old buffer alive (and unchanged).
+        self.buffers = [
+            _full_size_buffer() if size == RECV_BUFFER else StableBuffer(size) for _ in range(2)
+        ]
+        self.views = [memoryview(buffer) for buffer in self.buffers]
+
+    def release(self) -> None:
+        """The body is done with: its full-size buffers may serve another."""
+        buffers, self.buffers, self.views = self.buffers, [], []
+        _give_back(buffers)
 
     def read(self, size: int) -> bytes | memoryview:
-        """Up to ``size`` bytes; the memoryview is valid until the next call."""
+        """Up to ``size`` bytes; a memoryview stays valid (and unchanged)
+        until the second call after this one (see :class:`StableBuffer`)."""
         if size <= 0:
             return b""
         block = self.ahead.read(size)
         if block:
             return block
-        wanted = min(size, self.reader.length, len(self.buffer))
+        view = self.views[self.turn]
+        wanted = min(size, self.reader.length, len(view))
         if wanted <= 0:
             return b""
         try:
-            count = self.sock.recv_into(self.view, wanted)
+            count = self.sock.recv_into(view, wanted)
         except OSError as error:
             self.body.failed = True  # gunicorn then closes the connection
             raise BodyGone(str(error) or type(error).__name__) from error
@@ -145,9 +199,9 @@ class _SocketBody:
             self.body.failed = True
             raise BodyGone("the client closed the connection before the body ended")
         self.reader.length -= count
-        if count == len(self.buffer) and count < RECV_BUFFER:
+        received = view[:count]
+        self.turn ^= 1
+        if count == len(view) and count < RECV_BUFFER:
             # The body arrives faster than it is read: larger reads.
-            received = self.view[:count]
             self._grow(count * 4)
-            return received
-        return self.view[:count]
+        return received

@@ -34,6 +34,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Any
 
+from .body import StableBuffer
 from .pools import ProcessLocalPool
 
 #: Uploads whose running hash one process keeps (least recently used go first).
@@ -106,7 +107,11 @@ class Feeder:
     """Feeds one write's blocks to a hash on a hashing thread, one block in
     flight at a time (so the order is kept).
 
-    The body reader reuses its buffer for the next read, so each block is
+    A block is hashed where it lies if nothing can change it before its hash
+    ends: ``bytes``, and blocks of the socket body reader's
+    :class:`~.body.StableBuffer` (unchanged until the second read after,
+    and the next block is fed, so this one's hash waited for, before that
+    read).  Any other block may be overwritten by the next read, so it is
     copied, into one of two buffers the feeder keeps for the whole write:
     while the hashing thread reads one, the next block goes to the other.  A
     fresh ``bytes`` per block would cost more than the copy (a megabyte
@@ -148,6 +153,12 @@ class Feeder:
         self._feed_one(block)
 
     def _feed_one(self, block: bytes | memoryview) -> None:
+        if type(block) is bytes or (
+            isinstance(block, memoryview) and isinstance(block.obj, StableBuffer)
+        ):
+            self.wait()
+            self._pending = _pool.get().submit(self.digest.update, block)
+            return
         # The buffer used two blocks ago: its hash ended before the previous
         # block was submitted (``wait`` below), so it is free.
         index, self._next = self._next, self._next ^ 1
