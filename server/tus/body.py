@@ -24,6 +24,7 @@ import io
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -49,7 +50,11 @@ class StableBuffer(bytearray):
     memoryview whose ``obj`` is this buffer) is not written to before the
     second read after the one that returned it, nor after the body ended
     until the reader's ``with`` block is left: whoever consumes each block
-    before asking for the one after next may use it in place."""
+    before asking for the one after next may use it in place.  One who still
+    reads a block after that sets :attr:`hashing`: the buffer then serves
+    no other body before that future is done."""
+
+    hashing: Future[Any] | None = None
 
 
 _spares: list[StableBuffer] = []
@@ -58,8 +63,10 @@ _spares_lock = threading.Lock()
 
 def _full_size_buffer() -> StableBuffer:
     with _spares_lock:
-        if _spares:
-            return _spares.pop()
+        for index, buffer in enumerate(_spares):
+            if buffer.hashing is None or buffer.hashing.done():
+                buffer.hashing = None
+                return _spares.pop(index)
     return StableBuffer(RECV_BUFFER)
 
 
