@@ -58,7 +58,7 @@ def test_a_slow_body_is_read_into_the_first_small_buffer() -> None:
             sender.start()
             received, sizes = read_all(read)
             sender.join()
-            assert len(read.__self__.buffer) == FIRST_RECV_BUFFER
+            assert read.__self__.buffer_size == FIRST_RECV_BUFFER
         assert received == b"".join(pieces)
         assert max(sizes) <= FIRST_RECV_BUFFER
 
@@ -75,7 +75,7 @@ def test_a_read_that_fills_the_buffer_makes_the_next_one_four_times_larger() -> 
         with body_reader(environ, length, timeout=30) as read:
             first = bytes(read(4 * 1024 * KiB))
             assert len(first) == FIRST_RECV_BUFFER
-            assert len(read.__self__.buffer) == 4 * FIRST_RECV_BUFFER
+            assert read.__self__.buffer_size == 4 * FIRST_RECV_BUFFER
             sender.start()
             rest, sizes = read_all(read)
             sender.join()
@@ -138,7 +138,7 @@ def read_body(payload: bytes) -> tuple[list[StableBuffer], memoryview]:
             last = memoryview(b"")
             while block := read(4 * 1024 * KiB):
                 last = block
-            buffers = list(read.__self__.buffers)
+            buffers = [buffer for buffer in read.__self__.buffers if buffer is not None]
         sender.join()
     return buffers, last
 
@@ -156,3 +156,14 @@ def test_a_buffer_still_being_hashed_serves_no_other_body() -> None:
     hashing.set_result(None)
     after, _ = read_body(payload)
     assert any(buffer is busy for buffer in after)  # kept, and used again once free
+
+
+def test_a_small_body_that_arrives_in_one_read_makes_one_buffer() -> None:
+    payload = os.urandom(FIRST_RECV_BUFFER)
+    with gunicorn_body(len(payload)) as (environ, client):
+        client.sendall(payload)
+        with body_reader(environ, len(payload), timeout=30) as read:
+            received, sizes = read_all(read)
+            made = [buffer for buffer in read.__self__.buffers if buffer is not None]
+    assert received == payload and sizes == [len(payload)]
+    assert [len(buffer) for buffer in made] == [len(payload)]

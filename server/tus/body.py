@@ -157,33 +157,33 @@ class _SocketBody:
         self.reader = body.reader
         self.sock = sock
         self.ahead = io.BytesIO(ahead)
-        #: the two buffers reads alternate between, and their views
-        self.buffers: list[StableBuffer] = []
-        self.views: list[memoryview] = []
+        #: the two buffers reads alternate between, each made when a read
+        #: first needs it (a body that arrives in one read makes one)
+        self.buffers: list[StableBuffer | None] = [None, None]
+        #: the size of the buffers the next reads fill
+        self.buffer_size = 0
         self.turn = 0
         self._grow(FIRST_RECV_BUFFER)
-
-    @property
-    def buffer(self) -> StableBuffer:
-        """The buffer the next read fills."""
-        return self.buffers[self.turn]
 
     def _grow(self, size: int) -> None:
         # No bigger than what is left of the body: a small PATCH does not
         # zero a larger buffer than it can fill.
-        size = min(size, RECV_BUFFER, max(self.reader.length, 1))
-        if self.buffers and size <= len(self.buffers[0]):
-            return
-        # A block handed out earlier keeps its old buffer alive (and unchanged).
-        self.buffers = [
-            _full_size_buffer() if size == RECV_BUFFER else StableBuffer(size) for _ in range(2)
-        ]
-        self.views = [memoryview(buffer) for buffer in self.buffers]
+        self.buffer_size = max(self.buffer_size, min(size, RECV_BUFFER, max(self.reader.length, 1)))
+
+    def _buffer(self) -> StableBuffer:
+        """The buffer of this turn, replaced if smaller than the size now
+        wanted (a block handed out earlier keeps the old one alive, unchanged)."""
+        buffer = self.buffers[self.turn]
+        if buffer is None or len(buffer) < self.buffer_size:
+            size = self.buffer_size
+            buffer = _full_size_buffer() if size == RECV_BUFFER else StableBuffer(size)
+            self.buffers[self.turn] = buffer
+        return buffer
 
     def release(self) -> None:
         """The body is done with: its full-size buffers may serve another."""
-        buffers, self.buffers, self.views = self.buffers, [], []
-        _give_back(buffers)
+        buffers, self.buffers = self.buffers, [None, None]
+        _give_back([buffer for buffer in buffers if buffer is not None])
 
     def read(self, size: int) -> bytes | memoryview:
         """Up to ``size`` bytes; a memoryview stays valid (and unchanged)
@@ -193,10 +193,10 @@ class _SocketBody:
         block = self.ahead.read(size)
         if block:
             return block
-        view = self.views[self.turn]
-        wanted = min(size, self.reader.length, len(view))
+        wanted = min(size, self.reader.length, self.buffer_size)
         if wanted <= 0:
             return b""
+        view = memoryview(self._buffer())
         try:
             count = self.sock.recv_into(view, wanted)
         except OSError as error:
@@ -206,9 +206,8 @@ class _SocketBody:
             self.body.failed = True
             raise BodyGone("the client closed the connection before the body ended")
         self.reader.length -= count
-        received = view[:count]
         self.turn ^= 1
         if count == len(view) and count < RECV_BUFFER:
             # The body arrives faster than it is read: larger reads.
             self._grow(count * 4)
-        return received
+        return view[:count]
