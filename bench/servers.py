@@ -194,9 +194,26 @@ def _tree_size(path: Path) -> int:
 class Dqrxfer(Server):
     name = "dqrxfer"
 
-    def __init__(self, workers: int = 4, threads: int = 8, extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workers: int = 4,
+        threads: int = 8,
+        extra: list[str] | None = None,
+        pythonpath: str | None = None,
+    ) -> None:
         super().__init__()
         self.workers, self.threads, self.extra = workers, threads, extra or []
+        #: a directory holding another version of the ``dqrxfer`` package
+        #: (an earlier commit's), imported instead of the installed one
+        self.pythonpath = pythonpath
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        if self.pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(
+                part for part in (self.pythonpath, env.get("PYTHONPATH")) if part
+            )
+        return env
 
     def command(self) -> list[str]:
         threads = ["--threads", str(self.threads)]

@@ -1,19 +1,24 @@
-"""The receive buffer of a request body read from gunicorn's socket
-(server/tus/body.py): small for a slow body, larger only for a fast one."""
+"""The receive buffers of a request body read from gunicorn's socket
+(server/tus/body.py): small for a slow body, larger only for a fast one, and
+a block unchanged until the second read after it."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 
-from dqrxfer.server.tus.body import FIRST_RECV_BUFFER, RECV_BUFFER, body_reader
+from dqrxfer.server.tus.body import FIRST_RECV_BUFFER, RECV_BUFFER, StableBuffer, body_reader
+from dqrxfer.server.tus.store import FileStore, UploadInfo
 
 KiB = 1024
 
@@ -53,9 +58,9 @@ def test_a_slow_body_is_read_into_the_first_small_buffer() -> None:
             sender.start()
             received, sizes = read_all(read)
             sender.join()
+            assert read.__self__.buffer_size == FIRST_RECV_BUFFER
         assert received == b"".join(pieces)
         assert max(sizes) <= FIRST_RECV_BUFFER
-        assert len(read.__self__.buffer) == FIRST_RECV_BUFFER
 
 
 def test_a_read_that_fills_the_buffer_makes_the_next_one_four_times_larger() -> None:
@@ -70,9 +75,95 @@ def test_a_read_that_fills_the_buffer_makes_the_next_one_four_times_larger() -> 
         with body_reader(environ, length, timeout=30) as read:
             first = bytes(read(4 * 1024 * KiB))
             assert len(first) == FIRST_RECV_BUFFER
-            assert len(read.__self__.buffer) == 4 * FIRST_RECV_BUFFER
+            assert read.__self__.buffer_size == 4 * FIRST_RECV_BUFFER
             sender.start()
             rest, sizes = read_all(read)
             sender.join()
         assert first + rest == ahead + payload
         assert max(sizes) <= RECV_BUFFER
+
+
+def test_a_block_stays_unchanged_while_the_next_one_is_received() -> None:
+    payload = os.urandom(6 * RECV_BUFFER)
+    with gunicorn_body(len(payload)) as (environ, client):
+        sender = threading.Thread(target=client.sendall, args=(payload,))
+        sender.start()
+        with body_reader(environ, len(payload), timeout=30) as read:
+            received = bytearray()
+            previous: tuple[memoryview, bytes] | None = None
+            while block := read(4 * 1024 * KiB):
+                assert isinstance(block, memoryview) and isinstance(block.obj, StableBuffer)
+                if previous is not None:
+                    # The block before, after this one was received into the other buffer.
+                    assert bytes(previous[0]) == previous[1]
+                previous = (block, bytes(block))
+                received += block
+        sender.join()
+    assert bytes(received) == payload
+
+
+def test_the_running_sha256_of_patch_after_patch_through_the_socket_reader(
+    tmp_path: Path,
+) -> None:
+    """Each PATCH's last block may still be hashing when the next PATCH
+    starts: its buffer must not serve that PATCH's body meanwhile."""
+    store = FileStore(tmp_path, running_sha256=True)
+    payload = os.urandom(12 * RECV_BUFFER + 3)
+    info = store.create(UploadInfo(id="", length=len(payload)))
+    offset = 0
+    for size in [2 * RECV_BUFFER + 1, RECV_BUFFER, 7, 3 * RECV_BUFFER, 6 * RECV_BUFFER - 5]:
+        chunk = payload[offset : offset + size]
+        with gunicorn_body(len(chunk)) as (environ, client):
+            sender = threading.Thread(target=client.sendall, args=(chunk,))
+            sender.start()
+            with body_reader(environ, len(chunk), timeout=30) as read:
+                offset += store.write(info.id, offset, read, len(payload) - offset)
+            sender.join()
+    assert offset == len(payload)
+    assert store.known_sha256(info.id) == hashlib.sha256(payload).hexdigest()
+
+
+def read_body(payload: bytes) -> tuple[list[StableBuffer], memoryview]:
+    """Read ``payload`` as a body through the socket reader: the buffers its
+    last reads used, and its last block."""
+    with gunicorn_body(len(payload)) as (environ, client):
+        # Waiting in the socket before the first read: the first reads fill
+        # their buffers, so the reader grows them to RECV_BUFFER.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * RECV_BUFFER)
+        ahead = 3 * RECV_BUFFER // 2
+        client.sendall(payload[:ahead])
+        sender = threading.Thread(target=client.sendall, args=(payload[ahead:],))
+        sender.start()
+        with body_reader(environ, len(payload), timeout=30) as read:
+            last = memoryview(b"")
+            while block := read(4 * 1024 * KiB):
+                last = block
+            buffers = [buffer for buffer in read.__self__.buffers if buffer is not None]
+        sender.join()
+    return buffers, last
+
+
+def test_a_buffer_still_being_hashed_serves_no_other_body() -> None:
+    payload = os.urandom(4 * RECV_BUFFER)
+    buffers, last = read_body(payload)
+    assert all(len(buffer) == RECV_BUFFER for buffer in buffers)
+    hashing: Future[None] = Future()
+    assert isinstance(last.obj, StableBuffer)
+    last.obj.hashing = hashing  # as the running SHA-256 marks the block it still reads
+    busy = last.obj
+    during, _ = read_body(payload)
+    assert all(buffer is not busy for buffer in during)
+    hashing.set_result(None)
+    after, _ = read_body(payload)
+    assert any(buffer is busy for buffer in after)  # kept, and used again once free
+
+
+def test_a_small_body_that_arrives_in_one_read_makes_one_buffer() -> None:
+    payload = os.urandom(FIRST_RECV_BUFFER)
+    with gunicorn_body(len(payload)) as (environ, client):
+        client.sendall(payload)
+        with body_reader(environ, len(payload), timeout=30) as read:
+            received, sizes = read_all(read)
+            made = [buffer for buffer in read.__self__.buffers if buffer is not None]
+    assert received == payload and sizes == [len(payload)]
+    assert [len(buffer) for buffer in made] == [len(payload)]

@@ -550,18 +550,21 @@ class FileStore:
     def _keep_digest(
         self, upload_id: str, feeder: Feeder, before: Any, offset: int, kept: int | None
     ) -> None:
-        """Put the running hash back at the offset the file was left at."""
+        """Put the running hash back at the offset the file was left at.
+        Its last block may still be hashing: the request is answered meanwhile
+        (the entry waits for it, see :class:`~.digest.RunningDigests`)."""
+        assert self.digests is not None
         try:
+            if kept is not None and kept != offset:
+                self.digests.keep(upload_id, kept, feeder.digest, feeder.unsettled())
+                return
             feeder.wait()
         except Exception:  # a catch-up that found the file short (hashlib does not fail)
             return
-        assert self.digests is not None
         if kept == offset:
             if before is None:
                 before = feeder.at_start()  # the hash caught up from the file
             self.digests.keep(upload_id, offset, before)
-        elif kept is not None:
-            self.digests.keep(upload_id, kept, feeder.digest)
 
     def known_sha256(self, upload_id: str) -> str | None:
         """The SHA-256 of the upload's data as computed while it arrived in
