@@ -22,7 +22,9 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
+    FromClause,
     Table,
     bindparam,
     delete,
@@ -55,12 +57,32 @@ _SELECT_OUTCOME = (
     .select_from(_uploads.outerjoin(_reports, _reports.c.id == _uploads.c.report_id))
     .where(_uploads.c.id == bindparam("upload_key"))
 )
-_REPORT_IDENTITY = (
-    _events.c.graceid == bindparam("graceid_key"),
-    _reports.c.project == bindparam("project_key"),
-    _reports.c.site == bindparam("site_key"),
-    _reports.c.revision == bindparam("revision_key"),
-)
+
+
+def _report_is(events: FromClause, reports: FromClause) -> tuple[ColumnElement[bool], ...]:
+    """The report (joined with its event) named by the identity's parameters."""
+    return (
+        events.c.graceid == bindparam("graceid_key"),
+        reports.c.project == bindparam("project_key"),
+        reports.c.site == bindparam("site_key"),
+        reports.c.revision == bindparam("revision_key"),
+    )
+
+
+def _cut_in_report(uploads: FromClause) -> tuple[ColumnElement[bool], ...]:
+    """Uploads of the report the identity's parameters name that have a
+    place but are still "receiving" (under the report's lock: cut)."""
+    return (
+        uploads.c.graceid == bindparam("graceid_key"),
+        uploads.c.project == bindparam("project_key"),
+        uploads.c.site == bindparam("site_key"),
+        uploads.c.revision == bindparam("revision_key"),
+        uploads.c.state == "receiving",
+        uploads.c.finalize_order.is_not(None),
+    )
+
+
+_REPORT_IDENTITY = _report_is(_events, _reports)
 _SELECT_REPORT_PATH = (
     select(_reports.c.path)
     .join(_events, _events.c.id == _reports.c.event_id)
@@ -112,14 +134,7 @@ _TAKE_PLACE = (
     .returning(_uploads.c.finalize_order)
 )
 # Under the report's lock: uploads of the report whose finalization was cut.
-_SELECT_CUT = select(_uploads.c.id).where(
-    _uploads.c.graceid == bindparam("graceid_key"),
-    _uploads.c.project == bindparam("project_key"),
-    _uploads.c.site == bindparam("site_key"),
-    _uploads.c.revision == bindparam("revision_key"),
-    _uploads.c.state == "receiving",
-    _uploads.c.finalize_order.is_not(None),
-)
+_SELECT_CUT = select(_uploads.c.id).where(*_cut_in_report(_uploads))
 _SELECT_CUT_EARLIER = _SELECT_CUT.where(_uploads.c.finalize_order < bindparam("order_key"))
 # The start of a finalization in one statement: the upload's outcome, where
 # its report lives, and how many uploads of the report were cut (the lookups
@@ -133,24 +148,12 @@ _existing_report, _existing_event, _cut = (
 _SELECT_START = _SELECT_OUTCOME.add_columns(
     select(_existing_report.c.path)
     .join(_existing_event, _existing_event.c.id == _existing_report.c.event_id)
-    .where(
-        _existing_event.c.graceid == bindparam("graceid_key"),
-        _existing_report.c.project == bindparam("project_key"),
-        _existing_report.c.site == bindparam("site_key"),
-        _existing_report.c.revision == bindparam("revision_key"),
-    )
+    .where(*_report_is(_existing_event, _existing_report))
     .scalar_subquery()
     .label("report_path"),
     select(func.count())
     .select_from(_cut)
-    .where(
-        _cut.c.graceid == bindparam("graceid_key"),
-        _cut.c.project == bindparam("project_key"),
-        _cut.c.site == bindparam("site_key"),
-        _cut.c.revision == bindparam("revision_key"),
-        _cut.c.state == "receiving",
-        _cut.c.finalize_order.is_not(None),
-    )
+    .where(*_cut_in_report(_cut))
     .scalar_subquery()
     .label("cut_count"),
 )
