@@ -6,6 +6,7 @@ upload takes the few statements its design says."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,10 +31,13 @@ def _database(tmp_path: Path, url: str | None = None) -> Database:
     return open_database(load_settings(config, tmp_path / "data"))
 
 
-def _backend(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Database:
-    if backend == "postgresql":
-        return _database(tmp_path, request.getfixturevalue("postgres_url"))
-    return _database(tmp_path)
+@pytest.fixture(params=DATABASES)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """The schema on SQLite, then on PostgreSQL."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    opened = _database(tmp_path, url)
+    yield opened
+    opened.dispose()
 
 
 def _row(upload_id: str) -> dict[str, object]:
@@ -54,11 +58,7 @@ def _row(upload_id: str) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("backend", DATABASES)
-def test_prepared_statements_store_and_read_what_core_does(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    database = _backend(backend, request, tmp_path)
+def test_prepared_statements_store_and_read_what_core_does(database: Database) -> None:
     uploads = Upload.__table__
     fast_insert = Prepared(insert(uploads), list(_row("x")))
     # A literal in the statement ("published") and a bound datetime.
@@ -67,55 +67,43 @@ def test_prepared_statements_store_and_read_what_core_does(
         .where(uploads.c.id == bindparam("upload_key"))
         .values(state="published", finished=bindparam("when_key"))
     )
-    try:
-        with database.transaction(write=True) as connection:
-            fast_insert.execute(connection, _row("fast"))
-            connection.execute(insert(uploads), _row("core"))
-            fast_update.execute(connection, {"upload_key": "fast", "when_key": MOMENT})
-            connection.execute(
-                update(uploads)
-                .where(uploads.c.id == "core")
-                .values(state="published", finished=MOMENT)
-            )
-        with database.session() as session:
-            fast, core = (session.get(Upload, key) for key in ("fast", "core"))
-            assert fast is not None and core is not None
-            for column in ("created", "finished", "state", "length", "revision", "sha256"):
-                assert getattr(fast, column) == getattr(core, column), column
-            assert fast.state == "published"
-        if backend == "sqlite":  # the very same text in the file
-            with database.transaction() as connection:
-                stored = connection.exec_driver_sql(
-                    "SELECT created, finished FROM uploads ORDER BY id"
-                ).all()
-            assert stored[0] == stored[1]
+    with database.transaction(write=True) as connection:
+        fast_insert.execute(connection, _row("fast"))
+        connection.execute(insert(uploads), _row("core"))
+        fast_update.execute(connection, {"upload_key": "fast", "when_key": MOMENT})
+        connection.execute(
+            update(uploads).where(uploads.c.id == "core").values(state="published", finished=MOMENT)
+        )
+    with database.session() as session:
+        fast, core = (session.get(Upload, key) for key in ("fast", "core"))
+        assert fast is not None and core is not None
+        for column in ("created", "finished", "state", "length", "revision", "sha256"):
+            assert getattr(fast, column) == getattr(core, column), column
+        assert fast.state == "published"
+    if database.engine.dialect.name == "sqlite":  # the very same text in the file
         with database.transaction() as connection:
-            found = Prepared(select(uploads.c.state, uploads.c.length).order_by(uploads.c.id))
-            assert found.rows(connection, {}) == [("published", 5), ("published", 5)]
-            assert found.first(connection, {}) == ("published", 5)
-            assert found.scalar(connection, {}) == "published"
-    finally:
-        database.dispose()
+            stored = connection.exec_driver_sql(
+                "SELECT created, finished FROM uploads ORDER BY id"
+            ).all()
+        assert stored[0] == stored[1]
+    with database.transaction() as connection:
+        found = Prepared(select(uploads.c.state, uploads.c.length).order_by(uploads.c.id))
+        assert found.rows(connection, {}) == [("published", 5), ("published", 5)]
+        assert found.first(connection, {}) == ("published", 5)
+        assert found.scalar(connection, {}) == "published"
 
 
-@pytest.mark.parametrize("backend", DATABASES)
-def test_prepared_insert_returns_the_key_and_fails_as_core_does(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    database = _backend(backend, request, tmp_path)
+def test_prepared_insert_returns_the_key_and_fails_as_core_does(database: Database) -> None:
     events = Event.__table__
     add = Prepared(insert(events), ["graceid", "created"])
-    try:
-        with database.transaction(write=True) as connection:
-            first = add.insert(connection, {"graceid": "S1", "created": MOMENT})
-            second = add.insert(connection, {"graceid": "S2", "created": MOMENT})
-            assert second == first + 1
-        with pytest.raises(IntegrityError) as caught, database.transaction(write=True) as again:
-            add.insert(again, {"graceid": "S1", "created": MOMENT})
-        if backend == "sqlite":
-            assert isinstance(caught.value.orig, sqlite3.IntegrityError)
-    finally:
-        database.dispose()
+    with database.transaction(write=True) as connection:
+        first = add.insert(connection, {"graceid": "S1", "created": MOMENT})
+        second = add.insert(connection, {"graceid": "S2", "created": MOMENT})
+        assert second == first + 1
+    with pytest.raises(IntegrityError) as caught, database.transaction(write=True) as again:
+        add.insert(again, {"graceid": "S1", "created": MOMENT})
+    if database.engine.dialect.name == "sqlite":
+        assert isinstance(caught.value.orig, sqlite3.IntegrityError)
 
 
 def test_prepared_refuses_what_it_cannot_run_on_the_cursor(tmp_path: Path) -> None:

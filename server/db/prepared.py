@@ -1,6 +1,6 @@
 """Statements of the per-upload path, run on SQLite's own cursor.
 
-SQLAlchemy Core costs 25 to 100 µs a statement here (finding the compiled
+SQLAlchemy Core costs 30 to 100 µs a statement here (finding the compiled
 form in its cache, an execution context, events, a result object) against
 3 to 10 µs for the statement itself in the ``sqlite3`` module; a small
 report upload runs about ten.  A :class:`Prepared` statement is compiled
