@@ -377,8 +377,7 @@ def _post() -> Response:
     uploads.hooks.pre_create(info)
     body = request.content_length if with_body else None
     _check_creation_size(uploads, info, body)
-    with uploads.creating(info, body):
-        info = uploads.create(info)
+    info = uploads.create(info, body)
     location = _upload_url(info.id)
 
     headers: dict[str, str] = {"Location": location}

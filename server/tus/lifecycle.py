@@ -95,18 +95,25 @@ class Uploads:
 
     # -- creating --------------------------------------------------------------
 
-    def create(self, info: UploadInfo) -> UploadInfo:
-        """Create the upload in the store and run ``post_create``: all or
-        nothing.  If the hook fails (a refusal, a full disk under the
+    def create(self, info: UploadInfo, body: int | None = None) -> UploadInfo:
+        """Create the upload in the store, within its owner's cap
+        (:meth:`creating`, ``body`` as there), and run ``post_create``: all
+        or nothing.  If the hook fails (a refusal, a full disk under the
         application's database) the upload is removed again, so no upload the
-        client was never told about stays behind."""
-        try:
-            info = self.store.create(info)  # removes what it began if it fails
-        except Exception as error:
-            if errors.is_out_of_space(error):
-                log.warning("upload not created: out of storage space (%s)", errors.brief(error))
-                raise errors.out_of_space(_NOT_CREATED) from None
-            raise
+        client was never told about stays behind.  The owner's lock is held
+        until the upload exists in the store, not while the hook runs: a
+        creation meanwhile counts it, and if the hook refuses it that one
+        was held to less room than it had, never to more."""
+        with self.creating(info, body):
+            try:
+                info = self.store.create(info)  # removes what it began if it fails
+            except Exception as error:
+                if errors.is_out_of_space(error):
+                    log.warning(
+                        "upload not created: out of storage space (%s)", errors.brief(error)
+                    )
+                    raise errors.out_of_space(_NOT_CREATED) from None
+                raise
         try:
             self.hooks.post_create(info)
         except BaseException as error:
