@@ -13,12 +13,22 @@ whatever has arrived (up to the buffer's size), with no copy in Python.
 gunicorn's own reader is told how much of the body was consumed, so it keeps
 the connection usable (or closes it after a failure).  Anywhere else (another
 WSGI server, chunked bodies) bodies are read with ``read()`` in small blocks.
+
+A body whose connection falls silent may be taken over: with ``released``
+given, the socket path waits for data in :data:`RELEASE_POLL` slices (the
+same ``recv_into`` calls while data flows: nothing is added to them) and
+after each silent slice asks ``released()``; if another request is waiting
+for the upload's lock and asked for it (:mod:`.locker`), the read ends with
+:class:`BodyReleased`: what was read stays, and the lock is released at once
+instead of after ``read_timeout``.  A body that keeps arriving is never
+interrupted.
 """
 
 from __future__ import annotations
 
 import io
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -33,6 +43,10 @@ FIRST_RECV_BUFFER = 64 * 1024
 #: read() size of the portable path: the most a failed connection may lose.
 PORTABLE_BLOCK = 64 * 1024
 
+#: Seconds of silence after which a body's reader asks whether another
+#: request wants the upload, and again after each further such slice.
+RELEASE_POLL = 0.5
+
 Reader = Callable[[int], Any]
 
 
@@ -40,19 +54,31 @@ class BodyGone(Exception):
     """The body could not be read to its end (client gone, reset, timeout)."""
 
 
+class BodyReleased(BodyGone):
+    """The body fell silent and another request asked for the upload."""
+
+
 @contextmanager
-def body_reader(environ: dict[str, Any], expected: int | None, timeout: float) -> Iterator[Reader]:
+def body_reader(
+    environ: dict[str, Any],
+    expected: int | None,
+    timeout: float,
+    released: Callable[[], bool] | None = None,
+) -> Iterator[Reader]:
     """A ``read(n)`` over the request body that returns what has arrived (at
     most ``n`` bytes; empty at the end) and raises :class:`BodyGone` when the
     body ends early or the connection fails.  Reads wait at most ``timeout``
-    seconds for data (under gunicorn)."""
+    seconds for data (under gunicorn); silent for :data:`RELEASE_POLL`
+    seconds, they raise :class:`BodyReleased` once ``released()`` says so."""
     sock = environ.get("gunicorn.socket")
     previous = sock.gettimeout() if sock is not None else None
     if sock is not None:
         sock.settimeout(timeout)
     try:
         source = environ["wsgi.input"]
-        fast = _socket_reader(source, sock, expected) if sock is not None else None
+        fast = (
+            _socket_reader(source, sock, expected, timeout, released) if sock is not None else None
+        )
         yield fast or _portable_reader(source, expected)
     finally:
         if sock is not None:
@@ -82,7 +108,13 @@ def _portable_reader(stream: Any, expected: int | None) -> Reader:
     return read
 
 
-def _socket_reader(body: Any, sock: socket.socket, expected: int | None) -> Reader | None:
+def _socket_reader(
+    body: Any,
+    sock: socket.socket,
+    expected: int | None,
+    timeout: float,
+    released: Callable[[], bool] | None,
+) -> Reader | None:
     """The socket path, if ``body`` is gunicorn's reader of a body of known
     length that nobody has read yet; None otherwise."""
     try:
@@ -104,14 +136,26 @@ def _socket_reader(body: Any, sock: socket.socket, expected: int | None) -> Read
     if rest:
         unreader.unread(rest)
     reader.length -= len(ahead)
-    return _SocketBody(body, sock, ahead).read
+    return _SocketBody(body, sock, ahead, timeout, released).read
 
 
 class _SocketBody:
-    def __init__(self, body: Any, sock: socket.socket, ahead: bytes) -> None:
+    def __init__(
+        self,
+        body: Any,
+        sock: socket.socket,
+        ahead: bytes,
+        timeout: float,
+        released: Callable[[], bool] | None,
+    ) -> None:
         self.body = body
         self.reader = body.reader
         self.sock = sock
+        self.timeout = timeout
+        self.released = released
+        # The socket's timeout: one slice of the wait for data.
+        self.poll = min(timeout, RELEASE_POLL) if released is not None else timeout
+        sock.settimeout(self.poll)
         self.ahead = io.BytesIO(ahead)
         self.buffer = bytearray(0)
         self.view = memoryview(self.buffer)
@@ -137,7 +181,10 @@ class _SocketBody:
         if wanted <= 0:
             return b""
         try:
-            count = self.sock.recv_into(self.view, wanted)
+            try:
+                count = self.sock.recv_into(self.view, wanted)
+            except TimeoutError:
+                count = self._after_silence(wanted)
         except OSError as error:
             self.body.failed = True  # gunicorn then closes the connection
             raise BodyGone(str(error) or type(error).__name__) from error
@@ -151,3 +198,29 @@ class _SocketBody:
             self._grow(count * 4)
             return received
         return self.view[:count]
+
+    def _after_silence(self, wanted: int) -> int:
+        """``recv_into`` after a slice of silence: ask ``released()`` after
+        each slice; TimeoutError once ``timeout`` seconds have passed
+        without data."""
+        poll = self.poll
+        silent_since = time.monotonic() - poll
+        while True:
+            if self.released is not None and self.released():
+                self.body.failed = True
+                raise BodyReleased(
+                    f"no data for {time.monotonic() - silent_since:.1f} s "
+                    "and another request asked for the upload"
+                )
+            left = self.timeout - (time.monotonic() - silent_since)
+            if left <= 0:
+                raise TimeoutError("timed out")
+            if left < poll:
+                self.sock.settimeout(left)
+            try:
+                count = self.sock.recv_into(self.view, wanted)
+            except TimeoutError:
+                continue
+            if left < poll:
+                self.sock.settimeout(poll)
+            return count
