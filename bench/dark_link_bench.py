@@ -18,13 +18,24 @@ asks HEAD and resumes.
 Measured per upload, on the proxy's and the data file's clocks:
 
 * **dark to resumed**: from the moment the link went dark until the upload's
-  data file on the server grows again (polled every 20 ms);
-* **total**: the command's run time, start to exit.
+  data file on the server grows again (polled every 20 ms).  Without
+  take-over the first growth may be an abandoned request's: a PATCH that
+  waited for the lock while its client had already given up on its sends
+  (``--connect-timeout``) gets the lock when ``read_timeout`` frees it and
+  stores what reached the server's buffers; the client is in its back-off
+  then, so
+* **dark to complete**: until the data file holds the whole payload, says
+  more;
+* **total**: the command's run time, start to exit; the same upload over a
+  link that never goes dark is measured in each round for comparison.
 
 Medians of ``--rounds`` rounds; the two settings alternate in a random order
 per round.  ``--throughput`` measures instead what the wait for a release
 request costs a body that flows: one PATCH of ``--size-mib`` over loopback,
-no proxy, each setting on a fresh server, MB/s.  Scratch files go under
+no proxy, each setting on a fresh server, MB/s; ``--reader`` the body
+reader alone (``server/tus/body.py`` over gunicorn's reader of a socket pair,
+1 GiB from a thread in 1 MiB sends), with and without a ``released``
+callback: wall and CPU seconds, the ratio per round.  Scratch files go under
 ``$BENCH_TMP`` if set.
 """
 
@@ -33,6 +44,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -52,6 +64,8 @@ POLL_SECONDS = 0.02
 #: the file settles at is read this long after.
 SETTLE_SECONDS = 1.0
 SETTINGS = {"take-over (now)": True, "no take-over (before)": False}
+#: The reference: the same upload over a link that never goes dark.
+NEVER_DARK = "link never dark"
 
 
 class FileWatch:
@@ -77,6 +91,10 @@ class FileWatch:
     def _run(self) -> None:
         while not self.stopping.wait(POLL_SECONDS):
             self.samples.append((time.monotonic(), self._size()))
+
+    def complete_after(self, dark: float, size: int) -> float | None:
+        """Seconds from ``dark`` until the file held ``size`` bytes."""
+        return next((at - dark for at, got in self.samples if got >= size), None)
 
     def resumed_after(self, dark: float) -> float | None:
         """Seconds from ``dark`` until the file grew past its size then."""
@@ -122,12 +140,60 @@ def throughput(rounds: int, payload: Path, work: Path) -> None:
     print(f"ratio now/before: {now / before:.3f}; load average after: {os.getloadavg()}")
 
 
+def read_once(size: int, asks: bool) -> tuple[float, float]:
+    """Read a ``size``-byte body through :func:`body_reader`; wall and CPU seconds."""
+    from gunicorn.http.body import Body, LengthReader
+    from gunicorn.http.unreader import SocketUnreader
+
+    from dqrxfer.server.tus.body import body_reader
+
+    server, client = socket.socketpair()
+    block = os.urandom(MiB)
+    sender = threading.Thread(target=lambda: [client.sendall(block) for _ in range(size // MiB)])
+    environ = {
+        "wsgi.input": Body(LengthReader(SocketUnreader(server), size)),
+        "gunicorn.socket": server,
+    }
+    try:
+        wall, cpu = time.perf_counter(), time.process_time()
+        sender.start()
+        with body_reader(environ, size, 60, (lambda: False) if asks else None) as read:
+            while read(4 * MiB):
+                pass
+        sender.join()
+        return time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        server.close()
+        client.close()
+
+
+def reader(rounds: int) -> None:
+    ratios: list[float] = []
+    cpu_ratios: list[float] = []
+    for number in range(rounds):
+        order = [True, False] if number % 2 else [False, True]
+        seconds = {asks: read_once(1024 * MiB, asks) for asks in order}
+        ratios.append(seconds[True][0] / seconds[False][0])
+        cpu_ratios.append(seconds[True][1] / seconds[False][1])
+        print(
+            f"round {number + 1}: with released {seconds[True][0]:.3f} s "
+            f"(CPU {seconds[True][1]:.3f}), without {seconds[False][0]:.3f} s "
+            f"(CPU {seconds[False][1]:.3f}), ratio {ratios[-1]:.3f} (load {os.getloadavg()[0]:.1f})"
+        )
+    print(
+        f"median ratio with/without: wall {statistics.median(ratios):.3f}, "
+        f"CPU {statistics.median(cpu_ratios):.3f}; load average after: {os.getloadavg()}"
+    )
+
+
 def upload_once(
-    take_over: bool, payload: Path, dark_after: int, connect_timeout: float, work: Path
-) -> tuple[float, float]:
-    server = start_server(take_over, work)
+    take_over: bool | None, payload: Path, dark_after: int, connect_timeout: float, work: Path
+) -> tuple[float, float, float]:
+    """(dark to resumed, dark to complete, total) seconds; None for
+    ``take_over``: a link that never goes dark (0, 0, total)."""
+    server = start_server(take_over is not False, work)
     faults = Faults(
-        stall_probability=1.0,
+        stall_probability=0.0 if take_over is None else 1.0,
         stall_after=(dark_after, dark_after),
         stall_seconds=3600,
         max_stalls=1,
@@ -151,16 +217,24 @@ def upload_once(
                 timeout=600,
             )
             total = time.monotonic() - started
-            if result.returncode != 0 or not proxy.counters.stall_times:
+            if result.returncode != 0:
                 raise RuntimeError(f"exit code {result.returncode}: {result.stderr}")
-            dark = proxy.counters.stall_times[0]
+            stalls = proxy.counters.stall_times
     finally:
         watch.stopping.set()
         server.stop()
-    resumed = watch.resumed_after(dark)
-    if resumed is None:
+    if take_over is None:
+        return 0.0, 0.0, total
+    resumed = watch.resumed_after(stalls[0])
+    complete = watch.complete_after(stalls[0], payload.stat().st_size)
+    if resumed is None or complete is None:
         raise RuntimeError("the upload's file never grew after the link went dark")
-    return resumed, total
+    return resumed, complete, total
+
+
+def spread(values: list[float]) -> str:
+    """The median and the range."""
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
 def main() -> int:
@@ -170,7 +244,12 @@ def main() -> int:
     parser.add_argument("--dark-after-mib", type=int, default=16)
     parser.add_argument("--connect-timeout", type=float, nargs="+", default=[5.0, 20.0])
     parser.add_argument("--throughput", action="store_true")
+    parser.add_argument("--reader", action="store_true")
     args = parser.parse_args()
+    if args.reader:
+        print(f"load average before: {os.getloadavg()}", flush=True)
+        reader(args.rounds)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="bench-dark-", dir=os.environ.get("BENCH_TMP")))
     payload = work / "report.bin"
     make_payload(payload, args.size_mib * MiB)
@@ -180,35 +259,29 @@ def main() -> int:
         return 0
     rows = []
     for timeout in args.connect_timeout:
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in SETTINGS}
+        settings: dict[str, bool | None] = {**SETTINGS, NEVER_DARK: None}
+        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in settings}
         rng = random.Random(timeout)
         for round_number in range(args.rounds):
-            names = list(SETTINGS)
+            names = list(settings)
             rng.shuffle(names)
             for name in names:
                 measured = upload_once(
-                    SETTINGS[name], payload, args.dark_after_mib * MiB, timeout, work
+                    settings[name], payload, args.dark_after_mib * MiB, timeout, work
                 )
                 results[name].append(measured)
                 print(
                     f"--connect-timeout {timeout:g}, round {round_number + 1}, {name}: "
-                    f"resumed {measured[0]:.1f} s after dark, total {measured[1]:.1f} s "
-                    f"(load {os.getloadavg()[0]:.1f})",
+                    f"resumed {measured[0]:.1f} s and complete {measured[1]:.1f} s after dark, "
+                    f"total {measured[2]:.1f} s (load {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
         for name, values in results.items():
-            resumed = [value[0] for value in values]
-            totals = [value[1] for value in values]
             rows.append(
-                (
-                    f"{timeout:g} s",
-                    name,
-                    f"{statistics.median(resumed):.1f} ({min(resumed):.1f}-{max(resumed):.1f})",
-                    f"{statistics.median(totals):.1f}",
-                )
+                (f"{timeout:g} s", name, *(spread([v[i] for v in values]) for i in range(3)))
             )
     print(f"load average after: {os.getloadavg()}")
-    header = ("--connect-timeout", "server", "dark to resumed s (range)", "total s")
+    header = ("--connect-timeout", "server", "dark to resumed s", "dark to complete s", "total s")
     print(table(rows, header))
     return 0
 
