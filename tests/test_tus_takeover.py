@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import create_engine
 from test_client_transfers import FAST_RETRIES, upload_command
 from test_tus_block_checksum import block_header
@@ -116,6 +118,13 @@ def servers(
     first.discard()
 
 
+def taken_over(server: LiveServer) -> float:
+    """``dqrxfer_tus_taken_over_total`` over the server's workers."""
+    text = requests.get(f"{server.url}/metrics", timeout=60).text
+    found = re.search(r"^dqrxfer_tus_taken_over_total (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 def on(server: LiveServer, url: str) -> str:
     return f"{server.url}/files/{url.rsplit('/', 1)[-1]}"
 
@@ -128,6 +137,7 @@ def test_a_silent_patch_is_taken_over_from_another_server(
     metadata = report_metadata()
     payload = os.urandom(1 * MiB)
     url = new_upload(first, len(payload), metadata=metadata)
+    counted = taken_over(first)
     raw = RawPatch(url, 0, len(payload))
     try:
         raw.send(payload[:400_000])
@@ -150,6 +160,7 @@ def test_a_silent_patch_is_taken_over_from_another_server(
         raw.close()
     assert took < PROMPTLY, f"took {took:.1f} s (lock_timeout {LOCK_TIMEOUT}, read_timeout 120)"
     assert published(first, metadata).read_bytes() == payload
+    assert taken_over(first) == counted + 1
 
 
 def test_a_silent_block_checksummed_patch_keeps_its_whole_verified_blocks(

@@ -547,6 +547,7 @@ def _receive(
         raise
     except BodyReleased as released:
         kept = _account_kept(uploads, info.id, start)
+        uploads.metrics.taken_over.inc()
         log.info("upload %s: request taken over after %d bytes (%s)", info.id, kept, released)
         raise errors.taken_over(kept, expected) from None
     except BodyGone:
