@@ -78,7 +78,8 @@ class FileLocker:
     locks are the filesystem's own, so several hosts sharing the uploads
     directory exclude each other too.  The byte is at an offset derived from
     the upload id (64-bit hash): two uploads sharing a byte would only wait
-    for each other, never interleave.  The kernel drops the lock when the
+    for each other (or take over each other's silent holder, which keeps its
+    bytes), never interleave.  The kernel drops the lock when the
     file is closed or the process dies.
 
     A waiter taking over (``take_over``) read-locks the same byte of a second
