@@ -7,8 +7,6 @@ SQLite (file locks) and PostgreSQL (advisory locks)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import subprocess
 import sys
@@ -21,18 +19,18 @@ import pytest
 
 from support.live import LiveServer
 from support.tus import (
-    RawPatch,
     data_file,
     head,
     module_config,
     new_upload,
     offset_of,
     patch,
+    patch_partly,
     patch_until_unlocked,
     published,
     report_metadata,
+    sha1_header,
     upload_id,
-    wait_for,
 )
 
 LOCK_TIMEOUT = 1
@@ -55,17 +53,11 @@ def server(
     live.discard()
 
 
-def sha1_header(data: bytes) -> str:
-    return "sha1 " + base64.b64encode(hashlib.sha1(data).digest()).decode()
-
-
 def test_dropped_connection_keeps_the_received_bytes(server: LiveServer) -> None:
     metadata = report_metadata()
     payload = os.urandom(3 * 1024 * 1024)
     url = new_upload(server, len(payload), metadata=metadata)
-    raw = RawPatch(url, 0, len(payload))
-    raw.send(payload[:1_000_000])
-    wait_for(lambda: data_file(server, url).stat().st_size == 1_000_000, what="bytes on disk")
+    raw = patch_partly(server, url, 0, payload, until=1_000_000)
     raw.drop()
 
     assert offset_of(url) == 1_000_000
@@ -80,9 +72,9 @@ def test_dropped_checksummed_chunk_is_discarded_whole(server: LiveServer) -> Non
     url = new_upload(server, len(payload), metadata=metadata)
     assert patch(url, 0, payload[:100]).status_code == 204
     chunk = payload[100:]
-    raw = RawPatch(url, 100, len(chunk), headers={"Upload-Checksum": sha1_header(chunk)})
-    raw.send(chunk[:700_000])
-    wait_for(lambda: data_file(server, url).stat().st_size == 700_100, what="bytes on disk")
+    raw = patch_partly(
+        server, url, 100, chunk, until=700_100, headers={"Upload-Checksum": sha1_header(chunk)}
+    )
     assert offset_of(url) == 100  # not verified yet: not counted
     raw.drop()
 
@@ -122,11 +114,9 @@ def test_stalled_client_loses_the_lock_after_the_read_timeout(server: LiveServer
     metadata = report_metadata()
     payload = os.urandom(1024 * 1024)
     url = new_upload(server, len(payload), metadata=metadata)
-    raw = RawPatch(url, 0, len(payload))
+    raw = patch_partly(server, url, 0, payload, until=400_000)
+    silent = time.monotonic()
     try:
-        raw.send(payload[:400_000])
-        silent = time.monotonic()
-        wait_for(lambda: data_file(server, url).stat().st_size == 400_000, what="bytes on disk")
         # The client neither sends nor closes.  Within the read timeout the
         # server gives up on it, keeps its bytes and frees the upload.
         status, _ = raw.response()
