@@ -52,8 +52,8 @@ import threading
 import time
 from pathlib import Path
 
-from bench.client_bench import table
 from bench.servers import BIN, Dqrxfer
+from bench.tables import table
 from bench.tus_bench import make_payload, tus_upload
 from tests.support.faultproxy import FaultProxy, Faults
 from tests.support.tus import dqr_upload_command
