@@ -1,23 +1,35 @@
 """The receive buffers of a request body read from gunicorn's socket
-(server/tus/body.py): small for a slow body, larger only for a fast one, and
-a block unchanged until the second read after it."""
+(server/tus/body.py): small for a slow body, larger only for a fast one, a
+block unchanged until the second read after it; a silent body asks whether
+another request wants its upload."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 
-from dqrxfer.server.tus.body import FIRST_RECV_BUFFER, RECV_BUFFER, StableBuffer, body_reader
+from dqrxfer.server.tus.body import (
+    FIRST_RECV_BUFFER,
+    RECV_BUFFER,
+    RELEASE_POLL,
+    BodyGone,
+    BodyReleased,
+    StableBuffer,
+    body_reader,
+)
 from dqrxfer.server.tus.store import FileStore, UploadInfo
 
 KiB = 1024
@@ -167,3 +179,60 @@ def test_a_small_body_that_arrives_in_one_read_makes_one_buffer() -> None:
             made = [buffer for buffer in read.__self__.buffers if buffer is not None]
     assert received == payload and sizes == [len(payload)]
     assert [len(buffer) for buffer in made] == [len(payload)]
+
+
+def test_a_silent_body_asks_whether_it_is_wanted_and_ends_when_it_is() -> None:
+    sent = os.urandom(10 * KiB)
+    asked: list[float] = []
+    with gunicorn_body(len(sent) + KiB) as (environ, client):
+        client.sendall(sent)  # then silence, the socket open
+
+        def released() -> bool:
+            asked.append(time.monotonic())
+            return len(asked) == 2
+
+        with body_reader(environ, len(sent) + KiB, timeout=30, released=released) as read:
+            received = bytes(read(64 * KiB))
+            started = time.monotonic()
+            with pytest.raises(BodyReleased):
+                read(64 * KiB)
+            ended = time.monotonic()
+        assert received == sent
+        assert environ["wsgi.input"].failed  # gunicorn closes the connection
+    # asked after each slice of silence, not before the first
+    assert asked[0] - started >= RELEASE_POLL * 0.9
+    assert ended - started < 30
+
+
+def test_a_silent_body_nobody_wants_ends_after_the_read_timeout() -> None:
+    asked: list[int] = []
+
+    def released() -> bool:
+        asked.append(1)
+        return False
+
+    with (
+        gunicorn_body(KiB) as (environ, _),
+        body_reader(environ, KiB, timeout=1.2, released=released) as read,
+    ):
+        started = time.monotonic()
+        with pytest.raises(BodyGone) as gone:
+            read(KiB)
+        waited = time.monotonic() - started
+    assert not isinstance(gone.value, BodyReleased)
+    assert "timed out" in str(gone.value)
+    assert 1.2 * 0.9 <= waited < 10
+    assert len(asked) >= 2
+
+
+def test_a_body_read_by_the_wsgi_server_keeps_its_read_timeout() -> None:
+    """Not the socket path (here a plain stream): no slices, nothing asked."""
+    server, client = socket.socketpair()
+    try:
+        environ = {"wsgi.input": io.BytesIO(b"abc"), "gunicorn.socket": server}
+        with body_reader(environ, 3, timeout=30, released=lambda: True) as read:
+            assert server.gettimeout() == 30
+            assert read(10) == b"abc"
+    finally:
+        server.close()
+        client.close()

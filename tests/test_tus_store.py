@@ -256,7 +256,7 @@ def test_file_locks_exclude_threads_and_leave_no_file_per_upload(tmp_path: Path)
     for thread in threads:
         thread.join()
     assert overlaps == []
-    assert [path.name for path in tmp_path.iterdir()] == ["uploads.lock"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["uploads.lock", "uploads.release"]
 
 
 def test_a_busy_lock_times_out_with_423_and_other_uploads_go_on(tmp_path: Path) -> None:

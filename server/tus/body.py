@@ -16,6 +16,15 @@ unchanged while the next one is received: the running SHA-256
 gunicorn's own reader is told how much of the body was consumed, so it keeps
 the connection usable (or closes it after a failure).  Anywhere else (another
 WSGI server, chunked bodies) bodies are read with ``read()`` in small blocks.
+
+A body whose connection falls silent may be taken over: with ``released``
+given, the socket path waits for data in :data:`RELEASE_POLL` slices (the
+same ``recv_into`` calls while data flows: nothing is added to them) and
+after each silent slice asks ``released()``; if another request is waiting
+for the upload's lock and asked for it (:mod:`.locker`), the read ends with
+:class:`BodyReleased`: what was read stays, and the lock is released at once
+instead of after ``read_timeout``.  A body that keeps arriving is never
+interrupted.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import io
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
@@ -41,6 +51,10 @@ PORTABLE_BLOCK = 64 * 1024
 #: needs two): allocating a megabyte per body, zeroed and page-faulted anew,
 #: cost more than the system calls that receive it.
 MAX_SPARE_BUFFERS = 2
+
+#: Seconds of silence after which a body's reader asks whether another
+#: request wants the upload, and again after each further such slice.
+RELEASE_POLL = 0.5
 
 Reader = Callable[[int], Any]
 
@@ -81,12 +95,22 @@ class BodyGone(Exception):
     """The body could not be read to its end (client gone, reset, timeout)."""
 
 
+class BodyReleased(BodyGone):
+    """The body fell silent and another request asked for the upload."""
+
+
 @contextmanager
-def body_reader(environ: dict[str, Any], expected: int | None, timeout: float) -> Iterator[Reader]:
+def body_reader(
+    environ: dict[str, Any],
+    expected: int | None,
+    timeout: float,
+    released: Callable[[], bool] | None = None,
+) -> Iterator[Reader]:
     """A ``read(n)`` over the request body that returns what has arrived (at
     most ``n`` bytes; empty at the end) and raises :class:`BodyGone` when the
     body ends early or the connection fails.  Reads wait at most ``timeout``
-    seconds for data (under gunicorn)."""
+    seconds for data (under gunicorn); silent for :data:`RELEASE_POLL`
+    seconds, they raise :class:`BodyReleased` once ``released()`` says so."""
     sock = environ.get("gunicorn.socket")
     previous = sock.gettimeout() if sock is not None else None
     if sock is not None:
@@ -94,7 +118,9 @@ def body_reader(environ: dict[str, Any], expected: int | None, timeout: float) -
     fast = None
     try:
         source = environ["wsgi.input"]
-        fast = _socket_reader(source, sock, expected) if sock is not None else None
+        fast = (
+            _socket_reader(source, sock, expected, timeout, released) if sock is not None else None
+        )
         yield fast.read if fast is not None else _portable_reader(source, expected)
     finally:
         if fast is not None:
@@ -126,7 +152,13 @@ def _portable_reader(stream: Any, expected: int | None) -> Reader:
     return read
 
 
-def _socket_reader(body: Any, sock: socket.socket, expected: int | None) -> _SocketBody | None:
+def _socket_reader(
+    body: Any,
+    sock: socket.socket,
+    expected: int | None,
+    timeout: float,
+    released: Callable[[], bool] | None,
+) -> _SocketBody | None:
     """The socket path, if ``body`` is gunicorn's reader of a body of known
     length that nobody has read yet; None otherwise."""
     try:
@@ -148,14 +180,26 @@ def _socket_reader(body: Any, sock: socket.socket, expected: int | None) -> _Soc
     if rest:
         unreader.unread(rest)
     reader.length -= len(ahead)
-    return _SocketBody(body, sock, ahead)
+    return _SocketBody(body, sock, ahead, timeout, released)
 
 
 class _SocketBody:
-    def __init__(self, body: Any, sock: socket.socket, ahead: bytes) -> None:
+    def __init__(
+        self,
+        body: Any,
+        sock: socket.socket,
+        ahead: bytes,
+        timeout: float,
+        released: Callable[[], bool] | None,
+    ) -> None:
         self.body = body
         self.reader = body.reader
         self.sock = sock
+        self.timeout = timeout
+        self.released = released
+        # The socket's timeout: one slice of the wait for data.
+        self.poll = min(timeout, RELEASE_POLL) if released is not None else timeout
+        sock.settimeout(self.poll)
         self.ahead = io.BytesIO(ahead)
         #: the two buffers reads alternate between, each made when a read
         #: first needs it (a body that arrives in one read makes one)
@@ -198,7 +242,10 @@ class _SocketBody:
             return b""
         view = memoryview(self._buffer())
         try:
-            count = self.sock.recv_into(view, wanted)
+            try:
+                count = self.sock.recv_into(view, wanted)
+            except TimeoutError:
+                count = self._after_silence(view, wanted)
         except OSError as error:
             self.body.failed = True  # gunicorn then closes the connection
             raise BodyGone(str(error) or type(error).__name__) from error
@@ -211,3 +258,29 @@ class _SocketBody:
             # The body arrives faster than it is read: larger reads.
             self._grow(count * 4)
         return view[:count]
+
+    def _after_silence(self, view: memoryview, wanted: int) -> int:
+        """``recv_into`` after a slice of silence: ask ``released()`` after
+        each slice; TimeoutError once ``timeout`` seconds have passed
+        without data."""
+        poll = self.poll
+        silent_since = time.monotonic() - poll
+        while True:
+            if self.released is not None and self.released():
+                self.body.failed = True
+                raise BodyReleased(
+                    f"no data for {time.monotonic() - silent_since:.1f} s "
+                    "and another request asked for the upload"
+                )
+            left = self.timeout - (time.monotonic() - silent_since)
+            if left <= 0:
+                raise TimeoutError("timed out")
+            if left < poll:
+                self.sock.settimeout(left)
+            try:
+                count = self.sock.recv_into(view, wanted)
+            except TimeoutError:
+                continue
+            if left < poll:
+                self.sock.settimeout(poll)
+            return count

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
+import pytest
 import requests
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -69,6 +70,14 @@ def write_config(path: Path, **keys: object) -> Path:
         lines.append(f"{key} = {_toml(value)}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def module_config(request: pytest.FixtureRequest, root: Path, **keys: object) -> Path:
+    """:func:`write_config` for a module's servers, whose fixture is
+    parametrized ``sqlite`` or ``postgresql`` (then the module's database)."""
+    if request.param == "postgresql":
+        keys["database_url"] = request.getfixturevalue("module_postgres_url")
+    return write_config(root / "config.toml", **keys)
 
 
 def _toml(value: object) -> str:
