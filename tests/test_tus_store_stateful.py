@@ -1,0 +1,615 @@
+"""Property: whatever sequence of tus requests arrives, the upload store keeps
+its invariants.
+
+A hypothesis state machine drives the real app in process (``create_app``
+through :class:`~support.inprocess.InProcessServer`, real stores, database
+and report tree on disk, Flask's test client) with random sequences of:
+
+* creation (``POST``): a single upload or a partial upload of the
+  concatenation extension, with ``Upload-Length`` or ``Upload-Defer-Length``,
+  with or without a body (creation-with-upload);
+* ``PATCH`` of the next bytes, declaring a deferred length on the way or not;
+* any request body may carry ``Upload-Checksum`` (the whole body) or
+  ``Upload-Block-Checksum`` (each 64 KiB block), and may be damaged (one
+  byte flipped: the checksum no longer matches) or cut short (the connection
+  ends, or is reset, after some bytes: a WSGI input that ends early);
+* ``PATCH`` at a wrong offset (409), of more than the upload's length (413),
+  to a final upload (403), to an expired upload (410) or a removed one (404);
+* termination (``DELETE``);
+* a final upload of some of a report's partial uploads (``Upload-Concat:
+  final``), before or after they finish (concatenation-unfinished);
+* time passing for one upload (its data file's modification time, which is
+  where expiry is read from, set back past ``upload_expiry``) and
+  housekeeping's sweep (``Uploads.sweep``, what ``cleanup`` runs).
+
+A model beside it knows what each upload should hold.  A body's bytes are
+kept as far as the rules allow: all of a complete body; of a damaged or cut
+body, none under ``Upload-Checksum``, the whole blocks before the damage or
+the cut under ``Upload-Block-Checksum``, every byte received without a
+checksum.
+
+Invariants, checked after every step over every upload the run made (not
+only the last one touched):
+
+1. No request is answered 5xx; every 4xx answer (but HEAD's) has a
+   plain-text body, and each rule checks that it names the header or rule
+   it is about (``Upload-Offset``, ``Upload-Checksum``, ...).
+2. An upload that exists answers HEAD 200; the ``Upload-Offset`` it reports
+   never goes backwards and is exactly the model's offset; its data file holds
+   exactly the model's prefix of what was sent and accepted (so it never
+   reports a byte that is not stored, and no byte of a damaged block, or after
+   one, is kept).  ``Upload-Length``/``Upload-Defer-Length``,
+   ``Upload-Concat`` and ``Upload-Expires`` say what the model says.  A final
+   upload reports no offset and holds nothing until it is concatenated.
+3. A finished upload (post_finish ran) is byte-identical to the model: its
+   data file and, for a single or final upload, the file published in the
+   report tree (which stays when the upload is terminated later).
+4. An expired upload answers 410 until it is swept; a terminated or swept one
+   answers 404 and leaves no file of its own in the store (data, state,
+   markers, concatenation links, its owner's hint).
+5. Between requests the store holds no ``.pending`` marker and no temporary
+   file.
+
+Bounded for CI (``derandomize``, no example database: the same sequences on
+every run); one app serves every example, each with its own uploads.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import itertools
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from werkzeug.test import TestResponse
+
+from dqrxfer.server.services import services
+from support.inprocess import InProcessServer
+from support.tus import (
+    OCTETS,
+    TUS,
+    block_header,
+    encode_metadata,
+    published,
+    report_metadata,
+    write_config,
+)
+
+#: Block size of ``Upload-Block-Checksum`` (the smallest the server takes).
+BLOCK = 64 * 1024
+EXPIRY = 3600
+
+SINGLE, PARTIAL, FINAL = "single", "partial", "final"
+#: States of an upload: in the store; expired (not swept yet); gone
+#: (terminated or swept).
+OPEN, EXPIRED, GONE = "open", "expired", "gone"
+
+#: Payload lengths: small ones, and ones of a few blocks (for block checksums
+#: to keep some blocks and lose others).
+lengths = st.one_of(st.integers(0, 40), st.integers(2 * BLOCK - 3, 3 * BLOCK + 3))
+seeds = st.integers(0, 2**16)
+_names = itertools.count()
+
+
+def payload_of(seed: int, length: int) -> bytes:
+    return random.Random(seed).randbytes(length)
+
+
+@dataclass(eq=False)
+class Upload:
+    """What the model knows of one upload."""
+
+    url: str
+    kind: str
+    #: every byte the client means to send (a final upload: its partials', in order)
+    payload: bytes
+    metadata: dict[str, str]
+    #: the length the server knows (None: deferred and not declared yet)
+    length: int | None
+    offset: int = 0
+    state: str = OPEN
+    #: post_finish ran (a single or final upload is then published)
+    completed: bool = False
+    partials: list[Upload] = field(default_factory=list)
+    #: the highest offset a HEAD reported
+    seen: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.url).path
+
+    @property
+    def finished(self) -> bool:
+        return self.length is not None and self.offset == self.length
+
+    @property
+    def expires(self) -> bool:
+        """Whether the server gives it an expiry (see ``tus.expiration``)."""
+        return self.kind == PARTIAL or not self.finished
+
+
+@dataclass(frozen=True)
+class Body:
+    """One request body: ``size`` bytes of the payload from the upload's
+    offset, checked (``none``, ``whole``, ``blocks``), and what happens to it
+    on the way (``fault`` ``none``, ``damage``, ``end`` or ``reset`` at byte
+    ``at``)."""
+
+    size: int
+    check: str = "none"
+    fault: str = "none"
+    at: int = 0
+
+    def kept(self) -> int:
+        """How many of its bytes the store keeps."""
+        if self.fault == "none":
+            return self.size
+        if self.check == "whole":
+            return 0
+        if self.check == "blocks":
+            return self.at // BLOCK * BLOCK
+        return self.at  # a body without checksum cut short: every byte received
+
+    def status(self, complete: int) -> int:
+        return {"none": complete, "damage": 460}.get(self.fault, 400)
+
+
+@st.composite
+def bodies(draw: st.DrawFn, remaining: int) -> Body:
+    size = draw(st.integers(0, remaining))
+    if size == 0:
+        return Body(0, draw(st.sampled_from(["none", "whole"])))
+    check = draw(st.sampled_from(["none", "whole", "blocks"]))
+    faults = ["none", "end", "reset"] + (["damage"] if check != "none" else [])
+    fault = draw(st.sampled_from(faults))
+    at = draw(st.integers(0, size - 1)) if fault != "none" else 0
+    return Body(size, check, fault, at)
+
+
+class _CutBody(io.BytesIO):
+    """A request body whose connection ends after the bytes it holds: the read
+    after them returns nothing (the peer closed) or raises (a reset)."""
+
+    def __init__(self, received: bytes, reset: bool) -> None:
+        super().__init__(received)
+        self.reset = reset
+
+    def read(self, size: int | None = -1) -> bytes:
+        block = super().read(size)
+        if not block and size != 0 and self.reset:
+            raise ConnectionResetError("connection reset by peer")
+        return block
+
+
+def _whole_checksum(data: bytes) -> str:
+    return "sha1 " + base64.b64encode(hashlib.sha1(data).digest()).decode()
+
+
+_servers: list[InProcessServer] = []
+
+
+class StoreRequests(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.server = _servers[0]
+        self.client: FlaskClient = self.server.app.test_client()
+        self.store_dir = services(self.server.app).settings.uploads_dir
+        self.uploads: list[Upload] = []
+        #: filename -> the partial uploads meant for the final upload of that name
+        self.groups: dict[str, list[Upload]] = {}
+        self.joined: set[str] = set()  # groups whose final upload exists
+
+    # -- requests ----------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        cut: tuple[int, bool] | None = None,
+    ) -> TestResponse:
+        """Send one request; ``cut`` (bytes, reset): the body's connection ends
+        after that many bytes, with a reset or not.  No answer is a 5xx;
+        every 4xx but HEAD's has a plain-text body."""
+        sent = {**TUS, **(headers or {})}
+        extra: dict[str, Any] = {}
+        if cut is not None:
+            received, reset = cut
+            extra["input_stream"] = _CutBody(body[:received], reset)
+            extra["environ_overrides"] = {"CONTENT_LENGTH": str(len(body))}
+        elif body:
+            extra["data"] = body
+        response = self.client.open(path, method=method, headers=sent, **extra)
+        text = response.get_data(as_text=True)
+        assert response.status_code < 500, (method, path, response.status_code, text)
+        if 400 <= response.status_code < 500 and method != "HEAD":
+            assert response.mimetype == "text/plain" and text.strip(), (method, path, text)
+        return response
+
+    def send(
+        self, method: str, upload: Upload | None, path: str, headers: dict[str, str], body: Body
+    ) -> tuple[TestResponse, int]:
+        """Send ``body`` (bytes of ``upload``'s payload from its offset, or of
+        ``headers``' payload for a creation); returns the answer and how many
+        bytes the model expects kept, checking the answer names its rule."""
+        start = upload.offset if upload is not None else 0
+        payload = upload.payload if upload is not None else b""
+        data = payload[start : start + body.size]
+        sent = dict(headers)
+        if method == "PATCH" or body.size or body.check != "none":
+            sent["Content-Type"] = OCTETS
+        if body.check == "whole":
+            sent["Upload-Checksum"] = _whole_checksum(data)
+        elif body.check == "blocks":
+            sent["Upload-Block-Checksum"] = block_header(data, BLOCK)
+        cut = None
+        if body.fault == "damage":
+            damaged = bytearray(data)
+            damaged[body.at] ^= 0x5A
+            data = bytes(damaged)
+        elif body.fault in ("end", "reset"):
+            cut = (body.at, body.fault == "reset")
+        response = self.request(method, path, sent, data, cut)
+        kept = body.kept()
+        text = response.get_data(as_text=True)
+        if body.fault == "damage":
+            assert response.status_code == 460, (response.status_code, text)
+            named = "Upload-Checksum" if body.check == "whole" else "Upload-Block-Checksum"
+            assert text.startswith(f"{named}:"), text
+            if body.check == "blocks":
+                assert f"block {body.at // BLOCK} does not match" in text, text
+                assert response.headers["Upload-Offset"] == str(start + kept)
+        elif body.fault != "none":
+            assert response.status_code == 400, (response.status_code, text)
+            assert text.startswith("request body ended after") and "Upload-Offset" in text, text
+        return response, kept
+
+    # -- creation ----------------------------------------------------------
+
+    def _create(
+        self,
+        kind: str,
+        payload: bytes,
+        metadata: dict[str, str],
+        deferred: bool,
+        body: Body | None,
+    ) -> Upload | None:
+        headers = {"Upload-Metadata": encode_metadata(metadata)}
+        if deferred:
+            headers["Upload-Defer-Length"] = "1"
+        else:
+            headers["Upload-Length"] = str(len(payload))
+        if kind == PARTIAL:
+            headers["Upload-Concat"] = "partial"
+        model = Upload("", kind, payload, metadata, None if deferred else len(payload))
+        if body is None:
+            response = self.request("POST", "/files/", headers)
+            kept = 0
+            assert response.status_code == 201, response.get_data(as_text=True)
+        else:
+            response, kept = self.send("POST", model, "/files/", headers, body)
+            if body.fault == "none":
+                assert response.status_code == 201, response.get_data(as_text=True)
+        model.url = response.headers["Location"]
+        model.offset = kept
+        if response.status_code == 201:
+            assert response.headers["Upload-Offset"] == str(kept)
+        self.uploads.append(model)
+        self._settle(model)
+        return model
+
+    @rule(
+        data=st.data(),
+        kind=st.sampled_from([SINGLE, PARTIAL]),
+        length=lengths,
+        seed=seeds,
+        deferred=st.booleans(),
+        with_body=st.booleans(),
+    )
+    def create(
+        self,
+        data: st.DataObject,
+        kind: str,
+        length: int,
+        seed: int,
+        deferred: bool,
+        with_body: bool,
+    ) -> None:
+        """A single upload, or a partial upload for a new or an existing
+        report file (one whose final upload does not exist yet)."""
+        if kind == PARTIAL:
+            open_groups = sorted(set(self.groups) - self.joined)
+            filename = data.draw(st.sampled_from([f"p{next(_names)}.bin", *open_groups]))
+        else:
+            filename = f"s{next(_names)}.bin"
+        metadata = report_metadata(filename)
+        body = data.draw(bodies(length)) if with_body else None
+        upload = self._create(kind, payload_of(seed, length), metadata, deferred, body)
+        if kind == PARTIAL and upload is not None:
+            self.groups.setdefault(filename, []).append(upload)
+
+    @precondition(lambda self: set(self.groups) - self.joined)
+    @rule(data=st.data())
+    def create_final(self, data: st.DataObject) -> None:
+        """A final upload of some of a report file's partial uploads (any
+        order, repeats allowed), finished or not, expired, or gone."""
+        filename = data.draw(st.sampled_from(sorted(set(self.groups) - self.joined)))
+        partials = data.draw(st.lists(st.sampled_from(self.groups[filename]), min_size=1, max_size=3))
+        metadata = report_metadata(filename)
+        headers = {
+            "Upload-Concat": "final;" + " ".join(partial.url for partial in partials),
+            "Upload-Metadata": encode_metadata(metadata),
+        }
+        response = self.request("POST", "/files/", headers)
+        text = response.get_data(as_text=True)
+        if any(partial.state != OPEN for partial in partials):
+            assert response.status_code == 400, (response.status_code, text)
+            assert text.startswith("Upload-Concat:"), text
+            return
+        assert response.status_code == 201, text
+        lengths = [partial.length for partial in partials]
+        final = Upload(
+            response.headers["Location"],
+            FINAL,
+            b"".join(partial.payload for partial in partials),
+            metadata,
+            None if None in lengths else sum(length or 0 for length in lengths),
+            partials=partials,
+        )
+        self.uploads.append(final)
+        self.joined.add(filename)
+        self._settle(final)
+        if final.completed:
+            assert response.headers["Upload-Offset"] == str(final.length)
+        else:
+            assert "Upload-Offset" not in response.headers
+
+    def _settle(self, changed: Upload) -> None:
+        """What finishing ``changed`` completes: itself, and final uploads
+        whose partial uploads are now all finished and in the store."""
+        if changed.kind != FINAL and changed.finished and changed.state == OPEN:
+            changed.completed = True
+        for final in self.uploads:
+            if final.kind != FINAL or final.completed or final.state != OPEN:
+                continue
+            partials = final.partials
+            if all(partial.state != GONE and partial.completed for partial in partials):
+                final.completed = True
+                final.length = final.offset = len(final.payload)
+
+    # -- PATCH -------------------------------------------------------------
+
+    def _pick(self, data: st.DataObject, *kinds: str) -> Upload:
+        return data.draw(st.sampled_from([u for u in self.uploads if u.kind in kinds]))
+
+    @precondition(lambda self: any(u.kind != FINAL for u in self.uploads))
+    @rule(data=st.data(), declare=st.booleans())
+    def patch(self, data: st.DataObject, declare: bool) -> None:
+        """The next bytes (maybe none, maybe damaged or cut), declaring a
+        deferred length on the way or not."""
+        upload = self._pick(data, SINGLE, PARTIAL)
+        body = data.draw(bodies(len(upload.payload) - upload.offset))
+        headers = {"Upload-Offset": str(upload.offset)}
+        declaring = declare and upload.length is None
+        if declaring:
+            headers["Upload-Length"] = str(len(upload.payload))
+        if upload.state != OPEN:
+            response = self.request("PATCH", upload.path, {**headers, "Content-Type": OCTETS})
+            self._check_absent(upload, response)
+            return
+        response, kept = self.send("PATCH", upload, upload.path, headers, body)
+        if declaring:
+            upload.length = len(upload.payload)
+        upload.offset += kept
+        if body.fault == "none":
+            assert response.status_code == 204, response.get_data(as_text=True)
+            assert response.headers["Upload-Offset"] == str(upload.offset)
+        self._settle(upload)
+
+    @staticmethod
+    def _check_absent(upload: Upload, response: TestResponse, head: bool = False) -> None:
+        """410 for an expired upload, 404 for one that is gone; the reason
+        named (HEAD answers have no body)."""
+        text = response.get_data(as_text=True)
+        status, reason = (410, "expired") if upload.state == EXPIRED else (404, "not found")
+        assert response.status_code == status, (response.status_code, text)
+        assert head or reason in text, text
+
+    @precondition(lambda self: any(u.kind != FINAL and u.state == OPEN for u in self.uploads))
+    @rule(data=st.data(), size=st.integers(1, 10))
+    def patch_at_a_wrong_offset(self, data: st.DataObject, size: int) -> None:
+        upload = data.draw(
+            st.sampled_from([u for u in self.uploads if u.kind != FINAL and u.state == OPEN])
+        )
+        wrong = data.draw(st.integers(0, upload.offset + BLOCK).filter(lambda o: o != upload.offset))
+        headers = {"Upload-Offset": str(wrong), "Content-Type": OCTETS}
+        response = self.request("PATCH", upload.path, headers, b"x" * size)
+        text = response.get_data(as_text=True)
+        assert response.status_code == 409, (response.status_code, text)
+        assert text == f"Upload-Offset: {wrong} does not match the current offset {upload.offset}\n"
+
+    @precondition(
+        lambda self: any(
+            u.kind != FINAL and u.state == OPEN and u.length is not None for u in self.uploads
+        )
+    )
+    @rule(data=st.data(), excess=st.integers(1, 3))
+    def patch_more_than_the_length(self, data: st.DataObject, excess: int) -> None:
+        upload = data.draw(
+            st.sampled_from(
+                [
+                    u
+                    for u in self.uploads
+                    if u.kind != FINAL and u.state == OPEN and u.length is not None
+                ]
+            )
+        )
+        assert upload.length is not None
+        size = upload.length - upload.offset + excess
+        headers = {"Upload-Offset": str(upload.offset), "Content-Type": OCTETS}
+        response = self.request("PATCH", upload.path, headers, b"y" * size)
+        text = response.get_data(as_text=True)
+        assert response.status_code == 413, (response.status_code, text)
+        assert text.startswith("request body exceeds the limit"), text
+
+    @precondition(lambda self: any(u.kind == FINAL and u.state == OPEN for u in self.uploads))
+    @rule(data=st.data())
+    def patch_a_final_upload(self, data: st.DataObject) -> None:
+        upload = data.draw(st.sampled_from([u for u in self.uploads if u.kind == FINAL]))
+        headers = {"Upload-Offset": "0", "Content-Type": OCTETS}
+        response = self.request("PATCH", upload.path, headers, b"z")
+        text = response.get_data(as_text=True)
+        assert response.status_code == 403, (response.status_code, text)
+        assert "final upload" in text
+
+    # -- termination, expiry, cleanup --------------------------------------
+
+    @precondition(lambda self: self.uploads)
+    @rule(data=st.data())
+    def terminate(self, data: st.DataObject) -> None:
+        upload = data.draw(st.sampled_from(self.uploads))
+        response = self.request("DELETE", upload.path)
+        if upload.state == GONE:
+            self._check_absent(upload, response)
+            return
+        assert response.status_code == 204, response.get_data(as_text=True)
+        upload.state = GONE
+
+    @precondition(
+        lambda self: any(u.kind != FINAL and u.state == OPEN and u.expires for u in self.uploads)
+    )
+    @rule(data=st.data())
+    def time_passes(self, data: st.DataObject) -> None:
+        """One upload's last change moves back past the expiry."""
+        upload = data.draw(
+            st.sampled_from(
+                [u for u in self.uploads if u.kind != FINAL and u.state == OPEN and u.expires]
+            )
+        )
+        then = time.time() - EXPIRY - 60
+        os.utime(self.store_dir / upload.id, (then, then))
+        upload.state = EXPIRED
+
+    @precondition(lambda self: any(u.state == EXPIRED for u in self.uploads))
+    @rule()
+    def sweep(self) -> None:
+        report = services(self.server.app).uploads.sweep()
+        swept = {info.id for info in report.expired}
+        for upload in self.uploads:
+            if upload.state == EXPIRED:
+                assert upload.id in swept
+                upload.state = GONE
+            else:
+                assert upload.id not in swept
+
+    # -- invariants ----------------------------------------------------------
+
+    @invariant()
+    def every_upload_is_what_the_model_says(self) -> None:
+        for upload in self.uploads:
+            self._check(upload)
+        strays = [
+            path.name
+            for path in self.store_dir.iterdir()
+            if path.name.endswith((".pending", ".tmp"))
+        ]
+        assert strays == []
+
+    def _check(self, upload: Upload) -> None:
+        response = self.request("HEAD", upload.path)
+        stored = self.store_dir / upload.id
+        if upload.completed and upload.kind != PARTIAL:
+            assert published(self.server, upload.metadata).read_bytes() == upload.payload
+        if upload.state != OPEN:
+            self._check_absent(upload, response, head=True)
+            if upload.state == EXPIRED:
+                assert stored.read_bytes() == upload.payload[: upload.offset]
+            else:
+                assert self._files_of(upload) == []
+            return
+        assert response.status_code == 200, response.status_code
+        headers = response.headers
+        if upload.kind == FINAL and not upload.completed:
+            assert "Upload-Offset" not in headers
+            assert stored.stat().st_size == 0
+        else:
+            offset = int(headers["Upload-Offset"])
+            assert offset >= upload.seen, f"the offset went back from {upload.seen} to {offset}"
+            upload.seen = offset
+            assert offset == upload.offset
+            assert stored.read_bytes() == upload.payload[: upload.offset]
+        length = self._reported_length(upload)
+        if length is None:
+            assert headers["Upload-Defer-Length"] == "1" and "Upload-Length" not in headers
+        else:
+            assert headers["Upload-Length"] == str(length)
+        if upload.kind == PARTIAL:
+            assert headers["Upload-Concat"] == "partial"
+        elif upload.kind == FINAL:
+            assert headers["Upload-Concat"] == "final;" + " ".join(p.url for p in upload.partials)
+        else:
+            assert "Upload-Concat" not in headers
+        assert ("Upload-Expires" in headers) == upload.expires
+
+    @staticmethod
+    def _reported_length(upload: Upload) -> int | None:
+        if upload.length is not None or upload.kind != FINAL:
+            return upload.length
+        lengths = [p.length for p in upload.partials if p.state != GONE]
+        if len(lengths) < len(upload.partials) or None in lengths:
+            return None
+        return sum(length or 0 for length in lengths)
+
+    def _files_of(self, upload: Upload) -> list[str]:
+        """What the store holds of ``upload`` (its owner's hint included)."""
+        patterns = [f"{upload.id}*", f".{upload.id}*", f"*/{upload.id}", f"*/*/{upload.id}"]
+        named = {path for pattern in patterns for path in self.store_dir.glob(pattern)}
+        return sorted(str(path.relative_to(self.store_dir)) for path in named)
+
+
+StoreRequests.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=20,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@pytest.fixture
+def shared_server(tmp_path: Path) -> Iterator[InProcessServer]:
+    data = tmp_path / "data"
+    data.mkdir()
+    config = write_config(
+        tmp_path / "config.toml", upload_expiry=EXPIRY, fsync="never", lock_timeout=1
+    )
+    server = InProcessServer(data, config)
+    _servers.append(server)
+    try:
+        yield server
+    finally:
+        _servers.remove(server)
+        server.dispose()
+
+
+def test_request_sequences_keep_the_store_consistent(shared_server: InProcessServer) -> None:
+    StoreRequests.TestCase("runTest").runTest()
