@@ -147,6 +147,20 @@ def test_a_terminated_final_upload_leaves_no_link_behind(server: InProcessServer
     assert head(url).status_code == 404
 
 
+def test_a_final_upload_of_empty_partial_uploads_leaves_no_link_behind(
+    server: InProcessServer,
+) -> None:
+    """Found by the state machine too: such a final upload is complete at
+    once, without a concatenation, and its links stayed."""
+    metadata = report_metadata()
+    empty = partial(server, 0, metadata)
+    response = final(server, [empty, empty], metadata)
+    assert response.status_code == 201, response.text
+    assert response.headers["Upload-Offset"] == "0"
+    assert links_naming(server, response.headers["Location"]) == []
+    assert published(server, metadata).read_bytes() == b""
+
+
 def test_refused_final_uploads(server: InProcessServer) -> None:
     url = partial(server, 3, report_metadata())
     plain = new_upload(server, 3)
