@@ -74,18 +74,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from werkzeug.test import TestResponse
 
 from dqrxfer.server.services import services
-from support.inprocess import InProcessServer
+from support.inprocess import InProcessServer, in_process_server
+from support.stateful import bounded
 from support.tus import (
     OCTETS,
     TUS,
@@ -257,13 +258,12 @@ def _whole_checksum(data: bytes) -> str:
     return "sha1 " + base64.b64encode(hashlib.sha1(data).digest()).decode()
 
 
-_servers: list[InProcessServer] = []
-
-
 class StoreRequests(RuleBasedStateMachine):
+    #: the app every example drives (set by the test's fixture)
+    server: ClassVar[InProcessServer]
+
     def __init__(self) -> None:
         super().__init__()
-        self.server = _servers[0]
         self.client: FlaskClient = self.server.app.test_client()
         self.store_dir = services(self.server.app).settings.uploads_dir
         self.uploads: list[Upload] = []
@@ -672,14 +672,7 @@ class StoreRequests(RuleBasedStateMachine):
         return sorted(str(path.relative_to(self.store_dir)) for path in named)
 
 
-StoreRequests.TestCase.settings = settings(
-    max_examples=150,
-    stateful_step_count=25,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+StoreRequests.TestCase.settings = bounded(150, 25, HealthCheck.data_too_large)
 
 
 @pytest.fixture
@@ -689,13 +682,9 @@ def shared_server(tmp_path: Path) -> Iterator[InProcessServer]:
     config = write_config(
         tmp_path / "config.toml", upload_expiry=EXPIRY, fsync="never", lock_timeout=1
     )
-    server = InProcessServer(data, config)
-    _servers.append(server)
-    try:
+    with in_process_server(data, config) as server:
+        StoreRequests.server = server
         yield server
-    finally:
-        _servers.remove(server)
-        server.dispose()
 
 
 def test_request_sequences_keep_the_store_consistent(shared_server: InProcessServer) -> None:
