@@ -191,7 +191,7 @@ def some(wanted: Callable[[Upload], bool]) -> Callable[[Rule], Rule]:
 
 def _wrong_length(upload: Upload) -> int | None:
     """A length a PATCH of the upload may not declare, if there is one."""
-    if upload.kind == FINAL or upload.state != OPEN:
+    if not _patchable(upload):
         return None
     if upload.length is not None:
         return upload.length + 1
@@ -219,9 +219,6 @@ class Body:
         if self.check == "blocks":
             return self.at // BLOCK * BLOCK
         return self.at  # a body without checksum cut short: every byte received
-
-    def status(self, complete: int) -> int:
-        return {"none": complete, "damage": 460}.get(self.fault, 400)
 
 
 @st.composite
@@ -708,5 +705,21 @@ def shared_server(tmp_path: Path) -> Iterator[InProcessServer]:
         yield server
 
 
+#: The extensions the rules use: the server must say it has them.
+EXERCISED = {
+    "creation",
+    "creation-with-upload",
+    "creation-defer-length",
+    "termination",
+    "checksum",
+    "expiration",
+    "concatenation",
+    "concatenation-unfinished",
+    "block-checksum",
+}
+
+
 def test_request_sequences_keep_the_store_consistent(shared_server: InProcessServer) -> None:
+    options = shared_server.app.test_client().options("/files/")
+    assert set(options.headers["Tus-Extension"].split(",")) >= EXERCISED
     StoreRequests.TestCase("runTest").runTest()
