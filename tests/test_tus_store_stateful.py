@@ -30,6 +30,13 @@ block-checksummed rest of more than a block with one byte of one of its
 blocks flipped or the connection lost in it (verified blocks before the
 damage or the cut).
 
+The requests go to one of two apps on the same data directory, as to two
+worker processes of a server, switching now and then (a rule).  Single and
+final uploads name their payload's SHA-256 in their metadata, which the
+server checks against the digest it computed as the bytes arrived (in
+whichever worker): a digest that went wrong through a cut, a damaged block
+or a change of worker refuses the finished upload (422).
+
 A model beside it knows what each upload should hold.  A body's bytes are
 kept as far as the rules allow: all of a complete body; of a damaged or cut
 body, none under ``Upload-Checksum``, the whole blocks before the damage or
@@ -253,22 +260,39 @@ class _CutBody(io.BytesIO):
         return block
 
 
+def _sha256(payload: bytes) -> dict[str, str]:
+    return {"sha256": hashlib.sha256(payload).hexdigest()}
+
+
 def _whole_checksum(data: bytes) -> str:
     return "sha1 " + base64.b64encode(hashlib.sha1(data).digest()).decode()
 
 
 class StoreRequests(RuleBasedStateMachine):
-    #: the app every example drives (set by the test's fixture)
-    server: ClassVar[InProcessServer]
+    #: two apps on one data directory, as two worker processes of a server
+    #: (set by the test's fixture); every example drives them
+    workers: ClassVar[list[InProcessServer]]
 
     def __init__(self) -> None:
         super().__init__()
-        self.client: FlaskClient = self.server.app.test_client()
+        self.clients: list[FlaskClient] = [w.app.test_client() for w in self.workers]
+        self.worker = 0
         self.store_dir = services(self.server.app).settings.uploads_dir
         self.uploads: list[Upload] = []
         #: filename -> the partial uploads meant for the final upload of that name
         self.groups: dict[str, list[Upload]] = {}
         self.joined: set[str] = set()  # groups whose final upload exists
+
+    @property
+    def server(self) -> InProcessServer:
+        """The worker the next requests go to."""
+        return self.workers[self.worker]
+
+    @rule()
+    def another_worker(self) -> None:
+        """The next requests go to the other worker, as a load balancer may
+        send them: another process, its own memory (running digests, locks)."""
+        self.worker = 1 - self.worker
 
     # -- requests ----------------------------------------------------------
 
@@ -291,7 +315,8 @@ class StoreRequests(RuleBasedStateMachine):
             extra["environ_overrides"] = {"CONTENT_LENGTH": str(len(body))}
         elif body:
             extra["data"] = body
-        response = self.client.open(path, method=method, headers=sent, **extra)
+        client = self.clients[self.worker]
+        response = client.open(path, method=method, headers=sent, **extra)
         text = response.get_data(as_text=True)
         assert response.status_code < 500, (method, path, response.status_code, text)
         if 400 <= response.status_code < 500 and method != "HEAD":
@@ -395,9 +420,13 @@ class StoreRequests(RuleBasedStateMachine):
             filename = data.draw(st.sampled_from([f"p{next(_names)}.bin", *open_groups]))
         else:
             filename = f"s{next(_names)}.bin"
-        metadata = report_metadata(filename)
+        payload = payload_of(seed, length)
+        # A single upload names its payload's SHA-256 (checked when it finishes,
+        # against the digest computed while its bytes arrived); a partial
+        # upload cannot, its final upload does.
+        metadata = report_metadata(filename, **({} if kind == PARTIAL else _sha256(payload)))
         body = data.draw(bodies(length)) if with_body else None
-        upload = self._create(kind, payload_of(seed, length), metadata, deferred, body)
+        upload = self._create(kind, payload, metadata, deferred, body)
         if kind == PARTIAL:
             self.groups.setdefault(filename, []).append(upload)
 
@@ -410,7 +439,8 @@ class StoreRequests(RuleBasedStateMachine):
         partials = data.draw(
             st.lists(st.sampled_from(self.groups[filename]), min_size=1, max_size=3)
         )
-        metadata = report_metadata(filename)
+        payload = b"".join(partial.payload for partial in partials)
+        metadata = report_metadata(filename, **_sha256(payload))
         headers = {
             "Upload-Concat": "final;" + " ".join(partial.url for partial in partials),
             "Upload-Metadata": encode_metadata(metadata),
@@ -426,7 +456,7 @@ class StoreRequests(RuleBasedStateMachine):
         final = Upload(
             response.headers["Location"],
             FINAL,
-            b"".join(partial.payload for partial in partials),
+            payload,
             metadata,
             None if None in lengths else sum(length or 0 for length in lengths),
             partials=partials,
@@ -690,19 +720,19 @@ class StoreRequests(RuleBasedStateMachine):
         return sorted(str(path.relative_to(self.store_dir)) for path in named)
 
 
-StoreRequests.TestCase.settings = bounded(120, 25, HealthCheck.data_too_large)
+StoreRequests.TestCase.settings = bounded(200, 25, HealthCheck.data_too_large)
 
 
 @pytest.fixture
-def shared_server(tmp_path: Path) -> Iterator[InProcessServer]:
+def workers(tmp_path: Path) -> Iterator[list[InProcessServer]]:
     data = tmp_path / "data"
     data.mkdir()
     config = write_config(
         tmp_path / "config.toml", upload_expiry=EXPIRY, fsync="never", lock_timeout=1
     )
-    with in_process_server(data, config) as server:
-        StoreRequests.server = server
-        yield server
+    with in_process_server(data, config) as first, in_process_server(data, config) as second:
+        StoreRequests.workers = [first, second]
+        yield StoreRequests.workers
 
 
 #: The extensions the rules use: the server must say it has them.
@@ -719,7 +749,7 @@ EXERCISED = {
 }
 
 
-def test_request_sequences_keep_the_store_consistent(shared_server: InProcessServer) -> None:
-    options = shared_server.app.test_client().options("/files/")
+def test_request_sequences_keep_the_store_consistent(workers: list[InProcessServer]) -> None:
+    options = workers[0].app.test_client().options("/files/")
     assert set(options.headers["Tus-Extension"].split(",")) >= EXERCISED
     StoreRequests.TestCase("runTest").runTest()
