@@ -24,8 +24,9 @@ and report tree on disk, Flask's test client) with random sequences of:
   where expiry is read from, set back past ``upload_expiry``) and
   housekeeping's sweep (``Uploads.sweep``, what ``cleanup`` runs).
 
-Two rules aim at what random bodies reach too rarely in a bounded run: the
-rest of an upload sent whole (uploads finish, final uploads complete), and a
+Three rules aim at what random bodies reach too rarely in a bounded run: the
+rest of an upload sent whole (uploads finish), the rest of a partial upload
+that a final upload waits for (the final upload completes then), and a
 block-checksummed rest of more than a block with one byte of one of its
 blocks flipped or the connection lost in it (verified blocks before the
 damage or the cut).
@@ -397,6 +398,12 @@ class StoreRequests(RuleBasedStateMachine):
         self._settle(model)
         return model
 
+    def _open_groups(self) -> list[str]:
+        """Report files whose final upload does not exist yet, in the order
+        of their first partial upload (not of their names: a name's number
+        depends on the examples before)."""
+        return [filename for filename in self.groups if filename not in self.joined]
+
     @rule(
         data=st.data(),
         kind=st.sampled_from([SINGLE, PARTIAL]),
@@ -417,8 +424,7 @@ class StoreRequests(RuleBasedStateMachine):
         """A single upload, or a partial upload for a new or an existing
         report file (one whose final upload does not exist yet)."""
         if kind == PARTIAL:
-            open_groups = sorted(set(self.groups) - self.joined)
-            filename = data.draw(st.sampled_from([f"p{next(_names)}.bin", *open_groups]))
+            filename = data.draw(st.sampled_from([f"p{next(_names)}.bin", *self._open_groups()]))
         else:
             filename = f"s{next(_names)}.bin"
         payload = payload_of(seed, length)
@@ -431,12 +437,12 @@ class StoreRequests(RuleBasedStateMachine):
         if kind == PARTIAL:
             self.groups.setdefault(filename, []).append(upload)
 
-    @precondition(lambda self: set(self.groups) - self.joined)
+    @precondition(lambda self: self._open_groups())
     @rule(data=st.data())
     def create_final(self, data: st.DataObject) -> None:
         """A final upload of some of a report file's partial uploads (any
         order, repeats allowed), finished or not, expired, or gone."""
-        filename = data.draw(st.sampled_from(sorted(set(self.groups) - self.joined)))
+        filename = data.draw(st.sampled_from(self._open_groups()))
         partials = data.draw(
             st.lists(st.sampled_from(self.groups[filename]), min_size=1, max_size=3)
         )
@@ -504,6 +510,20 @@ class StoreRequests(RuleBasedStateMachine):
         upload = self._pick(data, _unfinished)
         remaining = len(upload.payload) - upload.offset
         self._patch(upload, Body(remaining, check if remaining else "none"), declare=True)
+
+    @precondition(lambda self: self._awaited())
+    @rule(data=st.data(), check=st.sampled_from(["none", "whole", "blocks"]))
+    def finish_an_awaited_partial(self, data: st.DataObject, check: str) -> None:
+        """The rest of a partial upload that a final upload waits for."""
+        upload = data.draw(st.sampled_from(self._awaited()))
+        remaining = len(upload.payload) - upload.offset
+        self._patch(upload, Body(remaining, check if remaining else "none"), declare=True)
+
+    def _awaited(self) -> list[Upload]:
+        """Unfinished partial uploads that a waiting final upload names."""
+        waiting = [u for u in self.uploads if u.kind == FINAL and u.state == OPEN]
+        named = {id(p): p for final in waiting if not final.completed for p in final.partials}
+        return [p for p in named.values() if _patchable(p) and not p.finished]
 
     @some(_blocks_left)
     @rule(
@@ -721,7 +741,7 @@ class StoreRequests(RuleBasedStateMachine):
         return sorted(str(path.relative_to(self.store_dir)) for path in named)
 
 
-StoreRequests.TestCase.settings = bounded(200, 25, HealthCheck.data_too_large)
+StoreRequests.TestCase.settings = bounded(150, 25, HealthCheck.data_too_large)
 
 
 @pytest.fixture
