@@ -28,7 +28,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -38,6 +38,7 @@ from dqrxfer.server.reports import admin, publish
 from dqrxfer.server.reports.finalize import FinalizeError, finalize_upload
 from dqrxfer.server.tus.store import FSYNC_NEVER, UploadInfo
 from support import tars
+from support.stateful import bounded
 from support.trees import snapshot
 from support.tus import tar_metadata
 
@@ -242,14 +243,7 @@ class ReportUploads(RuleBasedStateMachine):
         assert not self.work.exists() or list(self.work.iterdir()) == []
 
 
-ReportUploads.TestCase.settings = settings(
-    max_examples=100,
-    stateful_step_count=8,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+ReportUploads.TestCase.settings = bounded(100, 8, HealthCheck.filter_too_much)
 
 
 @pytest.fixture

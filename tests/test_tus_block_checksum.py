@@ -22,6 +22,7 @@ from support.live import LiveServer
 from support.tus import (
     TUS,
     RawPatch,
+    block_header,
     data_file,
     encode_metadata,
     new_upload,
@@ -36,15 +37,6 @@ from support.tus import (
 
 BLOCK = 64 * 1024
 HEADER = "Upload-Block-Checksum"
-
-
-def block_header(data: bytes, block: int = BLOCK, algorithm: str = "crc32") -> str:
-    """The header for ``data`` in blocks of ``block`` bytes."""
-    digests = b"".join(
-        zlib.crc32(data[start : start + block]).to_bytes(4, "big")
-        for start in range(0, len(data), block)
-    )
-    return f"{algorithm} {block} {base64.b64encode(digests).decode()}"
 
 
 def configured(root: Path) -> tuple[Path, Path]:

@@ -124,6 +124,43 @@ def test_partial_upload_urls_may_be_relative(server: InProcessServer) -> None:
     assert published(server, metadata).read_bytes() == b"abc"
 
 
+def links_naming(server: InProcessServer, url: str) -> list[str]:
+    """The store's concatenation links (``links/<partial>/<final>``) that name ``url``."""
+    links = server.data_dir / "uploads" / "links"
+    return sorted(str(path.relative_to(links)) for path in links.glob(f"*/{upload_id(url)}"))
+
+
+def test_a_terminated_final_upload_leaves_no_link_behind(server: InProcessServer) -> None:
+    """Found by the request-sequence state machine (test_tus_store_stateful):
+    the links of a final upload waiting for its partial uploads stayed after
+    it was terminated."""
+    metadata = report_metadata()
+    waited_for = partial(server, 3, metadata)
+    response = final(server, [waited_for], metadata)
+    assert response.status_code == 201, response.text
+    url = response.headers["Location"]
+    assert links_naming(server, url) == [f"{upload_id(waited_for)}/{upload_id(url)}"]
+
+    assert requests.delete(url, headers=TUS, timeout=10).status_code == 204
+    assert links_naming(server, url) == []
+    assert patch(waited_for, 0, b"abc").status_code == 204  # nothing to complete
+    assert head(url).status_code == 404
+
+
+def test_a_final_upload_of_empty_partial_uploads_leaves_no_link_behind(
+    server: InProcessServer,
+) -> None:
+    """Found by the state machine too: such a final upload is complete at
+    once, without a concatenation, and its links stayed."""
+    metadata = report_metadata()
+    empty = partial(server, 0, metadata)
+    response = final(server, [empty, empty], metadata)
+    assert response.status_code == 201, response.text
+    assert response.headers["Upload-Offset"] == "0"
+    assert links_naming(server, response.headers["Location"]) == []
+    assert published(server, metadata).read_bytes() == b""
+
+
 def test_refused_final_uploads(server: InProcessServer) -> None:
     url = partial(server, 3, report_metadata())
     plain = new_upload(server, 3)

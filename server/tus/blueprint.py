@@ -383,7 +383,10 @@ def _post() -> Response:
     headers: dict[str, str] = {"Location": location}
     try:
         if concat == CONCAT_FINAL:
-            for partial_id in partial_ids:
+            # A final upload of empty partial uploads is complete as it is:
+            # no concatenation, which removes the links, waits for them.
+            waiting = [] if info.finished else partial_ids
+            for partial_id in waiting:
                 uploads.store.link_final(partial_id, info.id)
             finished = uploads.try_complete_final(info.id)
             if finished is not None:

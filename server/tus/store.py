@@ -658,15 +658,20 @@ class FileStore:
 
     def terminate(self, upload_id: str) -> None:
         """Remove the upload: state first (it is then invisible), then data,
-        then its owner's hint (so a creation undone leaves nothing behind)."""
+        then its owner's hint (so a creation undone leaves nothing behind)
+        and, for a final upload, the links that say it waits for its partial
+        uploads."""
         try:
-            owner_hint: str | None = f"{self._owner_dir(self.get(upload_id).owner)}/{upload_id}"
+            info: UploadInfo | None = self.get(upload_id)
         except errors.TusError:
-            owner_hint = None
+            info = None
+        owner_hint = None if info is None else f"{self._owner_dir(info.owner)}/{upload_id}"
         for suffix in (".info", ".done", "", ".pending"):
             _remove(self._file(upload_id, suffix))
         self.forget_sha256(upload_id)
         shutil.rmtree(self.links / upload_id, ignore_errors=True)
+        for partial_id in info.partials if info is not None else []:
+            self.unlink_final(partial_id, upload_id)
         if owner_hint is not None:
             _remove(owner_hint)
             with contextlib.suppress(OSError):

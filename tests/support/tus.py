@@ -15,6 +15,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,16 @@ class Served(Protocol):
     def url(self) -> str: ...
 
     data_dir: Path
+
+
+def block_header(data: bytes, block: int = 64 * 1024) -> str:
+    """``Upload-Block-Checksum`` for a body ``data``: the CRC-32 of each
+    ``block`` bytes (the last block: the rest)."""
+    digests = b"".join(
+        zlib.crc32(data[start : start + block]).to_bytes(4, "big")
+        for start in range(0, len(data), block)
+    )
+    return f"crc32 {block} {base64.b64encode(digests).decode()}"
 
 
 def encode_metadata(metadata: dict[str, str]) -> str:
