@@ -65,7 +65,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.client_bench import table
@@ -266,6 +266,10 @@ class Client:
     #: dqr-upload that has sent to this server within the hour: it remembers
     #: the server's answer to OPTIONS (written before the clock starts)
     knows_server: bool = False
+    #: uploads of the same payload through the same link before the clock
+    #: starts (without resets): what dqr-upload learns of the link from them
+    #: chooses its stream count (``--parallel auto``)
+    warmups: int = 0
 
     def sends(self, payload: Payload) -> int:
         """The bytes this client uploads for ``payload``."""
@@ -295,6 +299,25 @@ def tus_js(url: str, payload: Payload, revision: int, _: Path) -> list[str]:
     return ["node", str(JS_DIR / "tus-upload.cjs"), json.dumps(settings)]
 
 
+def tus_js_parallel(streams: int) -> Callable[[str, Payload, int, Path], list[str]]:
+    """tus-js-client's ``parallelUploads``: the payload in ``streams`` equal
+    partial uploads at once, each one PATCH, then a final upload (the
+    reference for ``dqr-upload --parallel``: the least a client does)."""
+
+    def command(url: str, payload: Payload, revision: int, _: Path) -> list[str]:
+        metadata = reference_metadata(payload, revision)
+        settings = {
+            "endpoint": f"{url}/files/",
+            "path": str(payload.reference),
+            "metadata": metadata,
+            "parallelUploads": streams,
+            "metadataForPartialUploads": metadata,
+        }
+        return ["node", str(JS_DIR / "tus-upload.cjs"), json.dumps(settings)]
+
+    return command
+
+
 def tuspy(url: str, payload: Payload, revision: int, _: Path) -> list[str]:
     options = {
         "endpoint": f"{url}/files/",
@@ -310,7 +333,11 @@ CLIENTS = {
     "dqr-upload-nocrc": Client("dqr-upload --no-checksum", 1, dqr_upload("--no-checksum")),
     "dqr-upload-known": Client("dqr-upload, server known", 1, dqr_upload(), knows_server=True),
     "dqr-upload-p4": Client("dqr-upload --parallel 4", 4, dqr_upload("--parallel", "4")),
+    "dqr-upload-auto": Client(
+        "dqr-upload, streams learnt from 2 uploads", 4, dqr_upload(), warmups=2
+    ),
     "tus-js": Client("tus-js-client, one PATCH", 1, tus_js, reference=True),
+    "tus-js-p4": Client("tus-js-client, 4 parallel uploads", 4, tus_js_parallel(4), reference=True),
     "tuspy": Client("tuspy, 8 MiB chunks", 1, tuspy, reference=True),
 }
 DEFAULT_CLIENTS = ["dqr-upload", "dqr-upload-p4", "tus-js", "tuspy"]
@@ -330,6 +357,40 @@ def remember_server(url: str, port: int, cache: Path) -> None:
     RememberedCapabilities(path).put(f"{url.rstrip('/')}/files/", capabilities)
 
 
+def warm_up(
+    client: Client,
+    payload: Payload,
+    proxy: FaultProxy,
+    cache: Path,
+    env: dict[str, str],
+    revision: int,
+) -> None:
+    """``client.warmups`` uploads of ``payload`` (other revisions) through
+    ``proxy`` before the clock starts, without resets; then the link's
+    resets start afresh, drawn as for every other client of the round.  The
+    server's answer to OPTIONS is forgotten again (the timed upload asks it,
+    as on a first contact): only what was learnt of the link is kept."""
+    if not client.warmups:
+        return
+    faults = proxy.faults
+    proxy.faults = replace(faults, cut_link_every=None)
+    try:
+        for number in range(client.warmups):
+            command = client.command(proxy.url, payload, revision + 1 + number, cache)
+            subprocess.run(command, env=env, cwd=JS_DIR, check=True, capture_output=True)
+    finally:
+        proxy.faults = faults
+    from dqrxfer.capabilities import RememberedCapabilities
+
+    path = cache / "dqrxfer" / "capabilities.json"
+    RememberedCapabilities(path).put(f"{proxy.url}/files/", None)
+    with proxy.link_lock:
+        proxy.link_rng = random.Random(proxy.seed)
+        proxy.link_bytes = 0
+        proxy.next_link_reset = None
+    proxy.reset_counters()
+
+
 def upload_once(
     client: Client, payload: Payload, link: Link, cache: Path, seed: int, revision: int = 1
 ) -> Measured:
@@ -341,6 +402,7 @@ def upload_once(
             env = {**os.environ, "XDG_CACHE_HOME": str(cache), "DQRXFER_SERVER": ""}
             if client.knows_server:
                 remember_server(proxy.url, server.port, cache)
+            warm_up(client, payload, proxy, cache, env, revision)
             timeout = max(120.0, TIMEOUT_PER_MIB * client.sends(payload) / MiB)
             with tempfile.TemporaryFile() as err:
                 started = time.monotonic()
@@ -439,7 +501,10 @@ def run(args: argparse.Namespace, work: Path) -> None:
     missing = [name for name in args.clients if name not in CLIENTS]
     if missing:
         raise SystemExit(f"unknown client(s) {missing}: choose among {sorted(CLIENTS)}")
-    if "tus-js" in args.clients and not (JS_DIR / "node_modules" / "tus-js-client").is_dir():
+    if (
+        any(name.startswith("tus-js") for name in args.clients)
+        and not (JS_DIR / "node_modules" / "tus-js-client").is_dir()
+    ):
         raise SystemExit("tus-js-client is missing: (cd tests/js && npm ci)")
     payloads = make_payloads(work, args.size_mib, args.payload, args.files)
     links = [

@@ -1,0 +1,118 @@
+"""``--parallel auto`` (the default): a large payload goes in as many streams
+as earlier uploads to the same server showed to pay (``dqrxfer.linkmemory``).
+Over a long link that caps each connection the count climbs 1, 2, 4; on
+loopback (no long link) it stays 1; ``--parallel 1`` forces one stream.  The
+streams are counted on the server's side (its access log: one PATCHed upload
+per stream), not timed."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dqrxfer.linkmemory import GAIN, LinkRecord, RememberedLinks
+from support.cli import run_cli
+from support.faultproxy import FaultProxy, Faults
+from support.live import LiveServer
+from support.request_log import Request, requests_of
+from support.tus import dqr_upload_command
+
+MB = 1_000_000
+#: A 40 ms link whose connections carry 10 MB/s each: the 64 MiB payload
+#: takes 6.7 s in one stream, half that in two (the server's join after the
+#: last byte is a fraction of a second), so twice the streams pay.
+CAPPED = Faults(delay=0.02, rate=10 * MB)
+
+
+@pytest.fixture
+def logged_server(data_dir: Path) -> Iterator[LiveServer]:
+    """The real server, each request in its access log."""
+    config = Path(__file__).parent / "support" / "request_log.py"
+    server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(config)]).start()
+    yield server
+    server.stop()
+
+
+def streams_of(
+    server: LiveServer, url: str, payload: Path, env: dict[str, str], revision: int, *options: str
+) -> int:
+    """Upload ``payload`` to ``url`` (the server or a proxy in front of it)
+    as ``revision``: the number of uploads the server took PATCHes for (one
+    per stream: the final upload is never PATCHed)."""
+    before = len(requests_of(server.log()))
+    command = dqr_upload_command(url, *options, str(payload), revision=revision)
+    done = run_cli(*command, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert server.published(payload.name).stat().st_size == payload.stat().st_size
+    requests: list[Request] = requests_of(server.log())[before:]
+    patched = {r.path for r in requests if r.method == "PATCH"}
+    created = [r for r in requests if r.method == "POST" and r.status == 201]
+    assert len(created) == len(patched) + 1, requests  # the partial uploads and the final one
+    return len(patched)
+
+
+def test_over_a_link_that_caps_each_connection_the_default_climbs_to_four_streams(
+    logged_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    with FaultProxy(logged_server.port, CAPPED) as proxy:
+        counts = [
+            streams_of(logged_server, proxy.url, big_file, client_env, revision)
+            for revision in (1, 2, 3, 4)
+        ]
+        # One stream on first contact, then two, then four, and four it stays.
+        assert counts == [1, 2, 4, 4], counts
+        # --parallel 1 forces one stream whatever was learnt.
+        assert streams_of(logged_server, proxy.url, big_file, client_env, 5, "--parallel", "1") == 1
+    remembered = RememberedLinks(Path(client_env["XDG_CACHE_HOME"]) / "dqrxfer" / "links.json")
+    record = remembered.get(f"{proxy.url}/files/")
+    assert record is not None and record.round_trip is not None and record.round_trip >= 0.04
+    assert record.rates[2] >= GAIN * record.rates[1] and record.rates[4] >= GAIN * record.rates[2]
+
+
+def test_on_loopback_the_default_stays_one_stream(
+    logged_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    counts = [
+        streams_of(logged_server, logged_server.url, big_file, client_env, revision)
+        for revision in (1, 2, 3)
+    ]
+    assert counts == [1, 1, 1], counts
+
+
+def test_the_stream_count_climbs_while_more_streams_pay_and_stops_where_they_do_not() -> None:
+    long_link = 0.08
+    assert LinkRecord().streams() == 1  # nothing known
+    assert LinkRecord(0.001, {1: 100e6}).streams() == 1  # loopback or a LAN: never
+    assert LinkRecord(long_link, {}).streams() == 1  # one stream is measured first
+    assert LinkRecord(long_link, {1: 20e6}).streams() == 2  # then two are tried once
+    assert LinkRecord(long_link, {1: 20e6, 2: 38e6}).streams() == 4
+    assert LinkRecord(long_link, {1: 20e6, 2: 38e6, 4: 70e6}).streams() == 4
+    # Four did not pay beyond two (a link that carries 40 MB/s in all): two.
+    assert LinkRecord(long_link, {1: 20e6, 2: 38e6, 4: 41e6}).streams() == 2
+    # Two did not pay (one connection carries the link's rate): one.
+    assert LinkRecord(long_link, {1: 60e6, 2: 55e6}).streams() == 1
+    assert LinkRecord(long_link, {1: 60e6, 2: 55e6, 4: 200e6}).streams() == 1
+
+
+def test_the_memory_is_per_server_expires_and_survives_a_damaged_file(tmp_path: Path) -> None:
+    path = tmp_path / "links.json"
+    links = RememberedLinks(path, max_age=3600)
+    links.saw("https://a/files/", 1, 20e6, 0.08)
+    links.saw("https://a/files/", 2, 39e6, 0.08)
+    links.saw("https://b/files/", 1, 90e6, 0.3)
+    record = links.get("https://a/files/")
+    assert record == LinkRecord(0.08, {1: 20e6, 2: 39e6})
+    assert links.get("https://c/files/") is None
+    # A rate measured too long ago is not used.
+    data = json.loads(path.read_text())
+    data["servers"]["https://a/files/"]["rates"]["1"][1] = time.time() - 7200
+    path.write_text(json.dumps(data))
+    assert links.get("https://a/files/") == LinkRecord(0.08, {2: 39e6})
+    path.write_text("{not json")
+    assert links.get("https://a/files/") is None
+    links.saw("https://a/files/", 1, 20e6, 0.08)  # written afresh
+    assert links.get("https://a/files/") == LinkRecord(0.08, {1: 20e6})
