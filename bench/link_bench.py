@@ -34,6 +34,12 @@ For each upload it measures, from the start of the client's process:
   The new connection's handshake counts nothing here because the proxy does
   not delay it (on a real link it is one more round trip, and TLS's);
   **x limit incl. resets** is visible over it, the median of the rounds';
+* **MB/s while flowing**: the payload's size over the time from the
+  arrival at the server of the first piece of a request body (the first
+  piece the proxy read of :data:`BODY_PIECE` bytes or more: requests
+  without a body are smaller) to that of the last byte: the rate of the
+  transfer itself, without start-up, the round trips before the first byte
+  and the server's work after the last;
 * **listed after last byte**: from the arrival at the server of the last
   byte the client sent before the report was listed (the payload's last
   byte; the proxy's clock, after the delay) until visible;
@@ -84,6 +90,9 @@ GRACEID = "S230518h"
 SITE = "llo"
 POLL_SECONDS = 0.02
 RESET_EVERY = (30 * MiB, 80 * MiB)
+#: A piece the proxy reads of at least this many bytes is part of a request
+#: body (a request's line and headers are a few hundred bytes).
+BODY_PIECE = 16 * 1024
 #: How long a run may take at most, seconds per MiB of payload (and at least 120 s).
 TIMEOUT_PER_MIB = 2.0
 
@@ -251,6 +260,7 @@ class Measured:
     visible: float
     exited: float
     after_last_byte: float  # from the last byte's arrival at the server to visible
+    flowing: float  # from the first byte's arrival at the server to the last one's
     up_bytes: int
     resets: int
     connections: int
@@ -425,10 +435,17 @@ def upload_once(
                     f"{client.name}: exit code {code}, report listed: {seen is not None}\n{stderr}"
                 )
             counters = proxy.counters
+            last = max(at for at in counters.arrivals if at <= seen)
+            first = min(
+                at
+                for at, size in zip(counters.arrivals, counters.arrival_sizes, strict=True)
+                if size >= BODY_PIECE
+            )
             return Measured(
                 seen - started,
                 exited,
-                seen - max(at for at in counters.arrivals if at <= seen),
+                seen - last,
+                last - first,
                 counters.up_bytes,
                 counters.cuts,
                 counters.connections,
@@ -455,6 +472,7 @@ class Row:
         limit = self.link.limit(size, self.client.connections)
         resent = statistics.median(run.up_bytes - size for run in self.runs)
         after = statistics.median(run.after_last_byte for run in self.runs)
+        flowing = statistics.median(size / run.flowing for run in self.runs)
         resets = statistics.median(run.resets for run in self.runs)
         with_resets = [limit + run.resets * self.link.reset_cost() for run in self.runs]
         ratio_with_resets = statistics.median(
@@ -472,6 +490,7 @@ class Row:
             f"{statistics.median(with_resets):.2f}",
             f"{ratio_with_resets:.2f}",
             f"{size / visible / MB:.1f}",
+            f"{flowing / MB:.1f}",
             f"{after:.2f}",
             f"{resent / MiB:.1f} ({100 * resent / size:.1f} %)",
             f"{resets:g}",
@@ -490,6 +509,7 @@ HEADER = (
     "limit incl. resets s",
     "x limit incl. resets",
     "MB/s",
+    "MB/s while flowing",
     "listed after last byte s",
     "re-sent MiB (% of payload)",
     "resets",

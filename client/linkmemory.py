@@ -52,9 +52,9 @@ def default_path() -> Path:
 
 @dataclass
 class LinkRecord:
-    """What uploads to one server measured: the round trip (seconds) and,
-    per stream count, the rate of the latest upload with that many
-    streams (payload bytes per second)."""
+    """What uploads to one server measured: the round trip (seconds, the
+    quickest any of them saw) and, per stream count, the rate of the latest
+    upload with that many streams (payload bytes per second)."""
 
     round_trip: float | None = None
     rates: dict[int, float] = field(default_factory=dict)
@@ -120,6 +120,11 @@ class RememberedLinks:
         entry = servers.get(endpoint)
         rates = dict(entry.get("rates", {})) if isinstance(entry, dict) else {}
         rates[str(streams)] = [rate, now]
+        known = entry.get("round_trip") if isinstance(entry, dict) else None
+        if isinstance(known, (int, float)) and known > 0:
+            # The quickest answer of all runs: a busy server can slow the
+            # answers of one run, never speed them beyond the link.
+            round_trip = known if round_trip is None else min(known, round_trip)
         servers[endpoint] = {"round_trip": round_trip, "rates": rates}
         try:
             write_servers(self.path, FORMAT, servers)

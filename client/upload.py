@@ -393,21 +393,23 @@ class ReportUploader:
         )
         with self.store.lock(key, payload.filename):
             try:
+                began = time.monotonic()
                 if overlap:
-                    began = time.monotonic()
                     url, resumed, tally, sha256 = send_partials(job, algorithm, streams, caps)
-                    if not resumed and payload.size >= self.options.overlap_min_size:
-                        rate = payload.size / max(time.monotonic() - began, 1e-3)
-                        self._links.saw(self.endpoint, streams, rate, tus.link.round_trip)
                 else:
                     url, resumed, tally = send_single(job, hashed, metadata)
                     sha256 = hashed.sha256
+                # Sent and published (in the answer to the last PATCH).
+                seconds = time.monotonic() - began
                 record = verify(job, session, url, sha256)
             except RefusedError:
                 # Sending the same again would be refused again: forget it.
                 job.resume.drop()
                 raise
             job.resume.drop()
+        if overlap and not resumed and payload.size >= self.options.overlap_min_size:
+            rate = payload.size / max(seconds, 1e-3)
+            self._links.saw(self.endpoint, streams, rate, tus.link.round_trip)
         return url, resumed, tally, sha256, record
 
     def _partials_key(self, planned: PlannedUpload, streams: int) -> str:

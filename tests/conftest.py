@@ -28,6 +28,16 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def logged_server(data_dir: Path) -> Iterator[LiveServer]:
+    """The real server, each request in its access log with its tus offsets
+    (``support/request_log.py``: read back with ``requests_of``)."""
+    config = Path(__file__).parent / "support" / "request_log.py"
+    server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(config)]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def live_server(data_dir: Path) -> Iterator[LiveServer]:
     server = LiveServer(data_dir).start()
     yield server

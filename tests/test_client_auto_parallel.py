@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from dqrxfer.linkmemory import GAIN, LinkRecord, RememberedLinks
+from dqrxfer.pieces import LONG_ROUND_TRIP
 from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.live import LiveServer
@@ -28,13 +26,9 @@ MB = 1_000_000
 CAPPED = Faults(delay=0.02, rate=10 * MB)
 
 
-@pytest.fixture
-def logged_server(data_dir: Path) -> Iterator[LiveServer]:
-    """The real server, each request in its access log."""
-    config = Path(__file__).parent / "support" / "request_log.py"
-    server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(config)]).start()
-    yield server
-    server.stop()
+def remembered(env: dict[str, str]) -> RememberedLinks:
+    """What the client remembers of links, in its cache directory."""
+    return RememberedLinks(Path(env["XDG_CACHE_HOME"]) / "dqrxfer" / "links.json")
 
 
 def streams_of(
@@ -58,29 +52,44 @@ def streams_of(
 def test_over_a_link_that_caps_each_connection_the_default_climbs_to_four_streams(
     logged_server: LiveServer, big_file: Path, client_env: dict[str, str]
 ) -> None:
+    links = remembered(client_env)
     with FaultProxy(logged_server.port, CAPPED) as proxy:
+        endpoint = f"{proxy.url}/files/"
         counts = [
             streams_of(logged_server, proxy.url, big_file, client_env, revision)
-            for revision in (1, 2, 3, 4)
+            for revision in (1, 2, 3)
         ]
-        # One stream on first contact, then two, then four, and four it stays.
-        assert counts == [1, 2, 4, 4], counts
+        # One stream on first contact, then two, then (two paid) four.
+        assert counts == [1, 2, 4], counts
+        record = links.get(endpoint)
+        assert record is not None and record.round_trip is not None
+        assert record.round_trip >= 0.04, record  # the proxy's delay, both ways
+        assert record.rates[2] >= GAIN * record.rates[1], record
+        # From now on the count that paid: four (unless a busy machine
+        # joined the four parts so slowly that four did not beat two).
+        expected = 4 if record.rates[4] >= GAIN * record.rates[2] else 2
+        assert streams_of(logged_server, proxy.url, big_file, client_env, 4) == expected
         # --parallel 1 forces one stream whatever was learnt.
         assert streams_of(logged_server, proxy.url, big_file, client_env, 5, "--parallel", "1") == 1
-    remembered = RememberedLinks(Path(client_env["XDG_CACHE_HOME"]) / "dqrxfer" / "links.json")
-    record = remembered.get(f"{proxy.url}/files/")
-    assert record is not None and record.round_trip is not None and record.round_trip >= 0.04
-    assert record.rates[2] >= GAIN * record.rates[1] and record.rates[4] >= GAIN * record.rates[2]
 
 
 def test_on_loopback_the_default_stays_one_stream(
     logged_server: LiveServer, big_file: Path, client_env: dict[str, str]
 ) -> None:
-    counts = [
-        streams_of(logged_server, logged_server.url, big_file, client_env, revision)
-        for revision in (1, 2, 3)
-    ]
-    assert counts == [1, 1, 1], counts
+    """Loopback is no long link: never split.  (A machine busy enough to
+    answer a request on loopback in 30 ms or more would look like one for
+    a run; the memory keeps the quickest round trip of all runs.)"""
+    links = remembered(client_env)
+    endpoint = f"{logged_server.url}/files/"
+    for revision in (1, 2, 3):
+        record = links.get(endpoint)
+        count = streams_of(logged_server, logged_server.url, big_file, client_env, revision)
+        if record is None or (record.round_trip or 0) < LONG_ROUND_TRIP:
+            assert count == 1, (revision, record)
+    record = links.get(endpoint)
+    assert record is not None and record.round_trip is not None
+    assert record.round_trip < LONG_ROUND_TRIP, record
+    assert record.streams() == 1
 
 
 def test_the_stream_count_climbs_while_more_streams_pay_and_stops_where_they_do_not() -> None:
@@ -102,7 +111,7 @@ def test_the_memory_is_per_server_expires_and_survives_a_damaged_file(tmp_path: 
     path = tmp_path / "links.json"
     links = RememberedLinks(path, max_age=3600)
     links.saw("https://a/files/", 1, 20e6, 0.08)
-    links.saw("https://a/files/", 2, 39e6, 0.08)
+    links.saw("https://a/files/", 2, 39e6, 0.09)  # a slower answer: the quickest is kept
     links.saw("https://b/files/", 1, 90e6, 0.3)
     record = links.get("https://a/files/")
     assert record == LinkRecord(0.08, {1: 20e6, 2: 39e6})
