@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
 
 from dqrxfer.linkmemory import GAIN, LinkRecord, RememberedLinks
 from dqrxfer.pieces import LONG_ROUND_TRIP
 from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
+from support.kill import kill_when
 from support.live import LiveServer
 from support.request_log import Request, requests_of
 from support.tus import dqr_upload_command
@@ -125,3 +129,54 @@ def test_the_memory_is_per_server_expires_and_survives_a_damaged_file(tmp_path: 
     assert links.get("https://a/files/") is None
     links.saw("https://a/files/", 1, 20e6, 0.08)  # written afresh
     assert links.get("https://a/files/") == LinkRecord(0.08, {1: 20e6})
+
+
+def test_an_upload_cut_short_in_two_streams_resumes_in_two_whatever_was_learnt_since(
+    logged_server: LiveServer, big_file: Path, client_env: dict[str, str]
+) -> None:
+    """The count is part of how a payload is split: a re-run goes on with
+    the partial uploads of the run that was killed, in their count, even
+    though the memory would now choose another."""
+    links = remembered(client_env)
+    size = big_file.stat().st_size
+
+    def on_server() -> int:
+        files = (logged_server.data_dir / "uploads").glob("*")
+        return sum(path.stat().st_size for path in files if path.is_file() and not path.suffix)
+
+    with FaultProxy(logged_server.port, CAPPED) as proxy:
+        endpoint = f"{proxy.url}/files/"
+        links.saw(endpoint, 1, 10 * MB, 0.04)  # one stream measured: two are tried next
+        command = dqr_upload_command(proxy.url, "--retry-wait", "0.05", str(big_file))
+        kill_when(command, client_env, lambda: on_server() >= size // 3, "a third on the server")
+        first = requests_of(logged_server.log())
+        # The killed run's PATCHes never ended (the log names a request when
+        # it ends): its resume entry names its partial uploads.
+        entries = list((Path(client_env["XDG_CACHE_HOME"]) / "dqrxfer" / "uploads").glob("*.json"))
+        assert len(entries) == 1, entries
+        urls = json.loads(entries[0].read_text())["partials"]
+        assert len(urls) == 2, urls  # the killed run sent in two streams
+        partials = {urlsplit(url).path for url in urls}
+        links.saw(endpoint, 2, 30 * MB, 0.04)  # two paid: four would be tried next
+        learnt = links.get(endpoint)
+        assert learnt is not None and learnt.streams() == 4, learnt
+        done = run_cli(*command, env=client_env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Resuming big.bin at" in done.stderr
+    again = requests_of(logged_server.log())[len(first) :]
+    patched = {r.path for r in again if r.method == "PATCH"}
+    assert patched and patched <= partials, again
+    assert not [r for r in again if r.method == "POST" and r.path == "/files/"][1:], again
+    assert logged_server.published(big_file.name).stat().st_size == size
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "four", ""])
+def test_a_bad_parallel_count_is_a_usage_error_naming_the_option(
+    value: str, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    payload = tmp_path / "summary.json"
+    payload.write_text("{}")
+    command = dqr_upload_command("http://127.0.0.1:9", "--parallel", value, str(payload))
+    done = run_cli(*command, env=client_env)
+    assert done.returncode == 2, done.stderr
+    assert "--parallel: must be 'auto' or a whole number of at least 1" in done.stderr
