@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import json
 import os
 import statistics
@@ -31,8 +30,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.rawhttp import Connection
+from bench.rawhttp import Connection, patch_file
 from bench.servers import Dqrxfer, Nginx, Server, TusLayer, TusNode
+from tests.support.tus import sha1_header
 
 MiB = 1024 * 1024
 #: ``--contenders`` keys and the names the tables print.
@@ -72,7 +72,7 @@ def chunk_checksums(path: Path, chunk: int) -> list[str]:
     sums = []
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
-            sums.append("sha1 " + base64.b64encode(hashlib.sha1(block).digest()).decode())
+            sums.append(sha1_header(block))
     return sums
 
 
@@ -91,23 +91,13 @@ def tus_upload(
     assert reply.status == 201, (reply.status, reply.body)
     location = reply.headers["location"]
     target = location.split(f":{server.port}", 1)[-1] if location.startswith("http") else location
+    sums = checksums or []
     with open(path, "rb") as handle:
-        offset, number = 0, 0
-        while offset < size:
-            count = min(chunk, size - offset)
-            headers = {
-                "Tus-Resumable": "1.0.0",
-                "Upload-Offset": str(offset),
-                "Content-Type": "application/offset+octet-stream",
-            }
-            if checksums:
-                headers["Upload-Checksum"] = checksums[number]
-            reply = connection.request(
-                "PATCH", target, headers, file=handle, offset=offset, count=count
-            )
-            assert reply.status == 204, (reply.status, reply.body)
-            offset = int(reply.headers["upload-offset"])
-            number += 1
+
+        def listed(number: int, _offset: int, _count: int) -> str:
+            return sums[number]
+
+        patch_file(connection, target, handle, size, chunk, listed if sums else None)
     elapsed = time.perf_counter() - start
     connection.close()
     return elapsed

@@ -5,8 +5,6 @@ SQLite (file locks) and PostgreSQL (advisory locks)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -21,9 +19,11 @@ from support.tus import (
     new_upload,
     offset_of,
     patch,
+    patch_partly,
     patch_until_unlocked,
     published,
     report_metadata,
+    sha1_header,
     wait_for,
     write_config,
 )
@@ -49,17 +49,11 @@ def server(
     live.discard()
 
 
-def sha1_header(data: bytes) -> str:
-    return "sha1 " + base64.b64encode(hashlib.sha1(data).digest()).decode()
-
-
 def test_dropped_connection_keeps_the_received_bytes(server: LiveServer) -> None:
     metadata = report_metadata()
     payload = os.urandom(3 * 1024 * 1024)
     url = new_upload(server, len(payload), metadata=metadata)
-    raw = RawPatch(url, 0, len(payload))
-    raw.send(payload[:1_000_000])
-    wait_for(lambda: data_file(server, url).stat().st_size == 1_000_000, what="bytes on disk")
+    raw = patch_partly(server, url, 0, payload, until=1_000_000)
     raw.drop()
 
     assert offset_of(url) == 1_000_000
@@ -74,9 +68,9 @@ def test_dropped_checksummed_chunk_is_discarded_whole(server: LiveServer) -> Non
     url = new_upload(server, len(payload), metadata=metadata)
     assert patch(url, 0, payload[:100]).status_code == 204
     chunk = payload[100:]
-    raw = RawPatch(url, 100, len(chunk), headers={"Upload-Checksum": sha1_header(chunk)})
-    raw.send(chunk[:700_000])
-    wait_for(lambda: data_file(server, url).stat().st_size == 700_100, what="bytes on disk")
+    raw = patch_partly(
+        server, url, 100, chunk, until=700_100, headers={"Upload-Checksum": sha1_header(chunk)}
+    )
     assert offset_of(url) == 100  # not verified yet: not counted
     raw.drop()
 
@@ -94,9 +88,7 @@ def test_second_writer_waits_then_gets_423_and_goes_on_once_the_first_vanishes(
     metadata = report_metadata()
     payload = os.urandom(1024 * 1024)
     url = new_upload(server, len(payload), metadata=metadata)
-    raw = RawPatch(url, 0, len(payload))
-    raw.send(payload[:300_000])
-    wait_for(lambda: data_file(server, url).stat().st_size == 300_000, what="bytes on disk")
+    raw = patch_partly(server, url, 0, payload, until=300_000)
 
     # The first writer holds the lock (its body is unfinished): HEAD still answers.
     assert offset_of(url) == 300_000
