@@ -34,6 +34,12 @@ For each upload it measures, from the start of the client's process:
   The new connection's handshake counts nothing here because the proxy does
   not delay it (on a real link it is one more round trip, and TLS's);
   **x limit incl. resets** is visible over it, the median of the rounds';
+* **MB/s while flowing**: the payload's size over the time from the
+  arrival at the server of the first piece of a request body (the first
+  piece the proxy read of :data:`BODY_PIECE` bytes or more: requests
+  without a body are smaller) to that of the last byte: the rate of the
+  transfer itself, without start-up, the round trips before the first byte
+  and the server's work after the last;
 * **listed after last byte**: from the arrival at the server of the last
   byte the client sent before the report was listed (the payload's last
   byte; the proxy's clock, after the delay) until visible;
@@ -65,7 +71,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.servers import BIN, Dqrxfer
@@ -84,6 +90,9 @@ GRACEID = "S230518h"
 SITE = "llo"
 POLL_SECONDS = 0.02
 RESET_EVERY = (30 * MiB, 80 * MiB)
+#: A piece the proxy reads of at least this many bytes is part of a request
+#: body (a request's line and headers are a few hundred bytes).
+BODY_PIECE = 16 * 1024
 #: How long a run may take at most, seconds per MiB of payload (and at least 120 s).
 TIMEOUT_PER_MIB = 2.0
 
@@ -251,6 +260,7 @@ class Measured:
     visible: float
     exited: float
     after_last_byte: float  # from the last byte's arrival at the server to visible
+    flowing: float  # from the first byte's arrival at the server to the last one's
     up_bytes: int
     resets: int
     connections: int
@@ -266,6 +276,10 @@ class Client:
     #: dqr-upload that has sent to this server within the hour: it remembers
     #: the server's answer to OPTIONS (written before the clock starts)
     knows_server: bool = False
+    #: uploads of the same payload through the same link before the clock
+    #: starts (without resets): what dqr-upload learns of the link from them
+    #: chooses its stream count (``--parallel auto``)
+    warmups: int = 0
 
     def sends(self, payload: Payload) -> int:
         """The bytes this client uploads for ``payload``."""
@@ -295,6 +309,25 @@ def tus_js(url: str, payload: Payload, revision: int, _: Path) -> list[str]:
     return ["node", str(JS_DIR / "tus-upload.cjs"), json.dumps(settings)]
 
 
+def tus_js_parallel(streams: int) -> Callable[[str, Payload, int, Path], list[str]]:
+    """tus-js-client's ``parallelUploads``: the payload in ``streams`` equal
+    partial uploads at once, each one PATCH, then a final upload (the
+    reference for ``dqr-upload --parallel``: the least a client does)."""
+
+    def command(url: str, payload: Payload, revision: int, _: Path) -> list[str]:
+        metadata = reference_metadata(payload, revision)
+        settings = {
+            "endpoint": f"{url}/files/",
+            "path": str(payload.reference),
+            "metadata": metadata,
+            "parallelUploads": streams,
+            "metadataForPartialUploads": metadata,
+        }
+        return ["node", str(JS_DIR / "tus-upload.cjs"), json.dumps(settings)]
+
+    return command
+
+
 def tuspy(url: str, payload: Payload, revision: int, _: Path) -> list[str]:
     options = {
         "endpoint": f"{url}/files/",
@@ -310,7 +343,11 @@ CLIENTS = {
     "dqr-upload-nocrc": Client("dqr-upload --no-checksum", 1, dqr_upload("--no-checksum")),
     "dqr-upload-known": Client("dqr-upload, server known", 1, dqr_upload(), knows_server=True),
     "dqr-upload-p4": Client("dqr-upload --parallel 4", 4, dqr_upload("--parallel", "4")),
+    "dqr-upload-auto": Client(
+        "dqr-upload, streams learnt from 2 uploads", 4, dqr_upload(), warmups=2
+    ),
     "tus-js": Client("tus-js-client, one PATCH", 1, tus_js, reference=True),
+    "tus-js-p4": Client("tus-js-client, 4 parallel uploads", 4, tus_js_parallel(4), reference=True),
     "tuspy": Client("tuspy, 8 MiB chunks", 1, tuspy, reference=True),
 }
 DEFAULT_CLIENTS = ["dqr-upload", "dqr-upload-p4", "tus-js", "tuspy"]
@@ -330,6 +367,40 @@ def remember_server(url: str, port: int, cache: Path) -> None:
     RememberedCapabilities(path).put(f"{url.rstrip('/')}/files/", capabilities)
 
 
+def warm_up(
+    client: Client,
+    payload: Payload,
+    proxy: FaultProxy,
+    cache: Path,
+    env: dict[str, str],
+    revision: int,
+) -> None:
+    """``client.warmups`` uploads of ``payload`` (other revisions) through
+    ``proxy`` before the clock starts, without resets; then the link's
+    resets start afresh, drawn as for every other client of the round.  The
+    server's answer to OPTIONS is forgotten again (the timed upload asks it,
+    as on a first contact): only what was learnt of the link is kept."""
+    if not client.warmups:
+        return
+    faults = proxy.faults
+    proxy.faults = replace(faults, cut_link_every=None)
+    try:
+        for number in range(client.warmups):
+            command = client.command(proxy.url, payload, revision + 1 + number, cache)
+            subprocess.run(command, env=env, cwd=JS_DIR, check=True, capture_output=True)
+    finally:
+        proxy.faults = faults
+    from dqrxfer.capabilities import RememberedCapabilities
+
+    path = cache / "dqrxfer" / "capabilities.json"
+    RememberedCapabilities(path).put(f"{proxy.url}/files/", None)
+    with proxy.link_lock:
+        proxy.link_rng = random.Random(proxy.seed)
+        proxy.link_bytes = 0
+        proxy.next_link_reset = None
+    proxy.reset_counters()
+
+
 def upload_once(
     client: Client, payload: Payload, link: Link, cache: Path, seed: int, revision: int = 1
 ) -> Measured:
@@ -341,6 +412,7 @@ def upload_once(
             env = {**os.environ, "XDG_CACHE_HOME": str(cache), "DQRXFER_SERVER": ""}
             if client.knows_server:
                 remember_server(proxy.url, server.port, cache)
+            warm_up(client, payload, proxy, cache, env, revision)
             timeout = max(120.0, TIMEOUT_PER_MIB * client.sends(payload) / MiB)
             with tempfile.TemporaryFile() as err:
                 started = time.monotonic()
@@ -363,10 +435,17 @@ def upload_once(
                     f"{client.name}: exit code {code}, report listed: {seen is not None}\n{stderr}"
                 )
             counters = proxy.counters
+            last = max(at for at in counters.arrivals if at <= seen)
+            first = min(
+                at
+                for at, size in zip(counters.arrivals, counters.arrival_sizes, strict=True)
+                if size >= BODY_PIECE
+            )
             return Measured(
                 seen - started,
                 exited,
-                seen - max(at for at in counters.arrivals if at <= seen),
+                seen - last,
+                last - first,
                 counters.up_bytes,
                 counters.cuts,
                 counters.connections,
@@ -393,6 +472,7 @@ class Row:
         limit = self.link.limit(size, self.client.connections)
         resent = statistics.median(run.up_bytes - size for run in self.runs)
         after = statistics.median(run.after_last_byte for run in self.runs)
+        flowing = statistics.median(size / run.flowing for run in self.runs)
         resets = statistics.median(run.resets for run in self.runs)
         with_resets = [limit + run.resets * self.link.reset_cost() for run in self.runs]
         ratio_with_resets = statistics.median(
@@ -410,6 +490,7 @@ class Row:
             f"{statistics.median(with_resets):.2f}",
             f"{ratio_with_resets:.2f}",
             f"{size / visible / MB:.1f}",
+            f"{flowing / MB:.1f}",
             f"{after:.2f}",
             f"{resent / MiB:.1f} ({100 * resent / size:.1f} %)",
             f"{resets:g}",
@@ -428,6 +509,7 @@ HEADER = (
     "limit incl. resets s",
     "x limit incl. resets",
     "MB/s",
+    "MB/s while flowing",
     "listed after last byte s",
     "re-sent MiB (% of payload)",
     "resets",
@@ -439,7 +521,10 @@ def run(args: argparse.Namespace, work: Path) -> None:
     missing = [name for name in args.clients if name not in CLIENTS]
     if missing:
         raise SystemExit(f"unknown client(s) {missing}: choose among {sorted(CLIENTS)}")
-    if "tus-js" in args.clients and not (JS_DIR / "node_modules" / "tus-js-client").is_dir():
+    if (
+        any(name.startswith("tus-js") for name in args.clients)
+        and not (JS_DIR / "node_modules" / "tus-js-client").is_dir()
+    ):
         raise SystemExit("tus-js-client is missing: (cd tests/js && npm ci)")
     payloads = make_payloads(work, args.size_mib, args.payload, args.files)
     links = [

@@ -15,10 +15,7 @@ is then asked every time.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import secrets
 import threading
 import time
 from pathlib import Path
@@ -27,6 +24,8 @@ from typing import Any
 from .blocks import EXTENSION as BLOCK_CHECKSUM
 from .blocks import HEADER as BLOCK_HEADER
 from .errors import DqrxferError, RefusedError
+from .jsonfile import read_servers, write_servers
+from .linkmemory import LinkRecord
 from .payload import Payload, choose_checksum
 from .planning import UploadOptions
 from .resume import default_directory
@@ -76,18 +75,7 @@ class RememberedCapabilities:
         self.max_age = max_age
 
     def _read(self) -> dict[str, Any]:
-        try:
-            with open(self.path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as error:
-            log.debug("remembered capabilities %s not used: %s", self.path, error)
-            return {}
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            return {}
-        servers = data.get("servers")
-        return servers if isinstance(servers, dict) else {}
+        return read_servers(self.path, FORMAT)
 
     def get(self, endpoint: str) -> Capabilities | None:
         """The answer remembered for ``endpoint`` if it is recent enough."""
@@ -126,18 +114,7 @@ class RememberedCapabilities:
                 "max_size": capabilities.max_size,
             }
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump({"format": FORMAT, "servers": servers}, handle)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            write_servers(self.path, FORMAT, servers)
         except OSError as error:
             log.debug("capabilities of %s not remembered: %s", endpoint, error)
 
@@ -233,9 +210,20 @@ def block_checksums(options: UploadOptions, algorithm: str | None, caps: Capabil
     return options.block_checksums and algorithm is not None and caps.has(BLOCK_CHECKSUM)
 
 
-def stream_count(options: UploadOptions, size: int, caps: Capabilities) -> int:
-    """How many partial uploads send a payload of ``size`` bytes at once."""
+def stream_count(
+    options: UploadOptions, size: int, caps: Capabilities, learnt: LinkRecord | None = None
+) -> int:
+    """How many partial uploads send a payload of ``size`` bytes at once:
+    ``options.parallel``, or with ``parallel`` None (auto) what uploads to
+    the server learnt (``learnt``, see :mod:`~dqrxfer.linkmemory`) for a
+    payload sent as partial uploads anyway (``overlap_min_size`` or more)."""
     wanted = options.parallel
+    if wanted is None:
+        if learnt is None or size < options.overlap_min_size or not caps.has("concatenation"):
+            return 1
+        wanted = learnt.streams()
+        if wanted > 1:
+            log.debug("%d streams, as learnt from earlier uploads to this server", wanted)
     if wanted <= 1:
         return 1
     if not caps.has("concatenation"):

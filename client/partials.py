@@ -98,7 +98,7 @@ def _drive(
     background: BackgroundScan | None,
 ) -> tuple[str, int, Tally, str]:
     payload = job.payload
-    parts = split_ranges(payload.size, streams, job.options.chunk_size)
+    parts = split_ranges(payload.size, streams)
     urls, offsets = _open(job, parts, entry)
     job.proceed([*urls, *([entry.url] if entry.url else [])])
     resumed = sum(offsets)

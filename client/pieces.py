@@ -2,7 +2,7 @@
 
 The one place that decides the size of a request: :class:`PieceSizer` (one per
 range sent, fed with every success and failure) and :func:`split_ranges` (the
-partial uploads of a parallel upload, on the chunk grid).
+partial uploads of a parallel upload, of equal bytes).
 """
 
 from __future__ import annotations
@@ -228,14 +228,21 @@ class PieceSizer:
         self.run = 0
 
 
-def split_ranges(size: int, parts: int, chunk_size: int) -> list[tuple[int, int]]:
-    """Split ``[0, size)`` into at most ``parts`` ranges whose boundaries fall
-    on the chunk grid (so precomputed chunk checksums apply to every part)."""
-    chunks = -(-size // chunk_size)
-    parts = max(1, min(parts, chunks))
-    ranges = []
-    for index in range(parts):
-        first = chunks * index // parts
-        last = chunks * (index + 1) // parts
-        ranges.append((first * chunk_size, min(size, last * chunk_size)))
-    return ranges
+#: The boundaries of a parallel upload's parts are multiples of this many
+#: bytes (a multiple of the block checksums' alignment): the parts are equal
+#: to within this, so that no stream is left to finish alone.
+SPLIT_ALIGN = 256 * 1024
+
+
+def split_ranges(size: int, parts: int, align: int = SPLIT_ALIGN) -> list[tuple[int, int]]:
+    """Split ``[0, size)`` into at most ``parts`` ranges of about equal bytes
+    whose boundaries are multiples of ``align`` (no range is empty).
+
+    Equal bytes, not equal chunks: on 8 MiB chunks four streams of 100 MiB
+    got 24, 24, 24 and 28 MiB, and the last one ran alone for a sixth of
+    the transfer.  A piece that starts off the chunk grid is checksummed as
+    any other (see :meth:`~dqrxfer.sender.RangeSender._checksum_header`)."""
+    units = -(-size // align)
+    parts = max(1, min(parts, units))
+    bounds = [units * index // parts * align for index in range(parts)]
+    return list(zip(bounds, [*bounds[1:], size], strict=True))

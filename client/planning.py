@@ -32,7 +32,8 @@ class ReportTarget:
 class UploadOptions:
     """How to send.  ``chunk_size`` is the size of one PATCH request;
     ``parallel`` the number of partial uploads for one payload (needs the
-    server's concatenation extension); ``checksums`` sends Upload-Checksum
+    server's concatenation extension; None: chosen from what earlier uploads
+    to the server measured, see :mod:`~dqrxfer.linkmemory`); ``checksums`` sends Upload-Checksum
     when the server offers it; ``resume`` uses the resume store;
     ``overlap_min_size``: payloads at least this large are hashed while
     they are sent (needs concatenation too).  ``max_piece``: a PATCH may
@@ -46,7 +47,7 @@ class UploadOptions:
     extension; see :mod:`~dqrxfer.blocks`)."""
 
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    parallel: int = 1
+    parallel: int | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     checksums: bool = True
     resume: bool = True
@@ -59,7 +60,7 @@ class UploadOptions:
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
             raise UsageError("chunk size: must be at least 1 byte")
-        if self.parallel < 1:
+        if self.parallel is not None and self.parallel < 1:
             raise UsageError("parallel: must be at least 1")
 
 

@@ -76,9 +76,10 @@ from .gate import Gate, Superseded
 from .hashcache import HashCache
 from .hashing import EarlyScans
 from .job import Job
+from .linkmemory import LADDER, RememberedLinks
 from .partials import TAIL, send_partials
 from .payload import BackgroundScan, Payload, payload_for
-from .pieces import FIRST_CUT_SHARE, MIN_PIECE, PieceSizer, split_ranges
+from .pieces import FIRST_CUT_SHARE, MIN_PIECE, SPLIT_ALIGN, PieceSizer, split_ranges
 from .planning import (
     OVERLAP_MIN_SIZE,
     PlannedUpload,
@@ -172,6 +173,8 @@ class ReportUploader:
         self.store = store or ResumeStore()
         self.progress = progress or NullProgress()
         self._capabilities = CapabilityCache(self.endpoint, RememberedCapabilities())
+        #: what uploads to the server measured, for the stream count (auto)
+        self._links = RememberedLinks()
         self._scans = EarlyScans(self.options.chunk_size)
         #: sessions whose connection is open already (see :meth:`settle`)
         self._warm = WarmSessions(self.session_factory)
@@ -359,14 +362,18 @@ class ReportUploader:
         payload = planned.payload
         check_size(payload, caps)
         algorithm = chunk_algorithm(self.options, caps)
-        streams = stream_count(self.options, payload.size, caps)
+        auto = self.options.parallel is None
+        learnt = self._links.get(self.endpoint) if auto else None
+        streams = stream_count(self.options, payload.size, caps, learnt)
         overlap = hashed_while_sent(self.options, payload.size, streams, caps)
         if overlap:
-            # The sha256 is not known yet: the payload's identity stands in.
-            # (Several partial uploads split the payload on the chunk grid.)
-            grid = f":{self.options.chunk_size}" if streams > 1 else ""
-            mode = f"partials:{streams}{grid}:{payload.identity()}"
-            key = resume_key(self.server, planned.report.to_metadata(), payload.size, mode)
+            key = self._partials_key(planned, streams)
+            if auto and self.options.resume and self.store.get(key) is None:
+                # An interrupted run may have chosen another count: go on with it.
+                for other in LADDER:
+                    if other != streams and self.store.get(self._partials_key(planned, other)):
+                        streams, key = other, self._partials_key(planned, other)
+                        break
         else:
             hashed = self._scans.finished(payload, algorithm, self.progress)
             metadata = planned.metadata(hashed.sha256)
@@ -386,18 +393,34 @@ class ReportUploader:
         )
         with self.store.lock(key, payload.filename):
             try:
+                began = time.monotonic()
                 if overlap:
                     url, resumed, tally, sha256 = send_partials(job, algorithm, streams, caps)
                 else:
                     url, resumed, tally = send_single(job, hashed, metadata)
                     sha256 = hashed.sha256
+                # Sent and published (in the answer to the last PATCH).
+                seconds = time.monotonic() - began
                 record = verify(job, session, url, sha256)
             except RefusedError:
                 # Sending the same again would be refused again: forget it.
                 job.resume.drop()
                 raise
             job.resume.drop()
+        if overlap and not resumed and payload.size >= self.options.overlap_min_size:
+            rate = payload.size / max(seconds, 1e-3)
+            self._links.saw(self.endpoint, streams, rate, tus.link.round_trip)
         return url, resumed, tally, sha256, record
+
+    def _partials_key(self, planned: PlannedUpload, streams: int) -> str:
+        """The resume key of ``planned`` sent as ``streams`` partial uploads.
+        The sha256 is not known yet: the payload's identity stands in.
+        Several partial uploads split the payload in equal parts on the
+        :data:`~dqrxfer.pieces.SPLIT_ALIGN` grid: the key names the split,
+        so that the parts of another split are never taken for these."""
+        grid = f":equal{SPLIT_ALIGN}" if streams > 1 else ""
+        mode = f"partials:{streams}{grid}:{planned.payload.identity()}"
+        return resume_key(self.server, planned.report.to_metadata(), planned.payload.size, mode)
 
     # -- several payloads ----------------------------------------------------
 

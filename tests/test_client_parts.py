@@ -33,6 +33,8 @@ from dqrxfer.resume import ResumeEntry, ResumeStore, resume_key
 from dqrxfer.retry import Retrier, RetryPolicy
 from dqrxfer.upload import split_ranges
 
+MiB = 1024 * 1024
+
 
 def make_tree(root: Path) -> Path:
     (root / "tier1" / "plots").mkdir(parents=True)
@@ -223,13 +225,18 @@ def test_checksum_algorithm_choice() -> None:
     assert choose_checksum(()) is None
 
 
-def test_parallel_ranges_cover_the_payload_on_the_chunk_grid() -> None:
-    for size, parts, chunk in ((100, 4, 10), (95, 4, 10), (10, 4, 10), (1, 3, 8), (64, 3, 8)):
-        ranges = split_ranges(size, parts, chunk)
+def test_parallel_ranges_cover_the_payload_in_equal_aligned_parts() -> None:
+    cases = ((100, 4, 10), (95, 4, 10), (10, 4, 10), (1, 3, 8), (64, 3, 8), (91, 10, 10))
+    for size, parts, align in cases:
+        ranges = split_ranges(size, parts, align)
         assert ranges[0][0] == 0 and ranges[-1][1] == size
         assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
-        assert all(start % chunk == 0 and end > start for start, end in ranges)
-        assert len(ranges) == min(parts, -(-size // chunk))
+        assert all(start % align == 0 and end > start for start, end in ranges)
+        assert len(ranges) == min(parts, -(-size // align))
+        lengths = [end - start for start, end in ranges]
+        assert max(lengths) - min(lengths) <= align, (size, parts, ranges)
+    # 100 MiB in four: 25 MiB each (on 8 MiB chunks it was 24, 24, 24, 28).
+    assert {end - start for start, end in split_ranges(100 * MiB, 4)} == {25 * MiB}
 
 
 def test_resume_store_round_trip_drop_and_keys(tmp_path: Path) -> None:

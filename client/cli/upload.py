@@ -113,11 +113,13 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--parallel",
-        type=int,
-        default=1,
+        type=parallel_count,
+        default=None,
         metavar="N",
         help="send each payload as N partial uploads at once, joined on the server "
-        "(needs the server's concatenation extension; helps on long, lossy links)",
+        "(needs the server's concatenation extension; helps on a long link that caps each "
+        "connection); default auto: a payload of 64 MiB or more goes in 1, 2 or 4 streams, "
+        "as earlier uploads to the server over a long link measured what pays",
     )
     parser.add_argument(
         "--no-checksum",
@@ -149,6 +151,19 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def parallel_count(text: str) -> int | None:
+    """``--parallel``: a count of at least 1, or ``auto`` (None)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError("must be 'auto' or a whole number of at least 1")
+    return count
+
+
 def chunk_size(args: argparse.Namespace) -> int:
     """The chunk grid in bytes (``--chunk-size``, else the default)."""
     return DEFAULT_CHUNK_SIZE if args.chunk_size is None else args.chunk_size * MiB
@@ -161,8 +176,6 @@ def options_from(args: argparse.Namespace) -> UploadOptions:
         raise UsageError("--chunk-size: must be at least 1 (MiB)")
     if args.jobs < 1:
         raise UsageError("--jobs: must be at least 1")
-    if args.parallel < 1:
-        raise UsageError("--parallel: must be at least 1")
     return UploadOptions(
         chunk_size=chunk_size(args),
         # Pinned by --chunk-size; else growing on a good link.
@@ -211,7 +224,7 @@ def hash_early(args: argparse.Namespace, path: Path, start: bool = True) -> Back
     drops them otherwise).  None when the options or the path are bad: they
     are refused in the usual order later.
     """
-    if chunk_size(args) < 1 or args.parallel < 1 or args.jobs < 1:
+    if chunk_size(args) < 1 or args.jobs < 1:
         return None
     try:
         payload = payload_for(

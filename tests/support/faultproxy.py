@@ -91,6 +91,8 @@ class Counters:
     #: :func:`time.monotonic` when each forwarded piece of client-to-server
     #: bytes reaches the server (after the delay), in order per connection
     arrivals: list[float] = field(default_factory=list, repr=False)
+    #: the size of each of those pieces, in the same order
+    arrival_sizes: list[int] = field(default_factory=list, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, value: int = 1) -> None:
@@ -285,7 +287,9 @@ class _Connection:
                     _reset(self.client)
                     return
             forwarded += len(data)
-            counters.arrivals.append(time.monotonic() + self.faults.delay)
+            with counters.lock:
+                counters.arrivals.append(time.monotonic() + self.faults.delay)
+                counters.arrival_sizes.append(len(data))
             if link_reset:
                 counters.add("cuts")
                 self._cut()
