@@ -165,6 +165,20 @@ class CapabilityCache:
                 self._capabilities = self._ask(tus, retrier)
             return self._capabilities
 
+    def at_hand(self) -> Capabilities | None:
+        """The capabilities if they are known without a request (asked by
+        this uploader already, or remembered from an earlier run); None
+        while another thread is asking them."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._capabilities is None and self.remembered is not None:
+                self._capabilities = self.remembered.get(self.endpoint)
+                self._from_disk = self._capabilities is not None
+            return self._capabilities
+        finally:
+            self._lock.release()
+
     def ask_early(self, tus: TusClient) -> bool:
         """Have the capabilities at hand before they are needed: remembered,
         or OPTIONS asked once; True if they are.  A failure is no error here

@@ -61,6 +61,7 @@ from typing import Any
 
 import requests
 
+from .assumed import EXPECTED, Assumption, Mistaken
 from .capabilities import (
     CapabilityCache,
     RememberedCapabilities,
@@ -295,21 +296,44 @@ class ReportUploader:
         session = self._warm.take()
         try:
             tus = TusClient(session, self.endpoint)
-            retrier = Retrier(self.options.retry, payload.filename)
-            if gate is not None and not self._capabilities.ask_early(tus) and not gate.wait():
-                # The server did not answer OPTIONS, and the comparison failed or
-                # wants no upload: retrying here would only repeat its complaints.
-                raise Superseded(payload.filename)
-            caps = self.capabilities(tus, retrier)
+            assumption = None
+            if gate is not None and self._capabilities.at_hand() is None:
+                # A first contact: OPTIONS is on its way (beside the links
+                # API); the upload is made meanwhile (see dqrxfer.assumed).
+                retrier = Retrier(self.options.retry, payload.filename, gate.closed)
+                ask = lambda: self.capabilities(tus, retrier)  # noqa: E731
+                assumption = Assumption(EXPECTED, payload.size, ask)
+                caps = EXPECTED
+            else:
+                retrier = Retrier(self.options.retry, payload.filename)
+                caps = self.capabilities(tus, retrier)
             while True:
                 try:
                     url, resumed, tally, sha256, record = self._send(
-                        planned, session, tus, retrier, caps, gate
+                        planned, session, tus, retrier, caps, gate, assumption
                     )
                     break
-                except RefusedError as error:
+                except Mistaken as mistaken:
+                    log.debug("%s: %s: made again", payload.filename, mistaken)
+                    caps, assumption = mistaken.actual, None
+                except DqrxferError as error:
+                    if assumption is not None and not assumption.checked:
+                        # Failed before the server's answer was in: the
+                        # capabilities assumed may explain it; unless the
+                        # comparison failed or wants no upload (retrying
+                        # here would only repeat its complaints), ask them
+                        # and try as they say.
+                        assert gate is not None
+                        if not gate.wait():
+                            raise Superseded(payload.filename) from None
+                        log.debug(
+                            "%s: %s; asking the server's capabilities", payload.filename, error
+                        )
+                        retrier = Retrier(self.options.retry, payload.filename)
+                        caps, assumption = self.capabilities(tus, retrier), None
+                        continue
                     fresh = None
-                    if explained_by_stale(error):
+                    if isinstance(error, RefusedError) and explained_by_stale(error):
                         fresh = self._capabilities.refresh(tus, retrier, caps)
                     if fresh is None:
                         raise
@@ -354,8 +378,10 @@ class ReportUploader:
         retrier: Retrier,
         caps: Capabilities,
         gate: Gate | None,
+        assumption: Assumption | None = None,
     ) -> tuple[str, int, Tally, str, dict[str, Any]]:
-        """Send ``planned`` as ``caps`` allow, and verify the server's record."""
+        """Send ``planned`` as ``caps`` allow (assumed until ``assumption`` is
+        confirmed), and verify the server's record."""
         payload = planned.payload
         check_size(payload, caps)
         algorithm = chunk_algorithm(self.options, caps)
@@ -383,6 +409,8 @@ class ReportUploader:
             scans=self._scans,
             block_checksums=block_checksums(self.options, algorithm, caps),
             gate=gate,
+            assumption=assumption,
+            creation_with_upload=caps.has("creation-with-upload"),
         )
         with self.store.lock(key, payload.filename):
             try:
