@@ -153,6 +153,10 @@ class CapabilityCache:
         self._capabilities: Capabilities | None = None
         self._from_disk = False
         self._lock = threading.Lock()
+        #: The round trip of the OPTIONS asked (seconds; None if none was):
+        #: a cheap request's, which the upload's own connection may not have
+        #: seen (on a first contact it creates the upload meanwhile).
+        self.round_trip: float | None = None
 
     def get(self, tus: TusClient, retrier: Retrier) -> Capabilities:
         with self._lock:
@@ -194,6 +198,7 @@ class CapabilityCache:
                 except DqrxferError as error:
                     log.debug("OPTIONS %s asked early: %s", self.endpoint, error)
                     return False
+                self.round_trip = tus.link.round_trip
                 if self.remembered is not None:
                     self.remembered.put(self.endpoint, self._capabilities)
             return True

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .assumed import Assumption
+from .blocks import PreparedHeaders
 from .errors import DqrxferError, RefusedError, TransientError
 from .gate import Gate, Superseded
 from .hashing import EarlyScans
@@ -54,6 +55,9 @@ class Job:
     #: Made before the comparison with the server's copy: wait here before
     #: sending any byte (see :mod:`dqrxfer.gate`).
     gate: Gate | None = None
+    #: Block checksums computed ahead for the first PATCH (see
+    #: :class:`~dqrxfer.blocks.PreparedHeaders`).
+    prepared: PreparedHeaders = field(default_factory=PreparedHeaders)
     #: The server has creation-with-upload (see :meth:`create`).
     creation_with_upload: bool = False
     #: Made with capabilities assumed, not yet the server's answer: checked
@@ -180,4 +184,5 @@ class Job:
             tally,
             stream,
             self.block_checksums,
+            self.prepared,
         )

@@ -14,9 +14,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .blocks import block_checksum, block_size
+from .blocks import PreparedHeaders, block_checksum, block_size
 from .blocks import max_piece as block_max_piece
 from .crc32 import crc32_combine
 from .errors import RefusedError, TransientError
@@ -120,6 +120,8 @@ class RangeSender:
     tally: Tally
     stream: int = 0
     block_checksums: bool = False
+    #: Block checksums computed ahead (see :class:`~dqrxfer.blocks.PreparedHeaders`).
+    prepared: PreparedHeaders = field(default_factory=PreparedHeaders)
 
     def send(self, offset: int, until: int | None = None, hold: Hold | None = None) -> None:
         """Send from the upload's ``offset``, PATCH by PATCH, until the server
@@ -139,7 +141,7 @@ class RangeSender:
             header = block_header = None
             if blocks is not None:
                 end = min(self.base + until, start + self._block_piece(blocks, sizer))
-                block_header = block_checksum(self.payload, blocks, start, end)
+                block_header = self.prepared.get(self.payload, blocks, start, end)
             else:
                 end, header = self._checksum_header(
                     start, sizer.piece_end(start, self.base + until)

@@ -62,6 +62,7 @@ from typing import Any
 import requests
 
 from .assumed import EXPECTED, Assumption, Mistaken
+from .blocks import max_piece as block_max_piece
 from .capabilities import (
     CapabilityCache,
     RememberedCapabilities,
@@ -76,7 +77,7 @@ from .errors import DqrxferError, RefusedError
 from .gate import Gate, Superseded
 from .hashcache import HashCache
 from .hashing import EarlyScans
-from .job import Job
+from .job import CARRIED_MAX, Job
 from .partials import TAIL, send_partials
 from .payload import BackgroundScan, Payload, payload_for
 from .pieces import FIRST_CUT_SHARE, MIN_PIECE, PieceSizer, split_ranges
@@ -301,7 +302,15 @@ class ReportUploader:
                 # A first contact: OPTIONS is on its way (beside the links
                 # API); the upload is made meanwhile (see dqrxfer.assumed).
                 retrier = Retrier(self.options.retry, payload.filename, gate.closed)
-                ask = lambda: self.capabilities(tus, retrier)  # noqa: E731
+
+                def ask() -> Capabilities:
+                    caps = self.capabilities(tus, retrier)
+                    # The link's round trip as OPTIONS found it (this
+                    # connection has seen only the creation's, slower).
+                    if self._capabilities.round_trip is not None:
+                        tus.link.saw_answer(self._capabilities.round_trip)
+                    return caps
+
                 assumption = Assumption(EXPECTED, payload.size, ask)
                 caps = EXPECTED
             else:
@@ -412,6 +421,11 @@ class ReportUploader:
             assumption=assumption,
             creation_with_upload=caps.has("creation-with-upload"),
         )
+        if job.block_checksums and algorithm and streams == 1 and payload.size > CARRIED_MAX:
+            # The first PATCH of a new upload (the whole payload, as far as
+            # one header reaches): its digests are computed while it is created.
+            first = min(payload.size, block_max_piece(algorithm))
+            job.prepared.prepare(payload, algorithm, 0, first)
         with self.store.lock(key, payload.filename):
             try:
                 if overlap:
