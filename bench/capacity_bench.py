@@ -65,7 +65,8 @@ from pathlib import Path
 from typing import cast
 
 from bench.links_bench import fill, graceid
-from bench.servers import BIN, Server, TusNode, process_tree, tree_memory
+from bench.servers import Server, TusNode, process_tree, tree_memory
+from tests.support.live import serve_command
 
 MiB = 1024 * 1024
 BODY = 8 * MiB
@@ -96,19 +97,9 @@ class DqrxferServe(Server):
         self.config.write_text(settings)
 
     def command(self) -> list[str]:
-        return [
-            str(BIN / "dqrxfer-server"),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.workdir / "data"),
-            "--config",
-            str(self.config),
-            *self.extra,
-        ]
+        return serve_command(
+            self.port, self.workdir / "data", "--config", str(self.config), *self.extra
+        )
 
     def ready(self) -> None:
         deadline = time.monotonic() + 60

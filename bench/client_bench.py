@@ -40,13 +40,15 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from bench.rawhttp import Connection
+from bench.rawhttp import Connection, patch_file
+from bench.runs import CliRun, timed_run
 from bench.servers import BIN, Dqrxfer
+from bench.tables import table
 from bench.tus_bench import make_payload, metadata
 from tests.support.faultproxy import FaultProxy, Faults
+from tests.support.tus import dqr_upload_command
 
 HERE = Path(__file__).resolve().parent
 
@@ -83,83 +85,32 @@ def minimal_upload(
     )
     assert reply.status == 201, (reply.status, reply.body)
     target = "/files/" + reply.headers["location"].rstrip("/").rsplit("/", 1)[-1]
-    offset = 0
     with open(path, "rb") as handle:
-        while offset < size:
-            count = min(chunk, size - offset)
-            headers = {
-                "Tus-Resumable": "1.0.0",
-                "Upload-Offset": str(offset),
-                "Content-Type": "application/offset+octet-stream",
-            }
-            if checksums:
-                headers["Upload-Checksum"] = crc32_header(os.pread(handle.fileno(), count, offset))
-            reply = connection.request(
-                "PATCH", target, headers, file=handle, offset=offset, count=count
-            )
-            assert reply.status == 204, (reply.status, reply.body)
-            offset = int(reply.headers["upload-offset"])
+
+        def crc32_of(_: int, offset: int, count: int) -> str:
+            return crc32_header(os.pread(handle.fileno(), count, offset))
+
+        patch_file(connection, target, handle, size, chunk, crc32_of if checksums else None)
     connection.close()
     return time.perf_counter() - started
-
-
-@dataclass(frozen=True)
-class CliRun:
-    seconds: float
-    rss: int  # peak resident memory, bytes
-    cpu: float  # user + system seconds of the process
-    stderr: str
 
 
 def dqr_upload(
     url: str, path: Path, revision: int, extra: list[str], cache: Path, bin_dir: Path = BIN
 ) -> CliRun:
     """Run dqr-upload (of ``bin_dir``) as a process: its time, peak RSS, CPU and stderr."""
-    command = [
-        str(bin_dir / "dqr-upload"),
-        "-s",
+    command = dqr_upload_command(
         url,
-        "-p",
-        "O4",
-        "-g",
-        "S230518h",
-        "-u",
-        "llo",
-        "--revision",
-        str(revision),
-        "--retry-wait",
-        "0.1",
-        *extra,
-        str(path),
-    ]
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "DQRXFER_SERVER": ""}
-    with tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        stderr = err.read().decode(errors="replace")
-    if process.returncode != 0:
-        raise RuntimeError(f"dqr-upload exited with {process.returncode}:\n{stderr}")
-    return CliRun(elapsed, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, stderr)
+        *("--retry-wait", "0.1", *extra, str(path)),
+        revision=revision,
+        program=str(bin_dir / "dqr-upload"),
+    )
+    return timed_run(command, {**os.environ, "XDG_CACHE_HOME": str(cache), "DQRXFER_SERVER": ""})
 
 
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = [
-        "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-        for row in rows
-    ]
-    return "\n".join([line, rule, *body])
 
 
 def rounds(

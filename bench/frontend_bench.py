@@ -31,21 +31,22 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.runs import timed_run
 from bench.servers import BIN, tree_cpu
+from bench.tables import table
 from bench.tus_bench import make_payload
 from tests.support.deployment import deployed
 from tests.support.kerberos import Realm
 from tests.support.live import LiveServer
 from tests.support.proxies import OPS
+from tests.support.tus import dqr_upload_command
 
 HERE = Path(__file__).resolve().parent
 
@@ -69,34 +70,14 @@ def upload(
     url: str, payload: Path, revision: int, chunk_mib: int, env: dict[str, str]
 ) -> tuple[float, float]:
     """Run dqr-upload; wall seconds and the client's CPU seconds."""
-    command = [
-        str(BIN / "dqr-upload"),
-        "-q",
-        "-s",
+    command = dqr_upload_command(
         url,
-        "-p",
-        "O4",
-        "-g",
-        "S230518h",
-        "-u",
-        "llo",
-        "--revision",
-        str(revision),
-        "--chunk-size",
-        str(chunk_mib),
-        str(payload),
-    ]
-    with tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.perf_counter() - started
-        err.seek(0)
-        stderr = err.read().decode(errors="replace")
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"dqr-upload exited with {code}:\n{stderr}")
-    return elapsed, usage.ru_utime + usage.ru_stime
+        *("-q", "--chunk-size", str(chunk_mib), str(payload)),
+        revision=revision,
+        program=str(BIN / "dqr-upload"),
+    )
+    run = timed_run(command, env)
+    return run.seconds, run.cpu
 
 
 @contextmanager
@@ -156,17 +137,6 @@ def through_apache(
         from_session = sum(1 for line in errors if "Already established context found" in line)
         sample.handshakes = authenticated - from_session
         return sample
-
-
-def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = [
-        "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-        for row in rows
-    ]
-    return "\n".join([line, rule, *body])
 
 
 def main() -> int:

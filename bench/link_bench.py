@@ -68,8 +68,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench.client_bench import table
 from bench.servers import BIN, Dqrxfer
+from bench.tables import table
 from bench.tus_bench import make_payload
 from tests.support.faultproxy import FaultProxy, Faults
 from tests.support.tus import dqr_upload_command

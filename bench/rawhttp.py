@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -85,3 +86,30 @@ class Connection:
 
 def file_size(file: BinaryIO) -> int:
     return os.fstat(file.fileno()).st_size
+
+
+def patch_file(
+    connection: Connection,
+    target: str,
+    file: BinaryIO,
+    size: int,
+    chunk: int,
+    checksum: Callable[[int, int, int], str] | None = None,
+) -> None:
+    """Send ``size`` bytes of ``file`` to the tus upload at ``target``, from
+    offset 0, in ``chunk``-sized PATCHes; ``checksum(number, offset, count)``
+    gives the ``Upload-Checksum`` of each chunk, if any."""
+    offset, number = 0, 0
+    while offset < size:
+        count = min(chunk, size - offset)
+        headers = {
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+        }
+        if checksum is not None:
+            headers["Upload-Checksum"] = checksum(number, offset, count)
+        reply = connection.request("PATCH", target, headers, file=file, offset=offset, count=count)
+        assert reply.status == 204, (reply.status, reply.body)
+        offset = int(reply.headers["upload-offset"])
+        number += 1

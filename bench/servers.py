@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import psutil
 
 from tests.support.listening import listening_among
+from tests.support.live import free_port, serve_command, stop_group
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -31,12 +31,6 @@ _kept: list[Path] = []
 def _remove_kept() -> None:
     for path in _kept:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -164,13 +158,7 @@ class Server:
         return tree_cpu(self.process.pid)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process)
         self._clear_up()
 
     def _clear_up(self) -> None:
@@ -206,26 +194,32 @@ def _tree_size(path: Path) -> int:
 class Dqrxfer(Server):
     name = "dqrxfer"
 
-    def __init__(self, workers: int = 4, threads: int = 8, extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workers: int = 4,
+        threads: int = 8,
+        extra: list[str] | None = None,
+        pythonpath: str | None = None,
+    ) -> None:
         super().__init__()
         self.workers, self.threads, self.extra = workers, threads, extra or []
+        #: a directory holding another version of the ``dqrxfer`` package
+        #: (an earlier commit's), imported instead of the installed one
+        self.pythonpath = pythonpath
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        if self.pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(
+                part for part in (self.pythonpath, env.get("PYTHONPATH")) if part
+            )
+        return env
 
     def command(self) -> list[str]:
-        return [
-            str(BIN / "dqrxfer-server"),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(self.workers),
-            "--threads",
-            str(self.threads),
-            "--data-dir",
-            str(self.workdir / "data"),
-            *self.extra,
-        ]
+        threads = ["--threads", str(self.threads)]
+        return serve_command(
+            self.port, self.workdir / "data", *threads, *self.extra, workers=self.workers
+        )
 
     def ready(self) -> None:
         import urllib.request

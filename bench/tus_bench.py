@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
+import functools
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -31,8 +33,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.rawhttp import Connection
+from bench.rawhttp import Connection, patch_file
 from bench.servers import Dqrxfer, Nginx, Server, TusLayer, TusNode
+from tests.support.tus import sha1_header
 
 MiB = 1024 * 1024
 #: ``--contenders`` keys and the names the tables print.
@@ -72,7 +75,7 @@ def chunk_checksums(path: Path, chunk: int) -> list[str]:
     sums = []
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
-            sums.append("sha1 " + base64.b64encode(hashlib.sha1(block).digest()).decode())
+            sums.append(sha1_header(block))
     return sums
 
 
@@ -91,23 +94,13 @@ def tus_upload(
     assert reply.status == 201, (reply.status, reply.body)
     location = reply.headers["location"]
     target = location.split(f":{server.port}", 1)[-1] if location.startswith("http") else location
+    sums = checksums or []
     with open(path, "rb") as handle:
-        offset, number = 0, 0
-        while offset < size:
-            count = min(chunk, size - offset)
-            headers = {
-                "Tus-Resumable": "1.0.0",
-                "Upload-Offset": str(offset),
-                "Content-Type": "application/offset+octet-stream",
-            }
-            if checksums:
-                headers["Upload-Checksum"] = checksums[number]
-            reply = connection.request(
-                "PATCH", target, headers, file=handle, offset=offset, count=count
-            )
-            assert reply.status == 204, (reply.status, reply.body)
-            offset = int(reply.headers["upload-offset"])
-            number += 1
+
+        def listed(number: int, _offset: int, _count: int) -> str:
+            return sums[number]
+
+        patch_file(connection, target, handle, size, chunk, listed if sums else None)
     elapsed = time.perf_counter() - start
     connection.close()
     return elapsed
@@ -232,6 +225,73 @@ def median_of(
     return statistics.median(values), values
 
 
+def baseline_tree(revision: str, tmp: Path) -> Path:
+    """A directory to put first on ``PYTHONPATH`` that holds the ``dqrxfer``
+    package as of git ``revision`` (laid out as ``package-dir`` in
+    pyproject.toml maps it)."""
+    source, tree = tmp / "baseline-source", tmp / "baseline"
+    source.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", revision, "client", "server", "migrations"],
+        cwd=Path(__file__).resolve().parent.parent,
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    shutil.copytree(source / "client", tree / "dqrxfer")
+    shutil.copytree(source / "server", tree / "dqrxfer" / "server")
+    shutil.copytree(source / "migrations", tree / "dqrxfer" / "migrations")
+    return tree
+
+
+def alternate(
+    lineup: list[tuple[str, Callable[[], Server]]],
+    payload: Path,
+    rounds: int,
+    results: dict[str, object],
+) -> list[str]:
+    """The 1 GiB upload of every contender in turn, 8 and 64 MiB chunks (nginx:
+    one PUT, beside each), ``rounds`` times, the order reversed every other
+    round; each contender's share of nginx's rate is taken within its round
+    (the disk's pace moves between rounds).  Rows: median MB/s, the runs, the
+    median share of nginx, the server's CPU seconds per GiB, the load average."""
+    size = payload.stat().st_size
+    rows = []
+    for chunk_mib in (8, 64):
+        chunk = chunk_mib * MiB
+        runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in lineup}
+        for number in range(rounds):
+            for name, factory in lineup if number % 2 == 0 else lineup[::-1]:
+                action: Callable[[Server], float] = (
+                    functools.partial(put_upload, path=payload)  # type: ignore[assignment]
+                    if name == "nginx PUT"
+                    else functools.partial(tus_upload, path=payload, chunk=chunk)
+                )
+                seconds, cpu = fresh_with_cpu(factory, action)
+                load = os.getloadavg()[0]
+                runs[name].append((seconds, cpu, load))
+                rate = size / seconds / 1e6
+                print(
+                    f"round {number + 1}, {chunk_mib} MiB, {name}: {rate:.0f} MB/s, "
+                    f"{cpu:.2f} s CPU, load {load:.1f}",
+                    file=sys.stderr,
+                )
+        results[f"alternate {chunk_mib} MiB"] = runs
+        ceiling = runs["nginx PUT"]
+        for name, measured in runs.items():
+            rates = [size / seconds / 1e6 for seconds, _, _ in measured]
+            shares = [ceiling[i][0] / measured[i][0] * 100 for i in range(len(measured))]
+            cpu_per_gib = statistics.median(cpu / (size / 2**30) for _, cpu, _ in measured)
+            loads = [load for _, _, load in measured]
+            rows.append(
+                f"| {name} | {chunk_mib} MiB chunks, alternating | "
+                f"{statistics.median(rates):.0f} MB/s ({', '.join(f'{r:.0f}' for r in rates)}), "
+                f"CPU {cpu_per_gib:.2f} s/GiB, load {min(loads):.1f}-{max(loads):.1f} | | "
+                f"{statistics.median(shares):.0f} % ({', '.join(f'{r:.0f}' for r in shares)}) |"
+            )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -251,7 +311,7 @@ def main() -> int:
         "--only",
         nargs="*",
         default=["throughput", "fsync", "checksum", "rss", "small"],
-        help="which parts to run",
+        help="which parts to run (also: alternate, the 1 GiB uploads in rounds, see below)",
     )
     parser.add_argument("--workers", type=int, default=4, help="dqrxfer gunicorn workers")
     parser.add_argument(
@@ -262,6 +322,11 @@ def main() -> int:
         help="which servers the throughput and small-upload parts compare (ratios need node)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="the ``alternate`` part also runs the full app as of this git revision",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-payload-", dir=os.environ.get("BENCH_TMP")))
@@ -306,6 +371,18 @@ def main() -> int:
                     f"| {name} | {chunk_mib} MiB chunks | {rate(seconds):.0f} MB/s | {ratio} | "
                     f"{ceiling / seconds * 100:.0f} % |"
                 )
+
+    if "alternate" in args.only:
+        lineup: list[tuple[str, Callable[[], Server]]] = [("nginx PUT", Nginx), *contenders]
+        if args.baseline:
+            tree = baseline_tree(args.baseline, tmp)
+            lineup.append(
+                (
+                    f"full app at {args.baseline}",
+                    lambda: Dqrxfer(workers=args.workers, pythonpath=str(tree)),
+                )
+            )
+        rows += alternate(lineup, payload, args.runs, results)
 
     if "fsync" in args.only:
         # The cost of each fsync policy, on the tus layer (no publication).
@@ -405,7 +482,7 @@ def main() -> int:
                     )
 
     payload.unlink()
-    tmp.rmdir()
+    shutil.rmtree(tmp)
     print("| server | workload | median | ratio ours/@tus/server | of nginx ceiling |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))

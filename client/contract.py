@@ -76,11 +76,12 @@ class ContractError(ValueError):
         self.field = field
         self.rule = rule
         self.value = value
-        shown = "" if value is None else f" (got {_shorten(value)!r})"
+        shown = "" if value is None else f" (got {shorten(value)!r})"
         super().__init__(f"{field}: {rule}{shown}")
 
 
-def _shorten(value: object, limit: int = 80) -> str:
+def shorten(value: object, limit: int = 80) -> str:
+    """``value`` as text for an error message, cut to ``limit`` characters."""
     text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -52,6 +52,8 @@ class Progress(Protocol):
 
 
 class _NullTask:
+    """A task that shows nothing; the others override what they show."""
+
     def moveto(self, done: int) -> None:
         pass
 
@@ -70,7 +72,7 @@ class NullProgress:
         return _NullTask()
 
 
-class _LogTask:
+class _LogTask(_NullTask):
     def __init__(self, label: str, total: int, done: int, verb: str) -> None:
         self.label = label
         self.total = total
@@ -99,15 +101,6 @@ class _LogTask:
                 percent,
                 format_rate(rate),
             )
-
-    def confirmed(self, on_server: int) -> None:
-        pass
-
-    def acknowledged(self, url: str, length: int, offset: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class LogProgress:

@@ -244,6 +244,10 @@ class Settings:
     # that lost the last answer can still ask; then ``cleanup`` removes them.
     finished_upload_retention: float = key(seconds(), DEFAULT_UPLOAD_EXPIRY)
     read_timeout: float = key(seconds(positive=True), 60.0)
+    # A request for an upload whose lock is held by a request body that has
+    # been silent for half a second asks it to let go (its bytes kept), as
+    # tusd does; false: it waits for read_timeout (docs/tus.md).
+    lock_take_over: bool = key(BOOLEAN, True)
     # Seconds a new connection of ``serve`` may take to send its request line
     # and headers (server/worker.py): a client that connects and sends
     # nothing holds no capacity for longer.

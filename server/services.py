@@ -66,6 +66,7 @@ def build_services(settings: Settings, *, check_schema: bool = True) -> Services
         expiry=settings.upload_expiry,
         finished_retention=settings.finished_upload_retention,
         read_timeout=settings.read_timeout,
+        take_over=settings.lock_take_over,
         max_unfinished_bytes=settings.max_unfinished_bytes,
     )
     uploads = Uploads(store, locker, hooks, options, tus_metrics())

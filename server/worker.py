@@ -52,6 +52,12 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 #: Seconds a new connection may take to send its request line and headers.
 DEFAULT_HEADER_TIMEOUT = 10.0
 
+#: Seconds between two of the worker's heartbeats to the arbiter (a file's
+#: time set, one system call).  gunicorn's loop sends one at every turn,
+#: several per request; the arbiter's ``timeout`` (an hour for ``serve``)
+#: only needs one now and then.
+HEARTBEAT_INTERVAL = 1.0
+
 
 #: Returned for a request whose body must wait for a body slot.
 _PARKED = object()
@@ -142,6 +148,15 @@ class UploadWorker(ThreadWorker):  # type: ignore[misc]
         self.bodies_lock = threading.Lock()
         self.parked: deque[_Connection] = deque()
         self.stop_begun = False
+        self.last_heartbeat = -HEARTBEAT_INTERVAL
+
+    def notify(self) -> None:
+        """Tell the arbiter the worker is alive, at most every
+        :data:`HEARTBEAT_INTERVAL` seconds."""
+        now = time.monotonic()
+        if now - self.last_heartbeat >= HEARTBEAT_INTERVAL:
+            self.last_heartbeat = now
+            super().notify()
 
     # -- a thread only for a request that has arrived --------------------------------
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ from sqlalchemy import create_engine, text
 
 from support.inprocess import InProcessServer, in_process_server
 from support.kerberos import Realm, kdc_available
-from support.live import NO_CONCATENATION, LiveServer
+from support.live import NO_CONCATENATION, REQUEST_LOG, LiveServer
 from support.postgres import CONFIGURED_URL, ThrowawayCluster, reachable, server_programs
 
 #: In CI a skipped test marked postgres, kerberos, browser, frontend or diskfull fails;
@@ -28,8 +30,30 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def front_end_data_dir() -> Iterator[Path]:
+    """A data directory a front end's workers (``www-data``) can walk down
+    to: outside pytest's temporary root, which pytest keeps private
+    (``0700``) and makes private again whenever another pytest run starts."""
+    root = Path(tempfile.mkdtemp(prefix="dqrxfer-front-end-"))
+    root.chmod(0o711)
+    path = root / "data"
+    path.mkdir()
+    yield path
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
 def live_server(data_dir: Path) -> Iterator[LiveServer]:
     server = LiveServer(data_dir).start()
+    yield server
+    server.discard()
+
+
+@pytest.fixture
+def logged_server(data_dir: Path) -> Iterator[LiveServer]:
+    """The real server, each request in its access log with its length and tus
+    offsets (support.request_log)."""
+    server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(REQUEST_LOG)]).start()
     yield server
     server.discard()
 

@@ -5,7 +5,6 @@ expired or not allowed."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -20,46 +19,20 @@ from dqrxfer.server.db import ReportFile, Upload
 from support.faultproxy import FaultProxy, Faults
 from support.kerberos import LLO_ROBOT, SERVICE, STRANGER, USER, Realm
 from support.live import LiveServer, tool
+from support.tus import random_file, sha256_hex
 
 pytestmark = pytest.mark.kerberos
 
 MiB = 1024 * 1024
 
-CONFIG = """auto_upgrade = true
-serve_reports = true
-
-[auth]
-mode = "gssapi"
-keytab = "{keytab}"
-# One second: an upload of some size outlives several cookies, so the client
-# must authenticate again in the middle of it (and must not lose a byte).
-session_lifetime = 1
-
-[[auth.rules]]
-name = "people"
-principals = ["*@KRBTEST.COM"]
-projects = ["personal"]
-
-[[auth.rules]]
-name = "O4 analysts"
-principals = ["user@KRBTEST.COM"]
-projects = ["O4"]
-
-[[auth.rules]]
-name = "llo robot"
-principals = ["dqr/robot/*.llo.example@KRBTEST.COM"]
-projects = ["O4"]
-sites = ["llo"]
-"""
+#: One second: an upload of some size outlives several cookies, so the client
+#: must authenticate again in the middle of it (and must not lose a byte).
+SESSION_LIFETIME = "session_lifetime = 1"
 
 
 @pytest.fixture(scope="module")
 def server(kerberos: Realm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("auth-cli")
-    (root / "data").mkdir()
-    config = root / "server.toml"
-    config.write_text(CONFIG.format(keytab=kerberos.service_keytab))
-    live = LiveServer(root / "data", config=config, env=kerberos.server_env()).start()
+    live = kerberos.gssapi_server(tmp_path_factory.mktemp("auth-cli"), auth=SESSION_LIFETIME)
     yield live
     live.discard()
 
@@ -147,12 +120,7 @@ def test_100_mib_through_kerberos_arrives_byte_identical(
     with bodies meet re-authentication, and resumes authenticate afresh.
     Not a byte may be lost or doubled (the body-resend trap)."""
     payload = tmp_path / "big.bin"
-    digest = hashlib.sha256()
-    with open(payload, "wb") as handle:
-        for _ in range(100):
-            block = os.urandom(MiB)
-            digest.update(block)
-            handle.write(block)
+    digest = random_file(payload, 100)
     before = server.log().count(f"authenticated {LLO_ROBOT}")
     faults = Faults(rate=40 * MiB, cut_after=(30 * MiB, 60 * MiB))
     with FaultProxy(server.port, faults, seed=8) as proxy:
@@ -176,11 +144,7 @@ def test_100_mib_through_kerberos_arrives_byte_identical(
     assert result.returncode == 0, result.stderr
     landed = server.published("big.bin", revision=5)
     assert landed.stat().st_size == 100 * MiB
-    landed_digest = hashlib.sha256()
-    with open(landed, "rb") as handle:
-        while block := handle.read(4 * MiB):
-            landed_digest.update(block)
-    assert landed_digest.hexdigest() == digest.hexdigest()
+    assert sha256_hex(landed) == digest
     assert cuts >= 1
     # At 40 MiB/s the upload takes over 2.5 s: cookies of one second ran out.
     assert server.log().count(f"authenticated {LLO_ROBOT}") - before >= 3

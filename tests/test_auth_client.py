@@ -22,22 +22,13 @@ from support.live import LiveServer
 
 pytestmark = pytest.mark.kerberos
 
-CONFIG = """auto_upgrade = true
-[auth]
-mode = "gssapi"
-keytab = "{keytab}"
-[[auth.rules]]
-principals = ["*@KRBTEST.COM", "dqr/robot/*.llo.example@KRBTEST.COM"]
-"""
+#: Everyone in the realm, robots too, may upload anywhere.
+RULES = '[[auth.rules]]\nprincipals = ["*@KRBTEST.COM", "dqr/robot/*.llo.example@KRBTEST.COM"]\n'
 
 
 @pytest.fixture(scope="module")
 def server(kerberos: Realm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("client-auth")
-    (root / "data").mkdir()
-    config = root / "server.toml"
-    config.write_text(CONFIG.format(keytab=kerberos.service_keytab))
-    live = LiveServer(root / "data", config=config, env=kerberos.server_env()).start()
+    live = kerberos.gssapi_server(tmp_path_factory.mktemp("client-auth"), rules=RULES)
     yield live
     live.discard()
 

@@ -24,37 +24,10 @@ from support.live import LiveServer
 
 pytestmark = pytest.mark.kerberos
 
-RULES = """
-[[auth.rules]]
-name = "people"
-principals = ["*@KRBTEST.COM"]
-projects = ["personal"]
-
-[[auth.rules]]
-name = "O4 analysts"
-principals = ["user@KRBTEST.COM"]
-projects = ["O4", "personal"]
-
-[[auth.rules]]
-name = "llo robot"
-principals = ["dqr/robot/*.llo.example@KRBTEST.COM"]
-projects = ["O4"]
-sites = ["llo"]
-"""
-
-
-def write_config(directory: Path, auth: str) -> Path:
-    config = directory / "server.toml"
-    config.write_text(f"auto_upgrade = true\nserve_reports = true\n\n{auth}\n{RULES}")
-    return config
-
 
 @pytest.fixture(scope="module")
 def server(kerberos: Realm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("gssapi")
-    (root / "data").mkdir()
-    config = write_config(root, f'[auth]\nmode = "gssapi"\nkeytab = "{kerberos.service_keytab}"')
-    live = LiveServer(root / "data", config=config, env=kerberos.server_env()).start()
+    live = kerberos.gssapi_server(tmp_path_factory.mktemp("gssapi"))
     yield live
     live.discard()
 

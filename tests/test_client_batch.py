@@ -12,6 +12,7 @@ import requests
 from dqrxfer.batch import find_reports
 from support.cli import run_cli
 from support.live import LiveServer
+from support.tus import dqr_upload_command
 
 REPORTS = (
     ("S230518h", "llo", 1),
@@ -39,6 +40,11 @@ def tree(tmp_path: Path) -> Path:
 @pytest.fixture
 def client_env(tmp_path: Path) -> dict[str, str]:
     return {"XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_CONFIG_HOME": str(tmp_path)}
+
+
+def batch_command(server: LiveServer, *args: str) -> list[str]:
+    """``dqr-batch-upload`` of project O4 to ``server``, ``args`` after."""
+    return ["dqr-batch-upload", "-s", server.url, "-p", "O4", *args]
 
 
 def test_find_reports_knows_report_directories_by_name(tree: Path) -> None:
@@ -73,32 +79,12 @@ def test_batch_uploads_what_the_server_lacks_and_skips_the_rest(
 ) -> None:
     first = tree / "S230518h_dir" / "S230518h_llo_1"
     done = run_cli(
-        "dqr-upload",
-        "-s",
-        live_server.url,
-        "-p",
-        "O4",
-        "-g",
-        "S230518h",
-        "-u",
-        "llo",
-        "--revision",
-        "1",
-        str(first),
+        *dqr_upload_command(live_server.url, str(first)),
         env=client_env,
     )
     assert done.returncode == 0, done.stderr
 
-    dry = run_cli(
-        "dqr-batch-upload",
-        "-s",
-        live_server.url,
-        "-p",
-        "O4",
-        "--dry-run",
-        str(tree),
-        env=client_env,
-    )
+    dry = run_cli(*batch_command(live_server, "--dry-run", str(tree)), env=client_env)
     assert dry.returncode == 0, dry.stderr
     assert table_rows(dry.stdout) == {
         ("GW230518A", "virgo", "1"): "would upload",
@@ -107,17 +93,7 @@ def test_batch_uploads_what_the_server_lacks_and_skips_the_rest(
     }
     assert not live_server.published(graceid="GW230518A", site="virgo", revision=1).exists()
 
-    result = run_cli(
-        "dqr-batch-upload",
-        "-s",
-        live_server.url,
-        "-p",
-        "O4",
-        "--jobs",
-        "2",
-        str(tree),
-        env=client_env,
-    )
+    result = run_cli(*batch_command(live_server, "--jobs", "2", str(tree)), env=client_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].split() == [
         "graceid",
@@ -146,9 +122,7 @@ def test_batch_uploads_what_the_server_lacks_and_skips_the_rest(
     url = links["reports"][0]["url"]
     assert url in result.stdout
 
-    again = run_cli(
-        "dqr-batch-upload", "-s", live_server.url, "-p", "O4", str(tree), env=client_env
-    )
+    again = run_cli(*batch_command(live_server, str(tree)), env=client_env)
     assert again.returncode == 0, again.stderr
     assert set(table_rows(again.stdout).values()) == {"on server"}
 
@@ -156,7 +130,7 @@ def test_batch_uploads_what_the_server_lacks_and_skips_the_rest(
 def test_update_resends_reports_that_changed_locally(
     live_server: LiveServer, tree: Path, client_env: dict[str, str]
 ) -> None:
-    command = ["dqr-batch-upload", "-s", live_server.url, "-p", "O4", str(tree)]
+    command = batch_command(live_server, str(tree))
     assert run_cli(*command, env=client_env).returncode == 0
     report = tree / "S230518h_dir" / "S230518h_lho_2"
     (report / "tier1" / "late.png").write_bytes(os.urandom(10_000))

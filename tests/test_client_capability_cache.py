@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,15 +18,6 @@ from support.cli import run_cli
 from support.live import LiveServer
 from support.request_log import Request, requests_of
 from support.tus import dqr_upload_command
-
-
-@pytest.fixture
-def logged_server(data_dir: Path) -> Iterator[LiveServer]:
-    """The real server, each request in its access log."""
-    config = Path(__file__).parent / "support" / "request_log.py"
-    server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(config)]).start()
-    yield server
-    server.stop()
 
 
 def remembered_file(env: dict[str, str]) -> Path:

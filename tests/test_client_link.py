@@ -36,15 +36,6 @@ HEADERS = 2048
 
 
 @pytest.fixture
-def logged_server(data_dir: Path) -> Iterator[LiveServer]:
-    """The real server, each request in its access log with its tus offsets."""
-    config = Path(__file__).parent / "support" / "request_log.py"
-    server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(config)]).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def standard_server(data_dir: Path) -> Iterator[LiveServer]:
     """The same, answering as a tus server without block checksums."""
     config = Path(__file__).parent / "support" / "request_log_hiding.py"

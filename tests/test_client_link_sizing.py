@@ -9,8 +9,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from test_client_link import logged_server  # noqa: F401  (the fixture)
-
 from dqrxfer.pieces import ROUND_TRIPS
 from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
@@ -79,7 +77,7 @@ def patches(
 
 
 def test_piece_sizes_follow_the_links_measured_rate(
-    logged_server: LiveServer,  # noqa: F811
+    logged_server: LiveServer,
     big_file: Path,
     client_env: dict[str, str],
 ) -> None:

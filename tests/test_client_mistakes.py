@@ -8,11 +8,13 @@ it got."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -364,11 +366,13 @@ def bytes_on_server(server: LiveServer) -> int:
     return sum(path.stat().st_size for path in upload_data_files(server))
 
 
+@contextlib.contextmanager
 def upload_a_third(
     server: LiveServer, args: list[str], env: dict[str, str], stderr_path: Path, size: int
-) -> subprocess.Popen[bytes]:
+) -> Iterator[subprocess.Popen[bytes]]:
     """``args`` (a dqr-upload command line) running, its standard error in
-    ``stderr_path``, once the server holds a third of the ``size`` bytes."""
+    ``stderr_path``, once the server holds a third of the ``size`` bytes;
+    killed on the way out if it is still running."""
     with open(stderr_path, "w") as stderr:
         process = subprocess.Popen(
             [tool(args[0]), *args[1:]],
@@ -383,11 +387,21 @@ def upload_a_third(
 
     try:
         wait_for(a_third_on_the_server, 120, interval=0.01, what="a third on the server")
-    except BaseException:
-        process.kill()
+        yield process
+    finally:
+        process.kill()  # no-op once it ended
         process.wait()
-        raise
-    return process
+        process.stdout.close()  # type: ignore[union-attr]
+
+
+def the_error_line(stderr_path: Path, pattern: str) -> re.Match[str]:
+    """The one error line of the command's standard error (in ``stderr_path``),
+    matched in full by ``pattern``."""
+    text = stderr_path.read_text()
+    (line,) = error_lines(text)
+    match = re.fullmatch(pattern, line)
+    assert match, text
+    return match
 
 
 @pytest.mark.parametrize(
@@ -412,24 +426,16 @@ def test_an_interrupted_upload_says_how_far_it_got_and_the_same_command_resumes(
         # Two streams: threads sending that must not keep the command alive.
         args = ["dqr-upload", "-s", proxy.url, "--chunk-size", "1", "--parallel", streams]
         args += [*IDENTITY, str(payload)]
-        process = upload_a_third(live_server, args, client_env, stderr_path, size)
-        try:
+        with upload_a_third(live_server, args, client_env, stderr_path, size) as process:
             process.send_signal(sig)
             assert process.wait(timeout=60) == code
-        finally:
-            process.kill()  # no-op once it ended
-            process.wait()
-            process.stdout.close()  # type: ignore[union-attr]
-        text = stderr_path.read_text()
-        (line,) = error_lines(text)
-        match = re.fullmatch(
+        match = the_error_line(
+            stderr_path,
             rf"ERROR:dqr-xfer:interrupted by {sig.name}: (\d+\.\d) MiB of 24\.0 MiB on the server; "
             "run the same command again to resume",
-            line,
         )
-        assert match, text
         on_server = float(match.group(1)) * MiB
-        assert 0 < on_server <= bytes_on_server(live_server) + 0.05 * MiB, line
+        assert 0 < on_server <= bytes_on_server(live_server) + 0.05 * MiB, match.group(0)
         # The command ended with its threads: had it waited for them, they
         # would have sent (nearly) everything.
         assert bytes_on_server(live_server) < size - 2 * MiB
@@ -458,28 +464,20 @@ def test_an_interrupted_upload_whose_server_does_not_answer_says_at_least_what_i
     server_group = live_server.process.pid
     with FaultProxy(live_server.port, Faults(rate=2 * MiB)) as proxy:
         args = ["dqr-upload", "-s", proxy.url, "--chunk-size", "1", *IDENTITY, str(payload)]
-        process = upload_a_third(live_server, args, client_env, stderr_path, size)
-        try:
+        with upload_a_third(live_server, args, client_env, stderr_path, size) as process:
             os.killpg(server_group, signal.SIGSTOP)
             try:
                 process.send_signal(signal.SIGTERM)
                 assert process.wait(timeout=60) == 143
             finally:
                 os.killpg(server_group, signal.SIGCONT)
-        finally:
-            process.kill()  # no-op once it ended
-            process.wait()
-            process.stdout.close()  # type: ignore[union-attr]
-    text = stderr_path.read_text()
-    (line,) = error_lines(text)
-    match = re.fullmatch(
+    match = the_error_line(
+        stderr_path,
         r"ERROR:dqr-xfer:interrupted by SIGTERM: at least (\d+(?:\.\d)?) (B|MiB) of 24\.0 MiB "
         "on the server; run the same command again to resume",
-        line,
     )
-    assert match, text
     acknowledged = float(match.group(1)) * (MiB if match.group(2) == "MiB" else 1)
-    assert acknowledged <= bytes_on_server(live_server) + 0.05 * MiB, line
+    assert acknowledged <= bytes_on_server(live_server) + 0.05 * MiB, match.group(0)
 
 
 def stopped_while_loading(process: subprocess.Popen[bytes], library: str) -> None:

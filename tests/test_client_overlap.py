@@ -23,7 +23,7 @@ from dqrxfer.blocks import block_size
 from dqrxfer.upload import TAIL
 from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
-from support.kill import kill_when
+from support.kill import kill_when, rerun_resumes
 from support.live import NO_CONCATENATION, LiveServer
 from support.tus import sha256_hex
 
@@ -225,12 +225,7 @@ def kill_half_way_then_resume(
         kill_when(args, env, half_way, "half of the payload on the server")
         (entry,) = entries(env)
         at_kill = list(uploads(server).values())
-        proxy.faults = Faults()
-        proxy.reset_counters()
-        result = run_cli(*args, env=env, timeout=300)
-        assert result.returncode == 0, result.stderr
-        assert "INFO:dqr-xfer:Resuming big.bin at" in result.stderr
-        assert proxy.counters.up_bytes <= 0.55 * size, proxy.counters
+        result = rerun_resumes(proxy, args, env, size)
     return entry, at_kill, result
 
 

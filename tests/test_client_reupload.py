@@ -9,10 +9,8 @@ import hashlib
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 
 from support.cli import run_cli
@@ -21,15 +19,6 @@ from support.request_log import Request, requests_of
 from support.tus import dqr_upload_command
 
 REPORT = "S230518h_llo_1"
-
-
-@pytest.fixture
-def logged_server(data_dir: Path) -> Iterator[LiveServer]:
-    """The real server, each request in its access log with its length."""
-    config = Path(__file__).parent / "support" / "request_log.py"
-    server = LiveServer(data_dir, extra_args=["--gunicorn-config", str(config)]).start()
-    yield server
-    server.discard()
 
 
 class Sent:

@@ -19,7 +19,7 @@ from dqrxfer.sendfile import SendfileHTTPConnection, SendfileHTTPSConnection
 from dqrxfer.session import make_session
 from dqrxfer.transport import MIN_SEND, REGION_PIECE, SliceBody, TusClient
 from support.live import LiveServer
-from support.proxies import OPS, Nginx, needs_nginx
+from support.proxies import behind_nginx, needs_nginx
 from support.tus import write_config
 
 MiB = 1024 * 1024
@@ -148,12 +148,7 @@ def test_tls_sends_file_content_from_a_buffer(
 ) -> None:
     # nginx on this host is the proxy whose X-Forwarded-* the app believes.
     config = write_config(tmp_path / "server.toml", trusted_proxies=["127.0.0.1", "::1"])
-    server = LiveServer(
-        data_dir, config=config, extra_args=["--gunicorn-config", str(OPS / "gunicorn.conf.py")]
-    ).start()
-    nginx = Nginx(tmp_path / "nginx", server.port, data_dir / "reports")
-    try:
-        nginx.start()
+    with behind_nginx(data_dir, tmp_path, config) as (server, nginx):
         # requests lets REQUESTS_CA_BUNDLE win over a session's own verify.
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(nginx.cert))
         session = make_session(verify=str(nginx.cert))
@@ -162,6 +157,3 @@ def test_tls_sends_file_content_from_a_buffer(
         assert sendfile_calls == []  # sendfile cannot encrypt
         pool = session.get_adapter(nginx.url).poolmanager.connection_from_url(nginx.url)
         assert pool.ConnectionCls is SendfileHTTPSConnection
-    finally:
-        nginx.stop()
-        server.discard()

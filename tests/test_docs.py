@@ -64,6 +64,7 @@ def test_site_builds_with_every_page(built: Path) -> None:
         "operators/commands",
         "operators/frontends",
         "operators/troubleshooting",
+        "development",
     ):
         assert (built / f"{page}.html").is_file(), page
     # The flow diagram is rendered, not left as source.

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from dqrxfer.server.db import Report, ReportFile, Upload
 from support.cli import run_cli
 from support.live import LiveServer
+from support.tus import dqr_upload_command
 
 
 def upload_args(server: LiveServer, *paths: Path, **options: str) -> list[str]:
@@ -173,22 +174,9 @@ def test_server_down_is_exit_5(tmp_path: Path) -> None:
     from support.live import free_port
 
     result = run_cli(
-        "dqr-upload",
-        "-s",
-        f"http://127.0.0.1:{free_port()}",
-        "-p",
-        "O4",
-        "-g",
-        "S230518h",
-        "-u",
-        "llo",
-        "--revision",
-        "1",
-        "--retries",
-        "2",
-        "--retry-wait",
-        "0.1",
-        str(payload),
+        *dqr_upload_command(
+            f"http://127.0.0.1:{free_port()}", "--retries", "2", "--retry-wait", "0.1", str(payload)
+        ),
     )
     assert result.returncode == 5, result.stderr
     assert "gave up after 2 retries" in result.stderr

@@ -6,8 +6,6 @@ Kerberos clients."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,17 +16,19 @@ from sqlalchemy.orm import Session
 
 from dqrxfer.auth import login
 from support.cli import run_cli
-from support.deployment import Deployment, apache_available, deployed
+from support.deployment import NEEDS_APACHE, Deployment, deployed
 from support.kerberos import LLO_ROBOT, USER, Realm
+from support.tus import dqr_upload_command, random_file, sha256_hex
 from support.tusclient import TUS, create, head, upload_id
 
-pytestmark = [
-    pytest.mark.frontend,
-    pytest.mark.skipif(
-        not apache_available(),
-        reason="apache2 or libapache2-mod-auth-gssapi missing (bash ops/dev/bootstrap.sh --test)",
-    ),
-]
+
+@pytest.fixture
+def data_dir(front_end_data_dir: Path) -> Path:
+    """The server's data directory where the front end's workers can read it."""
+    return front_end_data_dir
+
+
+pytestmark = NEEDS_APACHE
 
 MiB = 1024 * 1024
 
@@ -74,18 +74,13 @@ def test_no_ticket_is_challenged_and_a_forged_header_is_ignored(deployment: Depl
 
 def test_200_mib_upload_through_apache(deployment: Deployment, tmp_path: Path) -> None:
     payload = tmp_path / "report.bin"
-    digest = hashlib.sha256()
-    with open(payload, "wb") as handle:
-        for _ in range(200):
-            block = os.urandom(MiB)
-            digest.update(block)
-            handle.write(block)
+    digest = random_file(payload, 200)
     size = payload.stat().st_size
 
     session = deployment.session(keytab=deployment.realm.llo_robot_keytab)
     url = deployment.apache.url
     login(session, url)
-    created = create(session, url, size, filename="report.bin", sha256=digest.hexdigest())
+    created = create(session, url, size, filename="report.bin", sha256=digest)
     assert created.status_code == 201, created.text
     location = created.headers["Location"]
     assert location.startswith(f"{url}/files/")
@@ -112,11 +107,7 @@ def test_200_mib_upload_through_apache(deployment: Deployment, tmp_path: Path) -
 
     landed = deployment.server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_1/report.bin"
     assert landed.stat().st_size == size
-    landed_digest = hashlib.sha256()
-    with open(landed, "rb") as handle:
-        for block in iter(lambda: handle.read(8 * MiB), b""):
-            landed_digest.update(block)
-    assert landed_digest.hexdigest() == digest.hexdigest()
+    assert sha256_hex(landed) == digest
 
     # The server recorded the robot as the uploader, and shows the upload to it alone.
     record = session.get(f"{url}/api/v1/uploads/{upload_id(location)}", timeout=30)
@@ -148,37 +139,15 @@ def test_the_commands_through_apache(deployment: Deployment, tmp_path: Path) -> 
     assert f"as {USER}" in pinged.stderr and "Success = 100.0%" in pinged.stderr
 
     payload = tmp_path / "tier1.bin"
-    digest = hashlib.sha256()
-    with open(payload, "wb") as handle:
-        for _ in range(200):
-            block = os.urandom(MiB)
-            digest.update(block)
-            handle.write(block)
+    digest = random_file(payload, 200)
     uploaded = run_cli(
-        "dqr-upload",
-        "-s",
-        url,
-        "-p",
-        "O4",
-        "-g",
-        "S230518h",
-        "-u",
-        "llo",
-        "--revision",
-        "2",
-        "--keytab",
-        str(realm.llo_robot_keytab),
-        str(payload),
+        *dqr_upload_command(url, "--keytab", str(realm.llo_robot_keytab), str(payload), revision=2),
         env=realm.client_env(**ca),
         timeout=900,
     )
     assert uploaded.returncode == 0, uploaded.stderr
     landed = deployment.server.data_dir / "reports/O4/S230518h_dir/S230518h_llo_2/tier1.bin"
-    landed_digest = hashlib.sha256()
-    with open(landed, "rb") as handle:
-        for block in iter(lambda: handle.read(8 * MiB), b""):
-            landed_digest.update(block)
-    assert landed_digest.hexdigest() == digest.hexdigest()
+    assert sha256_hex(landed) == digest
 
     engine = create_engine(f"sqlite:///{deployment.server.data_dir / 'dqrxfer.sqlite'}")
     from dqrxfer.server.db import ReportFile
@@ -202,7 +171,7 @@ def test_reports_are_served_but_never_dot_names(deployment: Deployment) -> None:
         for part in (path, *path.relative_to(reports).parents):
             (reports / part).chmod(0o644 if part == path.relative_to(reports) else 0o755)
     # Apache's workers (www-data) must be able to walk down to the reports,
-    # which live in the test's private temporary directory.
+    # which live in a temporary directory of their own.
     for directory in (reports, *reports.parents):
         mode = directory.stat().st_mode
         if mode & 0o001 == 0:

@@ -32,20 +32,14 @@ import pytest
 import requests
 
 from dqrxfer.auth import login
-from support.deployment import Deployment, apache_available, deployed
+from support.deployment import NEEDS_APACHE, Deployment, deployed
 from support.kerberos import LLO_ROBOT, Realm
 from support.live import LiveServer
 from support.seed import Seed, seed
 from support.tus import wait_for
 from support.tusclient import TUS, create
 
-pytestmark = [
-    pytest.mark.frontend,
-    pytest.mark.skipif(
-        not apache_available(),
-        reason="apache2 or libapache2-mod-auth-gssapi missing (bash ops/dev/bootstrap.sh --test)",
-    ),
-]
+pytestmark = NEEDS_APACHE
 
 #: Debian's /etc/apache2/mods-available/mpm_event.conf.
 DEBIAN_MPM_EVENT = [

@@ -25,17 +25,11 @@ import pytest
 import requests
 
 from dqrxfer.auth import login
-from support.deployment import Deployment, apache_available, deployed
+from support.deployment import NEEDS_APACHE, Deployment, deployed
 from support.kerberos import Realm
 from support.tusclient import TUS, create
 
-pytestmark = [
-    pytest.mark.frontend,
-    pytest.mark.skipif(
-        not apache_available(),
-        reason="apache2 or libapache2-mod-auth-gssapi missing (bash ops/dev/bootstrap.sh --test)",
-    ),
-]
+pytestmark = NEEDS_APACHE
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

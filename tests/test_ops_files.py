@@ -16,8 +16,8 @@ import requests
 from dqrxfer.server.config import load_settings
 from support.cli import run_cli
 from support.live import LiveServer, tool
-from support.proxies import OPS, Nginx, needs_nginx, substitute
-from support.tus import write_config
+from support.proxies import OPS, behind_nginx, needs_nginx, substitute
+from support.tus import dqr_upload_command, write_config
 
 
 def test_example_server_config_is_valid() -> None:
@@ -99,31 +99,11 @@ def test_serve_names_a_missing_gunicorn_config(data_dir: Path) -> None:
 def test_upload_through_the_nginx_front_end(data_dir: Path, tmp_path: Path) -> None:
     # nginx on this host is the proxy whose X-Forwarded-* the app believes.
     config = write_config(tmp_path / "server.toml", trusted_proxies=["127.0.0.1", "::1"])
-    server = LiveServer(
-        data_dir,
-        config=config,
-        extra_args=["--gunicorn-config", str(OPS / "gunicorn.conf.py"), "--workers", "2"],
-    ).start()
-    nginx = Nginx(tmp_path / "nginx", server.port, data_dir / "reports")
-    try:
-        nginx.start()
+    with behind_nginx(data_dir, tmp_path, config, "--workers", "2") as (server, nginx):
         payload = tmp_path / "data.bin"
         payload.write_bytes(os.urandom(24 * 1024 * 1024 + 5))
         result = run_cli(
-            "dqr-upload",
-            "-s",
-            nginx.url,
-            "-p",
-            "O4",
-            "-g",
-            "S230518h",
-            "-u",
-            "llo",
-            "--revision",
-            "1",
-            "--chunk-size",
-            "16",
-            str(payload),
+            *dqr_upload_command(nginx.url, "--chunk-size", "16", str(payload)),
             env={"REQUESTS_CA_BUNDLE": str(nginx.cert)},
         )
         assert result.returncode == 0, result.stderr
@@ -161,6 +141,3 @@ def test_upload_through_the_nginx_front_end(data_dir: Path, tmp_path: Path) -> N
         for path in ("O4/.dqrxfer-staging/work/leftover.html", "O4/.dqrxfer-staging/"):
             hidden = requests.get(f"{nginx.url}/reports/{path}", verify=str(nginx.cert), timeout=10)
             assert hidden.status_code == 403, path
-    finally:
-        nginx.stop()
-        server.discard()

@@ -17,8 +17,15 @@ from dqrxfer.server.untrusted import REPORT_HEADERS
 from support.deployment import deployed
 from support.kerberos import USER, Realm
 from support.live import LiveServer
-from support.proxies import OPS, Nginx, needs_apache, needs_nginx
+from support.proxies import behind_nginx, needs_apache, needs_nginx
 from support.tus import send, tar_metadata
+
+
+@pytest.fixture
+def data_dir(front_end_data_dir: Path) -> Path:
+    """The server's data directory where the front end's workers can read it."""
+    return front_end_data_dir
+
 
 EVENT = "reports/O4/S230518h_dir"
 LISTED = f"{EVENT}/S230518h_llo_1"  #: no index.html
@@ -37,7 +44,7 @@ def upload(backend: str, session: requests.Session) -> None:
 
 def readable_by_the_front_end(reports: Path) -> None:
     """The front end's workers (www-data under root) walk down to the reports,
-    which live in the test's private temporary directory."""
+    which live in a temporary directory of their own."""
     for path in [reports, *reports.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     for directory in reports.parents:
@@ -83,19 +90,12 @@ def check_listings(base: str, app: LiveServer) -> None:
 def test_nginx_passes_directories_without_index_to_the_app(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = LiveServer(
-        data_dir, extra_args=["--gunicorn-config", str(OPS / "gunicorn.conf.py")]
-    ).start()
-    nginx = Nginx(tmp_path / "nginx", server.port, data_dir / "reports")
-    try:
+    with behind_nginx(data_dir, tmp_path, start=False) as (server, nginx):
         upload(server.url, requests.Session())
         readable_by_the_front_end(data_dir / "reports")
         nginx.start()
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(nginx.cert))
         check_listings(nginx.url, server)
-    finally:
-        nginx.stop()
-        server.discard()
 
 
 @needs_apache

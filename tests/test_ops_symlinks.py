@@ -25,6 +25,13 @@ from support.live import free_port
 from support.proxies import Nginx, needs_nginx
 from support.trees import plant
 
+
+@pytest.fixture
+def data_dir(front_end_data_dir: Path) -> Path:
+    """The server's data directory where the front end's workers can read it."""
+    return front_end_data_dir
+
+
 REPORT = Path("O4/S230518h_dir/S230518h_llo_1")
 #: A report whose index.html is a link out: reached through the directory URL
 #: the front ends answer with index.html (or pass to the app's listing).
@@ -56,7 +63,7 @@ def owned_report(reports: Path) -> None:
         if not path.is_symlink():
             path.chmod(0o755 if path.is_dir() else 0o644)
     # The front end's user must be able to walk down to the tree (it lives in
-    # the test's private temporary directory).
+    # a temporary directory of its own).
     for directory in (reports, *reports.parents):
         mode = directory.stat().st_mode
         if mode & 0o001 == 0:

@@ -30,6 +30,13 @@ def cli(data_dir: Path, *args: str) -> tuple[int, str, str]:
     return result.returncode, result.stdout, result.stderr
 
 
+def register(data_dir: Path, path: Path, **options: str) -> tuple[int, str, str]:
+    """``reports register --path path`` with ``--<name> <value>`` for each of
+    ``options`` (project, graceid, site, revision, subdir) before it."""
+    flags = [item for name, value in options.items() for item in (f"--{name}", value)]
+    return cli(data_dir, "reports", "register", *flags, "--path", str(path))
+
+
 def rows(data_dir: Path) -> dict[str, dict[str, tuple[int, str | None]]]:
     engine = create_engine(f"sqlite:///{data_dir / 'dqrxfer.sqlite'}")
     with Session(engine) as session:
@@ -49,7 +56,9 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_list_and_show(live_server: LiveServer) -> None:
+def publish_three_reports(server: LiveServer) -> None:
+    """Upload S230518h_llo_1, S230518h_virgo_2 and G123456_lho_1 (an index
+    page and tier1/a.json each) and see each published."""
     for graceid, site, revision in (
         ("S230518h", "llo", 1),
         ("S230518h", "virgo", 2),
@@ -57,11 +66,15 @@ def test_list_and_show(live_server: LiveServer) -> None:
     ):
         payload = tars.report_tree({"index.html": f"{graceid} {site}", "tier1/a.json": "{}"})
         sent = send(
-            live_server.url,
+            server.url,
             payload,
             tar_metadata(graceid=graceid, uploader=site, revision=revision),
         )
         assert sent.final.status_code == 204, sent.final.text
+
+
+def test_list_and_show(live_server: LiveServer) -> None:
+    publish_three_reports(live_server)
     data = live_server.data_dir
 
     status, out, _ = cli(data, "reports", "list")
@@ -140,20 +153,8 @@ def test_register_publishes_a_directory_produced_here(
     (source / "tier1/data.json").write_text('{"cit": true}')
     data = live_server.data_dir
 
-    status, out, err = cli(
-        data,
-        "reports",
-        "register",
-        "--project",
-        "O4",
-        "--graceid",
-        "S230518h",
-        "--site",
-        "LHO",
-        "--revision",
-        "3",
-        "--path",
-        str(source),
+    status, out, err = register(
+        data, source, project="O4", graceid="S230518h", site="LHO", revision="3"
     )
 
     assert status == 0, err
@@ -186,20 +187,8 @@ def test_register_in_place_and_refusals(live_server: LiveServer, tmp_path: Path)
     in_place.mkdir(parents=True)
     (in_place / "index.html").write_text("made in place")
 
-    status, out, err = cli(
-        data,
-        "reports",
-        "register",
-        "--project",
-        "o4",
-        "--graceid",
-        "S230601a",
-        "--site",
-        "llo",
-        "--revision",
-        "1",
-        "--path",
-        str(in_place),
+    status, out, err = register(
+        data, in_place, project="o4", graceid="S230601a", site="llo", revision="1"
     )
     assert status == 0, err
     assert out.startswith("indexed in place: 1 file(s)")
@@ -209,20 +198,8 @@ def test_register_in_place_and_refusals(live_server: LiveServer, tmp_path: Path)
     hostile.mkdir()
     (hostile / "index.html").write_text("x")
     (hostile / "passwd").symlink_to("/etc/passwd")
-    status, _, err = cli(
-        data,
-        "reports",
-        "register",
-        "--project",
-        "O4",
-        "--graceid",
-        "S230601a",
-        "--site",
-        "llo",
-        "--revision",
-        "2",
-        "--path",
-        str(hostile),
+    status, _, err = register(
+        data, hostile, project="O4", graceid="S230601a", site="llo", revision="2"
     )
     assert status == 1
     assert (
@@ -231,35 +208,9 @@ def test_register_in_place_and_refusals(live_server: LiveServer, tmp_path: Path)
     )
     assert not (data / O4 / "S230601a_dir/S230601a_llo_2").exists()
 
-    status, _, err = cli(
-        data,
-        "reports",
-        "register",
-        "--graceid",
-        "S230601a",
-        "--site",
-        "llo",
-        "--revision",
-        "2",
-        "--path",
-        str(hostile),
-    )
+    status, _, err = register(data, hostile, graceid="S230601a", site="llo", revision="2")
     assert status == 2 and "--project: required (one of MDC, O4, personal, replay)" in err
-    status, _, err = cli(
-        data,
-        "reports",
-        "register",
-        "--project",
-        "O4",
-        "--graceid",
-        "S23",
-        "--site",
-        "llo",
-        "--revision",
-        "2",
-        "--path",
-        str(hostile),
-    )
+    status, _, err = register(data, hostile, project="O4", graceid="S23", site="llo", revision="2")
     assert status == 2 and "--graceid: must be" in err
     for option, value, message in (
         ("--site", "L1", "--site: must be one of kagra, lho, llo, virgo (got 'L1')"),
@@ -268,21 +219,14 @@ def test_register_in_place_and_refusals(live_server: LiveServer, tmp_path: Path)
         ("--subdir", "../up", "--subdir: "),
     ):
         arguments = {
-            "--project": "O4",
-            "--graceid": "S230601a",
-            "--site": "llo",
-            "--revision": "5",
-            "--subdir": "",
-            option: value,
+            "project": "O4",
+            "graceid": "S230601a",
+            "site": "llo",
+            "revision": "5",
+            "subdir": "",
+            option.removeprefix("--"): value,
         }
-        status, out, err = cli(
-            data,
-            "reports",
-            "register",
-            *(item for pair in arguments.items() for item in pair),
-            "--path",
-            str(hostile),
-        )
+        status, out, err = register(data, hostile, **arguments)
         assert (status, out) == (2, ""), err
         assert err.startswith(f"dqrxfer-server: {message}"), err
         assert err.count("\n") == 1 and "uploader" not in err
@@ -428,18 +372,7 @@ def test_the_documented_report_commands_print_what_the_page_shows(
 ) -> None:
     """The examples of docs/operators/commands.md, run for real on the reports
     they show: the same lines, up to times, digests and sizes."""
-    for graceid, site, revision in (
-        ("S230518h", "llo", 1),
-        ("S230518h", "virgo", 2),
-        ("G123456", "lho", 1),
-    ):
-        payload = tars.report_tree({"index.html": f"{graceid} {site}", "tier1/a.json": "{}"})
-        sent = send(
-            live_server.url,
-            payload,
-            tar_metadata(graceid=graceid, uploader=site, revision=revision),
-        )
-        assert sent.final.status_code == 204, sent.final.text
+    publish_three_reports(live_server)
     source = tmp_path / "S230518h_lho_3"
     (source / "tier1").mkdir(parents=True)
     (source / "index.html").write_text("x")

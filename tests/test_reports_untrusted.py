@@ -17,8 +17,7 @@ from dqrxfer.server.untrusted import REPORT_HEADERS
 from support.deployment import deployed
 from support.inprocess import InProcessServer, in_process_server
 from support.kerberos import Realm
-from support.live import LiveServer
-from support.proxies import OPS, Nginx, needs_apache, needs_nginx
+from support.proxies import behind_nginx, needs_apache, needs_nginx
 from support.tus import TUS, encode_metadata, send, tar_metadata
 
 NULL = {"Origin": "null"}
@@ -137,19 +136,11 @@ def test_origin_null_reads_public_links_but_never_uploads(app_server: InProcessS
 def test_nginx_front_end_marks_every_report_answer(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = LiveServer(
-        data_dir, extra_args=["--gunicorn-config", str(OPS / "gunicorn.conf.py")]
-    ).start()
-    nginx = Nginx(tmp_path / "nginx", server.port, data_dir / "reports")
-    try:
-        nginx.start()
+    with behind_nginx(data_dir, tmp_path) as (_, nginx):
         put_report_on_disk(data_dir / "reports")
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(nginx.cert))
         check_report_answers(nginx.url)
         check_origin_null(nginx.url)
-    finally:
-        nginx.stop()
-        server.discard()
 
 
 @needs_apache

@@ -39,24 +39,6 @@ pytestmark = [pytest.mark.kerberos, pytest.mark.browser]
 GRACEID = "S230518h"
 COOKIE = "dqrxfer_session"
 
-CONFIG = """auto_upgrade = true
-serve_reports = true
-
-[auth]
-mode = "gssapi"
-keytab = "{keytab}"
-
-[[auth.rules]]
-name = "people"
-principals = ["*@KRBTEST.COM"]
-projects = ["personal"]
-
-[[auth.rules]]
-name = "O4 analysts"
-principals = ["{user}"]
-projects = ["O4", "personal"]
-"""
-
 #: The hostile page: the helper's links, its own resources, and three attempts
 #: to act as the viewer, each marked in the URL with how the page ran.
 PAGE = """<!doctype html>
@@ -155,10 +137,7 @@ def browser_cookie(set_cookie: str, host: str) -> dict[str, Any]:
 def visits(kerberos: Realm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     require_browser()
     root = tmp_path_factory.mktemp("untrusted")
-    (root / "data").mkdir()
-    config = root / "server.toml"
-    config.write_text(CONFIG.format(keytab=kerberos.service_keytab, user=USER))
-    server = LiveServer(root / "data", config=config, env=kerberos.server_env()).start()
+    server = kerberos.gssapi_server(root)
     try:
         yield visit(server, kerberos, root)
     finally:

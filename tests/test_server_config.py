@@ -74,6 +74,7 @@ BAD_VALUES = [
     ('trusted_proxies = ["proxy"]', "trusted_proxies[0]: must be an IP address", "'proxy'"),
     ('trusted_proxies = "10.0.0.1"', "trusted_proxies: must be a list", "'10.0.0.1'"),
     ('metrics = "true"', "metrics: must be true or false", "(got 'true')"),
+    ("lock_take_over = 1", "lock_take_over: must be true or false", "(got 1)"),
     ("min_free_space = -1", "min_free_space: must be a whole number of bytes, at least 0", "-1"),
     ("tar_max_members = 0", "tar_max_members: must be a positive whole number", "(got 0)"),
     ("tar_max_bytes = -1", "tar_max_bytes: must be a positive whole number of bytes", "-1"),

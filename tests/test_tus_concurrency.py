@@ -1,6 +1,7 @@
 """One writer per upload across gunicorn workers and server processes: a
 server with four workers and a second server on the same data directory and
-database take concurrent PATCHes to one upload.  Exactly one wins each round,
+database take concurrent PATCHes to one upload (without take-over of a
+silent holder: the writers hold their bodies back).  Exactly one wins each round,
 the others wait for the lock and are then told the offset moved (409), and
 the stored bytes never interleave.  With SQLite (file locks) and PostgreSQL
 (advisory locks).  The metrics of all workers add up."""
@@ -79,7 +80,9 @@ def write_once(url: str, offset: int, letter: int, go: threading.Event) -> tuple
 def test_concurrent_patches_to_one_upload_never_interleave(
     request: pytest.FixtureRequest, database: str, tmp_path: Path, data_dir: Path
 ) -> None:
-    keys: dict[str, object] = {"lock_timeout": 60}
+    # The writers hold their bodies back until all are in: silent holders,
+    # which take-over would end (tests/test_tus_takeover.py); here they wait.
+    keys: dict[str, object] = {"lock_timeout": 60, "lock_take_over": False}
     if database == "postgresql":
         keys["database_url"] = request.getfixturevalue("postgres_url")
     config = write_config(tmp_path / "config.toml", **keys)

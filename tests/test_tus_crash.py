@@ -5,8 +5,6 @@ PostgreSQL (advisory locks, which die with the killed process's sessions)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import signal
 from pathlib import Path
@@ -15,16 +13,17 @@ import pytest
 
 from support.live import LiveServer
 from support.tus import (
-    RawPatch,
     data_file,
     head,
     new_upload,
     offset_of,
     patch,
+    patch_partly,
     patch_until_unlocked,
     published,
     record,
     report_metadata,
+    sha1_header,
     wait_for,
     write_config,
 )
@@ -55,9 +54,7 @@ def test_kill_9_mid_upload_then_resume(server: LiveServer) -> None:
     payload = os.urandom(4 * 1024 * 1024)
     url = new_upload(server, len(payload), metadata=metadata)
     assert patch(url, 0, payload[:1000]).status_code == 204
-    raw = RawPatch(url, 1000, len(payload) - 1000)
-    raw.send(payload[1000:1_500_000])
-    wait_for(lambda: data_file(server, url).stat().st_size == 1_500_000, what="bytes on disk")
+    raw = patch_partly(server, url, 1000, payload[1000:], until=1_500_000)
 
     kill_and_restart(server)
     raw.close()
@@ -80,17 +77,15 @@ def test_kill_9_mid_checksummed_chunk_keeps_nothing_of_it(server: LiveServer) ->
     url = new_upload(server, len(payload), metadata=metadata)
     assert patch(url, 0, payload[:5000]).status_code == 204
     chunk = payload[5000:]
-    digest = "sha1 " + base64.b64encode(hashlib.sha1(chunk).digest()).decode()
-    raw = RawPatch(url, 5000, len(chunk), headers={"Upload-Checksum": digest})
-    raw.send(chunk[:1_000_000])
-    wait_for(lambda: data_file(server, url).stat().st_size == 1_005_000, what="bytes on disk")
+    checksum = {"Upload-Checksum": sha1_header(chunk)}
+    raw = patch_partly(server, url, 5000, chunk, until=1_005_000, headers=checksum)
 
     kill_and_restart(server)
     raw.close()
 
     assert offset_of(url) == 5000  # the unverified bytes are in the file but not counted
     assert data_file(server, url).stat().st_size == 1_005_000
-    response = patch_until_unlocked(url, 5000, chunk, headers={"Upload-Checksum": digest})
+    response = patch_until_unlocked(url, 5000, chunk, headers=checksum)
     assert response.status_code == 204, response.text
     assert data_file(server, url).read_bytes() == payload
     assert published(server, metadata).read_bytes() == payload

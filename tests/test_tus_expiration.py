@@ -133,20 +133,30 @@ def test_unfinished_uploads_expire_and_cleanup_removes_them(tmp_path: Path, data
         server.discard()
 
 
-def test_cleanup_finishes_an_upload_whose_finalization_a_crash_interrupted(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    server = LiveServer(data_dir, config=write_config(tmp_path / "config.toml")).start()
+def cut_before_finishing(
+    data_dir: Path, config: Path, metadata: dict[str, str]
+) -> tuple[LiveServer, str]:
+    """A server (stopped) and its upload of ``abcdef`` with ``metadata``
+    whose last bytes reached the data file, then the server died before
+    finishing it."""
+    server = LiveServer(data_dir, config=config).start()
     try:
-        metadata = report_metadata()
         url = new_upload(server, 6, metadata=metadata)
         assert patch(url, 0, b"abc").status_code == 204
     finally:
         server.stop()
-    # The last bytes reached the file, then the server died before post_finish,
-    # leaving a temporary file of a state write (and one a day old).
     with open(data_file(server, url), "ab") as handle:
         handle.write(b"def")
+    return server, url
+
+
+def test_cleanup_finishes_an_upload_whose_finalization_a_crash_interrupted(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    metadata = report_metadata()
+    server, url = cut_before_finishing(data_dir, write_config(tmp_path / "config.toml"), metadata)
+    # The server died before post_finish, leaving a temporary file of a state
+    # write (and one a day old).
     fresh = data_dir / "uploads" / f".{upload_id(url)}.info.0a1b2c3d.tmp"
     stale = data_dir / "uploads" / f".{upload_id(url)}.info.4e5f6071.tmp"
     fresh.write_text("{")
@@ -294,15 +304,8 @@ def test_an_interrupted_upload_refused_when_cleanup_finishes_it_is_logged_as_ref
     refusal is its outcome, said as such (not "not recovered now"), and
     nothing is published."""
     config = write_config(tmp_path / "config.toml", upload_expiry=3600)
-    server = LiveServer(data_dir, config=config).start()
     metadata = report_metadata("wrong.txt", sha256="0" * 64)
-    try:
-        url = new_upload(server, 6, metadata=metadata)
-        assert patch(url, 0, b"abc").status_code == 204
-    finally:
-        server.stop()
-    with open(data_file(server, url), "ab") as handle:
-        handle.write(b"def")
+    server, url = cut_before_finishing(data_dir, config, metadata)
     result = run_cli(
         "dqrxfer-server", "cleanup", "--config", str(config), "--data-dir", str(data_dir)
     )

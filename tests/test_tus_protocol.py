@@ -299,30 +299,18 @@ def test_patch_beyond_length_is_413_and_corrupts_nothing(server: InProcessServer
     assert response.status_code == 413
     assert data_file(server, url).read_bytes() == b"abcd"
 
-    def chunked() -> Iterator[bytes]:  # no Content-Length: the overrun shows late
-        yield b"efg"
-        yield b"hijklmn"
+    def chunked(*parts: bytes) -> requests.Response:
+        """A PATCH at offset 4 of ``parts``, with no Content-Length: an
+        overrun shows late."""
+        headers = {**TUS, "Content-Type": OCTETS, "Upload-Offset": "4"}
+        return requests.patch(url, headers=headers, data=iter(parts), timeout=10)
 
-    response = requests.patch(
-        url,
-        headers={**TUS, "Content-Type": OCTETS, "Upload-Offset": "4"},
-        data=chunked(),
-        timeout=10,
-    )
+    response = chunked(b"efg", b"hijklmn")
     assert response.status_code == 413
     assert data_file(server, url).read_bytes() == b"abcd"
     assert offset_of(url) == 4
 
-    def exact() -> Iterator[bytes]:
-        yield b"efg"
-        yield b"hij"
-
-    response = requests.patch(
-        url,
-        headers={**TUS, "Content-Type": OCTETS, "Upload-Offset": "4"},
-        data=exact(),
-        timeout=10,
-    )
+    response = chunked(b"efg", b"hij")
     assert response.status_code == 204 and response.headers["Upload-Offset"] == "10"
     assert data_file(server, url).read_bytes() == b"abcdefghij"
 

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from dqrxfer.server.tus import errors
 from dqrxfer.server.tus import store as store_module
 from dqrxfer.server.tus.body import BodyGone
 from dqrxfer.server.tus.datastore import HashingStore
+from dqrxfer.server.tus.digest import RunningDigests
 from dqrxfer.server.tus.locker import FileLocker
 from dqrxfer.server.tus.store import FileStore, UploadInfo, fsync_policy
 
@@ -254,7 +256,7 @@ def test_file_locks_exclude_threads_and_leave_no_file_per_upload(tmp_path: Path)
     for thread in threads:
         thread.join()
     assert overlaps == []
-    assert [path.name for path in tmp_path.iterdir()] == ["uploads.lock"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["uploads.lock", "uploads.release"]
 
 
 def test_a_busy_lock_times_out_with_423_and_other_uploads_go_on(tmp_path: Path) -> None:
@@ -379,6 +381,58 @@ def test_the_running_sha256_is_right_when_the_reader_reuses_its_buffer(tmp_path:
     info = store.create(UploadInfo(id="", length=len(payload)))
     store.write(info.id, 0, reusing_reader, len(payload))
     assert store.known_sha256(info.id) == sha256_hex(payload)
+
+
+class AskedFuture(Future[None]):
+    """A future that knows when someone waits for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = threading.Event()
+
+    def result(self, timeout: float | None = None) -> None:
+        self.asked.set()
+        return super().result(timeout)
+
+
+class LastUpdate:
+    """The last update of a running hash, still to come when it is kept;
+    its ``hexdigest`` fails if taken before that update."""
+
+    def __init__(self, first: bytes, last: bytes) -> None:
+        self.hash = hashlib.sha256(first)
+        self.last = last
+        self.pending = AskedFuture()
+        threading.Thread(target=self._update_when_asked, daemon=True).start()
+
+    def _update_when_asked(self) -> None:
+        if self.pending.asked.wait(timeout=60):
+            self.hash.update(self.last)
+            self.pending.set_result(None)
+
+    def hexdigest(self) -> str:
+        assert self.pending.done(), "digest taken before the last update ended"
+        return self.hash.hexdigest()
+
+
+def test_a_running_sha256_still_hashing_its_last_block_is_waited_for() -> None:
+    """A PATCH is answered while its last block may still be hashing: the
+    digest (or the hash the next PATCH goes on with) is only ever taken
+    after that block is in it."""
+    digests = RunningDigests()
+    first, last = os.urandom(1000), os.urandom(1000)
+    running = LastUpdate(first, last)
+    digests.keep("a", 2000, running, running.pending)
+    assert digests.hexdigest("a", 2000) == sha256_hex(first + last)
+    running = LastUpdate(first, last)
+    digests.keep("b", 2000, running, running.pending)
+    assert digests.start("b", 2000) is running and running.pending.done()
+    # A hash whose last update failed is not known at all.
+    failed: Future[None] = Future()
+    failed.set_exception(OSError("the data file ended early"))
+    digests.keep("c", 2000, hashlib.sha256(), failed)
+    assert digests.hexdigest("c", 2000) is None
+    assert digests.start("c", 2000) is None
 
 
 def test_the_running_sha256_is_never_guessed(tmp_path: Path) -> None:

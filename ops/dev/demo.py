@@ -68,20 +68,8 @@ def main() -> int:
     try:
         wait_ready(url, server)
         sample = HERE / "sample" / "index.html"
-        command = [
-            str(BIN / "dqr-upload"),
-            "-s",
-            url,
-            "-p",
-            "O4",
-            "-g",
-            "S230518h",
-            "-u",
-            "llo",
-            "--revision",
-            "1",
-            str(sample),
-        ]
+        options = f"-s {url} -p O4 -g S230518h -u llo --revision 1".split()
+        command = [str(BIN / "dqr-upload"), *options, str(sample)]
         print("== " + " ".join(["dqr-upload", *command[1:]]), flush=True)
         result = subprocess.run(command, capture_output=True, text=True)
         sys.stderr.write(result.stderr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -25,13 +25,8 @@ class ParameterError(ValueError):
 
     def __init__(self, name: str, rule: str, value: object = None) -> None:
         self.name = name
-        shown = "" if value is None else f" (got {_shorten(value)!r})"
+        shown = "" if value is None else f" (got {contract.shorten(value, 60)!r})"
         super().__init__(f"{name}: {rule}{shown}")
-
-
-def _shorten(value: object, limit: int = 60) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def graceid(value: str) -> str:
@@ -53,23 +48,23 @@ def flag(args: Mapping[str, str], name: str) -> bool:
 
 
 def site(args: Mapping[str, str], sites: tuple[str, ...]) -> str | None:
-    value = args.get("site")
-    if value is None:
-        return None
-    try:
-        return contract.validate_site(value, sites)
-    except contract.ContractError as error:
-        raise ParameterError("site", error.rule, value) from None
+    return _optional(args, "site", lambda value: contract.validate_site(value, sites))
 
 
 def project(args: Mapping[str, str], projects: tuple[str, ...]) -> str | None:
-    value = args.get("project")
+    return _optional(args, "project", lambda value: contract.validate_project(value, projects))
+
+
+def _optional(args: Mapping[str, str], name: str, validate: Callable[[str], str]) -> str | None:
+    """The parameter ``name`` checked by the contract's ``validate`` (None if
+    absent); a refusal is a :class:`ParameterError` naming the parameter."""
+    value = args.get(name)
     if value is None:
         return None
     try:
-        return contract.validate_project(value, projects)
+        return validate(value)
     except contract.ContractError as error:
-        raise ParameterError("project", error.rule, value) from None
+        raise ParameterError(name, error.rule, value) from None
 
 
 def moment(args: Mapping[str, str], name: str) -> datetime | None:

@@ -112,22 +112,23 @@ def finalize_upload(
     durable = settings.durable
     with staging.report_lock(target.report_relpath):
         with database.transaction(write=True) as connection:
-            previous = ledger.upload_outcome(connection, info.id)
-            url = _previous_answer(previous)
+            start = ledger.finalization_start(
+                connection, info.id, target.graceid, project.name, target.site, target.revision
+            )
+            url = _previous_answer(start.outcome)
             if url is not None:
                 return url
-            existing = ledger.report_path(
-                connection, target.graceid, project.name, target.site, target.revision
-            )
             place = ledger.take_place(
                 connection,
                 info.id,
-                previous,
+                start.outcome,
                 target.graceid,
                 project.name,
                 target.site,
                 target.revision,
+                cut=start.cut,
             )
+        existing = start.report_path
         relpath = existing if existing is not None else target.report_relpath
         report_dir = project.reports_root / relpath
         claim = Claim(database, place, durable)

@@ -20,6 +20,7 @@ deferred lengths, on every PATCH and on a final upload's concatenation.
 from __future__ import annotations
 
 import logging
+import threading
 from urllib.parse import urljoin
 
 from flask import has_request_context, request
@@ -58,6 +59,9 @@ class ReportHooks(TusHooks):
         #: known when the upload finishes: its data need not be read again)
         self.hashing = store if isinstance(store, HashingStore) else None
         self.locker = locker
+        #: per thread, the metadata ``pre_create`` last validated and the
+        #: result, which ``post_create`` of the same creation reuses
+        self._validated = threading.local()
 
     def pre_create(self, info: UploadInfo) -> None:
         try:
@@ -73,6 +77,7 @@ class ReportHooks(TusHooks):
             self._check_partials(info, target)
         if not info.is_partial:
             info.metadata = {**info.metadata, **target.to_metadata()}
+            self._validated.last = (info.metadata, target)
 
     def _check_partials(self, info: UploadInfo, target: contract.ReportUpload) -> None:
         """A final upload joins only partial uploads created for the same
@@ -107,7 +112,12 @@ class ReportHooks(TusHooks):
     def post_create(self, info: UploadInfo) -> None:
         if info.is_partial:
             return
-        target = validate_for_settings(info.metadata, self.settings)  # as pre_create did
+        last = getattr(self._validated, "last", None)
+        self._validated.last = None
+        if last is not None and last[0] is info.metadata:
+            target = last[1]  # the metadata pre_create validated and completed
+        else:
+            target = validate_for_settings(info.metadata, self.settings)  # as pre_create did
         with self.database.transaction(write=True) as connection:
             ledger.insert_upload(connection, _upload_row(info, target))
 

@@ -5,11 +5,13 @@ This is the path every report upload takes, many times a second when small
 files arrive, so it avoids the ORM's per-transaction machinery (a session,
 identity map, unit-of-work flush) and builds its statements once, at import,
 with named parameters: SQLAlchemy then finds each one compiled in its cache
-without rebuilding or re-keying it.  It is also the only writer of the rows
-of events, reports and their files: the operator commands (``reports
-register``, ``reindex``) record what they publish or find with
-:func:`record_report`, in their session's transaction.  Every function is
-idempotent.
+without rebuilding or re-keying it.  Those an upload runs every time are
+:class:`~..db.prepared.Prepared`: on SQLite they run on the driver's cursor,
+without SQLAlchemy's execution path (most of their cost here).  It is also
+the only writer of the rows of events, reports and their files: the
+operator commands (``reports register``, ``reindex``) record what they
+publish or find with :func:`record_report`, in their session's transaction.
+Every function is idempotent.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
-    CursorResult,
-    Insert,
+    FromClause,
     Table,
     bindparam,
     delete,
@@ -34,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from ..db.models import Event, Report, ReportFile, SupersededPath, Upload
+from ..db.prepared import Prepared
 
 # Declarative classes type __table__ as any FromClause; these are Tables.
 _events = cast(Table, Event.__table__)
@@ -54,12 +57,32 @@ _SELECT_OUTCOME = (
     .select_from(_uploads.outerjoin(_reports, _reports.c.id == _uploads.c.report_id))
     .where(_uploads.c.id == bindparam("upload_key"))
 )
-_REPORT_IDENTITY = (
-    _events.c.graceid == bindparam("graceid_key"),
-    _reports.c.project == bindparam("project_key"),
-    _reports.c.site == bindparam("site_key"),
-    _reports.c.revision == bindparam("revision_key"),
-)
+
+
+def _report_is(events: FromClause, reports: FromClause) -> tuple[ColumnElement[bool], ...]:
+    """The report (joined with its event) named by the identity's parameters."""
+    return (
+        events.c.graceid == bindparam("graceid_key"),
+        reports.c.project == bindparam("project_key"),
+        reports.c.site == bindparam("site_key"),
+        reports.c.revision == bindparam("revision_key"),
+    )
+
+
+def _cut_in_report(uploads: FromClause) -> tuple[ColumnElement[bool], ...]:
+    """Uploads of the report the identity's parameters name that have a
+    place but are still "receiving" (under the report's lock: cut)."""
+    return (
+        uploads.c.graceid == bindparam("graceid_key"),
+        uploads.c.project == bindparam("project_key"),
+        uploads.c.site == bindparam("site_key"),
+        uploads.c.revision == bindparam("revision_key"),
+        uploads.c.state == "receiving",
+        uploads.c.finalize_order.is_not(None),
+    )
+
+
+_REPORT_IDENTITY = _report_is(_events, _reports)
 _SELECT_REPORT_PATH = (
     select(_reports.c.path)
     .join(_events, _events.c.id == _reports.c.event_id)
@@ -111,15 +134,29 @@ _TAKE_PLACE = (
     .returning(_uploads.c.finalize_order)
 )
 # Under the report's lock: uploads of the report whose finalization was cut.
-_SELECT_CUT = select(_uploads.c.id).where(
-    _uploads.c.graceid == bindparam("graceid_key"),
-    _uploads.c.project == bindparam("project_key"),
-    _uploads.c.site == bindparam("site_key"),
-    _uploads.c.revision == bindparam("revision_key"),
-    _uploads.c.state == "receiving",
-    _uploads.c.finalize_order.is_not(None),
-)
+_SELECT_CUT = select(_uploads.c.id).where(*_cut_in_report(_uploads))
 _SELECT_CUT_EARLIER = _SELECT_CUT.where(_uploads.c.finalize_order < bindparam("order_key"))
+# The start of a finalization in one statement: the upload's outcome, where
+# its report lives, and how many uploads of the report were cut (the lookups
+# in the subqueries name their tables by aliases of their own, so that they
+# are not correlated with the upload's row).
+_existing_report, _existing_event, _cut = (
+    _reports.alias("existing"),
+    _events.alias("existing_event"),
+    _uploads.alias("cut"),
+)
+_SELECT_START = _SELECT_OUTCOME.add_columns(
+    select(_existing_report.c.path)
+    .join(_existing_event, _existing_event.c.id == _existing_report.c.event_id)
+    .where(*_report_is(_existing_event, _existing_report))
+    .scalar_subquery()
+    .label("report_path"),
+    select(func.count())
+    .select_from(_cut)
+    .where(*_cut_in_report(_cut))
+    .scalar_subquery()
+    .label("cut_count"),
+)
 _SELECT_SUPERSEDED = select(_superseded.c.relpath).where(
     _superseded.c.upload_id == bindparam("upload_key")
 )
@@ -136,6 +173,51 @@ _MARK_PUBLISHED = (
         error=None,
     )
 )
+
+
+# The statements of every upload, run on SQLite's cursor (see Prepared).
+_UPLOAD_KEYS = (
+    "id",
+    "principal",
+    "project",
+    "graceid",
+    "site",
+    "revision",
+    "subdir",
+    "filename",
+    "kind",
+    "sha256",
+    "length",
+    "state",
+    "created",
+)
+_FILE_KEYS = ("size", "sha256", "upload_id", "principal", "published")
+_FAST_INSERT_UPLOAD = Prepared(_INSERT_UPLOAD, _UPLOAD_KEYS)
+_FAST_START = Prepared(_SELECT_START)
+_FAST_TAKE_PLACE = Prepared(_TAKE_PLACE)
+_FAST_REPORT_FOR_UPDATE = Prepared(_SELECT_REPORT_FOR_UPDATE)
+_FAST_SELECT_EVENT = Prepared(_SELECT_EVENT)
+_FAST_INSERT_EVENT = Prepared(_INSERT_EVENT, ("graceid", "created"))
+_FAST_INSERT_REPORT = Prepared(
+    _INSERT_REPORT,
+    (
+        "event_id",
+        "project",
+        "site",
+        "revision",
+        "path",
+        "url",
+        "created",
+        "updated",
+        "file_count",
+        "total_bytes",
+    ),
+)
+_FAST_INSERT_FILE = Prepared(_INSERT_FILE, ("report_id", "relpath", *_FILE_KEYS))
+_FAST_UPDATE_FILE = Prepared(_UPDATE_FILE, _FILE_KEYS)
+_FAST_SELECT_ONE_FILE = Prepared(_SELECT_FILES.where(_files.c.relpath == bindparam("path_key")))
+_FAST_REFRESH_TOTALS = Prepared(_REFRESH_TOTALS)
+_FAST_MARK_PUBLISHED = Prepared(_MARK_PUBLISHED)
 
 
 _BACKDATE_REPORT = (
@@ -166,7 +248,10 @@ class UploadOutcome:
 
 def insert_upload(connection: Connection, values: dict[str, object]) -> None:
     """The row of a new upload (``values``: the ``uploads`` columns)."""
-    connection.execute(_INSERT_UPLOAD, values)
+    if values.keys() == set(_UPLOAD_KEYS):
+        _FAST_INSERT_UPLOAD.execute(connection, values)
+    else:
+        connection.execute(_INSERT_UPLOAD, values)
 
 
 def upload_outcome(connection: Connection, upload_id: str) -> UploadOutcome | None:
@@ -196,6 +281,34 @@ def report_path(
 
 
 @dataclass(frozen=True)
+class Start:
+    """What a finalization reads first, under the report's lock.
+
+    ``outcome``: the upload's row (None without one); ``report_path``: where
+    the report lives if it exists; ``cut``: how many uploads of the report
+    have a place but are still "receiving" (finalizations that were cut).
+    """
+
+    outcome: UploadOutcome | None
+    report_path: str | None
+    cut: int
+
+
+def finalization_start(
+    connection: Connection, upload_id: str, graceid: str, project: str, site: str, revision: int
+) -> Start:
+    """The :class:`Start` of the upload's finalization: one statement when
+    the upload has a row (the usual case), two without."""
+    identity = _identity(graceid, project, site, revision)
+    row = _FAST_START.first(connection, {"upload_key": upload_id, **identity})
+    if row is None:
+        path = report_path(connection, graceid, project, site, revision)
+        return Start(None, path, len(cut_uploads(connection, graceid, project, site, revision)))
+    state, error, url, order, path, cut = row
+    return Start(UploadOutcome(state, error, url, order), path, int(cut))
+
+
+@dataclass(frozen=True)
 class Place:
     """An upload's place in the order of its report's finalizations.
 
@@ -219,26 +332,31 @@ def take_place(
     project: str,
     site: str,
     revision: int,
+    cut: int | None = None,
 ) -> Place:
     """The upload's place, taken now unless an earlier finalization of it
     took one (``outcome``: its row, read in this transaction).  Call under
     the report's lock, in a write transaction: an upload of the report that
     has a place but is still "receiving" is then one whose finalization was
-    cut (it would hold the lock otherwise)."""
+    cut (it would hold the lock otherwise).  ``cut``: how many such uploads
+    the transaction found (:func:`finalization_start`); with none, a first
+    finalization does not look for them again."""
     if outcome is None:
         return Place(None, frozenset(), ())
     order = outcome.finalize_order
     superseded: frozenset[str] = frozenset()
     if order is None:
-        order = connection.execute(_TAKE_PLACE, {"upload_key": upload_id}).scalar_one()
+        order = int(_FAST_TAKE_PLACE.scalar(connection, {"upload_key": upload_id}))
+        if cut == 0:  # every upload with a place comes before the one taken now
+            return Place(order, superseded, ())
     else:  # finalized again: later uploads may have taken some of its paths
         rows = connection.execute(_SELECT_SUPERSEDED, {"upload_key": upload_id})
         superseded = frozenset(rows.scalars())
-    cut = connection.execute(
+    earlier = connection.execute(
         _SELECT_CUT_EARLIER,
         {**_identity(graceid, project, site, revision), "order_key": order},
     ).scalars()
-    return Place(order, superseded, tuple(cut))
+    return Place(order, superseded, tuple(earlier))
 
 
 def cut_uploads(
@@ -313,11 +431,13 @@ class Publication:
 def record_report(connection: Connection, change: ReportChange) -> tuple[int, str]:
     """Record ``change`` in the open write transaction (on SQLite one that
     began IMMEDIATE): the event and report rows if new, the files' rows and
-    the report's totals (counted in the UPDATE itself).  Returns the report's
-    id and URL."""
-    report_id, url = _get_or_create_report(connection, change)
-    _record_files(connection, report_id, change)
-    connection.execute(_REFRESH_TOTALS, {"report_key": report_id, "when_key": change.when})
+    the report's totals (counted in the UPDATE itself; a report created here
+    is inserted with them, and its files, none yet, are not looked up).
+    Returns the report's id and URL."""
+    report_id, url, created = _get_or_create_report(connection, change)
+    _record_files(connection, report_id, change, new_report=created)
+    if not created:
+        _FAST_REFRESH_TOTALS.execute(connection, {"report_key": report_id, "when_key": change.when})
     return report_id, url
 
 
@@ -333,8 +453,8 @@ def record_publication(connection: Connection, publication: Publication) -> str:
     (:func:`record_report`) and the upload as published.  Returns the
     report's URL."""
     report_id, url = record_report(connection, publication.change)
-    connection.execute(
-        _MARK_PUBLISHED,
+    _FAST_MARK_PUBLISHED.execute(
+        connection,
         {
             "upload_key": publication.upload_id,
             "sha256_key": publication.payload_sha256,
@@ -347,12 +467,15 @@ def record_publication(connection: Connection, publication: Publication) -> str:
     return url
 
 
-def _get_or_create_report(connection: Connection, change: ReportChange) -> tuple[int, str]:
+def _get_or_create_report(connection: Connection, change: ReportChange) -> tuple[int, str, bool]:
+    """The report's id and URL, and whether it was created here (then with
+    the totals of ``change.files``, whose paths a report's unique constraint
+    keeps distinct)."""
     identity = _identity(change.graceid, change.project, change.site, change.revision)
-    row = connection.execute(_SELECT_REPORT_FOR_UPDATE, identity).first()
+    row = _FAST_REPORT_FOR_UPDATE.first(connection, identity)
     if row is not None:
-        return row.id, row.url
-    event_id = _get_or_create_event(connection, change.graceid)
+        return int(row[0]), row[1], False
+    event_id = _get_or_create_event(connection, change.graceid, change.when)
     values = {
         "event_id": event_id,
         "project": change.project,
@@ -362,39 +485,28 @@ def _get_or_create_report(connection: Connection, change: ReportChange) -> tuple
         "url": change.url,
         "created": change.when,
         "updated": change.when,
-        "file_count": 0,
-        "total_bytes": 0,
+        "file_count": len(change.files),
+        "total_bytes": sum(entry.size for entry in change.files),
     }
     try:
-        created = _insert_new(connection, _INSERT_REPORT, values)
-        return _new_id(created), change.url
+        return _insert_new(connection, _FAST_INSERT_REPORT, values), change.url, True
     except IntegrityError:  # created meanwhile by another finalization (PostgreSQL)
         row = connection.execute(_SELECT_REPORT_FOR_UPDATE, identity).one()
-        return row.id, row.url
+        return row.id, row.url, False
 
 
-def _get_or_create_event(connection: Connection, graceid: str) -> int:
-    event_id = connection.execute(_SELECT_EVENT, {"graceid_key": graceid}).scalar_one_or_none()
+def _get_or_create_event(connection: Connection, graceid: str, when: datetime) -> int:
+    event_id = _FAST_SELECT_EVENT.scalar(connection, {"graceid_key": graceid})
     if event_id is not None:
         return int(event_id)
     try:
-        created = _insert_new(connection, _INSERT_EVENT, {"graceid": graceid})
-        return _new_id(created)
+        return _insert_new(connection, _FAST_INSERT_EVENT, {"graceid": graceid, "created": when})
     except IntegrityError:  # created meanwhile by another finalization (PostgreSQL)
         return int(connection.execute(_SELECT_EVENT, {"graceid_key": graceid}).scalar_one())
 
 
-def _new_id(result: CursorResult[Any]) -> int:
-    """The primary key of the row a single-row insert just made."""
-    key = result.inserted_primary_key
-    assert key is not None  # a single-row INSERT always has one
-    return int(key[0])
-
-
-def _insert_new(
-    connection: Connection, statement: Insert, values: dict[str, object]
-) -> CursorResult[Any]:
-    """Insert a row found missing a moment ago in this transaction.
+def _insert_new(connection: Connection, statement: Prepared, values: dict[str, object]) -> int:
+    """Insert a row found missing a moment ago in this transaction; its id.
 
     On PostgreSQL another transaction may insert the same row meanwhile: the
     insert runs in a savepoint, so that the IntegrityError leaves this
@@ -403,27 +515,38 @@ def _insert_new(
     statements are saved.
     """
     if connection.dialect.name == "sqlite":
-        return connection.execute(statement, values)
+        return statement.insert(connection, values)
     with connection.begin_nested():
-        return connection.execute(statement, values)
+        return statement.insert(connection, values)
 
 
-def _record_files(connection: Connection, report_id: int, change: ReportChange) -> None:
+def _record_files(
+    connection: Connection, report_id: int, change: ReportChange, new_report: bool = False
+) -> None:
     """Insert or replace the files' rows and drop the removed paths' rows.
 
     Only the rows of the paths concerned are read when they are few (a
     report that grows one small upload at a time is not read whole each
-    time); all of the report's rows otherwise.  Bulk statements: an archive
-    of 10,000 files costs a few statements.
+    time); all of the report's rows otherwise; none of a ``new_report``'s.
+    Bulk statements: an archive of 10,000 files costs a few statements.
     """
     paths = [entry.relpath for entry in change.files] + list(change.removed)
-    if len(paths) <= _CHUNK:
-        query = connection.execute(
-            _SELECT_NAMED_FILES, {"report_key": report_id, "paths_key": paths}
+    existing: dict[str, int] = {}
+    if new_report:
+        pass
+    elif len(paths) == 1:  # a single file's upload
+        found = _FAST_SELECT_ONE_FILE.rows(
+            connection, {"report_key": report_id, "path_key": paths[0]}
         )
+        existing = {relpath: file_id for relpath, file_id in found}
     else:
-        query = connection.execute(_SELECT_FILES, {"report_key": report_id})
-    existing: dict[str, int] = {row.relpath: row.id for row in query}
+        if len(paths) <= _CHUNK:
+            query = connection.execute(
+                _SELECT_NAMED_FILES, {"report_key": report_id, "paths_key": paths}
+            )
+        else:
+            query = connection.execute(_SELECT_FILES, {"report_key": report_id})
+        existing = {row.relpath: row.id for row in query}
     gone = [existing[path] for path in change.removed if path in existing]
     for start in range(0, len(gone), _CHUNK):
         connection.execute(_DELETE_FILES, {"ids_key": gone[start : start + _CHUNK]})
@@ -449,6 +572,6 @@ def _record_files(connection: Connection, report_id: int, change: ReportChange) 
         if entry.relpath not in existing
     ]
     if updates:
-        connection.execute(_UPDATE_FILE, updates)
+        _FAST_UPDATE_FILE.execute_many(connection, updates)
     if inserts:
-        connection.execute(_INSERT_FILE, inserts)
+        _FAST_INSERT_FILE.execute_many(connection, inserts)

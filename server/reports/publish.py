@@ -77,12 +77,13 @@ def make_dirs(path: Path, root: Path, durable: bool = True) -> list[Path]:
     process created meanwhile counts as new: its creator may not have made it
     durable yet.
     """
-    root.mkdir(parents=True, exist_ok=True)
     missing = []
     current = path
     while current != root and not current.exists():
         missing.append(current)
         current = current.parent
+    if current == root:
+        root.mkdir(parents=True, exist_ok=True)
     changed: list[Path] = []
     for directory in reversed(missing):
         with contextlib.suppress(FileExistsError):

@@ -37,7 +37,18 @@ REPORT_LOCK_TIMEOUT = 900.0
 #: Number of report lock files: reports hash onto them (two reports sharing
 #: one only wait for each other), so the count stays bounded forever.
 REPORT_LOCK_BUCKETS = 256
+#: A busy lock is tried again after FIRST_POLL seconds, then after twice as
+#: long each time, up to POLL_INTERVAL (flock has no timed wait).  Small
+#: uploads into one report hold its lock about a millisecond each: a fixed
+#: 50 ms wait left the report idle most of the time they queued for it.
+FIRST_POLL = 0.001
 POLL_INTERVAL = 0.05
+
+
+#: Staging areas (root, reports root) this process has created and checked:
+#: a finalization checks its own only once per process, and again when one
+#: of its directories turns out to be gone (:meth:`Staging.report_lock`).
+_ensured: set[tuple[Path, Path]] = set()
 
 
 class StagingError(RuntimeError):
@@ -53,6 +64,7 @@ def lock_file(path: Path, timeout: float | None) -> int | None:
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        poll = FIRST_POLL
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -61,7 +73,8 @@ def lock_file(path: Path, timeout: float | None) -> int | None:
                 if deadline is None or time.monotonic() >= deadline:
                     os.close(fd)
                     return None
-                time.sleep(POLL_INTERVAL)
+                time.sleep(poll)
+                poll = min(poll * 2, POLL_INTERVAL)
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -91,8 +104,13 @@ class Staging:
     def locks(self) -> Path:
         return self.root / "locks"
 
-    def ensure(self) -> None:
-        """Create the area and check it shares the reports root's filesystem."""
+    def ensure(self, again: bool = False) -> None:
+        """Create the area and check it shares the reports root's filesystem
+        (once per process, unless ``again``)."""
+        key = (self.root, self.reports_root)
+        if key in _ensured and not again:
+            return
+        _ensured.discard(key)
         self.reports_root.mkdir(parents=True, exist_ok=True)
         for directory in (self.root, self.work, self.locks):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -101,6 +119,7 @@ class Staging:
                 f"staging directory {self.root} is not on the filesystem of the reports root "
                 f"{self.reports_root}: set the project's staging_dir inside that filesystem"
             )
+        _ensured.add(key)
 
     @contextmanager
     def report_lock(
@@ -108,7 +127,12 @@ class Staging:
     ) -> Iterator[None]:
         """Hold the lock of one report (``<graceid>_dir/<graceid>_<site>_<rev>``)."""
         bucket = int(hashlib.sha256(report_relpath.encode()).hexdigest(), 16) % REPORT_LOCK_BUCKETS
-        fd = lock_file(self.locks / f"report-{bucket:02x}.lock", timeout)
+        path = self.locks / f"report-{bucket:02x}.lock"
+        try:
+            fd = lock_file(path, timeout)
+        except FileNotFoundError:  # the area was removed since it was checked
+            self.ensure(again=True)
+            fd = lock_file(path, timeout)
         if fd is None:
             raise StagingError(
                 f"another publication into {report_relpath} is still running after {timeout:.0f} s"
@@ -123,7 +147,11 @@ class Staging:
         """A fresh private directory, locked while in use and removed afterwards."""
         name = f"{label}.{secrets.token_hex(6)}"
         lock_path = self.work / f"{name}.lock"
-        fd = lock_file(lock_path, timeout=None)
+        try:
+            fd = lock_file(lock_path, timeout=None)
+        except FileNotFoundError:  # the area was removed since it was checked
+            self.ensure(again=True)
+            fd = lock_file(lock_path, timeout=None)
         if fd is None:  # pragma: no cover - a fresh random name is never locked
             raise StagingError(f"cannot lock {lock_path}")
         path = self.work / name

@@ -22,7 +22,7 @@ from . import errors
 from .blocks import EXTENSION as BLOCK_CHECKSUM
 from .blocks import HEADER as BLOCK_CHECKSUM_HEADER
 from .blocks import BlockChecksums, BlockMismatch, parse_block_checksums
-from .body import BodyGone, body_reader
+from .body import BodyGone, BodyReleased, body_reader
 from .checksum import ADVERTISED as CHECKSUM_ALGORITHMS
 from .checksum import ChunkChecksum, parse_checksum
 from .cors import CorsHeaders, NoCors
@@ -30,7 +30,7 @@ from .datastore import CONCAT_FINAL, CONCAT_PARTIAL, Store, UploadInfo, new_uplo
 from .expiration import expires_at, http_date
 from .hooks import TusHooks
 from .lifecycle import TusOptions, Uploads
-from .locker import Locker
+from .locker import Hold, Locker
 from .metadata import encode_metadata, parse_metadata
 from .metrics import tus_metrics
 
@@ -377,8 +377,7 @@ def _post() -> Response:
     uploads.hooks.pre_create(info)
     body = request.content_length if with_body else None
     _check_creation_size(uploads, info, body)
-    with uploads.creating(info, body):
-        info = uploads.create(info)
+    info = uploads.create(info, body)
     location = _upload_url(info.id)
 
     headers: dict[str, str] = {"Location": location}
@@ -393,9 +392,9 @@ def _post() -> Response:
                 headers["Upload-Offset"] = str(info.offset)
         else:
             if with_body or info.finished:
-                with uploads.locked(info.id):
+                with uploads.locked(info.id) as hold:
                     if with_body:
-                        headers.update(_receive(uploads, info, checksum))
+                        headers.update(_receive(uploads, info, checksum, hold))
                     else:
                         headers.update(uploads.finish(info))
             headers["Upload-Offset"] = str(info.offset)
@@ -415,6 +414,9 @@ def _head(upload_id: str) -> Response:
     info = _owned(upload_id)
     if uploads.expired(info):
         raise errors.gone()
+    if not info.completed and not info.is_final:
+        uploads.settle(upload_id)  # a silent writer's bytes, all of them
+        info = uploads.store.get(upload_id)
     info = uploads.recover(info)
     headers: dict[str, str] = {}
     if not info.is_final or info.finished:
@@ -461,7 +463,7 @@ def _patch(upload_id: str) -> Response:
     checksum = _body_checks()
     _owned(upload_id)  # before the lock: a busy upload of someone else's is still a 404
 
-    with uploads.locked(upload_id):
+    with uploads.locked(upload_id, take_over=uploads.options.take_over) as hold:
         info = uploads.store.get(upload_id)
         if uploads.expired(info):
             raise errors.gone()
@@ -471,7 +473,7 @@ def _patch(upload_id: str) -> Response:
             raise errors.offset_mismatch(info.offset, offset)
         if declared is not None:
             _declare_length(uploads, info, declared)
-        headers = _receive(uploads, info, checksum)
+        headers = _receive(uploads, info, checksum, hold)
     headers["Upload-Offset"] = str(info.offset)
     _add_expires(uploads, info, headers)
     return _response(204, headers)
@@ -505,9 +507,14 @@ def _body_checks() -> ChunkChecksum | BlockChecksums | None:
 
 
 def _receive(
-    uploads: Uploads, info: UploadInfo, checksum: ChunkChecksum | BlockChecksums | None
+    uploads: Uploads,
+    info: UploadInfo,
+    checksum: ChunkChecksum | BlockChecksums | None,
+    hold: Hold,
 ) -> dict[str, str]:
-    """Stream the request body into the upload (lock held); update ``info``.
+    """Stream the request body into the upload (lock ``hold`` held); update
+    ``info``.  A body that falls silent lets go of the lock when another
+    request asks for it (:class:`~.body.BodyReleased`), what it stored kept.
 
     Returns the headers of ``post_finish`` if the upload is now finished.
     """
@@ -522,7 +529,9 @@ def _receive(
     start = info.offset
     uploads.metrics.open.inc()
     try:
-        with body_reader(request.environ, expected, uploads.options.read_timeout) as read:
+        options = uploads.options
+        released = hold.release_requested if options.take_over else None
+        with body_reader(request.environ, expected, options.read_timeout, released) as read:
             verify = None
             if isinstance(checksum, BlockChecksums):
                 assert expected is not None  # parse_block_checksums requires it
@@ -535,6 +544,11 @@ def _receive(
         if error.status == 413 and rule is not None:  # the chunk was cut away
             raise _body_too_large(limit, rule) from None
         raise
+    except BodyReleased as released:
+        kept = _account_kept(uploads, info.id, start)
+        uploads.metrics.taken_over.inc()
+        log.info("upload %s: request taken over after %d bytes (%s)", info.id, kept, released)
+        raise errors.taken_over(kept, expected) from None
     except BodyGone:
         kept = _account_kept(uploads, info.id, start)
         raise errors.body_incomplete(kept, expected) from None
@@ -589,7 +603,7 @@ def _body_too_large(limit: int, rule: str | None) -> errors.TusError:
 def _delete(upload_id: str) -> Response:
     uploads = _uploads()
     _owned(upload_id)
-    with uploads.locked(upload_id):
+    with uploads.locked(upload_id, take_over=uploads.options.take_over):
         info = uploads.store.get(upload_id)
         uploads.terminate(info)
     uploads.metrics.terminated.inc()

@@ -164,7 +164,8 @@ class Store(Protocol):
 
     def unfinished_uploads(self, owner: str | None) -> Iterator[UploadInfo]:
         """The owner's uploads whose ``post_finish`` has not run, without
-        reading anyone else's, each with its ``reserved`` length."""
+        reading anyone else's, each of deferred length with its ``reserved``
+        length (the only ones a reservation is made for)."""
         ...
 
     def reserve(self, info: UploadInfo, up_to: int) -> None:

@@ -34,6 +34,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Any
 
+from .body import StableBuffer
 from .pools import ProcessLocalPool
 
 #: Uploads whose running hash one process keeps (least recently used go first).
@@ -51,10 +52,18 @@ _pool = ProcessLocalPool(HASH_THREADS, thread_name_prefix="dqrxfer-sha256")
 
 
 class RunningDigests:
-    """Per upload: the SHA-256 of its first ``offset`` bytes, as far as known."""
+    """Per upload: the SHA-256 of its first ``offset`` bytes, as far as known.
+
+    A write's last block may still be being hashed when its request is
+    answered (only the digest of a finished upload is waited for, and that
+    wait overlaps the fsync of its data): an entry then holds the pending
+    hash, and every reader of the entry (:meth:`start`, :meth:`hexdigest`)
+    waits for it first, so no digest or copy is ever taken of a hash that
+    has not yet taken all the bytes the entry's offset counts.
+    """
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
-        self._entries: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[int, Any, Future[Any] | None]] = OrderedDict()
         self._lock = threading.Lock()
         self.max_entries = max_entries
 
@@ -63,13 +72,17 @@ class RunningDigests:
         table until :meth:`keep` puts it back), or None if unknown."""
         with self._lock:
             entry = self._entries.pop(upload_id, None)
-        if entry is not None and entry[0] == offset:
+        if entry is not None and entry[0] == offset and _settled(entry[2]):
             return entry[1]
         return hashlib.sha256() if offset == 0 else None
 
-    def keep(self, upload_id: str, offset: int, digest: Any) -> None:
+    def keep(
+        self, upload_id: str, offset: int, digest: Any, pending: Future[Any] | None = None
+    ) -> None:
+        """``digest`` is the hash of the first ``offset`` bytes once
+        ``pending`` (its last update, if still running) has ended."""
         with self._lock:
-            self._entries[upload_id] = (offset, digest)
+            self._entries[upload_id] = (offset, digest, pending)
             self._entries.move_to_end(upload_id)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
@@ -79,13 +92,25 @@ class RunningDigests:
         if the running hash covers exactly those bytes."""
         with self._lock:
             entry = self._entries.get(upload_id)
-        if entry is None or entry[0] != size:
+        if entry is None or entry[0] != size or not _settled(entry[2]):
             return None
         return str(entry[1].hexdigest())
 
     def forget(self, upload_id: str) -> None:
         with self._lock:
             self._entries.pop(upload_id, None)
+
+
+def _settled(pending: Future[Any] | None) -> bool:
+    """Wait for a hash's last update; False if it failed (the hash is then
+    unknown: a catch-up that found the data file short)."""
+    if pending is None:
+        return True
+    try:
+        pending.result()
+    except Exception:
+        return False
+    return True
 
 
 def hash_file_prefix(digest: Any, path: str, length: int) -> Any:
@@ -106,7 +131,11 @@ class Feeder:
     """Feeds one write's blocks to a hash on a hashing thread, one block in
     flight at a time (so the order is kept).
 
-    The body reader reuses its buffer for the next read, so each block is
+    A block is hashed where it lies if nothing can change it before its hash
+    ends: ``bytes``, and blocks of the socket body reader's
+    :class:`~.body.StableBuffer` (unchanged until the second read after,
+    and the next block is fed, so this one's hash waited for, before that
+    read).  Any other block may be overwritten by the next read, so it is
     copied, into one of two buffers the feeder keeps for the whole write:
     while the hashing thread reads one, the next block goes to the other.  A
     fresh ``bytes`` per block would cost more than the copy (a megabyte
@@ -148,6 +177,13 @@ class Feeder:
         self._feed_one(block)
 
     def _feed_one(self, block: bytes | memoryview) -> None:
+        owner = block.obj if isinstance(block, memoryview) else None
+        if type(block) is bytes or isinstance(owner, StableBuffer):
+            self.wait()
+            self._pending = _pool.get().submit(self.digest.update, block)
+            if isinstance(owner, StableBuffer):
+                owner.hashing = self._pending  # not recycled before it ends
+            return
         # The buffer used two blocks ago: its hash ended before the previous
         # block was submitted (``wait`` below), so it is free.
         index, self._next = self._next, self._next ^ 1
@@ -158,6 +194,16 @@ class Feeder:
         view[:] = block
         self.wait()
         self._pending = _pool.get().submit(self.digest.update, view)
+
+    def unsettled(self) -> Future[Any] | None:
+        """After the last block: what may still be hashing it (for
+        :meth:`RunningDigests.keep`), or None once every block is hashed.  A
+        write that caught up from the file is waited for here."""
+        if self._caught_up is not None:
+            self.wait()
+            return None
+        pending, self._pending = self._pending, None
+        return pending
 
     def wait(self) -> None:
         """Block until every block fed so far is hashed (backlog included)."""

@@ -91,6 +91,17 @@ def body_incomplete(received: int, expected: int | None) -> TusError:
     )
 
 
+def taken_over(received: int, expected: int | None) -> TusError:
+    """The answer to a request whose body fell silent while another request
+    asked for its upload (tusd: "upload has been interrupted")."""
+    total = f" of {expected}" if expected is not None else ""
+    return TusError(
+        400,
+        f"request body stopped after {received}{total} bytes and another request for this "
+        "upload took it over; resume from Upload-Offset",
+    )
+
+
 # -- out of storage space -------------------------------------------------------
 
 #: HTTP status for a full disk (RFC 4918): the client's request was fine.

@@ -18,7 +18,7 @@ from . import errors
 from .datastore import Store, UploadInfo
 from .expiration import is_expired
 from .hooks import TusHooks
-from .locker import Locker
+from .locker import Hold, Locker
 from .metrics import TusMetrics
 
 log = logging.getLogger("dqrxfer.tus")
@@ -30,6 +30,10 @@ STALE_TEMPORARY_AGE = 24 * 3600
 #: state file without data or unreadable) are removed past this age (seconds):
 #: a creation in progress has them for a moment only.
 LEFTOVER_AGE = 3600
+#: Seconds a HEAD waits for the lock of an upload being written to: a silent
+#: holder lets go within RELEASE_POLL (half a second) of being asked; one
+#: still receiving does not, and its upload's offset is answered without it.
+SETTLE_WAIT = 1.0
 
 
 @dataclass
@@ -47,6 +51,9 @@ class TusOptions:
     them (without such hooks the store is where finished uploads live).
     ``max_unfinished_bytes``: how many bytes the unfinished uploads of one
     owner may hold (see :meth:`Uploads.unfinished_bytes`); None: no cap.
+    ``take_over``: a client's request for an upload whose lock a silent
+    request body holds asks it to let go (see :mod:`.locker`); False: it
+    waits until ``read_timeout`` ends that body.
     """
 
     max_size: int = 64 * 1024**3
@@ -54,6 +61,7 @@ class TusOptions:
     read_timeout: float = 60.0
     finished_retention: float | None = None
     max_unfinished_bytes: int | None = None
+    take_over: bool = True
 
 
 @dataclass
@@ -69,44 +77,73 @@ class Uploads:
 
     @contextmanager
     def locked(
-        self, upload_id: str, timeout: float | None = None, measured: bool = True
-    ) -> Iterator[None]:
+        self,
+        upload_id: str,
+        timeout: float | None = None,
+        measured: bool = True,
+        take_over: bool = False,
+    ) -> Iterator[Hold]:
         """The upload's lock, with the wait measured (``measured``: the lock
-        metrics count requests; housekeeping and recovery take locks unmeasured)."""
+        metrics count requests; housekeeping and recovery take locks unmeasured).
+        ``take_over``: while waiting, ask a holder whose body fell silent to
+        let go (see :mod:`.locker`); the requests of clients do."""
         if not measured:
-            with self.locker.lock(upload_id, timeout):
-                yield
+            with self.locker.lock(upload_id, timeout, take_over) as hold:
+                yield hold
             return
         started = time.monotonic()
         with ExitStack() as stack:
             self.metrics.lock_waiters.inc()
             try:
-                stack.enter_context(self.locker.lock(upload_id, timeout))
+                hold = stack.enter_context(self.locker.lock(upload_id, timeout, take_over))
             except errors.TusError:
                 self.metrics.lock_timeouts.inc()
                 raise
             finally:
                 self.metrics.lock_waiters.dec()
                 self.metrics.lock_wait.observe(time.monotonic() - started)
-            yield
+            yield hold
+
+    def settle(self, upload_id: str) -> None:
+        """Before a HEAD answers: take over the lock of a request whose body
+        fell silent, so that the offset read next is what that request kept
+        and no byte of it arrives afterwards (tusd's HEAD takes the lock too).
+        A holder still receiving or finishing is waited for at most
+        :data:`SETTLE_WAIT` seconds; then the offset stored so far is the
+        answer (never more than the bytes stored), as without the wait."""
+        if not self.options.take_over:
+            return
+        wait = min(self.locker.timeout, SETTLE_WAIT)
+        try:
+            with self.locked(upload_id, timeout=wait, measured=False, take_over=True):
+                pass
+        except errors.TusError:
+            pass
 
     def expired(self, info: UploadInfo, now: float | None = None) -> bool:
         return is_expired(info, self.options.expiry, time.time() if now is None else now)
 
     # -- creating --------------------------------------------------------------
 
-    def create(self, info: UploadInfo) -> UploadInfo:
-        """Create the upload in the store and run ``post_create``: all or
-        nothing.  If the hook fails (a refusal, a full disk under the
+    def create(self, info: UploadInfo, body: int | None = None) -> UploadInfo:
+        """Create the upload in the store, within its owner's cap
+        (:meth:`creating`, ``body`` as there), and run ``post_create``: all
+        or nothing.  If the hook fails (a refusal, a full disk under the
         application's database) the upload is removed again, so no upload the
-        client was never told about stays behind."""
-        try:
-            info = self.store.create(info)  # removes what it began if it fails
-        except Exception as error:
-            if errors.is_out_of_space(error):
-                log.warning("upload not created: out of storage space (%s)", errors.brief(error))
-                raise errors.out_of_space(_NOT_CREATED) from None
-            raise
+        client was never told about stays behind.  The owner's lock is held
+        until the upload exists in the store, not while the hook runs: a
+        creation meanwhile counts it, and if the hook refuses it that one
+        was held to less room than it had, never to more."""
+        with self.creating(info, body):
+            try:
+                info = self.store.create(info)  # removes what it began if it fails
+            except Exception as error:
+                if errors.is_out_of_space(error):
+                    log.warning(
+                        "upload not created: out of storage space (%s)", errors.brief(error)
+                    )
+                    raise errors.out_of_space(_NOT_CREATED) from None
+                raise
         try:
             self.hooks.post_create(info)
         except BaseException as error:

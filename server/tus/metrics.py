@@ -61,6 +61,10 @@ class TusMetrics:
         self.lock_timeouts = Counter(
             "dqrxfer_tus_lock_timeouts", "requests refused with 423 after waiting for a lock"
         )
+        self.taken_over = Counter(
+            "dqrxfer_tus_taken_over",
+            "requests whose silent body let go of its upload for another request",
+        )
 
     def count_request(self, method: str, status: int) -> None:
         method = method if method in KNOWN_METHODS else "other"

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from . import errors
+from .locker import Hold
 
 #: SQLSTATE lock_not_available: lock_timeout expired.
 LOCK_NOT_AVAILABLE = "55P03"
@@ -68,11 +69,16 @@ def keepalive_connect_args(dead_host_timeout: int, options: str = "") -> dict[st
     }
 
 
-def advisory_key(upload_id: str) -> int:
+def advisory_key(upload_id: str, namespace: str = "dqrxfer.tus") -> int:
     """A signed 64-bit key for ``upload_id`` (namespaced, so other users of
     advisory locks in the same database do not collide with ours)."""
-    digest = hashlib.sha256(f"dqrxfer.tus:{upload_id}".encode()).digest()
+    digest = hashlib.sha256(f"{namespace}:{upload_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def release_key(upload_id: str) -> int:
+    """The key whose shared locks ask the holder of ``upload_id``'s lock to let go."""
+    return advisory_key(upload_id, "dqrxfer.tus.release")
 
 
 class PostgresLocker:
@@ -99,36 +105,45 @@ class PostgresLocker:
         self.timeout = timeout
 
     @contextmanager
-    def lock(self, upload_id: str, timeout: float | None = None) -> Iterator[None]:
+    def lock(
+        self, upload_id: str, timeout: float | None = None, take_over: bool = False
+    ) -> Iterator[Hold]:
         wait = self.timeout if timeout is None else timeout
         key = advisory_key(upload_id)
         connection = self.engine.connect()
         try:
-            self._acquire(connection, key, wait)
+            self._acquire(connection, key, wait, release_key(upload_id) if take_over else None)
             try:
-                yield
+                yield _PgHold(connection, release_key(upload_id))
             finally:
                 self._release(connection, key)
         finally:
             connection.close()
 
     @staticmethod
-    def _acquire(connection: Connection, key: int, wait: float) -> None:
-        if wait <= 0:
-            got = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
-            if not got.scalar():
-                raise errors.locked()
+    def _acquire(connection: Connection, key: int, wait: float, asking: int | None) -> None:
+        """Take the lock ``key``, waiting up to ``wait`` seconds; while
+        waiting, ask its holder to let go by holding ``asking`` shared."""
+        got = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
+        if got.scalar():
             return
+        if wait <= 0:
+            raise errors.locked()
         # lock_timeout 0 would mean "wait forever": at least one millisecond.
         milliseconds = max(1, int(wait * 1000))
         connection.execute(text(f"SET lock_timeout = {milliseconds}"))
         try:
+            if asking is not None:
+                # Waits only while a holder looks (one statement), if at all.
+                connection.execute(text("SELECT pg_advisory_lock_shared(:key)"), {"key": asking})
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
         except DBAPIError as error:
             if getattr(error.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
                 raise errors.locked() from None
             raise
         finally:
+            if asking is not None:
+                connection.execute(text("SELECT pg_advisory_unlock_shared(:key)"), {"key": asking})
             connection.execute(text("RESET lock_timeout"))
 
     @staticmethod
@@ -145,3 +160,22 @@ class PostgresLocker:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class _PgHold:
+    """A :class:`~.locker.Hold` of :class:`PostgresLocker`, asking on the
+    holding connection whether anyone holds the release key shared."""
+
+    def __init__(self, connection: Connection, asking: int) -> None:
+        self.connection = connection
+        self.asking = asking
+
+    def release_requested(self) -> bool:
+        try:
+            free = self.connection.execute(
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": self.asking}
+            ).scalar()
+        except DBAPIError:
+            # The session is broken, and with it the lock: stop writing.
+            return True
+        return not free

@@ -171,6 +171,20 @@ def _changed_since(path: str, moment: float) -> bool:
         return False
 
 
+def _read_small(path: str) -> bytes:
+    """The whole content of a small file (a state file, a marker): plain
+    system calls, without the buffered file object ``open`` builds (whose
+    own ``fstat`` and ``ioctl`` calls cost more than the read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts = []
+        while block := os.read(fd, 65536):
+            parts.append(block)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
 def _write_all(fd: int, block: bytes) -> None:
     view = memoryview(block)
     while view:
@@ -254,11 +268,9 @@ class FileStore:
     def _read_state(self, upload_id: str) -> dict[str, object]:
         """The state file's content, with ``completed`` from its name."""
         try:
-            with open(self._info_path(upload_id), "rb") as handle:
-                state: dict[str, object] = json.loads(handle.read())
+            state: dict[str, object] = json.loads(_read_small(self._info_path(upload_id)))
         except FileNotFoundError:
-            with open(self._done_path(upload_id), "rb") as handle:
-                state = json.loads(handle.read())
+            state = json.loads(_read_small(self._done_path(upload_id)))
             state["completed"] = True
         return state
 
@@ -290,7 +302,8 @@ class FileStore:
             if info is None or info.completed:
                 _remove(f"{directory}/{name}")
             elif info.owner == owner:
-                info.reserved = _read_reservation(f"{directory}/{name}")
+                if info.length is None:  # only a deferred length counts a reservation
+                    info.reserved = _read_reservation(f"{directory}/{name}")
                 yield info
 
     def reserve(self, info: UploadInfo, up_to: int) -> None:
@@ -403,8 +416,7 @@ class FileStore:
 
     def _read_pending(self, upload_id: str) -> int | None:
         try:
-            with open(self._pending_path(upload_id), "rb") as handle:
-                return int(handle.read())
+            return int(_read_small(self._pending_path(upload_id)))
         except FileNotFoundError:
             return None
         except ValueError:
@@ -550,18 +562,21 @@ class FileStore:
     def _keep_digest(
         self, upload_id: str, feeder: Feeder, before: Any, offset: int, kept: int | None
     ) -> None:
-        """Put the running hash back at the offset the file was left at."""
+        """Put the running hash back at the offset the file was left at.
+        Its last block may still be hashing: the request is answered meanwhile
+        (the entry waits for it, see :class:`~.digest.RunningDigests`)."""
+        assert self.digests is not None
         try:
+            if kept is not None and kept != offset:
+                self.digests.keep(upload_id, kept, feeder.digest, feeder.unsettled())
+                return
             feeder.wait()
         except Exception:  # a catch-up that found the file short (hashlib does not fail)
             return
-        assert self.digests is not None
         if kept == offset:
             if before is None:
                 before = feeder.at_start()  # the hash caught up from the file
             self.digests.keep(upload_id, offset, before)
-        elif kept is not None:
-            self.digests.keep(upload_id, kept, feeder.digest)
 
     def known_sha256(self, upload_id: str) -> str | None:
         """The SHA-256 of the upload's data as computed while it arrived in

@@ -14,9 +14,9 @@ import requests
 
 from .kerberos import LLO_ROBOT, USER, Realm
 from .live import LiveServer
-from .proxies import OPS, Apache, apache_available
+from .proxies import NEEDS_APACHE, OPS, Apache, apache_available
 
-__all__ = ["Deployment", "apache_available", "deployed"]
+__all__ = ["NEEDS_APACHE", "Deployment", "apache_available", "deployed"]
 
 
 def server_config(data_dir: Path) -> str:

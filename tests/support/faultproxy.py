@@ -8,7 +8,8 @@ ways, misbehaving as :class:`Faults` says:
   server's side is closed after the bytes forwarded so far (as a dropped
   link looks to a server: a short body);
 * **stalls**: a connection stops forwarding client-to-server bytes at
-  a random point, for ``stall_seconds``, then is cut;
+  a random point, for ``stall_seconds``, then is cut (at most ``max_stalls``
+  connections: a link that goes dark once, for as long as a test runs);
 * **corruption**: the first ``corrupt_connections`` connections get one
   client-to-server byte flipped, at a random offset in ``corrupt_at``;
 * **link resets**: every ``cut_link_every`` client-to-server bytes of all
@@ -57,6 +58,8 @@ class Faults:
     stall_probability: float = 0.0
     stall_after: tuple[int, int] = (0, 1 << 20)
     stall_seconds: float = 3.0
+    #: stall at most this many connections (None: any number)
+    max_stalls: int | None = None
     #: flip one byte (at an offset drawn from ``corrupt_at``) of the first N connections
     corrupt_connections: int = 0
     corrupt_at: tuple[int, int] = (8 * 1024, 200 * 1024)
@@ -83,6 +86,8 @@ class Counters:
     cuts: int = 0
     corruptions: int = 0
     stalls: int = 0
+    #: :func:`time.monotonic` when each stall began
+    stall_times: list[float] = field(default_factory=list, repr=False)
     #: :func:`time.monotonic` when each forwarded piece of client-to-server
     #: bytes reaches the server (after the delay), in order per connection
     arrivals: list[float] = field(default_factory=list, repr=False)
@@ -207,7 +212,6 @@ class _Connection:
             down.join(timeout=30)
 
     def _stall(self) -> None:
-        self.proxy.counters.add("stalls")
         self.proxy.stopping.wait(self.faults.stall_seconds)
         self._cut()
 
@@ -237,8 +241,10 @@ class _Connection:
                 if mark is not None and mark > forwarded:
                     limit = min(limit, mark - forwarded)
             if self.stall_at is not None and forwarded >= self.stall_at:
-                self._stall()
-                return
+                if self.proxy.take_stall():
+                    self._stall()
+                    return
+                self.stall_at = None
             if self.cut_at is not None and forwarded >= self.cut_at:
                 counters.add("cuts")
                 self._cut()
@@ -390,6 +396,16 @@ class FaultProxy:
             self.link_bytes = mark
             self.next_link_reset = self._draw_link_reset()
             return kept, True
+
+    def take_stall(self) -> bool:
+        """Whether a connection may stall now (counted if so)."""
+        with self.link_lock:
+            limit = self.faults.max_stalls
+            if limit is not None and self.counters.stalls >= limit:
+                return False
+            self.counters.add("stalls")
+            self.counters.stall_times.append(time.monotonic())
+            return True
 
     def pace_total(self, count: int) -> None:
         """Hold ``count`` bytes until the shared link (``total_rate``) has carried

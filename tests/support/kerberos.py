@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .live import LiveServer
+
 REALM = "KRBTEST.COM"
 SERVICE = f"HTTP/localhost@{REALM}"
 USER = f"user@{REALM}"
@@ -26,6 +28,26 @@ LLO_ROBOT = f"dqr/robot/ldas.llo.example@{REALM}"
 LHO_ROBOT = f"dqr/robot/ldas.lho.example@{REALM}"
 
 CLOCK_SKEW = 3
+
+#: Authorization rules over the realm's principals: everyone may use the
+#: project ``personal``, the user O4 as well, the LLO robot O4 as site llo.
+RULES = f"""
+[[auth.rules]]
+name = "people"
+principals = ["*@{REALM}"]
+projects = ["personal"]
+
+[[auth.rules]]
+name = "O4 analysts"
+principals = ["{USER}"]
+projects = ["O4", "personal"]
+
+[[auth.rules]]
+name = "llo robot"
+principals = ["dqr/robot/*.llo.example@{REALM}"]
+projects = ["O4"]
+sites = ["llo"]
+"""
 
 #: Variables the realm's tools set that must not leak into a client by accident.
 _CLIENT_KEYS = ("KRB5CCNAME", "KRB5_CLIENT_KTNAME", "KRB5_KTNAME")
@@ -127,6 +149,18 @@ class Realm:
         if lifetime:
             flags += ["-l", lifetime]
         self.k5.kinit(principal, self.password(principal), flags=flags)
+
+    def gssapi_server(self, root: Path, auth: str = "", rules: str = RULES) -> LiveServer:
+        """A live server with its data in ``root/data``, authenticating with
+        this realm's service keytab: ``auth`` adds keys to its ``[auth]``
+        table, ``rules`` are its authorization rules."""
+        (root / "data").mkdir()
+        config = root / "server.toml"
+        config.write_text(
+            "auto_upgrade = true\nserve_reports = true\n\n"
+            f'[auth]\nmode = "gssapi"\nkeytab = "{self.service_keytab}"\n{auth}\n{rules}'
+        )
+        return LiveServer(root / "data", config=config, env=self.server_env()).start()
 
     def server_env(self) -> dict[str, str]:
         """The server process's environment: the realm's, merged in."""

@@ -8,6 +8,8 @@ import signal
 import subprocess
 from collections.abc import Callable
 
+from .cli import run_cli
+from .faultproxy import FaultProxy, Faults
 from .live import tool
 from .tus import wait_for
 
@@ -44,3 +46,18 @@ def kill_when(
         process.wait(timeout=30)
         process.stderr.close()  # type: ignore[union-attr]
     assert process.returncode == -signal.SIGKILL
+
+
+def rerun_resumes(
+    proxy: FaultProxy, args: list[str], env: dict[str, str], size: int
+) -> subprocess.CompletedProcess[str]:
+    """Run the killed command ``args`` again through ``proxy``, its faults
+    cleared: it succeeds, resumes ``big.bin`` and sends at most 55 % of its
+    ``size`` bytes (what the server kept is not sent again)."""
+    proxy.faults = Faults()
+    proxy.reset_counters()
+    result = run_cli(*args, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "INFO:dqr-xfer:Resuming big.bin at" in result.stderr
+    assert proxy.counters.up_bytes <= 0.55 * size, proxy.counters
+    return result

@@ -18,6 +18,8 @@ BIN = Path(sys.executable).parent
 #: A gunicorn configuration that hides the concatenation extensions (a server
 #: as one without them answers), for ``LiveServer(extra_args=[...])``.
 NO_CONCATENATION = Path(__file__).parent / "no_concatenation.py"
+#: A gunicorn configuration that logs each request (support.request_log).
+REQUEST_LOG = Path(__file__).parent / "request_log.py"
 
 
 def tool(name: str) -> str:
@@ -30,6 +32,31 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def serve_command(port: int, data_dir: Path, *extra: str, workers: int | None = None) -> list[str]:
+    """``dqrxfer-server serve`` on ``127.0.0.1:port`` with ``data_dir``
+    (``workers`` of gunicorn: its default if None), ``extra`` after."""
+    command = [tool("dqrxfer-server"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    return [*command, "--data-dir", str(data_dir), *extra]
+
+
+def stop_group(
+    process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 30
+) -> None:
+    """Send ``sig`` to the process group that ``process`` leads (started with
+    ``start_new_session``) and wait for it; SIGKILL the group if it has not
+    ended within ``timeout`` seconds.  Nothing if it has ended already."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 class ReportPaths:
@@ -64,21 +91,10 @@ class LiveServer(ReportPaths):
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        command = [
-            tool("dqrxfer-server"),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(self.workers),
-            "--data-dir",
-            str(self.data_dir),
-        ]
-        if self.config is not None:
-            command += ["--config", str(self.config)]
-        return command + self.extra_args
+        config = ["--config", str(self.config)] if self.config is not None else []
+        return serve_command(
+            self.port, self.data_dir, *config, *self.extra_args, workers=self.workers
+        )
 
     def start(self, timeout: float = 30.0) -> LiveServer:
         self.port = self.port or free_port()
@@ -124,11 +140,4 @@ class LiveServer(ReportPaths):
         self.stop(signal.SIGTERM if measured else signal.SIGKILL)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, sig)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_group(self.process, sig)

@@ -1,6 +1,7 @@
 """Take one upload's lock with the server's own locker and hold it until
 standard input closes: the lock holder on another host in
-tests/test_pglocker_dead_host.py.
+tests/test_pglocker_dead_host.py, and a holder that reads no request body
+(as one finishing an upload) in tests/test_tus_resume.py.
 
 Usage: python lock_holder.py CONFIG UPLOAD_ID (prints ``held`` once it holds
 the lock).

@@ -4,13 +4,13 @@ paths, certificates) replaced, in a private prefix on a loopback port."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
-import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -18,7 +18,7 @@ from typing import TypeVar
 import pytest
 import requests
 
-from .live import free_port
+from .live import LiveServer, free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 OPS = REPO / "ops"
@@ -44,10 +44,22 @@ def needs_nginx(test: Test) -> Test:
     return pytest.mark.frontend(skip(test))
 
 
+#: The marks of a test that needs Apache and mod_auth_gssapi: skipped where
+#: they are not installed, required in CI (marker ``frontend``).  A module of
+#: such tests sets ``pytestmark = NEEDS_APACHE``.
+NEEDS_APACHE = [
+    pytest.mark.frontend,
+    pytest.mark.skipif(
+        not apache_available(), reason=f"apache2 or libapache2-mod-auth-gssapi missing ({SETUP})"
+    ),
+]
+
+
 def needs_apache(test: Test) -> Test:
     """Run ``test`` where Apache and mod_auth_gssapi are installed; required in CI."""
-    reason = f"apache2 or libapache2-mod-auth-gssapi missing ({SETUP})"
-    return pytest.mark.frontend(pytest.mark.skipif(not apache_available(), reason=reason)(test))
+    for mark in NEEDS_APACHE:
+        test = mark(test)
+    return test
 
 
 def substitute(text: str, replacements: dict[str, str]) -> str:
@@ -170,14 +182,7 @@ http {{
         return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_group(self.process)
 
 
 APACHE_MODULES = (
@@ -199,6 +204,26 @@ APACHE_MODULES = (
     "session_cookie",
     "ssl",
 )
+
+
+@contextlib.contextmanager
+def behind_nginx(
+    data_dir: Path, work: Path, config: Path | None = None, *extra: str, start: bool = True
+) -> Iterator[tuple[LiveServer, Nginx]]:
+    """The server as deployed (ops/gunicorn.conf.py; ``extra`` added to its
+    arguments) and nginx in front of it, in ``work/nginx``, serving
+    ``data_dir/reports``; nginx left for the test to start if not ``start``
+    (to prepare the reports first).  Both are stopped on the way out."""
+    gunicorn = ["--gunicorn-config", str(OPS / "gunicorn.conf.py"), *extra]
+    server = LiveServer(data_dir, config=config, extra_args=gunicorn).start()
+    nginx = Nginx(work / "nginx", server.port, data_dir / "reports")
+    try:
+        if start:
+            nginx.start()
+        yield server, nginx
+    finally:
+        nginx.stop()
+        server.discard()
 
 
 @dataclass
@@ -341,11 +366,5 @@ class Apache:
         return (self.root / "dqrxfer-error.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import itertools
+import os
 import socket
 import struct
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
+import pytest
 import requests
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -68,6 +70,14 @@ def write_config(path: Path, **keys: object) -> Path:
         lines.append(f"{key} = {_toml(value)}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def module_config(request: pytest.FixtureRequest, root: Path, **keys: object) -> Path:
+    """:func:`write_config` for a module's servers, whose fixture is
+    parametrized ``sqlite`` or ``postgresql`` (then the module's database)."""
+    if request.param == "postgresql":
+        keys["database_url"] = request.getfixturevalue("module_postgres_url")
+    return write_config(root / "config.toml", **keys)
 
 
 def _toml(value: object) -> str:
@@ -239,6 +249,29 @@ class RawPatch:
         self.sock.close()
 
 
+def patch_partly(
+    server: Served,
+    url: str,
+    offset: int,
+    body: bytes,
+    until: int,
+    headers: dict[str, str] | None = None,
+) -> RawPatch:
+    """A PATCH of ``body`` at ``offset`` sent by hand up to offset ``until``,
+    those bytes on the server's disk (its data file that long); the rest of
+    the body not sent, the connection open for the test to go on, drop or
+    close."""
+    raw = RawPatch(url, offset, len(body), headers=headers)
+    raw.send(body[: until - offset])
+    wait_for(lambda: data_file(server, url).stat().st_size == until, what="bytes on disk")
+    return raw
+
+
+def sha1_header(data: bytes) -> str:
+    """The ``Upload-Checksum`` of ``data`` with SHA-1."""
+    return "sha1 " + base64.b64encode(hashlib.sha1(data).digest()).decode()
+
+
 def upload_files(server: Served) -> set[str]:
     return {path.name for path in (server.data_dir / "uploads").iterdir() if path.is_file()}
 
@@ -302,11 +335,13 @@ def dqr_upload_command(
     graceid: str = "S230518h",
     site: str = "llo",
     revision: int = 1,
+    program: str = "dqr-upload",
 ) -> list[str]:
     """``dqr-upload`` sending to ``server_url`` for one report; ``extra``
-    (options, then the paths) follows the report's options."""
+    (options, then the paths) follows the report's options.  ``program`` is
+    the script to run: a name for ``run_cli``, or a path (another install's)."""
     return [
-        "dqr-upload",
+        program,
         "-s",
         server_url,
         "-p",
@@ -325,6 +360,17 @@ def _length_and_stream(payload: bytes | Path) -> tuple[int, io.BufferedIOBase]:
     if isinstance(payload, Path):
         return payload.stat().st_size, open(payload, "rb")
     return len(payload), io.BytesIO(payload)
+
+
+def random_file(path: Path, mib: int) -> str:
+    """Write ``mib`` MiB of random bytes to ``path``, a MiB at a time; their SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as handle:
+        for _ in range(mib):
+            block = os.urandom(1 << 20)
+            digest.update(block)
+            handle.write(block)
+    return digest.hexdigest()
 
 
 def sha256_hex(payload: bytes | Path) -> str:

@@ -3,41 +3,18 @@
 
 from __future__ import annotations
 
-import base64
-from pathlib import Path
-
 import requests
 
-TUS = {"Tus-Resumable": "1.0.0"}
+from .tus import TUS, encode_metadata, report_metadata, upload_id
 
-
-def report_metadata(**overrides: str) -> dict[str, str]:
-    metadata = {
-        "project": "O4",
-        "graceid": "S230518h",
-        "uploader": "llo",
-        "revision": "1",
-        "filename": "data.json",
-        "kind": "file",
-    }
-    metadata.update(overrides)
-    return metadata
-
-
-def encode(metadata: dict[str, str]) -> str:
-    return ",".join(
-        f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in metadata.items()
-    )
+__all__ = ["TUS", "create", "head", "patch", "upload_id"]
 
 
 def create(
     session: requests.Session, server: str, length: int, **metadata: str
 ) -> requests.Response:
-    headers = {
-        **TUS,
-        "Upload-Length": str(length),
-        "Upload-Metadata": encode(report_metadata(**metadata)),
-    }
+    fields = report_metadata(metadata.pop("filename", "data.json"), **metadata)
+    headers = {**TUS, "Upload-Length": str(length), "Upload-Metadata": encode_metadata(fields)}
     return session.post(f"{server}/files/", headers=headers, timeout=30)
 
 
@@ -54,7 +31,3 @@ def patch(
         "Content-Type": "application/offset+octet-stream",
     }
     return session.patch(url, headers=headers, data=body, timeout=60)
-
-
-def upload_id(url: str) -> str:
-    return Path(url.rstrip("/")).name
