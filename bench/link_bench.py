@@ -280,16 +280,18 @@ class Client:
     #: starts (without resets): what dqr-upload learns of the link from them
     #: chooses its stream count (``--parallel auto``)
     warmups: int = 0
+    #: dqr-upload's options (None: another client)
+    options: tuple[str, ...] | None = None
 
     def sends(self, payload: Payload) -> int:
         """The bytes this client uploads for ``payload``."""
         return payload.reference.stat().st_size if self.reference else payload.size
 
 
-def dqr_upload(*options: str) -> Callable[[str, Payload, int, Path], list[str]]:
+def dqr_upload(*options: str, bin: Path = BIN) -> Callable[[str, Payload, int, Path], list[str]]:
     def command(url: str, payload: Payload, revision: int, _: Path) -> list[str]:
         line = dqr_upload_command(url, "-q", *options, str(payload.path), revision=revision)
-        return [str(BIN / "dqr-upload"), *line[1:]]
+        return [str(bin / "dqr-upload"), *line[1:]]
 
     return command
 
@@ -339,18 +341,36 @@ def tuspy(url: str, payload: Payload, revision: int, _: Path) -> list[str]:
 
 
 CLIENTS = {
-    "dqr-upload": Client("dqr-upload", 1, dqr_upload()),
-    "dqr-upload-nocrc": Client("dqr-upload --no-checksum", 1, dqr_upload("--no-checksum")),
-    "dqr-upload-known": Client("dqr-upload, server known", 1, dqr_upload(), knows_server=True),
-    "dqr-upload-p4": Client("dqr-upload --parallel 4", 4, dqr_upload("--parallel", "4")),
+    "dqr-upload": Client("dqr-upload", 1, dqr_upload(), options=()),
+    "dqr-upload-nocrc": Client(
+        "dqr-upload --no-checksum", 1, dqr_upload("--no-checksum"), options=("--no-checksum",)
+    ),
+    "dqr-upload-known": Client(
+        "dqr-upload, server known", 1, dqr_upload(), knows_server=True, options=()
+    ),
+    "dqr-upload-p4": Client(
+        "dqr-upload --parallel 4",
+        4,
+        dqr_upload("--parallel", "4"),
+        options=("--parallel", "4"),
+    ),
     "dqr-upload-auto": Client(
-        "dqr-upload, streams learnt from 2 uploads", 4, dqr_upload(), warmups=2
+        "dqr-upload, streams learnt from 2 uploads", 4, dqr_upload(), warmups=2, options=()
     ),
     "tus-js": Client("tus-js-client, one PATCH", 1, tus_js, reference=True),
     "tus-js-p4": Client("tus-js-client, 4 parallel uploads", 4, tus_js_parallel(4), reference=True),
     "tuspy": Client("tuspy, 8 MiB chunks", 1, tuspy, reference=True),
 }
 DEFAULT_CLIENTS = ["dqr-upload", "dqr-upload-p4", "tus-js", "tuspy"]
+
+
+def baseline(client: Client, bin: Path) -> Client:
+    """``client`` (a dqr-upload row) run with another install's dqr-upload
+    (``bin``: an earlier release, say), in the same rounds."""
+    assert client.options is not None
+    return replace(
+        client, name=f"baseline {client.name}", command=dqr_upload(*client.options, bin=bin)
+    )
 
 
 def remember_server(url: str, port: int, cache: Path) -> None:
@@ -532,11 +552,18 @@ def run(args: argparse.Namespace, work: Path) -> None:
         for rtt in args.rtt
         for resets in {"no": [False], "yes": [True], "both": [False, True]}[args.resets]
     ]
+    clients = [CLIENTS[name] for name in args.clients]
+    if args.baseline_bin:
+        clients += [
+            baseline(CLIENTS[name], args.baseline_bin)
+            for name in args.clients
+            if CLIENTS[name].options is not None
+        ]
     rows = [
-        Row(CLIENTS[name], payloads[kind], link)
+        Row(client, payloads[kind], link)
         for kind in args.payload
         for link in links
-        for name in args.clients
+        for client in clients
     ]
     cache = work / "cache"
     for number in range(args.rounds):
@@ -592,6 +619,12 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--baseline-bin",
+        type=Path,
+        help="bin directory of another install (an earlier release): its dqr-upload "
+        "runs each dqr-upload row of --clients in the same rounds, as 'baseline' rows",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="link-bench-", dir=os.environ.get("BENCH_TMP")) as tmp:
         run(args, Path(tmp))

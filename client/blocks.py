@@ -15,6 +15,8 @@ small beside the time the bytes take on a link.
 from __future__ import annotations
 
 import base64
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from .payload import GridDigests, Payload
 
@@ -67,3 +69,31 @@ def block_checksum(payload: Payload, algorithm: str, start: int, end: int) -> st
         grid.update(block)
     grid.finish()
     return f"{algorithm} {size} {base64.b64encode(digests).decode('ascii')}"
+
+
+class PreparedHeaders:
+    """Block checksums computed ahead, on a thread, for a request whose range
+    is known before it can go: the first PATCH of a new upload, while its
+    creation (a round trip) travels.  Its header needs the digests of the
+    whole body before the first byte, which for 100 MiB is tens of
+    milliseconds of CRC-32 that would otherwise come after the answer."""
+
+    def __init__(self) -> None:
+        self._ready: dict[tuple[int, int, str], Future[str]] = {}
+        self._lock = threading.Lock()
+
+    def prepare(self, payload: Payload, algorithm: str, start: int, end: int) -> None:
+        """Start computing the header of ``[start, end)`` of ``payload``."""
+        pool = ThreadPoolExecutor(1, thread_name_prefix="dqr-blocks")
+        future = pool.submit(block_checksum, payload, algorithm, start, end)
+        pool.shutdown(wait=False)
+        with self._lock:
+            self._ready[(start, end, algorithm)] = future
+
+    def get(self, payload: Payload, algorithm: str, start: int, end: int) -> str:
+        """The header of ``[start, end)``: the one prepared (once), else computed now."""
+        with self._lock:
+            future = self._ready.pop((start, end, algorithm), None)
+        if future is not None:
+            return future.result()
+        return block_checksum(payload, algorithm, start, end)

@@ -130,6 +130,10 @@ class CapabilityCache:
         self._capabilities: Capabilities | None = None
         self._from_disk = False
         self._lock = threading.Lock()
+        #: The round trip of the OPTIONS asked (seconds; None if none was):
+        #: a cheap request's, which the upload's own connection may not have
+        #: seen (on a first contact it creates the upload meanwhile).
+        self.round_trip: float | None = None
 
     def get(self, tus: TusClient, retrier: Retrier) -> Capabilities:
         with self._lock:
@@ -141,6 +145,20 @@ class CapabilityCache:
             if self._capabilities is None:
                 self._capabilities = self._ask(tus, retrier)
             return self._capabilities
+
+    def at_hand(self) -> Capabilities | None:
+        """The capabilities if they are known without a request (asked by
+        this uploader already, or remembered from an earlier run); None
+        while another thread is asking them."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._capabilities is None and self.remembered is not None:
+                self._capabilities = self.remembered.get(self.endpoint)
+                self._from_disk = self._capabilities is not None
+            return self._capabilities
+        finally:
+            self._lock.release()
 
     def ask_early(self, tus: TusClient) -> bool:
         """Have the capabilities at hand before they are needed: remembered,
@@ -157,6 +175,7 @@ class CapabilityCache:
                 except DqrxferError as error:
                     log.debug("OPTIONS %s asked early: %s", self.endpoint, error)
                     return False
+                self.round_trip = tus.link.round_trip
                 if self.remembered is not None:
                     self.remembered.put(self.endpoint, self._capabilities)
             return True

@@ -28,12 +28,16 @@ class Gate:
     def __init__(self) -> None:
         self._decided = threading.Event()
         self._open = False
+        #: Set once closed: stops the retry waits of the upload made in advance.
+        self.closed = threading.Event()
 
     def open(self) -> None:
         self._open = True
         self._decided.set()
 
     def close(self) -> None:
+        if not self._decided.is_set():
+            self.closed.set()
         self._decided.set()
 
     @property

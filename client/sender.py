@@ -14,9 +14,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .blocks import block_checksum, block_size
+from .blocks import PreparedHeaders, block_checksum, block_size
 from .blocks import max_piece as block_max_piece
 from .crc32 import crc32_combine
 from .errors import RefusedError, TransientError
@@ -120,6 +120,8 @@ class RangeSender:
     tally: Tally
     stream: int = 0
     block_checksums: bool = False
+    #: Block checksums computed ahead (see :class:`~dqrxfer.blocks.PreparedHeaders`).
+    prepared: PreparedHeaders = field(default_factory=PreparedHeaders)
 
     def send(self, offset: int, until: int | None = None, hold: Hold | None = None) -> None:
         """Send from the upload's ``offset``, PATCH by PATCH, until the server
@@ -139,7 +141,7 @@ class RangeSender:
             header = block_header = None
             if blocks is not None:
                 end = min(self.base + until, start + self._block_piece(blocks, sizer))
-                block_header = block_checksum(self.payload, blocks, start, end)
+                block_header = self.prepared.get(self.payload, blocks, start, end)
             else:
                 end, header = self._checksum_header(
                     start, sizer.piece_end(start, self.base + until)
@@ -221,28 +223,43 @@ class RangeSender:
         return moved
 
     def _checksum_header(self, start: int, end: int) -> tuple[int, str | None]:
-        """Where the PATCH from ``start`` ends (``end`` or before it) and its
-        Upload-Checksum: from the chunk digests of the grid if they are known
-        (a piece of several chunks ends where they stop being known), else
-        computed here for at most one chunk (pieces off the grid after a
-        failure, or a digest the hashing thread is still far from).  A CRC-32
-        piece that starts off the grid computes only its bytes up to the
-        grid's next line here and goes on with the known digests of the
-        whole chunks after it (combined), so that it need not end there."""
-        hashed = self.hashed
-        if not hashed.algorithm:
-            return end, None
-        span = hashed.span_digest(start, end)
-        if span is not None:
-            end, digest = span
-            return end, tus_checksum(hashed.algorithm, digest)
-        line = min(end, (start // hashed.chunk_size + 1) * hashed.chunk_size)
-        digest = checksum_range(self.payload, hashed.algorithm, start, line)
-        rest = hashed.span_digest(line, end) if hashed.algorithm == "crc32" else None
-        if rest is None:
-            return line, tus_checksum(hashed.algorithm, digest)
-        stop, following = rest
-        value = crc32_combine(
-            int.from_bytes(digest, "big"), int.from_bytes(following, "big"), stop - line
-        )
-        return stop, tus_checksum(hashed.algorithm, value.to_bytes(4, "big"))
+        return checksum_header(self.payload, self.hashed, start, end)
+
+
+def checksum_header(payload: Payload, hashed: Scan, start: int, end: int) -> tuple[int, str | None]:
+    """Where a piece of ``payload`` from ``start`` ends (``end`` or before it)
+    and its Upload-Checksum: from the chunk digests of the grid if they are
+    known (a piece of several chunks ends where they stop being known), else
+    computed here for at most one chunk (pieces off the grid after a
+    failure, or a digest the hashing thread is still far from).  A CRC-32
+    piece that starts off the grid computes only its bytes up to the grid's
+    next line here and goes on with the known digests of the whole chunks
+    after it (combined), so that it need not end there."""
+    if not hashed.algorithm:
+        return end, None
+    span = hashed.span_digest(start, end)
+    if span is not None:
+        end, digest = span
+        return end, tus_checksum(hashed.algorithm, digest)
+    line = min(end, (start // hashed.chunk_size + 1) * hashed.chunk_size)
+    digest = checksum_range(payload, hashed.algorithm, start, line)
+    rest = hashed.span_digest(line, end) if hashed.algorithm == "crc32" else None
+    if rest is None:
+        return line, tus_checksum(hashed.algorithm, digest)
+    stop, following = rest
+    value = crc32_combine(
+        int.from_bytes(digest, "big"), int.from_bytes(following, "big"), stop - line
+    )
+    return stop, tus_checksum(hashed.algorithm, value.to_bytes(4, "big"))
+
+
+def piece_checksums(
+    payload: Payload, hashed: Scan, start: int, end: int, blocks: bool
+) -> tuple[int, str | None, str | None]:
+    """Where a piece from ``start`` towards ``end`` ends, its Upload-Checksum
+    and its Upload-Block-Checksum (``blocks``: block checksums of
+    ``hashed.algorithm`` instead of a chunk checksum)."""
+    if blocks and hashed.algorithm:
+        return end, None, block_checksum(payload, hashed.algorithm, start, end)
+    stop, header = checksum_header(payload, hashed, start, end)
+    return stop, header, None

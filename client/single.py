@@ -26,22 +26,25 @@ def send_single(job: Job, hashed: Scan, metadata: dict[str, str]) -> tuple[str, 
     payload = job.payload
 
     def attempt() -> tuple[str, int, Tally]:
-        url, offset = _open(job, hashed, metadata)
+        url, offset, carried = _open(job, hashed, metadata)
         job.proceed([url])
         task = job.progress.task(payload.filename, payload.size, offset)
         tally = Tally(task, [(url, payload.size)], [offset])
+        tally.wire += carried
         try:
             job.sender(url, hashed, (0, payload.size), tally).send(offset)
-            return url, offset, tally
+            return url, offset - carried, tally
         finally:
             task.close()
 
     return start_over_once(payload.filename, attempt, job.resume.drop)
 
 
-def _open(job: Job, hashed: Scan, metadata: dict[str, str]) -> tuple[str, int]:
-    """The upload to send to and its offset: the unfinished one the resume
-    entry names if the server still has it, else a new one (remembered)."""
+def _open(job: Job, hashed: Scan, metadata: dict[str, str]) -> tuple[str, int, int]:
+    """The upload to send to, its offset and the bytes its creation carried:
+    the unfinished one the resume entry names if the server still has it,
+    else a new one (remembered; a small one with its bytes, see
+    :meth:`Job.create <dqrxfer.job.Job.create>`)."""
     payload = job.payload
     entry = job.resume.get()
     if entry is not None and entry.url:
@@ -62,8 +65,8 @@ def _open(job: Job, hashed: Scan, metadata: dict[str, str]) -> tuple[str, int]:
                 human_bytes(payload.size),
                 entry.url,
             )
-            return entry.url, offset
-    created = job.create(payload.size, metadata, None)
+            return entry.url, offset, 0
+    created = job.create(payload.size, metadata, None, carry=hashed)
     job.resume.remember(ResumeEntry(job.server, payload.size, hashed.sha256, url=created.url))
     log.info(
         "Uploading %s (%s, kind=%s) to %s",
@@ -72,4 +75,4 @@ def _open(job: Job, hashed: Scan, metadata: dict[str, str]) -> tuple[str, int]:
         payload.kind,
         created.url,
     )
-    return created.url, created.offset
+    return created.url, created.offset, created.carried

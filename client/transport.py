@@ -93,6 +93,8 @@ class Created:
     url: str
     offset: int
     headers: Mapping[str, str]
+    #: Bytes of the upload the creation request carried (creation-with-upload).
+    carried: int = 0
 
 
 @dataclass(frozen=True)
@@ -360,16 +362,31 @@ class TusClient:
         length: int | None,
         metadata: Mapping[str, str] | None = None,
         concat: str | None = None,
+        body: SliceBody | None = None,
+        checksum: str | None = None,
+        block_checksum: str | None = None,
     ) -> Created:
+        """POST a new upload; with ``body`` (creation-with-upload) carrying
+        the upload's first bytes, checked as a PATCH's are (``checksum``,
+        ``block_checksum``)."""
         headers: dict[str, str] = {}
+        extra: dict[str, Any] = {}
         if length is not None:
             headers["Upload-Length"] = str(length)
         if metadata:
             headers["Upload-Metadata"] = encode_metadata(metadata)
         if concat is not None:
             headers["Upload-Concat"] = concat
+        if body is not None:
+            headers["Content-Type"] = OFFSET_CONTENT_TYPE
+            if checksum:
+                headers["Upload-Checksum"] = checksum
+            if block_checksum:
+                headers[BLOCK_HEADER] = block_checksum
+            body.regions = sends_regions(self.session, self.endpoint)
+            extra["data"] = body
         response = self._request(
-            "POST", self.endpoint, "create upload", headers=headers, allow_redirects=False
+            "POST", self.endpoint, "create upload", headers=headers, allow_redirects=False, **extra
         )
         check_response(response, "create upload")
         location = response.headers.get("Location")
@@ -382,7 +399,8 @@ class TusClient:
                 response.status_code,
             )
         offset = _int_header(response, "Upload-Offset", 0)
-        return Created(urljoin(self.endpoint, location), offset, dict(response.headers))
+        carried = body.sent if body is not None else 0
+        return Created(urljoin(self.endpoint, location), offset, dict(response.headers), carried)
 
     def status(self, url: str, final: bool = False) -> Status:
         """HEAD: the upload's offset and length.  A ``final`` upload of the

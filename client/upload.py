@@ -61,6 +61,8 @@ from typing import Any
 
 import requests
 
+from .assumed import EXPECTED, Assumption, Mistaken
+from .blocks import max_piece as block_max_piece
 from .capabilities import (
     CapabilityCache,
     RememberedCapabilities,
@@ -75,7 +77,7 @@ from .errors import DqrxferError, RefusedError
 from .gate import Gate, Superseded
 from .hashcache import HashCache
 from .hashing import EarlyScans
-from .job import Job
+from .job import CARRIED_MAX, Job
 from .linkmemory import LADDER, RememberedLinks
 from .partials import TAIL, send_partials
 from .payload import BackgroundScan, Payload, payload_for
@@ -298,21 +300,52 @@ class ReportUploader:
         session = self._warm.take()
         try:
             tus = TusClient(session, self.endpoint)
-            retrier = Retrier(self.options.retry, payload.filename)
-            if gate is not None and not self._capabilities.ask_early(tus) and not gate.wait():
-                # The server did not answer OPTIONS, and the comparison failed or
-                # wants no upload: retrying here would only repeat its complaints.
-                raise Superseded(payload.filename)
-            caps = self.capabilities(tus, retrier)
+            assumption = None
+            if gate is not None and self._capabilities.at_hand() is None:
+                # A first contact: OPTIONS is on its way (beside the links
+                # API); the upload is made meanwhile (see dqrxfer.assumed).
+                retrier = Retrier(self.options.retry, payload.filename, gate.closed)
+
+                def ask() -> Capabilities:
+                    caps = self.capabilities(tus, retrier)
+                    # The link's round trip as OPTIONS found it (this
+                    # connection has seen only the creation's, slower).
+                    if self._capabilities.round_trip is not None:
+                        tus.link.saw_answer(self._capabilities.round_trip)
+                    return caps
+
+                assumption = Assumption(EXPECTED, payload.size, ask)
+                caps = EXPECTED
+            else:
+                retrier = Retrier(self.options.retry, payload.filename)
+                caps = self.capabilities(tus, retrier)
             while True:
                 try:
                     url, resumed, tally, sha256, record = self._send(
-                        planned, session, tus, retrier, caps, gate
+                        planned, session, tus, retrier, caps, gate, assumption
                     )
                     break
-                except RefusedError as error:
+                except Mistaken as mistaken:
+                    log.debug("%s: %s: made again", payload.filename, mistaken)
+                    caps, assumption = mistaken.actual, None
+                except DqrxferError as error:
+                    if assumption is not None and not assumption.checked:
+                        # Failed before the server's answer was in: the
+                        # capabilities assumed may explain it; unless the
+                        # comparison failed or wants no upload (retrying
+                        # here would only repeat its complaints), ask them
+                        # and try as they say.
+                        assert gate is not None
+                        if not gate.wait():
+                            raise Superseded(payload.filename) from None
+                        log.debug(
+                            "%s: %s; asking the server's capabilities", payload.filename, error
+                        )
+                        retrier = Retrier(self.options.retry, payload.filename)
+                        caps, assumption = self.capabilities(tus, retrier), None
+                        continue
                     fresh = None
-                    if explained_by_stale(error):
+                    if isinstance(error, RefusedError) and explained_by_stale(error):
                         fresh = self._capabilities.refresh(tus, retrier, caps)
                     if fresh is None:
                         raise
@@ -357,8 +390,10 @@ class ReportUploader:
         retrier: Retrier,
         caps: Capabilities,
         gate: Gate | None,
+        assumption: Assumption | None = None,
     ) -> tuple[str, int, Tally, str, dict[str, Any]]:
-        """Send ``planned`` as ``caps`` allow, and verify the server's record."""
+        """Send ``planned`` as ``caps`` allow (assumed until ``assumption`` is
+        confirmed), and verify the server's record."""
         payload = planned.payload
         check_size(payload, caps)
         algorithm = chunk_algorithm(self.options, caps)
@@ -390,7 +425,14 @@ class ReportUploader:
             scans=self._scans,
             block_checksums=block_checksums(self.options, algorithm, caps),
             gate=gate,
+            assumption=assumption,
+            creation_with_upload=caps.has("creation-with-upload"),
         )
+        if job.block_checksums and algorithm and streams == 1 and payload.size > CARRIED_MAX:
+            # The first PATCH of a new upload (the whole payload, as far as
+            # one header reaches): its digests are computed while it is created.
+            first = min(payload.size, block_max_piece(algorithm))
+            job.prepared.prepare(payload, algorithm, 0, first)
         with self.store.lock(key, payload.filename):
             try:
                 began = time.monotonic()

@@ -9,12 +9,14 @@ Not timed: the times are ``bench/link_bench.py``'s job."""
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dqrxfer.blocks import block_size
+from dqrxfer.blocks import PreparedHeaders, block_checksum, block_size
+from dqrxfer.payload import payload_for
 from support.cli import run_cli
 from support.faultproxy import FaultProxy, Faults
 from support.live import LiveServer
@@ -175,3 +177,19 @@ def test_a_server_without_block_checksums_gets_whole_piece_checksums(
     patches = [r for r in requests if r.method == "PATCH"]
     assert len(patches) > 4, patches
     assert resent > 0
+
+
+def test_block_checksums_computed_ahead_are_those_of_the_bytes_sent(tmp_path: Path) -> None:
+    """The first PATCH's header, computed while the upload is created, is
+    the one computed on the spot; a range not prepared is computed then."""
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    payload = payload_for(path)
+    prepared = PreparedHeaders()
+    prepared.prepare(payload, "crc32", 0, payload.size)
+    assert prepared.get(payload, "crc32", 0, payload.size) == (
+        block_checksum(payload, "crc32", 0, payload.size)
+    )
+    assert prepared.get(payload, "crc32", 1024, payload.size) == (
+        block_checksum(payload, "crc32", 1024, payload.size)
+    )

@@ -516,7 +516,10 @@ def test_a_chunk_damaged_in_transit_is_refused_by_its_checksum_and_sent_again(
     assert "checksum" in server_extensions(live_server)
     payload = tmp_path / "data.bin"
     payload.write_bytes(os.urandom(4 * MiB))
-    with FaultProxy(live_server.port, Faults(corrupt_connections=2), seed=3) as proxy:
+    # (OPTIONS, the links API and the upload made meanwhile go out at once on
+    # up to three connections, in any order: whichever carries the payload
+    # has a byte flipped; the small requests end before the flipped offset.)
+    with FaultProxy(live_server.port, Faults(corrupt_connections=3), seed=3) as proxy:
         result = run_cli(*upload_command(proxy.url, payload, **FAST_RETRIES), env=client_env)
         corruptions = proxy.counters.corruptions
     assert result.returncode == 0, result.stderr
@@ -525,9 +528,6 @@ def test_a_chunk_damaged_in_transit_is_refused_by_its_checksum_and_sent_again(
     assert "a piece arrived damaged (checksum mismatch, 460)" in result.stderr
     assert live_server.published("data.bin").read_bytes() == payload.read_bytes()
     # Without per-chunk checksums the damage is caught at the end, by the sha256.
-    # (OPTIONS, the links API and the upload made meanwhile go out at once on
-    # up to three connections, in any order: whichever carries the payload
-    # has a byte flipped; the small requests end before the flipped offset.)
     with FaultProxy(live_server.port, Faults(corrupt_connections=4), seed=3) as proxy:
         result = run_cli(
             *upload_command(proxy.url, payload, revision=2, no_checksum="", **FAST_RETRIES),
