@@ -188,6 +188,10 @@ def test_more_slow_uploads_than_debians_150_pass_apache_and_a_ping_still_answers
         release.set()
         for upload in uploads:
             upload.close()
+    # The session's connection has been idle through the slow uploads, longer
+    # than Apache keeps an idle connection open (KeepAliveTimeout): a request
+    # on it may cross Apache's close.  New connections for the checks.
+    session.close()
     offsets = {
         int(session.head(location, headers=TUS, timeout=60).headers["Upload-Offset"])
         for location in locations
