@@ -162,16 +162,23 @@ class Store(Protocol):
         """Every upload in the store (for housekeeping)."""
         ...
 
-    def unfinished_uploads(self, owner: str | None) -> Iterator[UploadInfo]:
+    def unfinished_upload_ids(self, owner: str | None) -> list[str]:
         """The owner's uploads whose ``post_finish`` has not run, without
-        reading anyone else's, each of deferred length with its ``reserved``
-        length (the only ones a reservation is made for)."""
+        reading anyone else's (and perhaps some that are gone or completed
+        since: :meth:`unfinished_upload` says).  An upload leaves the list
+        before it completes or is removed, never after."""
+        ...
+
+    def unfinished_upload(self, owner: str | None, upload_id: str) -> UploadInfo | None:
+        """One of :meth:`unfinished_upload_ids`, of deferred length with its
+        ``reserved`` length (the only ones a reservation is made for); None
+        if it is gone, completed, or not the owner's."""
         ...
 
     def reserve(self, info: UploadInfo, up_to: int) -> None:
         """Record that a request in flight may take the deferred-length
         upload ``info`` to ``up_to`` bytes (0: the request ended), visible to
-        :meth:`unfinished_uploads` in every process until changed."""
+        :meth:`unfinished_upload` in every process until changed."""
         ...
 
     def remove_stale_temporaries(self, older_than: float) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
@@ -20,6 +20,7 @@ from .expiration import is_expired
 from .hooks import TusHooks
 from .locker import Hold, Locker
 from .metrics import TusMetrics
+from .tally import UnfinishedTally
 
 log = logging.getLogger("dqrxfer.tus")
 
@@ -74,6 +75,13 @@ class Uploads:
     hooks: TusHooks
     options: TusOptions
     metrics: TusMetrics
+    #: the time (POSIX seconds) that uploads expire by
+    clock: Callable[[], float] = time.time
+    #: what the owners' unfinished uploads count, known in this process
+    tally: UnfinishedTally = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tally = UnfinishedTally(self.store)
 
     @contextmanager
     def locked(
@@ -121,7 +129,7 @@ class Uploads:
             pass
 
     def expired(self, info: UploadInfo, now: float | None = None) -> bool:
-        return is_expired(info, self.options.expiry, time.time() if now is None else now)
+        return is_expired(info, self.options.expiry, self.clock() if now is None else now)
 
     # -- creating --------------------------------------------------------------
 
@@ -217,15 +225,12 @@ class Uploads:
         length a PATCH in flight may take it to (:meth:`reserve_room`).  Final
         uploads count nothing (their bytes are their partial uploads'), nor
         do expired uploads (they take no more bytes; ``cleanup`` removes
-        them) and completed ones.  Reads the state of the owner's uploads in
-        progress (:meth:`.store.FileStore.unfinished_uploads`)."""
-        now = time.time() if now is None else now
-        total = 0
-        for info in self.store.unfinished_uploads(owner):
-            if info.id == excluding or info.completed or info.is_final or self.expired(info, now):
-                continue
-            total += max(info.offset, info.reserved) if info.length is None else info.length
-        return total
+        them) and completed ones (:func:`.tally.counted`).  Lists the owner's
+        uploads in progress and reads the state of those whose count this
+        process does not know or that may have changed
+        (:class:`.tally.UnfinishedTally`: always what a recount would give)."""
+        now = self.clock() if now is None else now
+        return self.tally.total(owner, self.options.expiry, now, excluding)
 
     def owner_room(self, owner: str | None, excluding: str | None = None) -> int | None:
         """Bytes the owner's unfinished uploads (but ``excluding``) leave under
@@ -417,7 +422,7 @@ class Uploads:
 
         Uploads that are busy (locked) are skipped and left for the next run.
         """
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         report = SweepReport()
         for upload_id in list(self.store.upload_ids()):
             try:

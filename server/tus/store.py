@@ -17,10 +17,14 @@ Layout of :class:`FileStore`'s directory, for an upload ``<id>``:
     a final upload of the concatenation extension waiting for an unfinished
     partial upload;
 ``owners/<owner-hash>/<id>``
-    an empty file per upload in progress, under a hash of its owner, so that
-    :meth:`FileStore.unfinished_uploads` reads the state of one owner's
-    uploads only.  A hint: removed when the upload completes, and by that
-    method when it finds the upload gone (terminated, expired) or completed.
+    an empty file per upload in progress (a deferred length's holds the
+    length a PATCH in flight reserved), under a hash of its owner, so that the
+    cap on an owner's unfinished bytes reads the state of one owner's uploads
+    only (:meth:`FileStore.unfinished_upload_ids`).  A hint: removed *before*
+    the upload completes or is removed, so a listed hint means neither has
+    happened yet (what :mod:`.tally` relies on), and by
+    :meth:`FileStore.unfinished_upload` when it finds the upload gone or
+    completed (a hint a crash left).
 
 The offset of an upload is never stored: it is the size of its data file
 (or, while a ``.pending`` marker exists, the offset the marker names).  After
@@ -282,29 +286,36 @@ class FileStore:
                 if dot and suffix in ("info", "done") and valid_id(stem):
                     yield stem
 
-    def unfinished_uploads(self, owner: str | None) -> Iterator[UploadInfo]:
-        """The owner's uploads whose ``post_finish`` has not run: unfinished
-        ones, and finished ones a crash left unfinalized.  Reads the state of
-        the owner's uploads in progress only (``owners/``), never the whole
-        directory; hints of uploads gone or completed are removed on the way."""
-        directory = self._owner_dir(owner)
+    def unfinished_upload_ids(self, owner: str | None) -> list[str]:
+        """The owner's uploads in progress as its hints list them (one
+        directory read): uploads whose ``post_finish`` has not run, and
+        hints of uploads a crash or a race left behind (see
+        :meth:`unfinished_upload`).  Never anyone else's."""
         try:
-            names = os.listdir(directory)
+            names = os.listdir(self._owner_dir(owner))
         except FileNotFoundError:
-            return
-        for name in names:
-            if not valid_id(name):
-                continue
-            try:
-                info = self.get(name)
-            except errors.TusError:
-                info = None  # terminated or expired (or a state file a power loss tore)
-            if info is None or info.completed:
-                _remove(f"{directory}/{name}")
-            elif info.owner == owner:
-                if info.length is None:  # only a deferred length counts a reservation
-                    info.reserved = _read_reservation(f"{directory}/{name}")
-                yield info
+            return []
+        return [name for name in names if valid_id(name)]
+
+    def unfinished_upload(self, owner: str | None, upload_id: str) -> UploadInfo | None:
+        """The state of one of :meth:`unfinished_upload_ids`, of deferred
+        length with its ``reserved``; None if it does not count for the owner:
+        its hint is removed if the upload is gone (terminated, expired and
+        swept, or a state file a power loss tore) or completed."""
+        hint = f"{self._owner_dir(owner)}/{upload_id}"
+        try:
+            info = self.get(upload_id)
+        except errors.TusError:
+            _remove(hint)
+            return None
+        if info.completed:
+            _remove(hint)
+            return None
+        if info.owner != owner:
+            return None  # two owners' names with the same hash
+        if info.length is None:  # only a deferred length counts a reservation
+            info.reserved = _read_reservation(hint)
+        return info
 
     def reserve(self, info: UploadInfo, up_to: int) -> None:
         """The reservation lives in the owner's hint of the upload (not
@@ -646,6 +657,9 @@ class FileStore:
         """Record that ``post_finish`` ran, by renaming the state file to
         ``<id>.done``.  Not durable unless the policy is ``always``: if a
         power loss takes the rename, the (idempotent) hook runs again."""
+        # The owner's hint first: a listed hint means the upload counts
+        # (see .tally); a crash in between leaves it uncounted, finished.
+        _remove(f"{self._owner_dir(info.owner)}/{info.id}")
         try:
             os.rename(self._info_path(info.id), self._done_path(info.id))
         except FileNotFoundError:
@@ -653,29 +667,28 @@ class FileStore:
                 raise errors.not_found() from None
         if self.sync_each:
             fsync_directory(self.directory)
-        _remove(f"{self._owner_dir(info.owner)}/{info.id}")
         info.completed = True
 
     def terminate(self, upload_id: str) -> None:
-        """Remove the upload: state first (it is then invisible), then data,
-        then its owner's hint (so a creation undone leaves nothing behind)
-        and, for a final upload, the links that say it waits for its partial
-        uploads."""
+        """Remove the upload: its owner's hint first (a listed hint means the
+        upload counts: see :mod:`.tally`), then the state (the upload is then
+        invisible), then data and, for a final upload, the links that say it
+        waits for its partial uploads."""
         try:
             info: UploadInfo | None = self.get(upload_id)
         except errors.TusError:
             info = None
-        owner_hint = None if info is None else f"{self._owner_dir(info.owner)}/{upload_id}"
+        if info is not None:
+            owner_hint = f"{self._owner_dir(info.owner)}/{upload_id}"
+            _remove(owner_hint)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(owner_hint))  # only when it was the last one
         for suffix in (".info", ".done", "", ".pending"):
             _remove(self._file(upload_id, suffix))
         self.forget_sha256(upload_id)
         shutil.rmtree(self.links / upload_id, ignore_errors=True)
         for partial_id in info.partials if info is not None else []:
             self.unlink_final(partial_id, upload_id)
-        if owner_hint is not None:
-            _remove(owner_hint)
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.dirname(owner_hint))  # only when it was the last one
         if self.sync_each:
             fsync_directory(self.directory)
 
