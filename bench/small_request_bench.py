@@ -19,6 +19,12 @@ application's own work (Flask, werkzeug, the tus layer, hooks, validation,
 finalization, the database), what ``tus_bench.py --only small`` adds
 gunicorn's HTTP parsing, threads and access log to.
 
+``--served 1 8`` adds the same uploads through ``dqrxfer-server serve``
+(gunicorn, 4 workers x 8 threads, a fresh data directory per measurement)
+from 1 and 8 concurrent clients over loopback: the server's CPU (its whole
+process tree) per upload and uploads per second, gunicorn's parsing, threads
+and access log included (needs psutil: ``pip install -e '.[bench]'``).
+
 Each measurement runs in a fresh interpreter.  ``--baseline REV`` runs
 the same measurement with git revision REV's package first on
 ``PYTHONPATH`` (the ``bench`` package stays this tree's), alternating with
@@ -115,6 +121,24 @@ def measure(mode: str, count: int, size: int, workdir: Path) -> dict[str, Any]:
     }
 
 
+def served(
+    mode: str, clients: int, count: int, size: int, pythonpath: Path | None
+) -> dict[str, Any]:
+    """``count`` uploads from ``clients`` clients through a fresh gunicorn
+    server: its CPU seconds per upload and the uploads per second."""
+    from bench.servers import Dqrxfer
+    from bench.tus_bench import small_uploads
+
+    server = Dqrxfer(workers=4, threads=8, pythonpath=str(pythonpath) if pythonpath else None)
+    server.start()
+    try:
+        before = server.cpu_seconds()
+        rate = small_uploads(server, count, clients, size, mode == "with-upload")
+        return {"cpu": (server.cpu_seconds() - before) / count, "rate": rate}
+    finally:
+        server.stop()
+
+
 def baseline_tree(revision: str, tmp: Path) -> Path:
     """A directory holding the ``dqrxfer`` package as of git ``revision``."""
     from bench.tus_bench import baseline_tree as tree_of
@@ -161,6 +185,17 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=5, help="measurements of each contender")
     parser.add_argument("--mode", choices=(*MODES, "both"), default="both")
     parser.add_argument("--baseline", metavar="REV", help="git revision to compare with")
+    parser.add_argument(
+        "--served",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="CLIENTS",
+        help="also through gunicorn, with each of these client counts",
+    )
+    parser.add_argument(
+        "--served-only", action="store_true", help="skip the in-process measurements"
+    )
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -173,10 +208,11 @@ def main() -> int:
         if args.baseline:
             lineup.insert(0, (f"at {args.baseline}", baseline_tree(args.baseline, tmp)))
         results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        served_results: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
         for pair in range(args.pairs):
             for mode in modes:
                 order = lineup if pair % 2 == 0 else lineup[::-1]
-                for name, path in order:
+                for name, path in [] if args.served_only else order:
                     result = run_child(mode, args.count, args.size, path)
                     results.setdefault((mode, name), []).append(result)
                     cpu, thread, wall = (result[k] * 1000 for k in ("cpu", "thread", "wall"))
@@ -186,6 +222,16 @@ def main() -> int:
                         f"load {os.getloadavg()[0]:.2f}",
                         flush=True,
                     )
+                for clients in args.served:
+                    for name, path in order:
+                        result = served(mode, clients, args.count, args.size, path)
+                        served_results.setdefault((mode, clients, name), []).append(result)
+                        print(
+                            f"pair {pair + 1} {mode:11} {name:14} served, {clients} clients: "
+                            f"server CPU {result['cpu'] * 1000:.3f} ms per upload, "
+                            f"{result['rate']:.0f} uploads/s, load {os.getloadavg()[0]:.2f}",
+                            flush=True,
+                        )
         print()
         print("| way | code | process CPU per upload | requesting thread | wall per upload |")
         print("|---|---|---|---|---|")
@@ -194,7 +240,18 @@ def main() -> int:
                 summary("", [r[key] for r in runs]).strip() for key in ("cpu", "thread", "wall")
             ]
             print(f"| {mode} | {name} | " + " | ".join(cells) + " |")
-        if args.baseline:
+        if served_results:
+            print()
+            print("| way | clients | code | server CPU per upload | uploads/s |")
+            print("|---|---|---|---|---|")
+            for (mode, clients, name), runs in served_results.items():
+                cpu = summary("", [r["cpu"] for r in runs]).strip()
+                rates = [r["rate"] for r in runs]
+                print(
+                    f"| {mode} | {clients} | {name} | {cpu} | {statistics.median(rates):.0f} "
+                    f"({min(rates):.0f}-{max(rates):.0f}) |"
+                )
+        if args.baseline and results:
             for mode in modes:
                 ratios = [
                     now["cpu"] / then["cpu"]
