@@ -232,9 +232,10 @@ def main() -> int:
                             f"{result['rate']:.0f} uploads/s, load {os.getloadavg()[0]:.2f}",
                             flush=True,
                         )
-        print()
-        print("| way | code | process CPU per upload | requesting thread | wall per upload |")
-        print("|---|---|---|---|---|")
+        if results:
+            print()
+            print("| way | code | process CPU per upload | requesting thread | wall per upload |")
+            print("|---|---|---|---|---|")
         for (mode, name), runs in results.items():
             cells = [
                 summary("", [r[key] for r in runs]).strip() for key in ("cpu", "thread", "wall")
