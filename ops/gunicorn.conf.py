@@ -84,6 +84,9 @@ control_socket_disable = True
 # Apache passed and the request time in ms; never headers with credentials.
 accesslog = "-"
 errorlog = "-"
+# gunicorn's logger computing only the atoms access_log_format names: the same
+# lines for less work per request (dqrxfer/server/accesslog.py).
+logger_class = "dqrxfer.server.accesslog.AccessLogger"
 loglevel = os.environ.get("DQRXFER_LOGLEVEL", "info")
 access_log_format = (
     '%(h)s %({x-remote-user}i)s "%(r)s" %(s)s %(b)s %(M)sms "%({upload-offset}i)s" "%(a)s"'

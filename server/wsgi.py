@@ -63,6 +63,9 @@ def _heartbeat_directory() -> str | None:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
 
 
+#: The gunicorn logger class of ``serve`` and ``ops/gunicorn.conf.py``.
+ACCESS_LOGGER = "dqrxfer.server.accesslog.AccessLogger"
+
 DEFAULT_OPTIONS: dict[str, Any] = {
     # As ops/gunicorn.conf.py.  Processes, not only threads: the Python work
     # of requests in one process takes turns on its GIL (with 8 busy
@@ -83,6 +86,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "accesslog": "-",
     "errorlog": "-",
     "loglevel": "info",
+    # gunicorn's logger, computing only the atoms the access line's format
+    # names (server/accesslog.py): the same line for less work per request.
+    "logger_class": ACCESS_LOGGER,
     # prometheus_client's multiprocess mode: forget a dead worker's live gauges.
     "child_exit": _child_exit,
     # The app is built once, before the fork (see the module's docstring).
