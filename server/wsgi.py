@@ -31,11 +31,9 @@ from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
-from sqlalchemy import select
 
 from .app import create_app
 from .config import Settings
-from .db import Base, Database
 from .reports.recovery import start_recovery
 from .services import services
 
@@ -139,7 +137,6 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             # the workers, and the collector is kept off the objects built so
             # far (it would write to every page it visits in each worker,
             # copying the pages the workers share).
-            warm_up(built.database)
             built.database.dispose()
             gc.freeze()
         else:
@@ -156,18 +153,6 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         built = services(app)
         built.database.engine.dispose(close=False)
         start_recovery(built.reports, built.uploads)
-
-
-def warm_up(database: Database) -> None:
-    """Do once, in the master, the set-up SQLAlchemy does at its first use in
-    a process, which each worker would otherwise do for itself, in pages of
-    its own: the first connection's (the dialect's checks), and each mapped
-    class's first query (the mappers' configuration, the loaders of their
-    columns).  About 5 MiB for each worker that reads the database, the one
-    that runs the recovery pass at once.  Reads nothing (``LIMIT 0``)."""
-    with database.session() as session:
-        for mapper in Base.registry.mappers:
-            session.execute(select(mapper.class_).limit(0)).all()
 
 
 def listening_urls(addresses: list[Any], tls: bool) -> str:
