@@ -292,6 +292,57 @@ def alternate(
     return rows
 
 
+def memory_rounds(
+    lineup: list[tuple[str, Callable[[], Server]]],
+    payload: Path,
+    rounds: int,
+    results: dict[str, object],
+) -> list[str]:
+    """RSS and PSS of each contender's whole process tree at rest (started,
+    answering, idle for a second), after 300 uploads of 64 KiB by 8 clients,
+    and at the peak while then receiving ``payload`` in 8 MiB PATCHes; every
+    contender started fresh in each round, in turn, the order reversed every
+    other round."""
+    measured: dict[str, list[list[tuple[float, float]]]] = {name: [] for name, _ in lineup}
+    loads: list[float] = []
+    for round_number in range(rounds):
+        order = lineup if round_number % 2 == 0 else lineup[::-1]
+        for name, factory in order:
+            server = factory().start()
+            try:
+                time.sleep(1)
+                points = [server.memory()]
+                small_uploads(server, 300, 8, 64 * 1024, False)
+                points.append(server.memory())
+                with RssSampler(server) as sampler:
+                    tus_upload(server, payload, 8 * MiB)
+                points.append((sampler.peak, sampler.peak_pss))
+            finally:
+                server.stop()
+            measured[name].append([(rss / MiB, pss / MiB) for rss, pss in points])
+            loads.append(os.getloadavg()[0])
+    results["memory_mib"] = measured
+    results["memory_load"] = loads
+    rows = [f"load average {min(loads):.1f} to {max(loads):.1f}"]
+    node = measured.get("@tus/server")
+    for name, runs in measured.items():
+        cells = []
+        for point in range(3):
+            rss = statistics.median(run[point][0] for run in runs)
+            pss = [run[point][1] for run in runs]
+            ratio = (
+                f", {statistics.median(pss) / statistics.median(r[point][1] for r in node):.2f}x"
+                if node and name != "@tus/server"
+                else ""
+            )
+            cells.append(
+                f"{rss:.0f} / {statistics.median(pss):.0f} "
+                f"({', '.join(f'{p:.0f}' for p in pss)}){ratio}"
+            )
+        rows.append(f"| {name} | {' | '.join(cells)} |")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -311,7 +362,8 @@ def main() -> int:
         "--only",
         nargs="*",
         default=["throughput", "fsync", "checksum", "rss", "small"],
-        help="which parts to run (also: alternate, the 1 GiB uploads in rounds, see below)",
+        help="which parts to run (also: alternate, the 1 GiB uploads in rounds, see below; "
+        "memory, RSS and PSS at rest, after small uploads and receiving, in rounds)",
     )
     parser.add_argument("--workers", type=int, default=4, help="dqrxfer gunicorn workers")
     parser.add_argument(
@@ -325,7 +377,7 @@ def main() -> int:
     parser.add_argument(
         "--baseline",
         metavar="REV",
-        help="the ``alternate`` part also runs the full app as of this git revision",
+        help="the ``alternate`` and ``memory`` parts also run the full app as of this git revision",
     )
     args = parser.parse_args()
 
@@ -383,6 +435,21 @@ def main() -> int:
                 )
             )
         rows += alternate(lineup, payload, args.runs, results)
+
+    if "memory" in args.only:
+        # The server with serve's defaults (4 workers of 320 threads).
+        served = [("@tus/server", TusNode), ("dqrxfer tus layer", layer)]
+        served.append(("dqrxfer (full app)", lambda: Dqrxfer(workers=args.workers, threads=320)))
+        if args.baseline:
+            tree = baseline_tree(args.baseline, tmp)
+            served.append(
+                (
+                    f"full app at {args.baseline}",
+                    lambda: Dqrxfer(workers=args.workers, threads=320, pythonpath=str(tree)),
+                )
+            )
+        rows.append("| server | at rest: RSS / PSS | after 300 small uploads | receiving, peak |")
+        rows += memory_rounds(served, payload, args.runs, results)
 
     if "fsync" in args.only:
         # The cost of each fsync policy, on the tus layer (no publication).

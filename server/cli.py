@@ -9,7 +9,8 @@ import resource
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -161,9 +162,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             f"--host/--port: cannot listen on {args.host}:{args.port}: {error.strerror or error} "
             "(is another server running there?)"
         ) from None
-    from .services import open_database
-
-    open_database(settings).dispose()  # the workers skip the check
+    # The workers skip the check.  It runs in a child process: the master
+    # keeps what it imports and shares it with every worker, and the check
+    # needs Alembic (about 8 MiB with Mako and Pygments), which nothing else
+    # in serve does.
+    status = in_child(lambda: _check_database(settings))
+    if status:
+        return status
     log.info(
         "settings: %s; data directory %s; auth %s",
         settings.source,
@@ -186,6 +191,35 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if metrics_dir is not None and os.getpid() == master:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _check_database(settings: Settings) -> int:
+    """Upgrade the schema if ``auto_upgrade`` is set, else refuse one behind the code."""
+    from .services import open_database
+
+    open_database(settings).dispose()
+    return 0
+
+
+def in_child(action: Callable[[], int]) -> int:
+    """Run ``action`` in a forked child process and return its exit status;
+    an error it raises is said there as :func:`main` says it (the status
+    then that of the error).  What it imports stays out of this process."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    child = os.fork()
+    if child == 0:
+        status = 1
+        try:
+            status = handled(action)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os._exit(status)
+    code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+    return code if code >= 0 else 1
 
 
 def _raise_open_files_limit() -> None:
@@ -274,15 +308,25 @@ def configure_logging(verbose: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    return handled(lambda: run_command(args))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.command == "serve":
+        return cmd_serve(args, settings)
+    if args.command == "cleanup":
+        return cmd_cleanup(args, settings)
+    if args.command in ("reports", "reindex"):
+        return report_commands.run(args, settings)
+    return cmd_db(args, settings)
+
+
+def handled(action: Callable[[], int]) -> int:
+    """``action``'s exit status; for an error it raises that is the
+    operator's to mend, the error's status, the error said in one line."""
     try:
-        settings = _settings(args)
-        if args.command == "serve":
-            return cmd_serve(args, settings)
-        if args.command == "cleanup":
-            return cmd_cleanup(args, settings)
-        if args.command in ("reports", "reindex"):
-            return report_commands.run(args, settings)
-        return cmd_db(args, settings)
+        return action()
     except ConfigError as error:
         print(f"dqrxfer-server: configuration error: {one_line(error)}", file=sys.stderr)
         return 2

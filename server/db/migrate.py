@@ -1,17 +1,23 @@
 """Alembic, driven from code: upgrade, downgrade, current, history, and the
-start-up check that the database is at the revision the code expects."""
+start-up check that the database is at the revision the code expects.
+
+Alembic is imported by the functions that use it, not with this module:
+with Mako and Pygments it holds about 8 MiB, which ``serve`` would otherwise
+keep in its master and share with every worker, none of which needs it
+(``serve`` checks the schema in a child process: server/cli.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -19,6 +25,8 @@ class SchemaOutOfDate(RuntimeError):
 
 
 def _base_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(files("dqrxfer.migrations")))
     return config
@@ -40,15 +48,21 @@ def _run(engine: Engine, action: Callable[..., None], *args: Any, **kwargs: Any)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
     _run(engine, command.upgrade, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
     _run(engine, command.downgrade, revision)
 
 
 def _scripts() -> ScriptDirectory:
     """The revisions shipped with the code (no database needed)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_base_config())
 
 
@@ -58,6 +72,8 @@ def head_revision() -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 

@@ -57,12 +57,16 @@ def recover(hooks: ReportHooks, uploads: Uploads) -> int:
 
 
 def _finish_pending(hooks: ReportHooks, uploads: Uploads) -> int:
-    with hooks.database.session() as session:
+    # Listed with Core, not the ORM: a worker's first ORM query sets up the
+    # ORM in pages of its own (about 5 MiB), and with nothing to recover the
+    # worker that runs this at start would hold them for nothing.
+    table = Upload.__table__.c
+    with hooks.database.transaction() as connection:
         pending = list(
-            session.scalars(
-                select(Upload.id)
-                .where(Upload.state == "receiving")
-                .order_by(Upload.finalize_order.asc().nulls_last(), Upload.created, Upload.id)
+            connection.scalars(
+                select(table.id)
+                .where(table.state == "receiving")
+                .order_by(table.finalize_order.asc().nulls_last(), table.created, table.id)
             )
         )
     published = 0
