@@ -21,12 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from server.tus.datastore import UploadInfo
-from server.tus.hooks import TusHooks
-from server.tus.lifecycle import TusOptions, Uploads
-from server.tus.locker import FileLocker
-from server.tus.metrics import tus_metrics
-from server.tus.store import FileStore
+from dqrxfer.server.tus.datastore import UploadInfo
+from dqrxfer.server.tus.hooks import TusHooks
+from dqrxfer.server.tus.lifecycle import TusOptions, Uploads
+from dqrxfer.server.tus.locker import FileLocker
+from dqrxfer.server.tus.metrics import tus_metrics
+from dqrxfer.server.tus.store import FileStore
 
 OWNER = "robot/ldas@LIGO.ORG"
 

@@ -39,14 +39,14 @@ from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from server.tus import errors
-from server.tus import store as store_module
-from server.tus.datastore import UploadInfo
-from server.tus.hooks import TusHooks
-from server.tus.lifecycle import TusOptions, Uploads
-from server.tus.locker import FileLocker
-from server.tus.metrics import tus_metrics
-from server.tus.store import FileStore
+from dqrxfer.server.tus import errors
+from dqrxfer.server.tus import store as store_module
+from dqrxfer.server.tus.datastore import UploadInfo
+from dqrxfer.server.tus.hooks import TusHooks
+from dqrxfer.server.tus.lifecycle import TusOptions, Uploads
+from dqrxfer.server.tus.locker import FileLocker
+from dqrxfer.server.tus.metrics import tus_metrics
+from dqrxfer.server.tus.store import FileStore
 from support.stateful import bounded
 
 EXPIRY = 3600.0
