@@ -38,7 +38,9 @@ DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 def scrape(server: LiveServer) -> dict[tuple[str, str], float]:
-    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    response = requests.get(f"{server.url}/metrics", timeout=10)
+    assert response.status_code == 200, (response.status_code, response.text[:200])
+    text = response.text
     values: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

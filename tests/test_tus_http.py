@@ -247,6 +247,21 @@ def test_metrics_count_every_workers_requests_and_bytes(server: LiveServer) -> N
     assert len(list(metrics_dir.glob("counter_*.db"))) >= 3
 
 
+def test_a_worker_file_not_sized_yet_does_not_fail_the_scrape(server: LiveServer) -> None:
+    # prometheus_client creates a process's file empty and sizes it a moment
+    # later; a scrape in between read it as a header and answered 500.
+    url = new_upload(server, 3)
+    assert patch(url, 0, b"abc").status_code == 204
+    metrics_dir = Path(server.env["PROMETHEUS_MULTIPROC_DIR"])
+    starting = metrics_dir / "counter_4194303.db"
+    starting.touch()
+    try:
+        values = scrape(server)
+    finally:
+        starting.unlink()
+    assert values[("dqrxfer_tus_received_bytes_total", ())] >= 3
+
+
 def test_options_and_head_are_counted_too(server: LiveServer) -> None:
     before = scrape(server)
     url = new_upload(server, 5)

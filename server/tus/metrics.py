@@ -14,6 +14,7 @@ made, so they must not exist before ``serve`` has set the variable.
 
 from __future__ import annotations
 
+import glob
 import os
 import threading
 from typing import Any
@@ -98,8 +99,42 @@ def metrics_view() -> Response:
     registry: Any = REGISTRY
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        settled_files_collector(multiprocess.MultiProcessCollector)(registry)
     return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def settled_files_collector(base: Any) -> Any:
+    """prometheus_client's multiprocess collector, without the files that a
+    process has created but not sized yet.
+
+    A process creates its file empty and sizes it a moment later
+    (prometheus_client's ``MmapedDict``); a scrape that reads it in between
+    fails whole on the missing header (client_python issue #1199), so one
+    worker starting, or killed in that moment, would make ``/metrics``
+    answer 500.  Such a file holds no value yet: leaving it out loses none.
+    """
+
+    class SettledFilesCollector(base):  # type: ignore[misc]
+        def collect(self) -> Any:
+            files = [
+                path
+                for path in glob.glob(os.path.join(self._path, "*.db"))
+                if _size(path) >= _HEADER_BYTES
+            ]
+            return self.merge(files, accumulate=True)
+
+    return SettledFilesCollector
+
+
+#: A multiprocess file's header: the bytes it uses (4) and padding to 8.
+_HEADER_BYTES = 8
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0  # a dead worker's file removed since the listing
 
 
 def mark_process_dead(pid: int) -> None:
