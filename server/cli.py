@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from dqrxfer import __version__
 
-from .auth import check_listen_address, preflight, with_overrides
+from .auth.settings import check_listen_address, with_overrides
 from .config import ConfigError, Settings, load_settings
 from .db import Database, migrate
 from .db.presence import Missing, require_database
@@ -147,6 +147,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from .auth.guard import preflight
     from .wsgi import GunicornServer, ensure_address_free, gunicorn_options
 
     if args.gunicorn_config and not os.path.isfile(args.gunicorn_config):

@@ -5,6 +5,8 @@ status, and nothing is created on the way."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -186,3 +188,17 @@ def test_serve_without_auto_upgrade_names_a_missing_database(tmp_path: Path) -> 
     assert result.returncode == 2, result.stderr
     assert result.stderr == f"dqrxfer-server: no database at {mistyped / 'dqrxfer.sqlite'} {HINT}\n"
     assert not mistyped.exists()
+
+
+def test_the_operator_commands_load_neither_flask_nor_the_request_handlers() -> None:
+    """``dqrxfer-server db``, ``reports``, ``cleanup``: each is a process of its
+    own, and the web stack would be a third of its start (``dqrxfer.server.lazy``)."""
+    probe = (
+        "import sys; from dqrxfer.server import cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'werkzeug') "
+        "or m.startswith(('dqrxfer.server.api', 'dqrxfer.server.tus.blueprint'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout == "[]\n", result.stdout

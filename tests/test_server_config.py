@@ -211,6 +211,16 @@ def test_booleans_are_read_as_written_and_defaults_apply(tmp_path: Path) -> None
     assert load_settings(config, tmp_path).serve_reports is True
 
 
+def test_the_archive_limits_default_to_the_documented_values(tmp_path: Path) -> None:
+    """docs/operators/configuration.md; the hostile archives of
+    tests/test_archive_hostile.py run under a lower member limit."""
+    config = tmp_path / "server.toml"
+    config.write_text(PROJECT)
+    for settings in (load_settings(None, tmp_path), load_settings(config, tmp_path)):
+        limits = settings.projects["O4"].tar
+        assert (limits.max_members, limits.max_bytes, limits.max_ratio) == (50_000, 64 << 30, 200)
+
+
 def test_a_key_is_one_declaration() -> None:
     """The scheme an added key uses: one field, checked and defaulted by the loader."""
 

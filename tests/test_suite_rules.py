@@ -35,6 +35,18 @@ def test_optional():
 WORKERS = [pytest.param([], id="one-process"), pytest.param(["-n", "2"], id="xdist-workers")]
 
 
+def runpytest_with_workers(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *arguments: str
+) -> pytest.RunResult:
+    """``pytest *arguments`` in a process of its own, with pytest-xdist and the
+    plugins named in ``arguments`` only: every installed plugin (hypothesis,
+    schemathesis, ...) would cost each of its processes seconds of imports."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    # Worker processes import the plugins too: they find them on PYTHONPATH.
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    return pytester.runpytest_subprocess("-p", "xdist", *arguments)
+
+
 def run_with(
     pytester: pytest.Pytester,
     monkeypatch: pytest.MonkeyPatch,
@@ -46,11 +58,10 @@ def run_with(
         monkeypatch.delenv("CI", raising=False)
     else:
         monkeypatch.setenv("CI", ci)
-    # Worker processes import the plugin too: they find it on PYTHONPATH.
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
     arguments = ["-p", "support.required", "-p", "no:cacheprovider", *(workers or [])]
     if workers:  # workers are processes of their own: the in-process run cannot see them
-        return pytester.runpytest_subprocess(*arguments)
+        return runpytest_with_workers(pytester, monkeypatch, *arguments)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
     return pytester.runpytest_inprocess(*arguments)
 
 
@@ -121,8 +132,9 @@ def test_under_workers_a_module_sharing_a_fixture_sets_it_up_once(
 ) -> None:
     setups = tmp_path / "setups.log"
     pytester.makepyfile(test_shared=SHARED.format(setups=str(setups)), test_alone=ALONE)
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
-    result = pytester.runpytest_subprocess("-p", "support.parallel", "-n", "3", "-v")
+    result = runpytest_with_workers(
+        pytester, monkeypatch, "-p", "support.parallel", "-n", "3", "-v"
+    )
     result.assert_outcomes(passed=12)
     result.stdout.fnmatch_lines(["*scheduling tests via ModuleFixtureScheduling*"])
     assert setups.read_text().splitlines() == ["setup"]

@@ -9,17 +9,24 @@
 * :mod:`.hooks` — authorization in front of the tus ``pre_create`` hook.
 """
 
-from .guard import (
-    Authenticator,
-    current_principal,
-    exempt,
-    init_app,
-    is_public_read,
-    preflight,
-    public,
-)
-from .rules import AuthorizationError, Policy
-from .settings import AuthConfigError, AuthSettings, check_listen_address, with_overrides
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .guard import (
+        Authenticator,
+        current_principal,
+        exempt,
+        init_app,
+        is_public_read,
+        preflight,
+        public,
+    )
+    from .rules import AuthorizationError, Policy
+    from .settings import AuthConfigError, AuthSettings, check_listen_address, with_overrides
 
 __all__ = [
     "AuthConfigError",
@@ -36,3 +43,21 @@ __all__ = [
     "public",
     "with_overrides",
 ]
+
+# Imported when first used (.lazy says why).
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        ".guard": (
+            "Authenticator",
+            "current_principal",
+            "exempt",
+            "init_app",
+            "is_public_read",
+            "preflight",
+            "public",
+        ),
+        ".rules": ("AuthorizationError", "Policy"),
+        ".settings": ("AuthConfigError", "AuthSettings", "check_listen_address", "with_overrides"),
+    },
+)

@@ -23,13 +23,20 @@ the hooks.  The modules, one job each:
 ``errors``      every protocol error with its status, in one place
 """
 
-from .blueprint import blueprint_for, make_blueprint, uploads_of
-from .datastore import HashingStore, Store, UploadInfo
-from .errors import TusError
-from .hooks import HookRejection, TusHooks
-from .lifecycle import TusOptions, Uploads
-from .locker import FileLocker, Locker
-from .store import FileStore
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .blueprint import blueprint_for, make_blueprint, uploads_of
+    from .datastore import HashingStore, Store, UploadInfo
+    from .errors import TusError
+    from .hooks import HookRejection, TusHooks
+    from .lifecycle import TusOptions, Uploads
+    from .locker import FileLocker, Locker
+    from .store import FileStore
 
 __all__ = [
     "FileLocker",
@@ -47,3 +54,17 @@ __all__ = [
     "make_blueprint",
     "uploads_of",
 ]
+
+# Imported when first used (.lazy says why).
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        ".blueprint": ("blueprint_for", "make_blueprint", "uploads_of"),
+        ".datastore": ("HashingStore", "Store", "UploadInfo"),
+        ".errors": ("TusError",),
+        ".hooks": ("HookRejection", "TusHooks"),
+        ".lifecycle": ("TusOptions", "Uploads"),
+        ".locker": ("FileLocker", "Locker"),
+        ".store": ("FileStore",),
+    },
+)
