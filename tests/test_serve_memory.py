@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from support.live import LiveServer
+from support.live import with_gunicorn_config
 from support.tus import TUS, encode_metadata, report_metadata
 
 #: A gunicorn settings file whose hooks write the modules each process has
@@ -59,13 +59,7 @@ def test_workers_import_nothing_the_master_has_not_and_the_master_no_alembic(
 ) -> None:
     hooks = tmp_path / "hooks"
     hooks.mkdir()
-    gunicorn_config = tmp_path / "gunicorn.conf.py"
-    gunicorn_config.write_text(HOOKS.format(directory=str(hooks)))
-    data = tmp_path / "data"
-    data.mkdir()
-    live = LiveServer(
-        data, workers=1, extra_args=["--gunicorn-config", str(gunicorn_config)]
-    ).start()
+    live = with_gunicorn_config(tmp_path, HOOKS.format(directory=str(hooks))).start()
     try:
         # Serve what the workers serve most: an upload, its report published.
         body = b"x" * 1000

@@ -12,7 +12,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.live import LiveServer
+from support.live import LiveServer, with_gunicorn_config
 from support.tus import (
     TUS,
     create,
@@ -278,13 +278,7 @@ def test_options_and_head_are_counted_too(server: LiveServer) -> None:
 def test_gunicorn_never_reads_forwarded_headers(tmp_path: Path) -> None:
     """The app is the one reader of X-Forwarded-*: a gunicorn config file that
     trusts every address (``forwarded_allow_ips``) changes nothing."""
-    gunicorn_config = tmp_path / "gunicorn.conf.py"
-    gunicorn_config.write_text('forwarded_allow_ips = "*"\n')
-    data = tmp_path / "data"
-    data.mkdir()
-    live = LiveServer(
-        data, workers=1, extra_args=["--gunicorn-config", str(gunicorn_config)]
-    ).start()
+    live = with_gunicorn_config(tmp_path, 'forwarded_allow_ips = "*"\n').start()
     try:
         response = post_from(live, "127.0.0.1", FORWARDED)
         assert response.status == 201

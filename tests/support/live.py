@@ -141,3 +141,13 @@ class LiveServer(ReportPaths):
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         stop_group(self.process, sig)
+
+
+def with_gunicorn_config(tmp_path: Path, text: str) -> LiveServer:
+    """A one-worker server (not started) on a new data directory under
+    ``tmp_path``, run with a gunicorn settings file holding ``text``."""
+    gunicorn_config = tmp_path / "gunicorn.conf.py"
+    gunicorn_config.write_text(text)
+    data = tmp_path / "data"
+    data.mkdir()
+    return LiveServer(data, workers=1, extra_args=["--gunicorn-config", str(gunicorn_config)])
