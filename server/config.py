@@ -34,8 +34,8 @@ from .configkeys import (
     text,
     with_defaults,
 )
+from .tus.fsyncpolicy import FSYNC_COMPLETE, FSYNC_NEVER, FSYNC_POLICIES, fsync_policy
 from .tus.keepalive import DEFAULT_DEAD_HOST_TIMEOUT, MIN_DEAD_HOST_TIMEOUT
-from .tus.store import FSYNC_COMPLETE, FSYNC_NEVER, FSYNC_POLICIES, fsync_policy
 
 __all__ = ["ConfigError", "ProjectConfig", "Settings", "load_settings"]
 
