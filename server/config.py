@@ -15,9 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
 from dqrxfer import contract
 
 from .auth.settings import AuthSettings, load_auth_settings
@@ -37,8 +34,8 @@ from .configkeys import (
     text,
     with_defaults,
 )
-from .tus.pglocker import DEFAULT_DEAD_HOST_TIMEOUT, MIN_DEAD_HOST_TIMEOUT
-from .tus.store import FSYNC_COMPLETE, FSYNC_NEVER, FSYNC_POLICIES, fsync_policy
+from .tus.fsyncpolicy import FSYNC_COMPLETE, FSYNC_NEVER, FSYNC_POLICIES, fsync_policy
+from .tus.keepalive import DEFAULT_DEAD_HOST_TIMEOUT, MIN_DEAD_HOST_TIMEOUT
 
 __all__ = ["ConfigError", "ProjectConfig", "Settings", "load_settings"]
 
@@ -74,6 +71,9 @@ def _hide_password(value: object) -> str:
     """A database URL as a message may show it: without its password."""
     if not isinstance(value, str):
         return repr(value)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return repr(make_url(value).render_as_string(hide_password=True))
     except (ArgumentError, ValueError):
@@ -81,11 +81,18 @@ def _hide_password(value: object) -> str:
 
 
 def _database_url(value: object) -> str:
-    """A URL SQLAlchemy parses, of a supported database whose driver is installed."""
+    """A URL SQLAlchemy parses, of a supported database whose driver is installed.
+
+    SQLAlchemy is imported here, where a file sets ``database_url``: a
+    command that stops at another key's mistake, or runs on the default
+    URL, starts without it (a quarter of a second)."""
     if not isinstance(value, str) or not value:
         raise Invalid()
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
     try:
-        url: URL = make_url(value)
+        url = make_url(value)
     except (ArgumentError, ValueError):
         raise Invalid("not a URL SQLAlchemy can read") from None
     if url.get_backend_name() not in DATABASE_BACKENDS:

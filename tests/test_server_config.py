@@ -8,6 +8,9 @@ traceback, never a secret.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,6 +197,62 @@ def test_a_database_that_cannot_be_reached_is_one_line_not_a_traceback(tmp_path:
     assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
     assert result.stderr.startswith("dqrxfer-server: cannot use the database (database_url): ")
     assert len(result.stderr.splitlines()) == 1
+
+
+#: Packages a command imports only once it works (a quarter to half a second
+#: of CPU before the first line it prints, on every start).
+HEAVY_PACKAGES = ("alembic", "flask", "gunicorn", "sqlalchemy", "werkzeug")
+
+#: Runs dqrxfer-server's main with sys.argv[1:]; prints its exit status and the
+#: heavy packages it imported, as JSON, on the last line.
+IMPORTS_OF_MAIN = f"""
+import json, sys
+from dqrxfer.server.cli import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as stop:
+    status = stop.code
+heavy = sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY_PACKAGES!r}))
+print(json.dumps([status, heavy]))
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["serve"],
+        ["cleanup"],
+        ["db", "current"],
+        ["db", "upgrade"],
+        ["reports", "list"],
+        ["reindex"],
+        ["--help"],
+        ["serve", "--help"],
+        ["--version"],
+    ],
+    ids=" ".join,
+)
+def test_help_version_and_a_config_error_import_no_database_or_web_package(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """The configuration is checked, and --help answered, before SQLAlchemy,
+    Flask or the app are imported: a mistake is said at once."""
+    config = tmp_path / "server.toml"
+    config.write_text("lock_timeout = -1\n")
+    options = [] if "--help" in command or "--version" in command else ["--config", str(config)]
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS_OF_MAIN, *command, *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    status, heavy = json.loads(result.stdout.splitlines()[-1])
+    if options:
+        assert status == 2, result.stderr
+        assert result.stderr.startswith("dqrxfer-server: configuration error: lock_timeout: ")
+    else:
+        assert status == 0, result.stderr
+    assert heavy == [], f"{' '.join(command)} imported {heavy}"
 
 
 def test_booleans_are_read_as_written_and_defaults_apply(tmp_path: Path) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
 #: What to run to make a database where there is none.
 CREATE_HINT = "'dqrxfer-server db upgrade' creates one"
 
@@ -27,6 +25,8 @@ class Missing(RuntimeError):
 def sqlite_file(database_url: str) -> Path | None:
     """The file of an SQLite ``database_url``; None for other databases and
     for SQLite in memory."""
+    from sqlalchemy.engine import make_url  # not at import: see server/cli.py
+
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite":
         return None

@@ -1,7 +1,9 @@
 """The report commands of ``dqrxfer-server``: ``reports list|show|register``,
 ``reindex``, and the options of the staging part of ``cleanup`` (whose output
 is :mod:`dqrxfer.server.housekeeping`'s).  Argument parsing and output only;
-the work is in :mod:`.admin`."""
+the work is in :mod:`.admin`, imported by the functions that run a command:
+``dqrxfer-server`` builds its parser from this module before it knows
+whether the command needs the database (server/cli.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,11 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..config import Settings
-from ..db import Database, migrate
-from . import admin
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..db import Database
 
 AddConfigOptions = Callable[[argparse.ArgumentParser], None]
 
@@ -92,6 +95,8 @@ def add_cleanup_options(cleanup: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def _database(settings: Settings) -> Iterator[Database]:
+    from ..db import Database, migrate
+
     database = Database(settings.database_url)
     try:
         migrate.check_up_to_date(database.engine)
@@ -121,6 +126,8 @@ def _print_table(rows: list[dict[str, object]], columns: list[str]) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``reports ...`` or ``reindex``; exit status 0, 2 with a message on
     an option's value, or 1 with a message on what could not be done."""
+    from . import admin
+
     try:
         with _database(settings) as database:
             if args.command == "reindex":
@@ -136,6 +143,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list(args: argparse.Namespace, database: Database) -> int:
+    from . import admin
+
     since = admin.parse_since(args.since) if args.since else None
     site = args.site.lower() if args.site else None
     with database.session() as session:
@@ -153,6 +162,8 @@ def _list(args: argparse.Namespace, database: Database) -> int:
 
 
 def _show(args: argparse.Namespace, settings: Settings, database: Database) -> int:
+    from . import admin
+
     if admin.is_graceid(args.report):
         return _show_event(args, database)
     with database.session() as session:
@@ -180,6 +191,8 @@ def _show(args: argparse.Namespace, settings: Settings, database: Database) -> i
 
 def _show_event(args: argparse.Namespace, database: Database) -> int:
     """``reports show <graceid>``: the event's reports, as ``reports list`` shows them."""
+    from . import admin
+
     with database.session() as session:
         found = admin.list_reports(session, args.report, project=args.project, limit=None)
         rows = [admin.report_summary(report) for report in found]
@@ -194,6 +207,8 @@ def _show_event(args: argparse.Namespace, database: Database) -> int:
 
 
 def _register(args: argparse.Namespace, settings: Settings, database: Database) -> int:
+    from . import admin
+
     done = admin.register(
         settings,
         database,
@@ -210,6 +225,8 @@ def _register(args: argparse.Namespace, settings: Settings, database: Database) 
 
 
 def _reindex(args: argparse.Namespace, settings: Settings, database: Database) -> int:
+    from . import admin
+
     for name in args.project or []:
         if name not in settings.projects:
             raise admin.OptionError(f"--project: {name} is not configured")

@@ -11,9 +11,11 @@ the hooks.  The modules, one job each:
 ``body``        reading a request body as it arrives (a stalled body ends the request)
 ``lifecycle``   rules across requests: finishing, concatenation, recovery, expiry
 ``datastore``   what a store must do (``Store``, ``UploadInfo``, capabilities)
-``store``       ``FileStore``: bytes and state as files on a POSIX filesystem
+``store``       ``FileStore``: bytes and state as files on a POSIX filesystem;
+                ``fsyncpolicy``: the names of its fsync policies
 ``digest``      SHA-256 computed while the bytes arrive; ``syncing``: fsyncs
-``locker``      one writer per upload (``flock``); ``pglocker`` (PostgreSQL)
+``locker``      one writer per upload (``flock``); ``pglocker`` (PostgreSQL;
+                ``keepalive``: its dead-host timeout)
 ``pools``       per-process thread pools (safe across ``fork``)
 ``hooks``       the application's entry points
 ``checksum``    ``Upload-Checksum``; ``metadata``: ``Upload-Metadata``

@@ -89,6 +89,7 @@ from typing import Any
 from . import errors
 from .datastore import Reader, UploadInfo, new_upload_id, valid_id
 from .digest import Feeder, RunningDigests
+from .fsyncpolicy import FSYNC_ALWAYS, FSYNC_COMPLETE, FSYNC_NEVER, fsync_policy
 from .syncing import fsync_directory, fsync_together
 
 #: Size of the blocks a request body is copied to disk in.  Bounded memory per
@@ -100,24 +101,7 @@ BLOCK_SIZE = 4 * 1024 * 1024
 #: (fsync policy ``complete``), so that finishing an upload waits for little.
 WRITEBACK_SIZE = 8 * 1024 * 1024
 
-FSYNC_ALWAYS = "always"
-FSYNC_COMPLETE = "complete"
-FSYNC_NEVER = "never"
-FSYNC_POLICIES = (FSYNC_ALWAYS, FSYNC_COMPLETE, FSYNC_NEVER)
-
 log = logging.getLogger("dqrxfer.tus")
-
-
-def fsync_policy(value: str | bool) -> str:
-    """The policy ``value`` names; booleans are the older spelling
-    (``true`` = ``"always"``, ``false`` = ``"never"``)."""
-    if value is True:
-        return FSYNC_ALWAYS
-    if value is False:
-        return FSYNC_NEVER
-    if value not in FSYNC_POLICIES:
-        raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {value!r}")
-    return str(value)
 
 
 def write_json_atomically(path: Path, data: object, durable: bool = True) -> None:
