@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from support.postgres import ThrowawayCluster, server_programs
+from support.subpytest import runpytest_with_workers
 
 TESTS = """
 import pytest
@@ -33,18 +34,6 @@ def test_optional():
 #: (pytest-xdist, as ops/dev/test.sh runs it), whose reports the main process
 #: receives after the plugin has turned a required skip into a failure.
 WORKERS = [pytest.param([], id="one-process"), pytest.param(["-n", "2"], id="xdist-workers")]
-
-
-def runpytest_with_workers(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *arguments: str
-) -> pytest.RunResult:
-    """``pytest *arguments`` in a process of its own, with pytest-xdist and the
-    plugins named in ``arguments`` only: every installed plugin (hypothesis,
-    schemathesis, ...) would cost each of its processes seconds of imports."""
-    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-    # Worker processes import the plugins too: they find them on PYTHONPATH.
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
-    return pytester.runpytest_subprocess("-p", "xdist", *arguments)
 
 
 def run_with(

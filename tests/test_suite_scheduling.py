@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from pathlib import Path
 
 import pytest
 
 from support.parallel import UNKNOWN_SECONDS, longest_first
+from support.subpytest import runpytest_with_workers
 
 QUICK = """
 import pytest
@@ -45,8 +45,8 @@ def test_work_units_are_ordered_by_the_sum_of_their_tests_durations() -> None:
 def run_one_worker(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The suite in ``pytester`` run by one xdist worker: the tests in the order
     they were handed out."""
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
-    result = pytester.runpytest_subprocess("-p", "support.parallel", "-n", "1", "-v")
+    arguments = ("-p", "support.parallel", "-n", "1", "-v")
+    result = runpytest_with_workers(pytester, monkeypatch, *arguments)
     result.assert_outcomes(passed=4)
     return [
         line.split()[-1]
@@ -74,10 +74,16 @@ def test_update_durations_records_the_tests_run_and_keeps_the_others(
     durations.parent.mkdir()
     earlier = {"test_b_slow.py::test_slow": 30.0, "test_gone.py::test_deleted": 9.0}
     durations.write_text(json.dumps(earlier))
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
     for workers in ("0", "2"):
-        result = pytester.runpytest_subprocess(
-            "-p", "support.parallel", "-n", workers, "--update-durations", "test_a_quick.py"
+        result = runpytest_with_workers(
+            pytester,
+            monkeypatch,
+            "-p",
+            "support.parallel",
+            "-n",
+            workers,
+            "--update-durations",
+            "test_a_quick.py",
         )
         result.assert_outcomes(passed=3)
         recorded = json.loads(durations.read_text())
