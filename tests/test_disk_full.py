@@ -460,3 +460,28 @@ def test_a_full_disk_under_the_database_is_recognised(tmp_path: Path) -> None:
     assert is_out_of_space(OSError(errno.EDQUOT, "quota"))
     assert not is_out_of_space(OSError(errno.EACCES, "denied"))
     assert not is_out_of_space(requests.ConnectionError("reset"))
+
+
+def test_a_connection_opened_on_a_full_database_disk_is_out_of_space(tmp_path: Path) -> None:
+    """A new connection cannot make the write-ahead log's index on a full disk:
+    SQLite says only 'disk I/O error'; the server must still see a full disk
+    (507), not an internal error (500)."""
+    from dqrxfer.server.db import Database
+
+    with small_filesystem(tmp_path / "db", 2 * MiB) as directory:
+        url = f"sqlite:///{directory}/full.sqlite"
+        first = Database(url)
+        try:
+            with first.transaction(write=True) as connection:
+                connection.execute(text("create table blobs (data blob)"))
+        finally:
+            first.engine.dispose()
+        fill(directory)
+        assert free_bytes(directory) == 0
+        second = Database(url)
+        try:
+            with pytest.raises(Exception) as caught, second.transaction(write=True) as connection:
+                connection.execute(text("insert into blobs values (x'00')"))
+        finally:
+            second.engine.dispose()
+    assert is_out_of_space(caught.value), repr(caught.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -20,7 +21,15 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection, record: ConnectionPo
     instead of failing at once when several gunicorn workers write."""
     dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event emits BEGIN
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as error:
+        full = _full_directory(dbapi_connection)
+        if full is None:
+            raise
+        raise OSError(
+            errno.ENOSPC, f"no space left for the database's write-ahead log in {full}"
+        ) from error
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     # In WAL mode, NORMAL syncs the log only at checkpoints (a power loss may
@@ -28,6 +37,30 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection, record: ConnectionPo
     # after their commit (Database.transaction).
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _full_directory(dbapi_connection: sqlite3.Connection) -> str | None:
+    """The directory of the connection's database file if its filesystem has
+    no space left, else None.
+
+    A new connection on a full disk fails to create the write-ahead log's
+    index (``-shm``) with SQLite's generic "disk I/O error", not "database or
+    disk is full": without this, a creation on a full database disk would be
+    a 500 instead of the 507 that says the storage is full."""
+    try:
+        rows = dbapi_connection.execute("PRAGMA database_list").fetchall()
+        path = next((row[2] for row in rows if row[1] == "main"), "")
+        if not path:
+            return None
+        directory = os.path.dirname(path)
+        stats = os.statvfs(directory)
+    except (sqlite3.Error, OSError):
+        return None
+    return directory if stats.f_bavail * stats.f_frsize < _ROOM_FOR_THE_LOG else None
+
+
+#: Free bytes under which a failure to open the write-ahead log is taken for a full disk.
+_ROOM_FOR_THE_LOG = 1024 * 1024
 
 
 def _begin_sqlite(connection: Connection) -> None:
