@@ -4,6 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash ops/dev/bootstrap.sh --test
 set +e
+# Python's bytecode caches (the gitignored __pycache__ folders) are written
+# even where the environment asks for none: every pytest process the suite
+# starts (the workers and the suite's own pytest runs) would otherwise
+# compile and rewrite the assertions of every test module again, about
+# 2.6 s of CPU each, and every command it starts would compile the
+# project's modules again.
+unset PYTHONDONTWRITEBYTECODE
 # In parallel worker processes (pytest-xdist): many tests wait on servers,
 # clients and disks, so more workers than cores keep the cores busy.
 # DQRXFER_TEST_WORKERS=0 (or -n 0 among the arguments) runs it in one process.
