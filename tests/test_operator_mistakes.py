@@ -1,7 +1,11 @@
-"""``dqrxfer-server`` given an operator's usual mistakes, run as a real
-process: a mistyped ``--data-dir`` or ``--config`` (no database there), a
-PostgreSQL server that does not answer.  Each gets one line and an exit
-status, and nothing is created on the way."""
+"""``dqrxfer-server`` given an operator's usual mistakes: a mistyped
+``--data-dir`` or ``--config`` (no database there), a PostgreSQL server that
+does not answer.  Each gets one line and an exit status, and nothing is
+created on the way.
+
+Each command runs as a real process, except where a test runs every command
+in turn: there ``main`` runs in the test's process (``run_in_process``, held
+to what the process gives by ``tests/test_cli_in_process.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cli import run_cli
+from support.cli import run_cli, run_in_process
 from support.live import free_port
 
 HINT = "(wrong --data-dir or --config? 'dqrxfer-server db upgrade' creates one)"
@@ -43,7 +47,7 @@ def test_a_mistyped_data_dir_is_named_and_not_created(
 ) -> None:
     mistyped = tmp_path / "srv" / "dqrxfre"
 
-    result = run_cli("dqrxfer-server", *command, "--data-dir", str(mistyped))
+    result = run_in_process("dqrxfer-server", *command, "--data-dir", str(mistyped))
 
     assert result.returncode == 2, result.stderr
     assert result.stderr == (
@@ -62,7 +66,7 @@ def test_a_data_dir_without_a_database_stays_as_it_was(tmp_path: Path) -> None:
     config = tmp_path / "server.toml"
     config.write_text(f'data_dir = "{data}"\n')
     for command in NEEDS_A_DATABASE:
-        result = run_cli("dqrxfer-server", *command, "--config", str(config))
+        result = run_in_process("dqrxfer-server", *command, "--config", str(config))
         assert result.returncode == 2, (command, result.stderr)
         assert result.stderr == f"dqrxfer-server: no database at {data / 'dqrxfer.sqlite'} {HINT}\n"
         assert files_under(data) == ["notes.txt"], command
@@ -116,7 +120,7 @@ def test_an_unreachable_postgresql_server_is_one_line(tmp_path: Path) -> None:
         f'database_url = "postgresql+psycopg://dqrxfer:s3cret@127.0.0.1:{port}/dqrxfer"\n'
     )
     for command in NEEDS_A_DATABASE:
-        result = run_cli("dqrxfer-server", *command, "--config", str(config))
+        result = run_in_process("dqrxfer-server", *command, "--config", str(config))
         assert result.returncode == 1, (command, result.stderr)
         assert result.stderr.startswith(
             "dqrxfer-server: cannot use the database (database_url): "

@@ -1,6 +1,10 @@
-"""Operator commands for reports, run as real processes: ``reports list``,
-``reports show``, ``reports register``, ``reindex`` and the staging part of
-``cleanup``."""
+"""Operator commands for reports: ``reports list``, ``reports show``,
+``reports register``, ``reindex`` and the staging part of ``cleanup``.
+
+Their ``main`` runs in the test's process (``support.cli.run_in_process``,
+which ``tests/test_cli_in_process.py`` holds to what the process gives) against
+a live server's data directory; the documented examples run as processes in
+``tests/test_docs_examples.py``."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from dqrxfer.server.db import Report, ReportFile
 from support import tars
-from support.cli import run_cli
+from support.cli import run_in_process
 from support.live import LiveServer
 from support.tus import send, tar_metadata
 
@@ -26,7 +30,7 @@ O4 = Path("reports/O4")
 
 
 def cli(data_dir: Path, *args: str) -> tuple[int, str, str]:
-    result = run_cli("dqrxfer-server", *args, "--data-dir", str(data_dir))
+    result = run_in_process("dqrxfer-server", *args, "--data-dir", str(data_dir))
     return result.returncode, result.stdout, result.stderr
 
 

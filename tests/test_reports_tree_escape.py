@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from support import tars
-from support.cli import run_cli
+from support.cli import run_cli, run_in_process
 from support.live import LiveServer
 from support.tars import directory, file, symlink
 from support.trees import plant, snapshot
@@ -364,7 +364,7 @@ def _send_quietly(url: str, payload: bytes, metadata: dict[str, str], finished: 
 
 def test_register_and_reindex_refuse_a_tree_that_escapes(data_dir: Path, tmp_path: Path) -> None:
     def server_cli(*args: str) -> tuple[int, str]:
-        result = run_cli("dqrxfer-server", *args, "--data-dir", str(data_dir))
+        result = run_in_process("dqrxfer-server", *args, "--data-dir", str(data_dir))
         return result.returncode, result.stdout + result.stderr
 
     register = ["reports", "register", "--project", "O4", "--graceid", GRACEID, "--site", "llo"]

@@ -3,7 +3,10 @@
 A wrong value stops the real ``dqrxfer-server`` (every command that reads
 the configuration) with exit status 2 and one line on standard error that
 names the key with its table, the value and what is allowed: never a
-traceback, never a secret.
+traceback, never a secret.  ``serve`` runs as a process; the other
+commands' ``main`` in the test's process (``run_in_process``, held to what
+the process gives by ``tests/test_cli_in_process.py``), and as processes in
+the import test below.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dqrxfer.server.configkeys import (
     read_table,
     with_defaults,
 )
-from support.cli import run_cli
+from support.cli import run_cli, run_in_process
 
 PROJECT = '[projects.O4]\nreports_root = "/srv/r"\nurl = "/r/"\n'
 RULE = '[[auth.rules]]\nprincipals = ["*@LIGO.ORG"]\n'
@@ -154,9 +157,8 @@ def test_a_bad_value_is_one_line_naming_the_key_and_exit_2(
     config.write_text(content + "\n")
     command = COMMANDS[index % len(COMMANDS)]
     data_dir = tmp_path / "data"
-    result = run_cli(
-        "dqrxfer-server", *command, "--config", str(config), "--data-dir", str(data_dir)
-    )
+    run = run_cli if command == ["serve"] else run_in_process  # serve only as a process
+    result = run("dqrxfer-server", *command, "--config", str(config), "--data-dir", str(data_dir))
     assert result.returncode == 2, (command, result.stderr)
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
@@ -182,7 +184,7 @@ def test_secrets_are_not_shown(tmp_path: Path) -> None:
         ('database_url = "postgresql+nope://dqr:hunter2@db/dqr"', "hunter2"),
     ):
         config.write_text(content + "\n")
-        result = run_cli("dqrxfer-server", "db", "current", "--config", str(config))
+        result = run_in_process("dqrxfer-server", "db", "current", "--config", str(config))
         assert result.returncode == 2 and "configuration error" in result.stderr
         assert secret not in result.stderr, result.stderr
 
@@ -190,7 +192,7 @@ def test_secrets_are_not_shown(tmp_path: Path) -> None:
 def test_a_database_that_cannot_be_reached_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     config = tmp_path / "server.toml"
     config.write_text('database_url = "postgresql+psycopg://dqr:hunter2@127.0.0.1:1/dqr"\n')
-    result = run_cli(
+    result = run_in_process(
         "dqrxfer-server", "db", "upgrade", "--config", str(config), "--data-dir", str(tmp_path)
     )
     assert result.returncode == 1
