@@ -30,8 +30,12 @@ def alembic_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def alembic_scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(migrate.alembic_config(create_engine("sqlite://")))
+
+
 def test_the_head_is_alembics() -> None:
-    scripts = ScriptDirectory.from_config(migrate.alembic_config(create_engine("sqlite://")))
+    scripts = alembic_scripts()
     assert migrate.head_revisions() == tuple(scripts.get_heads())
     assert migrate.head_revision() == scripts.get_current_head()
     assert migrate.head_revision() is not None
@@ -46,8 +50,9 @@ def check_current_revisions(url: str) -> None:
         assert migrate.current_revision(engine) is alembic_revision(engine) is None
         with pytest.raises(migrate.SchemaOutOfDate, match=r"at revision <empty>, this code"):
             migrate.check_up_to_date(engine)
-        scripts = ScriptDirectory.from_config(migrate.alembic_config(engine))
-        revisions = [script.revision for script in reversed(list(scripts.walk_revisions()))]
+        revisions = [
+            script.revision for script in reversed(list(alembic_scripts().walk_revisions()))
+        ]
         assert len(revisions) >= 2 and revisions[-1] == migrate.head_revision()
         for revision in revisions:
             migrate.upgrade(engine, revision)
@@ -82,14 +87,17 @@ def test_current_revisions_are_alembics_postgres(postgres_url: str) -> None:
     check_current_revisions(postgres_url)
 
 
-def test_upgrade_at_head_runs_no_migration(tmp_path: Path) -> None:
-    """``upgrade`` to head on a database there already answers without
-    Alembic; to head from behind, it migrates."""
+def test_upgrade_to_head_migrates_a_database_behind_and_leaves_one_at_head(
+    tmp_path: Path,
+) -> None:
+    """The shortcut of ``upgrade`` at head is taken only there."""
     database = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     try:
         migrate.upgrade(database.engine, "0001")
         migrate.upgrade(database.engine)
-        assert migrate.current_revision(database.engine) == migrate.head_revision()
+        assert alembic_revision(database.engine) == migrate.head_revision()
+        migrate.upgrade(database.engine)
+        assert alembic_revision(database.engine) == migrate.head_revision()
     finally:
         database.dispose()
 
@@ -116,7 +124,8 @@ print(json.dumps([status, sorted(m for m in sys.modules if m.split(".")[0] in {U
 """
 
 
-def imported(*args: str) -> tuple[int, list[str]]:
+def imported(*args: str) -> tuple[int, list[str], list[str]]:
+    """The exit status, the UNNEEDED modules imported, the lines printed."""
     result = subprocess.run(
         [sys.executable, "-c", IMPORTED, *args],
         capture_output=True,
@@ -124,35 +133,45 @@ def imported(*args: str) -> tuple[int, list[str]]:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    status, modules = json.loads(result.stdout.splitlines()[-1])
-    return status, modules
+    *printed, last = result.stdout.splitlines()
+    status, modules = json.loads(last)
+    return status, modules, printed
 
 
 @pytest.fixture(scope="module")
 def up_to_date(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("data")
-    status, modules = imported("db", "upgrade", "--data-dir", str(data))
+    status, modules, printed = imported("db", "upgrade", "--data-dir", str(data))
     assert status == 0 and "alembic" in modules, "a new database is migrated by Alembic"
+    assert printed == [f"database at revision {alembic_scripts().get_current_head()}"]
     return data
 
 
+#: Each command with its exit status and what it prints, {head} being
+#: Alembic's head (None: not checked here; "no reports" and "no such event"
+#: go to stderr).
+WITHOUT_MIGRATION: list[tuple[list[str], int, list[str] | None]] = [
+    (["reports", "list"], 0, []),
+    (["reports", "show", "S230518h"], 1, []),
+    (["reindex", "--dry-run"], 0, None),
+    (["cleanup", "--dry-run"], 0, None),
+    (["cleanup"], 0, None),
+    (["db", "current"], 0, ["{head} (up to date)"]),
+    (["db", "upgrade"], 0, ["database at revision {head}"]),
+    (["open_database"], 0, []),
+]
+
+
 @pytest.mark.parametrize(
-    ("command", "expected"),
-    [
-        (["reports", "list"], 0),
-        (["reports", "show", "S230518h"], 1),  # no such event: said, exit 1
-        (["reindex", "--dry-run"], 0),
-        (["cleanup", "--dry-run"], 0),
-        (["cleanup"], 0),
-        (["db", "current"], 0),
-        (["db", "upgrade"], 0),
-        (["open_database"], 0),
-    ],
-    ids=lambda value: " ".join(value) if isinstance(value, list) else str(value),
+    ("command", "expected", "output"),
+    [pytest.param(*case, id=" ".join(case[0])) for case in WITHOUT_MIGRATION],
 )
 def test_commands_that_migrate_nothing_import_no_alembic_nor_flask(
-    up_to_date: Path, command: list[str], expected: int
+    up_to_date: Path, command: list[str], expected: int, output: list[str] | None
 ) -> None:
-    status, modules = imported(*command, "--data-dir", str(up_to_date))
+    status, modules, printed = imported(*command, "--data-dir", str(up_to_date))
     assert status == expected
+    if output is not None:
+        head = alembic_scripts().get_current_head()
+        assert printed == [line.format(head=head) for line in output]
     assert modules == [], f"{' '.join(command)} imported {modules}"
