@@ -173,8 +173,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         ) from None
     # The workers skip the check.  It runs in a child process: the master
     # keeps what it imports and shares it with every worker, and the check
-    # needs Alembic (about 8 MiB with Mako and Pygments), which nothing else
-    # in serve does.
+    # imports the database layer and, when it upgrades, Alembic (about 8 MiB
+    # with Mako and Pygments), which nothing else in serve needs.
     status = in_child(lambda: _check_database(settings))
     if status:
         return status

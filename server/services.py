@@ -14,9 +14,7 @@ typed, instead of a string key into ``app.extensions``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from flask import Flask, current_app
-from flask.sansio.app import App
+from typing import TYPE_CHECKING
 
 from .auth.hooks import authorizing
 from .config import Settings
@@ -25,6 +23,10 @@ from .db.migrate import check_up_to_date, upgrade
 from .reports.hooks import ReportHooks
 from .tus import FileLocker, FileStore, Locker, TusOptions, Uploads
 from .tus.metrics import tus_metrics
+
+if TYPE_CHECKING:  # Flask only where there is an app: ``cleanup`` builds these without
+    from flask import Flask
+    from flask.sansio.app import App
 
 #: Where an app keeps its :class:`Services` (read it with :func:`services`).
 EXTENSION = "dqrxfer.services"
@@ -110,6 +112,8 @@ def install(app: Flask, built: Services) -> None:
 
 def services(app: App | None = None) -> Services:
     """The services of ``app`` (default: the current app)."""
+    from flask import current_app
+
     found = (app or current_app).extensions[EXTENSION]
     assert isinstance(found, Services), "the app was not built by create_app"
     return found

@@ -17,9 +17,10 @@ from __future__ import annotations
 import glob
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Response
+if TYPE_CHECKING:
+    from flask import Response
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LOCK_WAIT_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -87,6 +88,7 @@ def tus_metrics() -> TusMetrics:
 
 def metrics_view() -> Response:
     """The Prometheus text exposition of every worker's metrics."""
+    from flask import Response
     from prometheus_client import (
         CONTENT_TYPE_LATEST,
         REGISTRY,
