@@ -87,25 +87,30 @@ def finalize_upload(
     info: UploadInfo,
     data_path: Path,
     known_sha256: str | None = None,
+    target: contract.ReportUpload | None = None,
 ) -> str:
     """Publish a finished upload and return its report's URL (idempotent).
 
     ``known_sha256``: the payload's SHA-256 if it was computed while the bytes
     arrived (the tus store's running digest); otherwise it is computed here.
+    ``target``: what validating ``info.metadata`` against ``settings`` gives,
+    if that was done already (at the upload's creation, in this process);
+    otherwise it is validated here.
     """
     if info.completed:  # a re-sent last PATCH: the first answer again, without the lock
         with database.transaction() as connection:
             url = _previous_answer(ledger.upload_outcome(connection, info.id))
         if url is not None:
             return url
-    try:
-        target = validate_for_settings(info.metadata, settings)
-    except contract.ContractError as error:
-        with database.transaction() as connection:
-            url = _previous_answer(ledger.upload_outcome(connection, info.id))
-        if url is not None:
-            return url
-        raise FinalizeError(UNPROCESSABLE, str(error)) from None
+    if target is None:
+        try:
+            target = validate_for_settings(info.metadata, settings)
+        except contract.ContractError as error:
+            with database.transaction() as connection:
+                url = _previous_answer(ledger.upload_outcome(connection, info.id))
+            if url is not None:
+                return url
+            raise FinalizeError(UNPROCESSABLE, str(error)) from None
     project = settings.projects[target.project]
     staging = Staging(project.staging, project.reports_root)
     staging.ensure()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from urllib.parse import urljoin
 
 from dqrxfer import contract
@@ -60,6 +61,9 @@ class ReportHooks(TusHooks):
         #: per thread, the metadata ``pre_create`` last validated and the
         #: result, which ``post_create`` of the same creation reuses
         self._validated = threading.local()
+        #: what ``pre_create`` made of the metadata of uploads it let in, for
+        #: their finalization (:meth:`post_finish`) in this process
+        self._targets: dict[_MetadataKey, contract.ReportUpload] = {}
 
     def pre_create(self, info: UploadInfo) -> None:
         try:
@@ -76,6 +80,9 @@ class ReportHooks(TusHooks):
         if not info.is_partial:
             info.metadata = {**info.metadata, **target.to_metadata()}
             self._validated.last = (info.metadata, target)
+            if len(self._targets) >= KEPT_TARGETS:  # uploads never finished: start again
+                self._targets.clear()
+            self._targets[_metadata_key(info.metadata)] = target
 
     def _check_partials(self, info: UploadInfo, target: contract.ReportUpload) -> None:
         """A final upload joins only partial uploads created for the same
@@ -123,6 +130,10 @@ class ReportHooks(TusHooks):
         if info.is_partial:
             return {}
         hashing = self.hashing
+        # The validation's outcome depends on the metadata and the settings
+        # alone: what pre_create made of the same metadata in this process
+        # (the same settings) is what validating it again would give.
+        target = self._targets.pop(_metadata_key(info.metadata), None)
         try:
             url = finalize_upload(
                 self.database,
@@ -130,6 +141,7 @@ class ReportHooks(TusHooks):
                 info,
                 self.store.data_path(info.id),
                 known_sha256=hashing.known_sha256(info.id) if hashing else None,
+                target=target,
             )
         except FinalizeError as error:
             self._mark_failed(info.id, str(error))
@@ -167,6 +179,17 @@ class ReportHooks(TusHooks):
                 row.state = "failed"
                 row.error = message
                 row.finished = utcnow()
+
+
+#: Validated metadata kept for finalizations at most (about 1 KiB each):
+#: beyond it, those of uploads never finished are let go, all at once.
+KEPT_TARGETS = 1024
+
+_MetadataKey = frozenset[tuple[str, str | None]]
+
+
+def _metadata_key(metadata: Mapping[str, str | None]) -> _MetadataKey:
+    return frozenset(metadata.items())
 
 
 _JOIN_RULE = (
