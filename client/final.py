@@ -24,7 +24,6 @@ from .job import Job
 from .payload import BackgroundScan
 from .resume import ResumeEntry
 from .retry import Retrier
-from .transport import TusClient
 
 log = logging.getLogger("dqr-xfer")
 
@@ -58,7 +57,7 @@ class FinalCreation:
                 entry.sha256 = self.background.result().sha256
             job.resume.remember(entry)
             faults.point("before-final")
-            tus = TusClient(session, job.endpoint)
+            tus = job.tus.on_same_link(session)
             retrier = Retrier(job.options.retry, job.payload.filename, self.cancel)
             metadata = job.planned.metadata(entry.sha256)
             concat = "final;" + " ".join(self.urls)

@@ -195,7 +195,7 @@ def _create(
         with job.session_factory() as session:
             own = replace(
                 job,
-                tus=TusClient(session, job.endpoint),
+                tus=job.tus.on_same_link(session),
                 retrier=Retrier(job.options.retry, job.payload.filename),
             )
             return own.create(end - start, metadata, "partial")
@@ -263,9 +263,7 @@ class Streams:
             own = self.job.session_factory()
             try:
                 retrier = Retrier(self.job.options.retry, self._label(index), cancel)
-                tus = TusClient(own, self.job.endpoint)
-                # The same link: what the job's requests found of its round trip.
-                tus.link.saw_answer(self.job.tus.link.round_trip or 0.0)
+                tus = self.job.tus.on_same_link(own)
                 self._send(index, offsets, stops, tus, retrier)
             except BaseException:
                 cancel.set()

@@ -8,7 +8,8 @@ partial uploads of a parallel upload, of equal bytes).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 #: The smallest PATCH body the client sends (but for a payload's last bytes).
 MIN_PIECE = 256 * 1024
@@ -44,16 +45,37 @@ class LinkEstimate:
     rate (bytes of a PATCH over its time less one round trip).
 
     One per connection (:class:`~dqrxfer.transport.TusClient`), shared by the
-    senders that use it, so that what one range learnt serves the next.
+    senders that use it, so that what one range learnt serves the next.  The
+    other connections of an upload to the same server (parallel streams, the
+    final upload's creation) cross the same link: their estimates tell the
+    first one of every answer (``same_link``), so that the round trip the
+    upload keeps is the quickest of all its answers.  An answer's time also
+    counts the time both ends took to get to it (a busy server, or a busy
+    client's own hashing threads), which the link does not cost: the more
+    answers the minimum is taken over, the closer it comes to the link's.
     """
 
     round_trip: float | None = None
     rate: float | None = None
+    #: The estimate of the upload's first connection, when this is another's.
+    same_link: LinkEstimate | None = field(default=None, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def on_same_link(self) -> LinkEstimate:
+        """An estimate for another connection to the same server: it starts
+        from the round trip known here, and tells this one of its answers
+        (its rate is its own: each connection may be capped on its own)."""
+        return LinkEstimate(round_trip=self.round_trip, same_link=self)
 
     def saw_answer(self, seconds: float) -> None:
         """A request without a body was answered in ``seconds``."""
-        if seconds > 0 and (self.round_trip is None or seconds < self.round_trip):
-            self.round_trip = seconds
+        if seconds <= 0:
+            return
+        with self._lock:  # connections of one upload answer in threads of their own
+            if self.round_trip is None or seconds < self.round_trip:
+                self.round_trip = seconds
+        if self.same_link is not None:
+            self.same_link.saw_answer(seconds)
 
     def saw_piece(self, count: int, seconds: float) -> None:
         """A PATCH of ``count`` bytes was answered ``seconds`` after it began."""

@@ -297,12 +297,20 @@ class GatedBody(SliceBody):
 class TusClient:
     """Requests to one tus endpoint (``<server>/files/``) through ``session``."""
 
-    def __init__(self, session: requests.Session, endpoint: str) -> None:
+    def __init__(
+        self, session: requests.Session, endpoint: str, link: LinkEstimate | None = None
+    ) -> None:
         self.session = session
         self.endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
         self.headers = {"Tus-Resumable": TUS_VERSION}
         #: The link's round trip and rate, as this client's requests find them.
-        self.link = LinkEstimate()
+        self.link = link or LinkEstimate()
+
+    def on_same_link(self, session: requests.Session) -> TusClient:
+        """A client for another connection (``session``) of the same upload:
+        the round trips its requests find are this client's too
+        (:meth:`LinkEstimate.on_same_link`)."""
+        return TusClient(session, self.endpoint, self.link.on_same_link())
 
     def _request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
         headers = {**self.headers, **kwargs.pop("headers", {})}

@@ -3,6 +3,7 @@ with the size and sha256 that were sent."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,10 +38,14 @@ def verify(job: Job, session: requests.Session, url: str, sha256: str) -> dict[s
         if not first:
             job.tus.status(url, final=True)  # the server finishes what is pending
         first = False
+        began = time.monotonic()
         try:
             response = session.get(record_url)
         except requests.RequestException as error:
             raise TransientError(describe_error(error, record_url)) from error
+        # A request without a body over the upload's link: its answer took a
+        # round trip and then some (LinkEstimate keeps the quickest).
+        job.tus.link.saw_answer(time.monotonic() - began)
         check_response(response, "upload record")
         record: dict[str, Any] = response.json()
         state = record.get("state")

@@ -427,6 +427,10 @@ def test_an_interrupted_upload_says_how_far_it_got_and_the_same_command_resumes(
         args = ["dqr-upload", "-s", proxy.url, "--chunk-size", "1", "--parallel", streams]
         args += [*IDENTITY, str(payload)]
         with upload_a_third(live_server, args, client_env, stderr_path, size) as process:
+            # The streams stand still from here (the command's own questions,
+            # on new connections, go through): had the command waited for its
+            # threads, it would not end.
+            assert proxy.hold() >= int(streams)
             process.send_signal(sig)
             assert process.wait(timeout=60) == code
         match = the_error_line(
@@ -441,7 +445,9 @@ def test_an_interrupted_upload_says_how_far_it_got_and_the_same_command_resumes(
         assert bytes_on_server(live_server) < size - 2 * MiB
         assert not live_server.published().exists()
         assert len(resume_entries(client_env)) == 1
-        # The same command resumes.
+        # The same command resumes (the killed streams' connections end as
+        # they would have: what they had sent, then their close).
+        proxy.release()
         proxy.faults = Faults()
         result = run_cli(*args, env=client_env, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -200,3 +200,21 @@ def test_the_link_estimate_takes_the_quickest_answer_and_the_rate_beyond_the_rou
     link.saw_piece(10 * MB, 1.1)
     assert link.rate == pytest.approx(15 * MB)
     assert link.piece_for(ROUND_TRIPS) == pytest.approx(15 * MB * 0.1 * ROUND_TRIPS)
+
+
+def test_the_connections_of_one_upload_keep_the_quickest_round_trip_of_them_all() -> None:
+    """Parallel streams and the final upload's creation use connections of
+    their own over the same link: every answer any of them gets counts for
+    the upload's round trip (the quickest is the closest to the link's, on
+    a busy machine), while each keeps the rate of its own connection."""
+    first = LinkEstimate()
+    first.saw_answer(0.09)
+    other = first.on_same_link()
+    assert other.round_trip == 0.09  # starts from what is known
+    other.saw_answer(0.05)
+    assert first.round_trip == other.round_trip == 0.05
+    other.saw_answer(0.2)  # slower answers change nothing
+    first.saw_answer(0.06)
+    assert (first.round_trip, other.round_trip) == (0.05, 0.05)
+    other.saw_piece(8 * MiB, 1.0)
+    assert other.rate is not None and first.rate is None

@@ -485,3 +485,33 @@ def test_a_connection_opened_on_a_full_database_disk_is_out_of_space(tmp_path: P
         finally:
             second.engine.dispose()
     assert is_out_of_space(caught.value), repr(caught.value)
+
+
+def test_a_worker_starting_on_a_full_database_disk_logs_a_warning_not_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's recovery pass opens the worker's first database connection
+    in a thread of its own, which a busy machine may run only once the disk
+    is full (the live test above fills it as soon as the server answers):
+    a full disk, said in one warning, not 'recovery failed' with a traceback.
+    Whatever it left is finished by the next request for it (HEAD)."""
+    from dqrxfer.server.config import load_settings
+    from dqrxfer.server.reports.recovery import start_recovery
+    from dqrxfer.server.services import build_services
+
+    with small_filesystem(tmp_path / "db", 2 * MiB) as database:
+        config = write_config(
+            tmp_path / "config.toml", database_url=f"sqlite:///{database}/dqrxfer.sqlite"
+        )
+        built = build_services(load_settings(config, tmp_path / "data"))
+        try:
+            built.database.dispose()  # as a forked worker starts: no connection open
+            fill(database)
+            with caplog.at_level("INFO", logger="dqrxfer"):
+                start_recovery(built.reports, built.uploads).join(timeout=60)
+        finally:
+            built.database.dispose()
+    messages = [(record.levelname, record.getMessage()) for record in caplog.records]
+    assert [level for level, _ in messages] == ["WARNING"], messages
+    assert "out of storage space" in messages[0][1], messages
+    assert not [record for record in caplog.records if record.exc_info], messages

@@ -30,7 +30,7 @@ import threading
 from sqlalchemy import select
 
 from ..db.models import Upload, utcnow
-from ..tus.errors import TusError
+from ..tus.errors import TusError, brief, is_out_of_space
 from ..tus.lifecycle import Uploads
 from .hooks import ReportHooks
 from .staging import Staging, lock_file, unlock_file
@@ -130,8 +130,15 @@ def start_recovery(hooks: ReportHooks, uploads: Uploads) -> threading.Thread:
     def run() -> None:
         try:
             recover(hooks, uploads)
-        except Exception:
-            log.exception("recovery failed")
+        except Exception as error:
+            if not is_out_of_space(error):
+                log.exception("recovery failed")
+                return
+            # The worker's first connection may be opened here, on a disk
+            # filled since the master checked the schema: not a fault of the
+            # server's.  A pending upload is finished by the next request for
+            # it (a HEAD, the client's last PATCH again), or at the next start.
+            log.warning("recovery skipped: out of storage space (%s)", brief(error))
 
     thread = threading.Thread(target=run, name="dqrxfer-recovery", daemon=True)
     thread.start()

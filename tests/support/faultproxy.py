@@ -25,6 +25,11 @@ ways, misbehaving as :class:`Faults` says:
   read (so the round trip gains ``2 * delay``), with at most ``window``
   bytes in flight per direction (what a TCP window allows on such a path).
 
+:meth:`FaultProxy.hold` stops the connections open at that moment from
+forwarding client-to-server bytes (new connections go through): a test that
+needs a transfer to stand still while it does something, such as signal the
+client, holds it instead of racing it.
+
 It counts the bytes it received from clients (``up_bytes``: the bytes the
 client put on the wire) and from servers (``down_bytes``), connections, cuts
 and stalls.  Everything is bounded: the proxy only ever talks to the given
@@ -192,6 +197,7 @@ class _Connection:
         self.corrupt_at = (
             self.rng.randint(*faults.corrupt_at) if number <= faults.corrupt_connections else None
         )
+        self.number = number
         self.done = threading.Event()
         self.server: socket.socket | None = None
 
@@ -251,6 +257,7 @@ class _Connection:
                 counters.add("cuts")
                 self._cut()
                 return
+            self.proxy.wait_while_held(self.number)
             try:
                 data = self.client.recv(limit)
             except OSError:
@@ -350,6 +357,10 @@ class FaultProxy:
         self.link_bytes = 0  # client-to-server bytes of all connections
         self.next_link_reset: int | None = None
         self.link_free_at = 0.0  # when the shared link is free again (total_rate)
+        self.accepted = 0  # connections accepted so far, numbered from 1
+        #: connections numbered up to this one forward nothing from their client
+        self.held_through = 0
+        self.held = threading.Condition()
         self.acceptor = threading.Thread(target=self._accept, daemon=True)
 
     @property
@@ -361,7 +372,6 @@ class FaultProxy:
         return self
 
     def _accept(self) -> None:
-        number = 0
         self.listener.settimeout(0.2)
         while not self.stopping.is_set():
             try:
@@ -371,7 +381,9 @@ class FaultProxy:
             except OSError:
                 return
             client.settimeout(None)
-            number += 1
+            with self.held:
+                self.accepted += 1
+                number = self.accepted
             self.counters.add("connections")
             connection = _Connection(self, client, number)
             self.sockets.append(client)
@@ -421,6 +433,26 @@ class FaultProxy:
             self.link_free_at = max(self.link_free_at, time.monotonic()) + count / rate
             due = self.link_free_at
         self.stopping.wait(max(0.0, due - time.monotonic()))
+
+    def hold(self) -> int:
+        """Stop every connection open now from forwarding client-to-server
+        bytes (what a connection had read before goes on to the server: at
+        most one read, 64 KiB); connections made later are not held.  Until
+        :meth:`release` or :meth:`stop`.  Returns the number of connections held."""
+        with self.held:
+            self.held_through = self.accepted
+            return self.held_through
+
+    def release(self) -> None:
+        """The held connections forward again."""
+        with self.held:
+            self.held_through = 0
+            self.held.notify_all()
+
+    def wait_while_held(self, number: int) -> None:
+        with self.held:
+            while number <= self.held_through and not self.stopping.is_set():
+                self.held.wait(0.2)
 
     def reset_counters(self) -> None:
         self.counters = Counters()
