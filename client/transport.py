@@ -11,6 +11,9 @@ connection error, time-out            :class:`TransientError`
 5xx, 423 Locked, 429, 460 checksum    :class:`TransientError` (retry)
 409 on PATCH (offset moved)           :class:`OffsetConflict` (re-sync)
 404 / 410 for an upload URL           :class:`UploadGoneError` (start over)
+400 to a PATCH whose body the server  :class:`TransientError` (resume from
+stopped reading (cut, or another      the server's offset)
+request for the upload took it over)
 401                                   :class:`AuthenticationError`
 404, 405, 410, 501, no ``Tus-Version``  :class:`NotAServerError` (usage:
 to OPTIONS                            the URL is not a dqrxfer server's)
@@ -138,6 +141,20 @@ def server_message(response: requests.Response) -> str:
     return text or (response.reason or f"HTTP {response.status_code}")
 
 
+#: How tus servers say that they stopped reading a PATCH's body part way and
+#: kept what arrived (dqrxfer: a body that ended early, or fell silent while
+#: another request for the upload took it over; tusd: ERR_UPLOAD_INTERRUPTED).
+#: The client's own later request can cause the second: an earlier PATCH the
+#: link held back is answered once the retry asks for the upload.
+_BODY_STOPPED = ("resume from Upload-Offset", "ERR_UPLOAD_INTERRUPTED")
+
+
+def body_stopped(status: int, message: str) -> bool:
+    """Whether an answer to a PATCH says that its body was stopped part way
+    (what arrived is kept: the upload goes on from the server's offset)."""
+    return status == 400 and any(sign in message for sign in _BODY_STOPPED)
+
+
 def _retryable(status: int) -> bool:
     return status >= 500 or status in (408, 423, 429, 460)
 
@@ -161,6 +178,8 @@ def check_response(response: requests.Response, what: str, upload: bool = False)
         raise OffsetConflict(
             f"the server holds another offset than expected (409): {message}", status
         )
+    if upload and body_stopped(status, message):
+        raise TransientError(f"the server stopped reading the piece ({status}): {message}", status)
     if status == 460:
         raise TransientError(f"a piece arrived damaged (checksum mismatch, 460): {message}", status)
     if status in (423, 429):

@@ -582,3 +582,33 @@ def test_the_python_api_refuses_a_url_it_cannot_send_to_without_retrying(
         uploader.upload(page)
     assert str(refused.value) == f"server URL {url!r}: not an http(s) URL with a host"
     assert refused.value.exit_code == 2
+
+
+def test_a_piece_answered_taken_over_by_another_request_goes_on_from_the_servers_offset(
+    live_server: LiveServer, tmp_path: Path, client_env: dict[str, str]
+) -> None:
+    """The link holds back the rest of a PATCH the client has finished
+    sending; a request for the upload (as the client's own retry over a new
+    connection would make) takes the silent PATCH over, which is answered
+    400 "... took it over; resume from Upload-Offset".  The client resumes
+    from the server's offset: the upload is not refused."""
+    size = 1 * MiB  # the whole piece fits in the sockets' buffers: the client reads the answer
+    payload = tmp_path / "piece.bin"
+    payload.write_bytes(os.urandom(size))
+    stderr_path = tmp_path / "stderr.txt"
+    with FaultProxy(live_server.port, Faults(rate=256 * 1024)) as proxy:
+        args = ["dqr-upload", "-v", "-s", proxy.url, "--parallel", "1", *IDENTITY, str(payload)]
+        with upload_a_third(live_server, args, client_env, stderr_path, size) as process:
+            assert proxy.hold() >= 1
+            (data_file,) = upload_data_files(live_server)
+            asked = requests.head(
+                f"{live_server.url}/files/{data_file.name}",
+                headers={"Tus-Resumable": "1.0.0"},
+                timeout=60,
+            )
+            assert asked.status_code == 200, asked.text
+            assert process.wait(timeout=120) == 0, stderr_path.read_text()
+    stderr = stderr_path.read_text()
+    assert "took it over; resume from Upload-Offset" in stderr, stderr
+    assert error_lines(stderr) == [], stderr
+    assert sha256_hex(live_server.published("piece.bin")) == sha256_hex(payload.read_bytes())
