@@ -486,15 +486,27 @@ def test_an_interrupted_upload_whose_server_does_not_answer_says_at_least_what_i
     assert acknowledged <= bytes_on_server(live_server) + 0.05 * MiB, match.group(0)
 
 
+def catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process ``pid`` has a handler of its own for ``sig`` (the
+    kernel's mask of caught signals, ``SigCgt``)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (mask,) = re.findall(r"^SigCgt:\s*([0-9a-f]+)$", status, re.MULTILINE)
+    return bool(int(mask, 16) >> (sig - 1) & 1)
+
+
 def stopped_while_loading(process: subprocess.Popen[bytes], library: str) -> None:
     """Return with ``process`` stopped (SIGSTOP) just after it loaded
-    ``library`` (a shared object among its imports): polled while stopped,
-    so it stands within the few milliseconds after that load."""
+    ``library`` (a shared object among its imports) and set the commands'
+    start-up handlers (seen as SIGTERM caught, which Python leaves to the
+    default; SIGINT it always catches): polled while stopped, so it stands
+    within the few milliseconds after the later of the two.  (Under coverage,
+    whose start-up in every process loads the library first, that is the
+    handlers.)"""
 
     def loaded() -> bool:
         process.send_signal(signal.SIGSTOP)
         maps = Path(f"/proc/{process.pid}/maps").read_text()
-        if library in maps:
+        if library in maps and catches(process.pid, signal.SIGTERM):
             return True
         process.send_signal(signal.SIGCONT)
         assert process.poll() is None, "the command ended before loading " + library
