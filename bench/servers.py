@@ -200,9 +200,12 @@ class Dqrxfer(Server):
         threads: int = 8,
         extra: list[str] | None = None,
         pythonpath: str | None = None,
+        fsync: str | None = None,
     ) -> None:
         super().__init__()
         self.workers, self.threads, self.extra = workers, threads, extra or []
+        #: the configuration's fsync policy, if not the default (``complete``)
+        self.fsync = fsync
         #: a directory holding another version of the ``dqrxfer`` package
         #: (an earlier commit's), imported instead of the installed one
         self.pythonpath = pythonpath
@@ -217,8 +220,14 @@ class Dqrxfer(Server):
 
     def command(self) -> list[str]:
         threads = ["--threads", str(self.threads)]
+        config: list[str] = []
+        if self.fsync is not None:
+            path = self.workdir / "server.toml"
+            # As the embedded default: the database made at the first start.
+            path.write_text(f'fsync = "{self.fsync}"\nauto_upgrade = true\n')
+            config = ["--config", str(path)]
         return serve_command(
-            self.port, self.workdir / "data", *threads, *self.extra, workers=self.workers
+            self.port, self.workdir / "data", *threads, *config, *self.extra, workers=self.workers
         )
 
     def ready(self) -> None:

@@ -9,10 +9,13 @@ runs ``--runs`` times; the table reports medians and ratios.
 Contenders: @tus/server, the tus layer of dqrxfer alone (``tus_layer_app.py``:
 the blueprint with a FileStore, storing bytes and state as @tus/server does)
 and the full application (validation, database, publication into the report
-tree).  Scratch files go to ``$BENCH_TMP`` (default: the system's temporary
-directory); point it at the disk a server would use.  Creating files can cost
-very different amounts in different directories of one machine (seen: 0.01 ms
-against 0.7 ms per file on one filesystem), and every contender creates files.
+tree), each of the two also with the fsync policy ``never`` (``layer-never``,
+``app-never``: @tus/server's durability, so that what the flushes cost and
+what the rest costs can be told apart).  Scratch files go to ``$BENCH_TMP``
+(default: the system's temporary directory); point it at the disk a server
+would use.  Creating files can cost very different amounts in different
+directories of one machine (seen: 0.01 ms against 0.7 ms per file on one
+filesystem), and every contender creates files.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ CONTENDER_KEYS = {
     "layer": "dqrxfer tus layer",
     "layer-never": "dqrxfer tus layer, fsync never",
     "app": "dqrxfer (full app)",
+    "app-never": "dqrxfer (full app), fsync never",
 }
 
 
@@ -390,6 +394,9 @@ def main() -> int:
     layer = lambda: TusLayer(workers=args.workers)  # noqa: E731
     # @tus/server fsyncs nothing: the tus layer with the same durability.
     layer_never = lambda: TusLayer(workers=args.workers, fsync="never")  # noqa: E731
+    # The full app with @tus/server's durability: what the report adds
+    # without a flush, and what the flushes cost it.
+    ours_never = lambda: Dqrxfer(workers=args.workers, fsync="never")  # noqa: E731
     rows: list[str] = []
 
     def rate(seconds: float) -> float:
@@ -400,6 +407,7 @@ def main() -> int:
         ("dqrxfer tus layer", layer),
         ("dqrxfer tus layer, fsync never", layer_never),
         ("dqrxfer (full app)", ours),
+        ("dqrxfer (full app), fsync never", ours_never),
     ]
     chosen = {CONTENDER_KEYS[key] for key in args.contenders}
     contenders = [(name, factory) for name, factory in every if name in chosen]
