@@ -17,10 +17,14 @@ Layout of :class:`FileStore`'s directory, for an upload ``<id>``:
     a final upload of the concatenation extension waiting for an unfinished
     partial upload;
 ``owners/<owner-hash>/<id>``
-    an empty file per upload in progress (a deferred length's holds the
-    length a PATCH in flight reserved), under a hash of its owner, so that the
+    a name per upload in progress, under a hash of its owner, so that the
     cap on an owner's unfinished bytes reads the state of one owner's uploads
-    only (:meth:`FileStore.unfinished_upload_ids`).  A hint: removed *before*
+    only (:meth:`FileStore.unfinished_upload_ids`): a hard link to the
+    upload's state file as it was created when its length is known (a name,
+    no new file: creating a file cost 0.2 to 0.6 ms of CPU on an ext4 disk
+    where a link cost 8 µs), a file of its own when its length is deferred
+    (holding the length a PATCH in flight reserved), or wherever links cannot
+    be made.  Only the name counts, and a deferred length's content.  A hint: removed *before*
     the upload completes or is removed, so a listed hint means neither has
     happened yet (what :mod:`.tally` relies on), and by
     :meth:`FileStore.unfinished_upload` when it finds the upload gone or
@@ -149,6 +153,26 @@ _start_writeback = _load_sync_file_range()
 def _remove(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+#: Why ``os.link`` may fail where creating a file would not: the filesystem
+#: makes no hard links, or the file has as many as it allows.
+_NO_LINK = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS})
+
+
+def _add_hint(path: str, state: str | None) -> None:
+    """An owner's hint at ``path``: a hard link to ``state`` if given and
+    links can be made there, else an empty file."""
+    if state is not None:
+        try:
+            os.link(state, path)
+            return
+        except FileExistsError:
+            return
+        except OSError as error:
+            if error.errno not in _NO_LINK:
+                raise
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _changed_since(path: str, moment: float) -> bool:
@@ -328,12 +352,15 @@ class FileStore:
         and not an error when it fails (a full disk): a hint lost only leaves
         the upload uncounted."""
         path = f"{self._owner_dir(info.owner)}/{info.id}"
+        # A known length reserves nothing: its hint is a second name of the
+        # state file (whose content the hint's readers never look at).
+        state = self._info_path(info.id) if info.length is not None else None
         try:
             try:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+                _add_hint(path, state)
             except FileNotFoundError:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+                _add_hint(path, state)
         except OSError as error:
             log.warning("upload %s: not counted for its owner (%s)", info.id, error)
 
