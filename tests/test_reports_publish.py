@@ -19,9 +19,16 @@ from dqrxfer.server.db import Database, Event, Report, ReportFile, Upload
 from dqrxfer.server.reports.finalize import finalize_upload
 from dqrxfer.server.tus.store import FileStore
 from support import tars
-from support.inprocess import InProcessServer
+from support.inprocess import InProcessServer, in_process_server
 from support.tars import file, symlink
-from support.tus import resend_last_patch, send, sha256_hex, tar_metadata
+from support.tus import (
+    report_metadata,
+    resend_last_patch,
+    send,
+    sha256_hex,
+    tar_metadata,
+    write_config,
+)
 
 REPORT = Path("reports/O4/S230518h_dir/S230518h_llo_1")
 
@@ -306,3 +313,41 @@ def test_both_ways_of_laying_a_pass_over_a_report(
         assert list((settings.data_dir / "reports/O4/.dqrxfer-staging/work").iterdir()) == []
     finally:
         database.dispose()
+
+
+@pytest.mark.parametrize("policy", ["never", "complete"])
+def test_the_fsync_policy_never_flushes_nothing_a_publication_writes(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    """``never`` means nothing is flushed (docs/tus.md): neither the data nor
+    the names a single file or an archive is published under, nor the record.
+    ``complete`` flushes each of them (the control)."""
+    flushed: list[str] = []
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+
+    def fsync(fd: int) -> None:
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def fdatasync(fd: int) -> None:
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    config = write_config(tmp_path / "server.toml", fsync=policy)
+    with in_process_server(data_dir, config) as server:
+        single = send(server.url, b"one file", report_metadata(filename="a.txt", subdir="new"))
+        assert single.final.status_code == 204, single.final.text
+        archive = tars.report_tree({"b/c.txt": "archived"})
+        packed = send(server.url, archive, tar_metadata(revision="2"))
+        assert packed.final.status_code == 204, packed.final.text
+    report = data_dir / "reports" / "O4" / "S230518h_dir"
+    assert (report / "S230518h_llo_1" / "new" / "a.txt").read_bytes() == b"one file"
+    assert (report / "S230518h_llo_2" / "b" / "c.txt").read_text() == "archived"
+    if policy == "never":
+        assert flushed == []
+    else:
+        names = {Path(path).name for path in flushed}
+        # the data, the directories it was published in, the record's log
+        assert {"new", "S230518h_llo_1", "dqrxfer.sqlite-wal"} <= names, flushed

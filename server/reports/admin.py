@@ -492,7 +492,7 @@ def register(
                     (graceid, project.name, site, revision),
                     [prefix + name for name in [*staged.files, *staged.links]],
                 ):
-                    publish.make_dirs(report_dir.parent, project.reports_root)
+                    publish.make_dirs(report_dir.parent, project.reports_root, settings.durable)
                     publish.publish_tree(staged, report_dir, subdir, work, durable=settings.durable)
             except TreeInvariantBroken as error:
                 raise AdminError(f"{source}: {error}; nothing was published") from None

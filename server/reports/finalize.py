@@ -194,7 +194,7 @@ def _publish_file(
     claim.paths([relpath])
     # New directories are made durable with the file's name, all at once.
     new_directories = publish.make_dirs(target_dir, project.reports_root, durable=False)
-    publish.publish_file(data_path, target_dir / target.filename, new_directories)
+    publish.publish_file(data_path, target_dir / target.filename, new_directories, claim.durable)
     size = data_path.stat().st_size
     return PublishResult([PublishedFile(relpath, size, digest)], [], digest)
 
@@ -242,7 +242,7 @@ def _publish_archive(
         faults.point("after-extract")
         try:
             with claim.publishing([prefix + name for name in [*staged.files, *staged.links]]):
-                publish.make_dirs(report_dir.parent, project.reports_root)
+                publish.make_dirs(report_dir.parent, project.reports_root, settings.durable)
                 publish.publish_tree(
                     staged, report_dir, target.subdir, work, durable=settings.durable
                 )

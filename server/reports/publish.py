@@ -162,8 +162,11 @@ def check_overlay(report_dir: Path, subdir: str, staged: StagedArchive) -> None:
     check_links(staged.links, kind_of)
 
 
-def publish_file(source: Path, target: Path, new_directories: Sequence[Path] = ()) -> None:
-    """Place ``source``'s content at ``target`` atomically and durably.
+def publish_file(
+    source: Path, target: Path, new_directories: Sequence[Path] = (), durable: bool = True
+) -> None:
+    """Place ``source``'s content at ``target`` atomically (and durably unless
+    ``durable`` is false: the fsync policy ``never``).
 
     ``new_directories``: directories :func:`make_dirs` changed without making
     them durable.  They are fsynced with the target's directory, all at once
@@ -185,8 +188,9 @@ def publish_file(source: Path, target: Path, new_directories: Sequence[Path] = (
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    directories = [target.parent, *(path for path in new_directories if path != target.parent)]
-    fsync_together([], directories)
+    if durable:
+        directories = [target.parent, *(p for p in new_directories if p != target.parent)]
+        fsync_together([], directories)
 
 
 def _copy_durably(source: Path, target: Path) -> None:
@@ -382,8 +386,8 @@ def publish_tree(
         destination.mkdir(mode=0o755, parents=True, exist_ok=True)
         _overlay_links_last(staged.root, destination)
         _chmod_new_dirs(report_dir, subdir)
-    fsync_directory(report_dir.parent)
     if durable:
+        fsync_directory(report_dir.parent)
         fsync_directory(report_dir)
 
 
