@@ -289,6 +289,40 @@ class TusLayer(Server):
         wait_workers_listening(self, self.workers)
 
 
+class LeanReport(Server):
+    """The floor of a report upload's work (``bench/lean_report_app.py``)."""
+
+    name = "lean-report"
+
+    def __init__(self, workers: int = 4, threads: int = 8, fsync: str = "complete") -> None:
+        super().__init__()
+        self.workers, self.threads, self.fsync = workers, threads, fsync
+
+    def command(self) -> list[str]:
+        data = self.workdir / "data"
+        config = self.workdir / "server.toml"
+        config.write_text(f'fsync = "{self.fsync}"\n')
+        upgrade = [str(BIN / "dqrxfer-server"), "db", "upgrade", "--config", str(config)]
+        subprocess.run([*upgrade, "--data-dir", str(data)], check=True, capture_output=True)
+        return [
+            str(BIN / "python"),
+            str(HERE / "lean_report_app.py"),
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data),
+            "--config",
+            str(config),
+            "--workers",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+        ]
+
+    def ready(self) -> None:
+        wait_workers_listening(self, self.workers)
+
+
 class TusNode(Server):
     name = "tus-node"
 

@@ -11,11 +11,12 @@ the blueprint with a FileStore, storing bytes and state as @tus/server does)
 and the full application (validation, database, publication into the report
 tree), each of the two also with the fsync policy ``never`` (``layer-never``,
 ``app-never``: @tus/server's durability, so that what the flushes cost and
-what the rest costs can be told apart).  Scratch files go to ``$BENCH_TMP``
-(default: the system's temporary directory); point it at the disk a server
-would use.  Creating files can cost very different amounts in different
-directories of one machine (seen: 0.01 ms against 0.7 ms per file on one
-filesystem), and every contender creates files.
+what the rest costs can be told apart), and, when asked for (``lean``,
+``lean-never``), the floor of a report upload's work (``lean_report_app.py``).
+Scratch files go to ``$BENCH_TMP`` (default: the system's temporary
+directory); point it at the disk a server would use.  Creating files can cost
+very different amounts in different directories of one machine (seen: 0.01 ms
+against 0.7 ms per file on one filesystem), and every contender creates files.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.rawhttp import Connection, patch_file
-from bench.servers import Dqrxfer, Nginx, Server, TusLayer, TusNode
+from bench.servers import Dqrxfer, LeanReport, Nginx, Server, TusLayer, TusNode
 from tests.support.tus import sha1_header
 
 MiB = 1024 * 1024
@@ -48,7 +49,11 @@ CONTENDER_KEYS = {
     "layer-never": "dqrxfer tus layer, fsync never",
     "app": "dqrxfer (full app)",
     "app-never": "dqrxfer (full app), fsync never",
+    "lean": "report floor (lean_report_app.py)",
+    "lean-never": "report floor, fsync never",
 }
+#: Run unless ``--contenders`` says otherwise (the floor only when asked).
+DEFAULT_CONTENDERS = [key for key in CONTENDER_KEYS if not key.startswith("lean")]
 
 
 def metadata(index: int) -> str:
@@ -374,7 +379,7 @@ def main() -> int:
         "--contenders",
         nargs="*",
         choices=list(CONTENDER_KEYS),
-        default=list(CONTENDER_KEYS),
+        default=DEFAULT_CONTENDERS,
         help="which servers the throughput and small-upload parts compare (ratios need node)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
@@ -408,6 +413,8 @@ def main() -> int:
         ("dqrxfer tus layer, fsync never", layer_never),
         ("dqrxfer (full app)", ours),
         ("dqrxfer (full app), fsync never", ours_never),
+        ("report floor (lean_report_app.py)", lambda: LeanReport(workers=args.workers)),
+        ("report floor, fsync never", lambda: LeanReport(workers=args.workers, fsync="never")),
     ]
     chosen = {CONTENDER_KEYS[key] for key in args.contenders}
     contenders = [(name, factory) for name, factory in every if name in chosen]
