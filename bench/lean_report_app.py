@@ -37,10 +37,8 @@ import sqlite3
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from flask import Flask
-from gunicorn.app.base import BaseApplication
 
 from dqrxfer import contract
 from dqrxfer.server.config import Settings, load_settings
@@ -53,7 +51,7 @@ from dqrxfer.server.tus import (
     UploadInfo,
     make_blueprint,
 )
-from dqrxfer.server.wsgi import DEFAULT_OPTIONS, gunicorn_options
+from dqrxfer.server.wsgi import FlaskServer, gunicorn_options
 
 INSERT_UPLOAD = (
     "INSERT INTO uploads (id, principal, project, graceid, site, revision, subdir, filename, "
@@ -223,21 +221,6 @@ def create_app(data_dir: Path, config: Path | None) -> Flask:
     return app
 
 
-class LeanReportServer(BaseApplication):  # type: ignore[misc]
-    def __init__(self, data_dir: Path, config: Path | None, options: dict[str, Any]) -> None:
-        self.data_dir, self.config, self.options = data_dir, config, options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for layer in (DEFAULT_OPTIONS, self.options):
-            for key, value in layer.items():
-                if key in self.cfg.settings and value is not None:
-                    self.cfg.set(key, value)
-
-    def load(self) -> Flask:
-        return create_app(self.data_dir, self.config)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
@@ -247,7 +230,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
     options = gunicorn_options("127.0.0.1", args.port, args.workers, args.threads)
-    LeanReportServer(args.data_dir, args.config, options).run()
+    FlaskServer(lambda: create_app(args.data_dir, args.config), options).run()
 
 
 if __name__ == "__main__":

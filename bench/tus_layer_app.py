@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from flask import Flask
-from gunicorn.app.base import BaseApplication
 
 from dqrxfer.server.tus import FileLocker, FileStore, TusOptions, make_blueprint
-from dqrxfer.server.wsgi import DEFAULT_OPTIONS, gunicorn_options
+from dqrxfer.server.wsgi import FlaskServer, gunicorn_options
 
 
 def create_app(data_dir: Path, fsync: str) -> Flask:
@@ -33,21 +31,6 @@ def create_app(data_dir: Path, fsync: str) -> Flask:
     return app
 
 
-class TusLayerServer(BaseApplication):  # type: ignore[misc]
-    def __init__(self, data_dir: Path, fsync: str, options: dict[str, Any]) -> None:
-        self.data_dir, self.fsync, self.options = data_dir, fsync, options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for layer in (DEFAULT_OPTIONS, self.options):
-            for key, value in layer.items():
-                if key in self.cfg.settings and value is not None:
-                    self.cfg.set(key, value)
-
-    def load(self) -> Flask:
-        return create_app(self.data_dir, self.fsync)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
@@ -57,7 +40,7 @@ def main() -> None:
     parser.add_argument("--fsync", default="complete")
     args = parser.parse_args()
     options = gunicorn_options("127.0.0.1", args.port, args.workers, args.threads)
-    TusLayerServer(args.data_dir, args.fsync, options).run()
+    FlaskServer(lambda: create_app(args.data_dir, args.fsync), options).run()
 
 
 if __name__ == "__main__":

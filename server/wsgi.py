@@ -27,6 +27,7 @@ import os
 import runpy
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -107,7 +108,32 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 }
 
 
+def _apply_layers(cfg: Any, layers: list[dict[str, Any]]) -> None:
+    """Set gunicorn's settings from ``layers``, later ones winning (None: unset)."""
+    for layer in layers:
+        for key, value in layer.items():
+            if key in cfg.settings and value is not None:
+                cfg.set(key, value)
+
+
 # gunicorn has no type information: its class is Any to mypy.
+class FlaskServer(BaseApplication):  # type: ignore[misc]
+    """The Flask app ``build`` returns, under gunicorn with ``serve``'s
+    defaults (:data:`DEFAULT_OPTIONS`) and then ``options``: how the
+    benchmarks serve the apps they set beside ``serve`` (``bench/``)."""
+
+    def __init__(self, build: Callable[[], Flask], options: dict[str, Any]) -> None:
+        self.build = build
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        _apply_layers(self.cfg, [DEFAULT_OPTIONS, self.options])
+
+    def load(self) -> Flask:
+        return self.build()
+
+
 class GunicornServer(BaseApplication):  # type: ignore[misc]
     def __init__(
         self, settings: Settings, options: dict[str, Any], config_file: str | None = None
@@ -122,10 +148,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         if self.config_file:
             layers.append(runpy.run_path(self.config_file))
         layers.append(self.options)
-        for layer in layers:
-            for key, value in layer.items():
-                if key in self.cfg.settings and value is not None:
-                    self.cfg.set(key, value)
+        _apply_layers(self.cfg, layers)
 
     def run(self) -> None:
         address = ListeningAddress(listening_urls(self.cfg.address, self.cfg.is_ssl))
