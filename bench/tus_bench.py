@@ -56,12 +56,14 @@ CONTENDER_KEYS = {
 DEFAULT_CONTENDERS = [key for key in CONTENDER_KEYS if not key.startswith("lean")]
 
 
-def metadata(index: int) -> str:
+def metadata(index: int, revision: int | None = None) -> str:
+    """A report upload's metadata: upload ``index`` of a new report (one of
+    1,000 revisions, in turn) unless ``revision`` names the report."""
     fields = {
         "project": "O4",
         "graceid": "S230518h",
         "uploader": "llo",
-        "revision": str(index % 1000),
+        "revision": str(index % 1000 if revision is None else revision),
         "filename": f"bench-{index}.bin",
         "kind": "file",
     }
@@ -127,8 +129,21 @@ def put_upload(server: Nginx, path: Path) -> float:
     return elapsed
 
 
-def small_uploads(server: Server, count: int, clients: int, size: int, with_upload: bool) -> float:
-    """``count`` uploads of ``size`` bytes by ``clients`` concurrent clients; uploads/s."""
+#: ``--small-reports``: every upload starts a report of its own, or each
+#: client fills one report with files (as a site pushes a report file by file).
+REPORT_LAYOUTS = ("per-upload", "per-client")
+
+
+def small_uploads(
+    server: Server,
+    count: int,
+    clients: int,
+    size: int,
+    with_upload: bool,
+    reports: str = "per-upload",
+) -> float:
+    """``count`` uploads of ``size`` bytes by ``clients`` concurrent clients
+    into reports laid out as ``reports`` says; uploads/s."""
     body = os.urandom(size)
     per_client = [count // clients + (1 if i < count % clients else 0) for i in range(clients)]
 
@@ -139,7 +154,9 @@ def small_uploads(server: Server, count: int, clients: int, size: int, with_uplo
             headers = {
                 "Tus-Resumable": "1.0.0",
                 "Upload-Length": str(size),
-                "Upload-Metadata": metadata(index),
+                "Upload-Metadata": metadata(
+                    index, revision=number + 1 if reports == "per-client" else None
+                ),
             }
             if with_upload:
                 headers["Content-Type"] = "application/offset+octet-stream"
@@ -368,6 +385,13 @@ def main() -> int:
         help="concurrent clients of the small-upload part (each count one configuration)",
     )
     parser.add_argument(
+        "--small-reports",
+        choices=REPORT_LAYOUTS,
+        default="per-upload",
+        help="small uploads: each starts a report of its own (default), or each client's go "
+        "into one report",
+    )
+    parser.add_argument(
         "--only",
         nargs="*",
         default=["throughput", "fsync", "checksum", "rss", "small"],
@@ -538,13 +562,20 @@ def main() -> int:
         for clients in args.small_clients:
             for with_upload in (False, True):
                 label = "creation-with-upload" if with_upload else "POST + PATCH"
+                if args.small_reports == "per-client":
+                    label += ", a report per client"
                 rates, cpu = {}, {}
                 for name, factory in contenders:
                     measured = [
                         fresh_with_cpu(
                             factory,
                             lambda s, clients=clients, with_upload=with_upload: small_uploads(
-                                s, args.small_count, clients, 64 * 1024, with_upload
+                                s,
+                                args.small_count,
+                                clients,
+                                64 * 1024,
+                                with_upload,
+                                args.small_reports,
                             ),
                         )
                         for _ in range(args.runs)
