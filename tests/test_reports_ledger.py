@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from dqrxfer.server.config import load_settings
-from dqrxfer.server.reports import admin
+from dqrxfer.server.reports import admin, ledger
 from dqrxfer.server.services import open_database
 from support.tus import write_config
 
@@ -62,5 +63,63 @@ def test_reindex_and_register_in_place_write_through_the_ledger(
             assert relpaths == ["index.html", "new.txt", "tier1/more.txt"]
             assert found.total_bytes == 16 + 5 + 3
             assert admin.as_utc(found.updated).timestamp() > old
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize("backend", DATABASES)
+def test_an_upload_moves_the_totals_by_what_it_changed_without_counting_every_row(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A report grown file by file is not read whole at each upload: counting
+    its rows again took 1.4 ms at 10,000 files, under the write lock.  The
+    totals still equal those of its rows after files are added, replaced by
+    larger and smaller ones, and removed (a link taking a file's place)."""
+    keys: dict[str, object] = {}
+    if backend == "postgresql":
+        keys["database_url"] = request.getfixturevalue("postgres_url")
+    config = write_config(tmp_path / "config.toml", **keys)
+    settings = load_settings(config, data_dir)
+    database = open_database(settings)
+
+    def publish(files: dict[str, int], removed: tuple[str, ...] = ()) -> None:
+        change = ledger.ReportChange(
+            graceid="S230518h",
+            project="O4",
+            site="llo",
+            revision=1,
+            path=REPORT,
+            url="/reports/O4/" + REPORT + "/",
+            files=[ledger.PublishedFile(path, size, None) for path, size in files.items()],
+            removed=list(removed),
+            upload_id=None,
+            principal="someone",
+            when=datetime.now(UTC),
+        )
+        with database.transaction(write=True) as connection:
+            ledger.record_report(connection, change, recount=False)
+
+    def totals() -> tuple[tuple[int, int], tuple[int, int]]:
+        with database.transaction() as connection:
+            stored = connection.execute(text("SELECT file_count, total_bytes FROM reports")).one()
+            counted = connection.execute(
+                text("SELECT count(*), coalesce(sum(size), 0) FROM report_files")
+            ).one()
+        return tuple(stored), tuple(counted)  # type: ignore[return-value]
+
+    try:
+        publish({"a": 10, "b": 20})  # the report is made with its totals
+        monkeypatch.setattr(ledger, "_FAST_REFRESH_TOTALS", None)  # no recount from here on
+        publish({"c": 5})
+        publish({"a": 100})
+        publish({"b": 1, "d/e": 7})
+        publish({}, removed=("c", "missing"))
+        publish({f"many/{n}": n for n in range(600)}, removed=("a",))  # past one IN list
+        stored, counted = totals()
+        assert stored == counted == (602, 1 + 7 + sum(range(600)))  # b, d/e and many/*
     finally:
         database.dispose()

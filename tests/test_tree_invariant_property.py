@@ -31,6 +31,7 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from sqlalchemy import text
 
 from dqrxfer.server.config import load_settings
 from dqrxfer.server.db import Database, migrate
@@ -241,6 +242,31 @@ class ReportUploads(RuleBasedStateMachine):
         if self.report.exists():
             assert oracle(self.report) == []
         assert not self.work.exists() or list(self.work.iterdir()) == []
+
+    @invariant()
+    def the_database_says_what_the_report_holds(self) -> None:
+        """The report's file rows are its regular files with their sizes, and
+        its totals are those of its rows (the uploads move the totals by what
+        they change; ``register`` counts them again)."""
+        on_disk = {
+            str(path.relative_to(self.report)): path.lstat().st_size
+            for path in (self.report.rglob("*") if self.report.exists() else [])
+            if stat.S_ISREG(path.lstat().st_mode)
+        }
+        with self.data.database.engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT f.relpath, f.size FROM report_files f JOIN reports r"
+                    " ON r.id = f.report_id WHERE r.revision = :revision"
+                ),
+                {"revision": self.revision},
+            ).all()
+            totals = connection.execute(
+                text("SELECT file_count, total_bytes FROM reports WHERE revision = :revision"),
+                {"revision": self.revision},
+            ).all()
+        assert dict(rows) == on_disk
+        assert totals in ([], [(len(rows), sum(size for _path, size in rows))]), (totals, rows)
 
 
 ReportUploads.TestCase.settings = bounded(100, 8, HealthCheck.filter_too_much)

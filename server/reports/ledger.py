@@ -97,7 +97,7 @@ _SELECT_REPORT_FOR_UPDATE = (
 _SELECT_EVENT = select(_events.c.id).where(_events.c.graceid == bindparam("graceid_key"))
 _INSERT_EVENT = insert(_events)
 _INSERT_REPORT = insert(_reports)
-_SELECT_FILES = select(_files.c.relpath, _files.c.id).where(
+_SELECT_FILES = select(_files.c.relpath, _files.c.id, _files.c.size).where(
     _files.c.report_id == bindparam("report_key")
 )
 _SELECT_NAMED_FILES = _SELECT_FILES.where(
@@ -116,6 +116,19 @@ _REFRESH_TOTALS = (
         total_bytes=select(func.coalesce(func.sum(_files.c.size), 0))
         .where(_files.c.report_id == bindparam("report_key"))
         .scalar_subquery(),
+        updated=bindparam("when_key"),
+    )
+)
+# A publication's change to the totals, from the rows it inserted, replaced
+# and removed: a recount (above) reads every file row of the report, and a
+# report grown file by file to 10,000 files took 1.4 ms per upload to recount
+# (8.5 ms at 50,000), under the database's write lock.
+_ADD_TO_TOTALS = (
+    update(_reports)
+    .where(_reports.c.id == bindparam("report_key"))
+    .values(
+        file_count=_reports.c.file_count + bindparam("count_key"),
+        total_bytes=_reports.c.total_bytes + bindparam("bytes_key"),
         updated=bindparam("when_key"),
     )
 )
@@ -217,6 +230,7 @@ _FAST_INSERT_FILE = Prepared(_INSERT_FILE, ("report_id", "relpath", *_FILE_KEYS)
 _FAST_UPDATE_FILE = Prepared(_UPDATE_FILE, _FILE_KEYS)
 _FAST_SELECT_ONE_FILE = Prepared(_SELECT_FILES.where(_files.c.relpath == bindparam("path_key")))
 _FAST_REFRESH_TOTALS = Prepared(_REFRESH_TOTALS)
+_FAST_ADD_TO_TOTALS = Prepared(_ADD_TO_TOTALS)
 _FAST_MARK_PUBLISHED = Prepared(_MARK_PUBLISHED)
 
 
@@ -428,16 +442,33 @@ class Publication:
     clear_superseded: bool = False
 
 
-def record_report(connection: Connection, change: ReportChange) -> tuple[int, str]:
+def record_report(
+    connection: Connection, change: ReportChange, recount: bool = True
+) -> tuple[int, str]:
     """Record ``change`` in the open write transaction (on SQLite one that
     began IMMEDIATE): the event and report rows if new, the files' rows and
-    the report's totals (counted in the UPDATE itself; a report created here
-    is inserted with them, and its files, none yet, are not looked up).
+    the report's totals.  A report created here is inserted with its totals
+    (its files, none yet, are not looked up).  An existing report's totals
+    are counted again from all its rows (``recount``: the operator commands,
+    which may be mending them), or moved by what this change did to the rows
+    it touched (the uploads: the same totals, from rows read anyway).
     Returns the report's id and URL."""
     report_id, url, created = _get_or_create_report(connection, change)
-    _record_files(connection, report_id, change, new_report=created)
-    if not created:
+    files, size = _record_files(connection, report_id, change, new_report=created)
+    if created:
+        return report_id, url
+    if recount:
         _FAST_REFRESH_TOTALS.execute(connection, {"report_key": report_id, "when_key": change.when})
+    else:
+        _FAST_ADD_TO_TOTALS.execute(
+            connection,
+            {
+                "report_key": report_id,
+                "count_key": files,
+                "bytes_key": size,
+                "when_key": change.when,
+            },
+        )
     return report_id, url
 
 
@@ -452,7 +483,7 @@ def record_publication(connection: Connection, publication: Publication) -> str:
     began IMMEDIATE: ``Database.transaction(write=True)``): the report's rows
     (:func:`record_report`) and the upload as published.  Returns the
     report's URL."""
-    report_id, url = record_report(connection, publication.change)
+    report_id, url = record_report(connection, publication.change, recount=False)
     _FAST_MARK_PUBLISHED.execute(
         connection,
         {
@@ -522,8 +553,9 @@ def _insert_new(connection: Connection, statement: Prepared, values: dict[str, o
 
 def _record_files(
     connection: Connection, report_id: int, change: ReportChange, new_report: bool = False
-) -> None:
-    """Insert or replace the files' rows and drop the removed paths' rows.
+) -> tuple[int, int]:
+    """Insert or replace the files' rows and drop the removed paths' rows;
+    return how many rows and bytes the report gained (negative: lost).
 
     Only the rows of the paths concerned are read when they are few (a
     report that grows one small upload at a time is not read whole each
@@ -531,14 +563,14 @@ def _record_files(
     Bulk statements: an archive of 10,000 files costs a few statements.
     """
     paths = [entry.relpath for entry in change.files] + list(change.removed)
-    existing: dict[str, int] = {}
+    existing: dict[str, tuple[int, int]] = {}  # path: (row id, size)
     if new_report:
         pass
     elif len(paths) == 1:  # a single file's upload
         found = _FAST_SELECT_ONE_FILE.rows(
             connection, {"report_key": report_id, "path_key": paths[0]}
         )
-        existing = {relpath: file_id for relpath, file_id in found}
+        existing = {relpath: (file_id, size) for relpath, file_id, size in found}
     else:
         if len(paths) <= _CHUNK:
             query = connection.execute(
@@ -546,8 +578,9 @@ def _record_files(
             )
         else:
             query = connection.execute(_SELECT_FILES, {"report_key": report_id})
-        existing = {row.relpath: row.id for row in query}
-    gone = [existing[path] for path in change.removed if path in existing]
+        existing = {row.relpath: (row.id, row.size) for row in query}
+    removed = [existing[path] for path in change.removed if path in existing]
+    gone = [file_id for file_id, _size in removed]
     for start in range(0, len(gone), _CHUNK):
         connection.execute(_DELETE_FILES, {"ids_key": gone[start : start + _CHUNK]})
     values = {
@@ -556,7 +589,12 @@ def _record_files(
         "published": change.when,
     }
     updates = [
-        {"file_key": existing[entry.relpath], "size": entry.size, "sha256": entry.sha256, **values}
+        {
+            "file_key": existing[entry.relpath][0],
+            "size": entry.size,
+            "sha256": entry.sha256,
+            **values,
+        }
         for entry in change.files
         if entry.relpath in existing
     ]
@@ -571,7 +609,12 @@ def _record_files(
         for entry in change.files
         if entry.relpath not in existing
     ]
+    updated_paths = {entry.relpath for entry in change.files if entry.relpath in existing}
     if updates:
         _FAST_UPDATE_FILE.execute_many(connection, updates)
     if inserts:
         _FAST_INSERT_FILE.execute_many(connection, inserts)
+    # What the rows replaced and removed held, against what the files now hold.
+    before = sum(size for path, (_file_id, size) in existing.items() if path in updated_paths)
+    before += sum(size for _file_id, size in removed)
+    return len(inserts) - len(removed), sum(entry.size for entry in change.files) - before
