@@ -609,12 +609,11 @@ def _record_files(
         for entry in change.files
         if entry.relpath not in existing
     ]
-    updated_paths = {entry.relpath for entry in change.files if entry.relpath in existing}
     if updates:
         _FAST_UPDATE_FILE.execute_many(connection, updates)
     if inserts:
         _FAST_INSERT_FILE.execute_many(connection, inserts)
     # What the rows replaced and removed held, against what the files now hold.
-    before = sum(size for path, (_file_id, size) in existing.items() if path in updated_paths)
+    before = sum(existing[entry.relpath][1] for entry in change.files if entry.relpath in existing)
     before += sum(size for _file_id, size in removed)
     return len(inserts) - len(removed), sum(entry.size for entry in change.files) - before

@@ -24,9 +24,9 @@ Layout of :class:`FileStore`'s directory, for an upload ``<id>``:
     no new file: creating a file cost 0.2 to 0.6 ms of CPU on an ext4 disk
     where a link cost 8 µs), a file of its own when its length is deferred
     (holding the length a PATCH in flight reserved), or wherever links cannot
-    be made.  Only the name counts, and a deferred length's content.  A hint: removed *before*
-    the upload completes or is removed, so a listed hint means neither has
-    happened yet (what :mod:`.tally` relies on), and by
+    be made.  Only the name counts, and a deferred length's content.  A hint
+    is removed *before* the upload completes or is removed, so a listed hint
+    means neither has happened yet (what :mod:`.tally` relies on), and by
     :meth:`FileStore.unfinished_upload` when it finds the upload gone or
     completed (a hint a crash left).
 
